@@ -1,0 +1,1 @@
+//! Shared helpers for Amalgam's criterion benchmarks (floors, reporting).

@@ -1,0 +1,1 @@
+//! amalgam-dp (under construction).

@@ -1,0 +1,1 @@
+//! amalgam-he (under construction).

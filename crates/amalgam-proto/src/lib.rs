@@ -1,0 +1,1 @@
+//! amalgam-proto (under construction).

@@ -1,0 +1,1 @@
+//! Shared harness for Amalgam's cross-crate tests and fuzz targets.
