@@ -1,1 +1,128 @@
-//! Shared helpers for Amalgam's criterion benchmarks (floors, reporting).
+//! Shared helpers for Amalgam's criterion benchmarks.
+//!
+//! Every Amalgam benchmark reports a ratio to a *floor* measured in the same run, because this
+//! machine is noisy (±30-50 % run to run) and an absolute time alone says little. The floor for
+//! PRG-bound work is the fastest ChaCha20 keystream available here: OpenSSL's assembly, reached
+//! through the `openssl` crate. Criterion stores each benchmark's estimates on disk; after a
+//! group has run, [`report_ratio`] reads both medians back and prints the ratio.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::Criterion;
+use openssl::symm::{Cipher, Crypter, Mode};
+
+/// Where criterion writes its estimates: `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`,
+/// else the workspace's `target/criterion`.
+pub fn criterion_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Path::new(&target).join("criterion");
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/criterion")
+}
+
+/// A criterion configuration for the heavy, megabyte-scale benches: few samples, bounded time,
+/// and a fixed output directory so [`report_ratio`] can find the estimates.
+pub fn heavy_criterion() -> Criterion {
+    Criterion::default()
+        .output_directory(&criterion_home())
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+}
+
+/// The ChaCha20 keystream floor: OpenSSL's ChaCha20 (runtime CPU dispatch), key `key`, block
+/// counter 0 and an all-zero nonce, written into `out`. This is the same keystream as
+/// `rand_chacha::ChaCha20Rng::from_seed(key)`, produced as fast as this machine can.
+pub fn openssl_keystream(key: &[u8; 32], out: &mut [u8]) {
+    out.fill(0);
+    // Encrypting zeros yields the raw keystream. A 16-byte IV = 4-byte LE counter + 12-byte nonce.
+    let mut crypter = match Crypter::new(Cipher::chacha20(), Mode::Encrypt, key, Some(&[0u8; 16])) {
+        Ok(c) => c,
+        Err(e) => panic!("OpenSSL has no ChaCha20: {e}"),
+    };
+    // OpenSSL needs an output buffer distinct from the input; process in cache-sized chunks.
+    let mut chunk = vec![0u8; 64 * 1024];
+    for block in out.chunks_mut(64 * 1024) {
+        let n = block.len();
+        match crypter.update(&block[..], &mut chunk[..n]) {
+            Ok(written) if written == n => block.copy_from_slice(&chunk[..n]),
+            Ok(written) => panic!("OpenSSL wrote {written} of {n} keystream bytes"),
+            Err(e) => panic!("OpenSSL ChaCha20 failed: {e}"),
+        }
+    }
+}
+
+/// The memory-bound floor for a server's additions: `acc[i] = acc[i].wrapping_add(v[i])`.
+pub fn wrapping_add_u32(acc: &mut [u32], v: &[u32]) {
+    for (a, x) in acc.iter_mut().zip(v) {
+        *a = a.wrapping_add(*x);
+    }
+}
+
+/// The median (ns) criterion estimated for `group/id` in the last run, if it has one.
+pub fn criterion_median_ns(group: &str, id: &str) -> Option<f64> {
+    let path = criterion_home().join(group).join(id).join("new").join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json.get("median")?.get("point_estimate")?.as_f64()
+}
+
+/// Prints `subject`'s median, `floor`'s median and their ratio against `target` (a "≤" bound),
+/// and appends the same line to `criterion_home()/amalgam-ratios.txt` for the record. Does
+/// nothing in `cargo test --benches` mode, where criterion records no estimates.
+pub fn report_ratio(label: &str, subject: (&str, &str), floor: (&str, &str), target: f64) {
+    let (Some(s), Some(f)) = (
+        criterion_median_ns(subject.0, subject.1),
+        criterion_median_ns(floor.0, floor.1),
+    ) else {
+        return;
+    };
+    let ratio = s / f;
+    let verdict = if ratio <= target { "within" } else { "OVER" };
+    let line = format!(
+        "{label}: median {:.3} ms, floor median {:.3} ms, ratio {ratio:.2}x ({verdict} target <= {target}x)",
+        s / 1e6,
+        f / 1e6
+    );
+    println!("{line}");
+    append_record(&line);
+}
+
+/// Prints a per-unit figure derived from a median (e.g. ns per value) and records it.
+pub fn report_per_unit(label: &str, subject: (&str, &str), units: f64, unit: &str) {
+    let Some(s) = criterion_median_ns(subject.0, subject.1) else {
+        return;
+    };
+    let line = format!("{label}: median {:.3} ms, {:.3} ns per {unit}", s / 1e6, s / units);
+    println!("{line}");
+    append_record(&line);
+}
+
+fn append_record(line: &str) {
+    use std::io::Write;
+    let path = criterion_home().join("amalgam-ratios.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{Rng, SeedableRng};
+
+    #[test]
+    fn openssl_keystream_is_rand_chacha_keystream() {
+        let key = [7u8; 32];
+        let mut fast = vec![0u8; 200_003];
+        openssl_keystream(&key, &mut fast);
+        let mut reference = vec![0u8; fast.len()];
+        ChaCha20Rng::from_seed(key).fill_bytes(&mut reference);
+        assert_eq!(fast, reference);
+    }
+}
