@@ -1,1 +1,28 @@
-//! amalgam-dp (under construction).
+//! Differential privacy for Amalgam: everything a plant does to its model update before the
+//! update is masked, and everything a compliance team needs to audit the privacy spent.
+//!
+//! The mechanism is the Distributed Discrete Gaussian (Kairouz, Liu, Steinke, ICML 2021,
+//! "The Distributed Discrete Gaussian Mechanism for Federated Learning with Secure Aggregation",
+//! <https://arxiv.org/abs/2102.06387>), as TensorFlow Federated implements it:
+//! L2 clip to C → randomized Hadamard rotation → scale by γ → conditional randomized rounding →
+//! discrete Gaussian noise with σ_local = σ/√n_min → wrap modulo 2^b. The privacy unit is one
+//! plant's whole update in one round (site-level, zero-out adjacency); see the crate README.
+//!
+//! * [`params`]: validated newtypes for every number with a meaning.
+//! * [`rotation`], [`encoding`], [`scaling`]: the encoding and its inverse, and the choice of γ.
+//! * [`sampler`]: the fast table sampler and opendp's exact reference sampler.
+//! * [`accountant`]: per-round ρ, composition and (ε, δ) on opendp, σ calibration.
+//! * [`ledger`]: the budget cap, the signed hash-chained ledger and its audit.
+
+pub mod accountant;
+pub mod encoding;
+pub mod error;
+pub mod ledger;
+pub mod params;
+pub mod rotation;
+pub mod sampler;
+pub mod scaling;
+
+/// The opendp release this crate is built and tested against (recorded in ledger entries; a
+/// test checks it against Cargo.lock).
+pub const OPENDP_VERSION: &str = "0.16.0";

@@ -1,0 +1,161 @@
+//! Errors, one enum per concern, each variant naming the problem and who caused it.
+
+use thiserror::Error;
+
+/// A parameter failed validation (local misuse).
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ParamError {
+    /// A number lies outside the range its meaning allows.
+    #[error("{name} = {value} is invalid: must be {rule}")]
+    OutOfRange {
+        /// Which parameter.
+        name: &'static str,
+        /// The rejected value.
+        value: f64,
+        /// The rule it broke.
+        rule: &'static str,
+    },
+}
+
+/// The scale-factor helper refused a parameter combination (local misuse or incompatible setup).
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ScaleError {
+    /// 2^b cannot even hold the count of contributors.
+    #[error("bit width b = {bits} is below log2(n) for n = {sites} sites: the sum cannot fit")]
+    BitsBelowLog2Sites {
+        /// Requested bit width.
+        bits: u32,
+        /// Expected number of contributing sites.
+        sites: u32,
+    },
+    /// Even the rounding noise alone makes a modular wrap likely: 2^(2b) < n k².
+    #[error(
+        "bit width b = {bits} is too small for n = {sites} sites at a {stddevs:.2}-standard-deviation \
+         overflow margin: modular overflow is likely (increase b, reduce n or accept a larger overflow probability)"
+    )]
+    OverflowLikely {
+        /// Requested bit width.
+        bits: u32,
+        /// Expected number of contributing sites.
+        sites: u32,
+        /// Overflow margin in standard deviations.
+        stddevs: f64,
+    },
+    /// The derived quantity is not a usable number.
+    #[error(transparent)]
+    Param(#[from] ParamError),
+}
+
+/// Encoding or decoding an update failed.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum EncodeError {
+    /// The vector's length differs from the one the parameters were built for.
+    #[error("update has {got} coordinates, the round expects {expected}")]
+    DimensionMismatch {
+        /// Length the parameters were built for.
+        expected: u64,
+        /// Length given.
+        got: u64,
+    },
+    /// A coordinate is NaN or infinite.
+    #[error("coordinate {index} is not finite")]
+    NonFinite {
+        /// Index of the first offending coordinate.
+        index: usize,
+    },
+    /// Conditional randomized rounding did not meet its norm bound within the allowed tries.
+    #[error("conditional randomized rounding exceeded the norm bound {bound} in all {tries} tries")]
+    RoundingFailed {
+        /// Number of tries made.
+        tries: u32,
+        /// The norm bound in the scaled domain.
+        bound: f64,
+    },
+    /// An aggregate value is not in [0, 2^b).
+    #[error("aggregate coordinate {index} = {value} is not below 2^b = {modulus}")]
+    NotInRing {
+        /// Index of the offending coordinate.
+        index: usize,
+        /// The value.
+        value: u64,
+        /// The modulus 2^b.
+        modulus: u64,
+    },
+    /// The round's permit does not match the codec or the sampler.
+    #[error("the ledger's permit for this round does not match the encoder's {what}")]
+    PermitMismatch {
+        /// Which parameter differs.
+        what: &'static str,
+    },
+    /// Noise could not be drawn.
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+}
+
+/// A noise sampler could not be built or could not draw.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum SamplerError {
+    /// σ is beyond what the fast sampler's tables are built for.
+    #[error("sigma = {sigma} exceeds the fast sampler's supported maximum {max}")]
+    SigmaTooLarge {
+        /// Requested σ.
+        sigma: f64,
+        /// Supported maximum.
+        max: f64,
+    },
+    /// σ is below what the fast sampler's tables are built for.
+    #[error("sigma = {sigma} is below the fast sampler's supported minimum {min}")]
+    SigmaTooSmall {
+        /// Requested σ.
+        sigma: f64,
+        /// Supported minimum.
+        min: f64,
+    },
+    /// opendp's exact sampler failed (e.g. the system entropy source).
+    #[error("exact sampler failed: {0}")]
+    Exact(String),
+}
+
+/// The accountant could not produce a guarantee.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum AccountError {
+    /// An opendp constructor or map failed.
+    #[error("opendp: {0}")]
+    OpenDp(String),
+    /// The samplers' statistical distance eats too much of δ.
+    #[error(
+        "sampler distance {distance:e} over the whole run needs more than half of delta = {delta:e}"
+    )]
+    SamplerDistanceTooLarge {
+        /// Total distance over all samples of the run.
+        distance: f64,
+        /// The target δ.
+        delta: f64,
+    },
+    /// No σ in the search range reaches the target ε.
+    #[error("no sigma in [{low}, {high}] reaches epsilon = {target}")]
+    CalibrationFailed {
+        /// Target ε.
+        target: f64,
+        /// Lower end searched.
+        low: f64,
+        /// Upper end searched.
+        high: f64,
+    },
+    /// No rounds to account for.
+    #[error("nothing to account: zero rounds")]
+    NoRounds,
+    /// A parameter is invalid.
+    #[error(transparent)]
+    Param(#[from] ParamError),
+}
+
+impl From<opendp::error::Error> for AccountError {
+    fn from(e: opendp::error::Error) -> Self {
+        AccountError::OpenDp(format!(
+            "{:?}: {}",
+            e.variant,
+            e.message.unwrap_or_default()
+        ))
+    }
+}

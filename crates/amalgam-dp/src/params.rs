@@ -1,0 +1,459 @@
+//! Validated newtypes for every number that carries privacy or encoding meaning.
+//!
+//! Each value is checked once, when it is built, so that the rest of the crate can rely on it
+//! (a `Sigma` is finite and positive, a `Delta` lies in (0, 1), ...). Constructors return a
+//! [`ParamError`] that names the parameter and the rule it broke.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ParamError;
+
+macro_rules! positive_f64 {
+    ($(#[$doc:meta])* $name:ident, $label:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+        #[serde(try_from = "f64", into = "f64")]
+        pub struct $name(f64);
+
+        impl $name {
+            /// Validates that the value is finite and strictly positive.
+            pub fn new(value: f64) -> Result<Self, ParamError> {
+                if value.is_finite() && value > 0.0 {
+                    Ok(Self(value))
+                } else {
+                    Err(ParamError::OutOfRange { name: $label, value, rule: "finite and > 0" })
+                }
+            }
+            /// The validated value.
+            pub fn get(self) -> f64 {
+                self.0
+            }
+        }
+
+        impl TryFrom<f64> for $name {
+            type Error = ParamError;
+            fn try_from(value: f64) -> Result<Self, ParamError> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for f64 {
+            fn from(value: $name) -> f64 {
+                value.0
+            }
+        }
+    };
+}
+
+macro_rules! non_negative_f64 {
+    ($(#[$doc:meta])* $name:ident, $label:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+        #[serde(try_from = "f64", into = "f64")]
+        pub struct $name(f64);
+
+        impl $name {
+            /// Zero.
+            pub const ZERO: Self = Self(0.0);
+            /// Validates that the value is finite and not negative.
+            pub fn new(value: f64) -> Result<Self, ParamError> {
+                if value.is_finite() && value >= 0.0 {
+                    Ok(Self(value))
+                } else {
+                    Err(ParamError::OutOfRange { name: $label, value, rule: "finite and >= 0" })
+                }
+            }
+            /// The validated value.
+            pub fn get(self) -> f64 {
+                self.0
+            }
+        }
+
+        impl TryFrom<f64> for $name {
+            type Error = ParamError;
+            fn try_from(value: f64) -> Result<Self, ParamError> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for f64 {
+            fn from(value: $name) -> f64 {
+                value.0
+            }
+        }
+    };
+}
+
+positive_f64!(
+    /// L2 norm bound C every update is clipped to, in the update's own units.
+    ClipNorm,
+    "clip norm C"
+);
+positive_f64!(
+    /// A standard deviation of Gaussian noise (the domain is said where it is used).
+    Sigma,
+    "sigma"
+);
+positive_f64!(
+    /// Scale factor γ: the rotated update is multiplied by γ before rounding to integers, so the
+    /// rounding granularity in update units is 1/γ (TFF calls 1/γ "gamma"; here γ is the scale).
+    Gamma,
+    "scale factor gamma"
+);
+positive_f64!(
+    /// An L2 sensitivity Δ₂ (in the domain the noise is added in).
+    Sensitivity,
+    "L2 sensitivity"
+);
+non_negative_f64!(
+    /// zero-Concentrated DP parameter ρ (Bun & Steinke 2016, Definition 1.1).
+    Rho,
+    "rho"
+);
+non_negative_f64!(
+    /// Privacy-loss bound ε of (ε, δ)-DP.
+    Epsilon,
+    "epsilon"
+);
+non_negative_f64!(
+    /// A statistical (total-variation) distance bound, as added to δ.
+    Distance,
+    "statistical distance"
+);
+
+/// Failure probability δ of (ε, δ)-DP, in the open interval (0, 1).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct Delta(f64);
+
+impl Delta {
+    /// Validates 0 < δ < 1.
+    pub fn new(value: f64) -> Result<Self, ParamError> {
+        if value.is_finite() && value > 0.0 && value < 1.0 {
+            Ok(Self(value))
+        } else {
+            Err(ParamError::OutOfRange {
+                name: "delta",
+                value,
+                rule: "0 < delta < 1",
+            })
+        }
+    }
+    /// The validated value.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for Delta {
+    type Error = ParamError;
+    fn try_from(value: f64) -> Result<Self, ParamError> {
+        Self::new(value)
+    }
+}
+
+impl From<Delta> for f64 {
+    fn from(value: Delta) -> f64 {
+        value.0
+    }
+}
+
+/// Conditional randomized rounding bias β ∈ [0, 1) (KLS21 §4.1): rounding is retried until the
+/// rounded vector's norm is within the bound that holds with probability ≥ 1 − β. β = 0 means
+/// plain randomized rounding with the deterministic bound C + √d/γ.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct RoundingBias(f64);
+
+impl RoundingBias {
+    /// No conditioning: the deterministic norm bound is used.
+    pub const NONE: Self = Self(0.0);
+
+    /// Validates 0 ≤ β < 1.
+    pub fn new(value: f64) -> Result<Self, ParamError> {
+        if value.is_finite() && (0.0..1.0).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(ParamError::OutOfRange {
+                name: "rounding bias beta",
+                value,
+                rule: "0 <= beta < 1",
+            })
+        }
+    }
+    /// The value KLS21 recommends, e^(−1/2).
+    pub fn recommended() -> Self {
+        Self((-0.5f64).exp())
+    }
+    /// The validated value.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for RoundingBias {
+    type Error = ParamError;
+    fn try_from(value: f64) -> Result<Self, ParamError> {
+        Self::new(value)
+    }
+}
+
+impl From<RoundingBias> for f64 {
+    fn from(value: RoundingBias) -> f64 {
+        value.0
+    }
+}
+
+/// Bit width b of each wrapped coordinate: values live in [0, 2^b) and the secure sum is taken
+/// modulo 2^b. Limited to 52 so every value of the signed range is exact in an f64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct BitWidth(u32);
+
+impl BitWidth {
+    /// Largest supported width.
+    pub const MAX: u32 = 52;
+
+    /// Validates 2 ≤ b ≤ 52.
+    pub fn new(bits: u32) -> Result<Self, ParamError> {
+        if (2..=Self::MAX).contains(&bits) {
+            Ok(Self(bits))
+        } else {
+            Err(ParamError::OutOfRange {
+                name: "bit width b",
+                value: f64::from(bits),
+                rule: "2 <= b <= 52",
+            })
+        }
+    }
+    /// The validated width.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+    /// The modulus 2^b.
+    pub fn modulus(self) -> u64 {
+        1u64 << self.0
+    }
+}
+
+impl TryFrom<u32> for BitWidth {
+    type Error = ParamError;
+    fn try_from(value: u32) -> Result<Self, ParamError> {
+        Self::new(value)
+    }
+}
+
+impl From<BitWidth> for u32 {
+    fn from(value: BitWidth) -> u32 {
+        value.0
+    }
+}
+
+/// A number of plants (cohort size, fewest survivors n_min), at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct SiteCount(u32);
+
+impl SiteCount {
+    /// Validates n ≥ 1.
+    pub fn new(n: u32) -> Result<Self, ParamError> {
+        if n >= 1 {
+            Ok(Self(n))
+        } else {
+            Err(ParamError::OutOfRange {
+                name: "site count",
+                value: 0.0,
+                rule: ">= 1",
+            })
+        }
+    }
+    /// The validated count.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl TryFrom<u32> for SiteCount {
+    type Error = ParamError;
+    fn try_from(value: u32) -> Result<Self, ParamError> {
+        Self::new(value)
+    }
+}
+
+impl From<SiteCount> for u32 {
+    fn from(value: SiteCount) -> u32 {
+        value.0
+    }
+}
+
+/// Length of a model update before padding, 1 ≤ d ≤ 2^30 (padding to a power of two must fit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Dimension(u64);
+
+impl Dimension {
+    /// Largest supported length.
+    pub const MAX: u64 = 1 << 30;
+
+    /// Validates 1 ≤ d ≤ 2^30.
+    pub fn new(d: u64) -> Result<Self, ParamError> {
+        if (1..=Self::MAX).contains(&d) {
+            Ok(Self(d))
+        } else {
+            Err(ParamError::OutOfRange {
+                name: "dimension d",
+                value: d as f64,
+                rule: "1 <= d <= 2^30",
+            })
+        }
+    }
+    /// The validated length.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+    /// The padded length the Hadamard rotation works on: the next power of two.
+    pub fn padded(self) -> u64 {
+        self.0.next_power_of_two()
+    }
+}
+
+impl TryFrom<u64> for Dimension {
+    type Error = ParamError;
+    fn try_from(value: u64) -> Result<Self, ParamError> {
+        Self::new(value)
+    }
+}
+
+impl From<Dimension> for u64 {
+    fn from(value: Dimension) -> u64 {
+        value.0
+    }
+}
+
+/// How many standard deviations of the aggregate must fit in the b-bit range (TFF's `k_stddevs`).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+pub struct OverflowMargin(f64);
+
+impl OverflowMargin {
+    /// A margin given directly as a number of standard deviations k > 0.
+    pub fn from_stddevs(k: f64) -> Result<Self, ParamError> {
+        if k.is_finite() && k > 0.0 {
+            Ok(Self(k))
+        } else {
+            Err(ParamError::OutOfRange {
+                name: "overflow margin k",
+                value: k,
+                rule: "finite and > 0",
+            })
+        }
+    }
+
+    /// The margin for a per-coordinate two-sided overflow probability p ∈ (0, 1) of a normal
+    /// aggregate: k = √2 · erfc⁻¹(p), solved by bisection on `libm::erfc` (TFF's
+    /// `_clip_prob_to_num_stddevs`).
+    pub fn from_probability(p: f64) -> Result<Self, ParamError> {
+        if !(p.is_finite() && p > 0.0 && p < 1.0) {
+            return Err(ParamError::OutOfRange {
+                name: "overflow probability",
+                value: p,
+                rule: "0 < p < 1",
+            });
+        }
+        // erfc is decreasing on [0, ∞); erfc(0) = 1 > p and erfc(40) underflows to 0 < p.
+        let (mut lo, mut hi) = (0.0f64, 40.0f64);
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if libm::erfc(mid) > p {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        Self::from_stddevs(std::f64::consts::SQRT_2 * hi)
+    }
+
+    /// The number of standard deviations k.
+    pub fn stddevs(self) -> f64 {
+        self.0
+    }
+}
+
+/// Neighbouring relation between datasets (here: between consortium inputs in one round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Adjacency {
+    /// One plant's update is added or removed (zeroed): sensitivity is the clipped norm bound.
+    ZeroOut,
+    /// One plant's update is replaced by another: sensitivity doubles, so ρ is 4×.
+    ReplaceOne,
+}
+
+impl Adjacency {
+    /// Factor applied to the sensitivity: 1 for zero-out, 2 for replace-one (so 4× the ρ).
+    pub fn sensitivity_factor(self) -> f64 {
+        match self {
+            Adjacency::ZeroOut => 1.0,
+            Adjacency::ReplaceOne => 2.0,
+        }
+    }
+    /// Stable code used in the ledger's canonical encoding.
+    pub fn code(self) -> u8 {
+        match self {
+            Adjacency::ZeroOut => 0,
+            Adjacency::ReplaceOne => 1,
+        }
+    }
+    /// Inverse of [`Adjacency::code`].
+    pub fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Adjacency::ZeroOut),
+            1 => Some(Adjacency::ReplaceOne),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constructors_reject_out_of_range_values() {
+        assert!(ClipNorm::new(0.0).is_err());
+        assert!(ClipNorm::new(f64::NAN).is_err());
+        assert!(Sigma::new(-1.0).is_err());
+        assert!(Delta::new(1.0).is_err());
+        assert!(Delta::new(0.0).is_err());
+        assert!(RoundingBias::new(1.0).is_err());
+        assert!(BitWidth::new(53).is_err());
+        assert!(BitWidth::new(1).is_err());
+        assert!(SiteCount::new(0).is_err());
+        assert!(Dimension::new(0).is_err());
+        assert!(Dimension::new(Dimension::MAX + 1).is_err());
+        assert!(Rho::new(f64::INFINITY).is_err());
+        assert!(Epsilon::new(-0.1).is_err());
+        assert!(ClipNorm::new(1.5).is_ok());
+        assert_eq!(Dimension::new(5).map(Dimension::padded).ok(), Some(8));
+    }
+
+    #[test]
+    fn overflow_probability_inverts_erfc() {
+        for p in [1e-2, 1e-4, 1e-8, 1e-12] {
+            let k = OverflowMargin::from_probability(p)
+                .map(OverflowMargin::stddevs)
+                .unwrap();
+            let back = libm::erfc(k / std::f64::consts::SQRT_2);
+            assert!((back / p - 1.0).abs() < 1e-9, "p={p} k={k} back={back}");
+        }
+        // The classic 3.89 standard deviations for 1e-4 (TFF's default modclip probability).
+        let k = OverflowMargin::from_probability(1e-4).unwrap().stddevs();
+        assert!((k - 3.8906).abs() < 1e-3);
+    }
+
+    #[test]
+    fn serde_revalidates_on_decode() {
+        assert!(serde_json::from_str::<Sigma>("-3.0").is_err());
+        assert!(serde_json::from_str::<BitWidth>("60").is_err());
+        let s: Sigma = serde_json::from_str("2.5").unwrap();
+        assert_eq!(s.get(), 2.5);
+    }
+}

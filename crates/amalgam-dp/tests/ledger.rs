@@ -1,0 +1,289 @@
+//! Budget enforcement, persistence, crash recovery and tamper detection of the ε ledger.
+
+// Test helpers outside #[test] functions may unwrap: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use amalgam_dp::ledger::audit::{Finding, audit_bytes, audit_file, entry_hash};
+use amalgam_dp::ledger::entry::{Decision, EntryBody};
+use amalgam_dp::ledger::store::{MAGIC, parse};
+use amalgam_dp::ledger::{BudgetPolicy, Ledger, LedgerError, RoundRequest};
+use amalgam_dp::params::{
+    Adjacency, BitWidth, ClipNorm, Delta, Dimension, Distance, Epsilon, Gamma, RoundingBias, Sigma,
+    SiteCount,
+};
+use amalgam_dp::sampler::SamplerKind;
+use ed25519_dalek::{Signer, SigningKey};
+use sha2::{Digest, Sha256};
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+fn policy(cap: f64) -> BudgetPolicy {
+    BudgetPolicy {
+        epsilon_cap: Epsilon::new(cap).unwrap(),
+        delta: Delta::new(1e-6).unwrap(),
+    }
+}
+
+/// A round whose ρ is about 0.005 (Δ ≈ γ·C + small, σ_tot = 10·Δ).
+fn request(round_id: u64) -> RoundRequest {
+    RoundRequest {
+        round_id,
+        adjacency: Adjacency::ZeroOut,
+        n_min: SiteCount::new(4).unwrap(),
+        n_cohort: SiteCount::new(5).unwrap(),
+        clip: ClipNorm::new(1.0).unwrap(),
+        gamma: Gamma::new(1000.0).unwrap(),
+        bits: BitWidth::new(24).unwrap(),
+        local_sigma: Sigma::new(5.0).unwrap(),
+        dim: Dimension::new(1000).unwrap(),
+        beta: RoundingBias::recommended(),
+        sampler: SamplerKind::Fast,
+        sampler_distance: Distance::new(1e-33).unwrap(),
+    }
+}
+
+fn open(path: &Path, cap: f64) -> Ledger {
+    Ledger::open(path, key(), policy(cap)).unwrap().0
+}
+
+fn ledger_with_rounds(path: &Path, rounds: u64) {
+    let mut ledger = open(path, 100.0);
+    for r in 0..rounds {
+        ledger.authorize(request(r)).unwrap();
+    }
+}
+
+#[test]
+fn rounds_are_refused_before_the_cap_is_crossed_with_the_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    let mut ledger = open(&path, 2.0);
+    let mut accepted = 0;
+    let err = loop {
+        match ledger.authorize(request(accepted)) {
+            Ok(permit) => {
+                assert!(permit.epsilon_total().get() <= 2.0);
+                accepted += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    let LedgerError::BudgetExceeded {
+        cap,
+        spent,
+        requested,
+    } = err
+    else {
+        panic!("{err}")
+    };
+    assert_eq!(cap, 2.0);
+    assert!(spent <= 2.0 && requested > 2.0 && requested > spent);
+    assert!((ledger.spent().unwrap().get() - spent).abs() < 1e-12);
+    // The refusal spent nothing and was recorded; the same round is refused again.
+    assert!(matches!(
+        ledger.authorize(request(accepted)),
+        Err(LedgerError::BudgetExceeded { .. })
+    ));
+    assert!(matches!(
+        ledger.authorize(request(0)),
+        Err(LedgerError::RoundAlreadyAccepted(0))
+    ));
+    let report = audit_file(&path, &key().verifying_key()).unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+    assert_eq!((report.accepted, report.refused), (accepted as usize, 2));
+    assert!((report.epsilon_total - spent).abs() < 1e-9);
+    assert!(accepted > 5);
+}
+
+#[test]
+fn totals_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    ledger_with_rounds(&path, 3);
+    let (mut ledger, report) = Ledger::open(&path, key(), policy(100.0)).unwrap();
+    assert_eq!(report.entries, 3);
+    assert_eq!(report.torn_bytes, None);
+    let before = ledger.spent().unwrap().get();
+    assert!(before > 0.0);
+    assert!(matches!(
+        ledger.authorize(request(2)),
+        Err(LedgerError::RoundAlreadyAccepted(2))
+    ));
+    ledger.authorize(request(3)).unwrap();
+    assert!(ledger.spent().unwrap().get() > before);
+    // Another site's key cannot open (or extend) this ledger.
+    let other = SigningKey::from_bytes(&[8; 32]);
+    assert!(matches!(
+        Ledger::open(&path, other, policy(100.0)),
+        Err(LedgerError::Tampered(_))
+    ));
+}
+
+#[test]
+fn truncation_at_every_offset_of_the_last_record_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    ledger_with_rounds(&path, 3);
+    let full = std::fs::read(&path).unwrap();
+    let parsed = parse(&full).unwrap();
+    let last_len = 4 + parsed.payloads[2].len() + 32;
+    let last_start = full.len() - last_len;
+    for cut in last_start..full.len() {
+        let torn = dir.path().join(format!("torn-{cut}"));
+        std::fs::write(&torn, &full[..cut]).unwrap();
+        let (mut ledger, report) = Ledger::open(&torn, key(), policy(100.0)).unwrap();
+        assert_eq!(report.entries, 2, "cut {cut}");
+        let expected_torn = (cut - last_start) as u64;
+        assert_eq!(
+            report.torn_bytes,
+            (expected_torn > 0).then_some(expected_torn)
+        );
+        assert_eq!(std::fs::metadata(&torn).unwrap().len(), last_start as u64);
+        // The lost round can be authorized again and the ledger verifies.
+        ledger.authorize(request(2)).unwrap();
+        assert!(
+            audit_file(&torn, &key().verifying_key())
+                .unwrap()
+                .is_clean()
+        );
+    }
+    // A crash while creating the file leaves a prefix of the magic.
+    let fresh = dir.path().join("fresh");
+    std::fs::write(&fresh, &MAGIC[..3]).unwrap();
+    let (_, report) = Ledger::open(&fresh, key(), policy(1.0)).unwrap();
+    assert_eq!((report.entries, report.torn_bytes), (0, Some(3)));
+}
+
+/// Rebuilds a ledger file from payloads (valid framing, so only the audit can object).
+fn reframe(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = MAGIC.to_vec();
+    for p in payloads {
+        let len = (p.len() as u32).to_le_bytes();
+        let mut h = Sha256::new();
+        h.update(len);
+        h.update(p);
+        out.extend_from_slice(&len);
+        out.extend_from_slice(p);
+        out.extend_from_slice(&h.finalize());
+    }
+    out
+}
+
+fn sign(body: &EntryBody, key: &SigningKey) -> Vec<u8> {
+    let bytes = body.to_bytes();
+    let sig = key.sign(&[b"amalgam-dp ledger entry v1\0".as_slice(), &bytes].concat());
+    [bytes, sig.to_bytes().to_vec()].concat()
+}
+
+fn body(payload: &[u8]) -> EntryBody {
+    EntryBody::from_bytes(&payload[..payload.len() - 64]).unwrap()
+}
+
+#[test]
+fn audit_detects_edited_deleted_reordered_and_foreign_signed_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    ledger_with_rounds(&path, 4);
+    let vk = key().verifying_key();
+    let payloads = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
+    assert!(audit_bytes(&reframe(&payloads), &vk).unwrap().is_clean());
+
+    // Edited: σ raised in entry 1 without re-signing.
+    let mut edited = payloads.clone();
+    let mut b = body(&edited[1]);
+    b.local_sigma = Sigma::new(50.0).unwrap();
+    let sig = edited[1][edited[1].len() - 64..].to_vec();
+    edited[1] = [b.to_bytes(), sig].concat();
+    let f = audit_bytes(&reframe(&edited), &vk).unwrap().findings;
+    assert!(f.contains(&Finding::BadSignature { index: 1 }), "{f:?}");
+
+    // Deleted: entry 1 removed.
+    let mut deleted = payloads.clone();
+    deleted.remove(1);
+    let f = audit_bytes(&reframe(&deleted), &vk).unwrap().findings;
+    assert!(f.contains(&Finding::BrokenChain { index: 1 }), "{f:?}");
+    assert!(
+        f.contains(&Finding::SequenceMismatch {
+            index: 1,
+            recorded: 2
+        }),
+        "{f:?}"
+    );
+
+    // Reordered: entries 2 and 3 swapped.
+    let mut reordered = payloads.clone();
+    reordered.swap(2, 3);
+    let f = audit_bytes(&reframe(&reordered), &vk).unwrap().findings;
+    assert!(f.contains(&Finding::BrokenChain { index: 2 }), "{f:?}");
+    assert!(
+        f.contains(&Finding::SequenceMismatch {
+            index: 2,
+            recorded: 3
+        }),
+        "{f:?}"
+    );
+
+    // Foreign-signed: entry 3 rewritten (smaller ε) and signed by another key, chain intact.
+    let mut foreign = payloads.clone();
+    let mut b = body(&foreign[3]);
+    b.epsilon_total = Epsilon::new(0.1).unwrap();
+    foreign[3] = sign(&b, &SigningKey::from_bytes(&[9; 32]));
+    let f = audit_bytes(&reframe(&foreign), &vk).unwrap().findings;
+    assert!(f.contains(&Finding::BadSignature { index: 3 }), "{f:?}");
+}
+
+#[test]
+fn audit_recomputes_totals_instead_of_trusting_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    ledger_with_rounds(&path, 3);
+    let vk = key().verifying_key();
+    let payloads = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
+    let honest = audit_bytes(&reframe(&payloads), &vk).unwrap();
+    // The site itself understates its spend in a validly signed, correctly chained entry.
+    let mut lying = payloads.clone();
+    let mut b = body(&lying[2]);
+    b.rho_total = b.rho_round;
+    b.epsilon_total = Epsilon::new(0.5).unwrap();
+    lying[2] = sign(&b, &key());
+    let report = audit_bytes(&reframe(&lying), &vk).unwrap();
+    assert!(report.findings.iter().any(|f| matches!(
+        f,
+        Finding::ValueMismatch {
+            index: 2,
+            field: "rho_total",
+            ..
+        }
+    )));
+    assert!(report.findings.iter().any(|f| matches!(
+        f,
+        Finding::ValueMismatch {
+            index: 2,
+            field: "epsilon_total",
+            ..
+        }
+    )));
+    // The audit's own totals are the honest ones, not the recorded lie.
+    assert!((report.epsilon_total - honest.epsilon_total).abs() < 1e-12);
+    assert_eq!(honest.head, hex::encode(entry_hash(&payloads[2])));
+    assert_eq!(body(&payloads[2]).decision, Decision::Accepted);
+}
+
+#[test]
+fn corruption_before_the_tail_is_refused_without_touching_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    ledger_with_rounds(&path, 3);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[MAGIC.len() + 20] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(
+        Ledger::open(&path, key(), policy(100.0)),
+        Err(LedgerError::Store(_))
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
