@@ -105,11 +105,12 @@ fn calibration_finds_the_smallest_sufficient_noise() {
     };
     assert!(eps_at(z) <= 10.0 + 1e-6);
     assert!(eps_at(z * 0.999) > 10.0);
-    // The reference point read backwards: 5.22 at T = 100 needs σ ≈ 10.
-    let back = calibrate_noise_multiplier(Epsilon::new(5.2204).unwrap(), delta(), 100)
+    // The reference point read backwards: calibrating for ε(σ = 10) returns σ = 10.
+    let reference = eps_at(10.0);
+    let back = calibrate_noise_multiplier(Epsilon::new(reference).unwrap(), delta(), 100)
         .unwrap()
         .get();
-    assert!((back - 10.0).abs() < 0.02, "{back}");
+    assert!((back - 10.0).abs() < 1e-6, "{back}");
 }
 
 #[test]

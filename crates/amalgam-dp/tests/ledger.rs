@@ -143,13 +143,16 @@ fn truncation_at_every_offset_of_the_last_record_is_recovered() {
             (expected_torn > 0).then_some(expected_torn)
         );
         assert_eq!(std::fs::metadata(&torn).unwrap().len(), last_start as u64);
-        // The lost round can be authorized again and the ledger verifies.
-        ledger.authorize(request(2)).unwrap();
-        assert!(
-            audit_file(&torn, &key().verifying_key())
-                .unwrap()
-                .is_clean()
-        );
+        // The lost round can be authorized again and the ledger verifies (sampled: each
+        // authorization fsyncs).
+        if (cut - last_start).is_multiple_of(16) || cut + 1 == full.len() {
+            ledger.authorize(request(2)).unwrap();
+            assert!(
+                audit_file(&torn, &key().verifying_key())
+                    .unwrap()
+                    .is_clean()
+            );
+        }
     }
     // A crash while creating the file leaves a prefix of the magic.
     let fresh = dir.path().join("fresh");

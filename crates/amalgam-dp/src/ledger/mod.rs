@@ -216,10 +216,16 @@ impl Ledger {
         let rho = entry_round_rho(&body)?;
         let after = advance(&self.totals, &body, rho)?;
         let spent = self.totals.epsilon(self.policy.delta)?;
-        let requested = after.epsilon(self.policy.delta)?;
+        // ε so large that the sampler's share (1 + e^ε)·η no longer fits in δ is certainly
+        // over any sensible cap: it is refused like any other overspend.
+        let requested = match after.epsilon(self.policy.delta) {
+            Ok(e) => Some(e),
+            Err(AccountError::SamplerDistanceTooLarge { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
         body.rho_round = rho;
-        let accepted = requested.get() <= self.policy.epsilon_cap.get();
-        if accepted {
+        let accepted = requested.filter(|e| e.get() <= self.policy.epsilon_cap.get());
+        if let Some(requested) = accepted {
             body.rho_total = after.rho;
             body.epsilon_total = requested;
         } else {
@@ -232,13 +238,13 @@ impl Ledger {
         self.store.append(&payload)?;
         self.head = entry_hash(&payload);
         self.next_seq += 1;
-        if !accepted {
+        let Some(requested) = accepted else {
             return Err(LedgerError::BudgetExceeded {
                 cap: self.policy.epsilon_cap.get(),
                 spent: spent.get(),
-                requested: requested.get(),
+                requested: requested.map_or(f64::INFINITY, Epsilon::get),
             });
-        }
+        };
         self.totals = after;
         self.accepted_rounds.insert(request.round_id);
         Ok(RoundPermit {

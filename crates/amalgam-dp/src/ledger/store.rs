@@ -38,6 +38,9 @@ pub enum StoreError {
     /// The file is larger than [`MAX_FILE_BYTES`].
     #[error("ledger file of {0} bytes exceeds the 1 GiB limit")]
     TooLarge(u64),
+    /// An entry to append is empty or longer than [`MAX_PAYLOAD`] (local misuse).
+    #[error("ledger record payload of {0} bytes is not in 1..=4096")]
+    PayloadSize(usize),
     /// A record before the last one is damaged: not a crash artefact.
     #[error("ledger corrupt at byte {offset}: {reason}")]
     Corrupt {
@@ -165,6 +168,7 @@ impl Store {
             .truncate(false)
             .open(path)?;
         let parsed = parse(&read_bounded(&mut file)?)?;
+        let repaired = parsed.torn_bytes.is_some() || parsed.valid_len == 0;
         if parsed.torn_bytes.is_some() {
             file.set_len(parsed.valid_len)?;
         }
@@ -172,11 +176,13 @@ impl Store {
             file.seek(SeekFrom::Start(0))?;
             file.write_all(MAGIC)?;
         }
-        file.sync_all()?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Makes the file's creation durable; not all platforms allow syncing a directory.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
+        if repaired {
+            file.sync_all()?;
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                // Makes a new file's name durable; not every platform can sync a directory.
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
+                }
             }
         }
         file.seek(SeekFrom::End(0))?;
@@ -186,10 +192,7 @@ impl Store {
     /// Appends one record and syncs it to disk before returning.
     pub fn append(&mut self, payload: &[u8]) -> Result<(), StoreError> {
         if payload.is_empty() || payload.len() > MAX_PAYLOAD {
-            return Err(StoreError::Corrupt {
-                offset: 0,
-                reason: "payload length out of range",
-            });
+            return Err(StoreError::PayloadSize(payload.len()));
         }
         let len = (payload.len() as u32).to_le_bytes();
         let mut record = Vec::with_capacity(LEN_BYTES + payload.len() + CHECKSUM_BYTES);
