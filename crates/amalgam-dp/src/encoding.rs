@@ -39,6 +39,12 @@ pub struct EncodingParams {
     pub rotation_seed: RotationSeed,
 }
 
+/// One round's discrete Gaussian noise, drawn under the round's permit and used once.
+pub struct RoundNoise {
+    round_id: u64,
+    values: Vec<i64>,
+}
+
 /// Encoder and decoder for one round's parameters.
 #[derive(Debug, Clone)]
 pub struct DdgCodec {
@@ -164,16 +170,8 @@ impl DdgCodec {
             .collect())
     }
 
-    /// The whole client side: quantize, draw noise from `sampler`, wrap. Requires the ledger's
-    /// permit for this round; refuses (before drawing noise) when the permit's parameters or
-    /// the sampler's σ are not the ones the codec and the ledger agreed on.
-    pub fn encode(
-        &self,
-        permit: &RoundPermit,
-        update: &[f64],
-        rng: &mut ChaCha20Rng,
-        sampler: &mut dyn NoiseSampler,
-    ) -> Result<Vec<u64>, EncodeError> {
+    /// Refuses a permit whose parameters are not this codec's.
+    fn check_permit(&self, permit: &RoundPermit) -> Result<(), EncodeError> {
         let r = permit.request();
         let p = &self.params;
         let mismatch = if r.clip != p.clip {
@@ -186,20 +184,69 @@ impl DdgCodec {
             Some("dimension")
         } else if r.beta != p.beta {
             Some("rounding bias")
-        } else if r.sampler != sampler.kind() {
-            Some("sampler kind")
-        } else if permit.scaled_local_sigma().ok() != Some(sampler.sigma()) {
-            Some("noise sigma")
         } else {
             None
         };
-        if let Some(what) = mismatch {
-            return Err(EncodeError::PermitMismatch { what });
+        mismatch.map_or(Ok(()), |what| Err(EncodeError::PermitMismatch { what }))
+    }
+
+    /// Draws the round's noise vector (D samples). Noise does not depend on the update, so a site
+    /// may draw it while it trains — but only once the ledger has accepted the round, and only
+    /// from a sampler of the kind and σ (γ·σ_local) the ledger accounted for.
+    pub fn draw_noise(
+        &self,
+        permit: &RoundPermit,
+        sampler: &mut dyn NoiseSampler,
+    ) -> Result<RoundNoise, EncodeError> {
+        self.check_permit(permit)?;
+        if permit.request().sampler != sampler.kind() {
+            return Err(EncodeError::PermitMismatch {
+                what: "sampler kind",
+            });
+        }
+        if permit.scaled_local_sigma().ok() != Some(sampler.sigma()) {
+            return Err(EncodeError::PermitMismatch {
+                what: "noise sigma",
+            });
+        }
+        let mut values = vec![0i64; self.padded_len()];
+        sampler.fill(&mut values)?;
+        Ok(RoundNoise {
+            round_id: permit.request().round_id,
+            values,
+        })
+    }
+
+    /// Quantizes `update` and adds previously drawn `noise` (consumed: noise is used once).
+    pub fn encode_with_noise(
+        &self,
+        permit: &RoundPermit,
+        update: &[f64],
+        rng: &mut ChaCha20Rng,
+        noise: RoundNoise,
+    ) -> Result<Vec<u64>, EncodeError> {
+        self.check_permit(permit)?;
+        if noise.round_id != permit.request().round_id {
+            return Err(EncodeError::PermitMismatch {
+                what: "round of the noise",
+            });
         }
         let quantized = self.quantize(update, rng)?;
-        let mut noise = vec![0i64; quantized.len()];
-        sampler.fill(&mut noise)?;
-        self.wrap(&quantized, &noise)
+        self.wrap(&quantized, &noise.values)
+    }
+
+    /// The whole client side: draw noise from `sampler`, quantize, wrap. Requires the ledger's
+    /// permit for this round and refuses, before drawing any noise, when the permit's
+    /// parameters or the sampler are not the ones the codec and the ledger agreed on.
+    pub fn encode(
+        &self,
+        permit: &RoundPermit,
+        update: &[f64],
+        rng: &mut ChaCha20Rng,
+        sampler: &mut dyn NoiseSampler,
+    ) -> Result<Vec<u64>, EncodeError> {
+        let noise = self.draw_noise(permit, sampler)?;
+        self.encode_with_noise(permit, update, rng, noise)
     }
 
     /// Centres a modular sum to signed integers in [−2^(b−1), 2^(b−1)).

@@ -300,3 +300,62 @@ fn noise_is_refused_without_a_matching_permit() {
     assert_eq!(y.len(), 16);
     assert_eq!(sampler.sigma(), sigma);
 }
+
+#[test]
+fn noise_drawn_ahead_is_bound_to_its_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = params(16, 100.0, 20);
+    let codec = DdgCodec::new(p).unwrap();
+    let sigma = Sigma::new(100.0 * 0.5).unwrap();
+    let policy = BudgetPolicy {
+        epsilon_cap: Epsilon::new(1e3).unwrap(),
+        delta: Delta::new(1e-6).unwrap(),
+    };
+    let (mut ledger, _) = Ledger::open(
+        &dir.path().join("l"),
+        SigningKey::from_bytes(&[5; 32]),
+        policy,
+    )
+    .unwrap();
+    let mut sampler =
+        amalgam_dp::sampler::build(Default::default(), sigma, ChaCha20Rng::from_seed([8; 32]))
+            .unwrap();
+    let request = |round_id| RoundRequest {
+        round_id,
+        adjacency: Adjacency::ZeroOut,
+        n_min: SiteCount::new(3).unwrap(),
+        n_cohort: SiteCount::new(3).unwrap(),
+        clip: p.clip,
+        gamma: p.gamma,
+        bits: p.bits,
+        local_sigma: Sigma::new(0.5).unwrap(),
+        dim: p.dim,
+        beta: p.beta,
+        sampler: sampler.kind(),
+        sampler_distance: sampler.distance_per_sample(),
+    };
+    let first = ledger.authorize(request(1)).unwrap();
+    let second = ledger.authorize(request(2)).unwrap();
+    // Drawn while "training", then used for its own round: same as the quantized update + noise.
+    let noise = codec.draw_noise(&first, sampler.as_mut()).unwrap();
+    let mut rng = ChaCha20Rng::from_seed([9; 32]);
+    let x = vec![0.2; 16];
+    let y = codec
+        .encode_with_noise(&first, &x, &mut rng, noise)
+        .unwrap();
+    let q = codec
+        .quantize(&x, &mut ChaCha20Rng::from_seed([9; 32]))
+        .unwrap();
+    let centred = codec.centre(&y).unwrap();
+    let implied_noise: Vec<i64> = centred.iter().zip(&q).map(|(a, b)| a - b).collect();
+    assert!(implied_noise.iter().any(|&z| z != 0));
+    assert!(implied_noise.iter().all(|z| z.unsigned_abs() < 15 * 50));
+    // Noise drawn for round 1 is refused for round 2.
+    let stale = codec.draw_noise(&first, sampler.as_mut()).unwrap();
+    assert_eq!(
+        codec.encode_with_noise(&second, &x, &mut rng, stale).err(),
+        Some(EncodeError::PermitMismatch {
+            what: "round of the noise"
+        })
+    );
+}

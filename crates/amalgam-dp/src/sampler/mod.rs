@@ -23,10 +23,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::SamplerError;
 use crate::params::{Distance, Sigma};
 
-/// Which sampler drew a round's noise (recorded in the ledger).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which sampler drew a round's noise (recorded in the ledger). The default is `Fast`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum SamplerKind {
     /// Table sampler on ChaCha20 ([`FastSampler`]).
+    #[default]
     Fast,
     /// opendp's exact sampler ([`ExactSampler`]).
     Exact,
@@ -61,4 +62,17 @@ pub trait NoiseSampler {
     fn distance_per_sample(&self) -> Distance;
     /// Overwrites `out` with independent samples.
     fn fill(&mut self, out: &mut [i64]) -> Result<(), SamplerError>;
+}
+
+/// Builds the sampler of `kind` for N_Z(0, σ²); `rng` drives the fast sampler (the exact one
+/// draws from OpenSSL and ignores it).
+pub fn build(
+    kind: SamplerKind,
+    sigma: Sigma,
+    rng: rand_chacha::ChaCha20Rng,
+) -> Result<Box<dyn NoiseSampler>, SamplerError> {
+    Ok(match kind {
+        SamplerKind::Fast => Box::new(FastSampler::new(sigma, rng)?),
+        SamplerKind::Exact => Box::new(ExactSampler::new(sigma)?),
+    })
 }
