@@ -5,12 +5,19 @@
 //! the caller passes a [`rand_core::CryptoRng`] and decides when each phase closes.
 #![forbid(unsafe_code)]
 
+pub mod aggregator;
 pub mod codec;
+pub mod crypto;
 pub mod error;
 pub mod labels;
+pub mod masking;
+pub mod messages;
+pub mod packing;
 pub mod params;
 pub mod phase;
 pub mod roles;
+pub mod sim;
+pub mod site;
 
 pub use error::{DecodeError, Error, Misbehaviour, Misuse, ParamError, Result, Sender};
 pub use params::{
@@ -19,3 +26,8 @@ pub use params::{
 };
 pub use phase::Phase;
 pub use roles::{AggregatorRole, AggregatorStep, DecryptorRole, SiteRole, Snapshot};
+pub use site::{Site, SiteRestore};
+pub use aggregator::{AggregateOutput, Aggregator};
+
+#[cfg(test)]
+mod tests_sim;

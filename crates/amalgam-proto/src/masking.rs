@@ -1,0 +1,224 @@
+//! Mask expansion and application (spec §4.7, Bonawitz et al. round 2 and unmasking).
+//!
+//! Cost model: the client's whole cost is the keystream, so masks are expanded chunk by chunk
+//! — one streaming ChaCha20 context per mask, the vector processed in L1-sized chunks, every
+//! mask added into the chunk before moving on — never one whole-vector pass per peer. For
+//! B <= 32 the arithmetic is in u32 words (one 32-bit little-endian keystream word per
+//! element); for 32 < B <= 64 in u64 words (one 64-bit little-endian word per element). The
+//! result is reduced mod 2^B when packed.
+
+use zeroize::Zeroizing;
+
+use crate::crypto::prg::Keystream;
+use crate::packing::{Packer, Unpacker};
+use crate::params::SumBits;
+
+/// Elements per chunk in u32 mode (16 KiB of words, 16 KiB of keystream).
+pub const CHUNK_U32: usize = 4096;
+/// Elements per chunk in u64 mode (16 KiB of words, 16 KiB of keystream).
+pub const CHUNK_U64: usize = 2048;
+
+/// Whether a mask is added or subtracted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskSign {
+    /// + PRG(key).
+    Add,
+    /// − PRG(key).
+    Subtract,
+}
+
+impl MaskSign {
+    /// The opposite sign.
+    pub fn negate(self) -> Self {
+        match self {
+            MaskSign::Add => MaskSign::Subtract,
+            MaskSign::Subtract => MaskSign::Add,
+        }
+    }
+}
+
+/// One mask: the ChaCha20 keystream of `key`, added or subtracted.
+#[derive(Clone)]
+pub struct MaskTerm {
+    /// PRG key (from [`crate::crypto::kdf::pair_mask_key`] or `self_mask_key`).
+    pub key: Zeroizing<[u8; 32]>,
+    /// Sign of the term.
+    pub sign: MaskSign,
+}
+
+impl core::fmt::Debug for MaskTerm {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "MaskTerm({:?})", self.sign)
+    }
+}
+
+struct Streams {
+    streams: Vec<(Keystream, MaskSign)>,
+    buf: Vec<u8>,
+}
+
+impl Streams {
+    fn new(terms: &[MaskTerm], chunk_bytes: usize) -> Self {
+        Self {
+            streams: terms.iter().map(|t| (Keystream::new(&t.key), t.sign)).collect(),
+            buf: vec![0u8; chunk_bytes],
+        }
+    }
+
+    fn apply_u32(&mut self, acc: &mut [u32]) {
+        let buf = &mut self.buf[..4 * acc.len()];
+        for (ks, sign) in &mut self.streams {
+            ks.fill(buf);
+            let words = buf.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+            match sign {
+                MaskSign::Add => acc.iter_mut().zip(words).for_each(|(a, w)| *a = a.wrapping_add(w)),
+                MaskSign::Subtract => acc.iter_mut().zip(words).for_each(|(a, w)| *a = a.wrapping_sub(w)),
+            }
+        }
+    }
+
+    fn apply_u64(&mut self, acc: &mut [u64]) {
+        let buf = &mut self.buf[..8 * acc.len()];
+        for (ks, sign) in &mut self.streams {
+            ks.fill(buf);
+            let words = buf.chunks_exact(8).map(|w| {
+                u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
+            });
+            match sign {
+                MaskSign::Add => acc.iter_mut().zip(words).for_each(|(a, w)| *a = a.wrapping_add(w)),
+                MaskSign::Subtract => acc.iter_mut().zip(words).for_each(|(a, w)| *a = a.wrapping_sub(w)),
+            }
+        }
+    }
+}
+
+/// Client side of round 2: `y = x + Σ ±PRG(key) mod 2^B`, bit-packed at B bits.
+/// `input` elements must already be < 2^B (the site checks < 2^b).
+pub fn mask_and_pack(input: &[u64], terms: &[MaskTerm], bits: SumBits) -> Vec<u8> {
+    let mut packer = Packer::new(input.len(), bits.get());
+    if bits.uses_u32_words() {
+        let mut streams = Streams::new(terms, 4 * CHUNK_U32);
+        let mut acc = Zeroizing::new(vec![0u32; CHUNK_U32]);
+        for chunk in input.chunks(CHUNK_U32) {
+            let acc = &mut acc[..chunk.len()];
+            for (a, &x) in acc.iter_mut().zip(chunk) {
+                *a = x as u32;
+            }
+            streams.apply_u32(acc);
+            packer.push_u32(acc);
+        }
+    } else {
+        let mut streams = Streams::new(terms, 8 * CHUNK_U64);
+        let mut acc = Zeroizing::new(vec![0u64; CHUNK_U64]);
+        for chunk in input.chunks(CHUNK_U64) {
+            let acc = &mut acc[..chunk.len()];
+            acc.copy_from_slice(chunk);
+            streams.apply_u64(acc);
+            packer.push_u64(acc);
+        }
+    }
+    packer.finish()
+}
+
+/// Server side of unmasking: `Σ_u y_u + Σ ±PRG(key) mod 2^B` over already
+/// [checked](crate::packing::check_packed) packed vectors of `d` elements.
+pub fn unmask_sum(packed: &[&[u8]], terms: &[MaskTerm], bits: SumBits, d: usize) -> Vec<u64> {
+    let mut out = Vec::with_capacity(d);
+    let mut unpackers: Vec<Unpacker<'_>> = packed.iter().map(|p| Unpacker::new(p, bits.get())).collect();
+    let mask = bits.mask();
+    if bits.uses_u32_words() {
+        let mut streams = Streams::new(terms, 4 * CHUNK_U32);
+        let mut acc = vec![0u32; CHUNK_U32];
+        let mut done = 0;
+        while done < d {
+            let len = CHUNK_U32.min(d - done);
+            let acc = &mut acc[..len];
+            acc.fill(0);
+            for u in &mut unpackers {
+                u.add_into_u32(acc);
+            }
+            streams.apply_u32(acc);
+            out.extend(acc.iter().map(|&a| u64::from(a) & mask));
+            done += len;
+        }
+    } else {
+        let mut streams = Streams::new(terms, 8 * CHUNK_U64);
+        let mut acc = vec![0u64; CHUNK_U64];
+        let mut done = 0;
+        while done < d {
+            let len = CHUNK_U64.min(d - done);
+            let acc = &mut acc[..len];
+            acc.fill(0);
+            for u in &mut unpackers {
+                u.add_into_u64(acc);
+            }
+            streams.apply_u64(acc);
+            out.extend(acc.iter().map(|&a| a & mask));
+            done += len;
+        }
+    }
+    out
+}
+
+/// Reference (slow, obviously correct) expansion of one mask as `d` words of B bits: used by
+/// tests to check the chunked code.
+pub fn reference_mask(key: &[u8; 32], bits: SumBits, d: usize) -> Vec<u64> {
+    let width = if bits.uses_u32_words() { 4 } else { 8 };
+    let mut buf = vec![0u8; width * d];
+    crate::crypto::prg::reference_keystream(key, &mut buf);
+    buf.chunks_exact(width)
+        .map(|w| {
+            let mut b = [0u8; 8];
+            b[..width].copy_from_slice(w);
+            u64::from_le_bytes(b) & bits.mask()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packing::unpack;
+
+    fn term(seed: u8, sign: MaskSign) -> MaskTerm {
+        MaskTerm { key: Zeroizing::new([seed; 32]), sign }
+    }
+
+    #[test]
+    fn chunked_masking_matches_reference() {
+        for bits in [1u8, 7, 16, 20, 32, 33, 48, 64] {
+            let bits = SumBits::new(bits).unwrap();
+            for d in [1usize, 5, CHUNK_U64 + 3, CHUNK_U32 * 2 + 1] {
+                let x: Vec<u64> = (0..d as u64).map(|i| (i * 31) & bits.mask()).collect();
+                let terms = [term(1, MaskSign::Add), term(2, MaskSign::Subtract), term(3, MaskSign::Add)];
+                let y = unpack(&mask_and_pack(&x, &terms, bits), d, bits.get()).unwrap();
+                let m1 = reference_mask(&[1; 32], bits, d);
+                let m2 = reference_mask(&[2; 32], bits, d);
+                let m3 = reference_mask(&[3; 32], bits, d);
+                for i in 0..d {
+                    let want = x[i].wrapping_add(m1[i]).wrapping_sub(m2[i]).wrapping_add(m3[i]) & bits.mask();
+                    assert_eq!(y[i], want, "bits {} d {d} i {i}", bits.get());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn masks_cancel_in_the_sum() {
+        let bits = SumBits::new(21).unwrap();
+        let d = 9000;
+        let a: Vec<u64> = (0..d as u64).map(|i| i % 1000).collect();
+        let b: Vec<u64> = (0..d as u64).map(|i| (i * 7) % 1000).collect();
+        let ya = mask_and_pack(&a, &[term(9, MaskSign::Add), term(4, MaskSign::Add)], bits);
+        let yb = mask_and_pack(&b, &[term(9, MaskSign::Subtract), term(5, MaskSign::Add)], bits);
+        let sum = unmask_sum(
+            &[&ya, &yb],
+            &[term(4, MaskSign::Subtract), term(5, MaskSign::Subtract)],
+            bits,
+            d,
+        );
+        for i in 0..d {
+            assert_eq!(sum[i], a[i] + b[i]);
+        }
+    }
+}
