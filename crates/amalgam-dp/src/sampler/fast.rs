@@ -27,8 +27,9 @@ const CONVOLUTION_MARGIN: f64 = 3.3;
 /// completing the square, P[X = x] ∝ ρ_σ(x) · Σ_{u ∈ kZ} ρ_s(u − c(x)) with s = kσ₁σ₂/σ; by
 /// Poisson summation that lattice sum is constant in c up to a relative error
 /// ε = 2·Σ_{m≥1} exp(−2π² (σ₁σ₂/σ)² m²), so the total-variation distance to N_Z(0, σ²) is at
-/// most ε/(1 − ε) (the convolution lemma of Micciancio & Walter 2017, Lemma 3 / Peikert 2010,
-/// Theorem 3.1, specialised to Z). With σ₁σ₂/σ ≥ 3.3 that is below 10⁻⁹⁰.
+/// most ε/(1 − ε). This is the convolution argument of Peikert (CRYPTO 2010, §3) and
+/// Micciancio & Walter (CRYPTO 2017, §3) specialised to Z, with the smoothing term computed
+/// directly. With σ₁σ₂/σ ≥ 3.3 it is below 10⁻⁹⁰.
 #[derive(Clone)]
 enum Plan {
     Direct(CdtTable),

@@ -3,9 +3,8 @@
 //! The table holds P[X ≤ v] for v ∈ [−M, M] as 128-bit fixed-point numbers, computed in exact
 //! integer arithmetic (dashu) at 256 fractional bits and rounded once. A sample draws a uniform
 //! 128-bit u (the low 64 bits only when the high words tie, probability ≈ 2⁻⁶⁴ per lookup) and
-//! returns the first v with u < P[X ≤ v]. A guide table indexed by the top bits of u gives the
-//! start of the scan, so a lookup costs about one comparison (the "CDT with lookup table"
-//! technique of Peikert 2010, §4, and of Micciancio & Walter 2017, §1).
+//! returns the first v with u < P[X ≤ v] (inversion sampling). A guide table indexed by the top
+//! bits of u gives the start of the scan, so a lookup costs about one comparison.
 //!
 //! # Distance bound (total variation from N_Z(0, σ²))
 //! * truncation to [−M, M]: the dropped mass is at most 2·Σ_{x>M} e^{−x²/2σ²} / Z ≤
