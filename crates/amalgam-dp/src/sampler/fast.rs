@@ -44,7 +44,7 @@ enum Plan {
 ///
 /// Throughput is two (σ ≤ 256: one) table lookups and 8-16 bytes of keystream per sample.
 /// [`NoiseSampler::distance_per_sample`] is the sum of the tables' bounds (truncation and
-/// rounding, see the table module) and, when convolved, the convolution bound of [`Plan`]:
+/// rounding, see the table module) and, when convolved, the convolution bound (see `Plan`):
 /// below 10⁻³⁰ for every supported σ.
 pub struct FastSampler {
     sigma: Sigma,
