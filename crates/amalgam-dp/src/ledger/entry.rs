@@ -287,3 +287,83 @@ impl EntryBody {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> EntryBody {
+        EntryBody {
+            seq: 3,
+            prev_hash: [0xab; 32],
+            round_id: 77,
+            decision: Decision::Refused,
+            unit: PrivacyUnit::SiteUpdatePerRound,
+            adjacency: Adjacency::ReplaceOne,
+            n_min: SiteCount::new(6).unwrap(),
+            n_cohort: SiteCount::new(9).unwrap(),
+            clip: ClipNorm::new(0.75).unwrap(),
+            gamma: Gamma::new(1234.5).unwrap(),
+            bits: BitWidth::new(18).unwrap(),
+            local_sigma: Sigma::new(0.3).unwrap(),
+            dim: Dimension::new(1000).unwrap(),
+            beta: RoundingBias::recommended(),
+            sampler: SamplerKind::Exact,
+            sampler_distance: Distance::new(1e-35).unwrap(),
+            delta: Delta::new(1e-7).unwrap(),
+            epsilon_cap: Epsilon::new(8.0).unwrap(),
+            rho_round: Rho::new(0.01).unwrap(),
+            rho_total: Rho::new(0.2).unwrap(),
+            epsilon_total: Epsilon::new(3.5).unwrap(),
+            versions: library_versions(),
+        }
+    }
+
+    #[test]
+    fn canonical_bytes_round_trip_and_every_truncation_or_extension_is_refused() {
+        let body = sample();
+        let bytes = body.to_bytes();
+        assert_eq!(EntryBody::from_bytes(&bytes), Ok(body));
+        for cut in 0..bytes.len() {
+            assert!(
+                EntryBody::from_bytes(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            EntryBody::from_bytes(&longer),
+            Err(EntryDecodeError::Length)
+        );
+    }
+
+    #[test]
+    fn unknown_codes_and_invalid_numbers_are_named() {
+        let bytes = sample().to_bytes();
+        let mut v = bytes.clone();
+        v[0] = 2;
+        assert_eq!(EntryBody::from_bytes(&v), Err(EntryDecodeError::Version(2)));
+        // decision is at 1 + 8 + 32 + 8 = 49.
+        let mut v = bytes.clone();
+        v[49] = 7;
+        assert_eq!(
+            EntryBody::from_bytes(&v),
+            Err(EntryDecodeError::Code {
+                field: "decision",
+                code: 7
+            })
+        );
+        // clip norm (f64) starts at 49 + 3 + 4 + 4 = 60: a negative clip is refused.
+        let mut v = bytes.clone();
+        v[60..68].copy_from_slice(&(-1.0f64).to_bits().to_le_bytes());
+        assert!(matches!(
+            EntryBody::from_bytes(&v),
+            Err(EntryDecodeError::Param(ParamError::OutOfRange {
+                name: "clip norm C",
+                ..
+            }))
+        ));
+        assert!(library_versions().contains(crate::OPENDP_VERSION));
+    }
+}
