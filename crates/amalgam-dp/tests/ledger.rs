@@ -290,3 +290,21 @@ fn corruption_before_the_tail_is_refused_without_touching_the_file() {
     ));
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
+
+#[test]
+fn inconsistent_requests_are_refused_without_an_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    let mut ledger = open(&path, 100.0);
+    let bad = RoundRequest {
+        n_cohort: SiteCount::new(3).unwrap(),
+        ..request(0)
+    };
+    assert!(matches!(
+        ledger.authorize(bad),
+        Err(LedgerError::Account(_))
+    ));
+    ledger.authorize(request(0)).unwrap();
+    let report = audit_file(&path, &key().verifying_key()).unwrap();
+    assert_eq!((report.entries, report.accepted), (1, 1));
+}

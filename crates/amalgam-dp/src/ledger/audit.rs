@@ -13,7 +13,7 @@ use super::LedgerError;
 use super::entry::{Decision, EntryBody};
 use super::store;
 use crate::accountant::{RoundPrivacy, compose, epsilon_at, round_rho};
-use crate::error::AccountError;
+use crate::error::{AccountError, ParamError};
 use crate::params::{Delta, Distance, Epsilon, Rho, Sigma};
 use crate::scaling::rounded_norm_bound;
 
@@ -154,6 +154,14 @@ impl Totals {
 
 /// ρ of the round an entry describes, from its recorded parameters only.
 pub(crate) fn entry_round_rho(body: &EntryBody) -> Result<Rho, AccountError> {
+    if body.n_cohort < body.n_min {
+        return Err(ParamError::OutOfRange {
+            name: "cohort size n_cohort",
+            value: f64::from(body.n_cohort.get()),
+            rule: ">= n_min",
+        }
+        .into());
+    }
     let padded = body.dim.padded();
     let round = RoundPrivacy {
         sensitivity: rounded_norm_bound(body.clip, body.gamma, body.beta, padded)?,
