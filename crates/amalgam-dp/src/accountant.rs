@@ -169,7 +169,8 @@ pub fn calibrate_noise_multiplier(
 }
 
 /// Smallest σ such that `rounds` rounds of ρ(σ) stay within `target` at `delta`, by bisection
-/// over σ ∈ [10⁻³, 10⁹] on a log scale; `rho_of` must decrease in σ.
+/// over σ ∈ [10⁻³, 10⁹] on a log scale; `rho_of` must decrease in σ. Exact sampling is assumed:
+/// the fast sampler's share of δ, (1 + e^ε)·η with η below 10⁻³⁰ per sample, is charged by the ledger.
 pub fn calibrate(
     target: Epsilon,
     delta: Delta,
