@@ -6,7 +6,10 @@
 //! <https://arxiv.org/abs/2102.06387>), as TensorFlow Federated implements it:
 //! L2 clip to C → randomized Hadamard rotation → scale by γ → conditional randomized rounding →
 //! discrete Gaussian noise with σ_local = σ/√n_min → wrap modulo 2^b. The privacy unit is one
-//! plant's whole update in one round (site-level, zero-out adjacency); see the crate README.
+//! plant's whole update in one round (site-level, zero-out adjacency); the crate README states
+//! the trust assumptions and lists the papers every formula comes from (CKS20:
+//! <https://arxiv.org/abs/2004.00010>, BS16: <https://arxiv.org/abs/1605.02065>, MW17:
+//! <https://eprint.iacr.org/2017/259>).
 //!
 //! * [`params`]: validated newtypes for every number with a meaning.
 //! * [`rotation`], [`encoding`], [`scaling`]: the encoding and its inverse, and the choice of γ.
