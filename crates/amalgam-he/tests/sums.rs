@@ -89,13 +89,15 @@ fn one_thousand_sites_need_bias_removal() {
     let with_bias_removed = decode(&key, &params, 1000, &phases, BiasRemoval::Apply).unwrap();
     assert_eq!(with_bias_removed, expected);
 
-    // Plain rounding of the raw phases gives wrong sums...
+    // Plain rounding of the raw phases gives wrong sums (for about seven keys in eight; this
+    // seed's key gives several hundred)...
     let delta_log = params.delta_log2();
     let naive: Vec<u64> = phases
         .iter()
         .map(|p| p.wrapping_add(1 << (delta_log - 1)) >> delta_log)
         .collect();
     let wrong = naive.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    eprintln!("without bias removal {wrong} of 2048 values decode wrongly");
     assert!(wrong > 0, "no value decoded wrongly without bias removal");
     // ...and the decoder's noise check refuses them rather than releasing them.
     assert!(matches!(
