@@ -1,0 +1,187 @@
+//! Property tests (spec §11): for random n <= 30, t, b, B, graph, vector length and dropout
+//! schedule, the round either outputs exactly Σ x_u mod 2^B over the survivors U3, or fails with
+//! `NotEnoughSites { needed, got }` exactly when a reference model of the thresholds says it
+//! must — never a wrong sum.
+
+use std::collections::BTreeSet;
+
+use amalgam_proto::params::{
+    ceil_log2, InputBits, MinCohort, NeighbourGraph, ParamsRequest, RoundParams, SiteCount, SiteId, SumBits,
+    SumMode, Threshold, VectorLen,
+};
+use amalgam_proto::phase::Phase;
+use amalgam_proto::sim::{self, plaintext_sum, Dropout, SimConfig};
+use amalgam_proto::Error;
+use proptest::prelude::*;
+
+const PHASES: [Phase; 5] =
+    [Phase::AdvertiseKeys, Phase::ShareKeys, Phase::MaskedInput, Phase::ConsistencyCheck, Phase::Unmasking];
+
+#[derive(Debug, Clone)]
+struct Case {
+    params: RoundParams,
+    seed: [u8; 32],
+    dropouts: Vec<Dropout>,
+}
+
+fn params_strategy() -> impl Strategy<Value = RoundParams> {
+    (2u16..=30, any::<bool>(), 0u16..1000, 0u16..1000, 1u8..=40, 0u8..3, 1u32..=40, 0u16..1000).prop_map(
+        |(n, harary, kr, tr, b, mode, d, mr)| {
+            let graph = if harary && n >= 4 {
+                let kmax = (n - 2) / 2; // k/2 in 1..=kmax
+                NeighbourGraph::Harary { k: 2 * (1 + kr % kmax) }
+            } else {
+                NeighbourGraph::Complete
+            };
+            let holders = match graph {
+                NeighbourGraph::Complete => n,
+                NeighbourGraph::Harary { k } => k + 1,
+            };
+            let tmin = holders / 2 + 1;
+            // Mostly thresholds near the minimum (so dropouts are survivable), sometimes anywhere.
+            let t = tmin + if tr % 4 == 0 { tr % (holders - tmin + 1) } else { (tr % 3).min(holders - tmin) };
+            let mmin = t.max(2);
+            let m = mmin + if mr % 4 == 0 { mr % (n - mmin + 1) } else { 0 };
+            let (sum_bits, sum_mode) = match mode {
+                0 => (b, SumMode::Modular),
+                1 => ((b + ceil_log2(n)).min(64), SumMode::Exact),
+                _ => (64, SumMode::Exact),
+            };
+            let b = if sum_mode == SumMode::Exact { b.min(64 - ceil_log2(n)) } else { b };
+            RoundParams::new(ParamsRequest {
+                sites: SiteCount::new(n).unwrap(),
+                threshold: Threshold::new(t).unwrap(),
+                min_cohort: MinCohort::new(m).unwrap(),
+                input_bits: InputBits::new(b).unwrap(),
+                sum_bits: SumBits::new(sum_bits).unwrap(),
+                sum_mode,
+                vector_len: VectorLen::new(d).unwrap(),
+                graph,
+            })
+            .unwrap()
+        },
+    )
+}
+
+fn case_strategy() -> impl Strategy<Value = Case> {
+    params_strategy().prop_flat_map(|params| {
+        let n = params.n();
+        (
+            Just(params),
+            any::<[u8; 32]>(),
+            // Per site: no dropout (weight 6) or dropout before one of the five phases.
+            proptest::collection::vec(prop_oneof![6 => Just(None), 1 => (0usize..5).prop_map(Some)], n),
+        )
+            .prop_map(|(params, seed, drops)| Case {
+                params,
+                seed,
+                dropouts: drops
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, d)| d.map(|ph| Dropout { site: SiteId(i as u16), before: PHASES[ph] }))
+                    .collect(),
+            })
+    })
+}
+
+/// Reference model of the thresholds (spec §5.2): Ok(U3) or Err(phase).
+fn model(c: &Case) -> Result<Vec<SiteId>, Phase> {
+    let p = &c.params;
+    let t = p.t();
+    let m = usize::from(p.min_cohort().get());
+    let alive = |ph: Phase| -> BTreeSet<SiteId> {
+        (0..p.n() as u16)
+            .map(SiteId)
+            .filter(|s| !c.dropouts.iter().any(|d| d.site == *s && d.before <= ph))
+            .collect()
+    };
+    let closed = |u: SiteId, set: &BTreeSet<SiteId>| set.iter().filter(|&&v| v == u || p.are_neighbours(u, v)).count();
+    let ok = |set: &BTreeSet<SiteId>, cohort: bool| {
+        (!cohort || set.len() >= m) && set.iter().all(|&u| closed(u, set) >= t) && !set.is_empty()
+    };
+    let u1 = alive(Phase::AdvertiseKeys);
+    if !ok(&u1, true) {
+        return Err(Phase::AdvertiseKeys);
+    }
+    let u2 = alive(Phase::ShareKeys);
+    if !ok(&u2, true) {
+        return Err(Phase::ShareKeys);
+    }
+    let u3 = alive(Phase::MaskedInput);
+    if !ok(&u3, true) {
+        return Err(Phase::MaskedInput);
+    }
+    let u4 = alive(Phase::ConsistencyCheck);
+    if !ok(&u4, false) {
+        return Err(Phase::ConsistencyCheck);
+    }
+    let u5 = alive(Phase::Unmasking);
+    for u in &u3 {
+        if closed(*u, &u5) < t {
+            return Err(Phase::Unmasking);
+        }
+    }
+    for v in u2.difference(&u3) {
+        let has_survivor_peer = u3.iter().any(|&u| p.are_neighbours(u, *v));
+        let holders = u5.iter().filter(|&&w| p.are_neighbours(w, *v)).count();
+        if has_survivor_peer && holders < t {
+            return Err(Phase::Unmasking);
+        }
+    }
+    Ok(u3.into_iter().collect())
+}
+
+fn run_case(c: &Case, snapshots: bool) -> Result<(), TestCaseError> {
+    let mut cfg = SimConfig::new(c.params, 42, c.seed);
+    cfg.dropouts = c.dropouts.clone();
+    cfg.snapshot_between_phases = snapshots;
+    let inputs = cfg.inputs.clone();
+    let report = sim::run(cfg).map_err(|e| TestCaseError::fail(format!("{e}")))?;
+    prop_assert!(report.site_errors.is_empty(), "honest sites failed: {:?}", report.site_errors);
+    prop_assert!(report.aggregator_errors.is_empty(), "honest uploads rejected: {:?}", report.aggregator_errors);
+    if std::env::var("PROP_STATS").is_ok() { eprintln!("STAT n={} ok={}", c.params.n(), model(c).is_ok()); }
+    match (model(c), report.output) {
+        (Ok(u3), Ok(out)) => {
+            prop_assert_eq!(&out.contributors, &u3);
+            prop_assert_eq!(out.sum, plaintext_sum(&c.params, &inputs, &u3));
+        }
+        (Err(phase), Err(Error::NotEnoughSites { phase: got_phase, needed, got })) => {
+            prop_assert_eq!(phase, got_phase);
+            prop_assert!(got < needed, "needed {} got {}", needed, got);
+        }
+        (want, got) => prop_assert!(false, "model {:?} but round gave {:?}", want, got),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sum_is_exact_or_refused_with_needed_got(c in case_strategy()) {
+        run_case(&c, false)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn snapshots_between_phases_change_nothing(c in case_strategy()) {
+        run_case(&c, true)?;
+    }
+}
+
+#[test]
+fn too_few_survivors_in_each_phase_gives_needed_got() {
+    // n = 7, t = 4: three dropouts before a phase leave 4 (fine), four leave 3 (refused).
+    let p = RoundParams::exact(7, 4, 8, 5).unwrap();
+    for (i, phase) in PHASES.iter().enumerate() {
+        for drops in [3u16, 4] {
+            let mut c = Case { params: p, seed: [i as u8; 32], dropouts: Vec::new() };
+            c.dropouts = (0..drops).map(|s| Dropout { site: SiteId(s), before: *phase }).collect();
+            run_case(&c, false).unwrap();
+            assert_eq!(model(&c).is_ok(), drops == 3, "{phase} with {drops} dropouts");
+        }
+    }
+}
