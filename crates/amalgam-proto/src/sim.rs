@@ -60,9 +60,14 @@ impl Consortium {
     }
 }
 
-/// Deterministic per-site RNG for `seed` (ChaCha20).
+/// The 32-byte ChaCha20Rng seed of site `id` in a simulation seeded with `seed`.
+pub fn site_seed(seed: &[u8; 32], id: SiteId) -> [u8; 32] {
+    derive(seed, b"site-rng", u64::from(id.0))
+}
+
+/// Deterministic per-site RNG for `seed`: `ChaCha20Rng::from_seed(site_seed(seed, id))`.
 pub fn site_rng(seed: &[u8; 32], id: SiteId) -> ChaCha20Rng {
-    ChaCha20Rng::from_seed(derive(seed, b"site-rng", u64::from(id.0)))
+    ChaCha20Rng::from_seed(site_seed(seed, id))
 }
 
 /// Deterministic inputs in [0, 2^b) for every site.
