@@ -138,11 +138,11 @@ fn params_vector(name: &str, description: &str, raw: [u32; 8], mode: &str, expec
     })
 }
 
-fn up<'a>(r: &'a RecordedRound, phase: Phase, site: u16) -> &'a [u8] {
+fn up(r: &RecordedRound, phase: Phase, site: u16) -> &[u8] {
     &r.uploads(phase).find(|e| e.site == SiteId(site)).unwrap().bytes
 }
 
-fn down<'a>(r: &'a RecordedRound, phase: Phase, site: u16) -> &'a [u8] {
+fn down(r: &RecordedRound, phase: Phase, site: u16) -> &[u8] {
     &r.downloads(phase).find(|e| e.site == SiteId(site)).unwrap().bytes
 }
 

@@ -21,11 +21,11 @@ fn record(params: RoundParams, round: u64) -> RecordedRound {
     RecordedRound::record(SimConfig::new(params, round, [0x11; 32]))
 }
 
-fn upload<'a>(r: &'a RecordedRound, phase: Phase, site: u16) -> &'a [u8] {
+fn upload(r: &RecordedRound, phase: Phase, site: u16) -> &[u8] {
     &r.uploads(phase).find(|e| e.site == SiteId(site)).unwrap().bytes
 }
 
-fn download<'a>(r: &'a RecordedRound, phase: Phase, site: u16) -> &'a [u8] {
+fn download(r: &RecordedRound, phase: Phase, site: u16) -> &[u8] {
     &r.downloads(phase).find(|e| e.site == SiteId(site)).unwrap().bytes
 }
 

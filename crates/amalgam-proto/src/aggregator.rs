@@ -53,10 +53,10 @@ impl Ctx {
             return Err(Error::NotEnoughSites { phase, needed: m, got: set.len() });
         }
         let t = self.params.t();
-        if let Some(got) = set.iter().map(|&u| self.closed_count(u, set)).min() {
-            if got < t {
-                return Err(Error::NotEnoughSites { phase, needed: t, got });
-            }
+        if let Some(got) = set.iter().map(|&u| self.closed_count(u, set)).min()
+            && got < t
+        {
+            return Err(Error::NotEnoughSites { phase, needed: t, got });
         }
         Ok(())
     }
@@ -364,10 +364,9 @@ impl Aggregator {
             State::CollectingSignatures { session, routing, masked, survivors, signatures } => {
                 let u4: BTreeSet<SiteId> = signatures.keys().copied().collect();
                 let t = ctx.params.t();
-                if let Some(got) = u4.iter().map(|&u| ctx.closed_count(u, &u4)).min().or(Some(0)) {
-                    if got < t {
-                        return Err(Error::NotEnoughSites { phase, needed: t, got });
-                    }
+                let got = u4.iter().map(|&u| ctx.closed_count(u, &u4)).min().unwrap_or(0);
+                if got < t {
+                    return Err(Error::NotEnoughSites { phase, needed: t, got });
                 }
                 let msg = ToSite::UnmaskRequest(UnmaskRequest {
                     round,

@@ -38,10 +38,8 @@ fn read_ascending<T>(
     let mut out: Vec<(SiteId, T)> = Vec::with_capacity(count);
     for _ in 0..count {
         let id = read_site(r, field)?;
-        if let Some((last, _)) = out.last() {
-            if *last >= id {
-                return Err(DecodeError::InvalidValue { field, reason: "site ids must be strictly ascending" });
-            }
+        if out.last().is_some_and(|(last, _)| *last >= id) {
+            return Err(DecodeError::InvalidValue { field, reason: "site ids must be strictly ascending" });
         }
         let v = item(r)?;
         out.push((id, v));

@@ -302,11 +302,11 @@ impl Simulation {
             }
         }
         loop {
-            if self.config.snapshot_between_phases {
-                if let Err(e) = self.persist() {
-                    report.output = Err(e);
-                    return report;
-                }
+            if self.config.snapshot_between_phases
+                && let Err(e) = self.persist()
+            {
+                report.output = Err(e);
+                return report;
             }
             let step = match self.aggregator.close_phase() {
                 Ok(s) => s,
