@@ -5,10 +5,145 @@
 //! The packed length is ⌈d·B/8⌉ bytes; unused high bits of the last byte must be zero.
 //! Unpacking is strict: wrong lengths and nonzero padding are refused.
 //!
-//! Groups of 8 elements occupy exactly B bytes, which the fast paths exploit.
+//! Blocks of 64 elements occupy exactly B little-endian u64 words, which the fast paths exploit.
 
 use crate::error::DecodeError;
 use crate::params::mask_bits;
+
+/// Calls `$f::<B>($args)` with `B` the const generic equal to the runtime width `$bits`.
+macro_rules! dispatch_bits {
+    ($bits:expr, $f:ident, $($args:expr),*) => {
+        match $bits {
+            1 => $f::<1>($($args),*), 2 => $f::<2>($($args),*), 3 => $f::<3>($($args),*),
+            4 => $f::<4>($($args),*), 5 => $f::<5>($($args),*), 6 => $f::<6>($($args),*),
+            7 => $f::<7>($($args),*), 8 => $f::<8>($($args),*), 9 => $f::<9>($($args),*),
+            10 => $f::<10>($($args),*), 11 => $f::<11>($($args),*), 12 => $f::<12>($($args),*),
+            13 => $f::<13>($($args),*), 14 => $f::<14>($($args),*), 15 => $f::<15>($($args),*),
+            16 => $f::<16>($($args),*), 17 => $f::<17>($($args),*), 18 => $f::<18>($($args),*),
+            19 => $f::<19>($($args),*), 20 => $f::<20>($($args),*), 21 => $f::<21>($($args),*),
+            22 => $f::<22>($($args),*), 23 => $f::<23>($($args),*), 24 => $f::<24>($($args),*),
+            25 => $f::<25>($($args),*), 26 => $f::<26>($($args),*), 27 => $f::<27>($($args),*),
+            28 => $f::<28>($($args),*), 29 => $f::<29>($($args),*), 30 => $f::<30>($($args),*),
+            31 => $f::<31>($($args),*), 32 => $f::<32>($($args),*), 33 => $f::<33>($($args),*),
+            34 => $f::<34>($($args),*), 35 => $f::<35>($($args),*), 36 => $f::<36>($($args),*),
+            37 => $f::<37>($($args),*), 38 => $f::<38>($($args),*), 39 => $f::<39>($($args),*),
+            40 => $f::<40>($($args),*), 41 => $f::<41>($($args),*), 42 => $f::<42>($($args),*),
+            43 => $f::<43>($($args),*), 44 => $f::<44>($($args),*), 45 => $f::<45>($($args),*),
+            46 => $f::<46>($($args),*), 47 => $f::<47>($($args),*), 48 => $f::<48>($($args),*),
+            49 => $f::<49>($($args),*), 50 => $f::<50>($($args),*), 51 => $f::<51>($($args),*),
+            52 => $f::<52>($($args),*), 53 => $f::<53>($($args),*), 54 => $f::<54>($($args),*),
+            55 => $f::<55>($($args),*), 56 => $f::<56>($($args),*), 57 => $f::<57>($($args),*),
+            58 => $f::<58>($($args),*), 59 => $f::<59>($($args),*), 60 => $f::<60>($($args),*),
+            61 => $f::<61>($($args),*), 62 => $f::<62>($($args),*), 63 => $f::<63>($($args),*),
+            _ => $f::<64>($($args),*),
+        }
+    };
+}
+
+/// Elements per block: a block of 64 elements of B bits is exactly B little-endian u64 words.
+const BLOCK: usize = 64;
+
+/// Packs whole blocks of 64 elements; `vals.len()` % 64 == 0.
+#[inline(always)]
+fn pack_blocks<const B: u32, T: Copy + Into<u64>>(vals: &[T], out: &mut Vec<u8>) {
+    let mask = mask_bits(B as u8);
+    if B <= 32 {
+        // Groups of 8 elements are exactly B bytes (at most four u64 words).
+        for group in vals.chunks_exact(8) {
+            let mut w = [0u64; 5];
+            for (k, &v) in group.iter().enumerate() {
+                let v = v.into() & mask;
+                let off = k as u32 * B;
+                let (i, s) = ((off / 64) as usize, off % 64);
+                w[i] |= v << s;
+                if s + B > 64 {
+                    w[i + 1] |= v >> (64 - s);
+                }
+            }
+            let mut bytes = [0u8; 40];
+            for (dst, word) in bytes.chunks_exact_mut(8).zip(w) {
+                dst.copy_from_slice(&word.to_le_bytes());
+            }
+            out.extend_from_slice(&bytes[..B as usize]);
+        }
+        return;
+    }
+    for block in vals.chunks_exact(BLOCK) {
+        let mut w = [0u64; 65];
+        for (k, &v) in block.iter().enumerate() {
+            let v = v.into() & mask;
+            let off = k as u32 * B;
+            let (i, s) = ((off / 64) as usize, off % 64);
+            w[i] |= v << s;
+            if s + B > 64 {
+                w[i + 1] |= v >> (64 - s);
+            }
+        }
+        for word in &w[..B as usize] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+    }
+}
+
+fn pack_blocks_u32<const B: u32>(vals: &[u32], out: &mut Vec<u8>) {
+    pack_blocks::<B, u32>(vals, out)
+}
+
+fn pack_blocks_u64<const B: u32>(vals: &[u64], out: &mut Vec<u8>) {
+    pack_blocks::<B, u64>(vals, out)
+}
+
+/// Adds whole groups of 8 packed elements (B <= 32: B bytes, at most four u64 words).
+#[inline(always)]
+fn add_groups<const B: u32, T: Copy>(bytes: &[u8], acc: &mut [T], add: impl Fn(T, u64) -> T) {
+    let mask = mask_bits(B as u8);
+    for (src, dst) in bytes.chunks_exact(B as usize).zip(acc.chunks_exact_mut(8)) {
+        let mut buf = [0u8; 40];
+        buf[..B as usize].copy_from_slice(src);
+        let mut w = [0u64; 5];
+        for (word, b) in w.iter_mut().zip(buf.chunks_exact(8)) {
+            *word = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        }
+        for (k, x) in dst.iter_mut().enumerate() {
+            let off = k as u32 * B;
+            let (i, s) = ((off / 64) as usize, off % 64);
+            let mut v = w[i] >> s;
+            if s + B > 64 {
+                v |= w[i + 1] << (64 - s);
+            }
+            *x = add(*x, v & mask);
+        }
+    }
+}
+
+/// Adds whole blocks of 64 packed elements from `bytes` (B·8 bytes per block) into `acc`.
+#[inline(always)]
+fn add_blocks<const B: u32, T: Copy>(bytes: &[u8], acc: &mut [T], add: impl Fn(T, u64) -> T) {
+    let mask = mask_bits(B as u8);
+    for (src, dst) in bytes.chunks_exact(8 * B as usize).zip(acc.chunks_exact_mut(BLOCK)) {
+        let mut w = [0u64; 65];
+        for (word, b) in w.iter_mut().zip(src.chunks_exact(8)) {
+            *word = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        }
+        for (k, x) in dst.iter_mut().enumerate() {
+            let off = k as u32 * B;
+            let (i, s) = ((off / 64) as usize, off % 64);
+            let mut v = w[i] >> s;
+            if s + B > 64 {
+                v |= w[i + 1] << (64 - s);
+            }
+            *x = add(*x, v & mask);
+        }
+    }
+}
+
+fn add_blocks_u32<const B: u32>(bytes: &[u8], acc: &mut [u32]) {
+    add_groups::<B, u32>(bytes, acc, |x, y| x.wrapping_add(y as u32))
+}
+
+fn add_blocks_u64<const B: u32>(bytes: &[u8], acc: &mut [u64]) {
+    add_blocks::<B, u64>(bytes, acc, |x, y| x.wrapping_add(y))
+}
 
 /// Packed length of `d` elements of `bits` bits.
 pub fn packed_len(d: usize, bits: u8) -> usize {
@@ -32,37 +167,28 @@ impl Packer {
 
     /// Appends u32 elements (only the low `bits` bits of each are used; `bits` <= 32).
     pub fn push_u32(&mut self, vals: &[u32]) {
+        let mut rest = vals;
+        if self.nacc == 0 {
+            let whole = vals.len() / BLOCK * BLOCK;
+            dispatch_bits!(self.bits, pack_blocks_u32, &vals[..whole], &mut self.out);
+            rest = &vals[whole..];
+        }
         let mask = mask_bits(self.bits);
-        match self.bits {
-            8 if self.nacc == 0 => self.out.extend(vals.iter().map(|&v| v as u8)),
-            16 if self.nacc == 0 => {
-                for &v in vals {
-                    self.out.extend_from_slice(&(v as u16).to_le_bytes());
-                }
-            }
-            32 if self.nacc == 0 => {
-                for &v in vals {
-                    self.out.extend_from_slice(&v.to_le_bytes());
-                }
-            }
-            _ => {
-                for &v in vals {
-                    self.push_one(u64::from(v) & mask);
-                }
-            }
+        for &v in rest {
+            self.push_one(u64::from(v) & mask);
         }
     }
 
     /// Appends u64 elements (only the low `bits` bits of each are used).
     pub fn push_u64(&mut self, vals: &[u64]) {
-        let mask = mask_bits(self.bits);
-        if self.bits == 64 {
-            for &v in vals {
-                self.out.extend_from_slice(&v.to_le_bytes());
-            }
-            return;
+        let mut rest = vals;
+        if self.nacc == 0 {
+            let whole = vals.len() / BLOCK * BLOCK;
+            dispatch_bits!(self.bits, pack_blocks_u64, &vals[..whole], &mut self.out);
+            rest = &vals[whole..];
         }
-        for &v in vals {
+        let mask = mask_bits(self.bits);
+        for &v in rest {
             self.push_one(v & mask);
         }
     }
@@ -150,49 +276,32 @@ impl<'a> Unpacker<'a> {
 
     /// Adds the next `acc.len()` elements into `acc` (wrapping, u32 words; `bits` <= 32).
     pub fn add_into_u32(&mut self, acc: &mut [u32]) {
-        match self.bits {
-            8 if self.nacc == 0 => {
-                let src = &self.bytes[self.pos..self.pos + acc.len()];
-                for (a, &s) in acc.iter_mut().zip(src) {
-                    *a = a.wrapping_add(u32::from(s));
-                }
-                self.pos += acc.len();
-            }
-            16 if self.nacc == 0 => {
-                let src = &self.bytes[self.pos..self.pos + 2 * acc.len()];
-                for (a, s) in acc.iter_mut().zip(src.chunks_exact(2)) {
-                    *a = a.wrapping_add(u32::from(u16::from_le_bytes([s[0], s[1]])));
-                }
-                self.pos += 2 * acc.len();
-            }
-            32 if self.nacc == 0 => {
-                let src = &self.bytes[self.pos..self.pos + 4 * acc.len()];
-                for (a, s) in acc.iter_mut().zip(src.chunks_exact(4)) {
-                    *a = a.wrapping_add(u32::from_le_bytes([s[0], s[1], s[2], s[3]]));
-                }
-                self.pos += 4 * acc.len();
-            }
-            _ => {
-                for a in acc.iter_mut() {
-                    *a = a.wrapping_add(self.next_one() as u32);
-                }
-            }
+        let mut rest: &mut [u32] = acc;
+        if self.nacc == 0 {
+            let whole = rest.len() / BLOCK * BLOCK;
+            let nbytes = whole / 8 * usize::from(self.bits);
+            let (head, tail) = rest.split_at_mut(whole);
+            dispatch_bits!(self.bits, add_blocks_u32, &self.bytes[self.pos..self.pos + nbytes], head);
+            self.pos += nbytes;
+            rest = tail;
+        }
+        for a in rest.iter_mut() {
+            *a = a.wrapping_add(self.next_one() as u32);
         }
     }
 
     /// Adds the next `acc.len()` elements into `acc` (wrapping, u64 words).
     pub fn add_into_u64(&mut self, acc: &mut [u64]) {
-        if self.bits == 64 {
-            let src = &self.bytes[self.pos..self.pos + 8 * acc.len()];
-            for (a, s) in acc.iter_mut().zip(src.chunks_exact(8)) {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(s);
-                *a = a.wrapping_add(u64::from_le_bytes(w));
-            }
-            self.pos += 8 * acc.len();
-            return;
+        let mut rest: &mut [u64] = acc;
+        if self.nacc == 0 {
+            let whole = rest.len() / BLOCK * BLOCK;
+            let nbytes = whole / 8 * usize::from(self.bits);
+            let (head, tail) = rest.split_at_mut(whole);
+            dispatch_bits!(self.bits, add_blocks_u64, &self.bytes[self.pos..self.pos + nbytes], head);
+            self.pos += nbytes;
+            rest = tail;
         }
-        for a in acc.iter_mut() {
+        for a in rest.iter_mut() {
             *a = a.wrapping_add(self.next_one());
         }
     }
@@ -213,7 +322,7 @@ mod tests {
     #[test]
     fn round_trip_all_widths() {
         for bits in 1..=64u8 {
-            for d in [1usize, 7, 8, 9, 100] {
+            for d in [1usize, 7, 8, 9, 63, 64, 65, 100, 200] {
                 let vals: Vec<u64> =
                     (0..d as u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) & mask_bits(bits)).collect();
                 let p = pack(&vals, bits);
