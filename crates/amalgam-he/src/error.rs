@@ -303,14 +303,33 @@ mod tests {
     #[test]
     fn faults_name_who_is_to_blame() {
         let peer = HeError::BadSignature { site: 3 };
-        assert_eq!((peer.fault(), peer.code()), (Fault::Peer, "he.peer.bad_signature"));
-        let local = HeError::ValueOutOfRange { index: 1, input_bits: 16 };
+        assert_eq!(
+            (peer.fault(), peer.code()),
+            (Fault::Peer, "he.peer.bad_signature")
+        );
+        let local = HeError::ValueOutOfRange {
+            index: 1,
+            input_bits: 16,
+        };
         assert_eq!(local.fault(), Fault::LocalMisuse);
-        let key = HeError::KeyMismatch { expected: "aa".into(), got: "bb".into() };
+        let key = HeError::KeyMismatch {
+            expected: "aa".into(),
+            got: "bb".into(),
+        };
         assert_eq!(key.fault(), Fault::Incompatible);
-        let version = HeError::from(DecodeError::UnsupportedVersion { found: 2, supported: 1 });
-        assert_eq!((version.fault(), version.code()), (Fault::Incompatible, "he.decode"));
-        let truncated = HeError::from(DecodeError::Truncated { field: "x", needed: 4, remaining: 1 });
+        let version = HeError::from(DecodeError::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+        });
+        assert_eq!(
+            (version.fault(), version.code()),
+            (Fault::Incompatible, "he.decode")
+        );
+        let truncated = HeError::from(DecodeError::Truncated {
+            field: "x",
+            needed: 4,
+            remaining: 1,
+        });
         assert_eq!(truncated.fault(), Fault::Peer);
         assert!(truncated.to_string().contains("`x`"));
     }
