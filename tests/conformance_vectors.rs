@@ -17,18 +17,18 @@ use amalgam_proto::codec::{Decode, Encode};
 use amalgam_proto::crypto::{kdf, sign};
 use amalgam_proto::messages::*;
 use amalgam_proto::params::{
-    InputBits, Manifest, MinCohort, NeighbourGraph, ParamsRequest, RoundParams, SiteCount, SiteId, SumBits, SumMode,
-    Threshold, VectorLen,
+    InputBits, Manifest, MinCohort, NeighbourGraph, ParamsRequest, RoundParams, SiteCount, SiteId,
+    SumBits, SumMode, Threshold, VectorLen,
 };
 use amalgam_proto::phase::Phase;
 use amalgam_proto::roles::{AggregatorStep, Snapshot};
 use amalgam_proto::sim::{self, Direction, SimConfig};
 use amalgam_proto::{Aggregator, Error, Site};
-use amalgam_tests::harness::{RecordedRound, PHASES};
+use amalgam_tests::harness::{PHASES, RecordedRound};
 use ed25519_dalek::SigningKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../protocol-spec/test-vectors/v1")
@@ -129,7 +129,13 @@ fn reject_vector(
     })
 }
 
-fn params_vector(name: &str, description: &str, raw: [u32; 8], mode: &str, expected: &str) -> Value {
+fn params_vector(
+    name: &str,
+    description: &str,
+    raw: [u32; 8],
+    mode: &str,
+    expected: &str,
+) -> Value {
     json!({
         "name": name, "description": description, "version": 1, "kind": "params",
         "params": {"n": raw[0], "t": raw[1], "min_cohort": raw[2], "b": raw[3], "B": raw[4],
@@ -139,11 +145,17 @@ fn params_vector(name: &str, description: &str, raw: [u32; 8], mode: &str, expec
 }
 
 fn up(r: &RecordedRound, phase: Phase, site: u16) -> &[u8] {
-    &r.uploads(phase).find(|e| e.site == SiteId(site)).unwrap().bytes
+    &r.uploads(phase)
+        .find(|e| e.site == SiteId(site))
+        .unwrap()
+        .bytes
 }
 
 fn down(r: &RecordedRound, phase: Phase, site: u16) -> &[u8] {
-    &r.downloads(phase).find(|e| e.site == SiteId(site)).unwrap().bytes
+    &r.downloads(phase)
+        .find(|e| e.site == SiteId(site))
+        .unwrap()
+        .bytes
 }
 
 fn generate() -> BTreeMap<String, Value> {
@@ -157,7 +169,11 @@ fn generate() -> BTreeMap<String, Value> {
     let p5 = RoundParams::exact(5, 3, 8, 9).unwrap(); // B = 11, d·B = 99 bits: 5 padding bits
     let base = RecordedRound::record(SimConfig::new(p5, 1, [0x01; 32]));
     let base_name = "round_complete_n5_no_dropout";
-    put(round_vector(base_name, "n=5, t=3, b=8, B=11 (exact), d=9, complete graph, no dropout", &base));
+    put(round_vector(
+        base_name,
+        "n=5, t=3, b=8, B=11 (exact), d=9, complete graph, no dropout",
+        &base,
+    ));
 
     let p7 = RoundParams::exact(7, 4, 12, 20).unwrap();
     let r7 = RecordedRound::record(
@@ -177,19 +193,37 @@ fn generate() -> BTreeMap<String, Value> {
     req.threshold = Threshold::new(3).unwrap();
     req.min_cohort = MinCohort::new(5).unwrap();
     let ph = RoundParams::new(req).unwrap();
-    let rh = RecordedRound::record(SimConfig::new(ph, 3, [0x08; 32]).drop_site(2, Phase::MaskedInput));
-    put(round_vector("round_harary_n8_k4_dropout", "SecAgg+ Harary graph k=4, n=8, t=3, min cohort 5; site 2 drops before MaskedInput", &rh));
+    let rh =
+        RecordedRound::record(SimConfig::new(ph, 3, [0x08; 32]).drop_site(2, Phase::MaskedInput));
+    put(round_vector(
+        "round_harary_n8_k4_dropout",
+        "SecAgg+ Harary graph k=4, n=8, t=3, min cohort 5; site 2 drops before MaskedInput",
+        &rh,
+    ));
 
     let pm = RoundParams::modular(4, 3, 16, 10).unwrap();
-    let rm = RecordedRound::record(SimConfig::new(pm, 11, [0x04; 32]).drop_site(0, Phase::ConsistencyCheck));
-    put(round_vector("round_modular_n4_b16", "modular sums, B=b=16, d=10; site 0 drops before ConsistencyCheck (its input counts)", &rm));
+    let rm = RecordedRound::record(
+        SimConfig::new(pm, 11, [0x04; 32]).drop_site(0, Phase::ConsistencyCheck),
+    );
+    put(round_vector(
+        "round_modular_n4_b16",
+        "modular sums, B=b=16, d=10; site 0 drops before ConsistencyCheck (its input counts)",
+        &rm,
+    ));
 
     let pw = RoundParams::exact(3, 2, 40, 5).unwrap();
     let rw = RecordedRound::record(SimConfig::new(pw, 2, [0x03; 32]));
-    put(round_vector("round_wide_n3_b40", "u64 word path: n=3, t=2, b=40, B=42, d=5", &rw));
+    put(round_vector(
+        "round_wide_n3_b40",
+        "u64 word path: n=3, t=2, b=40, B=42, d=5",
+        &rw,
+    ));
 
     let rf = RecordedRound::record(
-        SimConfig::new(p5, 5, [0x05; 32]).drop_site(0, Phase::Unmasking).drop_site(1, Phase::Unmasking).drop_site(2, Phase::Unmasking),
+        SimConfig::new(p5, 5, [0x05; 32])
+            .drop_site(0, Phase::Unmasking)
+            .drop_site(1, Phase::Unmasking)
+            .drop_site(2, Phase::Unmasking),
     );
     put(round_vector(
         "round_bad_too_few_survivors",
@@ -201,7 +235,11 @@ fn generate() -> BTreeMap<String, Value> {
     let pp = &base.config.params;
     let b = base_name.to_string() + ".json";
     let b = b.as_str();
-    let session = base.aggregator_at(Phase::ShareKeys).unwrap().session_id().unwrap();
+    let session = base
+        .aggregator_at(Phase::ShareKeys)
+        .unwrap()
+        .session_id()
+        .unwrap();
     let ctx = kdf::round_context(base.consortium.manifest(), pp, 1);
     let id = |i: u16| base.consortium.identity(SiteId(i));
 
@@ -209,94 +247,398 @@ fn generate() -> BTreeMap<String, Value> {
     let mut m = adv1.clone();
     let last = m.len() - 1;
     m[last] ^= 0x01;
-    put(reject_vector("advertise_bad_signature", "site 1's AdvertiseKeys with one signature bit flipped", b, "aggregator", Phase::AdvertiseKeys, 1, false, &m, "peer.bad_signature", "site 1"));
+    put(reject_vector(
+        "advertise_bad_signature",
+        "site 1's AdvertiseKeys with one signature bit flipped",
+        b,
+        "aggregator",
+        Phase::AdvertiseKeys,
+        1,
+        false,
+        &m,
+        "peer.bad_signature",
+        "site 1",
+    ));
     let mut a = AdvertiseKeys::from_bytes(&adv1, pp).unwrap();
     a.signature = sign::sign_message(id(2), &ctx, &a.body());
-    put(reject_vector("advertise_bad_forged_identity", "site 1's AdvertiseKeys signed with site 2's identity key", b, "aggregator", Phase::AdvertiseKeys, 1, false, &a.to_bytes(), "peer.bad_signature", "site 1"));
+    put(reject_vector(
+        "advertise_bad_forged_identity",
+        "site 1's AdvertiseKeys signed with site 2's identity key",
+        b,
+        "aggregator",
+        Phase::AdvertiseKeys,
+        1,
+        false,
+        &a.to_bytes(),
+        "peer.bad_signature",
+        "site 1",
+    ));
     let mut m = adv1.clone();
     m.push(0);
-    put(reject_vector("advertise_bad_trailing_bytes", "AdvertiseKeys followed by one extra byte", b, "aggregator", Phase::AdvertiseKeys, 1, false, &m, "decode.trailing_bytes", "site 1"));
+    put(reject_vector(
+        "advertise_bad_trailing_bytes",
+        "AdvertiseKeys followed by one extra byte",
+        b,
+        "aggregator",
+        Phase::AdvertiseKeys,
+        1,
+        false,
+        &m,
+        "decode.trailing_bytes",
+        "site 1",
+    ));
     let mut m = adv1.clone();
     m[2] = 2;
-    put(reject_vector("advertise_bad_wrong_version", "version byte 2", b, "aggregator", Phase::AdvertiseKeys, 1, false, &m, "decode.unsupported_version", "site 1"));
+    put(reject_vector(
+        "advertise_bad_wrong_version",
+        "version byte 2",
+        b,
+        "aggregator",
+        Phase::AdvertiseKeys,
+        1,
+        false,
+        &m,
+        "decode.unsupported_version",
+        "site 1",
+    ));
     let mut m = adv1.clone();
     m[0] = b'X';
-    put(reject_vector("advertise_bad_magic", "magic \"XG\"", b, "aggregator", Phase::AdvertiseKeys, 1, false, &m, "decode.bad_magic", "site 1"));
+    put(reject_vector(
+        "advertise_bad_magic",
+        "magic \"XG\"",
+        b,
+        "aggregator",
+        Phase::AdvertiseKeys,
+        1,
+        false,
+        &m,
+        "decode.bad_magic",
+        "site 1",
+    ));
     let mut m = adv1.clone();
     m[3] = 0x3f;
-    put(reject_vector("message_bad_unknown_type", "message type 0x3f", b, "aggregator", Phase::AdvertiseKeys, 1, false, &m, "decode.unknown_message_type", "site 1"));
+    put(reject_vector(
+        "message_bad_unknown_type",
+        "message type 0x3f",
+        b,
+        "aggregator",
+        Phase::AdvertiseKeys,
+        1,
+        false,
+        &m,
+        "decode.unknown_message_type",
+        "site 1",
+    ));
     let mut a = AdvertiseKeys::from_bytes(&adv1, pp).unwrap();
     a.sender = SiteId(9);
     a.signature = sign::sign_message(&SigningKey::from_bytes(&[0x99; 32]), &ctx, &a.body());
-    put(reject_vector("advertise_bad_unknown_identity", "AdvertiseKeys claiming manifest index 9 (n=5), signed by a key outside the manifest (Sybil)", b, "aggregator", Phase::AdvertiseKeys, 1, false, &a.to_bytes(), "peer.unknown_identity", "unknown site index 9"));
+    put(reject_vector(
+        "advertise_bad_unknown_identity",
+        "AdvertiseKeys claiming manifest index 9 (n=5), signed by a key outside the manifest (Sybil)",
+        b,
+        "aggregator",
+        Phase::AdvertiseKeys,
+        1,
+        false,
+        &a.to_bytes(),
+        "peer.unknown_identity",
+        "unknown site index 9",
+    ));
     let base2 = RecordedRound::record(SimConfig::new(p5, 2, [0x01; 32]));
-    put(reject_vector("advertise_bad_replayed_round", "site 1's genuine AdvertiseKeys from round 2 replayed into round 1", b, "aggregator", Phase::AdvertiseKeys, 1, false, up(&base2, Phase::AdvertiseKeys, 1), "peer.wrong_round", "site 1"));
-    put(reject_vector("advertise_bad_duplicate", "site 1's AdvertiseKeys delivered a second time", b, "aggregator", Phase::AdvertiseKeys, 1, true, &adv1, "peer.duplicate", "site 1"));
+    put(reject_vector(
+        "advertise_bad_replayed_round",
+        "site 1's genuine AdvertiseKeys from round 2 replayed into round 1",
+        b,
+        "aggregator",
+        Phase::AdvertiseKeys,
+        1,
+        false,
+        up(&base2, Phase::AdvertiseKeys, 1),
+        "peer.wrong_round",
+        "site 1",
+    ));
+    put(reject_vector(
+        "advertise_bad_duplicate",
+        "site 1's AdvertiseKeys delivered a second time",
+        b,
+        "aggregator",
+        Phase::AdvertiseKeys,
+        1,
+        true,
+        &adv1,
+        "peer.duplicate",
+        "site 1",
+    ));
 
     let sk2 = up(&base, Phase::ShareKeys, 2).to_vec();
     let mut m = sk2.clone();
     // header 4 + round 8 + sender 2 + commitment 32 = 46: the share count.
     m[46..50].copy_from_slice(&u32::MAX.to_be_bytes());
-    put(reject_vector("sharekeys_bad_oversized_count", "ShareKeys declaring 2^32-1 shares (bound: n-1 = 4)", b, "aggregator", Phase::ShareKeys, 2, false, &m, "decode.length_out_of_bounds", "site 2"));
+    put(reject_vector(
+        "sharekeys_bad_oversized_count",
+        "ShareKeys declaring 2^32-1 shares (bound: n-1 = 4)",
+        b,
+        "aggregator",
+        Phase::ShareKeys,
+        2,
+        false,
+        &m,
+        "decode.length_out_of_bounds",
+        "site 2",
+    ));
     let mut s = ShareKeys::from_bytes(&sk2, pp).unwrap();
     s.shares[2].0 = SiteId(2); // recipients 0,1,3,4 become 0,1,2,4
     s.signature = sign::sign_message(id(2), &session, &s.body());
-    put(reject_vector("sharekeys_bad_share_for_self", "site 2 sends an encrypted share addressed to itself (not a neighbour), validly signed", b, "aggregator", Phase::ShareKeys, 2, false, &s.to_bytes(), "peer.not_neighbour", "site 2"));
+    put(reject_vector(
+        "sharekeys_bad_share_for_self",
+        "site 2 sends an encrypted share addressed to itself (not a neighbour), validly signed",
+        b,
+        "aggregator",
+        Phase::ShareKeys,
+        2,
+        false,
+        &s.to_bytes(),
+        "peer.not_neighbour",
+        "site 2",
+    ));
 
     let mi3 = up(&base, Phase::MaskedInput, 3).to_vec();
     let mut mi = MaskedInput::from_bytes(&mi3, pp).unwrap();
     let lastb = mi.packed.len() - 1;
     mi.packed[lastb] |= 0x80;
     mi.signature = sign::sign_message(id(3), &session, &mi.body());
-    put(reject_vector("maskedinput_bad_nonzero_padding", "packed masked input with a padding bit set (d·B = 99 bits, 13 bytes)", b, "aggregator", Phase::MaskedInput, 3, false, &mi.to_bytes(), "decode.invalid_value", "site 3"));
+    put(reject_vector(
+        "maskedinput_bad_nonzero_padding",
+        "packed masked input with a padding bit set (d·B = 99 bits, 13 bytes)",
+        b,
+        "aggregator",
+        Phase::MaskedInput,
+        3,
+        false,
+        &mi.to_bytes(),
+        "decode.invalid_value",
+        "site 3",
+    ));
     let mut mi = MaskedInput::from_bytes(&mi3, pp).unwrap();
     mi.packed.push(0);
-    put(reject_vector("maskedinput_bad_wrong_length", "packed masked input one byte longer than ceil(d·B/8)", b, "aggregator", Phase::MaskedInput, 3, false, &mi.to_bytes(), "decode.length_out_of_bounds", "site 3"));
+    put(reject_vector(
+        "maskedinput_bad_wrong_length",
+        "packed masked input one byte longer than ceil(d·B/8)",
+        b,
+        "aggregator",
+        Phase::MaskedInput,
+        3,
+        false,
+        &mi.to_bytes(),
+        "decode.length_out_of_bounds",
+        "site 3",
+    ));
     let mut mi = MaskedInput::from_bytes(&mi3, pp).unwrap();
     mi.packed[0] ^= 0x01;
-    put(reject_vector("maskedinput_bad_tampered", "one payload bit flipped in transit", b, "aggregator", Phase::MaskedInput, 3, false, &mi.to_bytes(), "peer.bad_signature", "site 3"));
+    put(reject_vector(
+        "maskedinput_bad_tampered",
+        "one payload bit flipped in transit",
+        b,
+        "aggregator",
+        Phase::MaskedInput,
+        3,
+        false,
+        &mi.to_bytes(),
+        "peer.bad_signature",
+        "site 3",
+    ));
 
     let cs4 = up(&base, Phase::ConsistencyCheck, 4).to_vec();
     let mut c = ConsistencySignature::from_bytes(&cs4, pp).unwrap();
     c.signature = sign::sign_survivors(id(4), &session, &[SiteId(0), SiteId(4)]);
-    put(reject_vector("consistency_bad_signature", "site 4 signs a survivor set other than the one the aggregator holds", b, "aggregator", Phase::ConsistencyCheck, 4, false, &c.to_bytes(), "peer.bad_signature", "site 4"));
+    put(reject_vector(
+        "consistency_bad_signature",
+        "site 4 signs a survivor set other than the one the aggregator holds",
+        b,
+        "aggregator",
+        Phase::ConsistencyCheck,
+        4,
+        false,
+        &c.to_bytes(),
+        "peer.bad_signature",
+        "site 4",
+    ));
 
     let us0 = up(&base, Phase::Unmasking, 0).to_vec();
     let mut u = UnmaskShares::from_bytes(&us0, pp).unwrap();
     u.s_shares.push((SiteId(1), [0; 32]));
     u.signature = sign::sign_message(id(0), &session, &u.body());
-    put(reject_vector("unmaskshares_bad_both_shares", "site 0 reveals an s_sk share of survivor 1 besides its b share", b, "aggregator", Phase::Unmasking, 0, false, &u.to_bytes(), "peer.invalid", "site 0"));
+    put(reject_vector(
+        "unmaskshares_bad_both_shares",
+        "site 0 reveals an s_sk share of survivor 1 besides its b share",
+        b,
+        "aggregator",
+        Phase::Unmasking,
+        0,
+        false,
+        &u.to_bytes(),
+        "peer.invalid",
+        "site 0",
+    ));
 
     // --- site-side reject vectors
     let rs0 = down(&base, Phase::MaskedInput, 0).to_vec();
     let mut rs = RoutedShares::from_bytes(&rs0, pp).unwrap();
     let idx = rs.shares.iter().position(|(s, _)| *s == SiteId(2)).unwrap();
     rs.shares[idx].1[10] ^= 0x04;
-    put(reject_vector("routedshares_bad_flipped_bit", "one bit flipped in the ciphertext from site 2 to site 0", b, "site", Phase::MaskedInput, 0, false, &rs.to_bytes(), "peer.share_authentication", "site 2"));
+    put(reject_vector(
+        "routedshares_bad_flipped_bit",
+        "one bit flipped in the ciphertext from site 2 to site 0",
+        b,
+        "site",
+        Phase::MaskedInput,
+        0,
+        false,
+        &rs.to_bytes(),
+        "peer.share_authentication",
+        "site 2",
+    ));
     let rs1 = RoutedShares::from_bytes(down(&base, Phase::MaskedInput, 1), pp).unwrap();
     let mut rs = RoutedShares::from_bytes(&rs0, pp).unwrap();
     rs.shares[idx].1 = rs1.shares.iter().find(|(s, _)| *s == SiteId(2)).unwrap().1;
-    put(reject_vector("routedshares_bad_wrong_recipient", "site 2's ciphertext for site 1 delivered to site 0 (AAD binds the recipient)", b, "site", Phase::MaskedInput, 0, false, &rs.to_bytes(), "peer.share_authentication", "site 2"));
-    put(reject_vector("keysbroadcast_bad_replayed_round", "the round-2 KeysBroadcast delivered in round 1", b, "site", Phase::ShareKeys, 0, false, down(&base2, Phase::ShareKeys, 0), "peer.wrong_round", "aggregator"));
-    let ss = SurvivorSet { round: 1, survivors: (1..5).map(SiteId).collect() };
-    put(reject_vector("survivorset_bad_omits_self", "survivor set without the receiving site 0", b, "site", Phase::ConsistencyCheck, 0, false, &ss.to_bytes(), "peer.invalid", "aggregator"));
+    put(reject_vector(
+        "routedshares_bad_wrong_recipient",
+        "site 2's ciphertext for site 1 delivered to site 0 (AAD binds the recipient)",
+        b,
+        "site",
+        Phase::MaskedInput,
+        0,
+        false,
+        &rs.to_bytes(),
+        "peer.share_authentication",
+        "site 2",
+    ));
+    put(reject_vector(
+        "keysbroadcast_bad_replayed_round",
+        "the round-2 KeysBroadcast delivered in round 1",
+        b,
+        "site",
+        Phase::ShareKeys,
+        0,
+        false,
+        down(&base2, Phase::ShareKeys, 0),
+        "peer.wrong_round",
+        "aggregator",
+    ));
+    let ss = SurvivorSet {
+        round: 1,
+        survivors: (1..5).map(SiteId).collect(),
+    };
+    put(reject_vector(
+        "survivorset_bad_omits_self",
+        "survivor set without the receiving site 0",
+        b,
+        "site",
+        Phase::ConsistencyCheck,
+        0,
+        false,
+        &ss.to_bytes(),
+        "peer.invalid",
+        "aggregator",
+    ));
     let all: Vec<SiteId> = (0..5).map(SiteId).collect();
-    let mut sigs: Vec<(SiteId, [u8; 64])> = (0..3).map(|i| (SiteId(i), sign::sign_survivors(id(i), &session, &all))).collect();
+    let mut sigs: Vec<(SiteId, [u8; 64])> = (0..3)
+        .map(|i| (SiteId(i), sign::sign_survivors(id(i), &session, &all)))
+        .collect();
     sigs.push((SiteId(3), sign::sign_survivors(id(3), &session, &all[..4])));
-    let ur = UnmaskRequest { round: 1, signatures: sigs };
-    put(reject_vector("unmaskrequest_bad_equivocation", "site 3's consistency signature is over a different survivor set (the aggregator equivocated): site 0 aborts", b, "site", Phase::Unmasking, 0, false, &ur.to_bytes(), "peer.inconsistent_survivors", "aggregator"));
-    put(reject_vector("unmaskrequest_bad_second_request", "the UnmaskRequest delivered again after site 0 revealed its shares: a site answers once", b, "site", Phase::Finished, 0, false, down(&base, Phase::Unmasking, 0), "peer.wrong_phase", "aggregator"));
+    let ur = UnmaskRequest {
+        round: 1,
+        signatures: sigs,
+    };
+    put(reject_vector(
+        "unmaskrequest_bad_equivocation",
+        "site 3's consistency signature is over a different survivor set (the aggregator equivocated): site 0 aborts",
+        b,
+        "site",
+        Phase::Unmasking,
+        0,
+        false,
+        &ur.to_bytes(),
+        "peer.inconsistent_survivors",
+        "aggregator",
+    ));
+    put(reject_vector(
+        "unmaskrequest_bad_second_request",
+        "the UnmaskRequest delivered again after site 0 revealed its shares: a site answers once",
+        b,
+        "site",
+        Phase::Finished,
+        0,
+        false,
+        down(&base, Phase::Unmasking, 0),
+        "peer.wrong_phase",
+        "aggregator",
+    ));
 
     // --- parameter vectors
-    put(params_vector("params_ok_complete", "n=10, t=6, exact B = b + ceil(log2 n)", [10, 6, 6, 16, 20, 1000, 0, 0], "exact", "ok"));
-    put(params_vector("params_bad_threshold_half", "t = n/2 is unsafe against a malicious aggregator", [10, 5, 5, 16, 20, 1000, 0, 0], "exact", "ThresholdTooLow"));
-    put(params_vector("params_bad_sum_bits_65", "B over 64", [10, 6, 6, 16, 65, 1000, 0, 0], "exact", "SumBits"));
-    put(params_vector("params_bad_exact_may_wrap", "b + ceil(log2 n) = 20 > B = 19 with exact sums", [10, 6, 6, 16, 19, 1000, 0, 0], "exact", "ExactSumMayWrap"));
-    put(params_vector("params_bad_sum_below_input", "B < b", [10, 6, 6, 16, 15, 1000, 0, 0], "modular", "SumBitsBelowInputBits"));
-    put(params_vector("params_bad_cohort_below_threshold", "minimum cohort 5 < t = 6", [10, 6, 5, 16, 20, 1000, 0, 0], "exact", "MinCohortBelowThreshold"));
-    put(params_vector("params_bad_harary_threshold", "Harary k=4: t=6 exceeds the k+1=5 share holders", [12, 6, 6, 8, 12, 10, 1, 4], "exact", "ThresholdAboveHolders"));
-    put(params_vector("params_bad_harary_odd_degree", "Harary degree must be even", [12, 3, 3, 8, 12, 10, 1, 3], "exact", "HararyDegree"));
-    put(params_vector("params_bad_vector_len", "d above 2^24", [10, 6, 6, 16, 20, 16_777_217, 0, 0], "exact", "VectorLen"));
+    put(params_vector(
+        "params_ok_complete",
+        "n=10, t=6, exact B = b + ceil(log2 n)",
+        [10, 6, 6, 16, 20, 1000, 0, 0],
+        "exact",
+        "ok",
+    ));
+    put(params_vector(
+        "params_bad_threshold_half",
+        "t = n/2 is unsafe against a malicious aggregator",
+        [10, 5, 5, 16, 20, 1000, 0, 0],
+        "exact",
+        "ThresholdTooLow",
+    ));
+    put(params_vector(
+        "params_bad_sum_bits_65",
+        "B over 64",
+        [10, 6, 6, 16, 65, 1000, 0, 0],
+        "exact",
+        "SumBits",
+    ));
+    put(params_vector(
+        "params_bad_exact_may_wrap",
+        "b + ceil(log2 n) = 20 > B = 19 with exact sums",
+        [10, 6, 6, 16, 19, 1000, 0, 0],
+        "exact",
+        "ExactSumMayWrap",
+    ));
+    put(params_vector(
+        "params_bad_sum_below_input",
+        "B < b",
+        [10, 6, 6, 16, 15, 1000, 0, 0],
+        "modular",
+        "SumBitsBelowInputBits",
+    ));
+    put(params_vector(
+        "params_bad_cohort_below_threshold",
+        "minimum cohort 5 < t = 6",
+        [10, 6, 5, 16, 20, 1000, 0, 0],
+        "exact",
+        "MinCohortBelowThreshold",
+    ));
+    put(params_vector(
+        "params_bad_harary_threshold",
+        "Harary k=4: t=6 exceeds the k+1=5 share holders",
+        [12, 6, 6, 8, 12, 10, 1, 4],
+        "exact",
+        "ThresholdAboveHolders",
+    ));
+    put(params_vector(
+        "params_bad_harary_odd_degree",
+        "Harary degree must be even",
+        [12, 3, 3, 8, 12, 10, 1, 3],
+        "exact",
+        "HararyDegree",
+    ));
+    put(params_vector(
+        "params_bad_vector_len",
+        "d above 2^24",
+        [10, 6, 6, 16, 20, 16_777_217, 0, 0],
+        "exact",
+        "VectorLen",
+    ));
     out
 }
 
@@ -317,8 +659,12 @@ fn generate_vectors() {
 #[test]
 fn vectors_are_current() {
     for (name, v) in generate() {
-        let on_disk = std::fs::read_to_string(dir().join(&name)).unwrap_or_else(|_| panic!("{name} missing: run the generator"));
-        assert!(on_disk == encode_file(&v), "{name} differs from what the implementation generates");
+        let on_disk = std::fs::read_to_string(dir().join(&name))
+            .unwrap_or_else(|_| panic!("{name} missing: run the generator"));
+        assert!(
+            on_disk == encode_file(&v),
+            "{name} differs from what the implementation generates"
+        );
     }
 }
 
@@ -341,9 +687,17 @@ fn params_from(v: &Value) -> Result<RoundParams, amalgam_proto::ParamError> {
         min_cohort: MinCohort::new(n("min_cohort") as u16)?,
         input_bits: InputBits::new(n("b") as u8)?,
         sum_bits: SumBits::new(n("B") as u8)?,
-        sum_mode: if v["sum_mode"] == "exact" { SumMode::Exact } else { SumMode::Modular },
+        sum_mode: if v["sum_mode"] == "exact" {
+            SumMode::Exact
+        } else {
+            SumMode::Modular
+        },
         vector_len: VectorLen::new(n("d") as u32)?,
-        graph: if v["graph"] == "complete" { NeighbourGraph::Complete } else { NeighbourGraph::Harary { k: n("k") as u16 } },
+        graph: if v["graph"] == "complete" {
+            NeighbourGraph::Complete
+        } else {
+            NeighbourGraph::Harary { k: n("k") as u16 }
+        },
     })
 }
 
@@ -368,26 +722,51 @@ struct Round {
 impl Round {
     fn parse(v: &Value) -> Self {
         let params = params_from(&v["params"]).unwrap();
-        assert_eq!(params.to_bytes(), hexv(&v["params_encoding"]), "params encoding");
+        assert_eq!(
+            params.to_bytes(),
+            hexv(&v["params_encoding"]),
+            "params encoding"
+        );
         let identities: Vec<SigningKey> = v["identity_secret_keys"]
             .as_array()
             .unwrap()
             .iter()
             .map(|k| SigningKey::from_bytes(&hexv(k).try_into().unwrap()))
             .collect();
-        let manifest = Manifest::new(identities.iter().map(SigningKey::verifying_key).collect()).unwrap();
+        let manifest =
+            Manifest::new(identities.iter().map(SigningKey::verifying_key).collect()).unwrap();
         let listed: Vec<Vec<u8>> = v["manifest"].as_array().unwrap().iter().map(hexv).collect();
-        assert_eq!(listed, manifest.keys().iter().map(|k| k.as_bytes().to_vec()).collect::<Vec<_>>());
+        assert_eq!(
+            listed,
+            manifest
+                .keys()
+                .iter()
+                .map(|k| k.as_bytes().to_vec())
+                .collect::<Vec<_>>()
+        );
         assert_eq!(manifest.digest().to_vec(), hexv(&v["manifest_digest"]));
         let round = u(&v["round"]);
-        assert_eq!(kdf::round_context(&manifest, &params, round).to_vec(), hexv(&v["round_context"]));
+        assert_eq!(
+            kdf::round_context(&manifest, &params, round).to_vec(),
+            hexv(&v["round_context"])
+        );
         Self {
             params,
             round,
             manifest,
             identities,
-            seeds: v["site_rng_seeds"].as_array().unwrap().iter().map(|s| hexv(s).try_into().unwrap()).collect(),
-            inputs: v["inputs"].as_array().unwrap().iter().map(|x| x.as_array().unwrap().iter().map(u).collect()).collect(),
+            seeds: v["site_rng_seeds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| hexv(s).try_into().unwrap())
+                .collect(),
+            inputs: v["inputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_array().unwrap().iter().map(u).collect())
+                .collect(),
             msgs: v["messages"]
                 .as_array()
                 .unwrap()
@@ -403,7 +782,9 @@ impl Round {
     }
 
     fn uploads(&self, phase: Phase) -> impl Iterator<Item = &Msg> {
-        self.msgs.iter().filter(move |m| !m.to_site && m.phase == phase)
+        self.msgs
+            .iter()
+            .filter(move |m| !m.to_site && m.phase == phase)
     }
 
     fn aggregator_at(&self, phase: Phase, first: bool) -> Aggregator {
@@ -423,10 +804,21 @@ impl Round {
     }
 
     fn site_at(&self, id: SiteId, phase: Phase) -> (Site, ChaCha20Rng) {
-        let mut site = Site::new(self.params, self.manifest.clone(), self.round, self.identities[id.index()].clone()).unwrap();
+        let mut site = Site::new(
+            self.params,
+            self.manifest.clone(),
+            self.round,
+            self.identities[id.index()].clone(),
+        )
+        .unwrap();
         let mut rng = ChaCha20Rng::from_seed(self.seeds[id.index()]);
-        site.start(self.inputs[id.index()].clone(), &mut rng).unwrap();
-        for m in self.msgs.iter().filter(|m| m.to_site && m.site == id && m.phase < phase) {
+        site.start(self.inputs[id.index()].clone(), &mut rng)
+            .unwrap();
+        for m in self
+            .msgs
+            .iter()
+            .filter(|m| m.to_site && m.site == id && m.phase < phase)
+        {
             site.handle_bytes(&m.bytes, &mut rng).unwrap();
         }
         (site, rng)
@@ -440,7 +832,13 @@ fn check_round(v: &Value) {
     let n = r.params.n();
     let mut sites: Vec<(Site, ChaCha20Rng)> = (0..n)
         .map(|i| {
-            let s = Site::new(r.params, r.manifest.clone(), r.round, r.identities[i].clone()).unwrap();
+            let s = Site::new(
+                r.params,
+                r.manifest.clone(),
+                r.round,
+                r.identities[i].clone(),
+            )
+            .unwrap();
             (s, ChaCha20Rng::from_seed(r.seeds[i]))
         })
         .collect();
@@ -460,9 +858,19 @@ fn check_round(v: &Value) {
         }
     }
     // Drop uploads that the recording did not deliver (dropouts happen after computing).
-    let recorded: Vec<(Phase, bool, SiteId, Vec<u8>)> = r.msgs.iter().map(|m| (m.phase, m.to_site, m.site, m.bytes.clone())).collect();
-    let produced: Vec<_> = produced.into_iter().filter(|p| p.1 || recorded.contains(p)).collect();
-    assert_eq!(produced, recorded, "sites reproduce the transcript byte for byte");
+    let recorded: Vec<(Phase, bool, SiteId, Vec<u8>)> = r
+        .msgs
+        .iter()
+        .map(|m| (m.phase, m.to_site, m.site, m.bytes.clone()))
+        .collect();
+    let produced: Vec<_> = produced
+        .into_iter()
+        .filter(|p| p.1 || recorded.contains(p))
+        .collect();
+    assert_eq!(
+        produced, recorded,
+        "sites reproduce the transcript byte for byte"
+    );
 
     // The aggregator: recorded uploads in, recorded downloads out.
     let mut agg = Aggregator::new(r.params, r.manifest.clone(), r.round).unwrap();
@@ -474,12 +882,23 @@ fn check_round(v: &Value) {
         match agg.close_phase() {
             Ok(AggregatorStep::Send(list)) => {
                 let next = agg.phase();
-                let want: Vec<(SiteId, Vec<u8>)> =
-                    r.msgs.iter().filter(|m| m.to_site && m.phase == next).map(|m| (m.site, m.bytes.clone())).collect();
-                let got: Vec<(SiteId, Vec<u8>)> = list.iter().map(|(s, m)| (*s, m.to_bytes())).filter(|g| want.contains(g)).collect();
+                let want: Vec<(SiteId, Vec<u8>)> = r
+                    .msgs
+                    .iter()
+                    .filter(|m| m.to_site && m.phase == next)
+                    .map(|m| (m.site, m.bytes.clone()))
+                    .collect();
+                let got: Vec<(SiteId, Vec<u8>)> = list
+                    .iter()
+                    .map(|(s, m)| (*s, m.to_bytes()))
+                    .filter(|g| want.contains(g))
+                    .collect();
                 assert_eq!(got, want, "downloads opening {next}");
                 if p == Phase::AdvertiseKeys {
-                    assert_eq!(agg.session_id().map(|s| s.to_vec()), v["session_id"].as_str().map(|s| hex::decode(s).unwrap()));
+                    assert_eq!(
+                        agg.session_id().map(|s| s.to_vec()),
+                        v["session_id"].as_str().map(|s| hex::decode(s).unwrap())
+                    );
                 }
             }
             Ok(AggregatorStep::Finished(out)) => {
@@ -495,21 +914,43 @@ fn check_round(v: &Value) {
     let exp = &v["expected"];
     match outcome.unwrap() {
         Ok(out) => {
-            let ids = |k: &str| exp[k].as_array().unwrap().iter().map(|x| SiteId(u(x) as u16)).collect::<Vec<_>>();
+            let ids = |k: &str| {
+                exp[k]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| SiteId(u(x) as u16))
+                    .collect::<Vec<_>>()
+            };
             assert_eq!(out.contributors, ids("contributors"));
             assert_eq!(out.dropped, ids("dropped"));
-            assert_eq!(out.sum, exp["sum"].as_array().unwrap().iter().map(u).collect::<Vec<_>>());
+            assert_eq!(
+                out.sum,
+                exp["sum"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(u)
+                    .collect::<Vec<_>>()
+            );
             // And it is the plaintext sum of the contributors' inputs.
             let mask = r.params.sum_bits().mask();
             for (j, s) in out.sum.iter().enumerate() {
-                let want = out.contributors.iter().fold(0u64, |a, c| a.wrapping_add(r.inputs[c.index()][j])) & mask;
+                let want = out
+                    .contributors
+                    .iter()
+                    .fold(0u64, |a, c| a.wrapping_add(r.inputs[c.index()][j]))
+                    & mask;
                 assert_eq!(*s, want);
             }
         }
         Err(Error::NotEnoughSites { phase, needed, got }) => {
             assert_eq!(exp["error"], "not_enough_sites");
             assert_eq!(phase_name(phase), exp["phase"].as_str().unwrap());
-            assert_eq!((needed as u64, got as u64), (u(&exp["needed"]), u(&exp["got"])));
+            assert_eq!(
+                (needed as u64, got as u64),
+                (u(&exp["needed"]), u(&exp["got"]))
+            );
         }
         Err(e) => panic!("unexpected error {e:?}"),
     }
@@ -521,7 +962,8 @@ fn check_reject(v: &Value, files: &BTreeMap<String, Value>) {
     let site = SiteId(u(&v["site"]) as u16);
     let bytes = hexv(&v["hex"]);
     let (err, unchanged) = if v["target"] == "aggregator" {
-        let mut agg = base.aggregator_at(phase, v["deliver_phase_uploads_first"].as_bool().unwrap());
+        let mut agg =
+            base.aggregator_at(phase, v["deliver_phase_uploads_first"].as_bool().unwrap());
         let before = agg.snapshot();
         let e = agg.receive_bytes(site, &bytes).unwrap_err();
         (e, agg.snapshot() == before)
@@ -533,7 +975,11 @@ fn check_reject(v: &Value, files: &BTreeMap<String, Value>) {
         (e, aborted || s.snapshot() == before)
     };
     assert_eq!(err.code(), v["expected_error"].as_str().unwrap(), "{err}");
-    assert_eq!(err.sender().map(|s| s.to_string()).as_deref(), v["expected_sender"].as_str(), "{err}");
+    assert_eq!(
+        err.sender().map(|s| s.to_string()).as_deref(),
+        v["expected_sender"].as_str(),
+        "{err}"
+    );
     assert!(unchanged, "a rejected message leaves the state unchanged");
 }
 
@@ -560,8 +1006,14 @@ fn every_vector_file_checks() {
         }
     }
     assert!(!files.is_empty(), "no test vectors found");
-    assert!(files.keys().any(|k| k.starts_with("round_")), "no round vectors found");
-    assert!(files.keys().any(|k| k.contains("_bad_")), "negative vectors are first-class");
+    assert!(
+        files.keys().any(|k| k.starts_with("round_")),
+        "no round vectors found"
+    );
+    assert!(
+        files.keys().any(|k| k.contains("_bad_")),
+        "negative vectors are first-class"
+    );
     for (name, v) in &files {
         assert_eq!(u(&v["version"]), 1, "{name}");
         assert_eq!(format!("{}.json", v["name"].as_str().unwrap()), *name);

@@ -22,11 +22,17 @@ fn record(params: RoundParams, round: u64) -> RecordedRound {
 }
 
 fn upload(r: &RecordedRound, phase: Phase, site: u16) -> &[u8] {
-    &r.uploads(phase).find(|e| e.site == SiteId(site)).unwrap().bytes
+    &r.uploads(phase)
+        .find(|e| e.site == SiteId(site))
+        .unwrap()
+        .bytes
 }
 
 fn download(r: &RecordedRound, phase: Phase, site: u16) -> &[u8] {
-    &r.downloads(phase).find(|e| e.site == SiteId(site)).unwrap().bytes
+    &r.downloads(phase)
+        .find(|e| e.site == SiteId(site))
+        .unwrap()
+        .bytes
 }
 
 fn peer_err(e: &Error) -> (Sender, Misbehaviour) {
@@ -47,7 +53,11 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
     // n = 5, t = 3. The aggregator wants site 4's input: b_4 from sites told "4 survived" and
     // s_sk_4 from sites told "4 dropped". The consistency check stops it.
     let r = record(params5(), 1);
-    let session = r.aggregator_at(Phase::ShareKeys).unwrap().session_id().unwrap();
+    let session = r
+        .aggregator_at(Phase::ShareKeys)
+        .unwrap()
+        .session_id()
+        .unwrap();
     let all: Vec<SiteId> = (0..5).map(SiteId).collect();
     let without4: Vec<SiteId> = (0..4).map(SiteId).collect();
     let round = r.config.round;
@@ -55,61 +65,165 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
     let mut b_shares_of_4 = 0;
     let mut s_shares_of_4 = 0;
     // Group A = {0, 1, 2} sees U3 = all and gets t = 3 genuine signatures over it.
-    let req_a = UnmaskRequest { round, signatures: (0..3).map(|i| (SiteId(i), sign_set(&r, i, &session, &all))).collect() };
+    let req_a = UnmaskRequest {
+        round,
+        signatures: (0..3)
+            .map(|i| (SiteId(i), sign_set(&r, i, &session, &all)))
+            .collect(),
+    };
     for i in 0..3u16 {
         let (mut site, mut rng) = r.site_at(SiteId(i), Phase::Unmasking).unwrap();
-        let out = site.handle(ToSite::UnmaskRequest(req_a.clone()), &mut rng).unwrap().unwrap();
-        let ToAggregator::UnmaskShares(m) = out else { panic!() };
+        let out = site
+            .handle(ToSite::UnmaskRequest(req_a.clone()), &mut rng)
+            .unwrap()
+            .unwrap();
+        let ToAggregator::UnmaskShares(m) = out else {
+            panic!()
+        };
         b_shares_of_4 += m.b_shares.iter().filter(|(o, _)| *o == SiteId(4)).count();
         s_shares_of_4 += m.s_shares.iter().filter(|(o, _)| *o == SiteId(4)).count();
         // Asked again with "4 dropped": the site has answered and refuses anything more.
-        let again = ToSite::SurvivorSet(SurvivorSet { round, survivors: without4.clone() });
+        let again = ToSite::SurvivorSet(SurvivorSet {
+            round,
+            survivors: without4.clone(),
+        });
         let e = site.handle(again, &mut rng).unwrap_err();
-        assert!(matches!(peer_err(&e), (Sender::Aggregator, Misbehaviour::WrongPhase { .. })));
-        let e = site.handle(ToSite::UnmaskRequest(req_a.clone()), &mut rng).unwrap_err();
-        assert!(matches!(peer_err(&e), (Sender::Aggregator, Misbehaviour::WrongPhase { .. })));
+        assert!(matches!(
+            peer_err(&e),
+            (Sender::Aggregator, Misbehaviour::WrongPhase { .. })
+        ));
+        let e = site
+            .handle(ToSite::UnmaskRequest(req_a.clone()), &mut rng)
+            .unwrap_err();
+        assert!(matches!(
+            peer_err(&e),
+            (Sender::Aggregator, Misbehaviour::WrongPhase { .. })
+        ));
     }
     // Site 3 is shown U3' = {0,1,2,3}: it signs that set ...
     let (mut site3, mut rng3) = r.site_at(SiteId(3), Phase::ConsistencyCheck).unwrap();
-    let sig = site3.handle(ToSite::SurvivorSet(SurvivorSet { round, survivors: without4.clone() }), &mut rng3).unwrap();
+    let sig = site3
+        .handle(
+            ToSite::SurvivorSet(SurvivorSet {
+                round,
+                survivors: without4.clone(),
+            }),
+            &mut rng3,
+        )
+        .unwrap();
     assert!(matches!(sig, Some(ToAggregator::ConsistencySignature(_))));
     // ... a second, different set is refused: a site signs one set per round.
-    let e = site3.handle(ToSite::SurvivorSet(SurvivorSet { round, survivors: all.clone() }), &mut rng3).unwrap_err();
-    assert!(matches!(peer_err(&e), (Sender::Aggregator, Misbehaviour::WrongPhase { .. })));
+    let e = site3
+        .handle(
+            ToSite::SurvivorSet(SurvivorSet {
+                round,
+                survivors: all.clone(),
+            }),
+            &mut rng3,
+        )
+        .unwrap_err();
+    assert!(matches!(
+        peer_err(&e),
+        (Sender::Aggregator, Misbehaviour::WrongPhase { .. })
+    ));
     // With only its own signature over U3' it lacks t signatures: refused, nothing revealed.
-    let own = UnmaskRequest { round, signatures: vec![(SiteId(3), sign_set(&r, 3, &session, &without4))] };
+    let own = UnmaskRequest {
+        round,
+        signatures: vec![(SiteId(3), sign_set(&r, 3, &session, &without4))],
+    };
     let snap = site3.snapshot();
-    let e = site3.handle(ToSite::UnmaskRequest(own), &mut rng3).unwrap_err();
-    assert!(matches!(e, Error::NotEnoughSites { phase: Phase::ConsistencyCheck, needed: 3, got: 1 }), "{e:?}");
-    assert_eq!(site3.snapshot(), snap, "rejection leaves the site unchanged");
+    let e = site3
+        .handle(ToSite::UnmaskRequest(own), &mut rng3)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NotEnoughSites {
+                phase: Phase::ConsistencyCheck,
+                needed: 3,
+                got: 1
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        site3.snapshot(),
+        snap,
+        "rejection leaves the site unchanged"
+    );
     // Padding with group A's signatures (over the other set) is equivocation: site 3 aborts.
     let mut sigs = req_a.signatures.clone();
     sigs.push((SiteId(3), sign_set(&r, 3, &session, &without4)));
-    let e = site3.handle(ToSite::UnmaskRequest(UnmaskRequest { round, signatures: sigs }), &mut rng3).unwrap_err();
-    assert!(matches!(peer_err(&e), (Sender::Aggregator, Misbehaviour::InconsistentSurvivors(SiteId(0)))), "{e:?}");
+    let e = site3
+        .handle(
+            ToSite::UnmaskRequest(UnmaskRequest {
+                round,
+                signatures: sigs,
+            }),
+            &mut rng3,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            peer_err(&e),
+            (
+                Sender::Aggregator,
+                Misbehaviour::InconsistentSurvivors(SiteId(0))
+            )
+        ),
+        "{e:?}"
+    );
     assert_eq!(site3.phase(), Phase::Aborted);
-    let e = site3.handle(ToSite::UnmaskRequest(req_a.clone()), &mut rng3).unwrap_err();
+    let e = site3
+        .handle(ToSite::UnmaskRequest(req_a.clone()), &mut rng3)
+        .unwrap_err();
     assert!(matches!(e, Error::Aborted(_)));
     assert_eq!(b_shares_of_4, 3);
-    assert_eq!(s_shares_of_4, 0, "no s_sk share of a site whose b was revealed");
+    assert_eq!(
+        s_shares_of_4, 0,
+        "no s_sk share of a site whose b was revealed"
+    );
 }
 
 #[test]
 fn equivocating_survivor_set_aborts_the_site() {
     let r = record(params5(), 1);
-    let session = r.aggregator_at(Phase::ShareKeys).unwrap().session_id().unwrap();
+    let session = r
+        .aggregator_at(Phase::ShareKeys)
+        .unwrap()
+        .session_id()
+        .unwrap();
     let all: Vec<SiteId> = (0..5).map(SiteId).collect();
     let other: Vec<SiteId> = vec![SiteId(0), SiteId(1), SiteId(2), SiteId(3)];
     let (mut site, mut rng) = r.site_at(SiteId(0), Phase::Unmasking).unwrap();
     // Signatures 1 and 2 over the set site 0 signed, signature 3 over another set.
-    let mut sigs: Vec<_> = (0..3).map(|i| (SiteId(i), sign_set(&r, i, &session, &all))).collect();
+    let mut sigs: Vec<_> = (0..3)
+        .map(|i| (SiteId(i), sign_set(&r, i, &session, &all)))
+        .collect();
     sigs.push((SiteId(3), sign_set(&r, 3, &session, &other)));
-    let e = site.handle(ToSite::UnmaskRequest(UnmaskRequest { round: 1, signatures: sigs }), &mut rng).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Aggregator, Misbehaviour::InconsistentSurvivors(SiteId(3))));
+    let e = site
+        .handle(
+            ToSite::UnmaskRequest(UnmaskRequest {
+                round: 1,
+                signatures: sigs,
+            }),
+            &mut rng,
+        )
+        .unwrap_err();
+    assert_eq!(
+        peer_err(&e),
+        (
+            Sender::Aggregator,
+            Misbehaviour::InconsistentSurvivors(SiteId(3))
+        )
+    );
     assert_eq!(site.phase(), Phase::Aborted);
     // The genuine request is refused too: the site aborted.
     let genuine = download(&r, Phase::Unmasking, 0).to_vec();
-    assert!(matches!(site.handle_bytes(&genuine, &mut rng), Err(Error::Aborted(_))));
+    assert!(matches!(
+        site.handle_bytes(&genuine, &mut rng),
+        Err(Error::Aborted(_))
+    ));
 }
 
 #[test]
@@ -118,27 +232,65 @@ fn replay_from_another_round_is_rejected() {
     let r2 = record(params5(), 2);
     // Round-1 upload into the round-2 aggregator.
     let mut agg = r2.aggregator_at(Phase::AdvertiseKeys).unwrap();
-    let e = agg.receive_bytes(SiteId(1), upload(&r1, Phase::AdvertiseKeys, 1)).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Site(SiteId(1)), Misbehaviour::WrongRound { expected: 2, got: 1 }));
+    let e = agg
+        .receive_bytes(SiteId(1), upload(&r1, Phase::AdvertiseKeys, 1))
+        .unwrap_err();
+    assert_eq!(
+        peer_err(&e),
+        (
+            Sender::Site(SiteId(1)),
+            Misbehaviour::WrongRound {
+                expected: 2,
+                got: 1
+            }
+        )
+    );
     // Same, with the round field rewritten: the signature covers the round context.
-    let mut m = AdvertiseKeys::from_bytes(upload(&r1, Phase::AdvertiseKeys, 1), &r1.config.params).unwrap();
+    let mut m =
+        AdvertiseKeys::from_bytes(upload(&r1, Phase::AdvertiseKeys, 1), &r1.config.params).unwrap();
     m.round = 2;
     let e = agg.receive(ToAggregator::AdvertiseKeys(m)).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Site(SiteId(1)), Misbehaviour::BadSignature));
+    assert_eq!(
+        peer_err(&e),
+        (Sender::Site(SiteId(1)), Misbehaviour::BadSignature)
+    );
     // Later-phase replays too.
     let mut agg = r2.aggregator_at(Phase::MaskedInput).unwrap();
-    let e = agg.receive_bytes(SiteId(3), upload(&r1, Phase::MaskedInput, 3)).unwrap_err();
-    assert!(matches!(peer_err(&e), (Sender::Site(SiteId(3)), Misbehaviour::WrongRound { .. })));
+    let e = agg
+        .receive_bytes(SiteId(3), upload(&r1, Phase::MaskedInput, 3))
+        .unwrap_err();
+    assert!(matches!(
+        peer_err(&e),
+        (Sender::Site(SiteId(3)), Misbehaviour::WrongRound { .. })
+    ));
     // A round-1 download into a round-2 site.
     let (mut site, mut rng) = r2.site_at(SiteId(0), Phase::ShareKeys).unwrap();
-    let e = site.handle_bytes(download(&r1, Phase::ShareKeys, 0), &mut rng).unwrap_err();
-    assert!(matches!(peer_err(&e), (Sender::Aggregator, Misbehaviour::WrongRound { expected: 2, got: 1 })));
+    let e = site
+        .handle_bytes(download(&r1, Phase::ShareKeys, 0), &mut rng)
+        .unwrap_err();
+    assert!(matches!(
+        peer_err(&e),
+        (
+            Sender::Aggregator,
+            Misbehaviour::WrongRound {
+                expected: 2,
+                got: 1
+            }
+        )
+    ));
     // And a round-1 advertisement smuggled into a round-2 broadcast.
-    let mut bc = KeysBroadcast::from_bytes(download(&r2, Phase::ShareKeys, 0), &r2.config.params).unwrap();
-    bc.adverts[1] = AdvertiseKeys::from_bytes(upload(&r1, Phase::AdvertiseKeys, 1), &r1.config.params).unwrap();
+    let mut bc =
+        KeysBroadcast::from_bytes(download(&r2, Phase::ShareKeys, 0), &r2.config.params).unwrap();
+    bc.adverts[1] =
+        AdvertiseKeys::from_bytes(upload(&r1, Phase::AdvertiseKeys, 1), &r1.config.params).unwrap();
     bc.adverts[1].round = 2;
-    let e = site.handle(ToSite::KeysBroadcast(bc), &mut rng).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Site(SiteId(1)), Misbehaviour::BadSignature));
+    let e = site
+        .handle(ToSite::KeysBroadcast(bc), &mut rng)
+        .unwrap_err();
+    assert_eq!(
+        peer_err(&e),
+        (Sender::Site(SiteId(1)), Misbehaviour::BadSignature)
+    );
 }
 
 #[test]
@@ -151,26 +303,44 @@ fn forged_signatures_are_rejected_and_name_the_sender() {
     let mut m = AdvertiseKeys::from_bytes(upload(&r, Phase::AdvertiseKeys, 1), &p).unwrap();
     let ctx = kdf::round_context(r.consortium.manifest(), &p, 1);
     m.signature = sign::sign_message(r.consortium.identity(SiteId(2)), &ctx, &m.body());
-    let e = agg.receive(ToAggregator::AdvertiseKeys(m.clone())).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Site(SiteId(1)), Misbehaviour::BadSignature));
+    let e = agg
+        .receive(ToAggregator::AdvertiseKeys(m.clone()))
+        .unwrap_err();
+    assert_eq!(
+        peer_err(&e),
+        (Sender::Site(SiteId(1)), Misbehaviour::BadSignature)
+    );
     // Unsigned (all-zero signature).
     m.signature = [0; 64];
     let e = agg.receive(ToAggregator::AdvertiseKeys(m)).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Site(SiteId(1)), Misbehaviour::BadSignature));
-    assert_eq!(agg.snapshot(), before, "rejections leave the aggregator unchanged");
+    assert_eq!(
+        peer_err(&e),
+        (Sender::Site(SiteId(1)), Misbehaviour::BadSignature)
+    );
+    assert_eq!(
+        agg.snapshot(),
+        before,
+        "rejections leave the aggregator unchanged"
+    );
     // Tampered masked input (one bit of the payload).
     let mut agg = r.aggregator_at(Phase::MaskedInput).unwrap();
     let mut m = MaskedInput::from_bytes(upload(&r, Phase::MaskedInput, 2), &p).unwrap();
     m.packed[0] ^= 1;
     let e = agg.receive(ToAggregator::MaskedInput(m)).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Site(SiteId(2)), Misbehaviour::BadSignature));
+    assert_eq!(
+        peer_err(&e),
+        (Sender::Site(SiteId(2)), Misbehaviour::BadSignature)
+    );
     // Tampered consistency signature.
     let mut agg = r.aggregator_at(Phase::ConsistencyCheck).unwrap();
     let mut b = upload(&r, Phase::ConsistencyCheck, 4).to_vec();
     let last = b.len() - 1;
     b[last] ^= 0x40;
     let e = agg.receive_bytes(SiteId(4), &b).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Site(SiteId(4)), Misbehaviour::BadSignature));
+    assert_eq!(
+        peer_err(&e),
+        (Sender::Site(SiteId(4)), Misbehaviour::BadSignature)
+    );
 }
 
 #[test]
@@ -184,13 +354,21 @@ fn unknown_identities_do_not_count() {
     // An index outside the manifest.
     m.sender = SiteId(9);
     m.signature = sign::sign_message(&sybil, &ctx, &m.body());
-    let e = agg.receive(ToAggregator::AdvertiseKeys(m.clone())).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::UnknownSite(9), Misbehaviour::UnknownIdentity));
+    let e = agg
+        .receive(ToAggregator::AdvertiseKeys(m.clone()))
+        .unwrap_err();
+    assert_eq!(
+        peer_err(&e),
+        (Sender::UnknownSite(9), Misbehaviour::UnknownIdentity)
+    );
     // A manifest index, but a key outside the manifest.
     m.sender = SiteId(0);
     m.signature = sign::sign_message(&sybil, &ctx, &m.body());
     let e = agg.receive(ToAggregator::AdvertiseKeys(m)).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Site(SiteId(0)), Misbehaviour::BadSignature));
+    assert_eq!(
+        peer_err(&e),
+        (Sender::Site(SiteId(0)), Misbehaviour::BadSignature)
+    );
     assert!(agg.responded().is_empty());
     // A site shown a broadcast with a Sybil advertisement refuses it.
     let (mut site, mut rng) = r.site_at(SiteId(1), Phase::ShareKeys).unwrap();
@@ -198,19 +376,36 @@ fn unknown_identities_do_not_count() {
     let mut fake = bc.adverts[4].clone();
     fake.sender = SiteId(7);
     bc.adverts.push(fake);
-    let e = site.handle(ToSite::KeysBroadcast(bc), &mut rng).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::UnknownSite(7), Misbehaviour::UnknownIdentity));
+    let e = site
+        .handle(ToSite::KeysBroadcast(bc), &mut rng)
+        .unwrap_err();
+    assert_eq!(
+        peer_err(&e),
+        (Sender::UnknownSite(7), Misbehaviour::UnknownIdentity)
+    );
 }
 
 #[test]
 fn duplicates_are_rejected_without_change() {
     let r = record(params5(), 1);
-    for phase in [Phase::AdvertiseKeys, Phase::ShareKeys, Phase::MaskedInput, Phase::ConsistencyCheck, Phase::Unmasking] {
+    for phase in [
+        Phase::AdvertiseKeys,
+        Phase::ShareKeys,
+        Phase::MaskedInput,
+        Phase::ConsistencyCheck,
+        Phase::Unmasking,
+    ] {
         let mut agg = r.aggregator_at(phase).unwrap();
         agg.receive_bytes(SiteId(2), upload(&r, phase, 2)).unwrap();
         let snap = agg.snapshot();
-        let e = agg.receive_bytes(SiteId(2), upload(&r, phase, 2)).unwrap_err();
-        assert_eq!(peer_err(&e), (Sender::Site(SiteId(2)), Misbehaviour::Duplicate), "{phase}");
+        let e = agg
+            .receive_bytes(SiteId(2), upload(&r, phase, 2))
+            .unwrap_err();
+        assert_eq!(
+            peer_err(&e),
+            (Sender::Site(SiteId(2)), Misbehaviour::Duplicate),
+            "{phase}"
+        );
         assert_eq!(agg.snapshot(), snap);
     }
 }
@@ -219,11 +414,27 @@ fn duplicates_are_rejected_without_change() {
 fn wrong_phase_messages_are_rejected() {
     let r = record(params5(), 1);
     let mut agg = r.aggregator_at(Phase::ShareKeys).unwrap();
-    let e = agg.receive_bytes(SiteId(0), upload(&r, Phase::MaskedInput, 0)).unwrap_err();
-    assert!(matches!(peer_err(&e), (Sender::Site(SiteId(0)), Misbehaviour::WrongPhase { phase: Phase::ShareKeys, .. })));
+    let e = agg
+        .receive_bytes(SiteId(0), upload(&r, Phase::MaskedInput, 0))
+        .unwrap_err();
+    assert!(matches!(
+        peer_err(&e),
+        (
+            Sender::Site(SiteId(0)),
+            Misbehaviour::WrongPhase {
+                phase: Phase::ShareKeys,
+                ..
+            }
+        )
+    ));
     let (mut site, mut rng) = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
-    let e = site.handle_bytes(download(&r, Phase::Unmasking, 0), &mut rng).unwrap_err();
-    assert!(matches!(peer_err(&e), (Sender::Aggregator, Misbehaviour::WrongPhase { .. })));
+    let e = site
+        .handle_bytes(download(&r, Phase::Unmasking, 0), &mut rng)
+        .unwrap_err();
+    assert!(matches!(
+        peer_err(&e),
+        (Sender::Aggregator, Misbehaviour::WrongPhase { .. })
+    ));
 }
 
 #[test]
@@ -236,20 +447,43 @@ fn flipped_bit_in_encrypted_share() {
         let mut bad = genuine.clone();
         bad.shares[idx].1[bit / 8] ^= 1 << (bit % 8);
         let snap = site.snapshot();
-        let e = site.handle(ToSite::RoutedShares(bad), &mut rng).unwrap_err();
+        let e = site
+            .handle(ToSite::RoutedShares(bad), &mut rng)
+            .unwrap_err();
         let sender = genuine.shares[idx].0;
-        assert_eq!(peer_err(&e), (Sender::Site(sender), Misbehaviour::ShareAuthentication));
+        assert_eq!(
+            peer_err(&e),
+            (Sender::Site(sender), Misbehaviour::ShareAuthentication)
+        );
         assert_eq!(site.snapshot(), snap, "state unchanged");
     }
     // A ciphertext meant for another site, relabelled: AAD binds the recipient.
     let other = RoutedShares::from_bytes(download(&r, Phase::MaskedInput, 1), &p).unwrap();
     let mut bad = genuine.clone();
-    let from2 = other.shares.iter().find(|(s, _)| *s == SiteId(2)).unwrap().1;
-    bad.shares.iter_mut().find(|(s, _)| *s == SiteId(2)).unwrap().1 = from2;
-    let e = site.handle(ToSite::RoutedShares(bad), &mut rng).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Site(SiteId(2)), Misbehaviour::ShareAuthentication));
+    let from2 = other
+        .shares
+        .iter()
+        .find(|(s, _)| *s == SiteId(2))
+        .unwrap()
+        .1;
+    bad.shares
+        .iter_mut()
+        .find(|(s, _)| *s == SiteId(2))
+        .unwrap()
+        .1 = from2;
+    let e = site
+        .handle(ToSite::RoutedShares(bad), &mut rng)
+        .unwrap_err();
+    assert_eq!(
+        peer_err(&e),
+        (Sender::Site(SiteId(2)), Misbehaviour::ShareAuthentication)
+    );
     // The genuine message still works afterwards.
-    assert!(site.handle(ToSite::RoutedShares(genuine), &mut rng).unwrap().is_some());
+    assert!(
+        site.handle(ToSite::RoutedShares(genuine), &mut rng)
+            .unwrap()
+            .is_some()
+    );
 }
 
 fn harary_params() -> RoundParams {
@@ -265,7 +499,11 @@ fn share_addressed_to_a_non_neighbour() {
     let p = harary_params();
     let r = record(p, 1);
     assert!(r.output.is_ok());
-    let session = r.aggregator_at(Phase::ShareKeys).unwrap().session_id().unwrap();
+    let session = r
+        .aggregator_at(Phase::ShareKeys)
+        .unwrap()
+        .session_id()
+        .unwrap();
     // Site 0's neighbours are 1, 2, 8, 9. It (maliciously) adds a share for 5, properly signed.
     let mut agg = r.aggregator_at(Phase::ShareKeys).unwrap();
     let mut m = ShareKeys::from_bytes(upload(&r, Phase::ShareKeys, 0), &p).unwrap();
@@ -273,26 +511,47 @@ fn share_addressed_to_a_non_neighbour() {
     m.shares.insert(2, (SiteId(5), ct));
     m.signature = sign::sign_message(r.consortium.identity(SiteId(0)), &session, &m.body());
     let e = agg.receive(ToAggregator::ShareKeys(m)).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Site(SiteId(0)), Misbehaviour::NotNeighbour(SiteId(5))));
+    assert_eq!(
+        peer_err(&e),
+        (
+            Sender::Site(SiteId(0)),
+            Misbehaviour::NotNeighbour(SiteId(5))
+        )
+    );
     // A share for itself is not a neighbour either.
     let mut m = ShareKeys::from_bytes(upload(&r, Phase::ShareKeys, 3), &p).unwrap();
     m.shares.insert(1, (SiteId(3), ct));
     m.signature = sign::sign_message(r.consortium.identity(SiteId(3)), &session, &m.body());
     let e = agg.receive(ToAggregator::ShareKeys(m)).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Site(SiteId(3)), Misbehaviour::NotNeighbour(SiteId(3))));
+    assert_eq!(
+        peer_err(&e),
+        (
+            Sender::Site(SiteId(3)),
+            Misbehaviour::NotNeighbour(SiteId(3))
+        )
+    );
     // Site side: a routed share from a non-neighbour.
     let (mut site, mut rng) = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
     let mut routed = RoutedShares::from_bytes(download(&r, Phase::MaskedInput, 0), &p).unwrap();
     routed.shares.insert(2, (SiteId(5), ct));
-    let e = site.handle(ToSite::RoutedShares(routed), &mut rng).unwrap_err();
-    assert_eq!(peer_err(&e), (Sender::Aggregator, Misbehaviour::NotNeighbour(SiteId(5))));
+    let e = site
+        .handle(ToSite::RoutedShares(routed), &mut rng)
+        .unwrap_err();
+    assert_eq!(
+        peer_err(&e),
+        (Sender::Aggregator, Misbehaviour::NotNeighbour(SiteId(5)))
+    );
 }
 
 #[test]
 fn malicious_share_never_yields_a_wrong_sum() {
     let r = record(params5(), 1);
     let p = r.config.params;
-    let session = r.aggregator_at(Phase::ShareKeys).unwrap().session_id().unwrap();
+    let session = r
+        .aggregator_at(Phase::ShareKeys)
+        .unwrap()
+        .session_id()
+        .unwrap();
     let mut agg = r.aggregator_at(Phase::Unmasking).unwrap();
     // Site 0 reveals a corrupted b-share of site 1 (validly signed: site 0 is malicious).
     let mut m = UnmaskShares::from_bytes(upload(&r, Phase::Unmasking, 0), &p).unwrap();
@@ -300,17 +559,24 @@ fn malicious_share_never_yields_a_wrong_sum() {
     m.signature = sign::sign_message(r.consortium.identity(SiteId(0)), &session, &m.body());
     agg.receive(ToAggregator::UnmaskShares(m)).unwrap();
     for i in 1..5 {
-        agg.receive_bytes(SiteId(i), upload(&r, Phase::Unmasking, i)).unwrap();
+        agg.receive_bytes(SiteId(i), upload(&r, Phase::Unmasking, i))
+            .unwrap();
     }
     let e = agg.close_phase().unwrap_err();
-    assert_eq!(peer_err(&e).1, Misbehaviour::RecoveredSecretMismatch(SiteId(1)));
+    assert_eq!(
+        peer_err(&e).1,
+        Misbehaviour::RecoveredSecretMismatch(SiteId(1))
+    );
     // Revealing both shares of one site is refused by the aggregator's exact-set check.
     let mut agg = r.aggregator_at(Phase::Unmasking).unwrap();
     let mut m = UnmaskShares::from_bytes(upload(&r, Phase::Unmasking, 0), &p).unwrap();
     m.s_shares.push((SiteId(1), [0; 32]));
     m.signature = sign::sign_message(r.consortium.identity(SiteId(0)), &session, &m.body());
     let e = agg.receive(ToAggregator::UnmaskShares(m)).unwrap_err();
-    assert!(matches!(peer_err(&e), (Sender::Site(SiteId(0)), Misbehaviour::Invalid(_))));
+    assert!(matches!(
+        peer_err(&e),
+        (Sender::Site(SiteId(0)), Misbehaviour::Invalid(_))
+    ));
 }
 
 #[test]
@@ -321,20 +587,44 @@ fn minimum_cohort_is_enforced_by_sites_and_aggregator() {
     let r = record(p, 1);
     // A malicious aggregator tries to isolate inputs: survivor set of 4 < min cohort 5.
     let (mut site, mut rng) = r.site_at(SiteId(0), Phase::ConsistencyCheck).unwrap();
-    let small = SurvivorSet { round: 1, survivors: (0..4).map(SiteId).collect() };
-    let e = site.handle(ToSite::SurvivorSet(small), &mut rng).unwrap_err();
-    assert!(matches!(e, Error::NotEnoughSites { needed: 5, got: 4, .. }), "{e:?}");
+    let small = SurvivorSet {
+        round: 1,
+        survivors: (0..4).map(SiteId).collect(),
+    };
+    let e = site
+        .handle(ToSite::SurvivorSet(small), &mut rng)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::NotEnoughSites {
+                needed: 5,
+                got: 4,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     // The honest aggregator refuses to close the masked-input phase with 4 sites.
     let mut agg = r.aggregator_at(Phase::MaskedInput).unwrap();
     for i in 0..4 {
-        agg.receive_bytes(SiteId(i), upload(&r, Phase::MaskedInput, i)).unwrap();
+        agg.receive_bytes(SiteId(i), upload(&r, Phase::MaskedInput, i))
+            .unwrap();
     }
     let snap = agg.snapshot();
     let e = agg.close_phase().unwrap_err();
-    assert!(matches!(e, Error::NotEnoughSites { phase: Phase::MaskedInput, needed: 5, got: 4 }));
+    assert!(matches!(
+        e,
+        Error::NotEnoughSites {
+            phase: Phase::MaskedInput,
+            needed: 5,
+            got: 4
+        }
+    ));
     assert_eq!(agg.snapshot(), snap, "a refused close changes nothing");
     // One more site answers (late): now it closes.
-    agg.receive_bytes(SiteId(4), upload(&r, Phase::MaskedInput, 4)).unwrap();
+    agg.receive_bytes(SiteId(4), upload(&r, Phase::MaskedInput, 4))
+        .unwrap();
     agg.close_phase().unwrap();
 }
 
@@ -343,9 +633,18 @@ fn a_site_refuses_a_survivor_set_without_itself_or_with_strangers() {
     let r = record(params5(), 1);
     let (mut site, mut rng) = r.site_at(SiteId(0), Phase::ConsistencyCheck).unwrap();
     let e = site
-        .handle(ToSite::SurvivorSet(SurvivorSet { round: 1, survivors: (1..5).map(SiteId).collect() }), &mut rng)
+        .handle(
+            ToSite::SurvivorSet(SurvivorSet {
+                round: 1,
+                survivors: (1..5).map(SiteId).collect(),
+            }),
+            &mut rng,
+        )
         .unwrap_err();
-    assert!(matches!(peer_err(&e), (Sender::Aggregator, Misbehaviour::Invalid(_))));
+    assert!(matches!(
+        peer_err(&e),
+        (Sender::Aggregator, Misbehaviour::Invalid(_))
+    ));
     assert_eq!(site.phase(), Phase::MaskedInput, "unchanged");
     let genuine = download(&r, Phase::ConsistencyCheck, 0).to_vec();
     assert!(site.handle_bytes(&genuine, &mut rng).unwrap().is_some());
@@ -354,12 +653,21 @@ fn a_site_refuses_a_survivor_set_without_itself_or_with_strangers() {
 #[test]
 fn transcript_directions_are_consistent() {
     let r = record(params5(), 1);
-    assert!(r.transcript.iter().any(|e| e.direction == Direction::ToSite));
+    assert!(
+        r.transcript
+            .iter()
+            .any(|e| e.direction == Direction::ToSite)
+    );
     for e in &r.transcript {
         let p = &r.config.params;
         match e.direction {
-            Direction::ToAggregator => assert_eq!(ToAggregator::from_bytes(&e.bytes, p).unwrap().to_bytes(), e.bytes),
-            Direction::ToSite => assert_eq!(ToSite::from_bytes(&e.bytes, p).unwrap().to_bytes(), e.bytes),
+            Direction::ToAggregator => assert_eq!(
+                ToAggregator::from_bytes(&e.bytes, p).unwrap().to_bytes(),
+                e.bytes
+            ),
+            Direction::ToSite => {
+                assert_eq!(ToSite::from_bytes(&e.bytes, p).unwrap().to_bytes(), e.bytes)
+            }
         }
     }
 }

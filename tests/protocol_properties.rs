@@ -5,17 +5,22 @@
 
 use std::collections::BTreeSet;
 
+use amalgam_proto::Error;
 use amalgam_proto::params::{
-    ceil_log2, InputBits, MinCohort, NeighbourGraph, ParamsRequest, RoundParams, SiteCount, SiteId, SumBits,
-    SumMode, Threshold, VectorLen,
+    InputBits, MinCohort, NeighbourGraph, ParamsRequest, RoundParams, SiteCount, SiteId, SumBits,
+    SumMode, Threshold, VectorLen, ceil_log2,
 };
 use amalgam_proto::phase::Phase;
-use amalgam_proto::sim::{self, plaintext_sum, Dropout, SimConfig};
-use amalgam_proto::Error;
+use amalgam_proto::sim::{self, Dropout, SimConfig, plaintext_sum};
 use proptest::prelude::*;
 
-const PHASES: [Phase; 5] =
-    [Phase::AdvertiseKeys, Phase::ShareKeys, Phase::MaskedInput, Phase::ConsistencyCheck, Phase::Unmasking];
+const PHASES: [Phase; 5] = [
+    Phase::AdvertiseKeys,
+    Phase::ShareKeys,
+    Phase::MaskedInput,
+    Phase::ConsistencyCheck,
+    Phase::Unmasking,
+];
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -25,11 +30,22 @@ struct Case {
 }
 
 fn params_strategy() -> impl Strategy<Value = RoundParams> {
-    (2u16..=30, any::<bool>(), 0u16..1000, 0u16..1000, 1u8..=40, 0u8..3, 1u32..=40, 0u16..1000).prop_map(
-        |(n, harary, kr, tr, b, mode, d, mr)| {
+    (
+        2u16..=30,
+        any::<bool>(),
+        0u16..1000,
+        0u16..1000,
+        1u8..=40,
+        0u8..3,
+        1u32..=40,
+        0u16..1000,
+    )
+        .prop_map(|(n, harary, kr, tr, b, mode, d, mr)| {
             let graph = if harary && n >= 4 {
                 let kmax = (n - 2) / 2; // k/2 in 1..=kmax
-                NeighbourGraph::Harary { k: 2 * (1 + kr % kmax) }
+                NeighbourGraph::Harary {
+                    k: 2 * (1 + kr % kmax),
+                }
             } else {
                 NeighbourGraph::Complete
             };
@@ -39,7 +55,12 @@ fn params_strategy() -> impl Strategy<Value = RoundParams> {
             };
             let tmin = holders / 2 + 1;
             // Mostly thresholds near the minimum (so dropouts are survivable), sometimes anywhere.
-            let t = tmin + if tr % 4 == 0 { tr % (holders - tmin + 1) } else { (tr % 3).min(holders - tmin) };
+            let t = tmin
+                + if tr % 4 == 0 {
+                    tr % (holders - tmin + 1)
+                } else {
+                    (tr % 3).min(holders - tmin)
+                };
             let mmin = t.max(2);
             let m = mmin + if mr % 4 == 0 { mr % (n - mmin + 1) } else { 0 };
             let (sum_bits, sum_mode) = match mode {
@@ -47,7 +68,11 @@ fn params_strategy() -> impl Strategy<Value = RoundParams> {
                 1 => ((b + ceil_log2(n)).min(64), SumMode::Exact),
                 _ => (64, SumMode::Exact),
             };
-            let b = if sum_mode == SumMode::Exact { b.min(64 - ceil_log2(n)) } else { b };
+            let b = if sum_mode == SumMode::Exact {
+                b.min(64 - ceil_log2(n))
+            } else {
+                b
+            };
             RoundParams::new(ParamsRequest {
                 sites: SiteCount::new(n).unwrap(),
                 threshold: Threshold::new(t).unwrap(),
@@ -59,8 +84,7 @@ fn params_strategy() -> impl Strategy<Value = RoundParams> {
                 graph,
             })
             .unwrap()
-        },
-    )
+        })
 }
 
 fn case_strategy() -> impl Strategy<Value = Case> {
@@ -70,7 +94,10 @@ fn case_strategy() -> impl Strategy<Value = Case> {
             Just(params),
             any::<[u8; 32]>(),
             // Per site: no dropout (weight 6) or dropout before one of the five phases.
-            proptest::collection::vec(prop_oneof![6 => Just(None), 1 => (0usize..5).prop_map(Some)], n),
+            proptest::collection::vec(
+                prop_oneof![6 => Just(None), 1 => (0usize..5).prop_map(Some)],
+                n,
+            ),
         )
             .prop_map(|(params, seed, drops)| Case {
                 params,
@@ -78,7 +105,12 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 dropouts: drops
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, d)| d.map(|ph| Dropout { site: SiteId(i as u16), before: PHASES[ph] }))
+                    .filter_map(|(i, d)| {
+                        d.map(|ph| Dropout {
+                            site: SiteId(i as u16),
+                            before: PHASES[ph],
+                        })
+                    })
                     .collect(),
             })
     })
@@ -95,7 +127,11 @@ fn model(c: &Case) -> Result<Vec<SiteId>, Phase> {
             .filter(|s| !c.dropouts.iter().any(|d| d.site == *s && d.before <= ph))
             .collect()
     };
-    let closed = |u: SiteId, set: &BTreeSet<SiteId>| set.iter().filter(|&&v| v == u || p.are_neighbours(u, v)).count();
+    let closed = |u: SiteId, set: &BTreeSet<SiteId>| {
+        set.iter()
+            .filter(|&&v| v == u || p.are_neighbours(u, v))
+            .count()
+    };
     let ok = |set: &BTreeSet<SiteId>, cohort: bool| {
         (!cohort || set.len() >= m) && set.iter().all(|&u| closed(u, set) >= t) && !set.is_empty()
     };
@@ -137,15 +173,32 @@ fn run_case(c: &Case, snapshots: bool) -> Result<(), TestCaseError> {
     cfg.snapshot_between_phases = snapshots;
     let inputs = cfg.inputs.clone();
     let report = sim::run(cfg).map_err(|e| TestCaseError::fail(format!("{e}")))?;
-    prop_assert!(report.site_errors.is_empty(), "honest sites failed: {:?}", report.site_errors);
-    prop_assert!(report.aggregator_errors.is_empty(), "honest uploads rejected: {:?}", report.aggregator_errors);
-    if std::env::var("PROP_STATS").is_ok() { eprintln!("STAT n={} ok={}", c.params.n(), model(c).is_ok()); }
+    prop_assert!(
+        report.site_errors.is_empty(),
+        "honest sites failed: {:?}",
+        report.site_errors
+    );
+    prop_assert!(
+        report.aggregator_errors.is_empty(),
+        "honest uploads rejected: {:?}",
+        report.aggregator_errors
+    );
+    if std::env::var("PROP_STATS").is_ok() {
+        eprintln!("STAT n={} ok={}", c.params.n(), model(c).is_ok());
+    }
     match (model(c), report.output) {
         (Ok(u3), Ok(out)) => {
             prop_assert_eq!(&out.contributors, &u3);
             prop_assert_eq!(out.sum, plaintext_sum(&c.params, &inputs, &u3));
         }
-        (Err(phase), Err(Error::NotEnoughSites { phase: got_phase, needed, got })) => {
+        (
+            Err(phase),
+            Err(Error::NotEnoughSites {
+                phase: got_phase,
+                needed,
+                got,
+            }),
+        ) => {
             prop_assert_eq!(phase, got_phase);
             prop_assert!(got < needed, "needed {} got {}", needed, got);
         }
@@ -178,10 +231,23 @@ fn too_few_survivors_in_each_phase_gives_needed_got() {
     let p = RoundParams::exact(7, 4, 8, 5).unwrap();
     for (i, phase) in PHASES.iter().enumerate() {
         for drops in [3u16, 4] {
-            let mut c = Case { params: p, seed: [i as u8; 32], dropouts: Vec::new() };
-            c.dropouts = (0..drops).map(|s| Dropout { site: SiteId(s), before: *phase }).collect();
+            let mut c = Case {
+                params: p,
+                seed: [i as u8; 32],
+                dropouts: Vec::new(),
+            };
+            c.dropouts = (0..drops)
+                .map(|s| Dropout {
+                    site: SiteId(s),
+                    before: *phase,
+                })
+                .collect();
             run_case(&c, false).unwrap();
-            assert_eq!(model(&c).is_ok(), drops == 3, "{phase} with {drops} dropouts");
+            assert_eq!(
+                model(&c).is_ok(),
+                drops == 3,
+                "{phase} with {drops} dropouts"
+            );
         }
     }
 }

@@ -10,8 +10,13 @@ use amalgam_proto::{Error, Site};
 use rand_chacha::ChaCha20Rng;
 
 /// Phases in protocol order.
-pub const PHASES: [Phase; 5] =
-    [Phase::AdvertiseKeys, Phase::ShareKeys, Phase::MaskedInput, Phase::ConsistencyCheck, Phase::Unmasking];
+pub const PHASES: [Phase; 5] = [
+    Phase::AdvertiseKeys,
+    Phase::ShareKeys,
+    Phase::MaskedInput,
+    Phase::ConsistencyCheck,
+    Phase::Unmasking,
+];
 
 /// One simulated round with its full transcript.
 #[derive(Debug)]
@@ -30,26 +35,40 @@ impl RecordedRound {
     /// Runs and records `config`.
     pub fn record(config: SimConfig) -> Self {
         #[allow(clippy::expect_used)]
-        let consortium = Consortium::generate(config.params.n(), &config.seed).expect("valid consortium");
+        let consortium =
+            Consortium::generate(config.params.n(), &config.seed).expect("valid consortium");
         #[allow(clippy::expect_used)]
         let report = sim::run(config.clone()).expect("valid simulation");
-        Self { config, consortium, transcript: report.transcript, output: report.output }
+        Self {
+            config,
+            consortium,
+            transcript: report.transcript,
+            output: report.output,
+        }
     }
 
     /// Uploads of `phase`, in order.
     pub fn uploads(&self, phase: Phase) -> impl Iterator<Item = &Envelope> {
-        self.transcript.iter().filter(move |e| e.direction == Direction::ToAggregator && e.phase == phase)
+        self.transcript
+            .iter()
+            .filter(move |e| e.direction == Direction::ToAggregator && e.phase == phase)
     }
 
     /// Downloads that open `phase` (sent when the previous phase closed).
     pub fn downloads(&self, phase: Phase) -> impl Iterator<Item = &Envelope> {
-        self.transcript.iter().filter(move |e| e.direction == Direction::ToSite && e.phase == phase)
+        self.transcript
+            .iter()
+            .filter(move |e| e.direction == Direction::ToSite && e.phase == phase)
     }
 
     /// A fresh aggregator that has received and closed every phase before `phase` (so it is
     /// collecting `phase`). Rejected uploads are skipped, as in the recording.
     pub fn aggregator_at(&self, phase: Phase) -> Result<Aggregator, Error> {
-        let mut agg = Aggregator::new(self.config.params, self.consortium.manifest().clone(), self.config.round)?;
+        let mut agg = Aggregator::new(
+            self.config.params,
+            self.consortium.manifest().clone(),
+            self.config.round,
+        )?;
         for p in PHASES.iter().copied().take_while(|p| *p < phase) {
             for env in self.uploads(p) {
                 let _ = agg.receive_bytes(env.site, &env.bytes);
@@ -70,7 +89,11 @@ impl RecordedRound {
         )?;
         let mut rng = sim::site_rng(&self.config.seed, id);
         site.start(self.config.inputs[id.index()].clone(), &mut rng)?;
-        for env in self.transcript.iter().filter(|e| e.direction == Direction::ToSite && e.site == id && e.phase < phase) {
+        for env in self
+            .transcript
+            .iter()
+            .filter(|e| e.direction == Direction::ToSite && e.site == id && e.phase < phase)
+        {
             site.handle_bytes(&env.bytes, &mut rng)?;
         }
         Ok((site, rng))

@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::codec::{msg_type, Decode, Encode, Reader, Writer};
+use crate::codec::{Decode, Encode, Reader, Writer, msg_type};
 use crate::crypto::kdf::{self, round_context};
 use crate::crypto::shamir::{self, SecretShare};
 use crate::crypto::sign;
 use crate::error::{DecodeError, Error, Misbehaviour, Sender};
-use crate::masking::{unmask_sum, MaskSign, MaskTerm};
+use crate::masking::{MaskSign, MaskTerm, unmask_sum};
 use crate::messages::*;
 use crate::params::{Manifest, RoundParams, SiteId};
 use crate::phase::Phase;
@@ -43,20 +43,30 @@ struct Ctx {
 
 impl Ctx {
     fn closed_count<'a>(&self, u: SiteId, set: impl IntoIterator<Item = &'a SiteId>) -> usize {
-        set.into_iter().filter(|&&v| v == u || self.params.are_neighbours(u, v)).count()
+        set.into_iter()
+            .filter(|&&v| v == u || self.params.are_neighbours(u, v))
+            .count()
     }
 
     /// Smallest |N[u] ∩ set| over u in set, and the requirement t (Harary-aware).
     fn check_neighbourhoods(&self, phase: Phase, set: &BTreeSet<SiteId>) -> Result<(), Error> {
         let m = usize::from(self.params.min_cohort().get());
         if set.len() < m {
-            return Err(Error::NotEnoughSites { phase, needed: m, got: set.len() });
+            return Err(Error::NotEnoughSites {
+                phase,
+                needed: m,
+                got: set.len(),
+            });
         }
         let t = self.params.t();
         if let Some(got) = set.iter().map(|&u| self.closed_count(u, set)).min()
             && got < t
         {
-            return Err(Error::NotEnoughSites { phase, needed: t, got });
+            return Err(Error::NotEnoughSites {
+                phase,
+                needed: t,
+                got,
+            });
         }
         Ok(())
     }
@@ -116,7 +126,10 @@ pub struct Aggregator {
 
 impl core::fmt::Debug for Aggregator {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Aggregator").field("round", &self.ctx.round).field("phase", &self.phase()).finish_non_exhaustive()
+        f.debug_struct("Aggregator")
+            .field("round", &self.ctx.round)
+            .field("phase", &self.phase())
+            .finish_non_exhaustive()
     }
 }
 
@@ -130,8 +143,15 @@ impl Aggregator {
         manifest.check(&params)?;
         let round_context = round_context(&manifest, &params, round);
         Ok(Self {
-            ctx: Ctx { params, manifest, round, round_context },
-            state: State::CollectingKeys { adverts: BTreeMap::new() },
+            ctx: Ctx {
+                params,
+                manifest,
+                round,
+                round_context,
+            },
+            state: State::CollectingKeys {
+                adverts: BTreeMap::new(),
+            },
         })
     }
 
@@ -191,7 +211,8 @@ impl Aggregator {
     /// Decodes and receives one upload; undecodable bytes are blamed on `from` (the
     /// transport-authenticated sender).
     pub fn receive_bytes(&mut self, from: SiteId, bytes: &[u8]) -> Result<(), Error> {
-        let msg = ToAggregator::from_bytes(bytes, &self.ctx.params).map_err(|e| Error::decode(Sender::Site(from), e))?;
+        let msg = ToAggregator::from_bytes(bytes, &self.ctx.params)
+            .map_err(|e| Error::decode(Sender::Site(from), e))?;
         self.receive(msg)
     }
 
@@ -201,10 +222,19 @@ impl Aggregator {
         let ctx = &self.ctx;
         let from = msg.sender();
         let Some(key) = ctx.manifest.key(from).filter(|_| ctx.params.contains(from)) else {
-            return Err(Error::peer(Sender::UnknownSite(from.0), Misbehaviour::UnknownIdentity));
+            return Err(Error::peer(
+                Sender::UnknownSite(from.0),
+                Misbehaviour::UnknownIdentity,
+            ));
         };
         if msg.round() != ctx.round {
-            return Err(site_err(from, Misbehaviour::WrongRound { expected: ctx.round, got: msg.round() }));
+            return Err(site_err(
+                from,
+                Misbehaviour::WrongRound {
+                    expected: ctx.round,
+                    got: msg.round(),
+                },
+            ));
         }
         let phase = self.phase();
         match (&mut self.state, msg) {
@@ -216,10 +246,17 @@ impl Aggregator {
                     return Err(site_err(from, Misbehaviour::BadSignature));
                 }
                 if is_low_order(&m.c_pk) || is_low_order(&m.s_pk) {
-                    return Err(site_err(from, Misbehaviour::Invalid("low-order X25519 public key")));
+                    return Err(site_err(
+                        from,
+                        Misbehaviour::Invalid("low-order X25519 public key"),
+                    ));
                 }
                 if m.c_pk == m.s_pk
-                    || adverts.values().any(|a| [a.c_pk, a.s_pk].iter().any(|k| *k == m.c_pk || *k == m.s_pk))
+                    || adverts.values().any(|a| {
+                        [a.c_pk, a.s_pk]
+                            .iter()
+                            .any(|k| *k == m.c_pk || *k == m.s_pk)
+                    })
                 {
                     return Err(site_err(from, Misbehaviour::KeyReuse));
                 }
@@ -242,17 +279,34 @@ impl Aggregator {
                         return Err(site_err(from, Misbehaviour::NotNeighbour(*to)));
                     }
                     if !session.adverts.contains_key(to) {
-                        return Err(site_err(from, Misbehaviour::Invalid("share for a site outside U1")));
+                        return Err(site_err(
+                            from,
+                            Misbehaviour::Invalid("share for a site outside U1"),
+                        ));
                     }
                 }
-                let expected = session.adverts.keys().filter(|&&v| ctx.params.are_neighbours(from, v)).count();
+                let expected = session
+                    .adverts
+                    .keys()
+                    .filter(|&&v| ctx.params.are_neighbours(from, v))
+                    .count();
                 if m.shares.len() != expected {
-                    return Err(site_err(from, Misbehaviour::Invalid("missing share for a neighbour in U1")));
+                    return Err(site_err(
+                        from,
+                        Misbehaviour::Invalid("missing share for a neighbour in U1"),
+                    ));
                 }
                 shares.insert(from, m);
                 Ok(())
             }
-            (State::CollectingMasked { session, routing, masked }, ToAggregator::MaskedInput(m)) => {
+            (
+                State::CollectingMasked {
+                    session,
+                    routing,
+                    masked,
+                },
+                ToAggregator::MaskedInput(m),
+            ) => {
                 if masked.contains_key(&from) {
                     return Err(site_err(from, Misbehaviour::Duplicate));
                 }
@@ -265,7 +319,15 @@ impl Aggregator {
                 masked.insert(from, m);
                 Ok(())
             }
-            (State::CollectingSignatures { session, survivors, signatures, .. }, ToAggregator::ConsistencySignature(m)) => {
+            (
+                State::CollectingSignatures {
+                    session,
+                    survivors,
+                    signatures,
+                    ..
+                },
+                ToAggregator::ConsistencySignature(m),
+            ) => {
                 if signatures.contains_key(&from) {
                     return Err(site_err(from, Misbehaviour::Duplicate));
                 }
@@ -278,7 +340,17 @@ impl Aggregator {
                 signatures.insert(from, m.signature);
                 Ok(())
             }
-            (State::CollectingUnmask { session, routing, survivors, signatures, responses, .. }, ToAggregator::UnmaskShares(m)) => {
+            (
+                State::CollectingUnmask {
+                    session,
+                    routing,
+                    survivors,
+                    signatures,
+                    responses,
+                    ..
+                },
+                ToAggregator::UnmaskShares(m),
+            ) => {
                 if responses.contains_key(&from) {
                     return Err(site_err(from, Misbehaviour::Duplicate));
                 }
@@ -289,19 +361,42 @@ impl Aggregator {
                     return Err(site_err(from, Misbehaviour::BadSignature));
                 }
                 // Exactly: b-shares for (M_from ∩ U3) ∪ {from}, s-shares for M_from \ U3.
-                let held = routing.peers.get(&from).map(|s| s.iter().copied()).into_iter().flatten().chain([from]);
-                let (want_b, want_s): (Vec<SiteId>, Vec<SiteId>) =
-                    held.collect::<BTreeSet<_>>().into_iter().partition(|v| survivors.binary_search(v).is_ok());
+                let held = routing
+                    .peers
+                    .get(&from)
+                    .map(|s| s.iter().copied())
+                    .into_iter()
+                    .flatten()
+                    .chain([from]);
+                let (want_b, want_s): (Vec<SiteId>, Vec<SiteId>) = held
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .partition(|v| survivors.binary_search(v).is_ok());
                 let got_b: Vec<SiteId> = m.b_shares.iter().map(|(o, _)| *o).collect();
                 let got_s: Vec<SiteId> = m.s_shares.iter().map(|(o, _)| *o).collect();
                 if got_b != want_b || got_s != want_s {
-                    return Err(site_err(from, Misbehaviour::Invalid("revealed shares do not match the survivor set")));
+                    return Err(site_err(
+                        from,
+                        Misbehaviour::Invalid("revealed shares do not match the survivor set"),
+                    ));
                 }
                 responses.insert(from, m);
                 Ok(())
             }
-            (State::Finished(_), m) => Err(site_err(from, Misbehaviour::WrongPhase { phase, message: m.name() })),
-            (_, m) => Err(site_err(from, Misbehaviour::WrongPhase { phase, message: m.name() })),
+            (State::Finished(_), m) => Err(site_err(
+                from,
+                Misbehaviour::WrongPhase {
+                    phase,
+                    message: m.name(),
+                },
+            )),
+            (_, m) => Err(site_err(
+                from,
+                Misbehaviour::WrongPhase {
+                    phase,
+                    message: m.name(),
+                },
+            )),
         }
     }
 
@@ -318,10 +413,22 @@ impl Aggregator {
                 let list: Vec<AdvertiseKeys> = adverts.values().cloned().collect();
                 let encoded: Vec<Vec<u8>> = list.iter().map(Encode::to_bytes).collect();
                 let id = kdf::session_id(&ctx.round_context, encoded.iter().map(Vec::as_slice));
-                let msg = ToSite::KeysBroadcast(KeysBroadcast { round, adverts: list });
+                let msg = ToSite::KeysBroadcast(KeysBroadcast {
+                    round,
+                    adverts: list,
+                });
                 let sends = u1.iter().map(|&v| (v, msg.clone())).collect();
-                let session = Session { id, adverts: adverts.clone() };
-                (State::CollectingShares { session, shares: BTreeMap::new() }, AggregatorStep::Send(sends))
+                let session = Session {
+                    id,
+                    adverts: adverts.clone(),
+                };
+                (
+                    State::CollectingShares {
+                        session,
+                        shares: BTreeMap::new(),
+                    },
+                    AggregatorStep::Send(sends),
+                )
             }
             State::CollectingShares { session, shares } => {
                 let u2: BTreeSet<SiteId> = shares.keys().copied().collect();
@@ -335,25 +442,51 @@ impl Aggregator {
                         }
                     }
                 }
-                let peers = inbox.iter().map(|(v, l)| (*v, l.iter().map(|(f, _)| *f).collect())).collect();
+                let peers = inbox
+                    .iter()
+                    .map(|(v, l)| (*v, l.iter().map(|(f, _)| *f).collect()))
+                    .collect();
                 let commitments = shares.iter().map(|(v, m)| (*v, m.b_commitment)).collect();
-                let sends = inbox.into_iter().map(|(v, shares)| (v, ToSite::RoutedShares(RoutedShares { round, shares }))).collect();
-                let session = Session { id: session.id, adverts: session.adverts.clone() };
+                let sends = inbox
+                    .into_iter()
+                    .map(|(v, shares)| (v, ToSite::RoutedShares(RoutedShares { round, shares })))
+                    .collect();
+                let session = Session {
+                    id: session.id,
+                    adverts: session.adverts.clone(),
+                };
                 (
-                    State::CollectingMasked { session, routing: Routing { peers, commitments }, masked: BTreeMap::new() },
+                    State::CollectingMasked {
+                        session,
+                        routing: Routing { peers, commitments },
+                        masked: BTreeMap::new(),
+                    },
                     AggregatorStep::Send(sends),
                 )
             }
-            State::CollectingMasked { session, routing, masked } => {
+            State::CollectingMasked {
+                session,
+                routing,
+                masked,
+            } => {
                 let u3: BTreeSet<SiteId> = masked.keys().copied().collect();
                 ctx.check_neighbourhoods(phase, &u3)?;
                 let survivors: Vec<SiteId> = u3.iter().copied().collect();
-                let msg = ToSite::SurvivorSet(SurvivorSet { round, survivors: survivors.clone() });
+                let msg = ToSite::SurvivorSet(SurvivorSet {
+                    round,
+                    survivors: survivors.clone(),
+                });
                 let sends = survivors.iter().map(|&v| (v, msg.clone())).collect();
                 (
                     State::CollectingSignatures {
-                        session: Session { id: session.id, adverts: session.adverts.clone() },
-                        routing: Routing { peers: routing.peers.clone(), commitments: routing.commitments.clone() },
+                        session: Session {
+                            id: session.id,
+                            adverts: session.adverts.clone(),
+                        },
+                        routing: Routing {
+                            peers: routing.peers.clone(),
+                            commitments: routing.commitments.clone(),
+                        },
                         masked: masked.clone(),
                         survivors,
                         signatures: BTreeMap::new(),
@@ -361,12 +494,26 @@ impl Aggregator {
                     AggregatorStep::Send(sends),
                 )
             }
-            State::CollectingSignatures { session, routing, masked, survivors, signatures } => {
+            State::CollectingSignatures {
+                session,
+                routing,
+                masked,
+                survivors,
+                signatures,
+            } => {
                 let u4: BTreeSet<SiteId> = signatures.keys().copied().collect();
                 let t = ctx.params.t();
-                let got = u4.iter().map(|&u| ctx.closed_count(u, &u4)).min().unwrap_or(0);
+                let got = u4
+                    .iter()
+                    .map(|&u| ctx.closed_count(u, &u4))
+                    .min()
+                    .unwrap_or(0);
                 if got < t {
-                    return Err(Error::NotEnoughSites { phase, needed: t, got });
+                    return Err(Error::NotEnoughSites {
+                        phase,
+                        needed: t,
+                        got,
+                    });
                 }
                 let msg = ToSite::UnmaskRequest(UnmaskRequest {
                     round,
@@ -375,8 +522,14 @@ impl Aggregator {
                 let sends = u4.iter().map(|&v| (v, msg.clone())).collect();
                 (
                     State::CollectingUnmask {
-                        session: Session { id: session.id, adverts: session.adverts.clone() },
-                        routing: Routing { peers: routing.peers.clone(), commitments: routing.commitments.clone() },
+                        session: Session {
+                            id: session.id,
+                            adverts: session.adverts.clone(),
+                        },
+                        routing: Routing {
+                            peers: routing.peers.clone(),
+                            commitments: routing.commitments.clone(),
+                        },
                         masked: masked.clone(),
                         survivors: survivors.clone(),
                         signatures: signatures.clone(),
@@ -385,12 +538,23 @@ impl Aggregator {
                     AggregatorStep::Send(sends),
                 )
             }
-            State::CollectingUnmask { session, routing, masked, survivors, responses, .. } => {
+            State::CollectingUnmask {
+                session,
+                routing,
+                masked,
+                survivors,
+                responses,
+                ..
+            } => {
                 let out = unmask(ctx, session, routing, masked, survivors, responses)?;
                 (State::Finished(out.clone()), AggregatorStep::Finished(out))
             }
             State::Finished(_) => {
-                return Err(crate::error::Misuse::WrongPhase { call: "close_phase", phase }.into());
+                return Err(crate::error::Misuse::WrongPhase {
+                    call: "close_phase",
+                    phase,
+                }
+                .into());
             }
         };
         self.state = next;
@@ -415,10 +579,16 @@ fn unmask(
     let mut s_by_owner: BTreeMap<SiteId, Vec<SecretShare>> = BTreeMap::new();
     for (holder, m) in responses {
         for (owner, y) in &m.b_shares {
-            b_by_owner.entry(*owner).or_default().push(SecretShare { x: holder.share_x(), y: Zeroizing::new(*y) });
+            b_by_owner.entry(*owner).or_default().push(SecretShare {
+                x: holder.share_x(),
+                y: Zeroizing::new(*y),
+            });
         }
         for (owner, y) in &m.s_shares {
-            s_by_owner.entry(*owner).or_default().push(SecretShare { x: holder.share_x(), y: Zeroizing::new(*y) });
+            s_by_owner.entry(*owner).or_default().push(SecretShare {
+                x: holder.share_x(),
+                y: Zeroizing::new(*y),
+            });
         }
     }
     // Dropped peers whose pairwise masks remain: D = (∪ M_u for u in U3) \ U3.
@@ -435,13 +605,21 @@ fn unmask(
     for u in survivors {
         let got = b_by_owner.get(u).map_or(0, Vec::len);
         if got < t {
-            return Err(Error::NotEnoughSites { phase, needed: t, got });
+            return Err(Error::NotEnoughSites {
+                phase,
+                needed: t,
+                got,
+            });
         }
     }
     for v in dropped_peers.keys() {
         let got = s_by_owner.get(v).map_or(0, Vec::len);
         if got < t {
-            return Err(Error::NotEnoughSites { phase, needed: t, got });
+            return Err(Error::NotEnoughSites {
+                phase,
+                needed: t,
+                got,
+            });
         }
     }
     let sid = &session.id;
@@ -451,7 +629,10 @@ fn unmask(
         let shares = b_by_owner.get(u).map_or(&[][..], Vec::as_slice);
         let b = shamir::recover_checked(t, shares, |b| kdf::b_commitment(sid, *u, b) == commitment)
             .map_err(|_| site_err(*u, Misbehaviour::RecoveredSecretMismatch(*u)))?;
-        terms.push(MaskTerm { key: kdf::self_mask_key(sid, &b, p, ctx.round, *u), sign: MaskSign::Subtract });
+        terms.push(MaskTerm {
+            key: kdf::self_mask_key(sid, &b, p, ctx.round, *u),
+            sign: MaskSign::Subtract,
+        });
     }
     for (v, peers) in &dropped_peers {
         let advertised = session.adverts.get(v).map_or([0; 32], |a| a.s_pk);
@@ -462,18 +643,37 @@ fn unmask(
         .map_err(|_| site_err(*v, Misbehaviour::RecoveredSecretMismatch(*v)))?;
         let s_sk = StaticSecret::from(*s_sk);
         for u in peers {
-            let Some(adv) = session.adverts.get(u) else { continue };
+            let Some(adv) = session.adverts.get(u) else {
+                continue;
+            };
             let shared = s_sk.diffie_hellman(&PublicKey::from(adv.s_pk));
             let key = kdf::pair_mask_key(sid, shared.as_bytes(), p, ctx.round, *u, *v);
             // u added +PRG if v > u, −PRG if v < u: remove it.
-            let sign = if *v > *u { MaskSign::Subtract } else { MaskSign::Add };
+            let sign = if *v > *u {
+                MaskSign::Subtract
+            } else {
+                MaskSign::Add
+            };
             terms.push(MaskTerm { key, sign });
         }
     }
-    let packed: Vec<&[u8]> = survivors.iter().filter_map(|u| masked.get(u)).map(|m| m.packed.as_slice()).collect();
+    let packed: Vec<&[u8]> = survivors
+        .iter()
+        .filter_map(|u| masked.get(u))
+        .map(|m| m.packed.as_slice())
+        .collect();
     let sum = unmask_sum(&packed, &terms, p.sum_bits(), p.d());
-    let dropped = session.adverts.keys().copied().filter(|v| survivors.binary_search(v).is_err()).collect();
-    Ok(AggregateOutput { sum, contributors: survivors.to_vec(), dropped })
+    let dropped = session
+        .adverts
+        .keys()
+        .copied()
+        .filter(|v| survivors.binary_search(v).is_err())
+        .collect();
+    Ok(AggregateOutput {
+        sum,
+        contributors: survivors.to_vec(),
+        dropped,
+    })
 }
 
 impl AggregatorRole for Aggregator {
@@ -521,7 +721,10 @@ fn read_msgs<M: Decode<Context = RoundParams>>(
         let m = M::decode(r, p)?;
         let s = sender(&m);
         if !p.contains(s) || last.is_some_and(|l| l >= s) {
-            return Err(DecodeError::InvalidValue { field, reason: "sender out of range or not ascending" });
+            return Err(DecodeError::InvalidValue {
+                field,
+                reason: "sender out of range or not ascending",
+            });
         }
         last = Some(s);
         out.insert(s, m);
@@ -536,13 +739,20 @@ fn write_ids<'a>(w: &mut Writer, ids: impl ExactSizeIterator<Item = &'a SiteId>)
     }
 }
 
-fn read_ids(r: &mut Reader<'_>, p: &RoundParams, field: &'static str) -> Result<Vec<SiteId>, DecodeError> {
+fn read_ids(
+    r: &mut Reader<'_>,
+    p: &RoundParams,
+    field: &'static str,
+) -> Result<Vec<SiteId>, DecodeError> {
     let n = r.count(field, 0, p.n())?;
     let mut out: Vec<SiteId> = Vec::with_capacity(n);
     for _ in 0..n {
         let s = SiteId(r.u16(field)?);
         if !p.contains(s) || out.last().is_some_and(|l| *l >= s) {
-            return Err(DecodeError::InvalidValue { field, reason: "out of range or not ascending" });
+            return Err(DecodeError::InvalidValue {
+                field,
+                reason: "out of range or not ascending",
+            });
         }
         out.push(s);
     }
@@ -571,7 +781,10 @@ fn read_routing(r: &mut Reader<'_>, p: &RoundParams) -> Result<Routing, DecodeEr
     for _ in 0..n {
         let v = SiteId(r.u16("routing.site")?);
         if !p.contains(v) || last.is_some_and(|l| l >= v) {
-            return Err(DecodeError::InvalidValue { field: "routing.site", reason: "out of range or not ascending" });
+            return Err(DecodeError::InvalidValue {
+                field: "routing.site",
+                reason: "out of range or not ascending",
+            });
         }
         last = Some(v);
         commitments.insert(v, r.array("routing.commitment")?);
@@ -588,14 +801,20 @@ fn write_sigs(w: &mut Writer, sigs: &BTreeMap<SiteId, SignatureBytes>) {
     }
 }
 
-fn read_sigs(r: &mut Reader<'_>, p: &RoundParams) -> Result<BTreeMap<SiteId, SignatureBytes>, DecodeError> {
+fn read_sigs(
+    r: &mut Reader<'_>,
+    p: &RoundParams,
+) -> Result<BTreeMap<SiteId, SignatureBytes>, DecodeError> {
     let n = r.count("signatures.count", 0, p.n())?;
     let mut out = BTreeMap::new();
     let mut last: Option<SiteId> = None;
     for _ in 0..n {
         let v = SiteId(r.u16("signatures.signer")?);
         if !p.contains(v) || last.is_some_and(|l| l >= v) {
-            return Err(DecodeError::InvalidValue { field: "signatures.signer", reason: "out of range or not ascending" });
+            return Err(DecodeError::InvalidValue {
+                field: "signatures.signer",
+                reason: "out of range or not ascending",
+            });
         }
         last = Some(v);
         out.insert(v, r.array("signatures.signature")?);
@@ -621,19 +840,36 @@ impl Snapshot for Aggregator {
                 write_session(&mut w, session);
                 write_msgs(&mut w, shares.values());
             }
-            State::CollectingMasked { session, routing, masked } => {
+            State::CollectingMasked {
+                session,
+                routing,
+                masked,
+            } => {
                 write_session(&mut w, session);
                 write_routing(&mut w, routing);
                 write_msgs(&mut w, masked.values());
             }
-            State::CollectingSignatures { session, routing, masked, survivors, signatures } => {
+            State::CollectingSignatures {
+                session,
+                routing,
+                masked,
+                survivors,
+                signatures,
+            } => {
                 write_session(&mut w, session);
                 write_routing(&mut w, routing);
                 write_msgs(&mut w, masked.values());
                 write_ids(&mut w, survivors.iter());
                 write_sigs(&mut w, signatures);
             }
-            State::CollectingUnmask { session, routing, masked, survivors, signatures, responses } => {
+            State::CollectingUnmask {
+                session,
+                routing,
+                masked,
+                survivors,
+                signatures,
+                responses,
+            } => {
                 write_session(&mut w, session);
                 write_routing(&mut w, routing);
                 write_msgs(&mut w, masked.values());
@@ -656,11 +892,15 @@ impl Snapshot for Aggregator {
     fn restore(bytes: &[u8], manifest: &Manifest) -> Result<Self, Error> {
         let local = |e| Error::decode(Sender::Local, e);
         let mut r = Reader::new(bytes);
-        r.expect_header(msg_type::AGGREGATOR_SNAPSHOT).map_err(local)?;
+        r.expect_header(msg_type::AGGREGATOR_SNAPSHOT)
+            .map_err(local)?;
         let params = RoundParams::decode(&mut r, &()).map_err(local)?;
         let digest: [u8; 32] = r.array("manifest_digest").map_err(local)?;
         if digest != manifest.digest() {
-            return Err(local(DecodeError::InvalidValue { field: "manifest_digest", reason: "snapshot is for another manifest" }));
+            return Err(local(DecodeError::InvalidValue {
+                field: "manifest_digest",
+                reason: "snapshot is for another manifest",
+            }));
         }
         let round = r.u64("round").map_err(local)?;
         let mut agg = Aggregator::new(params, manifest.clone(), round)?;
@@ -671,10 +911,14 @@ impl Snapshot for Aggregator {
             Ok(Session { id, adverts })
         };
         let state = (|| -> Result<State, DecodeError> {
-            let phase = Phase::from_code(r.u8("phase")?)
-                .ok_or(DecodeError::InvalidValue { field: "phase", reason: "unknown phase" })?;
+            let phase = Phase::from_code(r.u8("phase")?).ok_or(DecodeError::InvalidValue {
+                field: "phase",
+                reason: "unknown phase",
+            })?;
             Ok(match phase {
-                Phase::AdvertiseKeys => State::CollectingKeys { adverts: read_msgs(&mut r, p, "adverts", |m: &AdvertiseKeys| m.sender)? },
+                Phase::AdvertiseKeys => State::CollectingKeys {
+                    adverts: read_msgs(&mut r, p, "adverts", |m: &AdvertiseKeys| m.sender)?,
+                },
                 Phase::ShareKeys => State::CollectingShares {
                     session: read_session(&mut r)?,
                     shares: read_msgs(&mut r, p, "shares", |m: &ShareKeys| m.sender)?,
@@ -707,13 +951,25 @@ impl Snapshot for Aggregator {
                     for _ in 0..d {
                         let x = r.u64("sum")?;
                         if x > p.sum_bits().mask() {
-                            return Err(DecodeError::InvalidValue { field: "sum", reason: "element >= 2^B" });
+                            return Err(DecodeError::InvalidValue {
+                                field: "sum",
+                                reason: "element >= 2^B",
+                            });
                         }
                         sum.push(x);
                     }
-                    State::Finished(AggregateOutput { sum, contributors, dropped })
+                    State::Finished(AggregateOutput {
+                        sum,
+                        contributors,
+                        dropped,
+                    })
                 }
-                Phase::Aborted => return Err(DecodeError::InvalidValue { field: "phase", reason: "aggregator never aborts" }),
+                Phase::Aborted => {
+                    return Err(DecodeError::InvalidValue {
+                        field: "phase",
+                        reason: "aggregator never aborts",
+                    });
+                }
             })
         })()
         .map_err(local)?;

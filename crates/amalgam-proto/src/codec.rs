@@ -65,7 +65,9 @@ impl Writer {
 
     /// Empty writer with capacity.
     pub fn with_capacity(cap: usize) -> Self {
-        Self { buf: Vec::with_capacity(cap) }
+        Self {
+            buf: Vec::with_capacity(cap),
+        }
     }
 
     /// Writes the message header: magic, version, `msg_type`.
@@ -169,7 +171,11 @@ impl<'a> Reader<'a> {
     /// Reads exactly `n` bytes of `field`.
     pub fn bytes(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
-            return Err(DecodeError::Truncated { field, needed: n, remaining: self.remaining() });
+            return Err(DecodeError::Truncated {
+                field,
+                needed: n,
+                remaining: self.remaining(),
+            });
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -209,12 +215,20 @@ impl<'a> Reader<'a> {
         match self.u8(field)? {
             0 => Ok(false),
             1 => Ok(true),
-            _ => Err(DecodeError::InvalidValue { field, reason: "boolean must be 0 or 1" }),
+            _ => Err(DecodeError::InvalidValue {
+                field,
+                reason: "boolean must be 0 or 1",
+            }),
         }
     }
 
     /// A `u32` count checked against `min..=max` before anything is allocated.
-    pub fn count(&mut self, field: &'static str, min: usize, max: usize) -> Result<usize, DecodeError> {
+    pub fn count(
+        &mut self,
+        field: &'static str,
+        min: usize,
+        max: usize,
+    ) -> Result<usize, DecodeError> {
         let n = self.u32(field)? as usize;
         if n < min || n > max {
             return Err(DecodeError::LengthOutOfBounds {
@@ -276,7 +290,10 @@ pub fn read_header(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
     }
     let version = r.u8("version")?;
     if version != VERSION {
-        return Err(DecodeError::UnsupportedVersion { found: version, supported: VERSION });
+        return Err(DecodeError::UnsupportedVersion {
+            found: version,
+            supported: VERSION,
+        });
     }
     r.u8("message_type")
 }
@@ -330,7 +347,10 @@ mod tests {
         w.u16(0x0102);
         w.u32(0x0304_0506);
         w.u64(0x0708_090a_0b0c_0d0e);
-        assert_eq!(w.as_slice(), &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]);
+        assert_eq!(
+            w.as_slice(),
+            &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+        );
         let b = w.into_bytes();
         let mut r = Reader::new(&b);
         assert_eq!(r.u16("a").unwrap(), 0x0102);
@@ -344,7 +364,11 @@ mod tests {
         let mut r = Reader::new(&[1, 2]);
         assert_eq!(
             r.u32("round"),
-            Err(DecodeError::Truncated { field: "round", needed: 4, remaining: 2 })
+            Err(DecodeError::Truncated {
+                field: "round",
+                needed: 4,
+                remaining: 2
+            })
         );
     }
 
@@ -354,7 +378,13 @@ mod tests {
         w.u32(u32::MAX);
         let b = w.into_bytes();
         let err = Reader::new(&b).bytes_prefixed("shares", 0, 10).unwrap_err();
-        assert!(matches!(err, DecodeError::LengthOutOfBounds { field: "shares", .. }));
+        assert!(matches!(
+            err,
+            DecodeError::LengthOutOfBounds {
+                field: "shares",
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -369,9 +399,15 @@ mod tests {
         ));
         let mut bad = b.clone();
         bad[2] = 9;
-        assert!(matches!(peek_message_type(&bad), Err(DecodeError::UnsupportedVersion { .. })));
+        assert!(matches!(
+            peek_message_type(&bad),
+            Err(DecodeError::UnsupportedVersion { .. })
+        ));
         bad[0] = b'X';
-        assert!(matches!(peek_message_type(&bad), Err(DecodeError::BadMagic { .. })));
+        assert!(matches!(
+            peek_message_type(&bad),
+            Err(DecodeError::BadMagic { .. })
+        ));
     }
 
     #[test]
@@ -379,6 +415,12 @@ mod tests {
         assert!(Reader::new(&[2]).bool("f").is_err());
         let mut r = Reader::new(&[1, 0]);
         assert!(r.bool("f").unwrap());
-        assert_eq!(r.finish("v"), Err(DecodeError::TrailingBytes { after: "v", count: 1 }));
+        assert_eq!(
+            r.finish("v"),
+            Err(DecodeError::TrailingBytes {
+                after: "v",
+                count: 1
+            })
+        );
     }
 }

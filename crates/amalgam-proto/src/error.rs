@@ -126,7 +126,9 @@ pub enum ParamError {
     #[error("threshold must be at least 1")]
     ThresholdZero,
     /// t above the number of share holders.
-    #[error("threshold {t} exceeds the {holders} share holders of a neighbourhood: nothing could ever be recovered")]
+    #[error(
+        "threshold {t} exceeds the {holders} share holders of a neighbourhood: nothing could ever be recovered"
+    )]
     ThresholdAboveHolders {
         /// Requested t.
         t: u16,
@@ -134,7 +136,9 @@ pub enum ParamError {
         holders: u16,
     },
     /// t too low for the active-adversary model.
-    #[error("threshold {t} is unsafe against a malicious aggregator: need t > {holders}/2 (t >= {min}), otherwise it can collect both shares of one site from two disjoint groups (Bonawitz et al. 2017 §6.2)")]
+    #[error(
+        "threshold {t} is unsafe against a malicious aggregator: need t > {holders}/2 (t >= {min}), otherwise it can collect both shares of one site from two disjoint groups (Bonawitz et al. 2017 §6.2)"
+    )]
     ThresholdTooLow {
         /// Requested t.
         t: u16,
@@ -186,7 +190,9 @@ pub enum ParamError {
         input_bits: u8,
     },
     /// Exact sums asked but the sum of n inputs could wrap.
-    #[error("exact sums need B >= b + ceil(log2 n) = {needed}, got B = {sum_bits}: the sum of {n} inputs of {input_bits} bits could wrap")]
+    #[error(
+        "exact sums need B >= b + ceil(log2 n) = {needed}, got B = {sum_bits}: the sum of {n} inputs of {input_bits} bits could wrap"
+    )]
     ExactSumMayWrap {
         /// b.
         input_bits: u8,
@@ -198,7 +204,9 @@ pub enum ParamError {
         needed: u8,
     },
     /// Modular sums need B = b.
-    #[error("modular sums need B = b (the encoding is modular by design), got B = {sum_bits}, b = {input_bits}")]
+    #[error(
+        "modular sums need B = b (the encoding is modular by design), got B = {sum_bits}, b = {input_bits}"
+    )]
     ModularNeedsEqualBits {
         /// B.
         sum_bits: u8,

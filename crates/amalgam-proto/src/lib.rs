@@ -19,6 +19,7 @@ pub mod roles;
 pub mod sim;
 pub mod site;
 
+pub use aggregator::{AggregateOutput, Aggregator};
 pub use error::{DecodeError, Error, Misbehaviour, Misuse, ParamError, Result, Sender};
 pub use params::{
     InputBits, Manifest, MinCohort, NeighbourGraph, ParamsRequest, RoundParams, SiteCount, SiteId,
@@ -27,7 +28,6 @@ pub use params::{
 pub use phase::Phase;
 pub use roles::{AggregatorRole, AggregatorStep, DecryptorRole, SiteRole, Snapshot};
 pub use site::{Site, SiteRestore};
-pub use aggregator::{AggregateOutput, Aggregator};
 
 #[cfg(test)]
 mod tests_sim;

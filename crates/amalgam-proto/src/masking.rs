@@ -60,7 +60,10 @@ struct Streams {
 impl Streams {
     fn new(terms: &[MaskTerm], chunk_bytes: usize) -> Self {
         Self {
-            streams: terms.iter().map(|t| (Keystream::new(&t.key), t.sign)).collect(),
+            streams: terms
+                .iter()
+                .map(|t| (Keystream::new(&t.key), t.sign))
+                .collect(),
             buf: vec![0u8; chunk_bytes],
         }
     }
@@ -69,10 +72,18 @@ impl Streams {
         let buf = &mut self.buf[..4 * acc.len()];
         for (ks, sign) in &mut self.streams {
             ks.fill(buf);
-            let words = buf.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+            let words = buf
+                .chunks_exact(4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
             match sign {
-                MaskSign::Add => acc.iter_mut().zip(words).for_each(|(a, w)| *a = a.wrapping_add(w)),
-                MaskSign::Subtract => acc.iter_mut().zip(words).for_each(|(a, w)| *a = a.wrapping_sub(w)),
+                MaskSign::Add => acc
+                    .iter_mut()
+                    .zip(words)
+                    .for_each(|(a, w)| *a = a.wrapping_add(w)),
+                MaskSign::Subtract => acc
+                    .iter_mut()
+                    .zip(words)
+                    .for_each(|(a, w)| *a = a.wrapping_sub(w)),
             }
         }
     }
@@ -81,12 +92,18 @@ impl Streams {
         let buf = &mut self.buf[..8 * acc.len()];
         for (ks, sign) in &mut self.streams {
             ks.fill(buf);
-            let words = buf.chunks_exact(8).map(|w| {
-                u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]])
-            });
+            let words = buf
+                .chunks_exact(8)
+                .map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
             match sign {
-                MaskSign::Add => acc.iter_mut().zip(words).for_each(|(a, w)| *a = a.wrapping_add(w)),
-                MaskSign::Subtract => acc.iter_mut().zip(words).for_each(|(a, w)| *a = a.wrapping_sub(w)),
+                MaskSign::Add => acc
+                    .iter_mut()
+                    .zip(words)
+                    .for_each(|(a, w)| *a = a.wrapping_add(w)),
+                MaskSign::Subtract => acc
+                    .iter_mut()
+                    .zip(words)
+                    .for_each(|(a, w)| *a = a.wrapping_sub(w)),
             }
         }
     }
@@ -124,7 +141,10 @@ pub fn mask_and_pack(input: &[u64], terms: &[MaskTerm], bits: SumBits) -> Vec<u8
 /// [checked](crate::packing::check_packed) packed vectors of `d` elements.
 pub fn unmask_sum(packed: &[&[u8]], terms: &[MaskTerm], bits: SumBits, d: usize) -> Vec<u64> {
     let mut out = Vec::with_capacity(d);
-    let mut unpackers: Vec<Unpacker<'_>> = packed.iter().map(|p| Unpacker::new(p, bits.get())).collect();
+    let mut unpackers: Vec<Unpacker<'_>> = packed
+        .iter()
+        .map(|p| Unpacker::new(p, bits.get()))
+        .collect();
     let mask = bits.mask();
     if bits.uses_u32_words() {
         let mut streams = Streams::new(terms, 4 * CHUNK_U32);
@@ -181,7 +201,10 @@ mod tests {
     use crate::packing::unpack;
 
     fn term(seed: u8, sign: MaskSign) -> MaskTerm {
-        MaskTerm { key: Zeroizing::new([seed; 32]), sign }
+        MaskTerm {
+            key: Zeroizing::new([seed; 32]),
+            sign,
+        }
     }
 
     #[test]
@@ -190,13 +213,21 @@ mod tests {
             let bits = SumBits::new(bits).unwrap();
             for d in [1usize, 5, CHUNK_U64 + 3, CHUNK_U32 * 2 + 1] {
                 let x: Vec<u64> = (0..d as u64).map(|i| (i * 31) & bits.mask()).collect();
-                let terms = [term(1, MaskSign::Add), term(2, MaskSign::Subtract), term(3, MaskSign::Add)];
+                let terms = [
+                    term(1, MaskSign::Add),
+                    term(2, MaskSign::Subtract),
+                    term(3, MaskSign::Add),
+                ];
                 let y = unpack(&mask_and_pack(&x, &terms, bits), d, bits.get()).unwrap();
                 let m1 = reference_mask(&[1; 32], bits, d);
                 let m2 = reference_mask(&[2; 32], bits, d);
                 let m3 = reference_mask(&[3; 32], bits, d);
                 for i in 0..d {
-                    let want = x[i].wrapping_add(m1[i]).wrapping_sub(m2[i]).wrapping_add(m3[i]) & bits.mask();
+                    let want = x[i]
+                        .wrapping_add(m1[i])
+                        .wrapping_sub(m2[i])
+                        .wrapping_add(m3[i])
+                        & bits.mask();
                     assert_eq!(y[i], want, "bits {} d {d} i {i}", bits.get());
                 }
             }
@@ -210,7 +241,11 @@ mod tests {
         let a: Vec<u64> = (0..d as u64).map(|i| i % 1000).collect();
         let b: Vec<u64> = (0..d as u64).map(|i| (i * 7) % 1000).collect();
         let ya = mask_and_pack(&a, &[term(9, MaskSign::Add), term(4, MaskSign::Add)], bits);
-        let yb = mask_and_pack(&b, &[term(9, MaskSign::Subtract), term(5, MaskSign::Add)], bits);
+        let yb = mask_and_pack(
+            &b,
+            &[term(9, MaskSign::Subtract), term(5, MaskSign::Add)],
+            bits,
+        );
         let sum = unmask_sum(
             &[&ya, &yb],
             &[term(4, MaskSign::Subtract), term(5, MaskSign::Subtract)],

@@ -5,7 +5,7 @@
 //! site id (so each message has exactly one encoding), no trailing bytes. Site → aggregator
 //! messages end with a 64-byte Ed25519 signature over their body (spec §4.8).
 
-use crate::codec::{msg_type, Decode, Encode, Reader, Writer};
+use crate::codec::{Decode, Encode, Reader, Writer, msg_type};
 use crate::crypto::share_box::CIPHERTEXT_LEN;
 use crate::error::DecodeError;
 use crate::packing::check_packed;
@@ -39,7 +39,10 @@ fn read_ascending<T>(
     for _ in 0..count {
         let id = read_site(r, field)?;
         if out.last().is_some_and(|(last, _)| *last >= id) {
-            return Err(DecodeError::InvalidValue { field, reason: "site ids must be strictly ascending" });
+            return Err(DecodeError::InvalidValue {
+                field,
+                reason: "site ids must be strictly ascending",
+            });
         }
         let v = item(r)?;
         out.push((id, v));
@@ -194,8 +197,16 @@ impl Decode for ShareKeys {
         let sender = read_site(r, "sender")?;
         let b_commitment = r.array("b_commitment")?;
         let count = r.count("shares.count", 0, max_sites(p) - 1)?;
-        let shares = read_ascending(r, count, "shares.recipient", |r| r.array("shares.ciphertext"))?;
-        Ok(Self { round, sender, b_commitment, shares, signature: r.array("signature")? })
+        let shares = read_ascending(r, count, "shares.recipient", |r| {
+            r.array("shares.ciphertext")
+        })?;
+        Ok(Self {
+            round,
+            sender,
+            b_commitment,
+            shares,
+            signature: r.array("signature")?,
+        })
     }
 }
 
@@ -284,7 +295,12 @@ impl Decode for MaskedInput {
         let len = p.packed_len();
         let packed = r.bytes_prefixed("packed", len, len)?;
         check_packed(packed, p.d(), p.sum_bits().get(), "packed")?;
-        Ok(Self { round, sender, packed: packed.to_vec(), signature: r.array("signature")? })
+        Ok(Self {
+            round,
+            sender,
+            packed: packed.to_vec(),
+            signature: r.array("signature")?,
+        })
     }
 }
 
@@ -348,7 +364,11 @@ impl Decode for ConsistencySignature {
     const NAME: &'static str = "ConsistencySignature";
     fn decode(r: &mut Reader<'_>, _: &RoundParams) -> Result<Self, DecodeError> {
         r.expect_header(msg_type::CONSISTENCY_SIGNATURE)?;
-        Ok(Self { round: r.u64("round")?, sender: read_site(r, "sender")?, signature: r.array("signature")? })
+        Ok(Self {
+            round: r.u64("round")?,
+            sender: read_site(r, "sender")?,
+            signature: r.array("signature")?,
+        })
     }
 }
 
@@ -380,7 +400,9 @@ impl Decode for UnmaskRequest {
         r.expect_header(msg_type::UNMASK_REQUEST)?;
         let round = r.u64("round")?;
         let count = r.count("signatures.count", 1, max_sites(p))?;
-        let signatures = read_ascending(r, count, "signatures.signer", |r| r.array("signatures.signature"))?;
+        let signatures = read_ascending(r, count, "signatures.signer", |r| {
+            r.array("signatures.signature")
+        })?;
         Ok(Self { round, signatures })
     }
 }
@@ -437,7 +459,13 @@ impl Decode for UnmaskShares {
         let b_shares = read_ascending(r, nb, "b_shares.owner", |r| r.array("b_shares.y"))?;
         let ns = r.count("s_shares.count", 0, max_sites(p))?;
         let s_shares = read_ascending(r, ns, "s_shares.owner", |r| r.array("s_shares.y"))?;
-        Ok(Self { round, sender, b_shares, s_shares, signature: r.array("signature")? })
+        Ok(Self {
+            round,
+            sender,
+            b_shares,
+            s_shares,
+            signature: r.array("signature")?,
+        })
     }
 }
 
@@ -595,7 +623,13 @@ mod tests {
     #[test]
     fn round_trips() {
         let p = p();
-        let adv = AdvertiseKeys { round: 9, sender: SiteId(2), c_pk: [1; 32], s_pk: [2; 32], signature: [3; 64] };
+        let adv = AdvertiseKeys {
+            round: 9,
+            sender: SiteId(2),
+            c_pk: [1; 32],
+            s_pk: [2; 32],
+            signature: [3; 64],
+        };
         assert_eq!(adv.to_bytes().len(), AdvertiseKeys::LEN);
         let msgs = vec![
             ToAggregator::AdvertiseKeys(adv.clone()),
@@ -603,7 +637,10 @@ mod tests {
                 round: 9,
                 sender: SiteId(1),
                 b_commitment: [4; 32],
-                shares: vec![(SiteId(0), [5; CIPHERTEXT_LEN]), (SiteId(3), [6; CIPHERTEXT_LEN])],
+                shares: vec![
+                    (SiteId(0), [5; CIPHERTEXT_LEN]),
+                    (SiteId(3), [6; CIPHERTEXT_LEN]),
+                ],
                 signature: [7; 64],
             }),
             ToAggregator::MaskedInput(MaskedInput {
@@ -612,7 +649,11 @@ mod tests {
                 packed: crate::packing::pack(&[1; 10], p.sum_bits().get()),
                 signature: [8; 64],
             }),
-            ToAggregator::ConsistencySignature(ConsistencySignature { round: 9, sender: SiteId(0), signature: [9; 64] }),
+            ToAggregator::ConsistencySignature(ConsistencySignature {
+                round: 9,
+                sender: SiteId(0),
+                signature: [9; 64],
+            }),
             ToAggregator::UnmaskShares(UnmaskShares {
                 round: 9,
                 sender: SiteId(0),
@@ -625,10 +666,22 @@ mod tests {
             assert_eq!(ToAggregator::from_bytes(&m.to_bytes(), &p).unwrap(), m);
         }
         let down = vec![
-            ToSite::KeysBroadcast(KeysBroadcast { round: 9, adverts: vec![adv] }),
-            ToSite::RoutedShares(RoutedShares { round: 9, shares: vec![(SiteId(4), [1; CIPHERTEXT_LEN])] }),
-            ToSite::SurvivorSet(SurvivorSet { round: 9, survivors: vec![SiteId(0), SiteId(4)] }),
-            ToSite::UnmaskRequest(UnmaskRequest { round: 9, signatures: vec![(SiteId(1), [1; 64])] }),
+            ToSite::KeysBroadcast(KeysBroadcast {
+                round: 9,
+                adverts: vec![adv],
+            }),
+            ToSite::RoutedShares(RoutedShares {
+                round: 9,
+                shares: vec![(SiteId(4), [1; CIPHERTEXT_LEN])],
+            }),
+            ToSite::SurvivorSet(SurvivorSet {
+                round: 9,
+                survivors: vec![SiteId(0), SiteId(4)],
+            }),
+            ToSite::UnmaskRequest(UnmaskRequest {
+                round: 9,
+                signatures: vec![(SiteId(1), [1; 64])],
+            }),
         ];
         for m in down {
             assert_eq!(ToSite::from_bytes(&m.to_bytes(), &p).unwrap(), m);
@@ -638,21 +691,52 @@ mod tests {
     #[test]
     fn strictness() {
         let p = p();
-        let s = SurvivorSet { round: 1, survivors: vec![SiteId(2), SiteId(1)] };
-        assert!(matches!(SurvivorSet::from_bytes(&s.to_bytes(), &p), Err(DecodeError::InvalidValue { .. })));
-        let s = SurvivorSet { round: 1, survivors: vec![SiteId(1); 6] };
+        let s = SurvivorSet {
+            round: 1,
+            survivors: vec![SiteId(2), SiteId(1)],
+        };
         assert!(matches!(
             SurvivorSet::from_bytes(&s.to_bytes(), &p),
-            Err(DecodeError::LengthOutOfBounds { field: "survivors.count", declared: 6, .. })
+            Err(DecodeError::InvalidValue { .. })
         ));
-        let mut b = SurvivorSet { round: 1, survivors: vec![SiteId(1)] }.to_bytes();
+        let s = SurvivorSet {
+            round: 1,
+            survivors: vec![SiteId(1); 6],
+        };
+        assert!(matches!(
+            SurvivorSet::from_bytes(&s.to_bytes(), &p),
+            Err(DecodeError::LengthOutOfBounds {
+                field: "survivors.count",
+                declared: 6,
+                ..
+            })
+        ));
+        let mut b = SurvivorSet {
+            round: 1,
+            survivors: vec![SiteId(1)],
+        }
+        .to_bytes();
         b.push(0);
-        assert!(matches!(SurvivorSet::from_bytes(&b, &p), Err(DecodeError::TrailingBytes { .. })));
-        let m = MaskedInput { round: 1, sender: SiteId(0), packed: vec![0; 3], signature: [0; 64] };
+        assert!(matches!(
+            SurvivorSet::from_bytes(&b, &p),
+            Err(DecodeError::TrailingBytes { .. })
+        ));
+        let m = MaskedInput {
+            round: 1,
+            sender: SiteId(0),
+            packed: vec![0; 3],
+            signature: [0; 64],
+        };
         assert!(matches!(
             MaskedInput::from_bytes(&m.to_bytes(), &p),
-            Err(DecodeError::LengthOutOfBounds { field: "packed", .. })
+            Err(DecodeError::LengthOutOfBounds {
+                field: "packed",
+                ..
+            })
         ));
-        assert!(matches!(ToSite::from_bytes(&m.to_bytes(), &p), Err(DecodeError::UnknownMessageType { .. })));
+        assert!(matches!(
+            ToSite::from_bytes(&m.to_bytes(), &p),
+            Err(DecodeError::UnknownMessageType { .. })
+        ));
     }
 }

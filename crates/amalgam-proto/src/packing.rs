@@ -120,7 +120,10 @@ fn add_groups<const B: u32, T: Copy>(bytes: &[u8], acc: &mut [T], add: impl Fn(T
 #[inline(always)]
 fn add_blocks<const B: u32, T: Copy>(bytes: &[u8], acc: &mut [T], add: impl Fn(T, u64) -> T) {
     let mask = mask_bits(B as u8);
-    for (src, dst) in bytes.chunks_exact(8 * B as usize).zip(acc.chunks_exact_mut(BLOCK)) {
+    for (src, dst) in bytes
+        .chunks_exact(8 * B as usize)
+        .zip(acc.chunks_exact_mut(BLOCK))
+    {
         let mut w = [0u64; 65];
         for (word, b) in w.iter_mut().zip(src.chunks_exact(8)) {
             *word = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
@@ -162,7 +165,12 @@ pub struct Packer {
 impl Packer {
     /// Packer for `d` elements of `bits` (1..=64) bits.
     pub fn new(d: usize, bits: u8) -> Self {
-        Self { out: Vec::with_capacity(packed_len(d, bits)), bits, acc: 0, nacc: 0 }
+        Self {
+            out: Vec::with_capacity(packed_len(d, bits)),
+            bits,
+            acc: 0,
+            nacc: 0,
+        }
     }
 
     /// Appends u32 elements (only the low `bits` bits of each are used; `bits` <= 32).
@@ -221,7 +229,12 @@ pub fn pack(vals: &[u64], bits: u8) -> Vec<u8> {
 }
 
 /// Checks length and padding of a packed vector of `d` elements of `bits` bits.
-pub fn check_packed(bytes: &[u8], d: usize, bits: u8, field: &'static str) -> Result<(), DecodeError> {
+pub fn check_packed(
+    bytes: &[u8],
+    d: usize,
+    bits: u8,
+    field: &'static str,
+) -> Result<(), DecodeError> {
     let want = packed_len(d, bits);
     if bytes.len() != want {
         return Err(DecodeError::LengthOutOfBounds {
@@ -235,7 +248,10 @@ pub fn check_packed(bytes: &[u8], d: usize, bits: u8, field: &'static str) -> Re
     if used != 0 {
         let last = bytes[want - 1];
         if last >> used != 0 {
-            return Err(DecodeError::InvalidValue { field, reason: "nonzero padding bits" });
+            return Err(DecodeError::InvalidValue {
+                field,
+                reason: "nonzero padding bits",
+            });
         }
     }
     Ok(())
@@ -254,7 +270,13 @@ pub struct Unpacker<'a> {
 impl<'a> Unpacker<'a> {
     /// Unpacker; call [`check_packed`] first.
     pub fn new(bytes: &'a [u8], bits: u8) -> Self {
-        Self { bytes, pos: 0, bits, acc: 0, nacc: 0 }
+        Self {
+            bytes,
+            pos: 0,
+            bits,
+            acc: 0,
+            nacc: 0,
+        }
     }
 
     #[inline(always)]
@@ -281,7 +303,12 @@ impl<'a> Unpacker<'a> {
             let whole = rest.len() / BLOCK * BLOCK;
             let nbytes = whole / 8 * usize::from(self.bits);
             let (head, tail) = rest.split_at_mut(whole);
-            dispatch_bits!(self.bits, add_blocks_u32, &self.bytes[self.pos..self.pos + nbytes], head);
+            dispatch_bits!(
+                self.bits,
+                add_blocks_u32,
+                &self.bytes[self.pos..self.pos + nbytes],
+                head
+            );
             self.pos += nbytes;
             rest = tail;
         }
@@ -297,7 +324,12 @@ impl<'a> Unpacker<'a> {
             let whole = rest.len() / BLOCK * BLOCK;
             let nbytes = whole / 8 * usize::from(self.bits);
             let (head, tail) = rest.split_at_mut(whole);
-            dispatch_bits!(self.bits, add_blocks_u64, &self.bytes[self.pos..self.pos + nbytes], head);
+            dispatch_bits!(
+                self.bits,
+                add_blocks_u64,
+                &self.bytes[self.pos..self.pos + nbytes],
+                head
+            );
             self.pos += nbytes;
             rest = tail;
         }
@@ -323,8 +355,9 @@ mod tests {
     fn round_trip_all_widths() {
         for bits in 1..=64u8 {
             for d in [1usize, 7, 8, 9, 63, 64, 65, 100, 200] {
-                let vals: Vec<u64> =
-                    (0..d as u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) & mask_bits(bits)).collect();
+                let vals: Vec<u64> = (0..d as u64)
+                    .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) & mask_bits(bits))
+                    .collect();
                 let p = pack(&vals, bits);
                 assert_eq!(p.len(), packed_len(d, bits));
                 assert_eq!(unpack(&p, d, bits).unwrap(), vals, "bits {bits} d {d}");
@@ -354,10 +387,19 @@ mod tests {
         assert!(unpack(&p, 3, 3).is_ok());
         let mut bad = p.clone();
         bad[1] |= 0x80;
-        assert!(matches!(unpack(&bad, 3, 3), Err(DecodeError::InvalidValue { .. })));
-        assert!(matches!(unpack(&p[..1], 3, 3), Err(DecodeError::LengthOutOfBounds { .. })));
+        assert!(matches!(
+            unpack(&bad, 3, 3),
+            Err(DecodeError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            unpack(&p[..1], 3, 3),
+            Err(DecodeError::LengthOutOfBounds { .. })
+        ));
         let mut long = p.clone();
         long.push(0);
-        assert!(matches!(unpack(&long, 3, 3), Err(DecodeError::LengthOutOfBounds { .. })));
+        assert!(matches!(
+            unpack(&long, 3, 3),
+            Err(DecodeError::LengthOutOfBounds { .. })
+        ));
     }
 }

@@ -47,7 +47,11 @@ impl SiteCount {
     /// Validates 2 <= n <= 255.
     pub fn new(n: u16) -> Result<Self, ParamError> {
         if !(2..=MAX_SITES).contains(&n) {
-            return Err(ParamError::SiteCount { n: n.into(), min: 2, max: MAX_SITES.into() });
+            return Err(ParamError::SiteCount {
+                n: n.into(),
+                min: 2,
+                max: MAX_SITES.into(),
+            });
         }
         Ok(Self(n))
     }
@@ -143,7 +147,11 @@ impl SumBits {
 
 /// 2^bits - 1 for bits in 1..=64.
 pub(crate) fn mask_bits(bits: u8) -> u64 {
-    if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 }
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
 }
 
 /// How sums are interpreted.
@@ -163,7 +171,10 @@ impl VectorLen {
     /// Validates 1 <= d <= MAX_VECTOR_LEN.
     pub fn new(d: u32) -> Result<Self, ParamError> {
         if d == 0 || d > MAX_VECTOR_LEN {
-            return Err(ParamError::VectorLen { d: d.into(), max: MAX_VECTOR_LEN.into() });
+            return Err(ParamError::VectorLen {
+                d: d.into(),
+                max: MAX_VECTOR_LEN.into(),
+            });
         }
         Ok(Self(d))
     }
@@ -230,7 +241,11 @@ pub struct RoundParams {
 
 /// ceil(log2 n) for n >= 1.
 pub fn ceil_log2(n: u16) -> u8 {
-    if n <= 1 { 0 } else { (16 - (n - 1).leading_zeros()) as u8 }
+    if n <= 1 {
+        0
+    } else {
+        (16 - (n - 1).leading_zeros()) as u8
+    }
 }
 
 impl RoundParams {
@@ -246,10 +261,18 @@ impl RoundParams {
             NeighbourGraph::Complete => n,
             NeighbourGraph::Harary { k } => {
                 if k % 2 != 0 {
-                    return Err(ParamError::HararyDegree { k, n, reason: "k must be even" });
+                    return Err(ParamError::HararyDegree {
+                        k,
+                        n,
+                        reason: "k must be even",
+                    });
                 }
                 if k < 2 {
-                    return Err(ParamError::HararyDegree { k, n, reason: "k must be at least 2" });
+                    return Err(ParamError::HararyDegree {
+                        k,
+                        n,
+                        reason: "k must be at least 2",
+                    });
                 }
                 if k > n.saturating_sub(2) {
                     return Err(ParamError::HararyDegree {
@@ -268,7 +291,11 @@ impl RoundParams {
         // P3: active model, t > holders / 2.
         let min_t = holders / 2 + 1;
         if t < min_t {
-            return Err(ParamError::ThresholdTooLow { t, holders, min: min_t });
+            return Err(ParamError::ThresholdTooLow {
+                t,
+                holders,
+                min: min_t,
+            });
         }
         // P4: cohort.
         if m < t {
@@ -279,7 +306,10 @@ impl RoundParams {
         }
         // P5/P6: widths.
         if big_b < b {
-            return Err(ParamError::SumBitsBelowInputBits { sum_bits: big_b, input_bits: b });
+            return Err(ParamError::SumBitsBelowInputBits {
+                sum_bits: big_b,
+                input_bits: b,
+            });
         }
         match req.sum_mode {
             SumMode::Exact => {
@@ -295,7 +325,10 @@ impl RoundParams {
             }
             SumMode::Modular => {
                 if big_b != b {
-                    return Err(ParamError::ModularNeedsEqualBits { sum_bits: big_b, input_bits: b });
+                    return Err(ParamError::ModularNeedsEqualBits {
+                        sum_bits: big_b,
+                        input_bits: b,
+                    });
                 }
             }
         }
@@ -431,7 +464,10 @@ impl RoundParams {
 
     /// The open neighbourhood of `id`, ascending.
     pub fn neighbours(&self, id: SiteId) -> Vec<SiteId> {
-        (0..self.sites.get()).map(SiteId).filter(|&v| self.are_neighbours(id, v)).collect()
+        (0..self.sites.get())
+            .map(SiteId)
+            .filter(|&v| self.are_neighbours(id, v))
+            .collect()
     }
 
     /// Length in bytes of a bit-packed vector: ceil(d * B / 8).
@@ -470,16 +506,27 @@ impl Decode for RoundParams {
     const NAME: &'static str = "RoundParams";
 
     fn decode(r: &mut Reader<'_>, _: &()) -> Result<Self, DecodeError> {
-        let bad = |field| move |_| DecodeError::InvalidValue { field, reason: "refused parameter" };
+        let bad = |field| {
+            move |_| DecodeError::InvalidValue {
+                field,
+                reason: "refused parameter",
+            }
+        };
         let sites = SiteCount::new(r.u16("params.n")?).map_err(bad("params.n"))?;
         let threshold = Threshold::new(r.u16("params.t")?).map_err(bad("params.t"))?;
-        let min_cohort = MinCohort::new(r.u16("params.min_cohort")?).map_err(bad("params.min_cohort"))?;
+        let min_cohort =
+            MinCohort::new(r.u16("params.min_cohort")?).map_err(bad("params.min_cohort"))?;
         let input_bits = InputBits::new(r.u8("params.b")?).map_err(bad("params.b"))?;
         let sum_bits = SumBits::new(r.u8("params.B")?).map_err(bad("params.B"))?;
         let sum_mode = match r.u8("params.sum_mode")? {
             0 => SumMode::Exact,
             1 => SumMode::Modular,
-            _ => return Err(DecodeError::InvalidValue { field: "params.sum_mode", reason: "must be 0 or 1" }),
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    field: "params.sum_mode",
+                    reason: "must be 0 or 1",
+                });
+            }
         };
         let vector_len = VectorLen::new(r.u32("params.d")?).map_err(bad("params.d"))?;
         let tag = r.u8("params.graph")?;
@@ -487,7 +534,12 @@ impl Decode for RoundParams {
         let graph = match (tag, k) {
             (0, 0) => NeighbourGraph::Complete,
             (1, k) => NeighbourGraph::Harary { k },
-            _ => return Err(DecodeError::InvalidValue { field: "params.graph", reason: "unknown graph or nonzero k" }),
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    field: "params.graph",
+                    reason: "unknown graph or nonzero k",
+                });
+            }
         };
         RoundParams::new(ParamsRequest {
             sites,
@@ -516,7 +568,11 @@ impl Manifest {
     pub fn new(keys: Vec<VerifyingKey>) -> Result<Self, ParamError> {
         let n = keys.len();
         if !(2..=usize::from(MAX_SITES)).contains(&n) {
-            return Err(ParamError::SiteCount { n: n as u64, min: 2, max: MAX_SITES.into() });
+            return Err(ParamError::SiteCount {
+                n: n as u64,
+                min: 2,
+                max: MAX_SITES.into(),
+            });
         }
         for (i, k) in keys.iter().enumerate() {
             if k.is_weak() {
@@ -532,7 +588,10 @@ impl Manifest {
     /// Checks that the manifest fits `params` (same n).
     pub fn check(&self, params: &RoundParams) -> Result<(), ParamError> {
         if self.keys.len() != params.n() {
-            return Err(ParamError::ManifestSize { n: params.sites().get(), got: self.keys.len() });
+            return Err(ParamError::ManifestSize {
+                n: params.sites().get(),
+                got: self.keys.len(),
+            });
         }
         Ok(())
     }
@@ -554,7 +613,10 @@ impl Manifest {
 
     /// The index of an identity, if it is in the manifest.
     pub fn index_of(&self, key: &VerifyingKey) -> Option<SiteId> {
-        self.keys.iter().position(|k| k.as_bytes() == key.as_bytes()).map(|i| SiteId(i as u16))
+        self.keys
+            .iter()
+            .position(|k| k.as_bytes() == key.as_bytes())
+            .map(|i| SiteId(i as u16))
     }
 
     /// All identities in order.
@@ -589,10 +651,12 @@ impl Decode for Manifest {
         let mut keys = Vec::with_capacity(n);
         for _ in 0..n {
             let b = r.array::<32>("manifest.key")?;
-            keys.push(VerifyingKey::from_bytes(&b).map_err(|_| DecodeError::InvalidValue {
-                field: "manifest.key",
-                reason: "not a valid Ed25519 point",
-            })?);
+            keys.push(
+                VerifyingKey::from_bytes(&b).map_err(|_| DecodeError::InvalidValue {
+                    field: "manifest.key",
+                    reason: "not a valid Ed25519 point",
+                })?,
+            );
         }
         Manifest::new(keys).map_err(|_| DecodeError::InvalidValue {
             field: "manifest",
@@ -617,24 +681,48 @@ mod tests {
 
     #[test]
     fn refuses_unsafe_sets_with_reason() {
-        assert!(matches!(RoundParams::exact(10, 5, 16, 8), Err(ParamError::ThresholdTooLow { min: 6, .. })));
+        assert!(matches!(
+            RoundParams::exact(10, 5, 16, 8),
+            Err(ParamError::ThresholdTooLow { min: 6, .. })
+        ));
         assert!(RoundParams::exact(10, 6, 16, 8).is_ok());
-        assert!(matches!(RoundParams::exact(10, 11, 16, 8), Err(ParamError::ThresholdAboveHolders { .. })));
+        assert!(matches!(
+            RoundParams::exact(10, 11, 16, 8),
+            Err(ParamError::ThresholdAboveHolders { .. })
+        ));
         assert!(matches!(SumBits::new(65), Err(ParamError::SumBits { .. })));
-        assert!(matches!(RoundParams::exact(10, 6, 62, 8), Err(ParamError::SumBits { .. })));
+        assert!(matches!(
+            RoundParams::exact(10, 6, 62, 8),
+            Err(ParamError::SumBits { .. })
+        ));
         let mut req = RoundParams::exact(10, 6, 16, 8).unwrap().request();
         req.sum_bits = SumBits::new(19).unwrap();
-        assert!(matches!(RoundParams::new(req), Err(ParamError::ExactSumMayWrap { needed: 20, .. })));
+        assert!(matches!(
+            RoundParams::new(req),
+            Err(ParamError::ExactSumMayWrap { needed: 20, .. })
+        ));
         req.sum_bits = SumBits::new(15).unwrap();
-        assert!(matches!(RoundParams::new(req), Err(ParamError::SumBitsBelowInputBits { .. })));
+        assert!(matches!(
+            RoundParams::new(req),
+            Err(ParamError::SumBitsBelowInputBits { .. })
+        ));
         req.sum_bits = SumBits::new(18).unwrap();
         req.sum_mode = SumMode::Modular;
-        assert!(matches!(RoundParams::new(req), Err(ParamError::ModularNeedsEqualBits { .. })));
+        assert!(matches!(
+            RoundParams::new(req),
+            Err(ParamError::ModularNeedsEqualBits { .. })
+        ));
         let mut req = RoundParams::exact(10, 6, 16, 8).unwrap().request();
         req.min_cohort = MinCohort::new(5).unwrap();
-        assert!(matches!(RoundParams::new(req), Err(ParamError::MinCohortBelowThreshold { .. })));
+        assert!(matches!(
+            RoundParams::new(req),
+            Err(ParamError::MinCohortBelowThreshold { .. })
+        ));
         req.min_cohort = MinCohort::new(11).unwrap();
-        assert!(matches!(RoundParams::new(req), Err(ParamError::MinCohortAboveSites { .. })));
+        assert!(matches!(
+            RoundParams::new(req),
+            Err(ParamError::MinCohortAboveSites { .. })
+        ));
         assert!(MinCohort::new(1).is_err());
         assert!(VectorLen::new(0).is_err());
         assert!(VectorLen::new(MAX_VECTOR_LEN + 1).is_err());
@@ -647,18 +735,33 @@ mod tests {
         let mut req = RoundParams::exact(12, 7, 8, 4).unwrap().request();
         req.graph = NeighbourGraph::Harary { k: 4 };
         // holders = 5, t = 7 > 5.
-        assert!(matches!(RoundParams::new(req), Err(ParamError::ThresholdAboveHolders { .. })));
+        assert!(matches!(
+            RoundParams::new(req),
+            Err(ParamError::ThresholdAboveHolders { .. })
+        ));
         req.threshold = Threshold::new(2).unwrap();
         req.min_cohort = MinCohort::new(2).unwrap();
-        assert!(matches!(RoundParams::new(req), Err(ParamError::ThresholdTooLow { min: 3, .. })));
+        assert!(matches!(
+            RoundParams::new(req),
+            Err(ParamError::ThresholdTooLow { min: 3, .. })
+        ));
         req.threshold = Threshold::new(3).unwrap();
         req.min_cohort = MinCohort::new(3).unwrap();
         let p = RoundParams::new(req).unwrap();
-        assert_eq!(p.neighbours(SiteId(0)), vec![SiteId(1), SiteId(2), SiteId(10), SiteId(11)]);
+        assert_eq!(
+            p.neighbours(SiteId(0)),
+            vec![SiteId(1), SiteId(2), SiteId(10), SiteId(11)]
+        );
         req.graph = NeighbourGraph::Harary { k: 3 };
-        assert!(matches!(RoundParams::new(req), Err(ParamError::HararyDegree { .. })));
+        assert!(matches!(
+            RoundParams::new(req),
+            Err(ParamError::HararyDegree { .. })
+        ));
         req.graph = NeighbourGraph::Harary { k: 12 };
-        assert!(matches!(RoundParams::new(req), Err(ParamError::HararyDegree { .. })));
+        assert!(matches!(
+            RoundParams::new(req),
+            Err(ParamError::HararyDegree { .. })
+        ));
     }
 
     #[test]

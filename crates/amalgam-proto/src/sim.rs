@@ -36,17 +36,23 @@ pub struct Consortium {
 
 impl core::fmt::Debug for Consortium {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Consortium").field("sites", &self.identities.len()).finish_non_exhaustive()
+        f.debug_struct("Consortium")
+            .field("sites", &self.identities.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Consortium {
     /// `n` identities derived from `seed`.
     pub fn generate(n: usize, seed: &[u8; 32]) -> Result<Self, Error> {
-        let identities: Vec<SigningKey> =
-            (0..n as u64).map(|i| SigningKey::from_bytes(&derive(seed, b"identity", i))).collect();
+        let identities: Vec<SigningKey> = (0..n as u64)
+            .map(|i| SigningKey::from_bytes(&derive(seed, b"identity", i)))
+            .collect();
         let manifest = Manifest::new(identities.iter().map(SigningKey::verifying_key).collect())?;
-        Ok(Self { identities, manifest })
+        Ok(Self {
+            identities,
+            manifest,
+        })
     }
 
     /// The manifest.
@@ -74,7 +80,9 @@ pub fn site_rng(seed: &[u8; 32], id: SiteId) -> ChaCha20Rng {
 pub fn random_inputs(params: &RoundParams, seed: &[u8; 32]) -> Vec<Vec<u64>> {
     let mut rng = ChaCha20Rng::from_seed(derive(seed, b"inputs", 0));
     let max = params.input_bits().max_value();
-    (0..params.n()).map(|_| (0..params.d()).map(|_| rng.next_u64() & max).collect()).collect()
+    (0..params.n())
+        .map(|_| (0..params.d()).map(|_| rng.next_u64() & max).collect())
+        .collect()
 }
 
 /// Σ inputs[u] mod 2^B over `sites`.
@@ -153,17 +161,29 @@ impl SimConfig {
     /// Config with random inputs and no dropouts.
     pub fn new(params: RoundParams, round: u64, seed: [u8; 32]) -> Self {
         let inputs = random_inputs(&params, &seed);
-        Self { params, round, seed, inputs, dropouts: Vec::new(), snapshot_between_phases: false }
+        Self {
+            params,
+            round,
+            seed,
+            inputs,
+            dropouts: Vec::new(),
+            snapshot_between_phases: false,
+        }
     }
 
     /// Adds a dropout.
     pub fn drop_site(mut self, site: u16, before: Phase) -> Self {
-        self.dropouts.push(Dropout { site: SiteId(site), before });
+        self.dropouts.push(Dropout {
+            site: SiteId(site),
+            before,
+        });
         self
     }
 
     fn drops_before(&self, site: SiteId, phase: Phase) -> bool {
-        self.dropouts.iter().any(|d| d.site == site && d.before <= phase)
+        self.dropouts
+            .iter()
+            .any(|d| d.site == site && d.before <= phase)
     }
 }
 
@@ -203,7 +223,9 @@ pub struct Simulation {
 
 impl core::fmt::Debug for Simulation {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Simulation").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Simulation")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -212,17 +234,34 @@ impl Simulation {
     pub fn new(config: SimConfig) -> Result<Self, Error> {
         let n = config.params.n();
         if config.inputs.len() != n {
-            return Err(crate::error::Misuse::Other("one input vector per site is required").into());
+            return Err(
+                crate::error::Misuse::Other("one input vector per site is required").into(),
+            );
         }
         let consortium = Consortium::generate(n, &config.seed)?;
         let mut sites = Vec::with_capacity(n);
         for i in 0..n {
             let id = SiteId(i as u16);
-            sites.push(Site::new(config.params, consortium.manifest.clone(), config.round, consortium.identity(id).clone())?);
+            sites.push(Site::new(
+                config.params,
+                consortium.manifest.clone(),
+                config.round,
+                consortium.identity(id).clone(),
+            )?);
         }
-        let rngs = (0..n).map(|i| site_rng(&config.seed, SiteId(i as u16))).collect();
+        let rngs = (0..n)
+            .map(|i| site_rng(&config.seed, SiteId(i as u16)))
+            .collect();
         let aggregator = Aggregator::new(config.params, consortium.manifest.clone(), config.round)?;
-        Ok(Self { config, consortium, sites, rngs, failed: vec![false; n], aggregator, hook: None })
+        Ok(Self {
+            config,
+            consortium,
+            sites,
+            rngs,
+            failed: vec![false; n],
+            aggregator,
+            hook: None,
+        })
     }
 
     /// Installs a hook called on every envelope.
@@ -254,7 +293,12 @@ impl Simulation {
     }
 
     fn upload(&mut self, report: &mut SimReport, phase: Phase, site: SiteId, bytes: Vec<u8>) {
-        let mut env = Envelope { phase, direction: Direction::ToAggregator, site, bytes };
+        let mut env = Envelope {
+            phase,
+            direction: Direction::ToAggregator,
+            site,
+            bytes,
+        };
         if !self.pass(&mut env) {
             return;
         }
@@ -327,7 +371,12 @@ impl Simulation {
                         if self.failed[i] || self.config.drops_before(to, phase) {
                             continue;
                         }
-                        let mut env = Envelope { phase, direction: Direction::ToSite, site: to, bytes: msg.to_bytes() };
+                        let mut env = Envelope {
+                            phase,
+                            direction: Direction::ToSite,
+                            site: to,
+                            bytes: msg.to_bytes(),
+                        };
                         if !self.pass(&mut env) {
                             continue;
                         }

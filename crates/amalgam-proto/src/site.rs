@@ -12,12 +12,12 @@ use rand_core::CryptoRng;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use crate::codec::{msg_type, Decode, Encode, Reader, Writer};
+use crate::codec::{Decode, Encode, Reader, Writer, msg_type};
 use crate::crypto::kdf::{self, round_context};
 use crate::crypto::share_box::{self, SharePair};
 use crate::crypto::{shamir, sign};
 use crate::error::{DecodeError, Error, Misbehaviour, Misuse, Sender};
-use crate::masking::{mask_and_pack, MaskSign, MaskTerm};
+use crate::masking::{MaskSign, MaskTerm, mask_and_pack};
 use crate::messages::*;
 use crate::params::{Manifest, RoundParams, SiteId};
 use crate::phase::Phase;
@@ -40,7 +40,9 @@ impl Ctx {
 
     /// |set ∩ N[self]| (closed neighbourhood).
     fn closed_count<'a>(&self, set: impl IntoIterator<Item = &'a SiteId>) -> usize {
-        set.into_iter().filter(|&&v| v == self.id || self.params.are_neighbours(self.id, v)).count()
+        set.into_iter()
+            .filter(|&&v| v == self.id || self.params.are_neighbours(self.id, v))
+            .count()
     }
 }
 
@@ -146,13 +148,30 @@ impl core::fmt::Debug for Site {
 
 impl Site {
     /// A site for `round`, identified by `identity` (must be in `manifest`).
-    pub fn new(params: RoundParams, manifest: Manifest, round: u64, identity: SigningKey) -> Result<Self, Error> {
+    pub fn new(
+        params: RoundParams,
+        manifest: Manifest,
+        round: u64,
+        identity: SigningKey,
+    ) -> Result<Self, Error> {
         manifest.check(&params)?;
         let id = manifest
             .index_of(&identity.verifying_key())
-            .ok_or(Misuse::Other("identity key is not in the consortium manifest"))?;
+            .ok_or(Misuse::Other(
+                "identity key is not in the consortium manifest",
+            ))?;
         let round_context = round_context(&manifest, &params, round);
-        Ok(Self { ctx: Ctx { params, manifest, round, id, identity, round_context }, state: State::Ready })
+        Ok(Self {
+            ctx: Ctx {
+                params,
+                manifest,
+                round,
+                id,
+                identity,
+                round_context,
+            },
+            state: State::Ready,
+        })
     }
 
     /// This site's id.
@@ -199,18 +218,34 @@ impl Site {
     }
 
     /// Round 0 (spec §5.1 S0): checks the input, draws fresh c and s key pairs, signs them.
-    pub fn start<R: CryptoRng + ?Sized>(&mut self, input: Vec<u64>, rng: &mut R) -> Result<ToAggregator, Error> {
+    pub fn start<R: CryptoRng + ?Sized>(
+        &mut self,
+        input: Vec<u64>,
+        rng: &mut R,
+    ) -> Result<ToAggregator, Error> {
         let input = Zeroizing::new(input);
         if !matches!(self.state, State::Ready) {
-            return Err(Misuse::WrongPhase { call: "start", phase: self.phase() }.into());
+            return Err(Misuse::WrongPhase {
+                call: "start",
+                phase: self.phase(),
+            }
+            .into());
         }
         let p = &self.ctx.params;
         if input.len() != p.d() {
-            return Err(Misuse::InputLength { expected: p.d(), got: input.len() }.into());
+            return Err(Misuse::InputLength {
+                expected: p.d(),
+                got: input.len(),
+            }
+            .into());
         }
         let max = p.input_bits().max_value();
         if let Some(index) = input.iter().position(|&x| x > max) {
-            return Err(Misuse::InputOutOfRange { index, bits: p.input_bits().get() }.into());
+            return Err(Misuse::InputOutOfRange {
+                index,
+                bits: p.input_bits().get(),
+            }
+            .into());
         }
         let c_sk = StaticSecret::random_from_rng(&mut *rng);
         let s_sk = StaticSecret::random_from_rng(&mut *rng);
@@ -221,32 +256,51 @@ impl Site {
             s_pk: PublicKey::from(&s_sk).to_bytes(),
             signature: [0; 64],
         };
-        advert.signature = sign::sign_message(&self.ctx.identity, &self.ctx.round_context, &advert.body());
+        advert.signature =
+            sign::sign_message(&self.ctx.identity, &self.ctx.round_context, &advert.body());
         let out = ToAggregator::AdvertiseKeys(advert.clone());
-        self.state = State::AwaitingKeys(AwaitingKeys { c_sk, s_sk, input, advert });
+        self.state = State::AwaitingKeys(AwaitingKeys {
+            c_sk,
+            s_sk,
+            input,
+            advert,
+        });
         Ok(out)
     }
 
     /// Decodes and handles one download (errors name the aggregator for undecodable bytes).
-    pub fn handle_bytes<R: CryptoRng + ?Sized>(&mut self, bytes: &[u8], rng: &mut R) -> Result<Option<ToAggregator>, Error> {
-        let msg = ToSite::from_bytes(bytes, &self.ctx.params).map_err(|e| Error::decode(Sender::Aggregator, e))?;
+    pub fn handle_bytes<R: CryptoRng + ?Sized>(
+        &mut self,
+        bytes: &[u8],
+        rng: &mut R,
+    ) -> Result<Option<ToAggregator>, Error> {
+        let msg = ToSite::from_bytes(bytes, &self.ctx.params)
+            .map_err(|e| Error::decode(Sender::Aggregator, e))?;
         self.handle(msg, rng)
     }
 
     /// Handles one download. On `Err` the state is unchanged, except for abort conditions
     /// (after which every call returns [`Error::Aborted`]).
-    pub fn handle<R: CryptoRng + ?Sized>(&mut self, msg: ToSite, rng: &mut R) -> Result<Option<ToAggregator>, Error> {
+    pub fn handle<R: CryptoRng + ?Sized>(
+        &mut self,
+        msg: ToSite,
+        rng: &mut R,
+    ) -> Result<Option<ToAggregator>, Error> {
         if let State::Aborted(e) = &self.state {
             return Err(Error::Aborted(Box::new(e.clone())));
         }
         if msg.round() != self.ctx.round {
-            return Err(Ctx::agg(Misbehaviour::WrongRound { expected: self.ctx.round, got: msg.round() }));
+            return Err(Ctx::agg(Misbehaviour::WrongRound {
+                expected: self.ctx.round,
+                got: msg.round(),
+            }));
         }
         let ctx = &self.ctx;
         match (&self.state, &msg) {
             (State::AwaitingKeys(s), ToSite::KeysBroadcast(m)) => {
                 let verified = s.verify(ctx, m)?;
-                let State::AwaitingKeys(s) = std::mem::replace(&mut self.state, State::Finished) else {
+                let State::AwaitingKeys(s) = std::mem::replace(&mut self.state, State::Finished)
+                else {
                     return Err(Misuse::Other("state changed during verification").into());
                 };
                 let (next, out) = s.advance(ctx, verified, rng);
@@ -255,7 +309,8 @@ impl Site {
             }
             (State::AwaitingShares(s), ToSite::RoutedShares(m)) => {
                 let verified = s.verify(ctx, m)?;
-                let State::AwaitingShares(s) = std::mem::replace(&mut self.state, State::Finished) else {
+                let State::AwaitingShares(s) = std::mem::replace(&mut self.state, State::Finished)
+                else {
                     return Err(Misuse::Other("state changed during verification").into());
                 };
                 let (next, out) = s.advance(ctx, verified);
@@ -264,7 +319,9 @@ impl Site {
             }
             (State::AwaitingSurvivors(s), ToSite::SurvivorSet(m)) => {
                 let proof = s.verify(ctx, m)?;
-                let State::AwaitingSurvivors(s) = std::mem::replace(&mut self.state, State::Finished) else {
+                let State::AwaitingSurvivors(s) =
+                    std::mem::replace(&mut self.state, State::Finished)
+                else {
                     return Err(Misuse::Other("state changed during verification").into());
                 };
                 let (next, out) = s.advance(ctx, m.survivors.clone(), proof);
@@ -283,7 +340,10 @@ impl Site {
                     Err(e)
                 }
             },
-            _ => Err(Ctx::agg(Misbehaviour::WrongPhase { phase: self.phase(), message: msg.name() })),
+            _ => Err(Ctx::agg(Misbehaviour::WrongPhase {
+                phase: self.phase(),
+                message: msg.name(),
+            })),
         }
     }
 }
@@ -304,35 +364,65 @@ impl AwaitingKeys {
                 .manifest
                 .key(a.sender)
                 .filter(|_| p.contains(a.sender))
-                .ok_or(Error::peer(Sender::UnknownSite(a.sender.0), Misbehaviour::UnknownIdentity))?;
+                .ok_or(Error::peer(
+                    Sender::UnknownSite(a.sender.0),
+                    Misbehaviour::UnknownIdentity,
+                ))?;
             let who = Sender::Site(a.sender);
             if a.round != ctx.round {
-                return Err(Error::peer(who, Misbehaviour::WrongRound { expected: ctx.round, got: a.round }));
+                return Err(Error::peer(
+                    who,
+                    Misbehaviour::WrongRound {
+                        expected: ctx.round,
+                        got: a.round,
+                    },
+                ));
             }
             if !sign::verify_message(key, &ctx.round_context, &a.body(), &a.signature) {
                 return Err(Error::peer(who, Misbehaviour::BadSignature));
             }
             if a.sender == ctx.id && *a != self.advert {
-                return Err(Ctx::agg(Misbehaviour::Invalid("broadcast carries another advertisement for this site")));
+                return Err(Ctx::agg(Misbehaviour::Invalid(
+                    "broadcast carries another advertisement for this site",
+                )));
             }
             if is_low_order(&a.c_pk) || is_low_order(&a.s_pk) {
-                return Err(Error::peer(who, Misbehaviour::Invalid("low-order X25519 public key")));
+                return Err(Error::peer(
+                    who,
+                    Misbehaviour::Invalid("low-order X25519 public key"),
+                ));
             }
             if !seen_keys.insert(a.c_pk) || !seen_keys.insert(a.s_pk) {
                 return Err(Error::peer(who, Misbehaviour::KeyReuse));
             }
-            peers.insert(a.sender, PeerKeys { c_pk: a.c_pk, s_pk: a.s_pk });
+            peers.insert(
+                a.sender,
+                PeerKeys {
+                    c_pk: a.c_pk,
+                    s_pk: a.s_pk,
+                },
+            );
         }
         if !peers.contains_key(&ctx.id) {
-            return Err(Ctx::agg(Misbehaviour::Invalid("broadcast omits this site's advertisement")));
+            return Err(Ctx::agg(Misbehaviour::Invalid(
+                "broadcast omits this site's advertisement",
+            )));
         }
         let needed = p.min_cohort().get() as usize;
         if peers.len() < needed {
-            return Err(Error::NotEnoughSites { phase: Phase::AdvertiseKeys, needed, got: peers.len() });
+            return Err(Error::NotEnoughSites {
+                phase: Phase::AdvertiseKeys,
+                needed,
+                got: peers.len(),
+            });
         }
         let got = ctx.closed_count(peers.keys());
         if got < p.t() {
-            return Err(Error::NotEnoughSites { phase: Phase::AdvertiseKeys, needed: p.t(), got });
+            return Err(Error::NotEnoughSites {
+                phase: Phase::AdvertiseKeys,
+                needed: p.t(),
+                got,
+            });
         }
         let encoded: Vec<Vec<u8>> = m.adverts.iter().map(Encode::to_bytes).collect();
         let id = kdf::session_id(&ctx.round_context, encoded.iter().map(Vec::as_slice));
@@ -349,8 +439,12 @@ impl AwaitingKeys {
         let p = &ctx.params;
         let mut b_seed = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(b_seed.as_mut());
-        let holders: Vec<SiteId> =
-            session.peers.keys().copied().filter(|&v| v == ctx.id || p.are_neighbours(ctx.id, v)).collect();
+        let holders: Vec<SiteId> = session
+            .peers
+            .keys()
+            .copied()
+            .filter(|&v| v == ctx.id || p.are_neighbours(ctx.id, v))
+            .collect();
         let xs: Vec<u8> = holders.iter().map(|h| h.share_x()).collect();
         let s_bytes = Zeroizing::new(self.s_sk.to_bytes());
         // Holders are distinct manifest indices (< 255) and 1 <= t <= holders: split cannot fail.
@@ -369,7 +463,10 @@ impl AwaitingKeys {
             let peer = &session.peers[v];
             let shared = self.c_sk.diffie_hellman(&PublicKey::from(peer.c_pk));
             let key = kdf::share_key(&session.id, shared.as_bytes(), ctx.id, *v);
-            shares.push((*v, share_box::seal(&key, &session.id, ctx.round, ctx.id, *v, &pair)));
+            shares.push((
+                *v,
+                share_box::seal(&key, &session.id, ctx.round, ctx.id, *v, &pair),
+            ));
         }
         let mut msg = ShareKeys {
             round: ctx.round,
@@ -381,14 +478,25 @@ impl AwaitingKeys {
         msg.signature = sign::sign_message(&ctx.identity, &session.id, &msg.body());
         #[allow(clippy::expect_used)]
         let own = own.expect("a site always holds its own share");
-        let next = AwaitingShares { c_sk: self.c_sk, s_sk: self.s_sk, input: self.input, b_seed, session, own };
+        let next = AwaitingShares {
+            c_sk: self.c_sk,
+            s_sk: self.s_sk,
+            input: self.input,
+            b_seed,
+            session,
+            own,
+        };
         (next, msg)
     }
 }
 
 impl AwaitingShares {
     /// Spec §5.1 S2 checks.
-    fn verify(&self, ctx: &Ctx, m: &RoutedShares) -> Result<(BTreeMap<SiteId, SharePair>, SharesVerified), Error> {
+    fn verify(
+        &self,
+        ctx: &Ctx,
+        m: &RoutedShares,
+    ) -> Result<(BTreeMap<SiteId, SharePair>, SharesVerified), Error> {
         let p = &ctx.params;
         let mut received = BTreeMap::new();
         for (from, ct) in &m.shares {
@@ -396,39 +504,69 @@ impl AwaitingShares {
                 return Err(Ctx::agg(Misbehaviour::NotNeighbour(*from)));
             }
             let Some(peer) = self.session.peers.get(from) else {
-                return Err(Ctx::agg(Misbehaviour::Invalid("routed share from a site outside U1")));
+                return Err(Ctx::agg(Misbehaviour::Invalid(
+                    "routed share from a site outside U1",
+                )));
             };
             let shared = self.c_sk.diffie_hellman(&PublicKey::from(peer.c_pk));
             let key = kdf::share_key(&self.session.id, shared.as_bytes(), *from, ctx.id);
-            let pair = share_box::open(&key, &self.session.id, ctx.round, *from, ctx.id, ct)
-                .ok_or(Error::peer(Sender::Site(*from), Misbehaviour::ShareAuthentication))?;
+            let pair =
+                share_box::open(&key, &self.session.id, ctx.round, *from, ctx.id, ct).ok_or(
+                    Error::peer(Sender::Site(*from), Misbehaviour::ShareAuthentication),
+                )?;
             received.insert(*from, pair);
         }
         let got = received.len() + 1;
         if got < p.t() {
-            return Err(Error::NotEnoughSites { phase: Phase::ShareKeys, needed: p.t(), got });
+            return Err(Error::NotEnoughSites {
+                phase: Phase::ShareKeys,
+                needed: p.t(),
+                got,
+            });
         }
         Ok((received, SharesVerified(())))
     }
 
     /// Spec §5.1 S2: y = x + PRG(b) + Σ_{v>u} PRG(s_uv) − Σ_{v<u} PRG(s_uv) mod 2^B.
-    fn advance(self, ctx: &Ctx, (mut held, _proof): (BTreeMap<SiteId, SharePair>, SharesVerified)) -> (AwaitingSurvivors, MaskedInput) {
+    fn advance(
+        self,
+        ctx: &Ctx,
+        (mut held, _proof): (BTreeMap<SiteId, SharePair>, SharesVerified),
+    ) -> (AwaitingSurvivors, MaskedInput) {
         let p = &ctx.params;
         let sid = &self.session.id;
         let mut terms = Vec::with_capacity(held.len() + 1);
-        terms.push(MaskTerm { key: kdf::self_mask_key(sid, &self.b_seed, p, ctx.round, ctx.id), sign: MaskSign::Add });
+        terms.push(MaskTerm {
+            key: kdf::self_mask_key(sid, &self.b_seed, p, ctx.round, ctx.id),
+            sign: MaskSign::Add,
+        });
         for v in held.keys() {
             let peer = &self.session.peers[v];
             let shared = self.s_sk.diffie_hellman(&PublicKey::from(peer.s_pk));
             let key = kdf::pair_mask_key(sid, shared.as_bytes(), p, ctx.round, ctx.id, *v);
-            let sign = if *v > ctx.id { MaskSign::Add } else { MaskSign::Subtract };
+            let sign = if *v > ctx.id {
+                MaskSign::Add
+            } else {
+                MaskSign::Subtract
+            };
             terms.push(MaskTerm { key, sign });
         }
         let packed = mask_and_pack(&self.input, &terms, p.sum_bits());
-        let mut msg = MaskedInput { round: ctx.round, sender: ctx.id, packed, signature: [0; 64] };
+        let mut msg = MaskedInput {
+            round: ctx.round,
+            sender: ctx.id,
+            packed,
+            signature: [0; 64],
+        };
         msg.signature = sign::sign_message(&ctx.identity, sid, &msg.body());
         held.insert(ctx.id, self.own);
-        (AwaitingSurvivors { session: self.session, held }, msg)
+        (
+            AwaitingSurvivors {
+                session: self.session,
+                held,
+            },
+            msg,
+        )
     }
 }
 
@@ -438,31 +576,61 @@ impl AwaitingSurvivors {
         let p = &ctx.params;
         for v in &m.survivors {
             if !self.session.peers.contains_key(v) {
-                return Err(Ctx::agg(Misbehaviour::Invalid("survivor set names a site outside U1")));
+                return Err(Ctx::agg(Misbehaviour::Invalid(
+                    "survivor set names a site outside U1",
+                )));
             }
             if p.are_neighbours(ctx.id, *v) && !self.held.contains_key(v) {
-                return Err(Ctx::agg(Misbehaviour::Invalid("survivor set names a neighbour whose shares this site never received")));
+                return Err(Ctx::agg(Misbehaviour::Invalid(
+                    "survivor set names a neighbour whose shares this site never received",
+                )));
             }
         }
         if !m.survivors.contains(&ctx.id) {
-            return Err(Ctx::agg(Misbehaviour::Invalid("survivor set omits this site")));
+            return Err(Ctx::agg(Misbehaviour::Invalid(
+                "survivor set omits this site",
+            )));
         }
         let needed = usize::from(p.min_cohort().get());
         if m.survivors.len() < needed {
-            return Err(Error::NotEnoughSites { phase: Phase::MaskedInput, needed, got: m.survivors.len() });
+            return Err(Error::NotEnoughSites {
+                phase: Phase::MaskedInput,
+                needed,
+                got: m.survivors.len(),
+            });
         }
         let got = ctx.closed_count(&m.survivors);
         if got < p.t() {
-            return Err(Error::NotEnoughSites { phase: Phase::MaskedInput, needed: p.t(), got });
+            return Err(Error::NotEnoughSites {
+                phase: Phase::MaskedInput,
+                needed: p.t(),
+                got,
+            });
         }
         Ok(SurvivorsChecked(()))
     }
 
     /// Spec §5.1 S3: sign (session id, U3). The site will never sign another set this round.
-    fn advance(self, ctx: &Ctx, survivors: Vec<SiteId>, _proof: SurvivorsChecked) -> (AwaitingUnmask, ConsistencySignature) {
+    fn advance(
+        self,
+        ctx: &Ctx,
+        survivors: Vec<SiteId>,
+        _proof: SurvivorsChecked,
+    ) -> (AwaitingUnmask, ConsistencySignature) {
         let signature = sign::sign_survivors(&ctx.identity, &self.session.id, &survivors);
-        let msg = ConsistencySignature { round: ctx.round, sender: ctx.id, signature };
-        (AwaitingUnmask { session: self.session, held: self.held, survivors }, msg)
+        let msg = ConsistencySignature {
+            round: ctx.round,
+            sender: ctx.id,
+            signature,
+        };
+        (
+            AwaitingUnmask {
+                session: self.session,
+                held: self.held,
+                survivors,
+            },
+            msg,
+        )
     }
 }
 
@@ -473,18 +641,29 @@ impl AwaitingUnmask {
         let p = &ctx.params;
         for (signer, sig) in &m.signatures {
             if self.survivors.binary_search(signer).is_err() {
-                return Err(Fail::Reject(Ctx::agg(Misbehaviour::Invalid("consistency signature from a non-survivor"))));
+                return Err(Fail::Reject(Ctx::agg(Misbehaviour::Invalid(
+                    "consistency signature from a non-survivor",
+                ))));
             }
             let Some(key) = ctx.manifest.key(*signer) else {
-                return Err(Fail::Reject(Error::peer(Sender::UnknownSite(signer.0), Misbehaviour::UnknownIdentity)));
+                return Err(Fail::Reject(Error::peer(
+                    Sender::UnknownSite(signer.0),
+                    Misbehaviour::UnknownIdentity,
+                )));
             };
             if !sign::verify_survivors(key, &self.session.id, &self.survivors, sig) {
-                return Err(Fail::Abort(Ctx::agg(Misbehaviour::InconsistentSurvivors(*signer))));
+                return Err(Fail::Abort(Ctx::agg(Misbehaviour::InconsistentSurvivors(
+                    *signer,
+                ))));
             }
         }
         let got = ctx.closed_count(m.signatures.iter().map(|(s, _)| s));
         if got < p.t() {
-            return Err(Fail::Reject(Error::NotEnoughSites { phase: Phase::ConsistencyCheck, needed: p.t(), got }));
+            return Err(Fail::Reject(Error::NotEnoughSites {
+                phase: Phase::ConsistencyCheck,
+                needed: p.t(),
+                got,
+            }));
         }
         Ok(ConsistencyVerified(()))
     }
@@ -501,10 +680,19 @@ impl AwaitingUnmask {
             }
         }
         // Defence in depth: the two lists are disjoint by construction; never reveal both.
-        if let Some((owner, _)) = b_shares.iter().find(|(o, _)| s_shares.iter().any(|(x, _)| x == o)) {
+        if let Some((owner, _)) = b_shares
+            .iter()
+            .find(|(o, _)| s_shares.iter().any(|(x, _)| x == o))
+        {
             return Err(Ctx::agg(Misbehaviour::BothSharesRequested(*owner)));
         }
-        let mut msg = UnmaskShares { round: ctx.round, sender: ctx.id, b_shares, s_shares, signature: [0; 64] };
+        let mut msg = UnmaskShares {
+            round: ctx.round,
+            sender: ctx.id,
+            b_shares,
+            s_shares,
+            signature: [0; 64],
+        };
         msg.signature = sign::sign_message(&ctx.identity, &self.session.id, &msg.body());
         Ok(msg)
     }
@@ -520,11 +708,19 @@ impl SiteRole for Site {
         self.ctx.id
     }
 
-    fn start<R: CryptoRng + ?Sized>(&mut self, input: Vec<u64>, rng: &mut R) -> Result<ToAggregator, Error> {
+    fn start<R: CryptoRng + ?Sized>(
+        &mut self,
+        input: Vec<u64>,
+        rng: &mut R,
+    ) -> Result<ToAggregator, Error> {
         Site::start(self, input, rng)
     }
 
-    fn handle<R: CryptoRng + ?Sized>(&mut self, download: ToSite, rng: &mut R) -> Result<Option<ToAggregator>, Error> {
+    fn handle<R: CryptoRng + ?Sized>(
+        &mut self,
+        download: ToSite,
+        rng: &mut R,
+    ) -> Result<Option<ToAggregator>, Error> {
         Site::handle(self, download, rng)
     }
 
@@ -561,10 +757,19 @@ fn read_session(r: &mut Reader<'_>, p: &RoundParams) -> Result<Session, DecodeEr
     for _ in 0..n {
         let sid = SiteId(r.u16("session.peer")?);
         if !p.contains(sid) || last.is_some_and(|l| l >= sid) {
-            return Err(DecodeError::InvalidValue { field: "session.peer", reason: "out of range or not ascending" });
+            return Err(DecodeError::InvalidValue {
+                field: "session.peer",
+                reason: "out of range or not ascending",
+            });
         }
         last = Some(sid);
-        peers.insert(sid, PeerKeys { c_pk: r.array("session.c_pk")?, s_pk: r.array("session.s_pk")? });
+        peers.insert(
+            sid,
+            PeerKeys {
+                c_pk: r.array("session.c_pk")?,
+                s_pk: r.array("session.s_pk")?,
+            },
+        );
     }
     Ok(Session { id, peers })
 }
@@ -579,17 +784,26 @@ fn write_held(w: &mut Writer, held: &BTreeMap<SiteId, SharePair>) {
 }
 
 fn read_pair(r: &mut Reader<'_>) -> Result<SharePair, DecodeError> {
-    Ok(SharePair { s: Zeroizing::new(r.array("share.s")?), b: Zeroizing::new(r.array("share.b")?) })
+    Ok(SharePair {
+        s: Zeroizing::new(r.array("share.s")?),
+        b: Zeroizing::new(r.array("share.b")?),
+    })
 }
 
-fn read_held(r: &mut Reader<'_>, p: &RoundParams) -> Result<BTreeMap<SiteId, SharePair>, DecodeError> {
+fn read_held(
+    r: &mut Reader<'_>,
+    p: &RoundParams,
+) -> Result<BTreeMap<SiteId, SharePair>, DecodeError> {
     let n = r.count("held.count", 1, p.n())?;
     let mut held = BTreeMap::new();
     let mut last = None;
     for _ in 0..n {
         let sid = SiteId(r.u16("held.owner")?);
         if !p.contains(sid) || last.is_some_and(|l| l >= sid) {
-            return Err(DecodeError::InvalidValue { field: "held.owner", reason: "out of range or not ascending" });
+            return Err(DecodeError::InvalidValue {
+                field: "held.owner",
+                reason: "out of range or not ascending",
+            });
         }
         last = Some(sid);
         held.insert(sid, read_pair(r)?);
@@ -611,7 +825,10 @@ fn read_input(r: &mut Reader<'_>, p: &RoundParams) -> Result<Zeroizing<Vec<u64>>
     for _ in 0..d {
         let x = r.u64("input")?;
         if x > max {
-            return Err(DecodeError::InvalidValue { field: "input", reason: "element >= 2^b" });
+            return Err(DecodeError::InvalidValue {
+                field: "input",
+                reason: "element >= 2^b",
+            });
         }
         v.push(x);
     }
@@ -682,7 +899,10 @@ impl Snapshot for Site {
         let params = RoundParams::decode(&mut r, &()).map_err(local)?;
         let digest: [u8; 32] = r.array("manifest_digest").map_err(local)?;
         if digest != ctx.manifest.digest() {
-            return Err(local(DecodeError::InvalidValue { field: "manifest_digest", reason: "snapshot is for another manifest" }));
+            return Err(local(DecodeError::InvalidValue {
+                field: "manifest_digest",
+                reason: "snapshot is for another manifest",
+            }));
         }
         let round = r.u64("round").map_err(local)?;
         let id = SiteId(r.u16("site").map_err(local)?);
@@ -700,9 +920,17 @@ impl Snapshot for Site {
                     let input = read_input(&mut r, p)?;
                     let advert = AdvertiseKeys::decode(&mut r, p)?;
                     if advert.sender != id || advert.round != round {
-                        return Err(DecodeError::InvalidValue { field: "advert", reason: "not this site's advertisement" });
+                        return Err(DecodeError::InvalidValue {
+                            field: "advert",
+                            reason: "not this site's advertisement",
+                        });
                     }
-                    State::AwaitingKeys(AwaitingKeys { c_sk, s_sk, input, advert })
+                    State::AwaitingKeys(AwaitingKeys {
+                        c_sk,
+                        s_sk,
+                        input,
+                        advert,
+                    })
                 }
                 2 => {
                     let c_sk = read_secret(&mut r, "c_sk")?;
@@ -711,9 +939,19 @@ impl Snapshot for Site {
                     let b_seed = Zeroizing::new(r.array("b_seed")?);
                     let session = read_session(&mut r, p)?;
                     let own = read_pair(&mut r)?;
-                    State::AwaitingShares(AwaitingShares { c_sk, s_sk, input, b_seed, session, own })
+                    State::AwaitingShares(AwaitingShares {
+                        c_sk,
+                        s_sk,
+                        input,
+                        b_seed,
+                        session,
+                        own,
+                    })
                 }
-                3 => State::AwaitingSurvivors(AwaitingSurvivors { session: read_session(&mut r, p)?, held: read_held(&mut r, p)? }),
+                3 => State::AwaitingSurvivors(AwaitingSurvivors {
+                    session: read_session(&mut r, p)?,
+                    held: read_held(&mut r, p)?,
+                }),
                 4 => {
                     let session = read_session(&mut r, p)?;
                     let held = read_held(&mut r, p)?;
@@ -722,15 +960,30 @@ impl Snapshot for Site {
                     for _ in 0..n {
                         let s = SiteId(r.u16("survivors")?);
                         if !p.contains(s) || survivors.last().is_some_and(|l| *l >= s) {
-                            return Err(DecodeError::InvalidValue { field: "survivors", reason: "out of range or not ascending" });
+                            return Err(DecodeError::InvalidValue {
+                                field: "survivors",
+                                reason: "out of range or not ascending",
+                            });
                         }
                         survivors.push(s);
                     }
-                    State::AwaitingUnmask(AwaitingUnmask { session, held, survivors })
+                    State::AwaitingUnmask(AwaitingUnmask {
+                        session,
+                        held,
+                        survivors,
+                    })
                 }
                 5 => State::Finished,
-                6 => State::Aborted(Error::peer(Sender::Local, Misbehaviour::Invalid("aborted before the snapshot was taken"))),
-                _ => return Err(DecodeError::InvalidValue { field: "state", reason: "unknown state tag" }),
+                6 => State::Aborted(Error::peer(
+                    Sender::Local,
+                    Misbehaviour::Invalid("aborted before the snapshot was taken"),
+                )),
+                _ => {
+                    return Err(DecodeError::InvalidValue {
+                        field: "state",
+                        reason: "unknown state tag",
+                    });
+                }
             })
         })()
         .map_err(local)?;

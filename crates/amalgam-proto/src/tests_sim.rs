@@ -38,7 +38,11 @@ fn dropouts_in_every_phase() {
 #[test]
 fn dropout_before_unmasking_still_sums_its_input() {
     let p = RoundParams::exact(7, 4, 8, 33).unwrap();
-    let r = check(SimConfig::new(p, 2, [3; 32]).drop_site(2, Phase::Unmasking).drop_site(4, Phase::Unmasking));
+    let r = check(
+        SimConfig::new(p, 2, [3; 32])
+            .drop_site(2, Phase::Unmasking)
+            .drop_site(4, Phase::Unmasking),
+    );
     assert_eq!(r.output.unwrap().contributors.len(), 7);
 }
 
@@ -46,22 +50,60 @@ fn dropout_before_unmasking_still_sums_its_input() {
 fn too_few_survivors_gives_needed_got() {
     let p = RoundParams::exact(5, 3, 8, 10).unwrap();
     let r = sim::run(
-        SimConfig::new(p, 2, [4; 32]).drop_site(0, Phase::MaskedInput).drop_site(1, Phase::MaskedInput).drop_site(2, Phase::MaskedInput),
+        SimConfig::new(p, 2, [4; 32])
+            .drop_site(0, Phase::MaskedInput)
+            .drop_site(1, Phase::MaskedInput)
+            .drop_site(2, Phase::MaskedInput),
     )
     .unwrap();
-    assert!(matches!(r.output, Err(Error::NotEnoughSites { needed: 3, got: 2, .. })), "{:?}", r.output);
+    assert!(
+        matches!(
+            r.output,
+            Err(Error::NotEnoughSites {
+                needed: 3,
+                got: 2,
+                ..
+            })
+        ),
+        "{:?}",
+        r.output
+    );
     let r = sim::run(
-        SimConfig::new(p, 2, [4; 32]).drop_site(0, Phase::Unmasking).drop_site(1, Phase::Unmasking).drop_site(2, Phase::Unmasking),
+        SimConfig::new(p, 2, [4; 32])
+            .drop_site(0, Phase::Unmasking)
+            .drop_site(1, Phase::Unmasking)
+            .drop_site(2, Phase::Unmasking),
     )
     .unwrap();
-    assert!(matches!(r.output, Err(Error::NotEnoughSites { phase: Phase::Unmasking, needed: 3, got: 2 })), "{:?}", r.output);
+    assert!(
+        matches!(
+            r.output,
+            Err(Error::NotEnoughSites {
+                phase: Phase::Unmasking,
+                needed: 3,
+                got: 2
+            })
+        ),
+        "{:?}",
+        r.output
+    );
 }
 
 #[test]
 fn modular_and_wide_sums() {
-    check(SimConfig::new(RoundParams::modular(4, 3, 20, 77).unwrap(), 1, [5; 32]).drop_site(1, Phase::MaskedInput));
-    check(SimConfig::new(RoundParams::exact(4, 3, 40, 77).unwrap(), 1, [6; 32]).drop_site(1, Phase::MaskedInput));
-    check(SimConfig::new(RoundParams::modular(3, 2, 64, 9).unwrap(), 1, [7; 32]));
+    check(
+        SimConfig::new(RoundParams::modular(4, 3, 20, 77).unwrap(), 1, [5; 32])
+            .drop_site(1, Phase::MaskedInput),
+    );
+    check(
+        SimConfig::new(RoundParams::exact(4, 3, 40, 77).unwrap(), 1, [6; 32])
+            .drop_site(1, Phase::MaskedInput),
+    );
+    check(SimConfig::new(
+        RoundParams::modular(3, 2, 64, 9).unwrap(),
+        1,
+        [7; 32],
+    ));
 }
 
 #[test]
@@ -71,14 +113,20 @@ fn harary_graph_with_dropouts() {
     req.threshold = crate::params::Threshold::new(3).unwrap();
     req.min_cohort = crate::params::MinCohort::new(6).unwrap();
     let p = RoundParams::new(req).unwrap();
-    let r = check(SimConfig::new(p, 3, [8; 32]).drop_site(0, Phase::MaskedInput).drop_site(6, Phase::ConsistencyCheck));
+    let r = check(
+        SimConfig::new(p, 3, [8; 32])
+            .drop_site(0, Phase::MaskedInput)
+            .drop_site(6, Phase::ConsistencyCheck),
+    );
     assert_eq!(r.output.unwrap().contributors.len(), 11);
 }
 
 #[test]
 fn snapshot_restore_between_every_phase() {
     let p = RoundParams::exact(6, 4, 16, 300).unwrap();
-    let mut cfg = SimConfig::new(p, 9, [9; 32]).drop_site(1, Phase::MaskedInput).drop_site(2, Phase::Unmasking);
+    let mut cfg = SimConfig::new(p, 9, [9; 32])
+        .drop_site(1, Phase::MaskedInput)
+        .drop_site(2, Phase::Unmasking);
     cfg.snapshot_between_phases = true;
     let r = check(cfg);
     assert_eq!(r.output.unwrap().contributors.len(), 5);

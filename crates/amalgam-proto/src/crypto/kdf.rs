@@ -28,7 +28,10 @@ pub fn round_context(manifest: &Manifest, params: &RoundParams, round: u64) -> [
 
 /// Spec §4.2 `session_id = SHA-256(SESSION || round_context || u32 count || adverts...)`,
 /// adverts being the exact bytes of the accepted AdvertiseKeys messages, ascending sender.
-pub fn session_id<'a>(round_context: &[u8; 32], adverts: impl ExactSizeIterator<Item = &'a [u8]>) -> [u8; 32] {
+pub fn session_id<'a>(
+    round_context: &[u8; 32],
+    adverts: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(labels::SESSION);
     h.update(round_context);
@@ -50,7 +53,12 @@ fn hkdf32(salt: &[u8; 32], ikm: &[u8], info: &[u8]) -> Key32 {
 
 /// Spec §4.4: key encrypting the shares that `sender` sends to `recipient`.
 /// `ikm` is X25519(c_sk, c_pk') (the same for both directions; the info orders them).
-pub fn share_key(session_id: &[u8; 32], ikm: &[u8; 32], sender: SiteId, recipient: SiteId) -> Key32 {
+pub fn share_key(
+    session_id: &[u8; 32],
+    ikm: &[u8; 32],
+    sender: SiteId,
+    recipient: SiteId,
+) -> Key32 {
     let mut info = Vec::with_capacity(labels::KDF_SHARE_KEY.len() + 4);
     info.extend_from_slice(labels::KDF_SHARE_KEY);
     info.extend_from_slice(&sender.0.to_be_bytes());
@@ -81,7 +89,11 @@ pub fn pair_mask_key(
     b: SiteId,
 ) -> Key32 {
     let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-    hkdf32(session_id, ikm, &mask_info(labels::KDF_PAIR_MASK, params, round, &[lo, hi]))
+    hkdf32(
+        session_id,
+        ikm,
+        &mask_info(labels::KDF_PAIR_MASK, params, round, &[lo, hi]),
+    )
 }
 
 /// Spec §4.5: PRG key of `owner`'s self mask, from its 32-byte seed b.
@@ -92,7 +104,11 @@ pub fn self_mask_key(
     round: u64,
     owner: SiteId,
 ) -> Key32 {
-    hkdf32(session_id, seed, &mask_info(labels::KDF_SELF_MASK, params, round, &[owner]))
+    hkdf32(
+        session_id,
+        seed,
+        &mask_info(labels::KDF_SELF_MASK, params, round, &[owner]),
+    )
 }
 
 /// Spec §4.6: commitment to the self-mask seed, checked after recovery.
@@ -117,11 +133,26 @@ mod tests {
         let a = pair_mask_key(&sid, &ikm, &p, 1, SiteId(0), SiteId(1));
         let b = pair_mask_key(&sid, &ikm, &p, 1, SiteId(1), SiteId(0));
         assert_eq!(*a, *b, "pair key is symmetric");
-        assert_ne!(*a, *pair_mask_key(&sid, &ikm, &p, 2, SiteId(0), SiteId(1)), "round separates");
-        assert_ne!(*a, *pair_mask_key(&[8; 32], &ikm, &p, 1, SiteId(0), SiteId(1)), "session separates");
+        assert_ne!(
+            *a,
+            *pair_mask_key(&sid, &ikm, &p, 2, SiteId(0), SiteId(1)),
+            "round separates"
+        );
+        assert_ne!(
+            *a,
+            *pair_mask_key(&[8; 32], &ikm, &p, 1, SiteId(0), SiteId(1)),
+            "session separates"
+        );
         assert_ne!(*a, *self_mask_key(&sid, &ikm, &p, 1, SiteId(0)));
-        assert_ne!(*share_key(&sid, &ikm, SiteId(0), SiteId(1)), *share_key(&sid, &ikm, SiteId(1), SiteId(0)));
+        assert_ne!(
+            *share_key(&sid, &ikm, SiteId(0), SiteId(1)),
+            *share_key(&sid, &ikm, SiteId(1), SiteId(0))
+        );
         let p2 = RoundParams::exact(4, 3, 8, 17).unwrap();
-        assert_ne!(*a, *pair_mask_key(&sid, &ikm, &p2, 1, SiteId(0), SiteId(1)), "length separates");
+        assert_ne!(
+            *a,
+            *pair_mask_key(&sid, &ikm, &p2, 1, SiteId(0), SiteId(1)),
+            "length separates"
+        );
     }
 }

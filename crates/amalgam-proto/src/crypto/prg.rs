@@ -40,7 +40,10 @@ impl Keystream {
             let n = chunk.len();
             // ChaCha20 is a stream cipher (block size 1): output length == input length.
             #[allow(clippy::expect_used)]
-            let written = self.crypter.update(&ZEROS[..n], chunk).expect("ChaCha20 update");
+            let written = self
+                .crypter
+                .update(&ZEROS[..n], chunk)
+                .expect("ChaCha20 update");
             debug_assert_eq!(written, n);
         }
     }
@@ -65,7 +68,21 @@ mod tests {
 
     #[test]
     fn openssl_matches_rand_chacha() {
-        for (i, len) in [0usize, 1, 63, 64, 65, 127, 1000, 4096, 16 * 1024 + 3, 100_003].iter().enumerate() {
+        for (i, len) in [
+            0usize,
+            1,
+            63,
+            64,
+            65,
+            127,
+            1000,
+            4096,
+            16 * 1024 + 3,
+            100_003,
+        ]
+        .iter()
+        .enumerate()
+        {
             let mut key = [0u8; 32];
             for (j, b) in key.iter_mut().enumerate() {
                 *b = (i * 37 + j * 11) as u8;
@@ -105,7 +122,10 @@ mod tests {
         keystream(&[0u8; 32], &mut out);
         assert_eq!(
             out,
-            [0x76, 0xb8, 0xe0, 0xad, 0xa0, 0xf1, 0x3d, 0x90, 0x40, 0x5d, 0x6a, 0xe5, 0x53, 0x86, 0xbd, 0x28]
+            [
+                0x76, 0xb8, 0xe0, 0xad, 0xa0, 0xf1, 0x3d, 0x90, 0x40, 0x5d, 0x6a, 0xe5, 0x53, 0x86,
+                0xbd, 0x28
+            ]
         );
     }
 }

@@ -66,7 +66,10 @@ pub fn split<R: CryptoRng + ?Sized>(
     check_xs(xs.iter().copied())?;
     let max_x = xs.iter().copied().max().unwrap_or(0);
     let mut rng = rng;
-    let all: Vec<Share> = Sharks(t8).dealer_rng(secret, &mut rng).take(usize::from(max_x)).collect();
+    let all: Vec<Share> = Sharks(t8)
+        .dealer_rng(secret, &mut rng)
+        .take(usize::from(max_x))
+        .collect();
     let mut out = Vec::with_capacity(xs.len());
     for &x in xs {
         let share = &all[usize::from(x) - 1];
@@ -101,7 +104,10 @@ pub fn recover(t: usize, shares: &[SecretShare]) -> Result<Zeroizing<[u8; 32]>, 
     }
     check_xs(shares.iter().map(|s| s.x))?;
     if shares.len() < t {
-        return Err(ShamirError::TooFew { needed: t, got: shares.len() });
+        return Err(ShamirError::TooFew {
+            needed: t,
+            got: shares.len(),
+        });
     }
     let mut bshares = Vec::with_capacity(t);
     for s in &shares[..t] {
@@ -112,9 +118,15 @@ pub fn recover(t: usize, shares: &[SecretShare]) -> Result<Zeroizing<[u8; 32]>, 
         let share = Share::try_from(bytes.as_slice()).map_err(|_| ShamirError::ZeroX)?;
         bshares.push(share);
     }
-    let secret = Zeroizing::new(
-        Sharks(t8).recover(bshares.iter()).map_err(|_| ShamirError::TooFew { needed: t, got: shares.len() })?,
-    );
+    let secret =
+        Zeroizing::new(
+            Sharks(t8)
+                .recover(bshares.iter())
+                .map_err(|_| ShamirError::TooFew {
+                    needed: t,
+                    got: shares.len(),
+                })?,
+        );
     let mut out = Zeroizing::new([0u8; 32]);
     out.copy_from_slice(&secret);
     Ok(out)
@@ -127,7 +139,11 @@ pub fn recover_checked(
     check: impl Fn(&[u8; 32]) -> bool,
 ) -> Result<Zeroizing<[u8; 32]>, ShamirError> {
     let s = recover(t, shares)?;
-    if check(&s) { Ok(s) } else { Err(ShamirError::Mismatch) }
+    if check(&s) {
+        Ok(s)
+    } else {
+        Err(ShamirError::Mismatch)
+    }
 }
 
 #[cfg(test)]
@@ -150,7 +166,10 @@ mod tests {
         let mut mixed = vec![shares[9].clone(), shares[0].clone(), shares[5].clone()];
         mixed.extend_from_slice(&shares[2..5]);
         assert_eq!(*recover(6, &mixed).unwrap(), secret);
-        assert!(matches!(recover(6, &shares[..5]), Err(ShamirError::TooFew { needed: 6, got: 5 })));
+        assert!(matches!(
+            recover(6, &shares[..5]),
+            Err(ShamirError::TooFew { needed: 6, got: 5 })
+        ));
     }
 
     #[test]
@@ -168,10 +187,22 @@ mod tests {
         let shares = split(&secret, 2, &[1, 2, 3], &mut rng()).unwrap();
         let dup = vec![shares[0].clone(), shares[0].clone()];
         assert_eq!(recover(2, &dup), Err(ShamirError::DuplicateX(1)));
-        let zero = vec![SecretShare { x: 0, y: Zeroizing::new([1; 32]) }, shares[1].clone()];
+        let zero = vec![
+            SecretShare {
+                x: 0,
+                y: Zeroizing::new([1; 32]),
+            },
+            shares[1].clone(),
+        ];
         assert_eq!(recover(2, &zero), Err(ShamirError::ZeroX));
-        assert_eq!(split(&secret, 2, &[0, 1], &mut rng()).unwrap_err(), ShamirError::ZeroX);
-        assert_eq!(split(&secret, 2, &[4, 4], &mut rng()).unwrap_err(), ShamirError::DuplicateX(4));
+        assert_eq!(
+            split(&secret, 2, &[0, 1], &mut rng()).unwrap_err(),
+            ShamirError::ZeroX
+        );
+        assert_eq!(
+            split(&secret, 2, &[4, 4], &mut rng()).unwrap_err(),
+            ShamirError::DuplicateX(4)
+        );
     }
 
     #[test]
@@ -179,7 +210,10 @@ mod tests {
         let secret = [9u8; 32];
         let mut shares = split(&secret, 2, &[1, 2, 3], &mut rng()).unwrap();
         shares[0].y[0] ^= 1;
-        assert_eq!(recover_checked(2, &shares, |s| *s == secret), Err(ShamirError::Mismatch));
+        assert_eq!(
+            recover_checked(2, &shares, |s| *s == secret),
+            Err(ShamirError::Mismatch)
+        );
         assert!(recover_checked(2, &shares[1..], |s| *s == secret).is_ok());
     }
 }

@@ -59,7 +59,13 @@ pub fn seal(
     // Encryption of 68 bytes cannot fail.
     #[allow(clippy::expect_used)]
     let ct = cipher
-        .encrypt(&Nonce::from([0u8; 12]), Payload { msg: pt.as_ref(), aad: &aad })
+        .encrypt(
+            &Nonce::from([0u8; 12]),
+            Payload {
+                msg: pt.as_ref(),
+                aad: &aad,
+            },
+        )
         .expect("ChaCha20-Poly1305 encryption");
     let mut out = [0u8; CIPHERTEXT_LEN];
     out.copy_from_slice(&ct);
@@ -78,7 +84,11 @@ pub fn open(
 ) -> Option<SharePair> {
     let cipher = ChaCha20Poly1305::new(&Key::from(*key));
     let aad = aad(session_id, round, sender, recipient);
-    let pt = Zeroizing::new(cipher.decrypt(&Nonce::from([0u8; 12]), Payload { msg: ct, aad: &aad }).ok()?);
+    let pt = Zeroizing::new(
+        cipher
+            .decrypt(&Nonce::from([0u8; 12]), Payload { msg: ct, aad: &aad })
+            .ok()?,
+    );
     if pt.len() != PLAINTEXT_LEN
         || pt[0..2] != sender.0.to_be_bytes()
         || pt[2..4] != recipient.0.to_be_bytes()
@@ -100,16 +110,31 @@ mod tests {
     fn round_trip_and_binding() {
         let key = [5u8; 32];
         let sid = [6u8; 32];
-        let pair = SharePair { s: Zeroizing::new([1; 32]), b: Zeroizing::new([2; 32]) };
+        let pair = SharePair {
+            s: Zeroizing::new([1; 32]),
+            b: Zeroizing::new([2; 32]),
+        };
         let ct = seal(&key, &sid, 3, SiteId(1), SiteId(2), &pair);
         assert_eq!(open(&key, &sid, 3, SiteId(1), SiteId(2), &ct), Some(pair));
-        assert!(open(&key, &sid, 4, SiteId(1), SiteId(2), &ct).is_none(), "round bound");
-        assert!(open(&key, &[7; 32], 3, SiteId(1), SiteId(2), &ct).is_none(), "session bound");
-        assert!(open(&key, &sid, 3, SiteId(2), SiteId(1), &ct).is_none(), "direction bound");
+        assert!(
+            open(&key, &sid, 4, SiteId(1), SiteId(2), &ct).is_none(),
+            "round bound"
+        );
+        assert!(
+            open(&key, &[7; 32], 3, SiteId(1), SiteId(2), &ct).is_none(),
+            "session bound"
+        );
+        assert!(
+            open(&key, &sid, 3, SiteId(2), SiteId(1), &ct).is_none(),
+            "direction bound"
+        );
         for bit in [0usize, 100, 8 * CIPHERTEXT_LEN - 1] {
             let mut bad = ct;
             bad[bit / 8] ^= 1 << (bit % 8);
-            assert!(open(&key, &sid, 3, SiteId(1), SiteId(2), &bad).is_none(), "bit {bit}");
+            assert!(
+                open(&key, &sid, 3, SiteId(1), SiteId(2), &bad).is_none(),
+                "bit {bit}"
+            );
         }
     }
 }

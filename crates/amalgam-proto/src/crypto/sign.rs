@@ -27,7 +27,8 @@ pub fn sign_message(key: &SigningKey, context: &[u8; 32], body: &[u8]) -> [u8; 6
 
 /// Verifies a message body signature (strict).
 pub fn verify_message(key: &VerifyingKey, context: &[u8; 32], body: &[u8], sig: &[u8; 64]) -> bool {
-    key.verify_strict(&message_input(context, body), &Signature::from_bytes(sig)).is_ok()
+    key.verify_strict(&message_input(context, body), &Signature::from_bytes(sig))
+        .is_ok()
 }
 
 /// Canonical encoding of a survivor set: u32 count || ascending u16 ids.
@@ -54,8 +55,17 @@ pub fn sign_survivors(key: &SigningKey, session_id: &[u8; 32], set: &[SiteId]) -
 }
 
 /// Verifies a survivor-set signature (strict).
-pub fn verify_survivors(key: &VerifyingKey, session_id: &[u8; 32], set: &[SiteId], sig: &[u8; 64]) -> bool {
-    key.verify_strict(&consistency_input(session_id, set), &Signature::from_bytes(sig)).is_ok()
+pub fn verify_survivors(
+    key: &VerifyingKey,
+    session_id: &[u8; 32],
+    set: &[SiteId],
+    sig: &[u8; 64],
+) -> bool {
+    key.verify_strict(
+        &consistency_input(session_id, set),
+        &Signature::from_bytes(sig),
+    )
+    .is_ok()
 }
 
 #[cfg(test)]
@@ -74,6 +84,9 @@ mod tests {
         let s = sign_survivors(&sk, &[2; 32], &set);
         assert!(verify_survivors(&vk, &[2; 32], &set, &s));
         assert!(!verify_survivors(&vk, &[2; 32], &[SiteId(0)], &s));
-        assert!(!verify_message(&vk, &[2; 32], &survivor_set_bytes(&set), &s), "labels separate");
+        assert!(
+            !verify_message(&vk, &[2; 32], &survivor_set_bytes(&set), &s),
+            "labels separate"
+        );
     }
 }
