@@ -671,3 +671,107 @@ fn transcript_directions_are_consistent() {
         }
     }
 }
+
+#[test]
+fn snapshots_are_untrusted_input() {
+    // Every truncation and many single-bit flips of real snapshots, at every phase, must be
+    // refused or restored without panicking; the intact snapshot restores to the same bytes.
+    use amalgam_proto::{Aggregator, Site, SiteRestore};
+    let r = record(params5(), 1);
+    let ctx = SiteRestore {
+        identity: r.consortium.identity(SiteId(1)).clone(),
+        manifest: r.consortium.manifest().clone(),
+    };
+    for phase in [
+        Phase::AdvertiseKeys,
+        Phase::ShareKeys,
+        Phase::MaskedInput,
+        Phase::ConsistencyCheck,
+        Phase::Unmasking,
+    ] {
+        let agg = r.aggregator_at(phase).unwrap().snapshot();
+        let site = r.site_at(SiteId(1), phase).unwrap().0.snapshot();
+        assert_eq!(
+            Aggregator::restore(&agg, r.consortium.manifest())
+                .unwrap()
+                .snapshot(),
+            agg
+        );
+        assert_eq!(Site::restore(&site, &ctx).unwrap().snapshot(), site);
+        for len in 0..agg.len() {
+            assert!(Aggregator::restore(&agg[..len], r.consortium.manifest()).is_err());
+        }
+        for len in 0..site.len() {
+            assert!(Site::restore(&site[..len], &ctx).is_err());
+        }
+        for bit in (0..8 * agg.len()).step_by(37) {
+            let mut b = agg.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            let _ = Aggregator::restore(&b, r.consortium.manifest());
+        }
+        for bit in (0..8 * site.len()).step_by(13) {
+            let mut b = site.clone();
+            b[bit / 8] ^= 1 << (bit % 8);
+            let _ = Site::restore(&b, &ctx);
+        }
+        let mut long = agg.clone();
+        long.push(0);
+        assert!(matches!(
+            Aggregator::restore(&long, r.consortium.manifest()),
+            Err(Error::Decode {
+                sender: Sender::Local,
+                ..
+            })
+        ));
+    }
+    // A snapshot restored with another site's identity is refused.
+    let snap = r
+        .site_at(SiteId(1), Phase::MaskedInput)
+        .unwrap()
+        .0
+        .snapshot();
+    let other = SiteRestore {
+        identity: r.consortium.identity(SiteId(2)).clone(),
+        manifest: r.consortium.manifest().clone(),
+    };
+    assert!(Site::restore(&snap, &other).is_err());
+}
+
+#[test]
+fn aggregator_restarted_mid_phase_finishes_the_round() {
+    use amalgam_proto::Aggregator;
+    use amalgam_proto::roles::AggregatorStep;
+    let r = RecordedRound::record(
+        SimConfig::new(params5(), 4, [0x22; 32]).drop_site(3, Phase::Unmasking),
+    );
+    let want = r.output.as_ref().unwrap().clone();
+    let mut agg = r.aggregator_at(Phase::AdvertiseKeys).unwrap();
+    let mut out = None;
+    for phase in [
+        Phase::AdvertiseKeys,
+        Phase::ShareKeys,
+        Phase::MaskedInput,
+        Phase::ConsistencyCheck,
+        Phase::Unmasking,
+    ] {
+        for (k, env) in r.uploads(phase).enumerate() {
+            agg.receive_bytes(env.site, &env.bytes).unwrap();
+            if k == 1 {
+                // The service persists after every accepted message; the process restarts.
+                let snap = agg.snapshot();
+                agg = Aggregator::restore(&snap, r.consortium.manifest()).unwrap();
+                // The restored aggregator still refuses the duplicate.
+                let e = agg.receive_bytes(env.site, &env.bytes).unwrap_err();
+                assert_eq!(peer_err(&e).1, Misbehaviour::Duplicate);
+            }
+        }
+        if let AggregatorStep::Finished(o) = agg.close_phase().unwrap() {
+            out = Some(o);
+        }
+    }
+    assert_eq!(out.unwrap(), want);
+    assert!(
+        want.contributors.contains(&SiteId(3)),
+        "a site dropping before unmasking still counts"
+    );
+}
