@@ -18,6 +18,7 @@ use amalgam_proto::{AggregatorRole, AggregatorStep, DecodeError, SiteId, Snapsho
 use crate::ciphertext::CiphertextSum;
 use crate::consortium::HeConsortium;
 use crate::error::HeError;
+use crate::fallback::HePlan;
 use crate::messages::{AggregateClaim, SignedContribution};
 use crate::wire::SNAPSHOT_HE_AGGREGATOR;
 
@@ -37,6 +38,7 @@ pub struct HeAggregator {
     closing: Closing,
     sum: CiphertextSum,
     contributors: BTreeSet<SiteId>,
+    invited: Option<BTreeSet<SiteId>>,
     finished: bool,
 }
 
@@ -59,8 +61,20 @@ impl HeAggregator {
             closing,
             sum,
             contributors: BTreeSet::new(),
+            invited: None,
             finished: false,
         })
+    }
+
+    /// Opens the round a [`HePlan`] describes: only its invited sites may contribute (an HE
+    /// re-run after a masking abort runs among the remaining sites only).
+    pub fn for_plan(consortium: HeConsortium, plan: &HePlan) -> Result<Self, HeError> {
+        for &site in &plan.invited {
+            consortium.sites().key(site)?;
+        }
+        let mut agg = Self::new(consortium, plan.round, plan.closing)?;
+        agg.invited = Some(plan.invited.clone());
+        Ok(agg)
     }
 
     /// Whether an asynchronous round reached its target (it then accepts nothing more).
@@ -89,6 +103,9 @@ impl AggregatorRole for HeAggregator {
         let identity = self
             .consortium
             .check_origin(c.round, self.round, c.site, &c.key)?;
+        if self.invited.as_ref().is_some_and(|i| !i.contains(&c.site)) {
+            return Err(HeError::NotInvited { site: c.site.0 });
+        }
         if self.contributors.contains(&c.site) {
             return Err(HeError::DuplicateContribution { site: c.site.0 });
         }
@@ -148,10 +165,14 @@ impl Snapshot for HeAggregator {
             }
         }
         w.bool(self.finished);
-        w.count(self.contributors.len());
-        for s in &self.contributors {
-            w.u16(s.0);
+        match &self.invited {
+            None => w.u8(0),
+            Some(invited) => {
+                w.u8(1);
+                write_sites(&mut w, invited);
+            }
         }
+        write_sites(&mut w, &self.contributors);
         self.sum.encode(&mut w);
         w.into_bytes()
     }
@@ -174,20 +195,29 @@ impl Snapshot for HeAggregator {
         };
         let finished = r.bool("snapshot.finished")?;
         let params = consortium.params();
-        let count = r.count("snapshot.contributors", 0, params.max_sites() as usize)?;
-        let mut contributors = BTreeSet::new();
-        for _ in 0..count {
-            let site = SiteId(r.u16("snapshot.contributors")?);
-            consortium.sites().key(site)?;
-            if contributors.last().is_some_and(|p| *p >= site) {
+        let invited = match r.u8("snapshot.invited")? {
+            0 => None,
+            1 => Some(read_sites(
+                &mut r,
+                consortium,
+                "snapshot.invited",
+                usize::from(u16::MAX),
+            )?),
+            _ => {
                 return Err(DecodeError::InvalidValue {
-                    field: "snapshot.contributors",
-                    reason: "not strictly increasing",
+                    field: "snapshot.invited",
+                    reason: "must be 0 or 1",
                 }
                 .into());
             }
-            contributors.insert(site);
-        }
+        };
+        let contributors = read_sites(
+            &mut r,
+            consortium,
+            "snapshot.contributors",
+            params.max_sites() as usize,
+        )?;
+        let count = contributors.len();
         let sum = CiphertextSum::decode(&mut r, params)?;
         r.finish("HeAggregatorSnapshot")?;
         if sum.sites() as usize != count {
@@ -201,6 +231,39 @@ impl Snapshot for HeAggregator {
         agg.sum = sum;
         agg.contributors = contributors;
         agg.finished = finished;
+        agg.invited = invited;
         Ok(agg)
     }
+}
+
+/// Count (u32) then strictly increasing site ids (u16).
+fn write_sites(w: &mut Writer, sites: &BTreeSet<SiteId>) {
+    w.count(sites.len());
+    for s in sites {
+        w.u16(s.0);
+    }
+}
+
+/// Reads what [`write_sites`] wrote: at most `max` manifest sites, strictly increasing.
+fn read_sites(
+    r: &mut Reader<'_>,
+    consortium: &HeConsortium,
+    field: &'static str,
+    max: usize,
+) -> Result<BTreeSet<SiteId>, HeError> {
+    let count = r.count(field, 0, max)?;
+    let mut sites = BTreeSet::new();
+    for _ in 0..count {
+        let site = SiteId(r.u16(field)?);
+        consortium.sites().key(site)?;
+        if sites.last().is_some_and(|p| *p >= site) {
+            return Err(DecodeError::InvalidValue {
+                field,
+                reason: "not strictly increasing",
+            }
+            .into());
+        }
+        sites.insert(site);
+    }
+    Ok(sites)
 }

@@ -220,6 +220,18 @@ pub enum HeError {
         /// Maximum cohort.
         max: u32,
     },
+    /// A masking abort that an HE re-run does not cure (anything but too few sites).
+    #[error("masking round aborted with `{cause}`: not re-run with HE")]
+    NoFallback {
+        /// Error code of the masking abort.
+        cause: &'static str,
+    },
+    /// A contribution from a site not invited to this round (HE re-run among survivors).
+    #[error("site {site} is not among the sites invited to this round")]
+    NotInvited {
+        /// The uninvited site.
+        site: u16,
+    },
     /// A key file could not be written or read.
     #[error("key file {path}: {reason}")]
     KeyFile {
@@ -243,7 +255,8 @@ impl HeError {
             | Self::MinCohortTooLarge { .. }
             | Self::BadIdentity { .. }
             | Self::ManifestSize { .. }
-            | Self::TargetOutOfRange { .. } => Fault::LocalMisuse,
+            | Self::TargetOutOfRange { .. }
+            | Self::NoFallback { .. } => Fault::LocalMisuse,
             Self::Decode(DecodeError::UnsupportedVersion { .. }) | Self::KeyMismatch { .. } => {
                 Fault::Incompatible
             }
@@ -253,6 +266,7 @@ impl HeError {
             | Self::SumOutOfRange { .. }
             | Self::BadSignature { .. }
             | Self::UnknownSite { .. }
+            | Self::NotInvited { .. }
             | Self::WrongRound { .. }
             | Self::DuplicateContribution { .. }
             | Self::RoundClosed { .. }
@@ -292,6 +306,8 @@ impl HeError {
             Self::AlreadyDecrypted { .. } => "he.peer.already_decrypted",
             Self::ContributorMismatch { .. } => "he.peer.contributor_mismatch",
             Self::MaskSumMismatch { .. } => "he.peer.mask_sum_mismatch",
+            Self::NoFallback { .. } => "he.misuse.no_fallback",
+            Self::NotInvited { .. } => "he.peer.not_invited",
         }
     }
 }

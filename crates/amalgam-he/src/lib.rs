@@ -18,6 +18,7 @@ pub mod decrypt;
 pub mod decryptor;
 pub mod encrypt;
 pub mod error;
+pub mod fallback;
 pub mod keyfile;
 pub mod keys;
 pub mod messages;

@@ -151,3 +151,67 @@ fn aggregator_snapshot_restores_the_round() {
         Err(HeError::Decode(_))
     ));
 }
+
+#[test]
+fn masking_abort_is_rerun_as_he_among_the_remaining_sites_and_charged_twice() {
+    use amalgam_he::fallback::{Reason, after_masking_abort};
+    use amalgam_proto::Snapshot;
+    use amalgam_proto::{Error as MaskingError, Phase};
+    let mut w = world(6, 3, 13);
+    let too_few = MaskingError::Aborted(Box::new(MaskingError::NotEnoughSites {
+        phase: Phase::Unmasking,
+        needed: 4,
+        got: 3,
+    }));
+    let remaining = [SiteId(1), SiteId(3), SiteId(4)];
+    let plan = after_masking_abort(&too_few, 10, 11, &remaining, &w.consortium).unwrap();
+    assert_eq!(plan.reason, Reason::MaskingAborted { masking_round: 10 });
+    assert_eq!(plan.charged_attempts, 2);
+    assert_eq!(plan.closing, Closing::OnTargetOrDeadline(3));
+
+    // Not curable by HE, too few remaining, same round number: refused.
+    let misuse = MaskingError::Misuse(amalgam_proto::Misuse::Other("x"));
+    assert!(matches!(
+        after_masking_abort(&misuse, 10, 11, &remaining, &w.consortium),
+        Err(HeError::NoFallback { .. })
+    ));
+    assert!(matches!(
+        after_masking_abort(&too_few, 10, 11, &remaining[..2], &w.consortium),
+        Err(HeError::CohortTooSmall { have: 2, need: 3 })
+    ));
+    assert!(after_masking_abort(&too_few, 10, 10, &remaining, &w.consortium).is_err());
+
+    // The HE round accepts only the remaining sites, also after a restart.
+    let mut agg = HeAggregator::for_plan(w.consortium.clone(), &plan).unwrap();
+    let contribute = |w: &mut common::World, i: usize| {
+        let id = SigningKey::from_bytes(&w.identities[i].to_bytes());
+        let mut s = HeSite::new(
+            w.consortium.clone(),
+            11,
+            SiteId(i as u16),
+            id,
+            w.public.clone(),
+        )
+        .unwrap();
+        let x: Vec<u64> = vec![i as u64; D as usize];
+        s.start(x, &mut w.rng).unwrap()
+    };
+    let outsider = contribute(&mut w, 0);
+    assert!(matches!(
+        agg.receive(outsider.clone()),
+        Err(HeError::NotInvited { site: 0 })
+    ));
+    agg.receive(contribute(&mut w, 1)).unwrap();
+    let mut agg = HeAggregator::restore(&agg.snapshot(), &w.consortium).unwrap();
+    assert!(matches!(
+        agg.receive(outsider),
+        Err(HeError::NotInvited { site: 0 })
+    ));
+    agg.receive(contribute(&mut w, 3)).unwrap();
+    agg.receive(contribute(&mut w, 4)).unwrap();
+    assert!(agg.target_reached());
+    let Ok(AggregatorStep::Finished(claim)) = agg.close_phase() else {
+        panic!("did not close")
+    };
+    assert_eq!(claim.contributors, remaining.to_vec());
+}
