@@ -8,7 +8,8 @@
 //! `Δ = 2^(64-P)`. A sum of `K_max` inputs of `b` bits fits in `P` bits, so the aggregate never
 //! wraps; the remaining `64 - P` bits must absorb the encryption noise of `K_max` ciphertexts.
 
-use amalgam_proto::{InputBits, VectorLen};
+use amalgam_proto::codec::{Decode, Encode, Reader, Writer};
+use amalgam_proto::{DecodeError, InputBits, VectorLen};
 
 use crate::error::HeError;
 use crate::noise::NoiseBudget;
@@ -117,6 +118,38 @@ impl HeParams {
     }
 }
 
+impl Encode for HeParams {
+    /// Input width `b` (u8), largest cohort `K_max` (u32), vector length `d` (u32); embedded in
+    /// configurations and snapshots, so no header. `P` is derived, not sent.
+    fn encode(&self, w: &mut Writer) {
+        w.u8(self.input_bits as u8);
+        w.u32(self.max_sites);
+        w.u32(self.vector_len);
+    }
+}
+
+impl Decode for HeParams {
+    type Context = ();
+    const NAME: &'static str = "HeParams";
+
+    /// Decodes and re-runs every check of [`HeParams::new`], the noise budget included.
+    fn decode(r: &mut Reader<'_>, _: &()) -> Result<Self, DecodeError> {
+        let refused = |field| {
+            move |_| DecodeError::InvalidValue {
+                field,
+                reason: "refused parameter",
+            }
+        };
+        let b = InputBits::new(r.u8("he_params.b")?).map_err(refused("he_params.b"))?;
+        let k = r.u32("he_params.max_sites")?;
+        let d = VectorLen::new(r.u32("he_params.d")?).map_err(refused("he_params.d"))?;
+        HeParams::new(b, k, d).map_err(|_| DecodeError::InvalidValue {
+            field: "he_params",
+            reason: "refused parameter set (range or noise budget)",
+        })
+    }
+}
+
 /// `ceil(log2 x)` for `x >= 1`.
 pub(crate) fn ceil_log2(x: u32) -> u32 {
     if x <= 1 {
@@ -197,6 +230,27 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(err.to_string().contains("2^"));
+    }
+
+    #[test]
+    fn encoding_round_trips_and_decoding_rechecks_the_budget() {
+        let p = he_params(16, 1000, 4096).unwrap();
+        let bytes = p.to_bytes();
+        assert_eq!(bytes, [16, 0, 0, 0x03, 0xe8, 0, 0, 0x10, 0]);
+        assert_eq!(HeParams::from_bytes(&bytes, &()).unwrap(), p);
+        let mut too_wide = bytes.clone();
+        too_wide[0] = 32;
+        assert!(matches!(
+            HeParams::from_bytes(&too_wide, &()),
+            Err(DecodeError::InvalidValue {
+                field: "he_params",
+                ..
+            })
+        ));
+        assert!(matches!(
+            HeParams::from_bytes(&bytes[..8], &()),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 
     #[test]
