@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
@@ -627,8 +628,10 @@ fn unmask(
     for u in survivors {
         let commitment = routing.commitments.get(u).copied().unwrap_or([0; 32]);
         let shares = b_by_owner.get(u).map_or(&[][..], Vec::as_slice);
-        let b = shamir::recover_checked(t, shares, |b| kdf::b_commitment(sid, *u, b) == commitment)
-            .map_err(|_| site_err(*u, Misbehaviour::RecoveredSecretMismatch(*u)))?;
+        let b = shamir::recover_checked(t, shares, |b| {
+            bool::from(kdf::b_commitment(sid, *u, b).ct_eq(&commitment))
+        })
+        .map_err(|_| site_err(*u, Misbehaviour::RecoveredSecretMismatch(*u)))?;
         terms.push(MaskTerm {
             key: kdf::self_mask_key(sid, &b, p, ctx.round, *u),
             sign: MaskSign::Subtract,
@@ -638,7 +641,11 @@ fn unmask(
         let advertised = session.adverts.get(v).map_or([0; 32], |a| a.s_pk);
         let shares = s_by_owner.get(v).map_or(&[][..], Vec::as_slice);
         let s_sk = shamir::recover_checked(t, shares, |s| {
-            PublicKey::from(&StaticSecret::from(*s)).to_bytes() == advertised
+            bool::from(
+                PublicKey::from(&StaticSecret::from(*s))
+                    .to_bytes()
+                    .ct_eq(&advertised),
+            )
         })
         .map_err(|_| site_err(*v, Misbehaviour::RecoveredSecretMismatch(*v)))?;
         let s_sk = StaticSecret::from(*s_sk);
