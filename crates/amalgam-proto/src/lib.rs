@@ -3,6 +3,40 @@
 //!
 //! Normative specification: `protocol-spec/secagg.md`. No I/O, no clock, no OS randomness:
 //! the caller passes a [`rand_core::CryptoRng`] and decides when each phase closes.
+//!
+//! # Map
+//!
+//! * [`params`]: validated newtypes ([`RoundParams`], [`Manifest`], [`SiteId`]...); unsafe sets
+//!   are refused with a [`ParamError`] that says why.
+//! * [`site::Site`] and [`aggregator::Aggregator`]: the state machines. Drive a site with
+//!   [`Site::start`] then [`Site::handle`] / [`Site::handle_bytes`]; the aggregator with
+//!   [`Aggregator::receive`] / [`Aggregator::receive_bytes`] and [`Aggregator::close_phase`]
+//!   (closing a phase with whoever answered is how dropouts happen). Both implement the
+//!   scheme-agnostic [`roles`] traits and [`Snapshot`].
+//! * [`messages`]: every message and its canonical encoding over the public [`codec`].
+//! * [`masking`]: chunked mask expansion ([`masking::mask_and_pack`], [`masking::unmask_sum`]);
+//!   [`crypto::prg`] the ChaCha20 keystream (OpenSSL, cross-checked against `rand_chacha`);
+//!   [`packing`] the B-bit packing.
+//! * [`sim`]: an in-memory consortium with dropout schedules and tamper hooks.
+//!
+//! # Example
+//!
+//! ```
+//! use amalgam_proto::sim::{self, SimConfig};
+//! use amalgam_proto::{Phase, RoundParams};
+//!
+//! // 10 sites, threshold 6, 16-bit inputs, exact sums (B = 20), 1000 elements.
+//! let params = RoundParams::exact(10, 6, 16, 1000)?;
+//! let config = SimConfig::new(params, 1, [7; 32])
+//!     .drop_site(2, Phase::MaskedInput) // before sending its masked input: not in the sum
+//!     .drop_site(5, Phase::Unmasking); // after: its input counts, its b is recovered
+//! let inputs = config.inputs.clone();
+//! let report = sim::run(config)?;
+//! let out = report.output?;
+//! assert_eq!(out.contributors.len(), 9);
+//! assert_eq!(out.sum, sim::plaintext_sum(&params, &inputs, &out.contributors));
+//! # Ok::<(), amalgam_proto::Error>(())
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod aggregator;

@@ -85,7 +85,7 @@ pub fn random_inputs(params: &RoundParams, seed: &[u8; 32]) -> Vec<Vec<u64>> {
         .collect()
 }
 
-/// Σ inputs[u] mod 2^B over `sites`.
+/// Σ `inputs[u]` mod 2^B over `sites`.
 pub fn plaintext_sum(params: &RoundParams, inputs: &[Vec<u64>], sites: &[SiteId]) -> Vec<u64> {
     let mask = params.sum_bits().mask();
     let mut sum = vec![0u64; params.d()];
