@@ -2,8 +2,8 @@
 //! contributors, digest of the aggregate and the outcome. Each entry's hash covers the previous
 //! one, so an auditor holding the last hash detects any removed, reordered or altered entry.
 
-use amalgam_proto::SiteId;
-use amalgam_proto::codec::{Encode, Writer};
+use amalgam_proto::codec::{Decode, Encode, Reader, Writer};
+use amalgam_proto::{DecodeError, SiteId};
 use sha2::{Digest, Sha256};
 
 use crate::wire::MSG_HE_AUDIT_ENTRY;
@@ -22,7 +22,7 @@ pub enum Outcome {
     /// The aggregate was decrypted but failed the noise or range check; nothing was released.
     Refused {
         /// Stable error code (see `protocol-spec/he-fallback.md` §6).
-        code: &'static str,
+        code: String,
     },
 }
 
@@ -66,6 +66,62 @@ impl Encode for AuditEntry {
     }
 }
 
+/// Longest error code an audit entry may carry.
+const MAX_CODE_LEN: usize = 64;
+
+impl Decode for AuditEntry {
+    type Context = ();
+    const NAME: &'static str = "HeAuditEntry";
+
+    /// Strict decoding (persisted logs are read back as untrusted input).
+    fn decode(r: &mut Reader<'_>, _: &()) -> Result<Self, DecodeError> {
+        r.expect_header(MSG_HE_AUDIT_ENTRY)?;
+        let prev = r.array("audit.prev")?;
+        let round = r.u64("audit.round")?;
+        let count = r.count("audit.contributors", 0, usize::from(u16::MAX))?;
+        let mut contributors: Vec<SiteId> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let site = SiteId(r.u16("audit.contributors")?);
+            if contributors.last().is_some_and(|p| *p >= site) {
+                return Err(DecodeError::InvalidValue {
+                    field: "audit.contributors",
+                    reason: "not strictly increasing",
+                });
+            }
+            contributors.push(site);
+        }
+        let aggregate_digest = r.array("audit.aggregate_digest")?;
+        let outcome = match r.u8("audit.outcome")? {
+            0 => Outcome::Released {
+                result_digest: r.array("audit.result_digest")?,
+            },
+            1 => {
+                let raw = r.bytes_prefixed("audit.code", 1, MAX_CODE_LEN)?;
+                let code = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidValue {
+                    field: "audit.code",
+                    reason: "not UTF-8",
+                })?;
+                Outcome::Refused {
+                    code: code.to_owned(),
+                }
+            }
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    field: "audit.outcome",
+                    reason: "must be 0 or 1",
+                });
+            }
+        };
+        Ok(Self {
+            prev,
+            round,
+            contributors,
+            aggregate_digest,
+            outcome,
+        })
+    }
+}
+
 impl AuditEntry {
     /// `SHA-256(label || encoding)`: what the next entry's `prev` holds.
     pub fn hash(&self) -> [u8; 32] {
@@ -104,6 +160,12 @@ impl AuditLog {
     /// Hash of the last entry (all zero when empty).
     pub fn head(&self) -> [u8; 32] {
         self.entries.last().map_or([0; 32], AuditEntry::hash)
+    }
+
+    /// Rebuilds a log from persisted entries, refusing a broken chain.
+    pub(crate) fn from_entries(entries: Vec<AuditEntry>) -> Option<Self> {
+        let log = Self { entries };
+        verify_chain(&log.entries, &log.head()).then_some(log)
     }
 
     /// All entries, oldest first.

@@ -13,16 +13,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use amalgam_proto::{DecryptorRole, SiteId};
+use amalgam_proto::codec::{Decode, Encode, Reader, Writer};
+use amalgam_proto::{DecodeError, DecryptorRole, SiteId};
 
-use crate::audit::{AuditLog, Outcome, result_digest};
+use crate::audit::{AuditEntry, AuditLog, Outcome, result_digest};
 use crate::ciphertext::add_words;
 use crate::consortium::HeConsortium;
 use crate::decrypt::decrypt_sum;
 use crate::error::HeError;
 use crate::keys::DecryptionKey;
+use crate::keys::KeyFingerprint;
 use crate::messages::{AggregateClaim, MaskAttestation};
 use crate::params::LWE_DIMENSION;
+use crate::wire::SNAPSHOT_HE_DECRYPTOR;
+
+/// Most audit entries a persisted decryptor state may hold (one per round).
+const MAX_AUDIT_ENTRIES: usize = 1 << 20;
+/// Longest encoded audit entry: header, digests, 65535 contributors, a code.
+const MAX_AUDIT_ENTRY_BYTES: usize = 4 + 32 + 8 + 4 + 2 * 65_535 + 32 + 1 + 4 + 64;
 
 /// Attested contributions of one round, collected before the claim is opened. Holds only masks.
 #[derive(Debug)]
@@ -130,6 +138,59 @@ impl Decryptor {
         &self.audit
     }
 
+    /// State to persist after every decryption (no secret in it): header (type 0x73), the key
+    /// fingerprint, then the audit entries (count u32, each length-prefixed). The rounds already
+    /// decrypted are exactly the rounds in the log.
+    pub fn state_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.header(SNAPSHOT_HE_DECRYPTOR);
+        w.bytes(&self.consortium.key().0);
+        w.count(self.audit.entries().len());
+        for e in self.audit.entries() {
+            w.bytes_prefixed(&e.to_bytes());
+        }
+        w.into_bytes()
+    }
+
+    /// Restarts a decryptor from [`Self::state_bytes`], so that a restart cannot make it decrypt
+    /// a round twice. Refuses state for another key and a broken chain; with `published_head`
+    /// (the head last published to auditors) it also refuses state that was rolled back.
+    pub fn resume(
+        key: DecryptionKey,
+        consortium: HeConsortium,
+        state: &[u8],
+        published_head: Option<&[u8; 32]>,
+    ) -> Result<Self, HeError> {
+        let mut r = Reader::new(state);
+        r.expect_header(SNAPSHOT_HE_DECRYPTOR)?;
+        let fingerprint = KeyFingerprint(r.array("decryptor.key")?);
+        let count = r.count("decryptor.audit", 0, MAX_AUDIT_ENTRIES)?;
+        let mut entries = Vec::with_capacity(count.min(1024));
+        for _ in 0..count {
+            let raw = r.bytes_prefixed("decryptor.audit", 1, MAX_AUDIT_ENTRY_BYTES)?;
+            entries.push(AuditEntry::from_bytes(raw, &())?);
+        }
+        r.finish("HeDecryptorState")?;
+        if &fingerprint != consortium.key() {
+            return Err(HeError::KeyMismatch {
+                expected: consortium.key().to_hex(),
+                got: fingerprint.to_hex(),
+            });
+        }
+        let audit =
+            AuditLog::from_entries(entries).ok_or(HeError::Decode(DecodeError::InvalidValue {
+                field: "decryptor.audit",
+                reason: "entries do not form a hash chain",
+            }))?;
+        if published_head.is_some_and(|h| h != &audit.head()) {
+            return Err(HeError::AuditRollback);
+        }
+        let mut d = Self::new(key, consortium)?;
+        d.decrypted = audit.entries().iter().map(|e| e.round).collect();
+        d.audit = audit;
+        Ok(d)
+    }
+
     /// Checks 1-4 of the module docs; nothing changes if any fails.
     fn check(&self, req: &DecryptionRequest) -> Result<(), HeError> {
         let (intake, claim) = (&req.intake, &req.claim);
@@ -198,7 +259,9 @@ impl DecryptorRole for Decryptor {
             Ok(values) => Outcome::Released {
                 result_digest: result_digest(values),
             },
-            Err(e) => Outcome::Refused { code: e.code() },
+            Err(e) => Outcome::Refused {
+                code: e.code().to_owned(),
+            },
         };
         self.decrypted.insert(claim.round);
         self.audit.append(

@@ -232,6 +232,10 @@ pub enum HeError {
         /// The uninvited site.
         site: u16,
     },
+    /// Persisted decryptor state does not end at the last published audit head: it was rolled
+    /// back or replaced, and resuming from it could decrypt a round twice.
+    #[error("decryptor state does not end at the published audit head (rolled back or replaced)")]
+    AuditRollback,
     /// A key file could not be written or read.
     #[error("key file {path}: {reason}")]
     KeyFile {
@@ -256,7 +260,8 @@ impl HeError {
             | Self::BadIdentity { .. }
             | Self::ManifestSize { .. }
             | Self::TargetOutOfRange { .. }
-            | Self::NoFallback { .. } => Fault::LocalMisuse,
+            | Self::NoFallback { .. }
+            | Self::AuditRollback => Fault::LocalMisuse,
             Self::Decode(DecodeError::UnsupportedVersion { .. }) | Self::KeyMismatch { .. } => {
                 Fault::Incompatible
             }
@@ -308,6 +313,7 @@ impl HeError {
             Self::MaskSumMismatch { .. } => "he.peer.mask_sum_mismatch",
             Self::NoFallback { .. } => "he.misuse.no_fallback",
             Self::NotInvited { .. } => "he.peer.not_invited",
+            Self::AuditRollback => "he.misuse.audit_rollback",
         }
     }
 }

@@ -20,6 +20,9 @@ pub const MSG_HE_AUDIT_ENTRY: u8 = msg_type::HE_FIRST + 5;
 /// Snapshot type of an [`crate::HeAggregator`] (first of the range reserved for other crates).
 pub const SNAPSHOT_HE_AGGREGATOR: u8 = msg_type::SNAPSHOT_OTHER_FIRST;
 
+/// Snapshot type of a [`crate::Decryptor`]'s persisted state (audit log; no secret).
+pub const SNAPSHOT_HE_DECRYPTOR: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 1;
+
 /// Appends `words` as big-endian `u64`s.
 pub(crate) fn put_words(w: &mut Writer, words: &[u64]) {
     for &x in words {

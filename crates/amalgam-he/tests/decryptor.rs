@@ -178,7 +178,7 @@ fn malicious_aggregator_cannot_isolate_one_site() {
     assert_eq!(
         log.entries()[0].outcome,
         Outcome::Refused {
-            code: "he.decrypt.noise_exceeded"
+            code: "he.decrypt.noise_exceeded".into()
         }
     );
     assert!(matches!(
@@ -195,4 +195,49 @@ fn decryptor_refuses_a_key_other_than_the_pinned_one() {
         Decryptor::new(other, w.consortium.clone()),
         Err(HeError::KeyMismatch { .. })
     ));
+}
+
+#[test]
+fn a_resumed_decryptor_still_decrypts_each_round_once() {
+    let mut w = world(4, 2, 14);
+    let (cs, _) = w.contributions(&[0, 1]);
+    let claim = w.aggregate(&cs);
+    let req = w.request(&attest(&cs), claim.clone()).unwrap();
+    w.decryptor.decrypt(req).unwrap();
+    let state = w.decryptor.state_bytes();
+    let head = w.decryptor.audit_log().head();
+    // After a restart the key comes back from its key file.
+    let fresh = || DecryptionKey::from_secret_bytes(&w.secret_bytes).unwrap();
+    let resumed = Decryptor::resume(fresh(), w.consortium.clone(), &state, Some(&head)).unwrap();
+    assert!(matches!(
+        resumed.open(ROUND),
+        Err(HeError::AlreadyDecrypted { round: ROUND })
+    ));
+    assert_eq!(
+        resumed.audit_log().entries(),
+        w.decryptor.audit_log().entries()
+    );
+
+    // Rolled back to before the decryption: refused against the published head.
+    let empty = Decryptor::new(fresh(), w.consortium.clone())
+        .unwrap()
+        .state_bytes();
+    assert!(matches!(
+        Decryptor::resume(fresh(), w.consortium.clone(), &empty, Some(&head)),
+        Err(HeError::AuditRollback)
+    ));
+    // Truncated, or an entry altered so the chain breaks: refused.
+    assert!(matches!(
+        Decryptor::resume(
+            fresh(),
+            w.consortium.clone(),
+            &state[..state.len() - 1],
+            None
+        ),
+        Err(HeError::Decode(_))
+    ));
+    let mut altered = state.clone();
+    let last = altered.len() - 40; // inside the last entry's digests
+    altered[last] ^= 1;
+    assert!(Decryptor::resume(fresh(), w.consortium.clone(), &altered, Some(&head)).is_err());
 }

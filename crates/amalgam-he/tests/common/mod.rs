@@ -23,6 +23,8 @@ pub struct World {
     pub consortium: HeConsortium,
     pub public: PublicKey,
     pub decryptor: Decryptor,
+    /// The decryptor's key file contents, to restart a decryptor in tests.
+    pub secret_bytes: Vec<u8>,
 }
 
 pub fn world(sites: usize, min_cohort: u16, seed: u64) -> World {
@@ -32,6 +34,7 @@ pub fn world(sites: usize, min_cohort: u16, seed: u64) -> World {
         SiteDirectory::new(identities.iter().map(|k| k.verifying_key()).collect()).unwrap();
     let key = DecryptionKey::generate(&mut rng);
     let public = key.public_key().clone();
+    let secret_bytes = key.to_secret_bytes().to_vec();
     let params = he_params(16, 64, D).unwrap();
     let consortium = HeConsortium::new(
         params,
@@ -47,6 +50,7 @@ pub fn world(sites: usize, min_cohort: u16, seed: u64) -> World {
         consortium,
         public,
         decryptor,
+        secret_bytes,
     }
 }
 
