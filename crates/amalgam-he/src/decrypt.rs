@@ -33,8 +33,11 @@ pub fn decrypt_sum(
     params: &HeParams,
     sum: &CiphertextSum,
 ) -> Result<Vec<u64>, HeError> {
-    let phases = sum_phases(key, params, sum)?;
-    decode(key, params, sum.sites(), &phases, BiasRemoval::Apply)
+    let mut phases = sum_phases(key, params, sum)?;
+    let values = decode(key, params, sum.sites(), &phases, BiasRemoval::Apply);
+    // Phases minus the released sums are the residual noise, which depends on the secret.
+    phases.zeroize();
+    values
 }
 
 /// Raw phases `body_j - <X^j·mask, s>` of every value of the aggregate.

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use amalgam_proto::{SiteId, SiteRole};
 use ed25519_dalek::SigningKey;
 use rand_core::CryptoRng;
+use zeroize::Zeroize;
 
 use crate::consortium::HeConsortium;
 use crate::encrypt::encrypt_vector;
@@ -68,10 +69,15 @@ impl SiteRole for HeSite {
         input: Vec<u64>,
         rng: &mut R,
     ) -> Result<SignedContribution, HeError> {
+        let mut input = input;
         if self.done {
+            input.zeroize();
             return Err(HeError::DuplicateContribution { site: self.site.0 });
         }
-        let ciphertext = encrypt_vector(&self.public_key, self.consortium.params(), &input, rng)?;
+        let encrypted = encrypt_vector(&self.public_key, self.consortium.params(), &input, rng);
+        // The plaintext update is the site's private data: wiped once encrypted (or refused).
+        input.zeroize();
+        let ciphertext = encrypted?;
         self.done = true;
         Ok(SignedContribution::sign(
             self.round,
