@@ -1,1 +1,36 @@
-fn main() {}
+//! `amalgam`: the command-line tool of the Amalgam secure-aggregation service.
+
+mod simulate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Secure aggregation for federated learning across manufacturing plants.
+#[derive(Debug, Parser)]
+#[command(name = "amalgam", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one pairwise-masking round of a local consortium in this process, drop sites, and
+    /// compare the aggregator's recovered sum with the plaintext sum of the survivors' inputs.
+    Simulate(simulate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Simulate(args) => simulate::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("amalgam: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
