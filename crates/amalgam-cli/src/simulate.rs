@@ -85,7 +85,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     let seed = seed(args.seed.as_deref())?;
     let phase = Phase::from(args.drop_phase);
 
-    let mut config = SimConfig::new(params.clone(), 1, seed);
+    let mut config = SimConfig::new(params, 1, seed);
     let dropped: Vec<u16> = (n - args.dropouts..n).collect();
     for &site in &dropped {
         config = config.drop_site(site, phase);
