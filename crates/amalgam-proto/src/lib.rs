@@ -52,6 +52,7 @@ pub mod phase;
 pub mod roles;
 pub mod sim;
 pub mod site;
+mod snapshot_codec;
 
 pub use aggregator::{AggregateOutput, Aggregator};
 pub use error::{DecodeError, Error, Misbehaviour, Misuse, ParamError, Result, Sender};

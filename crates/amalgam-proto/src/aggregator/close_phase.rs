@@ -1,0 +1,179 @@
+//! Closing a phase with whoever has answered ([`Aggregator::close_phase`], spec §5.2).
+//!
+//! Each arm computes the next state and the downloads from the borrowed state, then swaps the
+//! state in, so a refused close changes nothing. Kept apart from upload validation because
+//! this is where dropouts take effect and shares are routed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::unmask::unmask;
+use super::{AggregateOutput, Aggregator, Routing, Session, State};
+use crate::codec::Encode;
+use crate::crypto::kdf;
+use crate::error::Error;
+use crate::messages::*;
+use crate::params::SiteId;
+use crate::roles::AggregatorStep;
+
+impl Aggregator {
+    /// Closes the current phase with whoever has answered (spec §5.2). On `Err`, nothing changed.
+    pub fn close_phase(&mut self) -> Result<AggregatorStep<ToSite, AggregateOutput>, Error> {
+        let round = self.ctx.round;
+        let ctx = &self.ctx;
+        let phase = self.phase();
+        // Compute the next state (borrowing), then swap it in.
+        let (next, step) = match &self.state {
+            State::CollectingKeys { adverts } => {
+                let u1: BTreeSet<SiteId> = adverts.keys().copied().collect();
+                ctx.check_neighbourhoods(phase, &u1)?;
+                let list: Vec<AdvertiseKeys> = adverts.values().cloned().collect();
+                let encoded: Vec<Vec<u8>> = list.iter().map(Encode::to_bytes).collect();
+                let id = kdf::session_id(&ctx.round_context, encoded.iter().map(Vec::as_slice));
+                let msg = ToSite::KeysBroadcast(KeysBroadcast {
+                    round,
+                    adverts: list,
+                });
+                let sends = u1.iter().map(|&v| (v, msg.clone())).collect();
+                let session = Session {
+                    id,
+                    adverts: adverts.clone(),
+                };
+                (
+                    State::CollectingShares {
+                        session,
+                        shares: BTreeMap::new(),
+                    },
+                    AggregatorStep::Send(sends),
+                )
+            }
+            State::CollectingShares { session, shares } => {
+                let u2: BTreeSet<SiteId> = shares.keys().copied().collect();
+                ctx.check_neighbourhoods(phase, &u2)?;
+                let mut inbox: BTreeMap<SiteId, Vec<(SiteId, ShareCiphertext)>> =
+                    u2.iter().map(|&v| (v, Vec::new())).collect();
+                for (from, m) in shares {
+                    for (to, ct) in &m.shares {
+                        if let Some(list) = inbox.get_mut(to) {
+                            list.push((*from, *ct));
+                        }
+                    }
+                }
+                let peers = inbox
+                    .iter()
+                    .map(|(v, l)| (*v, l.iter().map(|(f, _)| *f).collect()))
+                    .collect();
+                let commitments = shares.iter().map(|(v, m)| (*v, m.b_commitment)).collect();
+                let sends = inbox
+                    .into_iter()
+                    .map(|(v, shares)| (v, ToSite::RoutedShares(RoutedShares { round, shares })))
+                    .collect();
+                let session = Session {
+                    id: session.id,
+                    adverts: session.adverts.clone(),
+                };
+                (
+                    State::CollectingMasked {
+                        session,
+                        routing: Routing { peers, commitments },
+                        masked: BTreeMap::new(),
+                    },
+                    AggregatorStep::Send(sends),
+                )
+            }
+            State::CollectingMasked {
+                session,
+                routing,
+                masked,
+            } => {
+                let u3: BTreeSet<SiteId> = masked.keys().copied().collect();
+                ctx.check_neighbourhoods(phase, &u3)?;
+                let survivors: Vec<SiteId> = u3.iter().copied().collect();
+                let msg = ToSite::SurvivorSet(SurvivorSet {
+                    round,
+                    survivors: survivors.clone(),
+                });
+                let sends = survivors.iter().map(|&v| (v, msg.clone())).collect();
+                (
+                    State::CollectingSignatures {
+                        session: Session {
+                            id: session.id,
+                            adverts: session.adverts.clone(),
+                        },
+                        routing: Routing {
+                            peers: routing.peers.clone(),
+                            commitments: routing.commitments.clone(),
+                        },
+                        masked: masked.clone(),
+                        survivors,
+                        signatures: BTreeMap::new(),
+                    },
+                    AggregatorStep::Send(sends),
+                )
+            }
+            State::CollectingSignatures {
+                session,
+                routing,
+                masked,
+                survivors,
+                signatures,
+            } => {
+                let u4: BTreeSet<SiteId> = signatures.keys().copied().collect();
+                let t = ctx.params.t();
+                let got = u4
+                    .iter()
+                    .map(|&u| ctx.closed_count(u, &u4))
+                    .min()
+                    .unwrap_or(0);
+                if got < t {
+                    return Err(Error::NotEnoughSites {
+                        phase,
+                        needed: t,
+                        got,
+                    });
+                }
+                let msg = ToSite::UnmaskRequest(UnmaskRequest {
+                    round,
+                    signatures: signatures.iter().map(|(k, v)| (*k, *v)).collect(),
+                });
+                let sends = u4.iter().map(|&v| (v, msg.clone())).collect();
+                (
+                    State::CollectingUnmask {
+                        session: Session {
+                            id: session.id,
+                            adverts: session.adverts.clone(),
+                        },
+                        routing: Routing {
+                            peers: routing.peers.clone(),
+                            commitments: routing.commitments.clone(),
+                        },
+                        masked: masked.clone(),
+                        survivors: survivors.clone(),
+                        signatures: signatures.clone(),
+                        responses: BTreeMap::new(),
+                    },
+                    AggregatorStep::Send(sends),
+                )
+            }
+            State::CollectingUnmask {
+                session,
+                routing,
+                masked,
+                survivors,
+                responses,
+                ..
+            } => {
+                let out = unmask(ctx, session, routing, masked, survivors, responses)?;
+                (State::Finished(out.clone()), AggregatorStep::Finished(out))
+            }
+            State::Finished(_) => {
+                return Err(crate::error::Misuse::WrongPhase {
+                    call: "close_phase",
+                    phase,
+                }
+                .into());
+            }
+        };
+        self.state = next;
+        Ok(step)
+    }
+}

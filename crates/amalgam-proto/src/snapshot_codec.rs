@@ -1,0 +1,44 @@
+//! The preamble that opens both snapshot layouts (spec §8):
+//! `H(type) ‖ params_enc ‖ manifest_digest 32 ‖ round u64`.
+//!
+//! The site and the aggregator snapshots differ only in their message type and in what follows
+//! the preamble, so the preamble is written and checked in one place.
+
+use crate::codec::{Decode, Encode, Reader, Writer};
+use crate::error::DecodeError;
+use crate::params::{Manifest, RoundParams};
+
+/// Starts a snapshot of type `msg_type`: header, round parameters, manifest digest, round.
+pub(crate) fn write_preamble(
+    msg_type: u8,
+    params: &RoundParams,
+    manifest: &Manifest,
+    round: u64,
+) -> Writer {
+    let mut w = Writer::new();
+    w.header(msg_type);
+    params.encode(&mut w);
+    w.bytes(&manifest.digest());
+    w.u64(round);
+    w
+}
+
+/// Reads and checks the preamble of a snapshot of type `msg_type` taken under `manifest`
+/// (its digest must match); returns the round parameters and the round number.
+pub(crate) fn read_preamble(
+    r: &mut Reader<'_>,
+    msg_type: u8,
+    manifest: &Manifest,
+) -> Result<(RoundParams, u64), DecodeError> {
+    r.expect_header(msg_type)?;
+    let params = RoundParams::decode(r, &())?;
+    let digest: [u8; 32] = r.array("manifest_digest")?;
+    if digest != manifest.digest() {
+        return Err(DecodeError::InvalidValue {
+            field: "manifest_digest",
+            reason: "snapshot is for another manifest",
+        });
+    }
+    let round = r.u64("round")?;
+    Ok((params, round))
+}
