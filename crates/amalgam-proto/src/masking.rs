@@ -1,8 +1,12 @@
 //! Mask expansion and application (spec §4.7, Bonawitz et al. round 2 and unmasking).
 //!
 //! Cost model: the client's whole cost is the keystream, so masks are expanded chunk by chunk
-//! — one streaming ChaCha20 context per mask, the vector processed in L1-sized chunks, every
-//! mask added into the chunk before moving on — never one whole-vector pass per peer. For
+//! — one streaming ChaCha20 context per mask, the vector processed in cache-resident chunks,
+//! every mask added into the chunk before moving on — never one whole-vector pass per peer.
+//! Chunks are L2-sized (256 KiB of words plus 256 KiB of keystream), not L1-sized: the server
+//! reads every upload once per chunk, and long sequential runs per upload keep the hardware
+//! prefetcher streaming (measured: unmasking n = 10, d = 2^20 went from 14.5 ms with 16 KiB
+//! chunks to 12.3 ms). For
 //! B <= 32 the arithmetic is in u32 words (one 32-bit little-endian keystream word per
 //! element); for 32 < B <= 64 in u64 words (one 64-bit little-endian word per element). The
 //! result is reduced mod 2^B when packed.
@@ -13,10 +17,10 @@ use crate::crypto::prg::Keystream;
 use crate::packing::{Packer, Unpacker};
 use crate::params::SumBits;
 
-/// Elements per chunk in u32 mode (16 KiB of words, 16 KiB of keystream).
-pub const CHUNK_U32: usize = 4096;
-/// Elements per chunk in u64 mode (16 KiB of words, 16 KiB of keystream).
-pub const CHUNK_U64: usize = 2048;
+/// Elements per chunk in u32 mode (256 KiB of words, 256 KiB of keystream).
+pub const CHUNK_U32: usize = 65536;
+/// Elements per chunk in u64 mode (256 KiB of words, 256 KiB of keystream).
+pub const CHUNK_U64: usize = 32768;
 
 /// Whether a mask is added or subtracted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

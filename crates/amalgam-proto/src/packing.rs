@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn round_trip_all_widths() {
         for bits in 1..=64u8 {
-            for d in [1usize, 7, 8, 9, 63, 64, 65, 100, 200] {
+            for d in [1usize, 7, 8, 9, 63, 64, 65, 100, 200, 1000, 4103] {
                 let vals: Vec<u64> = (0..d as u64)
                     .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) & mask_bits(bits))
                     .collect();
@@ -370,6 +370,14 @@ mod tests {
                     let mut acc = vec![0u32; d];
                     Unpacker::new(&p, bits).add_into_u32(&mut acc);
                     assert_eq!(acc, v32);
+                    // In whole blocks then the rest, as the chunked unmasking calls it.
+                    let split = d / 128 * 64;
+                    let mut acc = vec![1u32; d];
+                    let mut up = Unpacker::new(&p, bits);
+                    up.add_into_u32(&mut acc[..split]);
+                    up.add_into_u32(&mut acc[split..]);
+                    let want: Vec<u32> = v32.iter().map(|v| v.wrapping_add(1)).collect();
+                    assert_eq!(acc, want, "chunked, bits {bits} d {d}");
                 }
             }
         }
