@@ -41,3 +41,23 @@ fn aggregator_corpus() {
 fn site_corpus() {
     replay("site", fuzz::site);
 }
+
+/// Writes a real site and aggregator snapshot of every phase of the fuzz fixture into the
+/// `snapshots` corpus, as seeds that get the fuzzer past the header. Run on demand:
+/// `cargo test -p amalgam-tests --test fuzz_corpus_replay -- --ignored write_snapshot_seeds`.
+#[test]
+#[ignore = "writes seed files into fuzz/corpus"]
+fn write_snapshot_seeds() {
+    use amalgam_proto::params::SiteId;
+    use amalgam_proto::roles::Snapshot;
+    use amalgam_tests::harness::PHASES;
+
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/snapshots");
+    let f = fuzz::fixture();
+    for (i, phase) in PHASES.into_iter().enumerate() {
+        let agg = f.aggregator_at(phase).expect("aggregator at phase");
+        std::fs::write(dir.join(format!("seed-aggregator-{i}")), agg.snapshot()).expect("write");
+        let (site, _) = f.site_at(SiteId(0), phase).expect("site at phase");
+        std::fs::write(dir.join(format!("seed-site0-{i}")), site.snapshot()).expect("write");
+    }
+}
