@@ -157,8 +157,12 @@ pub fn unmask_sum(packed: &[&[u8]], terms: &[MaskTerm], bits: SumBits, d: usize)
         while done < d {
             let len = CHUNK_U32.min(d - done);
             let acc = &mut acc[..len];
-            acc.fill(0);
-            for u in &mut unpackers {
+            let mut uploads = unpackers.iter_mut();
+            match uploads.next() {
+                Some(first) => first.write_into_u32(acc),
+                None => acc.fill(0),
+            }
+            for u in uploads {
                 u.add_into_u32(acc);
             }
             streams.apply_u32(acc);

@@ -144,6 +144,10 @@ fn add_blocks_u32<const B: u32>(bytes: &[u8], acc: &mut [u32]) {
     add_groups::<B, u32>(bytes, acc, |x, y| x.wrapping_add(y as u32))
 }
 
+fn set_blocks_u32<const B: u32>(bytes: &[u8], acc: &mut [u32]) {
+    add_groups::<B, u32>(bytes, acc, |_, y| y as u32)
+}
+
 fn add_blocks_u64<const B: u32>(bytes: &[u8], acc: &mut [u64]) {
     add_blocks::<B, u64>(bytes, acc, |x, y| x.wrapping_add(y))
 }
@@ -298,22 +302,33 @@ impl<'a> Unpacker<'a> {
 
     /// Adds the next `acc.len()` elements into `acc` (wrapping, u32 words; `bits` <= 32).
     pub fn add_into_u32(&mut self, acc: &mut [u32]) {
+        self.into_u32::<true>(acc);
+    }
+
+    /// Overwrites `acc` with the next `acc.len()` elements (u32 words; `bits` <= 32): the
+    /// first upload of a sum, which saves zeroing the accumulator.
+    pub fn write_into_u32(&mut self, acc: &mut [u32]) {
+        self.into_u32::<false>(acc);
+    }
+
+    fn into_u32<const ADD: bool>(&mut self, acc: &mut [u32]) {
         let mut rest: &mut [u32] = acc;
         if self.nacc == 0 {
             let whole = rest.len() / BLOCK * BLOCK;
             let nbytes = whole / 8 * usize::from(self.bits);
             let (head, tail) = rest.split_at_mut(whole);
-            dispatch_bits!(
-                self.bits,
-                add_blocks_u32,
-                &self.bytes[self.pos..self.pos + nbytes],
-                head
-            );
+            let src = &self.bytes[self.pos..self.pos + nbytes];
+            if ADD {
+                dispatch_bits!(self.bits, add_blocks_u32, src, head);
+            } else {
+                dispatch_bits!(self.bits, set_blocks_u32, src, head);
+            }
             self.pos += nbytes;
             rest = tail;
         }
         for a in rest.iter_mut() {
-            *a = a.wrapping_add(self.next_one() as u32);
+            let v = self.next_one() as u32;
+            *a = if ADD { a.wrapping_add(v) } else { v };
         }
     }
 
@@ -378,6 +393,11 @@ mod tests {
                     up.add_into_u32(&mut acc[split..]);
                     let want: Vec<u32> = v32.iter().map(|v| v.wrapping_add(1)).collect();
                     assert_eq!(acc, want, "chunked, bits {bits} d {d}");
+                    let mut acc = vec![u32::MAX; d];
+                    let mut up = Unpacker::new(&p, bits);
+                    up.write_into_u32(&mut acc[..split]);
+                    up.write_into_u32(&mut acc[split..]);
+                    assert_eq!(acc, v32, "overwriting, bits {bits} d {d}");
                 }
             }
         }
