@@ -302,16 +302,16 @@ impl<'a> Unpacker<'a> {
 
     /// Adds the next `acc.len()` elements into `acc` (wrapping, u32 words; `bits` <= 32).
     pub fn add_into_u32(&mut self, acc: &mut [u32]) {
-        self.into_u32::<true>(acc);
+        self.accumulate_u32::<true>(acc);
     }
 
     /// Overwrites `acc` with the next `acc.len()` elements (u32 words; `bits` <= 32): the
     /// first upload of a sum, which saves zeroing the accumulator.
     pub fn write_into_u32(&mut self, acc: &mut [u32]) {
-        self.into_u32::<false>(acc);
+        self.accumulate_u32::<false>(acc);
     }
 
-    fn into_u32<const ADD: bool>(&mut self, acc: &mut [u32]) {
+    fn accumulate_u32<const ADD: bool>(&mut self, acc: &mut [u32]) {
         let mut rest: &mut [u32] = acc;
         if self.nacc == 0 {
             let whole = rest.len() / BLOCK * BLOCK;
