@@ -8,325 +8,212 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ParamError;
 
-macro_rules! positive_f64 {
-    ($(#[$doc:meta])* $name:ident, $label:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-        #[serde(try_from = "f64", into = "f64")]
-        pub struct $name(f64);
-
-        impl $name {
+/// Defines a validated newtype over a number: the struct (serde goes through the checked
+/// conversions, so decoding revalidates), `new`, which applies the rule, `get`, and the
+/// `TryFrom`/`From` conversions. Attributes given before the struct (its doc, extra derives) are
+/// kept; further associated items go in a separate `impl` block.
+///
+/// The `positive` and `non_negative` forms are the finite, > 0 and finite, >= 0 `f64` cases
+/// (`non_negative` adds a `ZERO` constant).
+macro_rules! validated_newtype {
+    (positive $(#[$attr:meta])* $name:ident, $label:literal) => {
+        validated_newtype! {
+            $(#[$attr])*
+            pub struct $name(f64 as "f64");
             /// Validates that the value is finite and strictly positive.
-            pub fn new(value: f64) -> Result<Self, ParamError> {
-                if value.is_finite() && value > 0.0 {
-                    Ok(Self(value))
-                } else {
-                    Err(ParamError::OutOfRange { name: $label, value, rule: "finite and > 0" })
-                }
-            }
+            new(value) if value.is_finite() && value > 0.0,
+                else { name: $label, value: value, rule: "finite and > 0" }
             /// The validated value.
-            pub fn get(self) -> f64 {
-                self.0
-            }
-        }
-
-        impl TryFrom<f64> for $name {
-            type Error = ParamError;
-            fn try_from(value: f64) -> Result<Self, ParamError> {
-                Self::new(value)
-            }
-        }
-
-        impl From<$name> for f64 {
-            fn from(value: $name) -> f64 {
-                value.0
-            }
+            get;
         }
     };
-}
-
-macro_rules! non_negative_f64 {
-    ($(#[$doc:meta])* $name:ident, $label:literal) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-        #[serde(try_from = "f64", into = "f64")]
-        pub struct $name(f64);
+    (non_negative $(#[$attr:meta])* $name:ident, $label:literal) => {
+        validated_newtype! {
+            $(#[$attr])*
+            pub struct $name(f64 as "f64");
+            /// Validates that the value is finite and not negative.
+            new(value) if value.is_finite() && value >= 0.0,
+                else { name: $label, value: value, rule: "finite and >= 0" }
+            /// The validated value.
+            get;
+        }
 
         impl $name {
             /// Zero.
             pub const ZERO: Self = Self(0.0);
-            /// Validates that the value is finite and not negative.
-            pub fn new(value: f64) -> Result<Self, ParamError> {
-                if value.is_finite() && value >= 0.0 {
-                    Ok(Self(value))
+        }
+    };
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident($inner:ty as $repr:tt);
+        $(#[$new_doc:meta])*
+        new($arg:ident) if $valid:expr,
+            else { name: $label:literal, value: $value:expr, rule: $rule:literal }
+        $(#[$get_doc:meta])*
+        get;
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
+        #[serde(try_from = $repr, into = $repr)]
+        pub struct $name($inner);
+
+        impl $name {
+            $(#[$new_doc])*
+            pub fn new($arg: $inner) -> Result<Self, ParamError> {
+                if $valid {
+                    Ok(Self($arg))
                 } else {
-                    Err(ParamError::OutOfRange { name: $label, value, rule: "finite and >= 0" })
+                    Err(ParamError::OutOfRange { name: $label, value: $value, rule: $rule })
                 }
             }
-            /// The validated value.
-            pub fn get(self) -> f64 {
+            $(#[$get_doc])*
+            pub fn get(self) -> $inner {
                 self.0
             }
         }
 
-        impl TryFrom<f64> for $name {
+        impl TryFrom<$inner> for $name {
             type Error = ParamError;
-            fn try_from(value: f64) -> Result<Self, ParamError> {
+            fn try_from(value: $inner) -> Result<Self, ParamError> {
                 Self::new(value)
             }
         }
 
-        impl From<$name> for f64 {
-            fn from(value: $name) -> f64 {
+        impl From<$name> for $inner {
+            fn from(value: $name) -> $inner {
                 value.0
             }
         }
     };
 }
 
-positive_f64!(
+validated_newtype!(
+    positive
     /// L2 norm bound C every update is clipped to, in the update's own units.
     ClipNorm,
     "clip norm C"
 );
-positive_f64!(
+validated_newtype!(
+    positive
     /// A standard deviation of Gaussian noise (the domain is said where it is used).
     Sigma,
     "sigma"
 );
-positive_f64!(
+validated_newtype!(
+    positive
     /// Scale factor γ: the rotated update is multiplied by γ before rounding to integers, so the
     /// rounding granularity in update units is 1/γ (TFF calls 1/γ "gamma"; here γ is the scale).
     Gamma,
     "scale factor gamma"
 );
-positive_f64!(
+validated_newtype!(
+    positive
     /// An L2 sensitivity Δ₂ (in the domain the noise is added in).
     Sensitivity,
     "L2 sensitivity"
 );
-non_negative_f64!(
+validated_newtype!(
+    non_negative
     /// zero-Concentrated DP parameter ρ (Bun & Steinke 2016, Definition 1.1).
     Rho,
     "rho"
 );
-non_negative_f64!(
+validated_newtype!(
+    non_negative
     /// Privacy-loss bound ε of (ε, δ)-DP.
     Epsilon,
     "epsilon"
 );
-non_negative_f64!(
+validated_newtype!(
+    non_negative
     /// A statistical (total-variation) distance bound, as added to δ.
     Distance,
     "statistical distance"
 );
 
-/// Failure probability δ of (ε, δ)-DP, in the open interval (0, 1).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-#[serde(try_from = "f64", into = "f64")]
-pub struct Delta(f64);
-
-impl Delta {
+validated_newtype! {
+    /// Failure probability δ of (ε, δ)-DP, in the open interval (0, 1).
+    pub struct Delta(f64 as "f64");
     /// Validates 0 < δ < 1.
-    pub fn new(value: f64) -> Result<Self, ParamError> {
-        if value.is_finite() && value > 0.0 && value < 1.0 {
-            Ok(Self(value))
-        } else {
-            Err(ParamError::OutOfRange {
-                name: "delta",
-                value,
-                rule: "0 < delta < 1",
-            })
-        }
-    }
+    new(value) if value.is_finite() && value > 0.0 && value < 1.0,
+        else { name: "delta", value: value, rule: "0 < delta < 1" }
     /// The validated value.
-    pub fn get(self) -> f64 {
-        self.0
-    }
+    get;
 }
 
-impl TryFrom<f64> for Delta {
-    type Error = ParamError;
-    fn try_from(value: f64) -> Result<Self, ParamError> {
-        Self::new(value)
-    }
+validated_newtype! {
+    /// Conditional randomized rounding bias β ∈ [0, 1) (KLS21 §4.1): rounding is retried until the
+    /// rounded vector's norm is within the bound that holds with probability ≥ 1 − β. β = 0 means
+    /// plain randomized rounding with the deterministic bound C + √d/γ.
+    pub struct RoundingBias(f64 as "f64");
+    /// Validates 0 ≤ β < 1.
+    new(value) if value.is_finite() && (0.0..1.0).contains(&value),
+        else { name: "rounding bias beta", value: value, rule: "0 <= beta < 1" }
+    /// The validated value.
+    get;
 }
-
-impl From<Delta> for f64 {
-    fn from(value: Delta) -> f64 {
-        value.0
-    }
-}
-
-/// Conditional randomized rounding bias β ∈ [0, 1) (KLS21 §4.1): rounding is retried until the
-/// rounded vector's norm is within the bound that holds with probability ≥ 1 − β. β = 0 means
-/// plain randomized rounding with the deterministic bound C + √d/γ.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
-#[serde(try_from = "f64", into = "f64")]
-pub struct RoundingBias(f64);
 
 impl RoundingBias {
     /// No conditioning: the deterministic norm bound is used.
     pub const NONE: Self = Self(0.0);
 
-    /// Validates 0 ≤ β < 1.
-    pub fn new(value: f64) -> Result<Self, ParamError> {
-        if value.is_finite() && (0.0..1.0).contains(&value) {
-            Ok(Self(value))
-        } else {
-            Err(ParamError::OutOfRange {
-                name: "rounding bias beta",
-                value,
-                rule: "0 <= beta < 1",
-            })
-        }
-    }
     /// The value KLS21 recommends, e^(−1/2).
     pub fn recommended() -> Self {
         Self((-0.5f64).exp())
     }
-    /// The validated value.
-    pub fn get(self) -> f64 {
-        self.0
-    }
 }
 
-impl TryFrom<f64> for RoundingBias {
-    type Error = ParamError;
-    fn try_from(value: f64) -> Result<Self, ParamError> {
-        Self::new(value)
-    }
+validated_newtype! {
+    /// Bit width b of each wrapped coordinate: values live in [0, 2^b) and the secure sum is taken
+    /// modulo 2^b. Limited to 52 so every value of the signed range is exact in an f64.
+    #[derive(Eq, Ord)]
+    pub struct BitWidth(u32 as "u32");
+    /// Validates 2 ≤ b ≤ 52.
+    new(bits) if (2..=Self::MAX).contains(&bits),
+        else { name: "bit width b", value: f64::from(bits), rule: "2 <= b <= 52" }
+    /// The validated width.
+    get;
 }
-
-impl From<RoundingBias> for f64 {
-    fn from(value: RoundingBias) -> f64 {
-        value.0
-    }
-}
-
-/// Bit width b of each wrapped coordinate: values live in [0, 2^b) and the secure sum is taken
-/// modulo 2^b. Limited to 52 so every value of the signed range is exact in an f64.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "u32", into = "u32")]
-pub struct BitWidth(u32);
 
 impl BitWidth {
     /// Largest supported width.
     pub const MAX: u32 = 52;
 
-    /// Validates 2 ≤ b ≤ 52.
-    pub fn new(bits: u32) -> Result<Self, ParamError> {
-        if (2..=Self::MAX).contains(&bits) {
-            Ok(Self(bits))
-        } else {
-            Err(ParamError::OutOfRange {
-                name: "bit width b",
-                value: f64::from(bits),
-                rule: "2 <= b <= 52",
-            })
-        }
-    }
-    /// The validated width.
-    pub fn get(self) -> u32 {
-        self.0
-    }
     /// The modulus 2^b.
     pub fn modulus(self) -> u64 {
         1u64 << self.0
     }
 }
 
-impl TryFrom<u32> for BitWidth {
-    type Error = ParamError;
-    fn try_from(value: u32) -> Result<Self, ParamError> {
-        Self::new(value)
-    }
-}
-
-impl From<BitWidth> for u32 {
-    fn from(value: BitWidth) -> u32 {
-        value.0
-    }
-}
-
-/// A number of plants (cohort size, fewest survivors n_min), at least 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "u32", into = "u32")]
-pub struct SiteCount(u32);
-
-impl SiteCount {
+validated_newtype! {
+    /// A number of plants (cohort size, fewest survivors n_min), at least 1.
+    #[derive(Eq, Ord)]
+    pub struct SiteCount(u32 as "u32");
     /// Validates n ≥ 1.
-    pub fn new(n: u32) -> Result<Self, ParamError> {
-        if n >= 1 {
-            Ok(Self(n))
-        } else {
-            Err(ParamError::OutOfRange {
-                name: "site count",
-                value: 0.0,
-                rule: ">= 1",
-            })
-        }
-    }
+    new(n) if n >= 1,
+        else { name: "site count", value: 0.0, rule: ">= 1" }
     /// The validated count.
-    pub fn get(self) -> u32 {
-        self.0
-    }
+    get;
 }
 
-impl TryFrom<u32> for SiteCount {
-    type Error = ParamError;
-    fn try_from(value: u32) -> Result<Self, ParamError> {
-        Self::new(value)
-    }
+validated_newtype! {
+    /// Length of a model update before padding, 1 ≤ d ≤ 2^30 (padding to a power of two must fit).
+    #[derive(Eq, Ord)]
+    pub struct Dimension(u64 as "u64");
+    /// Validates 1 ≤ d ≤ 2^30.
+    new(d) if (1..=Self::MAX).contains(&d),
+        else { name: "dimension d", value: d as f64, rule: "1 <= d <= 2^30" }
+    /// The validated length.
+    get;
 }
-
-impl From<SiteCount> for u32 {
-    fn from(value: SiteCount) -> u32 {
-        value.0
-    }
-}
-
-/// Length of a model update before padding, 1 ≤ d ≤ 2^30 (padding to a power of two must fit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "u64", into = "u64")]
-pub struct Dimension(u64);
 
 impl Dimension {
     /// Largest supported length.
     pub const MAX: u64 = 1 << 30;
 
-    /// Validates 1 ≤ d ≤ 2^30.
-    pub fn new(d: u64) -> Result<Self, ParamError> {
-        if (1..=Self::MAX).contains(&d) {
-            Ok(Self(d))
-        } else {
-            Err(ParamError::OutOfRange {
-                name: "dimension d",
-                value: d as f64,
-                rule: "1 <= d <= 2^30",
-            })
-        }
-    }
-    /// The validated length.
-    pub fn get(self) -> u64 {
-        self.0
-    }
     /// The padded length the Hadamard rotation works on: the next power of two.
     pub fn padded(self) -> u64 {
         self.0.next_power_of_two()
-    }
-}
-
-impl TryFrom<u64> for Dimension {
-    type Error = ParamError;
-    fn try_from(value: u64) -> Result<Self, ParamError> {
-        Self::new(value)
-    }
-}
-
-impl From<Dimension> for u64 {
-    fn from(value: Dimension) -> u64 {
-        value.0
     }
 }
 

@@ -14,6 +14,41 @@ use crate::error::HeError;
 use crate::params::HeParams;
 use crate::wire::{put_words, read_words};
 
+/// The accessors of the ciphertext layout both types share: `len` values carried in `words`, all
+/// the masks first, then one body word per value. The doc texts are the type's own.
+macro_rules! ciphertext_layout {
+    ($name:ident, $noun:literal, $words_doc:literal, $masks_doc:literal, $bodies_doc:literal) => {
+        impl $name {
+            /// Number of plaintext values carried.
+            pub fn len(&self) -> usize {
+                self.len as usize
+            }
+
+            #[doc = concat!(
+                "Whether the ", $noun, " carries no value (never true for a validated ", $noun, ")."
+            )]
+            pub fn is_empty(&self) -> bool {
+                self.len == 0
+            }
+
+            #[doc = $words_doc]
+            pub fn words(&self) -> &[u64] {
+                &self.words
+            }
+
+            #[doc = $masks_doc]
+            pub fn masks(&self) -> &[u64] {
+                &self.words[..self.words.len() - self.len as usize]
+            }
+
+            #[doc = $bodies_doc]
+            pub fn bodies(&self) -> &[u64] {
+                &self.words[self.words.len() - self.len as usize..]
+            }
+        }
+    };
+}
+
 /// One site's encrypted vector.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncryptedVector {
@@ -25,32 +60,15 @@ impl EncryptedVector {
     pub(crate) fn from_words(len: u32, words: Vec<u64>) -> Self {
         Self { len, words }
     }
-
-    /// Number of plaintext values carried.
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    /// Whether the vector carries no value (never true for a validated vector).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The ciphertext words: all masks, then all bodies.
-    pub fn words(&self) -> &[u64] {
-        &self.words
-    }
-
-    /// The `L·2048` mask words (independent of the plaintext).
-    pub fn masks(&self) -> &[u64] {
-        &self.words[..self.words.len() - self.len as usize]
-    }
-
-    /// The `d` body words (one per value).
-    pub fn bodies(&self) -> &[u64] {
-        &self.words[self.words.len() - self.len as usize..]
-    }
 }
+
+ciphertext_layout!(
+    EncryptedVector,
+    "vector",
+    "The ciphertext words: all masks, then all bodies.",
+    "The `L·2048` mask words (independent of the plaintext).",
+    "The `d` body words (one per value)."
+);
 
 impl Encode for EncryptedVector {
     /// Value count (u32), then the words (u64 each). Embedded in messages, so no header.
@@ -116,32 +134,15 @@ impl CiphertextSum {
     pub fn sites(&self) -> u32 {
         self.sites
     }
-
-    /// Number of plaintext values carried.
-    pub fn len(&self) -> usize {
-        self.len as usize
-    }
-
-    /// Whether the sum carries no value (never true for a validated sum).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The summed words: all masks, then all bodies.
-    pub fn words(&self) -> &[u64] {
-        &self.words
-    }
-
-    /// The summed mask words.
-    pub fn masks(&self) -> &[u64] {
-        &self.words[..self.words.len() - self.len as usize]
-    }
-
-    /// The summed body words.
-    pub fn bodies(&self) -> &[u64] {
-        &self.words[self.words.len() - self.len as usize..]
-    }
 }
+
+ciphertext_layout!(
+    CiphertextSum,
+    "sum",
+    "The summed words: all masks, then all bodies.",
+    "The summed mask words.",
+    "The summed body words."
+);
 
 impl Encode for CiphertextSum {
     /// Value count (u32), site count (u32), then the words (u64 each).
