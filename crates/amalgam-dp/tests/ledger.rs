@@ -198,7 +198,7 @@ fn audit_detects_edited_deleted_reordered_and_foreign_signed_entries() {
     // Edited: σ raised in entry 1 without re-signing.
     let mut edited = payloads.clone();
     let mut b = body(&edited[1]);
-    b.local_sigma = Sigma::new(50.0).unwrap();
+    b.request.local_sigma = Sigma::new(50.0).unwrap();
     let sig = edited[1][edited[1].len() - 64..].to_vec();
     edited[1] = [b.to_bytes(), sig].concat();
     let f = audit_bytes(&reframe(&edited), &vk).unwrap().findings;

@@ -154,20 +154,21 @@ impl Totals {
 
 /// ρ of the round an entry describes, from its recorded parameters only.
 pub(crate) fn entry_round_rho(body: &EntryBody) -> Result<Rho, AccountError> {
-    if body.n_cohort < body.n_min {
+    let r = &body.request;
+    if r.n_cohort < r.n_min {
         return Err(ParamError::OutOfRange {
             name: "cohort size n_cohort",
-            value: f64::from(body.n_cohort.get()),
+            value: f64::from(r.n_cohort.get()),
             rule: ">= n_min",
         }
         .into());
     }
-    let padded = body.dim.padded();
+    let padded = r.dim.padded();
     let round = RoundPrivacy {
-        sensitivity: rounded_norm_bound(body.clip, body.gamma, body.beta, padded)?,
-        adjacency: body.adjacency,
-        scaled_local_sigma: Sigma::new(body.gamma.get() * body.local_sigma.get())?,
-        n_min: body.n_min,
+        sensitivity: rounded_norm_bound(r.clip, r.gamma, r.beta, padded)?,
+        adjacency: r.adjacency,
+        scaled_local_sigma: Sigma::new(r.gamma.get() * r.local_sigma.get())?,
+        n_min: r.n_min,
         padded_dim: padded,
     };
     round_rho(&round)
@@ -175,15 +176,16 @@ pub(crate) fn entry_round_rho(body: &EntryBody) -> Result<Rho, AccountError> {
 
 /// Totals after accepting a round of ρ `rho` described by `body`.
 pub(crate) fn advance(totals: &Totals, body: &EntryBody, rho: Rho) -> Result<Totals, AccountError> {
+    let r = &body.request;
     let rho_total = if totals.rounds == 0 {
         rho
     } else {
         compose(&[totals.rho, rho])?
     };
-    let samples = f64::from(body.n_cohort.get()) * body.dim.padded() as f64;
+    let samples = f64::from(r.n_cohort.get()) * r.dim.padded() as f64;
     Ok(Totals {
         rho: rho_total,
-        distance: totals.distance + body.sampler_distance.get() * samples,
+        distance: totals.distance + r.sampler_distance.get() * samples,
         rounds: totals.rounds + 1,
     })
 }
@@ -277,10 +279,10 @@ pub(crate) fn replay(payloads: &[Vec<u8>], key: &VerifyingKey, torn_bytes: Optio
         match body.decision {
             Decision::Accepted => {
                 accepted += 1;
-                if !accepted_rounds.insert(body.round_id) {
+                if !accepted_rounds.insert(body.request.round_id) {
                     findings.push(Finding::DuplicateRound {
                         index,
-                        round_id: body.round_id,
+                        round_id: body.request.round_id,
                     });
                 }
                 if epsilon.get() > body.epsilon_cap.get() {

@@ -47,20 +47,12 @@ pub enum PrivacyUnit {
     SiteUpdatePerRound,
 }
 
-/// The signed content of one ledger entry: everything an auditor needs to recompute ε.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EntryBody {
-    /// Position in the ledger, from 0.
-    pub seq: u64,
-    /// SHA-256 of the previous entry's body and signature (the genesis hash for seq 0).
-    pub prev_hash: [u8; 32],
+/// The parameters of a round the site is asked to join; every entry records the one it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RoundRequest {
     /// The consortium's round identifier.
     pub round_id: u64,
-    /// Accepted or refused.
-    pub decision: Decision,
-    /// The privacy unit.
-    pub unit: PrivacyUnit,
-    /// The neighbouring relation.
+    /// The neighbouring relation the guarantee is stated for.
     pub adjacency: Adjacency,
     /// Fewest survivors the round can finish with (their noise is what the guarantee counts).
     pub n_min: SiteCount,
@@ -72,7 +64,7 @@ pub struct EntryBody {
     pub gamma: Gamma,
     /// Bit width b.
     pub bits: BitWidth,
-    /// Local noise standard deviation in update units (the scaled one is γ times it).
+    /// Local noise standard deviation in update units, σ/√n_min (the scaled one is γ times it).
     pub local_sigma: Sigma,
     /// Update length d (the noised length is d padded to a power of two).
     pub dim: Dimension,
@@ -80,8 +72,24 @@ pub struct EntryBody {
     pub beta: RoundingBias,
     /// Which sampler draws the noise.
     pub sampler: SamplerKind,
-    /// The sampler's per-sample total-variation bound.
+    /// That sampler's per-sample distance (total-variation) bound.
     pub sampler_distance: Distance,
+}
+
+/// The signed content of one ledger entry: everything an auditor needs to recompute ε.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryBody {
+    /// Position in the ledger, from 0.
+    pub seq: u64,
+    /// SHA-256 of the previous entry's body and signature (the genesis hash for seq 0).
+    pub prev_hash: [u8; 32],
+    /// The round the entry decides, exactly as it was requested.
+    #[serde(flatten)]
+    pub request: RoundRequest,
+    /// Accepted or refused.
+    pub decision: Decision,
+    /// The privacy unit.
+    pub unit: PrivacyUnit,
     /// δ at which ε is reported.
     pub delta: Delta,
     /// The budget cap on ε.
@@ -159,11 +167,12 @@ impl<'a> Reader<'a> {
 impl EntryBody {
     /// The canonical bytes (see the module docs).
     pub fn to_bytes(&self) -> Vec<u8> {
+        let r = &self.request;
         let mut out = Vec::with_capacity(200 + self.versions.len());
         out.push(ENTRY_VERSION);
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.prev_hash);
-        out.extend_from_slice(&self.round_id.to_le_bytes());
+        out.extend_from_slice(&r.round_id.to_le_bytes());
         out.push(match self.decision {
             Decision::Accepted => 0,
             Decision::Refused => 1,
@@ -171,19 +180,19 @@ impl EntryBody {
         out.push(match self.unit {
             PrivacyUnit::SiteUpdatePerRound => 0,
         });
-        out.push(self.adjacency.code());
-        out.extend_from_slice(&self.n_min.get().to_le_bytes());
-        out.extend_from_slice(&self.n_cohort.get().to_le_bytes());
-        for v in [self.clip.get(), self.gamma.get()] {
+        out.push(r.adjacency.code());
+        out.extend_from_slice(&r.n_min.get().to_le_bytes());
+        out.extend_from_slice(&r.n_cohort.get().to_le_bytes());
+        for v in [r.clip.get(), r.gamma.get()] {
             out.extend_from_slice(&v.to_bits().to_le_bytes());
         }
-        out.extend_from_slice(&self.bits.get().to_le_bytes());
-        out.extend_from_slice(&self.local_sigma.get().to_bits().to_le_bytes());
-        out.extend_from_slice(&self.dim.get().to_le_bytes());
-        out.extend_from_slice(&self.beta.get().to_bits().to_le_bytes());
-        out.push(self.sampler.code());
+        out.extend_from_slice(&r.bits.get().to_le_bytes());
+        out.extend_from_slice(&r.local_sigma.get().to_bits().to_le_bytes());
+        out.extend_from_slice(&r.dim.get().to_le_bytes());
+        out.extend_from_slice(&r.beta.get().to_bits().to_le_bytes());
+        out.push(r.sampler.code());
         for v in [
-            self.sampler_distance.get(),
+            r.sampler_distance.get(),
             self.delta.get(),
             self.epsilon_cap.get(),
             self.rho_round.get(),
@@ -264,20 +273,22 @@ impl EntryBody {
         Ok(Self {
             seq,
             prev_hash,
-            round_id,
+            request: RoundRequest {
+                round_id,
+                adjacency,
+                n_min,
+                n_cohort,
+                clip,
+                gamma,
+                bits,
+                local_sigma,
+                dim,
+                beta,
+                sampler,
+                sampler_distance,
+            },
             decision,
             unit,
-            adjacency,
-            n_min,
-            n_cohort,
-            clip,
-            gamma,
-            bits,
-            local_sigma,
-            dim,
-            beta,
-            sampler,
-            sampler_distance,
             delta,
             epsilon_cap,
             rho_round,
@@ -296,20 +307,22 @@ mod tests {
         EntryBody {
             seq: 3,
             prev_hash: [0xab; 32],
-            round_id: 77,
+            request: RoundRequest {
+                round_id: 77,
+                adjacency: Adjacency::ReplaceOne,
+                n_min: SiteCount::new(6).unwrap(),
+                n_cohort: SiteCount::new(9).unwrap(),
+                clip: ClipNorm::new(0.75).unwrap(),
+                gamma: Gamma::new(1234.5).unwrap(),
+                bits: BitWidth::new(18).unwrap(),
+                local_sigma: Sigma::new(0.3).unwrap(),
+                dim: Dimension::new(1000).unwrap(),
+                beta: RoundingBias::recommended(),
+                sampler: SamplerKind::Exact,
+                sampler_distance: Distance::new(1e-35).unwrap(),
+            },
             decision: Decision::Refused,
             unit: PrivacyUnit::SiteUpdatePerRound,
-            adjacency: Adjacency::ReplaceOne,
-            n_min: SiteCount::new(6).unwrap(),
-            n_cohort: SiteCount::new(9).unwrap(),
-            clip: ClipNorm::new(0.75).unwrap(),
-            gamma: Gamma::new(1234.5).unwrap(),
-            bits: BitWidth::new(18).unwrap(),
-            local_sigma: Sigma::new(0.3).unwrap(),
-            dim: Dimension::new(1000).unwrap(),
-            beta: RoundingBias::recommended(),
-            sampler: SamplerKind::Exact,
-            sampler_distance: Distance::new(1e-35).unwrap(),
             delta: Delta::new(1e-7).unwrap(),
             epsilon_cap: Epsilon::new(8.0).unwrap(),
             rho_round: Rho::new(0.01).unwrap(),

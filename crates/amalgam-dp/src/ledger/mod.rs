@@ -18,14 +18,11 @@ use std::path::Path;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 
 use self::audit::{Finding, SIGNING_CONTEXT, Totals, advance, entry_hash, entry_round_rho, replay};
+pub use self::entry::RoundRequest;
 use self::entry::{Decision, EntryBody, PrivacyUnit, library_versions};
 use self::store::{Store, StoreError};
 use crate::error::{AccountError, ParamError};
-use crate::params::{
-    Adjacency, BitWidth, ClipNorm, Delta, Dimension, Distance, Epsilon, Gamma, Rho, RoundingBias,
-    Sigma, SiteCount,
-};
-use crate::sampler::SamplerKind;
+use crate::params::{Delta, Epsilon, Rho, Sigma};
 
 /// Ledger failures.
 #[derive(Debug, thiserror::Error)]
@@ -66,35 +63,6 @@ pub struct BudgetPolicy {
     pub epsilon_cap: Epsilon,
     /// δ at which ε is computed.
     pub delta: Delta,
-}
-
-/// The parameters of a round the site is asked to join.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RoundRequest {
-    /// The consortium's round identifier.
-    pub round_id: u64,
-    /// Neighbouring relation the guarantee is stated for.
-    pub adjacency: Adjacency,
-    /// Fewest survivors the round can finish with.
-    pub n_min: SiteCount,
-    /// Most plants that may contribute noise.
-    pub n_cohort: SiteCount,
-    /// L2 clip norm C.
-    pub clip: ClipNorm,
-    /// Scale factor γ.
-    pub gamma: Gamma,
-    /// Bit width b.
-    pub bits: BitWidth,
-    /// Local noise standard deviation in update units, σ/√n_min.
-    pub local_sigma: Sigma,
-    /// Update length d.
-    pub dim: Dimension,
-    /// Conditional rounding bias β.
-    pub beta: RoundingBias,
-    /// Which sampler will draw the noise.
-    pub sampler: SamplerKind,
-    /// That sampler's per-sample distance bound.
-    pub sampler_distance: Distance,
 }
 
 /// Proof that a round was accepted and recorded; only [`Ledger::authorize`] makes one, and the
@@ -192,20 +160,9 @@ impl Ledger {
         let mut body = EntryBody {
             seq: self.next_seq,
             prev_hash: self.head,
-            round_id: request.round_id,
+            request,
             decision: Decision::Accepted,
             unit: PrivacyUnit::SiteUpdatePerRound,
-            adjacency: request.adjacency,
-            n_min: request.n_min,
-            n_cohort: request.n_cohort,
-            clip: request.clip,
-            gamma: request.gamma,
-            bits: request.bits,
-            local_sigma: request.local_sigma,
-            dim: request.dim,
-            beta: request.beta,
-            sampler: request.sampler,
-            sampler_distance: request.sampler_distance,
             delta: self.policy.delta,
             epsilon_cap: self.policy.epsilon_cap,
             rho_round: Rho::ZERO,
