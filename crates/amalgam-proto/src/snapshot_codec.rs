@@ -2,11 +2,12 @@
 //! `H(type) ‖ params_enc ‖ manifest_digest 32 ‖ round u64`.
 //!
 //! The site and the aggregator snapshots differ only in their message type and in what follows
-//! the preamble, so the preamble is written and checked in one place.
+//! the preamble, so the preamble is written and checked in one place — as is the rule every
+//! site-keyed list in a snapshot follows (members of the round, strictly ascending).
 
 use crate::codec::{Decode, Encode, Reader, Writer};
 use crate::error::DecodeError;
-use crate::params::{Manifest, RoundParams};
+use crate::params::{Manifest, RoundParams, SiteId};
 
 /// Starts a snapshot of type `msg_type`: header, round parameters, manifest digest, round.
 pub(crate) fn write_preamble(
@@ -41,4 +42,23 @@ pub(crate) fn read_preamble(
     }
     let round = r.u64("round")?;
     Ok((params, round))
+}
+
+/// Checks that `id`, the next key of a site-keyed snapshot list, is a member of the round and
+/// greater than the previous key `last` (then records it). Ascending order makes the encoding
+/// canonical and rules out duplicates.
+pub(crate) fn next_member(
+    params: &RoundParams,
+    last: &mut Option<SiteId>,
+    id: SiteId,
+    field: &'static str,
+) -> Result<SiteId, DecodeError> {
+    if !params.contains(id) || last.is_some_and(|l| l >= id) {
+        return Err(DecodeError::InvalidValue {
+            field,
+            reason: "out of range or not ascending",
+        });
+    }
+    *last = Some(id);
+    Ok(id)
 }

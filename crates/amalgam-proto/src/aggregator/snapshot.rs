@@ -14,7 +14,7 @@ use crate::messages::*;
 use crate::params::{Manifest, RoundParams, SiteId};
 use crate::phase::Phase;
 use crate::roles::Snapshot;
-use crate::snapshot_codec::{read_preamble, write_preamble};
+use crate::snapshot_codec::{next_member, read_preamble, write_preamble};
 
 fn write_msgs<'a, M: Encode + 'a>(w: &mut Writer, msgs: impl ExactSizeIterator<Item = &'a M>) {
     w.count(msgs.len());
@@ -34,14 +34,7 @@ fn read_msgs<M: Decode<Context = RoundParams>>(
     let mut last: Option<SiteId> = None;
     for _ in 0..n {
         let m = M::decode(r, p)?;
-        let s = sender(&m);
-        if !p.contains(s) || last.is_some_and(|l| l >= s) {
-            return Err(DecodeError::InvalidValue {
-                field,
-                reason: "sender out of range or not ascending",
-            });
-        }
-        last = Some(s);
+        let s = next_member(p, &mut last, sender(&m), field)?;
         out.insert(s, m);
     }
     Ok(out)
@@ -61,15 +54,9 @@ fn read_ids(
 ) -> Result<Vec<SiteId>, DecodeError> {
     let n = r.count(field, 0, p.n())?;
     let mut out: Vec<SiteId> = Vec::with_capacity(n);
+    let mut last = None;
     for _ in 0..n {
-        let s = SiteId(r.u16(field)?);
-        if !p.contains(s) || out.last().is_some_and(|l| *l >= s) {
-            return Err(DecodeError::InvalidValue {
-                field,
-                reason: "out of range or not ascending",
-            });
-        }
-        out.push(s);
+        out.push(next_member(p, &mut last, SiteId(r.u16(field)?), field)?);
     }
     Ok(out)
 }
@@ -94,14 +81,7 @@ fn read_routing(r: &mut Reader<'_>, p: &RoundParams) -> Result<Routing, DecodeEr
     let mut commitments = BTreeMap::new();
     let mut last: Option<SiteId> = None;
     for _ in 0..n {
-        let v = SiteId(r.u16("routing.site")?);
-        if !p.contains(v) || last.is_some_and(|l| l >= v) {
-            return Err(DecodeError::InvalidValue {
-                field: "routing.site",
-                reason: "out of range or not ascending",
-            });
-        }
-        last = Some(v);
+        let v = next_member(p, &mut last, SiteId(r.u16("routing.site")?), "routing.site")?;
         commitments.insert(v, r.array("routing.commitment")?);
         peers.insert(v, read_ids(r, p, "routing.peers")?.into_iter().collect());
     }
@@ -124,14 +104,8 @@ fn read_sigs(
     let mut out = BTreeMap::new();
     let mut last: Option<SiteId> = None;
     for _ in 0..n {
-        let v = SiteId(r.u16("signatures.signer")?);
-        if !p.contains(v) || last.is_some_and(|l| l >= v) {
-            return Err(DecodeError::InvalidValue {
-                field: "signatures.signer",
-                reason: "out of range or not ascending",
-            });
-        }
-        last = Some(v);
+        let signer = SiteId(r.u16("signatures.signer")?);
+        let v = next_member(p, &mut last, signer, "signatures.signer")?;
         out.insert(v, r.array("signatures.signature")?);
     }
     Ok(out)

@@ -19,7 +19,7 @@ use crate::error::{DecodeError, Error, Misbehaviour, Misuse, Sender};
 use crate::messages::AdvertiseKeys;
 use crate::params::{Manifest, RoundParams, SiteId};
 use crate::roles::Snapshot;
-use crate::snapshot_codec::{read_preamble, write_preamble};
+use crate::snapshot_codec::{next_member, read_preamble, write_preamble};
 
 /// What restoring a site needs besides the snapshot bytes.
 pub struct SiteRestore {
@@ -45,14 +45,7 @@ fn read_session(r: &mut Reader<'_>, p: &RoundParams) -> Result<Session, DecodeEr
     let mut peers = BTreeMap::new();
     let mut last = None;
     for _ in 0..n {
-        let sid = SiteId(r.u16("session.peer")?);
-        if !p.contains(sid) || last.is_some_and(|l| l >= sid) {
-            return Err(DecodeError::InvalidValue {
-                field: "session.peer",
-                reason: "out of range or not ascending",
-            });
-        }
-        last = Some(sid);
+        let sid = next_member(p, &mut last, SiteId(r.u16("session.peer")?), "session.peer")?;
         peers.insert(
             sid,
             PeerKeys {
@@ -88,14 +81,7 @@ fn read_held(
     let mut held = BTreeMap::new();
     let mut last = None;
     for _ in 0..n {
-        let sid = SiteId(r.u16("held.owner")?);
-        if !p.contains(sid) || last.is_some_and(|l| l >= sid) {
-            return Err(DecodeError::InvalidValue {
-                field: "held.owner",
-                reason: "out of range or not ascending",
-            });
-        }
-        last = Some(sid);
+        let sid = next_member(p, &mut last, SiteId(r.u16("held.owner")?), "held.owner")?;
         held.insert(sid, read_pair(r)?);
     }
     Ok(held)
