@@ -1,7 +1,8 @@
 //! Closing a phase with whoever has answered ([`Aggregator::close_phase`], spec §5.2).
 //!
-//! Each arm computes the next state and the downloads from the borrowed state, then swaps the
-//! state in, so a refused close changes nothing. Kept apart from upload validation because
+//! Each arm runs every check that can refuse the close on the borrowed state first, so a
+//! refused close changes nothing; only then is the next state built (moving the stored uploads,
+//! never copying them). Kept apart from upload validation because
 //! this is where dropouts take effect and shares are routed.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,11 +81,7 @@ impl Aggregator {
                     AggregatorStep::Send(sends),
                 )
             }
-            State::CollectingMasked {
-                session,
-                routing,
-                masked,
-            } => {
+            State::CollectingMasked { masked, .. } => {
                 let u3: BTreeSet<SiteId> = masked.keys().copied().collect();
                 ctx.check_neighbourhoods(phase, &u3)?;
                 let survivors: Vec<SiteId> = u3.iter().copied().collect();
@@ -93,30 +90,10 @@ impl Aggregator {
                     survivors: survivors.clone(),
                 });
                 let sends = survivors.iter().map(|&v| (v, msg.clone())).collect();
-                (
-                    State::CollectingSignatures {
-                        session: Session {
-                            id: session.id,
-                            adverts: session.adverts.clone(),
-                        },
-                        routing: Routing {
-                            peers: routing.peers.clone(),
-                            commitments: routing.commitments.clone(),
-                        },
-                        masked: masked.clone(),
-                        survivors,
-                        signatures: BTreeMap::new(),
-                    },
-                    AggregatorStep::Send(sends),
-                )
+                self.collect_signatures(survivors);
+                return Ok(AggregatorStep::Send(sends));
             }
-            State::CollectingSignatures {
-                session,
-                routing,
-                masked,
-                survivors,
-                signatures,
-            } => {
+            State::CollectingSignatures { signatures, .. } => {
                 let u4: BTreeSet<SiteId> = signatures.keys().copied().collect();
                 let t = ctx.params.t();
                 let got = u4
@@ -136,23 +113,8 @@ impl Aggregator {
                     signatures: signatures.iter().map(|(k, v)| (*k, *v)).collect(),
                 });
                 let sends = u4.iter().map(|&v| (v, msg.clone())).collect();
-                (
-                    State::CollectingUnmask {
-                        session: Session {
-                            id: session.id,
-                            adverts: session.adverts.clone(),
-                        },
-                        routing: Routing {
-                            peers: routing.peers.clone(),
-                            commitments: routing.commitments.clone(),
-                        },
-                        masked: masked.clone(),
-                        survivors: survivors.clone(),
-                        signatures: signatures.clone(),
-                        responses: BTreeMap::new(),
-                    },
-                    AggregatorStep::Send(sends),
-                )
+                self.collect_unmask();
+                return Ok(AggregatorStep::Send(sends));
             }
             State::CollectingUnmask {
                 session,
@@ -175,5 +137,55 @@ impl Aggregator {
         };
         self.state = next;
         Ok(step)
+    }
+
+    /// CollectingMasked → CollectingSignatures once the close is accepted. The masked uploads
+    /// (n × d elements) move into the next state rather than being copied.
+    fn collect_signatures(&mut self, survivors: Vec<SiteId>) {
+        self.state = match self.take_state() {
+            State::CollectingMasked {
+                session,
+                routing,
+                masked,
+            } => State::CollectingSignatures {
+                session,
+                routing,
+                masked,
+                survivors,
+                signatures: BTreeMap::new(),
+            },
+            other => other,
+        };
+    }
+
+    /// CollectingSignatures → CollectingUnmask once the close is accepted, moving the state.
+    fn collect_unmask(&mut self) {
+        self.state = match self.take_state() {
+            State::CollectingSignatures {
+                session,
+                routing,
+                masked,
+                survivors,
+                signatures,
+            } => State::CollectingUnmask {
+                session,
+                routing,
+                masked,
+                survivors,
+                signatures,
+                responses: BTreeMap::new(),
+            },
+            other => other,
+        };
+    }
+
+    /// Takes the state out, leaving an empty one that the caller immediately replaces.
+    fn take_state(&mut self) -> State {
+        std::mem::replace(
+            &mut self.state,
+            State::CollectingKeys {
+                adverts: BTreeMap::new(),
+            },
+        )
     }
 }
