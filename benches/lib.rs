@@ -3,14 +3,14 @@
 //! Every Amalgam benchmark reports a ratio to a *floor* measured in the same run, because this
 //! machine is noisy (±30-50 % run to run) and an absolute time alone says little. The floor for
 //! PRG-bound work is the fastest ChaCha20 keystream available here: OpenSSL's assembly, reached
-//! through the `openssl` crate. Criterion stores each benchmark's estimates on disk; after a
+//! through the protocol crate's mask PRG (`amalgam_proto::crypto::prg`). Criterion stores each benchmark's estimates on disk; after a
 //! group has run, [`report_ratio`] reads both medians back and prints the ratio.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use amalgam_proto::crypto::prg::Keystream;
 use criterion::Criterion;
-use openssl::symm::{Cipher, Crypter, Mode};
 
 /// Where criterion writes its estimates: `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`,
 /// else the workspace's `target/criterion`.
@@ -34,43 +34,16 @@ pub fn heavy_criterion() -> Criterion {
         .measurement_time(Duration::from_secs(4))
 }
 
-/// The ChaCha20 keystream floor: OpenSSL's ChaCha20 (runtime CPU dispatch), key `key`, block
-/// counter 0 and an all-zero nonce, written into `out`. This is the same keystream as
-/// `rand_chacha::ChaCha20Rng::from_seed(key)`, produced as fast as this machine can.
-pub fn openssl_keystream(key: &[u8; 32], out: &mut [u8]) {
-    out.fill(0);
-    // Encrypting zeros yields the raw keystream. A 16-byte IV = 4-byte LE counter + 12-byte nonce.
-    let mut crypter = match Crypter::new(Cipher::chacha20(), Mode::Encrypt, key, Some(&[0u8; 16])) {
-        Ok(c) => c,
-        Err(e) => panic!("OpenSSL has no ChaCha20: {e}"),
-    };
-    // OpenSSL needs an output buffer distinct from the input; process in cache-sized chunks.
-    let mut chunk = vec![0u8; 64 * 1024];
-    for block in out.chunks_mut(64 * 1024) {
-        let n = block.len();
-        match crypter.update(&block[..], &mut chunk[..n]) {
-            Ok(written) if written == n => block.copy_from_slice(&chunk[..n]),
-            Ok(written) => panic!("OpenSSL wrote {written} of {n} keystream bytes"),
-            Err(e) => panic!("OpenSSL ChaCha20 failed: {e}"),
-        }
-    }
-}
-
-/// The pure keystream floor: `total` bytes of OpenSSL ChaCha20 keystream generated into a
+/// The pure keystream floor: `total` bytes of OpenSSL ChaCha20 keystream (the protocol's mask
+/// PRG, [`Keystream`], which its tests cross-check against `rand_chacha`) generated into a
 /// cache-resident `scratch` buffer (16 KiB is right), so that no memory traffic is counted —
 /// only the cipher. This is the cost no masking implementation can go below.
 pub fn keystream_floor(key: &[u8; 32], total: usize, scratch: &mut [u8]) {
-    let mut crypter = match Crypter::new(Cipher::chacha20(), Mode::Encrypt, key, Some(&[0u8; 16])) {
-        Ok(c) => c,
-        Err(e) => panic!("OpenSSL has no ChaCha20: {e}"),
-    };
-    let zeros = vec![0u8; scratch.len()];
+    let mut stream = Keystream::new(key);
     let mut left = total;
     while left > 0 {
         let n = left.min(scratch.len());
-        if let Err(e) = crypter.update(&zeros[..n], &mut scratch[..n]) {
-            panic!("OpenSSL ChaCha20 failed: {e}");
-        }
+        stream.fill(&mut scratch[..n]);
         left -= n;
     }
 }
@@ -138,22 +111,5 @@ fn append_record(line: &str) {
         .open(path)
     {
         let _ = writeln!(f, "{line}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::{Rng, SeedableRng};
-
-    #[test]
-    fn openssl_keystream_is_rand_chacha_keystream() {
-        let key = [7u8; 32];
-        let mut fast = vec![0u8; 200_003];
-        openssl_keystream(&key, &mut fast);
-        let mut reference = vec![0u8; fast.len()];
-        ChaCha20Rng::from_seed(key).fill_bytes(&mut reference);
-        assert_eq!(fast, reference);
     }
 }
