@@ -46,6 +46,7 @@ pub mod error;
 pub mod labels;
 pub mod masking;
 pub mod messages;
+pub mod packed_sum;
 pub mod packing;
 pub mod params;
 pub mod phase;

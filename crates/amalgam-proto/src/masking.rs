@@ -11,10 +11,12 @@
 //! element); for 32 < B <= 64 in u64 words (one 64-bit little-endian word per element). The
 //! result is reduced mod 2^B when packed.
 
+use multiversion::multiversion;
 use zeroize::Zeroizing;
 
 use crate::crypto::prg::Keystream;
-use crate::packing::{Packer, Unpacker};
+use crate::packed_sum::PackedSum;
+use crate::packing::{Packer, Unpacker, packed_len};
 use crate::params::SumBits;
 
 /// Elements per chunk in u32 mode (256 KiB of words, 256 KiB of keystream).
@@ -76,18 +78,9 @@ impl Streams {
         let buf = &mut self.buf[..4 * acc.len()];
         for (ks, sign) in &mut self.streams {
             ks.fill(buf);
-            let words = buf
-                .chunks_exact(4)
-                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
             match sign {
-                MaskSign::Add => acc
-                    .iter_mut()
-                    .zip(words)
-                    .for_each(|(a, w)| *a = a.wrapping_add(w)),
-                MaskSign::Subtract => acc
-                    .iter_mut()
-                    .zip(words)
-                    .for_each(|(a, w)| *a = a.wrapping_sub(w)),
+                MaskSign::Add => add_words_u32(acc, buf),
+                MaskSign::Subtract => sub_words_u32(acc, buf),
             }
         }
     }
@@ -96,20 +89,50 @@ impl Streams {
         let buf = &mut self.buf[..8 * acc.len()];
         for (ks, sign) in &mut self.streams {
             ks.fill(buf);
-            let words = buf
-                .chunks_exact(8)
-                .map(|w| u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
             match sign {
-                MaskSign::Add => acc
-                    .iter_mut()
-                    .zip(words)
-                    .for_each(|(a, w)| *a = a.wrapping_add(w)),
-                MaskSign::Subtract => acc
-                    .iter_mut()
-                    .zip(words)
-                    .for_each(|(a, w)| *a = a.wrapping_sub(w)),
+                MaskSign::Add => add_words_u64(acc, buf),
+                MaskSign::Subtract => sub_words_u64(acc, buf),
             }
         }
+    }
+}
+
+// The lane-wise loops below are compiled for AVX-512, AVX2 and baseline x86-64 and chosen at
+// run time: the keystream words are the bulk of the data both sides touch.
+
+/// `acc[i] += le_u32(keystream[4i..])`, wrapping.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2"))]
+fn add_words_u32(acc: &mut [u32], keystream: &[u8]) {
+    for (a, w) in acc.iter_mut().zip(keystream.chunks_exact(4)) {
+        *a = a.wrapping_add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+    }
+}
+
+/// `acc[i] −= le_u32(keystream[4i..])`, wrapping.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2"))]
+fn sub_words_u32(acc: &mut [u32], keystream: &[u8]) {
+    for (a, w) in acc.iter_mut().zip(keystream.chunks_exact(4)) {
+        *a = a.wrapping_sub(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+    }
+}
+
+/// `acc[i] += le_u64(keystream[8i..])`, wrapping.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2"))]
+fn add_words_u64(acc: &mut [u64], keystream: &[u8]) {
+    for (a, w) in acc.iter_mut().zip(keystream.chunks_exact(8)) {
+        *a = a.wrapping_add(u64::from_le_bytes([
+            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
+        ]));
+    }
+}
+
+/// `acc[i] −= le_u64(keystream[8i..])`, wrapping.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2"))]
+fn sub_words_u64(acc: &mut [u64], keystream: &[u8]) {
+    for (a, w) in acc.iter_mut().zip(keystream.chunks_exact(8)) {
+        *a = a.wrapping_sub(u64::from_le_bytes([
+            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
+        ]));
     }
 }
 
@@ -143,33 +166,36 @@ pub fn mask_and_pack(input: &[u64], terms: &[MaskTerm], bits: SumBits) -> Vec<u8
 
 /// Server side of unmasking: `Σ_u y_u + Σ ±PRG(key) mod 2^B` over already
 /// [checked](crate::packing::check_packed) packed vectors of `d` elements.
+///
+/// For B <= 32 the uploads are summed in the packed domain ([`PackedSum`]) and only the sum is
+/// unpacked, once per chunk; for B > 32 each upload is unpacked and added in u64 words.
 pub fn unmask_sum(packed: &[&[u8]], terms: &[MaskTerm], bits: SumBits, d: usize) -> Vec<u64> {
     let mut out = Vec::with_capacity(d);
-    let mut unpackers: Vec<Unpacker<'_>> = packed
-        .iter()
-        .map(|p| Unpacker::new(p, bits.get()))
-        .collect();
     let mask = bits.mask();
     if bits.uses_u32_words() {
+        let width = bits.get();
         let mut streams = Streams::new(terms, 4 * CHUNK_U32);
-        let mut acc = vec![0u32; CHUNK_U32];
+        let mut sum = PackedSum::new(width, CHUNK_U32.min(d));
+        let mut acc = vec![0u32; CHUNK_U32.min(d)];
         let mut done = 0;
         while done < d {
             let len = CHUNK_U32.min(d - done);
+            let bytes = packed_len(done, width)..packed_len(done + len, width);
+            sum.clear(len);
+            for upload in packed {
+                sum.add(&upload[bytes.clone()]);
+            }
             let acc = &mut acc[..len];
-            let mut uploads = unpackers.iter_mut();
-            match uploads.next() {
-                Some(first) => first.write_into_u32(acc),
-                None => acc.fill(0),
-            }
-            for u in uploads {
-                u.add_into_u32(acc);
-            }
+            sum.unpack_into(acc);
             streams.apply_u32(acc);
             out.extend(acc.iter().map(|&a| u64::from(a) & mask));
             done += len;
         }
     } else {
+        let mut unpackers: Vec<Unpacker<'_>> = packed
+            .iter()
+            .map(|p| Unpacker::new(p, bits.get()))
+            .collect();
         let mut streams = Streams::new(terms, 8 * CHUNK_U64);
         let mut acc = vec![0u64; CHUNK_U64];
         let mut done = 0;
