@@ -251,3 +251,41 @@ fn too_few_survivors_in_each_phase_gives_needed_got() {
         }
     }
 }
+
+/// Unmasking's packed-domain sum (spec §3.4 layout, carries settled per word) against the
+/// plain per-element sum, across chunk boundaries and every u32 width.
+fn packed_sum_case() -> impl Strategy<Value = (u8, usize, Vec<u64>)> {
+    (1u8..=32, 0usize..3000, 1usize..12).prop_flat_map(|(bits, len, count)| {
+        let max = (1u64 << bits) - 1;
+        let element = prop_oneof![Just(0u64), Just(max), 0..=max];
+        (
+            Just(bits),
+            Just(len),
+            proptest::collection::vec(element, len * count),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn packed_sums_equal_element_sums((bits, len, flat) in packed_sum_case()) {
+        use amalgam_proto::packed_sum::PackedSum;
+        use amalgam_proto::packing::pack;
+        let mask = (1u64 << bits) - 1;
+        let mut sum = PackedSum::new(bits, len);
+        sum.clear(len);
+        let mut want = vec![0u64; len];
+        for v in flat.chunks_exact(len.max(1)) {
+            sum.add(&pack(v, bits));
+            for (w, x) in want.iter_mut().zip(v) {
+                *w = w.wrapping_add(*x) & mask;
+            }
+        }
+        let mut got = vec![0u32; len];
+        sum.unpack_into(&mut got);
+        let got: Vec<u64> = got.into_iter().map(u64::from).collect();
+        prop_assert_eq!(got, want);
+    }
+}

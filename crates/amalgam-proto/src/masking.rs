@@ -269,6 +269,37 @@ mod tests {
     }
 
     #[test]
+    fn chunked_unmasking_matches_reference() {
+        let d = 2 * CHUNK_U32 + 77;
+        for bits in [1u8, 7, 20, 21, 31, 32, 33, 64] {
+            let bits = SumBits::new(bits).unwrap();
+            let uploads: Vec<Vec<u64>> = (0..5u64)
+                .map(|u| {
+                    (0..d as u64)
+                        .map(|i| (i ^ (u << 20)).wrapping_mul(0x9e37_79b9_7f4a_7c15) & bits.mask())
+                        .collect()
+                })
+                .collect();
+            let packed: Vec<Vec<u8>> = uploads
+                .iter()
+                .map(|x| mask_and_pack(x, &[], bits))
+                .collect();
+            let refs: Vec<&[u8]> = packed.iter().map(Vec::as_slice).collect();
+            let terms = [term(6, MaskSign::Subtract), term(8, MaskSign::Add)];
+            let sum = unmask_sum(&refs, &terms, bits, d);
+            let m6 = reference_mask(&[6; 32], bits, d);
+            let m8 = reference_mask(&[8; 32], bits, d);
+            for i in 0..d {
+                let want = uploads
+                    .iter()
+                    .fold(m8[i].wrapping_sub(m6[i]), |s, x| s.wrapping_add(x[i]))
+                    & bits.mask();
+                assert_eq!(sum[i], want, "bits {} i {i}", bits.get());
+            }
+        }
+    }
+
+    #[test]
     fn masks_cancel_in_the_sum() {
         let bits = SumBits::new(21).unwrap();
         let d = 9000;
