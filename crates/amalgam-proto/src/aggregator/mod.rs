@@ -49,7 +49,7 @@ impl Ctx {
             .count()
     }
 
-    /// Smallest |N[u] ∩ set| over u in set, and the requirement t (Harary-aware).
+    /// Smallest |`N[u]` ∩ set| over u in set, and the requirement t (Harary-aware).
     fn check_neighbourhoods(&self, phase: Phase, set: &BTreeSet<SiteId>) -> Result<(), Error> {
         let m = usize::from(self.params.min_cohort().get());
         if set.len() < m {

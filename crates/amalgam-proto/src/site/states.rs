@@ -105,7 +105,7 @@ impl AwaitingKeys {
         Ok((Session { id, peers }, AdvertsVerified(())))
     }
 
-    /// Spec §5.1 S1: fresh b, Shamir shares of s_sk and b for N[u] ∩ U1, encrypted.
+    /// Spec §5.1 S1: fresh b, Shamir shares of s_sk and b for `N[u]` ∩ U1, encrypted.
     pub(super) fn advance<R: CryptoRng + ?Sized>(
         self,
         ctx: &Ctx,
@@ -312,7 +312,7 @@ impl AwaitingSurvivors {
 
 impl AwaitingUnmask {
     /// Spec §5.1 S4 checks: every signature is over exactly the set this site signed (else
-    /// abort: the aggregator equivocated), and at least t of them come from N[u].
+    /// abort: the aggregator equivocated), and at least t of them come from `N[u]`.
     pub(super) fn verify(&self, ctx: &Ctx, m: &UnmaskRequest) -> Result<ConsistencyVerified, Fail> {
         let p = &ctx.params;
         for (signer, sig) in &m.signatures {
