@@ -308,3 +308,64 @@ fn inconsistent_requests_are_refused_without_an_entry() {
     let report = audit_file(&path, &key().verifying_key()).unwrap();
     assert_eq!((report.entries, report.accepted), (1, 1));
 }
+
+#[test]
+fn anchors_reveal_truncation_and_rewritten_history() {
+    use amalgam_dp::ledger::audit::{Anchor, AnchorParseError, audit_bytes_anchored};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    ledger_with_rounds(&path, 3);
+    let vk = key().verifying_key();
+    let payloads = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
+    let report = audit_bytes(&reframe(&payloads), &vk).unwrap();
+    let anchor = Anchor::of(&report).unwrap();
+    assert_eq!(anchor.entries, 3);
+    assert_eq!(Anchor::parse(&anchor.to_string()), Ok(anchor));
+    let empty = Anchor::of(&audit_bytes(&reframe(&[]), &vk).unwrap()).unwrap();
+    assert_eq!(empty.entries, 0);
+
+    // The ledger grew after the anchor was published: still clean.
+    ledger_with_rounds_from(&path, 3, 5);
+    let grown = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
+    assert_eq!(grown.len(), 5);
+    let report = audit_bytes_anchored(&reframe(&grown), &vk, &[empty, anchor]).unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+
+    // The last entry cut off: clean on its own, caught by the anchor.
+    let cut = &payloads[..2];
+    assert!(audit_bytes(&reframe(cut), &vk).unwrap().is_clean());
+    let f = audit_bytes_anchored(&reframe(cut), &vk, &[anchor])
+        .unwrap()
+        .findings;
+    assert_eq!(
+        f,
+        vec![Finding::Truncated {
+            anchored: 3,
+            present: 2
+        }]
+    );
+
+    // History rewritten and re-signed by the site's own key (a smaller ε in entry 2, chain
+    // intact): only the anchor can tell.
+    let mut rewritten = payloads.clone();
+    let mut b = body(&rewritten[2]);
+    b.epsilon_total = Epsilon::new(b.epsilon_total.get() * 0.5).unwrap();
+    rewritten[2] = sign(&b, &key());
+    let f = audit_bytes_anchored(&reframe(&rewritten), &vk, &[anchor])
+        .unwrap()
+        .findings;
+    assert!(f.contains(&Finding::AnchorMismatch { index: 2 }), "{f:?}");
+
+    assert_eq!(Anchor::parse("3"), Err(AnchorParseError::Form));
+    assert_eq!(Anchor::parse("x:00"), Err(AnchorParseError::Entries));
+    assert_eq!(Anchor::parse("3:abcd"), Err(AnchorParseError::Head));
+}
+
+/// Appends rounds `from..to` to an existing ledger.
+fn ledger_with_rounds_from(path: &Path, from: u64, to: u64) {
+    let mut ledger = open(path, 100.0);
+    for r in from..to {
+        ledger.authorize(request(r)).unwrap();
+    }
+}

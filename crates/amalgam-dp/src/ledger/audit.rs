@@ -96,6 +96,73 @@ pub enum Finding {
         /// The recorded cap.
         cap: f64,
     },
+    /// The ledger has fewer entries than an anchor published earlier: entries (and the ε they
+    /// spent) were cut off the end.
+    Truncated {
+        /// Entries the anchor vouches for.
+        anchored: usize,
+        /// Entries in the ledger.
+        present: usize,
+    },
+    /// The entry an anchor vouches for hashes differently: history up to it was rewritten,
+    /// possibly re-signed with the site's own key.
+    AnchorMismatch {
+        /// Position of the anchored entry (`anchored − 1`).
+        index: usize,
+    },
+}
+
+/// A ledger head published earlier (for example recorded by the aggregator with each round):
+/// the number of entries then and the hash of the last of them. The file alone cannot show
+/// entries cut off its end, or a history consistently rewritten by the key's owner; a check
+/// against an anchor can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Anchor {
+    /// Entries the ledger had.
+    pub entries: usize,
+    /// Hash of its last entry ([`genesis_hash`] when it had none).
+    pub head: [u8; 32],
+}
+
+impl Anchor {
+    /// The anchor a clean audit report vouches for, to publish.
+    pub fn of(report: &AuditReport) -> Result<Self, AnchorParseError> {
+        Self::parse(&format!("{}:{}", report.entries, report.head))
+    }
+
+    /// Parses `ENTRIES:HEX_HEAD` (the form [`Anchor`]'s `Display` writes).
+    pub fn parse(text: &str) -> Result<Self, AnchorParseError> {
+        let (entries, head) = text.trim().split_once(':').ok_or(AnchorParseError::Form)?;
+        let entries = entries
+            .parse::<usize>()
+            .map_err(|_| AnchorParseError::Entries)?;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(head, &mut bytes).map_err(|_| AnchorParseError::Head)?;
+        Ok(Self {
+            entries,
+            head: bytes,
+        })
+    }
+}
+
+impl core::fmt::Display for Anchor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}:{}", self.entries, hex::encode(self.head))
+    }
+}
+
+/// Why an anchor's text was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AnchorParseError {
+    /// Not of the form `ENTRIES:HEX_HEAD`.
+    #[error("a ledger anchor is ENTRIES:HEX_HEAD (no ':' found)")]
+    Form,
+    /// The entry count is not a non-negative integer.
+    #[error("a ledger anchor's entry count is not a non-negative integer")]
+    Entries,
+    /// The head is not 64 hex digits.
+    #[error("a ledger anchor's head is not 64 hex digits")]
+    Head,
 }
 
 /// The result of an audit.
@@ -322,12 +389,52 @@ pub(crate) fn replay(payloads: &[Vec<u8>], key: &VerifyingKey, torn_bytes: Optio
 
 /// Audits a ledger held in memory (the file's bytes) against the site's public key.
 pub fn audit_bytes(bytes: &[u8], key: &VerifyingKey) -> Result<AuditReport, LedgerError> {
-    let parsed = store::parse(bytes)?;
-    Ok(replay(&parsed.payloads, key, parsed.torn_bytes).report)
+    audit_bytes_anchored(bytes, key, &[])
 }
 
 /// Audits a ledger file, read-only, against the site's public key.
 pub fn audit_file(path: &Path, key: &VerifyingKey) -> Result<AuditReport, LedgerError> {
+    audit_file_anchored(path, key, &[])
+}
+
+/// [`audit_bytes`], and also checks the ledger against heads published earlier.
+pub fn audit_bytes_anchored(
+    bytes: &[u8],
+    key: &VerifyingKey,
+    anchors: &[Anchor],
+) -> Result<AuditReport, LedgerError> {
+    let parsed = store::parse(bytes)?;
+    Ok(anchored_report(&parsed, key, anchors))
+}
+
+/// [`audit_file`], and also checks the ledger against heads published earlier.
+pub fn audit_file_anchored(
+    path: &Path,
+    key: &VerifyingKey,
+    anchors: &[Anchor],
+) -> Result<AuditReport, LedgerError> {
     let parsed = store::read_only(path)?;
-    Ok(replay(&parsed.payloads, key, parsed.torn_bytes).report)
+    Ok(anchored_report(&parsed, key, anchors))
+}
+
+fn anchored_report(parsed: &store::Parsed, key: &VerifyingKey, anchors: &[Anchor]) -> AuditReport {
+    let payloads = &parsed.payloads;
+    let mut report = replay(payloads, key, parsed.torn_bytes).report;
+    for anchor in anchors {
+        let hash = match anchor.entries.checked_sub(1) {
+            None => Some(genesis_hash(key)),
+            Some(last) => payloads.get(last).map(|p| entry_hash(p)),
+        };
+        match hash {
+            None => report.findings.push(Finding::Truncated {
+                anchored: anchor.entries,
+                present: payloads.len(),
+            }),
+            Some(h) if h != anchor.head => report.findings.push(Finding::AnchorMismatch {
+                index: anchor.entries.saturating_sub(1),
+            }),
+            Some(_) => {}
+        }
+    }
+    report
 }
