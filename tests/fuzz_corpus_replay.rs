@@ -42,6 +42,21 @@ fn site_corpus() {
     replay("site", fuzz::site);
 }
 
+#[test]
+fn packed_sum_corpus() {
+    replay("packed_sum", fuzz::packed_sum);
+}
+
+#[test]
+fn he_decoders_corpus() {
+    replay("he_decoders", fuzz::he_decoders);
+}
+
+#[test]
+fn ledger_corpus() {
+    replay("ledger", fuzz::ledger);
+}
+
 /// Writes a real site and aggregator snapshot of every phase of the fuzz fixture into the
 /// `snapshots` corpus, as seeds that get the fuzzer past the header. Run on demand:
 /// `cargo test -p amalgam-tests --test fuzz_corpus_replay -- --ignored write_snapshot_seeds`.
@@ -60,4 +75,87 @@ fn write_snapshot_seeds() {
         let (site, _) = f.site_at(SiteId(0), phase).expect("site at phase");
         std::fs::write(dir.join(format!("seed-site0-{i}")), site.snapshot()).expect("write");
     }
+}
+
+/// Writes seeds for the `he_decoders` corpus (every hex message of the HE conformance vectors)
+/// and the `ledger` corpus (a real three-round ledger and one of its entries, plus an anchor).
+/// Run on demand:
+/// `cargo test -p amalgam-tests --test fuzz_corpus_replay -- --ignored write_he_and_ledger_seeds`.
+#[test]
+#[ignore = "writes seed files into fuzz/corpus"]
+fn write_he_and_ledger_seeds() {
+    use amalgam_dp::ledger::audit::{Anchor, audit_file};
+    use amalgam_dp::ledger::store::parse;
+    use amalgam_dp::ledger::{BudgetPolicy, Ledger, RoundRequest};
+    use amalgam_dp::params::{
+        Adjacency, BitWidth, ClipNorm, Delta, Dimension, Distance, Epsilon, Gamma, RoundingBias,
+        Sigma, SiteCount,
+    };
+    use amalgam_dp::sampler::SamplerKind;
+
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let he_dir = root.join("fuzz/corpus/he_decoders");
+    std::fs::create_dir_all(&he_dir).expect("corpus dir");
+    let vectors = root.join("protocol-spec/test-vectors/v1");
+    for entry in std::fs::read_dir(&vectors).expect("vectors") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_stem()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        if !name.starts_with("he_") {
+            continue;
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        let Some(fields) = json.as_object() else {
+            continue;
+        };
+        for (field, value) in fields {
+            if let (true, Some(text)) = (field.ends_with("hex"), value.as_str()) {
+                let bytes = hex::decode(text).expect("hex");
+                std::fs::write(he_dir.join(format!("seed-{name}-{field}")), bytes).expect("write");
+            }
+        }
+    }
+
+    let ledger_dir = root.join("fuzz/corpus/ledger");
+    std::fs::create_dir_all(&ledger_dir).expect("corpus dir");
+    let path = ledger_dir.join("seed-ledger-3-rounds");
+    let _ = std::fs::remove_file(&path);
+    let policy = BudgetPolicy {
+        epsilon_cap: Epsilon::new(100.0).expect("cap"),
+        delta: Delta::new(1e-6).expect("delta"),
+    };
+    let (mut ledger, _) = Ledger::open(&path, fuzz::ledger_key(), policy).expect("open");
+    for round_id in 0..3 {
+        ledger
+            .authorize(RoundRequest {
+                round_id,
+                adjacency: Adjacency::ZeroOut,
+                n_min: SiteCount::new(4).expect("n_min"),
+                n_cohort: SiteCount::new(5).expect("n_cohort"),
+                clip: ClipNorm::new(1.0).expect("clip"),
+                gamma: Gamma::new(1000.0).expect("gamma"),
+                bits: BitWidth::new(24).expect("bits"),
+                local_sigma: Sigma::new(5.0).expect("sigma"),
+                dim: Dimension::new(1000).expect("dim"),
+                beta: RoundingBias::recommended(),
+                sampler: SamplerKind::Fast,
+                sampler_distance: Distance::new(1e-33).expect("distance"),
+            })
+            .expect("authorize");
+    }
+    drop(ledger);
+    let bytes = std::fs::read(&path).expect("read");
+    let payload = &parse(&bytes).expect("parse").payloads[0];
+    std::fs::write(
+        ledger_dir.join("seed-entry-body"),
+        &payload[..payload.len() - 64],
+    )
+    .expect("write");
+    let report = audit_file(&path, &fuzz::ledger_key().verifying_key()).expect("audit");
+    let anchor = Anchor::of(&report).expect("anchor");
+    std::fs::write(ledger_dir.join("seed-anchor"), anchor.to_string()).expect("write");
 }

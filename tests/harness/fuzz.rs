@@ -88,3 +88,101 @@ pub fn site(data: &[u8]) {
         let _ = site.handle_bytes(msg, &mut rng);
     }
 }
+
+/// Differential check of the aggregator's packed-domain sum: `data[0]` picks B (1..=32),
+/// `data[1..3]` the length (mod 1024), and the rest is cut into packed vectors (padding bits
+/// cleared) whose [`PackedSum`](amalgam_proto::packed_sum::PackedSum) must equal the sum of
+/// their strictly unpacked elements. Panics on any difference.
+pub fn packed_sum(data: &[u8]) {
+    use amalgam_proto::packed_sum::PackedSum;
+    use amalgam_proto::packing::{packed_len, unpack};
+
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((len, rest)) = rest.split_first_chunk::<2>() else {
+        return;
+    };
+    let bits = sel % 32 + 1;
+    let len = usize::from(u16::from_be_bytes(*len)) % 1024;
+    let bytes = packed_len(len, bits);
+    let used = (len * usize::from(bits)) % 8;
+    let vectors: Vec<Vec<u8>> = rest
+        .chunks_exact(bytes.max(1))
+        .take(64)
+        .map(|c| {
+            let mut v = c[..bytes].to_vec();
+            if let (Some(last), true) = (v.last_mut(), used != 0) {
+                *last &= (1u8 << used) - 1;
+            }
+            v
+        })
+        .collect();
+    let mask = (1u64 << bits) - 1;
+    let mut want = vec![0u64; len];
+    let mut sum = PackedSum::new(bits, len);
+    sum.clear(len);
+    for v in &vectors {
+        let elements = match unpack(v, len, bits) {
+            Ok(e) => e,
+            Err(e) => panic!("a vector with cleared padding was refused: {e}"),
+        };
+        for (w, x) in want.iter_mut().zip(elements) {
+            *w = w.wrapping_add(x) & mask;
+        }
+        sum.add(v);
+    }
+    let mut got = vec![0u32; len];
+    sum.unpack_into(&mut got);
+    let got: Vec<u64> = got.into_iter().map(u64::from).collect();
+    assert_eq!(got, want, "packed sum differs, B = {bits}, len = {len}");
+}
+
+/// The homomorphic fallback's parameters in its conformance vectors (B = 16, 4 sites, d = 5).
+fn he_fixture() -> Option<&'static amalgam_he::HeParams> {
+    static PARAMS: OnceLock<Option<amalgam_he::HeParams>> = OnceLock::new();
+    PARAMS
+        .get_or_init(|| amalgam_he::params::he_params(16, 4, 5).ok())
+        .as_ref()
+}
+
+/// Every decoder of the homomorphic fallback on arbitrary bytes.
+pub fn he_decoders(data: &[u8]) {
+    use amalgam_he::audit::AuditEntry;
+    use amalgam_he::{
+        AggregateClaim, CiphertextSum, EncryptedVector, HeParams, MaskAttestation, PublicKey,
+        SignedContribution,
+    };
+
+    let _ = HeParams::from_bytes(data, &());
+    let _ = PublicKey::from_bytes(data, &());
+    let _ = AuditEntry::from_bytes(data, &());
+    let Some(p) = he_fixture() else {
+        return;
+    };
+    let _ = EncryptedVector::from_bytes(data, p);
+    let _ = CiphertextSum::from_bytes(data, p);
+    let _ = SignedContribution::from_bytes(data, p);
+    let _ = MaskAttestation::from_bytes(data, p);
+    let _ = AggregateClaim::from_bytes(data, p);
+}
+
+/// The key the `ledger` fuzz target's audits verify against (the DP ledger tests' key).
+pub fn ledger_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+}
+
+/// The ε ledger's file parser, entry decoder, full audit (signatures, chain, re-accounting of
+/// whatever parameters decode) and anchor parser on arbitrary bytes.
+pub fn ledger(data: &[u8]) {
+    use amalgam_dp::ledger::audit::{Anchor, audit_bytes};
+    use amalgam_dp::ledger::entry::EntryBody;
+    use amalgam_dp::ledger::store::parse;
+
+    let _ = parse(data);
+    let _ = EntryBody::from_bytes(data);
+    let _ = audit_bytes(data, &ledger_key().verifying_key());
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Anchor::parse(text);
+    }
+}

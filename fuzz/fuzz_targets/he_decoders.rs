@@ -1,0 +1,4 @@
+//! Fuzz target: see `amalgam_tests::harness::fuzz::he_decoders`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| amalgam_tests::harness::fuzz::he_decoders(data));
