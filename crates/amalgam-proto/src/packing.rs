@@ -140,10 +140,6 @@ fn add_blocks<const B: u32, T: Copy>(bytes: &[u8], acc: &mut [T], add: impl Fn(T
     }
 }
 
-fn add_blocks_u32<const B: u32>(bytes: &[u8], acc: &mut [u32]) {
-    add_groups::<B, u32>(bytes, acc, |x, y| x.wrapping_add(y as u32))
-}
-
 fn set_blocks_u32<const B: u32>(bytes: &[u8], acc: &mut [u32]) {
     add_groups::<B, u32>(bytes, acc, |_, y| y as u32)
 }
@@ -300,35 +296,21 @@ impl<'a> Unpacker<'a> {
         v
     }
 
-    /// Adds the next `acc.len()` elements into `acc` (wrapping, u32 words; `bits` <= 32).
-    pub fn add_into_u32(&mut self, acc: &mut [u32]) {
-        self.accumulate_u32::<true>(acc);
-    }
-
-    /// Overwrites `acc` with the next `acc.len()` elements (u32 words; `bits` <= 32): the
-    /// first upload of a sum, which saves zeroing the accumulator.
+    /// Overwrites `acc` with the next `acc.len()` elements (u32 words; `bits` <= 32). Sums of
+    /// u32-word vectors are formed packed ([`crate::packed_sum`]); only the result is unpacked.
     pub fn write_into_u32(&mut self, acc: &mut [u32]) {
-        self.accumulate_u32::<false>(acc);
-    }
-
-    fn accumulate_u32<const ADD: bool>(&mut self, acc: &mut [u32]) {
         let mut rest: &mut [u32] = acc;
         if self.nacc == 0 {
             let whole = rest.len() / BLOCK * BLOCK;
             let nbytes = whole / 8 * usize::from(self.bits);
             let (head, tail) = rest.split_at_mut(whole);
             let src = &self.bytes[self.pos..self.pos + nbytes];
-            if ADD {
-                dispatch_bits!(self.bits, add_blocks_u32, src, head);
-            } else {
-                dispatch_bits!(self.bits, set_blocks_u32, src, head);
-            }
+            dispatch_bits!(self.bits, set_blocks_u32, src, head);
             self.pos += nbytes;
             rest = tail;
         }
         for a in rest.iter_mut() {
-            let v = self.next_one() as u32;
-            *a = if ADD { a.wrapping_add(v) } else { v };
+            *a = self.next_one() as u32;
         }
     }
 
@@ -382,22 +364,16 @@ mod tests {
                     pk.push_u32(&v32[..d / 2]);
                     pk.push_u32(&v32[d / 2..]);
                     assert_eq!(pk.finish(), p);
-                    let mut acc = vec![0u32; d];
-                    Unpacker::new(&p, bits).add_into_u32(&mut acc);
-                    assert_eq!(acc, v32);
-                    // In whole blocks then the rest, as the chunked unmasking calls it.
+                    let mut acc = vec![u32::MAX; d];
+                    Unpacker::new(&p, bits).write_into_u32(&mut acc);
+                    assert_eq!(acc, v32, "overwriting, bits {bits} d {d}");
+                    // In whole blocks then the rest.
                     let split = d / 128 * 64;
-                    let mut acc = vec![1u32; d];
-                    let mut up = Unpacker::new(&p, bits);
-                    up.add_into_u32(&mut acc[..split]);
-                    up.add_into_u32(&mut acc[split..]);
-                    let want: Vec<u32> = v32.iter().map(|v| v.wrapping_add(1)).collect();
-                    assert_eq!(acc, want, "chunked, bits {bits} d {d}");
                     let mut acc = vec![u32::MAX; d];
                     let mut up = Unpacker::new(&p, bits);
                     up.write_into_u32(&mut acc[..split]);
                     up.write_into_u32(&mut acc[split..]);
-                    assert_eq!(acc, v32, "overwriting, bits {bits} d {d}");
+                    assert_eq!(acc, v32, "chunked, bits {bits} d {d}");
                 }
             }
         }
