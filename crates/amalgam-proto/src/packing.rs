@@ -93,11 +93,11 @@ fn pack_blocks_u64<const B: u32>(vals: &[u64], out: &mut Vec<u8>) {
     pack_blocks::<B, u64>(vals, out)
 }
 
-/// Adds whole groups of 8 packed elements (B <= 32: B bytes, at most four u64 words).
-#[inline(always)]
-fn add_groups<const B: u32, T: Copy>(bytes: &[u8], acc: &mut [T], add: impl Fn(T, u64) -> T) {
+/// Writes whole groups of 8 packed elements into `out` (B <= 32: B bytes, at most four u64
+/// words).
+fn write_groups_u32<const B: u32>(bytes: &[u8], out: &mut [u32]) {
     let mask = mask_bits(B as u8);
-    for (src, dst) in bytes.chunks_exact(B as usize).zip(acc.chunks_exact_mut(8)) {
+    for (src, dst) in bytes.chunks_exact(B as usize).zip(out.chunks_exact_mut(8)) {
         let mut buf = [0u8; 40];
         buf[..B as usize].copy_from_slice(src);
         let mut w = [0u64; 5];
@@ -111,14 +111,13 @@ fn add_groups<const B: u32, T: Copy>(bytes: &[u8], acc: &mut [T], add: impl Fn(T
             if s + B > 64 {
                 v |= w[i + 1] << (64 - s);
             }
-            *x = add(*x, v & mask);
+            *x = (v & mask) as u32;
         }
     }
 }
 
 /// Adds whole blocks of 64 packed elements from `bytes` (B·8 bytes per block) into `acc`.
-#[inline(always)]
-fn add_blocks<const B: u32, T: Copy>(bytes: &[u8], acc: &mut [T], add: impl Fn(T, u64) -> T) {
+fn add_blocks_u64<const B: u32>(bytes: &[u8], acc: &mut [u64]) {
     let mask = mask_bits(B as u8);
     for (src, dst) in bytes
         .chunks_exact(8 * B as usize)
@@ -135,17 +134,9 @@ fn add_blocks<const B: u32, T: Copy>(bytes: &[u8], acc: &mut [T], add: impl Fn(T
             if s + B > 64 {
                 v |= w[i + 1] << (64 - s);
             }
-            *x = add(*x, v & mask);
+            *x = x.wrapping_add(v & mask);
         }
     }
-}
-
-fn set_blocks_u32<const B: u32>(bytes: &[u8], acc: &mut [u32]) {
-    add_groups::<B, u32>(bytes, acc, |_, y| y as u32)
-}
-
-fn add_blocks_u64<const B: u32>(bytes: &[u8], acc: &mut [u64]) {
-    add_blocks::<B, u64>(bytes, acc, |x, y| x.wrapping_add(y))
 }
 
 /// Packed length of `d` elements of `bits` bits.
@@ -305,7 +296,7 @@ impl<'a> Unpacker<'a> {
             let nbytes = whole / 8 * usize::from(self.bits);
             let (head, tail) = rest.split_at_mut(whole);
             let src = &self.bytes[self.pos..self.pos + nbytes];
-            dispatch_bits!(self.bits, set_blocks_u32, src, head);
+            dispatch_bits!(self.bits, write_groups_u32, src, head);
             self.pos += nbytes;
             rest = tail;
         }
