@@ -88,8 +88,7 @@ fn write_he_and_ledger_seeds() {
     use amalgam_dp::ledger::store::parse;
     use amalgam_dp::ledger::{BudgetPolicy, Ledger, RoundRequest};
     use amalgam_dp::params::{
-        Adjacency, BitWidth, ClipNorm, Delta, Dimension, Distance, Epsilon, Gamma, RoundingBias,
-        Sigma, SiteCount,
+        BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, RoundingBias, Sigma, SiteCount,
     };
     use amalgam_dp::sampler::SamplerKind;
 
@@ -124,17 +123,21 @@ fn write_he_and_ledger_seeds() {
     std::fs::create_dir_all(&ledger_dir).expect("corpus dir");
     let path = ledger_dir.join("seed-ledger-3-rounds");
     let _ = std::fs::remove_file(&path);
-    let policy = BudgetPolicy {
-        epsilon_cap: Epsilon::new(100.0).expect("cap"),
-        delta: Delta::new(1e-6).expect("delta"),
-    };
+    let policy = BudgetPolicy::site_level(
+        Epsilon::new(100.0).expect("cap"),
+        Delta::new(1e-6).expect("delta"),
+    )
+    .expect("policy");
     let (mut ledger, _) = Ledger::open(&path, fuzz::ledger_key(), policy).expect("open");
+    ledger.record_epoch([0x11; 32], 1).expect("epoch");
     for round_id in 0..3 {
         ledger
             .authorize(RoundRequest {
                 round_id,
-                adjacency: Adjacency::ZeroOut,
-                n_min: SiteCount::new(4).expect("n_min"),
+                manifest_digest: [0x11; 32],
+                round_context: [round_id as u8; 32],
+                min_cohort: SiteCount::new(4).expect("min cohort"),
+                colluders: 0,
                 n_cohort: SiteCount::new(5).expect("n_cohort"),
                 clip: ClipNorm::new(1.0).expect("clip"),
                 gamma: Gamma::new(1000.0).expect("gamma"),
@@ -143,19 +146,23 @@ fn write_he_and_ledger_seeds() {
                 dim: Dimension::new(1000).expect("dim"),
                 beta: RoundingBias::recommended(),
                 sampler: SamplerKind::Fast,
-                sampler_distance: Distance::new(1e-33).expect("distance"),
             })
             .expect("authorize");
     }
+    ledger
+        .rotate_key(ed25519_dalek::SigningKey::from_bytes(&[8; 32]))
+        .expect("rotate");
+    let anchor = ledger.anchor();
     drop(ledger);
     let bytes = std::fs::read(&path).expect("read");
-    let payload = &parse(&bytes).expect("parse").payloads[0];
+    let payload = &parse(&bytes).expect("parse").payloads[2];
     std::fs::write(
         ledger_dir.join("seed-entry-body"),
         &payload[..payload.len() - 64],
     )
     .expect("write");
-    let report = audit_file(&path, &fuzz::ledger_key().verifying_key()).expect("audit");
-    let anchor = Anchor::of(&report).expect("anchor");
+    let report = audit_file(&path, &fuzz::ledger_key().verifying_key(), &[anchor]).expect("audit");
+    assert!(report.is_clean(), "{:?}", report.findings);
+    assert_eq!(Anchor::of(&report).expect("anchor"), anchor);
     std::fs::write(ledger_dir.join("seed-anchor"), anchor.to_string()).expect("write");
 }

@@ -172,8 +172,9 @@ pub fn ledger_key() -> ed25519_dalek::SigningKey {
     ed25519_dalek::SigningKey::from_bytes(&[7; 32])
 }
 
-/// The ε ledger's file parser, entry decoder, full audit (signatures, chain, re-accounting of
-/// whatever parameters decode) and anchor parser on arbitrary bytes.
+/// The ε ledger's file parser, entry decoder, full audit (signatures, key rotations, policy,
+/// chain, re-accounting of whatever parameters decode, anchors) and anchor parser on arbitrary
+/// bytes.
 pub fn ledger(data: &[u8]) {
     use amalgam_dp::ledger::audit::{Anchor, audit_bytes};
     use amalgam_dp::ledger::entry::EntryBody;
@@ -181,7 +182,11 @@ pub fn ledger(data: &[u8]) {
 
     let _ = parse(data);
     let _ = EntryBody::from_bytes(data);
-    let _ = audit_bytes(data, &ledger_key().verifying_key());
+    let anchor = Anchor {
+        entries: 2,
+        head: [0; 32],
+    };
+    let _ = audit_bytes(data, &ledger_key().verifying_key(), &[anchor]);
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = Anchor::parse(text);
     }

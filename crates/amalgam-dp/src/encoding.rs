@@ -4,17 +4,25 @@
 //! Encode: L2 clip to C → rotate ([`Rotation`]) → multiply by γ → conditional randomized
 //! rounding (retry until the rounded norm is within [`rounded_norm_bound`]) → add discrete
 //! Gaussian noise → reduce modulo 2^b into `u64` values in [0, 2^b) for the masking protocol.
+//!
+//! The only way to an encoded update is [`DdgCodec::draw_noise`], which consumes the ledger's
+//! single-use [`RoundPermit`], then [`DdgCodec::encode`], which consumes the drawn noise: one
+//! permit, one noise draw, one [`EncodedUpdate`]. The noise and rounding streams are the
+//! crate's own (OS-seeded ChaCha20, independent keys); the noise, the rounded update and the
+//! streams are wiped on drop. The caller persists the encoded update (sealed) before any upload
+//! derived from it leaves, and a retry re-sends bytes built from the persisted update
+//! ([`EncodedUpdate::to_bytes`] / [`EncodedUpdate::from_bytes`]); nothing can re-draw.
 //! Decode the modular sum: centre to (−2^(b−1), 2^(b−1)] → divide by γ → inverse rotation →
 //! optionally divide by the number of contributors.
 
-use rand_chacha::ChaCha20Rng;
+use chacha20::ChaCha20Rng;
 use rand_core::Rng;
+use zeroize::Zeroizing;
 
 use crate::error::{EncodeError, ParamError};
-use crate::ledger::RoundPermit;
+use crate::ledger::{PermitNoise, RoundPermit, RoundRequest};
 use crate::params::{BitWidth, ClipNorm, Dimension, Gamma, RoundingBias, Sensitivity, SiteCount};
 use crate::rotation::{Rotation, RotationSeed};
-use crate::sampler::NoiseSampler;
 use crate::scaling::rounded_norm_bound;
 
 /// How many times conditional rounding may be retried before the encoder gives up (TFF's
@@ -39,10 +47,94 @@ pub struct EncodingParams {
     pub rotation_seed: RotationSeed,
 }
 
-/// One round's discrete Gaussian noise, drawn under the round's permit and used once.
-pub struct RoundNoise {
+/// One round's noise, drawn once under the round's permit (which the draw consumed), and the
+/// round's rounding-coin stream. Neither `Clone` nor `Copy`; wiped on drop. Noise does not
+/// depend on the update, so a site may draw it while it trains.
+pub struct DrawnNoise {
+    request: RoundRequest,
+    values: Zeroizing<Vec<i64>>,
+    rounding: ChaCha20Rng,
+}
+
+/// The noised, encoded update of one round: values in [0, 2^b), produced once. Persist it
+/// (sealed) before any upload derived from it leaves. Wiped on drop.
+pub struct EncodedUpdate {
     round_id: u64,
-    values: Vec<i64>,
+    round_context: [u8; 32],
+    bits: BitWidth,
+    values: Zeroizing<Vec<u64>>,
+}
+
+// Every field wipes itself on drop (`Zeroizing`, `chacha20`'s generator).
+impl zeroize::ZeroizeOnDrop for DrawnNoise {}
+impl zeroize::ZeroizeOnDrop for EncodedUpdate {}
+
+/// Magic of [`EncodedUpdate::to_bytes`].
+const UPDATE_MAGIC: &[u8; 8] = b"AMDPUPD1";
+
+impl EncodedUpdate {
+    /// The round it was drawn for.
+    pub fn round_id(&self) -> u64 {
+        self.round_id
+    }
+    /// The round context the charge recorded.
+    pub fn round_context(&self) -> &[u8; 32] {
+        &self.round_context
+    }
+    /// The values the protocol masks.
+    pub fn values(&self) -> &[u64] {
+        &self.values
+    }
+    /// Canonical bytes for persistence: `magic | round_id u64 | round_context [32] | bits u32 |
+    /// count u32 | values u64 LE`.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(56 + 8 * self.values.len()));
+        out.extend_from_slice(UPDATE_MAGIC);
+        out.extend_from_slice(&self.round_id.to_le_bytes());
+        out.extend_from_slice(&self.round_context);
+        out.extend_from_slice(&self.bits.get().to_le_bytes());
+        out.extend_from_slice(&(self.values.len() as u32).to_le_bytes());
+        for v in self.values.iter() {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out
+    }
+    /// Strict inverse of [`EncodedUpdate::to_bytes`] (the site's own persisted bytes, still
+    /// checked): exact length, a valid width, every value below 2^b, at most 2^30 values.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EncodeError> {
+        let bad = |why: &'static str| EncodeError::BadPersistedUpdate(why);
+        let header = 8 + 8 + 32 + 4 + 4;
+        if bytes.len() < header || &bytes[..8] != UPDATE_MAGIC {
+            return Err(bad("bad magic or short header"));
+        }
+        let u32_at =
+            |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&bytes[8..16]);
+        let mut round_context = [0u8; 32];
+        round_context.copy_from_slice(&bytes[16..48]);
+        let bits = BitWidth::new(u32_at(48)).map_err(|_| bad("bit width"))?;
+        let count = u64::from(u32_at(52));
+        if count > Dimension::MAX || (bytes.len() - header) as u64 != 8 * count {
+            return Err(bad("length"));
+        }
+        let mut values = Zeroizing::new(Vec::with_capacity(count as usize));
+        for chunk in bytes[header..].chunks_exact(8) {
+            let mut v = [0u8; 8];
+            v.copy_from_slice(chunk);
+            let v = u64::from_le_bytes(v);
+            if v >= bits.modulus() {
+                return Err(bad("value not below 2^b"));
+            }
+            values.push(v);
+        }
+        Ok(Self {
+            round_id: u64::from_le_bytes(id),
+            round_context,
+            bits,
+            values,
+        })
+    }
 }
 
 /// Encoder and decoder for one round's parameters.
@@ -63,6 +155,11 @@ pub fn clip_l2(x: &[f64], clip: ClipNorm) -> Vec<f64> {
         x.to_vec()
     }
 }
+
+#[cfg(any(test, feature = "test-vectors"))]
+type TestSeedsOrNone = crate::entropy::TestSeeds;
+#[cfg(not(any(test, feature = "test-vectors")))]
+type TestSeedsOrNone = core::convert::Infallible;
 
 /// A uniform f64 in [0, 1) from the top 53 bits of one 64-bit draw.
 fn uniform_unit(rng: &mut ChaCha20Rng) -> f64 {
@@ -107,9 +204,10 @@ impl DdgCodec {
         self.bound
     }
 
-    /// Clip, rotate, scale and conditionally round `update` to integers (no noise yet).
-    /// `rng` drives the rounding coins.
-    pub fn quantize(&self, update: &[f64], rng: &mut ChaCha20Rng) -> Result<Vec<i64>, EncodeError> {
+    /// Refuses an update of the wrong length or with a non-finite coordinate. [`Self::encode`]
+    /// checks this too; calling it before the draw keeps a malformed update from spending a
+    /// permit.
+    pub fn check_update(&self, update: &[f64]) -> Result<(), EncodeError> {
         let expected = self.params.dim.get();
         if update.len() as u64 != expected {
             return Err(EncodeError::DimensionMismatch {
@@ -120,20 +218,28 @@ impl DdgCodec {
         if let Some(index) = update.iter().position(|v| !v.is_finite()) {
             return Err(EncodeError::NonFinite { index });
         }
-        let clipped = clip_l2(update, self.params.clip);
+        Ok(())
+    }
+
+    /// Clip, rotate, scale and conditionally round `update` to integers (no noise yet).
+    /// `rng` drives the rounding coins. Private: an encoding is only made under a permit.
+    fn quantize(
+        &self,
+        update: &[f64],
+        rng: &mut ChaCha20Rng,
+    ) -> Result<Zeroizing<Vec<i64>>, EncodeError> {
+        self.check_update(update)?;
+        let clipped = Zeroizing::new(clip_l2(update, self.params.clip));
         let gamma = self.params.gamma.get();
-        let scaled: Vec<f64> = self
-            .rotation
-            .forward(&clipped)
-            .iter()
-            .map(|v| v * gamma)
-            .collect();
-        let floors: Vec<f64> = scaled.iter().map(|v| v.floor()).collect();
+        let mut scaled = Zeroizing::new(self.rotation.forward(&clipped));
+        scaled.iter_mut().for_each(|v| *v *= gamma);
+        let floors: Zeroizing<Vec<f64>> =
+            Zeroizing::new(scaled.iter().map(|v| v.floor()).collect());
         let bound = self.bound.get();
-        let mut rounded = vec![0i64; scaled.len()];
+        let mut rounded = Zeroizing::new(vec![0i64; scaled.len()]);
         for _ in 0..MAX_ROUNDING_TRIES {
             let mut norm_sq: u128 = 0;
-            for ((slot, &s), &f) in rounded.iter_mut().zip(&scaled).zip(&floors) {
+            for ((slot, &s), &f) in rounded.iter_mut().zip(scaled.iter()).zip(floors.iter()) {
                 let up = uniform_unit(rng) < s - f;
                 // |s| ≤ γ·C ≤ 2^52 (checked in `new`), so the conversion is exact.
                 let value = f as i64 + i64::from(up);
@@ -153,7 +259,7 @@ impl DdgCodec {
     }
 
     /// Adds `noise` to `quantized` and reduces modulo 2^b: the values the protocol masks.
-    pub fn wrap(&self, quantized: &[i64], noise: &[i64]) -> Result<Vec<u64>, EncodeError> {
+    fn wrap(&self, quantized: &[i64], noise: &[i64]) -> Result<Zeroizing<Vec<u64>>, EncodeError> {
         let expected = self.padded_len() as u64;
         for len in [quantized.len(), noise.len()] {
             if len as u64 != expected {
@@ -165,16 +271,17 @@ impl DdgCodec {
         }
         let mask = self.params.bits.modulus() - 1;
         // Two's-complement wrapping arithmetic is exact modulo 2^64, hence modulo 2^b.
-        Ok(quantized
-            .iter()
-            .zip(noise)
-            .map(|(&q, &z)| (q.wrapping_add(z) as u64) & mask)
-            .collect())
+        Ok(Zeroizing::new(
+            quantized
+                .iter()
+                .zip(noise)
+                .map(|(&q, &z)| (q.wrapping_add(z) as u64) & mask)
+                .collect(),
+        ))
     }
 
-    /// Refuses a permit whose parameters are not this codec's.
-    fn check_permit(&self, permit: &RoundPermit) -> Result<(), EncodeError> {
-        let r = permit.request();
+    /// Refuses a round whose parameters are not this codec's.
+    fn check_request(&self, r: &RoundRequest) -> Result<(), EncodeError> {
         let p = &self.params;
         let mismatch = if r.clip != p.clip {
             Some("clip norm")
@@ -192,63 +299,91 @@ impl DdgCodec {
         mismatch.map_or(Ok(()), |what| Err(EncodeError::PermitMismatch { what }))
     }
 
-    /// Draws the round's noise vector (D samples). Noise does not depend on the update, so a site
-    /// may draw it while it trains — but only once the ledger has accepted the round, and only
-    /// from a sampler of the kind and σ (γ·σ_local) the ledger accounted for.
-    pub fn draw_noise(
+    /// Draws the round's noise (D samples) under `permit`, which it consumes, from a sampler
+    /// the crate builds itself on a fresh OS-seeded stream, of the kind and σ (γ·σ_local) the
+    /// ledger charged, and checks the sampler's distance bound against the charged one. Under
+    /// policy `none` the noise is zero. Refuses, before drawing, a permit whose parameters are
+    /// not this codec's (the permit is spent either way: it was a charge).
+    pub fn draw_noise(&self, permit: RoundPermit) -> Result<DrawnNoise, EncodeError> {
+        self.draw(permit, None)
+    }
+
+    /// [`Self::draw_noise`] on seeded streams, for tests and test vectors only.
+    #[cfg(any(test, feature = "test-vectors"))]
+    pub fn draw_noise_seeded(
         &self,
-        permit: &RoundPermit,
-        sampler: &mut dyn NoiseSampler,
-    ) -> Result<RoundNoise, EncodeError> {
-        self.check_permit(permit)?;
-        if permit.request().sampler != sampler.kind() {
-            return Err(EncodeError::PermitMismatch {
-                what: "sampler kind",
-            });
+        permit: RoundPermit,
+        seeds: crate::entropy::TestSeeds,
+    ) -> Result<DrawnNoise, EncodeError> {
+        self.draw(permit, Some(seeds))
+    }
+
+    fn draw(
+        &self,
+        permit: RoundPermit,
+        #[cfg_attr(not(any(test, feature = "test-vectors")), allow(unused_variables))]
+        seeds: Option<TestSeedsOrNone>,
+    ) -> Result<DrawnNoise, EncodeError> {
+        let request = *permit.request();
+        self.check_request(&request)?;
+        let mut values = Zeroizing::new(vec![0i64; self.padded_len()]);
+        if let PermitNoise::Gaussian {
+            scaled_sigma,
+            distance,
+        } = permit.noise()
+        {
+            #[cfg(any(test, feature = "test-vectors"))]
+            let built = match seeds {
+                Some(s) => crate::sampler::build_seeded(request.sampler, *scaled_sigma, s.noise),
+                None => crate::sampler::build(request.sampler, *scaled_sigma),
+            };
+            #[cfg(not(any(test, feature = "test-vectors")))]
+            let built = crate::sampler::build(request.sampler, *scaled_sigma);
+            let mut sampler = built?;
+            if sampler.sigma() != *scaled_sigma {
+                return Err(EncodeError::PermitMismatch {
+                    what: "noise sigma",
+                });
+            }
+            if sampler.distance_per_sample() != *distance {
+                return Err(EncodeError::PermitMismatch {
+                    what: "sampler distance",
+                });
+            }
+            sampler.fill(&mut values)?;
         }
-        if permit.scaled_local_sigma().ok() != Some(sampler.sigma()) {
-            return Err(EncodeError::PermitMismatch {
-                what: "noise sigma",
-            });
-        }
-        let mut values = vec![0i64; self.padded_len()];
-        sampler.fill(&mut values)?;
-        Ok(RoundNoise {
-            round_id: permit.request().round_id,
+        #[cfg(any(test, feature = "test-vectors"))]
+        let rounding = match seeds {
+            Some(s) => <ChaCha20Rng as rand_core::SeedableRng>::from_seed(s.rounding),
+            None => crate::entropy::os_stream()?,
+        };
+        #[cfg(not(any(test, feature = "test-vectors")))]
+        let rounding = crate::entropy::os_stream()?;
+        // The permit is consumed here: it goes out of scope with this call.
+        let _spent = permit;
+        Ok(DrawnNoise {
+            request,
             values,
+            rounding,
         })
     }
 
-    /// Quantizes `update` and adds previously drawn `noise` (consumed: noise is used once).
-    pub fn encode_with_noise(
-        &self,
-        permit: &RoundPermit,
-        update: &[f64],
-        rng: &mut ChaCha20Rng,
-        noise: RoundNoise,
-    ) -> Result<Vec<u64>, EncodeError> {
-        self.check_permit(permit)?;
-        if noise.round_id != permit.request().round_id {
-            return Err(EncodeError::PermitMismatch {
-                what: "round of the noise",
-            });
-        }
-        let quantized = self.quantize(update, rng)?;
-        self.wrap(&quantized, &noise.values)
-    }
-
-    /// The whole client side: draw noise from `sampler`, quantize, wrap. Requires the ledger's
-    /// permit for this round and refuses, before drawing any noise, when the permit's
-    /// parameters or the sampler are not the ones the codec and the ledger agreed on.
+    /// Quantizes `update` with the round's rounding coins and adds the drawn noise, consuming
+    /// it: the round's one encoded update.
     pub fn encode(
         &self,
-        permit: &RoundPermit,
+        mut noise: DrawnNoise,
         update: &[f64],
-        rng: &mut ChaCha20Rng,
-        sampler: &mut dyn NoiseSampler,
-    ) -> Result<Vec<u64>, EncodeError> {
-        let noise = self.draw_noise(permit, sampler)?;
-        self.encode_with_noise(permit, update, rng, noise)
+    ) -> Result<EncodedUpdate, EncodeError> {
+        self.check_request(&noise.request)?;
+        let quantized = self.quantize(update, &mut noise.rounding)?;
+        let values = self.wrap(&quantized, &noise.values)?;
+        Ok(EncodedUpdate {
+            round_id: noise.request.round_id,
+            round_context: noise.request.round_context,
+            bits: self.params.bits,
+            values,
+        })
     }
 
     /// Centres a modular sum to signed integers in [−2^(b−1), 2^(b−1)).
@@ -305,5 +440,32 @@ impl DdgCodec {
             .into_iter()
             .map(|v| v / n)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rotation::RotationSeed;
+
+    #[test]
+    fn wrapping_then_centring_is_the_identity_on_the_signed_range() {
+        let codec = DdgCodec::new(EncodingParams {
+            clip: ClipNorm::new(1.0).unwrap_or_else(|e| panic!("{e}")),
+            gamma: Gamma::new(1.0).unwrap_or_else(|e| panic!("{e}")),
+            bits: BitWidth::new(8).unwrap_or_else(|e| panic!("{e}")),
+            dim: Dimension::new(4).unwrap_or_else(|e| panic!("{e}")),
+            beta: RoundingBias::NONE,
+            rotation_seed: RotationSeed([0; 32]),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let q = vec![-128, 127, -1, 0];
+        let wrapped = codec.wrap(&q, &[0; 4]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(codec.centre(&wrapped), Ok(q));
+        // One past the edge wraps to the other end.
+        let over = codec
+            .wrap(&[128, -129, 0, 0], &[0; 4])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(codec.centre(&over), Ok(vec![-128, 127, 0, 0]));
     }
 }

@@ -87,6 +87,9 @@ pub enum EncodeError {
         /// Which parameter differs.
         what: &'static str,
     },
+    /// Persisted encoded-update bytes are malformed.
+    #[error("persisted encoded update is malformed: {0}")]
+    BadPersistedUpdate(&'static str),
     /// Noise could not be drawn.
     #[error(transparent)]
     Sampler(#[from] SamplerError),
@@ -111,6 +114,9 @@ pub enum SamplerError {
         /// Supported minimum.
         min: f64,
     },
+    /// The operating system's entropy source failed.
+    #[error("the operating system's entropy source failed")]
+    Entropy,
     /// opendp's exact sampler failed (e.g. the system entropy source).
     #[error("exact sampler failed: {0}")]
     Exact(String),

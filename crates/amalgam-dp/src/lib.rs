@@ -14,11 +14,13 @@
 //! * [`params`]: validated newtypes for every number with a meaning.
 //! * [`rotation`], [`encoding`], [`scaling`]: the encoding and its inverse, and the choice of γ.
 //! * [`sampler`]: the fast table sampler and opendp's exact reference sampler.
+//! * [`entropy`]: the crate's own OS-seeded noise and rounding streams.
 //! * [`accountant`]: per-round ρ, composition and (ε, δ) on opendp, σ calibration.
 //! * [`ledger`]: the budget cap, the signed hash-chained ledger and its audit.
 
 pub mod accountant;
 pub mod encoding;
+pub mod entropy;
 pub mod error;
 pub mod ledger;
 pub mod params;

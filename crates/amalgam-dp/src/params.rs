@@ -217,6 +217,21 @@ impl Dimension {
     }
 }
 
+/// n_min of a round, where DP meets the protocol: the fewest plants whose noise is certainly in
+/// a released sum and unknown to the coalition, i.e. the protocol's minimum cohort m (no sum
+/// over fewer survivors is ever released) minus the c colluding plants it tolerates (a colluder
+/// can subtract its own share). Each plant adds σ/√n_min, so the sum carries at least σ of
+/// noise no coalition member knows. Refuses c ≥ m: no honest noise would remain. The ledger
+/// records m and c with every charge and the audit recomputes n_min from them.
+pub fn n_min_for(min_cohort: SiteCount, colluders: u32) -> Result<SiteCount, ParamError> {
+    let honest = min_cohort.get().saturating_sub(colluders);
+    SiteCount::new(honest).map_err(|_| ParamError::OutOfRange {
+        name: "minimum cohort minus tolerated colluders",
+        value: f64::from(min_cohort.get()) - f64::from(colluders),
+        rule: ">= 1",
+    })
+}
+
 /// How many standard deviations of the aggregate must fit in the b-bit range (TFF's `k_stddevs`).
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize)]
 pub struct OverflowMargin(f64);
@@ -334,6 +349,15 @@ mod tests {
         // The classic 3.89 standard deviations for 1e-4 (TFF's default modclip probability).
         let k = OverflowMargin::from_probability(1e-4).unwrap().stddevs();
         assert!((k - 3.8906).abs() < 1e-3);
+    }
+
+    #[test]
+    fn n_min_is_the_minimum_cohort_less_the_colluders() {
+        let m = SiteCount::new(5).unwrap();
+        assert_eq!(n_min_for(m, 0).unwrap().get(), 5);
+        assert_eq!(n_min_for(m, 2).unwrap().get(), 3);
+        assert!(n_min_for(m, 5).is_err());
+        assert!(n_min_for(m, u32::MAX).is_err());
     }
 
     #[test]

@@ -1,18 +1,22 @@
 //! Encoding and decoding: round trips, sums of several plants, the norm bound, the overflow
-//! edge, and refusal without a matching permit.
+//! edge, and refusal without a matching permit. Every encoding goes through a ledger permit
+//! (policy `none` gives the noiseless ones).
 
 // Test helpers outside #[test] functions may unwrap: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use amalgam_dp::encoding::{DdgCodec, EncodingParams, clip_l2};
+use std::path::Path;
+
+use amalgam_dp::encoding::{DdgCodec, EncodedUpdate, EncodingParams, clip_l2};
+use amalgam_dp::entropy::TestSeeds;
 use amalgam_dp::error::EncodeError;
 use amalgam_dp::ledger::{BudgetPolicy, Ledger, RoundPermit, RoundRequest};
 use amalgam_dp::params::{
-    Adjacency, BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, OverflowMargin, RoundingBias,
-    Sigma, SiteCount,
+    BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, OverflowMargin, RoundingBias, Sigma,
+    SiteCount,
 };
 use amalgam_dp::rotation::RotationSeed;
-use amalgam_dp::sampler::{ExactSampler, FastSampler, NoiseSampler};
+use amalgam_dp::sampler::{FastSampler, NoiseSampler, SamplerKind};
 use amalgam_dp::scaling::choose_gamma;
 use ed25519_dalek::SigningKey;
 use rand_chacha::ChaCha20Rng;
@@ -52,56 +56,88 @@ fn l2_dist(a: &[f64], b: &[f64]) -> f64 {
         .sqrt()
 }
 
-/// A permit for one round with these parameters, accounted for the given sampler.
-fn permit_for(
+fn private_policy() -> BudgetPolicy {
+    BudgetPolicy::site_level(Epsilon::new(1e6).unwrap(), Delta::new(1e-6).unwrap()).unwrap()
+}
+
+fn ledger(path: &Path, policy: BudgetPolicy) -> Ledger {
+    Ledger::open(path, SigningKey::from_bytes(&[4; 32]), policy)
+        .unwrap()
+        .0
+}
+
+fn request(
     p: &EncodingParams,
+    round_id: u64,
     local_sigma: f64,
     n: u32,
-    sampler: &dyn NoiseSampler,
-    dir: &tempfile::TempDir,
-) -> RoundPermit {
-    let policy = BudgetPolicy {
-        epsilon_cap: Epsilon::new(1e6).unwrap(),
-        delta: Delta::new(1e-6).unwrap(),
-    };
-    let key = SigningKey::from_bytes(&[4; 32]);
-    let (mut ledger, _) = Ledger::open(&dir.path().join("ledger"), key, policy).unwrap();
+    kind: SamplerKind,
+) -> RoundRequest {
+    RoundRequest {
+        round_id,
+        manifest_digest: [0; 32],
+        round_context: [round_id as u8; 32],
+        min_cohort: SiteCount::new(n).unwrap(),
+        colluders: 0,
+        n_cohort: SiteCount::new(n).unwrap(),
+        clip: p.clip,
+        gamma: p.gamma,
+        bits: p.bits,
+        local_sigma: Sigma::new(local_sigma).unwrap(),
+        dim: p.dim,
+        beta: p.beta,
+        sampler: kind,
+    }
+}
+
+/// A permit under policy `none` (no noise) for round `round_id`.
+fn noiseless_permit(ledger: &mut Ledger, p: &EncodingParams, round_id: u64) -> RoundPermit {
     ledger
-        .authorize(RoundRequest {
-            round_id: 1,
-            adjacency: Adjacency::ZeroOut,
-            n_min: SiteCount::new(n).unwrap(),
-            n_cohort: SiteCount::new(n).unwrap(),
-            clip: p.clip,
-            gamma: p.gamma,
-            bits: p.bits,
-            local_sigma: Sigma::new(local_sigma).unwrap(),
-            dim: p.dim,
-            beta: p.beta,
-            sampler: sampler.kind(),
-            sampler_distance: sampler.distance_per_sample(),
-        })
+        .authorize(request(p, round_id, 1.0, 1, SamplerKind::Fast))
         .unwrap()
+}
+
+/// The noiseless encoding of `x` through a fresh policy-`none` permit.
+fn encode_noiseless(
+    codec: &DdgCodec,
+    ledger: &mut Ledger,
+    round_id: u64,
+    x: &[f64],
+    rounding_seed: u8,
+) -> Result<EncodedUpdate, EncodeError> {
+    let permit = noiseless_permit(ledger, codec.params(), round_id);
+    let seeds = TestSeeds {
+        noise: [0; 32],
+        rounding: [rounding_seed; 32],
+    };
+    let noise = codec.draw_noise_seeded(permit, seeds)?;
+    codec.encode(noise, x)
 }
 
 #[test]
 fn noiseless_round_trip_is_within_the_rounding_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = ledger(&dir.path().join("l"), BudgetPolicy::no_privacy());
     let mut rng = ChaCha20Rng::from_seed([1; 32]);
+    let mut round = 0;
     for dim in [1usize, 7, 64, 1000] {
         let p = params(dim as u64, 1000.0, 30);
         let codec = DdgCodec::new(p).unwrap();
         for _ in 0..5 {
             let x = random_update(&mut rng, dim);
-            let q = codec.quantize(&x, &mut rng).unwrap();
-            let zeros = vec![0; q.len()];
-            let decoded = codec.decode_sum(&codec.wrap(&q, &zeros).unwrap()).unwrap();
+            round += 1;
+            let y = encode_noiseless(&codec, &mut l, round, &x, round as u8).unwrap();
+            let decoded = codec.decode_sum(y.values()).unwrap();
             // Each rounded coordinate moves by < 1 in the scaled domain: L2 error < √D/γ.
             let bound = (codec.padded_len() as f64).sqrt() / 1000.0;
             assert!(l2_dist(&decoded, &clip_l2(&x, p.clip)) < bound, "dim {dim}");
+            let q = codec.centre(y.values()).unwrap();
             let norm_sq: f64 = q.iter().map(|&v| (v as f64).powi(2)).sum();
             assert!(norm_sq.sqrt() <= codec.sensitivity().get());
         }
     }
+    // Policy `none` reports no differential privacy.
+    assert!(l.spent().unwrap().get().is_infinite());
 }
 
 #[test]
@@ -120,33 +156,41 @@ fn sum_of_plants_decodes_to_the_sum_of_clipped_updates_plus_the_noise() {
     let p = params(dim as u64, gamma.get(), 20);
     let codec = DdgCodec::new(p).unwrap();
     let scaled = Sigma::new(gamma.get() * local_sigma).unwrap();
-    let sampler_for = |site: u32| {
-        FastSampler::new(scaled, ChaCha20Rng::from_seed([100 + site as u8; 32])).unwrap()
-    };
-    let permit = permit_for(&p, local_sigma, n, &sampler_for(0), &dir);
-    assert_eq!(permit.scaled_local_sigma().unwrap(), scaled);
     let mut rng = ChaCha20Rng::from_seed([2; 32]);
     let modulus = p.bits.modulus();
     let mut aggregate = vec![0u64; codec.padded_len()];
     let mut clipped_sum = vec![0.0; dim];
     let mut noise_sum = vec![0i64; codec.padded_len()];
     for site in 0..n {
+        // Each plant has its own ledger and its own permit.
+        let mut l = ledger(&dir.path().join(format!("site-{site}")), private_policy());
+        let permit = l
+            .authorize(request(&p, 1, local_sigma, n, SamplerKind::Fast))
+            .unwrap();
+        assert_eq!(permit.scaled_local_sigma(), Some(scaled));
         let x = random_update(&mut rng, dim);
         clip_l2(&x, p.clip)
             .iter()
             .zip(clipped_sum.iter_mut())
             .for_each(|(v, e)| *e += v);
+        let seeds = TestSeeds {
+            noise: [100 + site as u8; 32],
+            rounding: [200 + site as u8; 32],
+        };
         let y = codec
-            .encode(&permit, &x, &mut rng, &mut sampler_for(site))
+            .encode(codec.draw_noise_seeded(permit, seeds).unwrap(), &x)
             .unwrap();
-        assert!(y.iter().all(|&v| v < modulus));
+        assert!(y.values().iter().all(|&v| v < modulus));
         aggregate
             .iter_mut()
-            .zip(&y)
+            .zip(y.values())
             .for_each(|(a, &v)| *a = (*a + v) % modulus);
         // The same seed replays the site's noise exactly.
         let mut noise = vec![0i64; codec.padded_len()];
-        sampler_for(site).fill(&mut noise).unwrap();
+        FastSampler::from_seed(scaled, seeds.noise)
+            .unwrap()
+            .fill(&mut noise)
+            .unwrap();
         noise_sum.iter_mut().zip(&noise).for_each(|(a, &z)| *a += z);
     }
     let sum = codec.decode_sum(&aggregate).unwrap();
@@ -195,13 +239,6 @@ fn centring_is_exact_at_the_overflow_edge() {
             modulus: 256
         })
     );
-    // Wrapping then centring is the identity exactly on [−2^(b−1), 2^(b−1)).
-    let q = vec![-128, 127, -1, 0];
-    let wrapped = codec.wrap(&q, &[0; 4]).unwrap();
-    assert_eq!(codec.centre(&wrapped).unwrap(), q);
-    // One past the edge wraps to the other end.
-    let over = codec.wrap(&[128, -129, 0, 0], &[0; 4]).unwrap();
-    assert_eq!(codec.centre(&over).unwrap(), vec![-128, 127, 0, 0]);
 }
 
 #[test]
@@ -219,19 +256,22 @@ fn chosen_gamma_avoids_wrapping_where_a_larger_one_wraps() {
         margin,
     )
     .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = ledger(&dir.path().join("l"), BudgetPolicy::no_privacy());
     let mut rng = ChaCha20Rng::from_seed([3; 32]);
     let x = clip_l2(&random_update(&mut rng, dim), ClipNorm::new(1.0).unwrap());
     let x: Vec<f64> = x.iter().map(|v| v / l2_dist(&x, &vec![0.0; dim])).collect();
+    let mut round = 0;
     for (factor, expect_wrap) in [(1.0, false), (8.0, true)] {
         let codec = DdgCodec::new(params(dim as u64, gamma.get() * factor, bits)).unwrap();
         let modulus = 1u64 << bits;
         let mut aggregate = vec![0u64; dim];
         for _ in 0..n {
-            let q = codec.quantize(&x, &mut rng).unwrap();
-            let y = codec.wrap(&q, &vec![0; dim]).unwrap();
+            round += 1;
+            let y = encode_noiseless(&codec, &mut l, round, &x, round as u8).unwrap();
             aggregate
                 .iter_mut()
-                .zip(&y)
+                .zip(y.values())
                 .for_each(|(a, &v)| *a = (*a + v) % modulus);
         }
         let sum = codec.decode_sum(&aggregate).unwrap();
@@ -244,9 +284,8 @@ fn chosen_gamma_avoids_wrapping_where_a_larger_one_wraps() {
 #[test]
 fn malformed_updates_are_rejected() {
     let codec = DdgCodec::new(params(10, 100.0, 20)).unwrap();
-    let mut rng = ChaCha20Rng::from_seed([4; 32]);
     assert_eq!(
-        codec.quantize(&[0.0; 9], &mut rng),
+        codec.check_update(&[0.0; 9]),
         Err(EncodeError::DimensionMismatch {
             expected: 10,
             got: 9
@@ -255,8 +294,14 @@ fn malformed_updates_are_rejected() {
     let mut x = vec![0.1; 10];
     x[4] = f64::NAN;
     assert_eq!(
-        codec.quantize(&x, &mut rng),
+        codec.check_update(&x),
         Err(EncodeError::NonFinite { index: 4 })
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut l = ledger(&dir.path().join("l"), BudgetPolicy::no_privacy());
+    assert_eq!(
+        encode_noiseless(&codec, &mut l, 1, &x, 1).err(),
+        Some(EncodeError::NonFinite { index: 4 })
     );
     assert!(DdgCodec::new(params(10, 1e17, 20)).is_err());
 }
@@ -265,97 +310,59 @@ fn malformed_updates_are_rejected() {
 fn noise_is_refused_without_a_matching_permit() {
     let dir = tempfile::tempdir().unwrap();
     let p = params(16, 100.0, 20);
-    let probe = ExactSampler::new(Sigma::new(5.0).unwrap()).unwrap();
-    let permit = permit_for(&p, 0.05, 3, &probe, &dir);
-    let mut rng = ChaCha20Rng::from_seed([5; 32]);
-    // Codec built with another γ.
+    let mut l = ledger(&dir.path().join("l"), private_policy());
+    // Codec built with another γ than the charged round.
     let other = DdgCodec::new(params(16, 50.0, 20)).unwrap();
-    let sigma = permit.scaled_local_sigma().unwrap();
-    let mut sampler = ExactSampler::new(sigma).unwrap();
+    let permit = l
+        .authorize(request(&p, 1, 0.05, 3, SamplerKind::Exact))
+        .unwrap();
     assert_eq!(
-        other.encode(&permit, &[0.1; 16], &mut rng, &mut sampler),
-        Err(EncodeError::PermitMismatch {
+        other.draw_noise(permit).err(),
+        Some(EncodeError::PermitMismatch {
             what: "scale factor"
         })
     );
-    // Sampler of another σ, or of another kind than the ledger accounted for.
+    // The charged round is spent even though the draw was refused: a second permit for the
+    // same round is not issued.
+    assert!(
+        l.authorize(request(&p, 1, 0.05, 3, SamplerKind::Exact))
+            .is_err()
+    );
     let codec = DdgCodec::new(p).unwrap();
-    let mut wrong = ExactSampler::new(Sigma::new(sigma.get() * 2.0).unwrap()).unwrap();
-    assert_eq!(
-        codec.encode(&permit, &[0.1; 16], &mut rng, &mut wrong),
-        Err(EncodeError::PermitMismatch {
-            what: "noise sigma"
-        })
-    );
-    let mut fast = FastSampler::new(sigma, ChaCha20Rng::from_seed([6; 32])).unwrap();
-    assert_eq!(
-        codec.encode(&permit, &[0.1; 16], &mut rng, &mut fast),
-        Err(EncodeError::PermitMismatch {
-            what: "sampler kind"
-        })
-    );
-    let y = codec
-        .encode(&permit, &[0.1; 16], &mut rng, &mut sampler)
+    let permit = l
+        .authorize(request(&p, 2, 0.05, 3, SamplerKind::Exact))
         .unwrap();
-    assert_eq!(y.len(), 16);
-    assert_eq!(sampler.sigma(), sigma);
+    let y = codec
+        .encode(codec.draw_noise(permit).unwrap(), &[0.1; 16])
+        .unwrap();
+    assert_eq!(y.values().len(), 16);
+    assert_eq!(y.round_id(), 2);
 }
 
 #[test]
-fn noise_drawn_ahead_is_bound_to_its_round() {
+fn the_encoded_update_persists_and_restores_exactly_and_strictly() {
     let dir = tempfile::tempdir().unwrap();
     let p = params(16, 100.0, 20);
     let codec = DdgCodec::new(p).unwrap();
-    let sigma = Sigma::new(100.0 * 0.5).unwrap();
-    let policy = BudgetPolicy {
-        epsilon_cap: Epsilon::new(1e3).unwrap(),
-        delta: Delta::new(1e-6).unwrap(),
-    };
-    let (mut ledger, _) = Ledger::open(
-        &dir.path().join("l"),
-        SigningKey::from_bytes(&[5; 32]),
-        policy,
-    )
-    .unwrap();
-    let mut sampler =
-        amalgam_dp::sampler::build(Default::default(), sigma, ChaCha20Rng::from_seed([8; 32]))
-            .unwrap();
-    let request = |round_id| RoundRequest {
-        round_id,
-        adjacency: Adjacency::ZeroOut,
-        n_min: SiteCount::new(3).unwrap(),
-        n_cohort: SiteCount::new(3).unwrap(),
-        clip: p.clip,
-        gamma: p.gamma,
-        bits: p.bits,
-        local_sigma: Sigma::new(0.5).unwrap(),
-        dim: p.dim,
-        beta: p.beta,
-        sampler: sampler.kind(),
-        sampler_distance: sampler.distance_per_sample(),
-    };
-    let first = ledger.authorize(request(1)).unwrap();
-    let second = ledger.authorize(request(2)).unwrap();
-    // Drawn while "training", then used for its own round: same as the quantized update + noise.
-    let noise = codec.draw_noise(&first, sampler.as_mut()).unwrap();
-    let mut rng = ChaCha20Rng::from_seed([9; 32]);
-    let x = vec![0.2; 16];
-    let y = codec
-        .encode_with_noise(&first, &x, &mut rng, noise)
+    let mut l = ledger(&dir.path().join("l"), private_policy());
+    let permit = l
+        .authorize(request(&p, 7, 0.5, 3, SamplerKind::Fast))
         .unwrap();
-    let q = codec
-        .quantize(&x, &mut ChaCha20Rng::from_seed([9; 32]))
-        .unwrap();
-    let centred = codec.centre(&y).unwrap();
-    let implied_noise: Vec<i64> = centred.iter().zip(&q).map(|(a, b)| a - b).collect();
-    assert!(implied_noise.iter().any(|&z| z != 0));
-    assert!(implied_noise.iter().all(|z| z.unsigned_abs() < 15 * 50));
-    // Noise drawn for round 1 is refused for round 2.
-    let stale = codec.draw_noise(&first, sampler.as_mut()).unwrap();
-    assert_eq!(
-        codec.encode_with_noise(&second, &x, &mut rng, stale).err(),
-        Some(EncodeError::PermitMismatch {
-            what: "round of the noise"
-        })
-    );
+    // Drawn while "training", encoded once the update is ready.
+    let noise = codec.draw_noise(permit).unwrap();
+    let y = codec.encode(noise, &[0.2; 16]).unwrap();
+    let bytes = y.to_bytes();
+    let back = EncodedUpdate::from_bytes(&bytes).unwrap();
+    assert_eq!(back.values(), y.values());
+    assert_eq!((back.round_id(), back.round_context()), (7, &[7u8; 32]));
+    for cut in 0..bytes.len() {
+        assert!(
+            EncodedUpdate::from_bytes(&bytes[..cut]).is_err(),
+            "cut {cut}"
+        );
+    }
+    let mut big = bytes.to_vec();
+    let n = big.len();
+    big[n - 1] = 0xff; // a value ≥ 2^b
+    assert!(EncodedUpdate::from_bytes(&big).is_err());
 }

@@ -5,16 +5,15 @@
 
 use std::path::Path;
 
-use amalgam_dp::ledger::audit::{Finding, audit_bytes, audit_file, entry_hash};
-use amalgam_dp::ledger::entry::{Decision, EntryBody};
+use amalgam_dp::ledger::audit::{AuditReport, Finding, audit_bytes, audit_file, entry_hash};
+use amalgam_dp::ledger::entry::{Decision, EntryBody, EntryKind, EpsilonTotal};
 use amalgam_dp::ledger::store::{MAGIC, parse};
 use amalgam_dp::ledger::{BudgetPolicy, Ledger, LedgerError, RoundRequest};
 use amalgam_dp::params::{
-    Adjacency, BitWidth, ClipNorm, Delta, Dimension, Distance, Epsilon, Gamma, RoundingBias, Sigma,
-    SiteCount,
+    BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, RoundingBias, Sigma, SiteCount,
 };
 use amalgam_dp::sampler::SamplerKind;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 fn key() -> SigningKey {
@@ -22,18 +21,17 @@ fn key() -> SigningKey {
 }
 
 fn policy(cap: f64) -> BudgetPolicy {
-    BudgetPolicy {
-        epsilon_cap: Epsilon::new(cap).unwrap(),
-        delta: Delta::new(1e-6).unwrap(),
-    }
+    BudgetPolicy::site_level(Epsilon::new(cap).unwrap(), Delta::new(1e-6).unwrap()).unwrap()
 }
 
 /// A round whose ρ is about 0.005 (Δ ≈ γ·C + small, σ_tot = 10·Δ).
 fn request(round_id: u64) -> RoundRequest {
     RoundRequest {
         round_id,
-        adjacency: Adjacency::ZeroOut,
-        n_min: SiteCount::new(4).unwrap(),
+        manifest_digest: [0x11; 32],
+        round_context: [round_id as u8; 32],
+        min_cohort: SiteCount::new(4).unwrap(),
+        colluders: 0,
         n_cohort: SiteCount::new(5).unwrap(),
         clip: ClipNorm::new(1.0).unwrap(),
         gamma: Gamma::new(1000.0).unwrap(),
@@ -42,7 +40,6 @@ fn request(round_id: u64) -> RoundRequest {
         dim: Dimension::new(1000).unwrap(),
         beta: RoundingBias::recommended(),
         sampler: SamplerKind::Fast,
-        sampler_distance: Distance::new(1e-33).unwrap(),
     }
 }
 
@@ -55,6 +52,15 @@ fn ledger_with_rounds(path: &Path, rounds: u64) {
     for r in 0..rounds {
         ledger.authorize(request(r)).unwrap();
     }
+}
+
+/// An audit that found nothing but the missing anchor.
+fn clean_unanchored(report: &AuditReport) -> bool {
+    report.findings == vec![Finding::Unanchored]
+}
+
+fn audit_unanchored(path: &Path, vk: &VerifyingKey) -> AuditReport {
+    audit_file(path, vk, &[]).unwrap()
 }
 
 #[test]
@@ -83,6 +89,7 @@ fn rounds_are_refused_before_the_cap_is_crossed_with_the_numbers() {
     assert_eq!(cap, 2.0);
     assert!(spent <= 2.0 && requested > 2.0 && requested > spent);
     assert!((ledger.spent().unwrap().get() - spent).abs() < 1e-12);
+    let anchor = ledger.anchor();
     // The refusal spent nothing and was recorded; the same round is refused again.
     assert!(matches!(
         ledger.authorize(request(accepted)),
@@ -92,7 +99,8 @@ fn rounds_are_refused_before_the_cap_is_crossed_with_the_numbers() {
         ledger.authorize(request(0)),
         Err(LedgerError::RoundAlreadyAccepted(0))
     ));
-    let report = audit_file(&path, &key().verifying_key()).unwrap();
+    drop(ledger);
+    let report = audit_file(&path, &key().verifying_key(), &[anchor]).unwrap();
     assert!(report.is_clean(), "{:?}", report.findings);
     assert_eq!((report.accepted, report.refused), (accepted as usize, 2));
     assert!((report.epsilon_total - spent).abs() < 1e-9);
@@ -105,7 +113,7 @@ fn totals_survive_reopening() {
     let path = dir.path().join("ledger");
     ledger_with_rounds(&path, 3);
     let (mut ledger, report) = Ledger::open(&path, key(), policy(100.0)).unwrap();
-    assert_eq!(report.entries, 3);
+    assert_eq!(report.entries, 4);
     assert_eq!(report.torn_bytes, None);
     let before = ledger.spent().unwrap().get();
     assert!(before > 0.0);
@@ -116,10 +124,11 @@ fn totals_survive_reopening() {
     ledger.authorize(request(3)).unwrap();
     assert!(ledger.spent().unwrap().get() > before);
     // Another site's key cannot open (or extend) this ledger.
+    drop(ledger);
     let other = SigningKey::from_bytes(&[8; 32]);
     assert!(matches!(
         Ledger::open(&path, other, policy(100.0)),
-        Err(LedgerError::Tampered(_))
+        Err(LedgerError::WrongKey)
     ));
 }
 
@@ -130,27 +139,35 @@ fn truncation_at_every_offset_of_the_last_record_is_recovered() {
     ledger_with_rounds(&path, 3);
     let full = std::fs::read(&path).unwrap();
     let parsed = parse(&full).unwrap();
-    let last_len = 4 + parsed.payloads[2].len() + 32;
+    let last_len = 4 + parsed.payloads[3].len() + 32;
     let last_start = full.len() - last_len;
     for cut in last_start..full.len() {
         let torn = dir.path().join(format!("torn-{cut}"));
         std::fs::write(&torn, &full[..cut]).unwrap();
         let (mut ledger, report) = Ledger::open(&torn, key(), policy(100.0)).unwrap();
-        assert_eq!(report.entries, 2, "cut {cut}");
         let expected_torn = (cut - last_start) as u64;
         assert_eq!(
             report.torn_bytes,
             (expected_torn > 0).then_some(expected_torn)
         );
-        assert_eq!(std::fs::metadata(&torn).unwrap().len(), last_start as u64);
-        // The lost round can be authorized again and the ledger verifies (sampled: each
-        // authorization fsyncs).
+        // The cut is itself recorded: a recovery entry replaces the torn bytes.
+        assert_eq!(
+            report.entries,
+            if expected_torn > 0 { 4 } else { 3 },
+            "cut {cut}"
+        );
+        // The lost round can be authorized again and the ledger verifies, listing the
+        // recovery (sampled: each authorization fsyncs).
         if (cut - last_start).is_multiple_of(16) || cut + 1 == full.len() {
             ledger.authorize(request(2)).unwrap();
-            assert!(
-                audit_file(&torn, &key().verifying_key())
-                    .unwrap()
-                    .is_clean()
+            drop(ledger);
+            let report = audit_unanchored(&torn, &key().verifying_key());
+            assert!(clean_unanchored(&report), "{:?}", report.findings);
+            assert_eq!(
+                report.events.len(),
+                usize::from(expected_torn > 0),
+                "{:?}",
+                report.events
             );
         }
     }
@@ -158,7 +175,8 @@ fn truncation_at_every_offset_of_the_last_record_is_recovered() {
     let fresh = dir.path().join("fresh");
     std::fs::write(&fresh, &MAGIC[..3]).unwrap();
     let (_, report) = Ledger::open(&fresh, key(), policy(1.0)).unwrap();
-    assert_eq!((report.entries, report.torn_bytes), (0, Some(3)));
+    // Genesis, then the recorded recovery of the 3 torn bytes.
+    assert_eq!((report.entries, report.torn_bytes), (2, Some(3)));
 }
 
 /// Rebuilds a ledger file from payloads (valid framing, so only the audit can object).
@@ -178,12 +196,24 @@ fn reframe(payloads: &[Vec<u8>]) -> Vec<u8> {
 
 fn sign(body: &EntryBody, key: &SigningKey) -> Vec<u8> {
     let bytes = body.to_bytes();
-    let sig = key.sign(&[b"amalgam-dp ledger entry v1\0".as_slice(), &bytes].concat());
+    let sig = key.sign(&[b"amalgam-dp ledger entry v2\0".as_slice(), &bytes].concat());
     [bytes, sig.to_bytes().to_vec()].concat()
 }
 
 fn body(payload: &[u8]) -> EntryBody {
     EntryBody::from_bytes(&payload[..payload.len() - 64]).unwrap()
+}
+
+/// Applies `edit` to the charge in `body`.
+fn edit_charge(body: &mut EntryBody, edit: impl FnOnce(&mut amalgam_dp::ledger::entry::Charge)) {
+    match &mut body.kind {
+        EntryKind::Charge(c) => edit(c),
+        other => panic!("not a charge: {other:?}"),
+    }
+}
+
+fn findings(bytes: &[u8], vk: &VerifyingKey) -> Vec<Finding> {
+    audit_bytes(bytes, vk, &[]).unwrap().findings
 }
 
 #[test]
@@ -193,21 +223,25 @@ fn audit_detects_edited_deleted_reordered_and_foreign_signed_entries() {
     ledger_with_rounds(&path, 4);
     let vk = key().verifying_key();
     let payloads = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
-    assert!(audit_bytes(&reframe(&payloads), &vk).unwrap().is_clean());
+    assert!(clean_unanchored(
+        &audit_bytes(&reframe(&payloads), &vk, &[]).unwrap()
+    ));
 
     // Edited: σ raised in entry 1 without re-signing.
     let mut edited = payloads.clone();
     let mut b = body(&edited[1]);
-    b.request.local_sigma = Sigma::new(50.0).unwrap();
+    edit_charge(&mut b, |c| {
+        c.request.local_sigma = Sigma::new(50.0).unwrap()
+    });
     let sig = edited[1][edited[1].len() - 64..].to_vec();
     edited[1] = [b.to_bytes(), sig].concat();
-    let f = audit_bytes(&reframe(&edited), &vk).unwrap().findings;
+    let f = findings(&reframe(&edited), &vk);
     assert!(f.contains(&Finding::BadSignature { index: 1 }), "{f:?}");
 
     // Deleted: entry 1 removed.
     let mut deleted = payloads.clone();
     deleted.remove(1);
-    let f = audit_bytes(&reframe(&deleted), &vk).unwrap().findings;
+    let f = findings(&reframe(&deleted), &vk);
     assert!(f.contains(&Finding::BrokenChain { index: 1 }), "{f:?}");
     assert!(
         f.contains(&Finding::SequenceMismatch {
@@ -220,7 +254,7 @@ fn audit_detects_edited_deleted_reordered_and_foreign_signed_entries() {
     // Reordered: entries 2 and 3 swapped.
     let mut reordered = payloads.clone();
     reordered.swap(2, 3);
-    let f = audit_bytes(&reframe(&reordered), &vk).unwrap().findings;
+    let f = findings(&reframe(&reordered), &vk);
     assert!(f.contains(&Finding::BrokenChain { index: 2 }), "{f:?}");
     assert!(
         f.contains(&Finding::SequenceMismatch {
@@ -233,9 +267,11 @@ fn audit_detects_edited_deleted_reordered_and_foreign_signed_entries() {
     // Foreign-signed: entry 3 rewritten (smaller ε) and signed by another key, chain intact.
     let mut foreign = payloads.clone();
     let mut b = body(&foreign[3]);
-    b.epsilon_total = Epsilon::new(0.1).unwrap();
+    edit_charge(&mut b, |c| {
+        c.epsilon_total = EpsilonTotal::new(0.1).unwrap()
+    });
     foreign[3] = sign(&b, &SigningKey::from_bytes(&[9; 32]));
-    let f = audit_bytes(&reframe(&foreign), &vk).unwrap().findings;
+    let f = findings(&reframe(&foreign), &vk);
     assert!(f.contains(&Finding::BadSignature { index: 3 }), "{f:?}");
 }
 
@@ -246,14 +282,16 @@ fn audit_recomputes_totals_instead_of_trusting_them() {
     ledger_with_rounds(&path, 3);
     let vk = key().verifying_key();
     let payloads = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
-    let honest = audit_bytes(&reframe(&payloads), &vk).unwrap();
+    let honest = audit_bytes(&reframe(&payloads), &vk, &[]).unwrap();
     // The site itself understates its spend in a validly signed, correctly chained entry.
     let mut lying = payloads.clone();
     let mut b = body(&lying[2]);
-    b.rho_total = b.rho_round;
-    b.epsilon_total = Epsilon::new(0.5).unwrap();
+    edit_charge(&mut b, |c| {
+        c.rho_total = c.rho_round;
+        c.epsilon_total = EpsilonTotal::new(0.5).unwrap();
+    });
     lying[2] = sign(&b, &key());
-    let report = audit_bytes(&reframe(&lying), &vk).unwrap();
+    let report = audit_bytes(&reframe(&lying), &vk, &[]).unwrap();
     assert!(report.findings.iter().any(|f| matches!(
         f,
         Finding::ValueMismatch {
@@ -272,8 +310,11 @@ fn audit_recomputes_totals_instead_of_trusting_them() {
     )));
     // The audit's own totals are the honest ones, not the recorded lie.
     assert!((report.epsilon_total - honest.epsilon_total).abs() < 1e-12);
-    assert_eq!(honest.head, hex::encode(entry_hash(&payloads[2])));
-    assert_eq!(body(&payloads[2]).decision, Decision::Accepted);
+    assert_eq!(honest.head, hex::encode(entry_hash(&payloads[3])));
+    assert!(matches!(
+        body(&payloads[2]).kind,
+        EntryKind::Charge(ref c) if c.decision == Decision::Accepted
+    ));
 }
 
 #[test]
@@ -304,58 +345,73 @@ fn inconsistent_requests_are_refused_without_an_entry() {
         ledger.authorize(bad),
         Err(LedgerError::Account(_))
     ));
+    // No honest noise left: every colluder tolerated is a plant whose share is known.
+    let all_colluding = RoundRequest {
+        colluders: 4,
+        ..request(0)
+    };
+    assert!(matches!(
+        ledger.authorize(all_colluding),
+        Err(LedgerError::Account(_))
+    ));
     ledger.authorize(request(0)).unwrap();
-    let report = audit_file(&path, &key().verifying_key()).unwrap();
-    assert_eq!((report.entries, report.accepted), (1, 1));
+    drop(ledger);
+    let report = audit_unanchored(&path, &key().verifying_key());
+    assert_eq!((report.entries, report.accepted), (2, 1));
 }
 
 #[test]
 fn anchors_reveal_truncation_and_rewritten_history() {
-    use amalgam_dp::ledger::audit::{Anchor, AnchorParseError, audit_bytes_anchored};
+    use amalgam_dp::ledger::audit::{Anchor, AnchorParseError};
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger");
     ledger_with_rounds(&path, 3);
     let vk = key().verifying_key();
     let payloads = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
-    let report = audit_bytes(&reframe(&payloads), &vk).unwrap();
+    let report = audit_bytes(&reframe(&payloads), &vk, &[]).unwrap();
     let anchor = Anchor::of(&report).unwrap();
-    assert_eq!(anchor.entries, 3);
+    assert_eq!(anchor.entries, 4);
     assert_eq!(Anchor::parse(&anchor.to_string()), Ok(anchor));
-    let empty = Anchor::of(&audit_bytes(&reframe(&[]), &vk).unwrap()).unwrap();
-    assert_eq!(empty.entries, 0);
+    let genesis_only = Anchor {
+        entries: 1,
+        head: entry_hash(&payloads[0]),
+    };
 
     // The ledger grew after the anchor was published: still clean.
     ledger_with_rounds_from(&path, 3, 5);
     let grown = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
-    assert_eq!(grown.len(), 5);
-    let report = audit_bytes_anchored(&reframe(&grown), &vk, &[empty, anchor]).unwrap();
+    assert_eq!(grown.len(), 6);
+    let report = audit_bytes(&reframe(&grown), &vk, &[genesis_only, anchor]).unwrap();
     assert!(report.is_clean(), "{:?}", report.findings);
+    assert_eq!(report.anchors_checked, 2);
 
-    // The last entry cut off: clean on its own, caught by the anchor.
-    let cut = &payloads[..2];
-    assert!(audit_bytes(&reframe(cut), &vk).unwrap().is_clean());
-    let f = audit_bytes_anchored(&reframe(cut), &vk, &[anchor])
-        .unwrap()
-        .findings;
+    // The last entry cut off: only the anchor shows it.
+    let cut = &payloads[..3];
+    assert!(clean_unanchored(
+        &audit_bytes(&reframe(cut), &vk, &[]).unwrap()
+    ));
+    let f = audit_bytes(&reframe(cut), &vk, &[anchor]).unwrap().findings;
     assert_eq!(
         f,
         vec![Finding::Truncated {
-            anchored: 3,
-            present: 2
+            anchored: 4,
+            present: 3
         }]
     );
 
-    // History rewritten and re-signed by the site's own key (a smaller ε in entry 2, chain
+    // History rewritten and re-signed by the site's own key (a smaller ε in entry 3, chain
     // intact): only the anchor can tell.
     let mut rewritten = payloads.clone();
-    let mut b = body(&rewritten[2]);
-    b.epsilon_total = Epsilon::new(b.epsilon_total.get() * 0.5).unwrap();
-    rewritten[2] = sign(&b, &key());
-    let f = audit_bytes_anchored(&reframe(&rewritten), &vk, &[anchor])
+    let mut b = body(&rewritten[3]);
+    edit_charge(&mut b, |c| {
+        c.epsilon_total = EpsilonTotal::new(c.epsilon_total.get() * 0.5).unwrap()
+    });
+    rewritten[3] = sign(&b, &key());
+    let f = audit_bytes(&reframe(&rewritten), &vk, &[anchor])
         .unwrap()
         .findings;
-    assert!(f.contains(&Finding::AnchorMismatch { index: 2 }), "{f:?}");
+    assert!(f.contains(&Finding::AnchorMismatch { index: 3 }), "{f:?}");
 
     assert_eq!(Anchor::parse("3"), Err(AnchorParseError::Form));
     assert_eq!(Anchor::parse("x:00"), Err(AnchorParseError::Entries));

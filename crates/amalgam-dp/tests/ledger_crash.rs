@@ -13,11 +13,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use amalgam_dp::ledger::audit::audit_file;
+use amalgam_dp::ledger::audit::{Event, audit_file};
 use amalgam_dp::ledger::{BudgetPolicy, Ledger, RoundRequest};
 use amalgam_dp::params::{
-    Adjacency, BitWidth, ClipNorm, Delta, Dimension, Distance, Epsilon, Gamma, RoundingBias, Sigma,
-    SiteCount,
+    BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, RoundingBias, Sigma, SiteCount,
 };
 use amalgam_dp::sampler::SamplerKind;
 use ed25519_dalek::SigningKey;
@@ -30,17 +29,16 @@ fn key() -> SigningKey {
 }
 
 fn policy() -> BudgetPolicy {
-    BudgetPolicy {
-        epsilon_cap: Epsilon::new(1e9).unwrap(),
-        delta: Delta::new(1e-6).unwrap(),
-    }
+    BudgetPolicy::site_level(Epsilon::new(1e9).unwrap(), Delta::new(1e-6).unwrap()).unwrap()
 }
 
 fn request(round_id: u64) -> RoundRequest {
     RoundRequest {
         round_id,
-        adjacency: Adjacency::ZeroOut,
-        n_min: SiteCount::new(3).unwrap(),
+        manifest_digest: [0; 32],
+        round_context: [0; 32],
+        min_cohort: SiteCount::new(3).unwrap(),
+        colluders: 0,
         n_cohort: SiteCount::new(3).unwrap(),
         clip: ClipNorm::new(1.0).unwrap(),
         gamma: Gamma::new(100.0).unwrap(),
@@ -49,19 +47,18 @@ fn request(round_id: u64) -> RoundRequest {
         dim: Dimension::new(64).unwrap(),
         beta: RoundingBias::NONE,
         sampler: SamplerKind::Exact,
-        sampler_distance: Distance::ZERO,
     }
 }
 
 /// The child: append rounds forever, reporting each acknowledged one on stdout (the first
-/// report shares its line with the test harness's "test ... " prefix).
+/// report shares its line with the test harness's "test ... " prefix). Round ids are entry
+/// positions, so they never repeat across restarts.
 fn run_writer(path: &Path) {
-    let (mut ledger, report) = Ledger::open(path, key(), policy()).unwrap();
-    let mut next = report.entries;
+    let (mut ledger, _) = Ledger::open(path, key(), policy()).unwrap();
     loop {
+        let next = ledger.anchor().entries as u64;
         ledger.authorize(request(next)).unwrap();
         println!("acked {next}");
-        next += 1;
     }
 }
 
@@ -89,12 +86,12 @@ fn killed_writer_never_leaves_a_half_entry() {
             BufReader::new(stdout)
                 .lines()
                 .map_while(Result::ok)
-                .filter_map(|l| {
+                .filter(|l| {
                     l.rsplit_once("acked ")
-                        .map(|(_, n)| n)
-                        .and_then(|n| n.parse::<u64>().ok())
+                        .and_then(|(_, n)| n.parse::<u64>().ok())
+                        .is_some()
                 })
-                .max()
+                .count() as u64
         });
         // Wait for the writer to append something, then kill it mid-stream.
         let start = Instant::now();
@@ -109,32 +106,36 @@ fn killed_writer_never_leaves_a_half_entry() {
         let last_acked = reader.join().unwrap();
 
         let (ledger, report) = Ledger::open(&path, key(), policy()).unwrap();
-        // Every acknowledged round is present (an unacknowledged last one may be too).
-        // Round ids equal entry positions, so the last acknowledged id + 1 counts the entries
-        // that must be there (and earlier attempts' entries must still be).
-        let acked = last_acked.map_or(acked_total, |n| n + 1).max(acked_total);
-        assert!(
-            report.entries >= acked,
-            "attempt {attempt}: {} entries < {acked} acked",
-            report.entries
-        );
-        assert!(
-            report.entries <= acked + 1,
-            "attempt {attempt}: {} entries but only {acked} acked (last id {last_acked:?}, before {acked_total})",
-            report.entries
-        );
-        assert!(
-            report.entries >= acked_total,
-            "attempt {attempt}: entries lost"
-        );
-        acked_total = report.entries;
+        let anchor = ledger.anchor();
         drop(ledger);
-        let audit = audit_file(&path, &key().verifying_key()).unwrap();
+        let audit = audit_file(&path, &key().verifying_key(), &[anchor]).unwrap();
         assert!(audit.is_clean(), "attempt {attempt}: {:?}", audit.findings);
         assert_eq!(
             audit.torn_bytes, None,
-            "open must have truncated the torn tail"
+            "open must have cut off the torn tail"
         );
+        // A cut tail is recorded as a recovery event, never silently.
+        let recoveries = audit
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Recovered { .. }))
+            .count();
+        assert!(recoveries <= attempt + 1);
+        if report.torn_bytes.is_some() {
+            assert!(recoveries >= 1);
+        }
+        // Every acknowledged round is present (an unacknowledged last one may be too).
+        let acked = acked_total + last_acked;
+        let present = audit.accepted as u64;
+        assert!(
+            present >= acked,
+            "attempt {attempt}: {present} charges < {acked} acked"
+        );
+        assert!(
+            present <= acked + 1,
+            "attempt {attempt}: {present} charges but only {acked} acked"
+        );
+        acked_total = present;
     }
     assert!(
         acked_total > 5,

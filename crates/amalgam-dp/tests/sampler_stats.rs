@@ -10,9 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use amalgam_dp::params::Sigma;
-use amalgam_dp::sampler::{ExactSampler, FastSampler, NoiseSampler};
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
+use amalgam_dp::sampler::{ExactSampler, FastSampler, NoiseSampler, SamplerKind, distance_bound};
 
 const ALPHA: f64 = 1e-6;
 const FAST_SAMPLES: usize = 200_000;
@@ -57,6 +55,14 @@ impl Pmf {
         bins
     }
 
+    fn variance(&self) -> f64 {
+        self.p
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| ((self.lo + i as i64) as f64).powi(2) * p)
+            .sum()
+    }
+
     fn cdf(&self, x: i64) -> f64 {
         if x < self.lo {
             return 0.0;
@@ -85,8 +91,7 @@ fn ks_critical(scale: f64) -> f64 {
 }
 
 fn fast_samples(sigma: f64, seed: u8, n: usize) -> Vec<i64> {
-    let rng = ChaCha20Rng::from_seed([seed; 32]);
-    let mut s = FastSampler::new(Sigma::new(sigma).unwrap(), rng).unwrap();
+    let mut s = FastSampler::from_seed(Sigma::new(sigma).unwrap(), [seed; 32]).unwrap();
     let mut out = vec![0; n];
     s.fill(&mut out).unwrap();
     out
@@ -244,10 +249,14 @@ fn a_biased_sampler_is_detected_by_the_same_tests() {
 fn distance_bounds_are_negligible_and_exact_is_zero() {
     // Up to the supported maximum, where the tables are largest.
     for &sigma in SIGMAS.iter().chain(&[1e6, 1e7]) {
-        let s =
-            FastSampler::new(Sigma::new(sigma).unwrap(), ChaCha20Rng::from_seed([1; 32])).unwrap();
+        let s = FastSampler::new(Sigma::new(sigma).unwrap()).unwrap();
         let d = s.distance_per_sample().get();
         assert!(d > 0.0 && d < 1e-30, "sigma={sigma}: {d:e}");
+        // The crate's own bound, the one the ledger records and the audit recomputes.
+        assert_eq!(
+            distance_bound(SamplerKind::Fast, Sigma::new(sigma).unwrap()),
+            Ok(s.distance_per_sample())
+        );
         assert_eq!(
             ExactSampler::new(Sigma::new(sigma).unwrap())
                 .unwrap()
@@ -256,12 +265,72 @@ fn distance_bounds_are_negligible_and_exact_is_zero() {
             0.0
         );
     }
-    assert!(FastSampler::new(Sigma::new(0.4).unwrap(), ChaCha20Rng::from_seed([1; 32])).is_err());
-    assert!(FastSampler::new(Sigma::new(2e7).unwrap(), ChaCha20Rng::from_seed([1; 32])).is_err());
+    assert!(FastSampler::new(Sigma::new(0.4).unwrap()).is_err());
+    assert!(FastSampler::new(Sigma::new(2e7).unwrap()).is_err());
 }
 
 #[test]
 fn the_fast_stream_is_reproducible_from_its_seed() {
     assert_eq!(fast_samples(3.0, 5, 1000), fast_samples(3.0, 5, 1000));
     assert_ne!(fast_samples(3.0, 5, 1000), fast_samples(3.0, 6, 1000));
+}
+
+#[test]
+fn os_seeded_samplers_never_share_a_stream() {
+    let draw = || {
+        let mut s = FastSampler::new(Sigma::new(3.0).unwrap()).unwrap();
+        let mut out = vec![0i64; 256];
+        s.fill(&mut out).unwrap();
+        out
+    };
+    assert_ne!(draw(), draw());
+}
+
+/// Sample variance of `n` draws of the fast sampler at `sigma` (seeded), relative to the
+/// analytic variance of N_Z(0, target²).
+fn relative_variance_error(sigma: f64, target: f64, seed: u8, n: usize) -> f64 {
+    let mut s = FastSampler::from_seed(Sigma::new(sigma).unwrap(), [seed; 32]).unwrap();
+    let mut buf = vec![0i64; 1 << 16];
+    let (mut sum, mut sum_sq) = (0f64, 0f64);
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(buf.len());
+        s.fill(&mut buf[..take]).unwrap();
+        for &x in &buf[..take] {
+            let x = x as f64;
+            sum += x;
+            sum_sq += x * x;
+        }
+        left -= take;
+    }
+    let mean = sum / n as f64;
+    let var = sum_sq / n as f64 - mean * mean;
+    var / Pmf::new(target).variance() - 1.0
+}
+
+/// 8·10⁶ samples per σ: the sample variance's relative standard deviation is √(2/n) = 0.05 %,
+/// so the ±0.25 % acceptance band is 5 standard deviations wide on each side, and a 0.5 %
+/// variance error lies 5 more beyond it (both failure probabilities ≈ 3·10⁻⁷). Seeds are fixed.
+const VARIANCE_SAMPLES: usize = 8_000_000;
+const VARIANCE_BAND: f64 = 0.0025;
+
+#[test]
+fn fast_sampler_variance_is_within_a_quarter_percent_and_a_half_percent_error_is_caught() {
+    for (i, &sigma) in [2.0, 300.0, 1e5].iter().enumerate() {
+        let err = relative_variance_error(sigma, sigma, 40 + i as u8, VARIANCE_SAMPLES);
+        assert!(
+            err.abs() < VARIANCE_BAND,
+            "sigma={sigma}: relative variance error {err}"
+        );
+    }
+    // The same test on samplers whose variance is 0.5 % low or high fails.
+    for (i, factor) in [0.995f64, 1.005].into_iter().enumerate() {
+        let sigma = 300.0;
+        let err =
+            relative_variance_error(sigma * factor.sqrt(), sigma, 50 + i as u8, VARIANCE_SAMPLES);
+        assert!(
+            err.abs() >= VARIANCE_BAND,
+            "factor {factor}: error {err} not caught"
+        );
+    }
 }

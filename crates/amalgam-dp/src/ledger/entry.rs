@@ -1,13 +1,23 @@
 //! One ledger entry and its canonical byte encoding (the bytes that are hashed and signed).
 //!
 //! Layout, all integers little-endian, f64 as their IEEE-754 bit patterns:
-//! `version u8 | seq u64 | prev_hash [32] | round_id u64 | decision u8 | unit u8 |
-//! adjacency u8 | n_min u32 | n_cohort u32 | clip f64 | gamma f64 | bits u32 | local_sigma f64 |
-//! dim u64 | beta f64 | sampler u8 | sampler_distance f64 | delta f64 | epsilon_cap f64 |
-//! rho_round f64 | rho_total f64 | epsilon_total f64 | versions_len u16 | versions utf-8`.
+//! `version u8 (= 2) | seq u64 | prev_hash [32] | kind u8 | kind body | versions_len u16 |
+//! versions utf-8`, with the kind bodies
+//!
+//! * 0 genesis: `key [32] | policy`; 1 policy change: `policy`;
+//! * 2 key rotation: `new_key [32] | new_key_signature [64] | old_key_lost u8`;
+//! * 3 epoch: `manifest_digest [32] | epoch u64`;
+//! * 4 charge: `round_id u64 | decision u8 | manifest_digest [32] | round_context [32] |
+//!   min_cohort u32 | colluders u32 | n_min u32 | n_cohort u32 | clip f64 | gamma f64 | bits u32 |
+//!   local_sigma f64 | dim u64 | beta f64 | sampler u8 | sampler_distance f64 | steps u32 |
+//!   rho_round f64 | rho_total f64 | epsilon_total f64` (ε may be +∞: policy `none`);
+//! * 5 recovery: `dropped_bytes u64 | dropped_sha256 [32]`;
+//!
+//! and `policy` = `budget u8 (0 capped, 1 none) | unit u8 | adjacency u8 | accountant u8 |
+//! delta f64 | epsilon_cap f64` (both 0 under `none`).
 //! Decoding is strict: exact length, known codes, every number re-validated by its newtype.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::ParamError;
 use crate::params::{
@@ -17,10 +27,14 @@ use crate::params::{
 use crate::sampler::SamplerKind;
 
 /// Encoding version of [`EntryBody`].
-pub const ENTRY_VERSION: u8 = 1;
+pub const ENTRY_VERSION: u8 = 2;
 
 /// Longest library-versions string accepted.
 pub const MAX_VERSIONS_LEN: usize = 256;
+
+/// Largest site-level δ a policy may state: a consortium may choose a smaller one, never a
+/// larger one (δ is the probability the ε statement fails outright).
+pub const SITE_DELTA_CEILING: f64 = 1e-5;
 
 /// The library versions this build records in every entry.
 pub fn library_versions() -> String {
@@ -32,7 +46,7 @@ pub fn library_versions() -> String {
 }
 
 /// Whether the round was allowed to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Decision {
     /// Within the cap: recorded before any noise was drawn, then allowed.
     Accepted,
@@ -40,22 +54,170 @@ pub enum Decision {
     Refused,
 }
 
-/// What one unit of privacy protects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What one unit of privacy protects. A site keeps one ledger per unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum PrivacyUnit {
     /// One plant's whole model update in one round (site-level DP).
     SiteUpdatePerRound,
 }
 
-/// The parameters of a round the site is asked to join; every entry records the one it decides.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// How ε is computed from the recorded parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Accountant {
+    /// KLS21 Theorem 1 ρ-zCDP per round, additive composition, opendp's zCDP → (ε, δ)
+    /// conversion (CKS20 Proposition 12 / Corollary 13), sampler distance charged to δ.
+    DdgZcdpOpendp,
+}
+
+/// The budget part of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Budget {
+    /// ε at `delta` never exceeds `epsilon_cap`.
+    Capped {
+        /// Largest cumulative ε the site will ever spend.
+        epsilon_cap: Epsilon,
+        /// δ at which ε is computed.
+        delta: Delta,
+    },
+    /// A non-private run: no cap, ε recorded as ∞, reports say "no differential privacy".
+    /// Rounds still go through the ledger and its permits, and no noise is added.
+    NoPrivacy,
+}
+
+/// The DP policy a ledger is bound to by its signed genesis entry.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BudgetPolicy {
+    /// The privacy unit.
+    pub unit: PrivacyUnit,
+    /// The neighbouring relation.
+    pub adjacency: Adjacency,
+    /// The accountant.
+    pub accountant: Accountant,
+    /// Cap and δ, or no privacy.
+    pub budget: Budget,
+}
+
+/// Why a policy was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PolicyError {
+    /// Site-level δ above [`SITE_DELTA_CEILING`].
+    #[error("site-level delta = {0:e} is above the ceiling 1e-5 (a consortium may only lower it)")]
+    DeltaAboveCeiling(f64),
+}
+
+impl BudgetPolicy {
+    /// The site-level policy (one plant's update per round, zero-out adjacency): cap ε at δ.
+    /// Refuses δ above [`SITE_DELTA_CEILING`].
+    pub fn site_level(epsilon_cap: Epsilon, delta: Delta) -> Result<Self, PolicyError> {
+        let policy = Self {
+            unit: PrivacyUnit::SiteUpdatePerRound,
+            adjacency: Adjacency::ZeroOut,
+            accountant: Accountant::DdgZcdpOpendp,
+            budget: Budget::Capped { epsilon_cap, delta },
+        };
+        policy.validate()?;
+        Ok(policy)
+    }
+
+    /// Policy `none`: a non-private run, site-level unit.
+    pub fn no_privacy() -> Self {
+        Self {
+            unit: PrivacyUnit::SiteUpdatePerRound,
+            adjacency: Adjacency::ZeroOut,
+            accountant: Accountant::DdgZcdpOpendp,
+            budget: Budget::NoPrivacy,
+        }
+    }
+
+    /// Checks the δ ceiling (also applied to policies decoded from a ledger).
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        match self.budget {
+            Budget::Capped { delta, .. } if delta.get() > SITE_DELTA_CEILING => {
+                Err(PolicyError::DeltaAboveCeiling(delta.get()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// δ, or `None` under policy `none`.
+    pub fn delta(&self) -> Option<Delta> {
+        match self.budget {
+            Budget::Capped { delta, .. } => Some(delta),
+            Budget::NoPrivacy => None,
+        }
+    }
+
+    /// True when `next` gives less protection than `self`: a larger δ or cap, no privacy, or a
+    /// different unit, adjacency or accountant. The audit lists such a change as a finding.
+    pub fn loosened_by(&self, next: &Self) -> bool {
+        if self.unit != next.unit
+            || self.adjacency != next.adjacency
+            || self.accountant != next.accountant
+        {
+            return true;
+        }
+        match (self.budget, next.budget) {
+            (
+                Budget::Capped {
+                    epsilon_cap: c0,
+                    delta: d0,
+                },
+                Budget::Capped {
+                    epsilon_cap: c1,
+                    delta: d1,
+                },
+            ) => c1.get() > c0.get() || d1.get() > d0.get(),
+            (Budget::Capped { .. }, Budget::NoPrivacy) => true,
+            (Budget::NoPrivacy, _) => false,
+        }
+    }
+}
+
+/// A cumulative ε that may be unbounded (+∞ once a round ran under policy `none`).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+pub struct EpsilonTotal(f64);
+
+impl EpsilonTotal {
+    /// No privacy.
+    pub const UNBOUNDED: Self = Self(f64::INFINITY);
+
+    /// Validates ε ≥ 0, finite or +∞.
+    pub fn new(value: f64) -> Result<Self, ParamError> {
+        if value >= 0.0 && !value.is_nan() {
+            Ok(Self(value))
+        } else {
+            Err(ParamError::OutOfRange {
+                name: "epsilon total",
+                value,
+                rule: ">= 0 (or +inf)",
+            })
+        }
+    }
+    /// The value (+∞ when unbounded).
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl From<Epsilon> for EpsilonTotal {
+    fn from(e: Epsilon) -> Self {
+        Self(e.get())
+    }
+}
+
+/// The parameters of a round the site is asked to join, with the context it is spent under.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct RoundRequest {
     /// The consortium's round identifier.
     pub round_id: u64,
-    /// The neighbouring relation the guarantee is stated for.
-    pub adjacency: Adjacency,
-    /// Fewest survivors the round can finish with (their noise is what the guarantee counts).
-    pub n_min: SiteCount,
+    /// Digest of the consortium manifest the round runs under (opaque to this crate).
+    pub manifest_digest: [u8; 32],
+    /// The protocol's round context (opaque to this crate): binds the charge to one round.
+    pub round_context: [u8; 32],
+    /// The protocol's minimum cohort m: no sum over fewer survivors is released.
+    pub min_cohort: SiteCount,
+    /// Colluding plants c the protocol tolerates; n_min = m − c ([`crate::params::n_min_for`]).
+    pub colluders: u32,
     /// Most plants that may contribute noise (bounds the sampler-distance term).
     pub n_cohort: SiteCount,
     /// L2 clip norm C.
@@ -72,34 +234,85 @@ pub struct RoundRequest {
     pub beta: RoundingBias,
     /// Which sampler draws the noise.
     pub sampler: SamplerKind,
-    /// That sampler's per-sample distance (total-variation) bound.
-    pub sampler_distance: Distance,
 }
 
-/// The signed content of one ledger entry: everything an auditor needs to recompute ε.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A charge: one round decided (accepted or refused), with the numbers the audit recomputes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Charge {
+    /// The round, exactly as requested.
+    pub request: RoundRequest,
+    /// Accepted or refused.
+    pub decision: Decision,
+    /// n_min = min_cohort − colluders.
+    pub n_min: SiteCount,
+    /// The sampler's per-sample distance bound, computed by the crate from (kind, γ·σ_local).
+    pub sampler_distance: Distance,
+    /// Noisy steps the permit covers (1 for a site-level round), charged whole.
+    pub steps: u32,
+    /// ρ of the round (all its steps; 0 when refused or under policy `none`).
+    pub rho_round: Rho,
+    /// ρ of all accepted rounds so far, this one included.
+    pub rho_total: Rho,
+    /// ε of all accepted rounds so far at the policy's δ (∞ once any ran without privacy).
+    pub epsilon_total: EpsilonTotal,
+}
+
+/// What an entry records.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum EntryKind {
+    /// The first entry: the signing key and the policy the ledger is bound to.
+    Genesis {
+        /// The site's identity key at creation.
+        key: [u8; 32],
+        /// The policy.
+        policy: BudgetPolicy,
+    },
+    /// The policy from here on (a finding when it loosens the previous one).
+    PolicyChange(BudgetPolicy),
+    /// The signing key from here on. Signed (outer signature) by the old key, and inside by
+    /// the new key; `old_key_lost` means the outer signature is the new key's (a finding).
+    KeyRotation {
+        /// The new verifying key.
+        new_key: [u8; 32],
+        /// The new key's signature over the rotation (see `audit::rotation_message`).
+        #[serde(with = "hex_sig")]
+        new_key_signature: [u8; 64],
+        /// The old key was lost.
+        old_key_lost: bool,
+    },
+    /// The consortium manifest (digest) and epoch in force from here on; not a finding.
+    Epoch {
+        /// Digest of the manifest.
+        manifest_digest: [u8; 32],
+        /// Its epoch.
+        epoch: u64,
+    },
+    /// A round decided.
+    Charge(Charge),
+    /// A torn tail (a crash mid-append) was cut off when the ledger was opened.
+    Recovery {
+        /// Bytes cut off.
+        dropped_bytes: u64,
+        /// SHA-256 of those bytes.
+        dropped_sha256: [u8; 32],
+    },
+}
+
+mod hex_sig {
+    pub fn serialize<S: serde::Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+}
+
+/// The signed content of one ledger entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EntryBody {
     /// Position in the ledger, from 0.
     pub seq: u64,
     /// SHA-256 of the previous entry's body and signature (the genesis hash for seq 0).
     pub prev_hash: [u8; 32],
-    /// The round the entry decides, exactly as it was requested.
-    #[serde(flatten)]
-    pub request: RoundRequest,
-    /// Accepted or refused.
-    pub decision: Decision,
-    /// The privacy unit.
-    pub unit: PrivacyUnit,
-    /// δ at which ε is reported.
-    pub delta: Delta,
-    /// The budget cap on ε.
-    pub epsilon_cap: Epsilon,
-    /// ρ of this round (0 when refused).
-    pub rho_round: Rho,
-    /// ρ of all accepted rounds so far, this one included.
-    pub rho_total: Rho,
-    /// ε of all accepted rounds so far at `delta`, sampler share included.
-    pub epsilon_total: Epsilon,
+    /// What the entry records.
+    pub kind: EntryKind,
     /// Library versions that produced the entry.
     pub versions: String,
 }
@@ -162,44 +375,142 @@ impl<'a> Reader<'a> {
     fn f64(&mut self) -> Result<f64, EntryDecodeError> {
         Ok(f64::from_bits(self.u64()?))
     }
+    fn code<T>(
+        &mut self,
+        field: &'static str,
+        from: impl Fn(u8) -> Option<T>,
+    ) -> Result<T, EntryDecodeError> {
+        let code = self.u8()?;
+        from(code).ok_or(EntryDecodeError::Code { field, code })
+    }
+}
+
+fn put_f64(out: &mut Vec<u8>, v: f64) {
+    out.extend_from_slice(&v.to_bits().to_le_bytes());
+}
+
+fn put_policy(out: &mut Vec<u8>, p: &BudgetPolicy) {
+    let (code, delta, cap) = match p.budget {
+        Budget::Capped { epsilon_cap, delta } => (0u8, delta.get(), epsilon_cap.get()),
+        Budget::NoPrivacy => (1u8, 0.0, 0.0),
+    };
+    out.push(code);
+    out.push(match p.unit {
+        PrivacyUnit::SiteUpdatePerRound => 0,
+    });
+    out.push(p.adjacency.code());
+    out.push(match p.accountant {
+        Accountant::DdgZcdpOpendp => 0,
+    });
+    put_f64(out, delta);
+    put_f64(out, cap);
+}
+
+fn read_policy(r: &mut Reader<'_>) -> Result<BudgetPolicy, EntryDecodeError> {
+    let budget_code = r.u8()?;
+    let unit = r.code("privacy unit", |c| {
+        (c == 0).then_some(PrivacyUnit::SiteUpdatePerRound)
+    })?;
+    let adjacency = r.code("adjacency", Adjacency::from_code)?;
+    let accountant = r.code("accountant", |c| {
+        (c == 0).then_some(Accountant::DdgZcdpOpendp)
+    })?;
+    let (delta, cap) = (r.f64()?, r.f64()?);
+    let budget = match budget_code {
+        0 => Budget::Capped {
+            epsilon_cap: Epsilon::new(cap)?,
+            delta: Delta::new(delta)?,
+        },
+        1 if delta.to_bits() == 0 && cap.to_bits() == 0 => Budget::NoPrivacy,
+        code => {
+            return Err(EntryDecodeError::Code {
+                field: "budget",
+                code,
+            });
+        }
+    };
+    Ok(BudgetPolicy {
+        unit,
+        adjacency,
+        accountant,
+        budget,
+    })
 }
 
 impl EntryBody {
     /// The canonical bytes (see the module docs).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let r = &self.request;
-        let mut out = Vec::with_capacity(200 + self.versions.len());
+        let mut out = Vec::with_capacity(256 + self.versions.len());
         out.push(ENTRY_VERSION);
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.prev_hash);
-        out.extend_from_slice(&r.round_id.to_le_bytes());
-        out.push(match self.decision {
-            Decision::Accepted => 0,
-            Decision::Refused => 1,
-        });
-        out.push(match self.unit {
-            PrivacyUnit::SiteUpdatePerRound => 0,
-        });
-        out.push(r.adjacency.code());
-        out.extend_from_slice(&r.n_min.get().to_le_bytes());
-        out.extend_from_slice(&r.n_cohort.get().to_le_bytes());
-        for v in [r.clip.get(), r.gamma.get()] {
-            out.extend_from_slice(&v.to_bits().to_le_bytes());
-        }
-        out.extend_from_slice(&r.bits.get().to_le_bytes());
-        out.extend_from_slice(&r.local_sigma.get().to_bits().to_le_bytes());
-        out.extend_from_slice(&r.dim.get().to_le_bytes());
-        out.extend_from_slice(&r.beta.get().to_bits().to_le_bytes());
-        out.push(r.sampler.code());
-        for v in [
-            r.sampler_distance.get(),
-            self.delta.get(),
-            self.epsilon_cap.get(),
-            self.rho_round.get(),
-            self.rho_total.get(),
-            self.epsilon_total.get(),
-        ] {
-            out.extend_from_slice(&v.to_bits().to_le_bytes());
+        match &self.kind {
+            EntryKind::Genesis { key, policy } => {
+                out.push(0);
+                out.extend_from_slice(key);
+                put_policy(&mut out, policy);
+            }
+            EntryKind::PolicyChange(policy) => {
+                out.push(1);
+                put_policy(&mut out, policy);
+            }
+            EntryKind::KeyRotation {
+                new_key,
+                new_key_signature,
+                old_key_lost,
+            } => {
+                out.push(2);
+                out.extend_from_slice(new_key);
+                out.extend_from_slice(new_key_signature);
+                out.push(u8::from(*old_key_lost));
+            }
+            EntryKind::Epoch {
+                manifest_digest,
+                epoch,
+            } => {
+                out.push(3);
+                out.extend_from_slice(manifest_digest);
+                out.extend_from_slice(&epoch.to_le_bytes());
+            }
+            EntryKind::Charge(c) => {
+                out.push(4);
+                let r = &c.request;
+                out.extend_from_slice(&r.round_id.to_le_bytes());
+                out.push(match c.decision {
+                    Decision::Accepted => 0,
+                    Decision::Refused => 1,
+                });
+                out.extend_from_slice(&r.manifest_digest);
+                out.extend_from_slice(&r.round_context);
+                for v in [
+                    r.min_cohort.get(),
+                    r.colluders,
+                    c.n_min.get(),
+                    r.n_cohort.get(),
+                ] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                put_f64(&mut out, r.clip.get());
+                put_f64(&mut out, r.gamma.get());
+                out.extend_from_slice(&r.bits.get().to_le_bytes());
+                put_f64(&mut out, r.local_sigma.get());
+                out.extend_from_slice(&r.dim.get().to_le_bytes());
+                put_f64(&mut out, r.beta.get());
+                out.push(r.sampler.code());
+                put_f64(&mut out, c.sampler_distance.get());
+                out.extend_from_slice(&c.steps.to_le_bytes());
+                for v in [c.rho_round.get(), c.rho_total.get(), c.epsilon_total.get()] {
+                    put_f64(&mut out, v);
+                }
+            }
+            EntryKind::Recovery {
+                dropped_bytes,
+                dropped_sha256,
+            } => {
+                out.push(5);
+                out.extend_from_slice(&dropped_bytes.to_le_bytes());
+                out.extend_from_slice(dropped_sha256);
+            }
         }
         // `versions` is bounded when built (new entries) or when decoded.
         let versions = &self.versions.as_bytes()[..self.versions.len().min(MAX_VERSIONS_LEN)];
@@ -217,50 +528,37 @@ impl EntryBody {
         }
         let seq = r.u64()?;
         let prev_hash = r.array::<32>()?;
-        let round_id = r.u64()?;
-        let decision = match r.u8()? {
-            0 => Decision::Accepted,
-            1 => Decision::Refused,
+        let kind = match r.u8()? {
+            0 => EntryKind::Genesis {
+                key: r.array()?,
+                policy: read_policy(&mut r)?,
+            },
+            1 => EntryKind::PolicyChange(read_policy(&mut r)?),
+            2 => EntryKind::KeyRotation {
+                new_key: r.array()?,
+                new_key_signature: r.array()?,
+                old_key_lost: r.code("old key lost", |c| match c {
+                    0 => Some(false),
+                    1 => Some(true),
+                    _ => None,
+                })?,
+            },
+            3 => EntryKind::Epoch {
+                manifest_digest: r.array()?,
+                epoch: r.u64()?,
+            },
+            4 => EntryKind::Charge(read_charge(&mut r)?),
+            5 => EntryKind::Recovery {
+                dropped_bytes: r.u64()?,
+                dropped_sha256: r.array()?,
+            },
             code => {
                 return Err(EntryDecodeError::Code {
-                    field: "decision",
+                    field: "entry kind",
                     code,
                 });
             }
         };
-        let unit = match r.u8()? {
-            0 => PrivacyUnit::SiteUpdatePerRound,
-            code => {
-                return Err(EntryDecodeError::Code {
-                    field: "privacy unit",
-                    code,
-                });
-            }
-        };
-        let code = r.u8()?;
-        let adjacency = Adjacency::from_code(code).ok_or(EntryDecodeError::Code {
-            field: "adjacency",
-            code,
-        })?;
-        let n_min = SiteCount::new(r.u32()?)?;
-        let n_cohort = SiteCount::new(r.u32()?)?;
-        let clip = ClipNorm::new(r.f64()?)?;
-        let gamma = Gamma::new(r.f64()?)?;
-        let bits = BitWidth::new(r.u32()?)?;
-        let local_sigma = Sigma::new(r.f64()?)?;
-        let dim = Dimension::new(r.u64()?)?;
-        let beta = RoundingBias::new(r.f64()?)?;
-        let code = r.u8()?;
-        let sampler = SamplerKind::from_code(code).ok_or(EntryDecodeError::Code {
-            field: "sampler",
-            code,
-        })?;
-        let sampler_distance = Distance::new(r.f64()?)?;
-        let delta = Delta::new(r.f64()?)?;
-        let epsilon_cap = Epsilon::new(r.f64()?)?;
-        let rho_round = Rho::new(r.f64()?)?;
-        let rho_total = Rho::new(r.f64()?)?;
-        let epsilon_total = Epsilon::new(r.f64()?)?;
         let len = usize::from(r.u16()?);
         if len > MAX_VERSIONS_LEN {
             return Err(EntryDecodeError::Versions);
@@ -273,93 +571,171 @@ impl EntryBody {
         Ok(Self {
             seq,
             prev_hash,
-            request: RoundRequest {
-                round_id,
-                adjacency,
-                n_min,
-                n_cohort,
-                clip,
-                gamma,
-                bits,
-                local_sigma,
-                dim,
-                beta,
-                sampler,
-                sampler_distance,
-            },
-            decision,
-            unit,
-            delta,
-            epsilon_cap,
-            rho_round,
-            rho_total,
-            epsilon_total,
+            kind,
             versions,
         })
     }
+}
+
+fn read_charge(r: &mut Reader<'_>) -> Result<Charge, EntryDecodeError> {
+    let round_id = r.u64()?;
+    let decision = r.code("decision", |c| match c {
+        0 => Some(Decision::Accepted),
+        1 => Some(Decision::Refused),
+        _ => None,
+    })?;
+    let manifest_digest = r.array()?;
+    let round_context = r.array()?;
+    let min_cohort = SiteCount::new(r.u32()?)?;
+    let colluders = r.u32()?;
+    let n_min = SiteCount::new(r.u32()?)?;
+    let n_cohort = SiteCount::new(r.u32()?)?;
+    let clip = ClipNorm::new(r.f64()?)?;
+    let gamma = Gamma::new(r.f64()?)?;
+    let bits = BitWidth::new(r.u32()?)?;
+    let local_sigma = Sigma::new(r.f64()?)?;
+    let dim = Dimension::new(r.u64()?)?;
+    let beta = RoundingBias::new(r.f64()?)?;
+    let sampler = r.code("sampler", SamplerKind::from_code)?;
+    let sampler_distance = Distance::new(r.f64()?)?;
+    let steps = r.u32()?;
+    let rho_round = Rho::new(r.f64()?)?;
+    let rho_total = Rho::new(r.f64()?)?;
+    let epsilon_total = EpsilonTotal::new(r.f64()?)?;
+    Ok(Charge {
+        request: RoundRequest {
+            round_id,
+            manifest_digest,
+            round_context,
+            min_cohort,
+            colluders,
+            n_cohort,
+            clip,
+            gamma,
+            bits,
+            local_sigma,
+            dim,
+            beta,
+            sampler,
+        },
+        decision,
+        n_min,
+        sampler_distance,
+        steps,
+        rho_round,
+        rho_total,
+        epsilon_total,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample() -> EntryBody {
+    fn charge() -> EntryBody {
         EntryBody {
             seq: 3,
             prev_hash: [0xab; 32],
-            request: RoundRequest {
-                round_id: 77,
-                adjacency: Adjacency::ReplaceOne,
+            kind: EntryKind::Charge(Charge {
+                request: RoundRequest {
+                    round_id: 77,
+                    manifest_digest: [1; 32],
+                    round_context: [2; 32],
+                    min_cohort: SiteCount::new(8).unwrap(),
+                    colluders: 2,
+                    n_cohort: SiteCount::new(9).unwrap(),
+                    clip: ClipNorm::new(0.75).unwrap(),
+                    gamma: Gamma::new(1234.5).unwrap(),
+                    bits: BitWidth::new(18).unwrap(),
+                    local_sigma: Sigma::new(0.3).unwrap(),
+                    dim: Dimension::new(1000).unwrap(),
+                    beta: RoundingBias::recommended(),
+                    sampler: SamplerKind::Exact,
+                },
+                decision: Decision::Refused,
                 n_min: SiteCount::new(6).unwrap(),
-                n_cohort: SiteCount::new(9).unwrap(),
-                clip: ClipNorm::new(0.75).unwrap(),
-                gamma: Gamma::new(1234.5).unwrap(),
-                bits: BitWidth::new(18).unwrap(),
-                local_sigma: Sigma::new(0.3).unwrap(),
-                dim: Dimension::new(1000).unwrap(),
-                beta: RoundingBias::recommended(),
-                sampler: SamplerKind::Exact,
                 sampler_distance: Distance::new(1e-35).unwrap(),
-            },
-            decision: Decision::Refused,
-            unit: PrivacyUnit::SiteUpdatePerRound,
-            delta: Delta::new(1e-7).unwrap(),
-            epsilon_cap: Epsilon::new(8.0).unwrap(),
-            rho_round: Rho::new(0.01).unwrap(),
-            rho_total: Rho::new(0.2).unwrap(),
-            epsilon_total: Epsilon::new(3.5).unwrap(),
+                steps: 1,
+                rho_round: Rho::new(0.01).unwrap(),
+                rho_total: Rho::new(0.2).unwrap(),
+                epsilon_total: EpsilonTotal::UNBOUNDED,
+            }),
             versions: library_versions(),
         }
     }
 
+    fn others() -> Vec<EntryBody> {
+        let policy =
+            BudgetPolicy::site_level(Epsilon::new(8.0).unwrap(), Delta::new(1e-7).unwrap())
+                .unwrap();
+        [
+            EntryKind::Genesis {
+                key: [5; 32],
+                policy,
+            },
+            EntryKind::PolicyChange(BudgetPolicy::no_privacy()),
+            EntryKind::KeyRotation {
+                new_key: [6; 32],
+                new_key_signature: [7; 64],
+                old_key_lost: true,
+            },
+            EntryKind::Epoch {
+                manifest_digest: [8; 32],
+                epoch: 4,
+            },
+            EntryKind::Recovery {
+                dropped_bytes: 12,
+                dropped_sha256: [9; 32],
+            },
+        ]
+        .into_iter()
+        .map(|kind| EntryBody {
+            seq: 0,
+            prev_hash: [0; 32],
+            kind,
+            versions: String::new(),
+        })
+        .collect()
+    }
+
     #[test]
     fn canonical_bytes_round_trip_and_every_truncation_or_extension_is_refused() {
-        let body = sample();
-        let bytes = body.to_bytes();
-        assert_eq!(EntryBody::from_bytes(&bytes), Ok(body));
-        for cut in 0..bytes.len() {
-            assert!(
-                EntryBody::from_bytes(&bytes[..cut]).is_err(),
-                "prefix of {cut} bytes"
+        for body in others().into_iter().chain([charge()]) {
+            let bytes = body.to_bytes();
+            assert_eq!(EntryBody::from_bytes(&bytes), Ok(body));
+            for cut in 0..bytes.len() {
+                assert!(
+                    EntryBody::from_bytes(&bytes[..cut]).is_err(),
+                    "prefix of {cut} bytes"
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert_eq!(
+                EntryBody::from_bytes(&longer),
+                Err(EntryDecodeError::Length)
             );
         }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert_eq!(
-            EntryBody::from_bytes(&longer),
-            Err(EntryDecodeError::Length)
-        );
     }
 
     #[test]
     fn unknown_codes_and_invalid_numbers_are_named() {
-        let bytes = sample().to_bytes();
+        let bytes = charge().to_bytes();
         let mut v = bytes.clone();
-        v[0] = 2;
-        assert_eq!(EntryBody::from_bytes(&v), Err(EntryDecodeError::Version(2)));
-        // decision is at 1 + 8 + 32 + 8 = 49.
+        v[0] = 1;
+        assert_eq!(EntryBody::from_bytes(&v), Err(EntryDecodeError::Version(1)));
+        // kind is at 1 + 8 + 32 = 41, decision at 41 + 1 + 8 = 50.
         let mut v = bytes.clone();
-        v[49] = 7;
+        v[41] = 9;
+        assert_eq!(
+            EntryBody::from_bytes(&v),
+            Err(EntryDecodeError::Code {
+                field: "entry kind",
+                code: 9
+            })
+        );
+        let mut v = bytes.clone();
+        v[50] = 7;
         assert_eq!(
             EntryBody::from_bytes(&v),
             Err(EntryDecodeError::Code {
@@ -367,9 +743,9 @@ mod tests {
                 code: 7
             })
         );
-        // clip norm (f64) starts at 49 + 3 + 4 + 4 = 60: a negative clip is refused.
+        // clip norm (f64) starts at 51 + 64 + 16 = 131: a negative clip is refused.
         let mut v = bytes.clone();
-        v[60..68].copy_from_slice(&(-1.0f64).to_bits().to_le_bytes());
+        v[131..139].copy_from_slice(&(-1.0f64).to_bits().to_le_bytes());
         assert!(matches!(
             EntryBody::from_bytes(&v),
             Err(EntryDecodeError::Param(ParamError::OutOfRange {
@@ -378,5 +754,27 @@ mod tests {
             }))
         ));
         assert!(library_versions().contains(crate::OPENDP_VERSION));
+    }
+
+    #[test]
+    fn site_level_delta_above_the_ceiling_is_refused_and_loosening_is_recognised() {
+        let cap = Epsilon::new(2.0).unwrap();
+        assert_eq!(
+            BudgetPolicy::site_level(cap, Delta::new(0.05).unwrap()),
+            Err(PolicyError::DeltaAboveCeiling(0.05))
+        );
+        let tight = BudgetPolicy::site_level(cap, Delta::new(1e-6).unwrap()).unwrap();
+        let wider_delta = BudgetPolicy::site_level(cap, Delta::new(1e-5).unwrap()).unwrap();
+        let higher_cap =
+            BudgetPolicy::site_level(Epsilon::new(3.0).unwrap(), Delta::new(1e-6).unwrap())
+                .unwrap();
+        let lower_cap =
+            BudgetPolicy::site_level(Epsilon::new(1.0).unwrap(), Delta::new(1e-7).unwrap())
+                .unwrap();
+        assert!(tight.loosened_by(&wider_delta));
+        assert!(tight.loosened_by(&higher_cap));
+        assert!(tight.loosened_by(&BudgetPolicy::no_privacy()));
+        assert!(!tight.loosened_by(&lower_cap));
+        assert!(!BudgetPolicy::no_privacy().loosened_by(&tight));
     }
 }

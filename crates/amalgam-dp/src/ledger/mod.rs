@@ -1,28 +1,41 @@
 //! The site's privacy budget and its tamper-evident ε ledger.
 //!
+//! A ledger is bound to one DP policy (δ, cap, privacy unit, adjacency, accountant) by its
+//! signed genesis entry; opening it with another policy is refused, and the policy changes only
+//! through a signed policy-change entry, which the audit lists as a finding when it loosens the
+//! protection. A site keeps one ledger per privacy unit ([`ledger_file_name`]).
+//!
 //! Before a round draws any noise the site asks its [`Ledger`] to [`Ledger::authorize`] it. The
-//! ledger computes the round's ρ and the cumulative ε at the policy's δ from the round's
-//! parameters; if the cap would be exceeded it records a refusal and returns
-//! [`LedgerError::BudgetExceeded`] (cap, spent, requested), otherwise it records the acceptance
-//! (durably, before returning) and hands back a [`RoundPermit`], which the encoder requires to
-//! add noise. Every entry is appended once, hash-chained to the previous one with SHA-256 and
+//! ledger computes n_min, the sampler's distance bound, the round's ρ and the cumulative ε from
+//! the round's parameters; if the cap would be exceeded it records a refusal and returns
+//! [`LedgerError::BudgetExceeded`] (cap, spent, requested), otherwise it records the charge
+//! (durably, before returning) and hands back a single-use [`RoundPermit`]. The permit is moved
+//! into the noise draw ([`crate::encoding::DdgCodec::draw_noise`]): nothing else in the crate
+//! produces an encoded update. Every entry is hash-chained to the previous one with SHA-256 and
 //! signed with the site's Ed25519 key; [`audit`] verifies a ledger offline.
+//!
+//! The file is held under an exclusive lock for the ledger's lifetime and re-read before every
+//! append (see [`store`]).
 
 pub mod audit;
 pub mod entry;
 pub mod store;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
 
-use self::audit::{Finding, SIGNING_CONTEXT, Totals, advance, entry_hash, entry_round_rho, replay};
-pub use self::entry::RoundRequest;
-use self::entry::{Decision, EntryBody, PrivacyUnit, library_versions};
+use self::audit::{
+    Accounted, Anchor, Finding, SIGNING_CONTEXT, Totals, account, entry_hash, genesis_hash, replay,
+    rotation_message,
+};
+pub use self::entry::{Budget, BudgetPolicy, PrivacyUnit, RoundRequest};
+use self::entry::{Charge, Decision, EntryBody, EntryKind, EpsilonTotal, PolicyError};
 use self::store::{Store, StoreError};
 use crate::error::{AccountError, ParamError};
-use crate::params::{Delta, Epsilon, Rho, Sigma};
+use crate::params::{Distance, Sigma, SiteCount};
 
 /// Ledger failures.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +55,38 @@ pub enum LedgerError {
     /// The round id was already accepted (running it twice would spend twice).
     #[error("round {0} was already accepted")]
     RoundAlreadyAccepted(u64),
-    /// The file on disk fails verification under this site's key.
+    /// The policy given at open is not the one the ledger records.
+    #[error(
+        "the ledger is bound to another policy ({recorded:?}); append a signed policy change instead"
+    )]
+    PolicyMismatch {
+        /// The policy in force in the ledger.
+        recorded: Box<BudgetPolicy>,
+    },
+    /// The policy breaks a rule.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// A policy change to another privacy unit (a site keeps one ledger per unit).
+    #[error("a ledger holds one privacy unit; open the other unit's ledger instead")]
+    OtherPrivacyUnit,
+    /// The key given is not the ledger's current signing key.
+    #[error("this key is not the ledger's current signing key")]
+    WrongKey,
+    /// The charge's manifest digest is not the one the last epoch entry put in force.
+    #[error("the round's manifest digest is not the consortium manifest in force")]
+    ManifestMismatch,
+    /// An epoch entry would go back to an earlier epoch.
+    #[error("epoch {requested} is before the epoch in force, {current}")]
+    EpochRegressed {
+        /// The epoch in force.
+        current: u64,
+        /// The epoch asked for.
+        requested: u64,
+    },
+    /// The ledger is behind (or forked from) a head it published earlier: its tail was cut.
+    #[error("the ledger is behind or differs from a published anchor: {0:?}")]
+    BehindAnchor(Finding),
+    /// The file on disk fails verification.
     #[error("ledger fails verification: {0:?}")]
     Tampered(Vec<Finding>),
     /// The file layer failed.
@@ -56,21 +100,39 @@ pub enum LedgerError {
     Param(#[from] ParamError),
 }
 
-/// The site's budget policy.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BudgetPolicy {
-    /// Largest cumulative ε the site will ever spend.
-    pub epsilon_cap: Epsilon,
-    /// δ at which ε is computed.
-    pub delta: Delta,
+/// The file name of a site's ledger for `unit` (one ledger per privacy unit).
+pub fn ledger_file_name(unit: PrivacyUnit) -> &'static str {
+    match unit {
+        PrivacyUnit::SiteUpdatePerRound => "site-update-per-round.ledger",
+    }
 }
 
-/// Proof that a round was accepted and recorded; only [`Ledger::authorize`] makes one, and the
-/// encoder requires it before it adds noise.
-#[derive(Debug, Clone, PartialEq)]
+/// What a permit lets the noise draw do.
+#[derive(Debug, PartialEq)]
+pub(crate) enum PermitNoise {
+    /// Draw discrete Gaussian noise of this σ (integer domain) with this sampler.
+    Gaussian {
+        /// γ·σ_local.
+        scaled_sigma: Sigma,
+        /// The distance bound the charge recorded.
+        distance: Distance,
+    },
+    /// Policy `none`: no noise.
+    None,
+}
+
+/// The right to draw one round's noise once, made only by [`Ledger::authorize`] after the
+/// charge is on disk. It is neither `Clone` nor `Copy` and the draw consumes it. It is the unit
+/// of one charge: a site-level permit covers one noisy step; a record-level permit (later)
+/// will cover the fixed number of noisy steps of one local training run, drawn and consumed
+/// whole, unused steps not refunded.
+#[derive(Debug)]
 pub struct RoundPermit {
     request: RoundRequest,
-    epsilon_total: Epsilon,
+    n_min: SiteCount,
+    steps: u32,
+    noise: PermitNoise,
+    epsilon_total: EpsilonTotal,
 }
 
 impl RoundPermit {
@@ -78,78 +140,277 @@ impl RoundPermit {
     pub fn request(&self) -> &RoundRequest {
         &self.request
     }
-    /// σ of the noise in the integer domain: γ·σ_local.
-    pub fn scaled_local_sigma(&self) -> Result<Sigma, ParamError> {
-        Sigma::new(self.request.gamma.get() * self.request.local_sigma.get())
+    /// n_min the charge was accounted with.
+    pub fn n_min(&self) -> SiteCount {
+        self.n_min
     }
-    /// Cumulative ε including this round.
-    pub fn epsilon_total(&self) -> Epsilon {
+    /// Noisy steps the permit covers.
+    pub fn steps(&self) -> u32 {
+        self.steps
+    }
+    /// σ of the noise in the integer domain (γ·σ_local), `None` under policy `none`.
+    pub fn scaled_local_sigma(&self) -> Option<Sigma> {
+        match self.noise {
+            PermitNoise::Gaussian { scaled_sigma, .. } => Some(scaled_sigma),
+            PermitNoise::None => None,
+        }
+    }
+    /// Cumulative ε including this round (+∞: no differential privacy).
+    pub fn epsilon_total(&self) -> EpsilonTotal {
         self.epsilon_total
+    }
+    pub(crate) fn noise(&self) -> &PermitNoise {
+        &self.noise
     }
 }
 
 /// What opening found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenReport {
-    /// Entries in the ledger.
+    /// Entries in the ledger after opening (a genesis or recovery entry written now included).
     pub entries: u64,
-    /// Bytes of a torn final record dropped by crash recovery, if any.
+    /// Bytes of a torn final record cut off by crash recovery (and recorded), if any.
     pub torn_bytes: Option<u64>,
+    /// Compliance findings in the history (a loosened policy, a lost key); none block charging.
+    pub findings: Vec<Finding>,
 }
 
-/// A site's append-only, signed ε ledger and budget.
+/// A site's append-only, signed ε ledger for one privacy unit, bound to its policy.
 pub struct Ledger {
     store: Store,
     key: SigningKey,
     policy: BudgetPolicy,
-    head: [u8; 32],
-    next_seq: u64,
+    hashes: Vec<[u8; 32]>,
     totals: Totals,
     accepted_rounds: BTreeSet<u64>,
+    manifest: Option<([u8; 32], u64)>,
+    distances: BTreeMap<(u8, u64), Distance>,
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger at `path`, recovering from a torn final write, and replays
-    /// it: every entry must verify under `key` and re-account to its recorded totals.
+    /// Opens (or creates, committing `policy` in its genesis entry) the ledger at `path` under
+    /// an exclusive lock, and replays it: every entry must verify and re-account, `key` must
+    /// be the signing key in force and `policy` the policy in force. A torn final write is cut
+    /// off and the cut recorded; nothing is changed when opening is refused.
     pub fn open(
         path: &Path,
         key: SigningKey,
         policy: BudgetPolicy,
     ) -> Result<(Self, OpenReport), LedgerError> {
-        let (store, parsed) = Store::open(path)?;
-        let replayed = replay(&parsed.payloads, &key.verifying_key(), parsed.torn_bytes);
-        if !replayed.report.is_clean() {
-            return Err(LedgerError::Tampered(replayed.report.findings));
+        Self::open_inner(path, key, policy, false)
+    }
+
+    /// Opens the ledger with a new key after the old one was lost: appends a key rotation
+    /// signed by the new key only, which every audit reports as [`Finding::OldKeyLost`].
+    pub fn open_after_lost_key(
+        path: &Path,
+        new_key: SigningKey,
+        policy: BudgetPolicy,
+    ) -> Result<(Self, OpenReport), LedgerError> {
+        Self::open_inner(path, new_key, policy, true)
+    }
+
+    fn open_inner(
+        path: &Path,
+        key: SigningKey,
+        policy: BudgetPolicy,
+        old_key_lost: bool,
+    ) -> Result<(Self, OpenReport), LedgerError> {
+        policy.validate()?;
+        let (mut store, parsed) = Store::open(path)?;
+        let replayed = replay(&parsed.payloads, parsed.torn_bytes);
+        let (blocking, compliance): (Vec<_>, Vec<_>) = replayed
+            .report
+            .findings
+            .iter()
+            .cloned()
+            .partition(|f| !f.is_compliance_only());
+        if !blocking.is_empty() {
+            return Err(LedgerError::Tampered(blocking));
         }
-        let report = OpenReport {
-            entries: parsed.payloads.len() as u64,
-            torn_bytes: parsed.torn_bytes,
-        };
-        let ledger = Self {
+        let fresh = parsed.payloads.is_empty();
+        if !fresh {
+            let current = replayed.key.ok_or(LedgerError::WrongKey)?;
+            if !old_key_lost && current != key.verifying_key() {
+                return Err(LedgerError::WrongKey);
+            }
+            let recorded = replayed.policy.ok_or(LedgerError::WrongKey)?;
+            if recorded != policy {
+                return Err(LedgerError::PolicyMismatch {
+                    recorded: Box::new(recorded),
+                });
+            }
+        } else if old_key_lost {
+            return Err(LedgerError::WrongKey);
+        }
+        store.repair(&parsed, path)?;
+        let mut ledger = Self {
             store,
             key,
             policy,
-            head: replayed.head,
-            next_seq: report.entries,
+            hashes: replayed.hashes,
             totals: replayed.totals,
             accepted_rounds: replayed.accepted_rounds,
+            manifest: replayed.manifest,
+            distances: replayed.distances,
+        };
+        if fresh {
+            let genesis = EntryKind::Genesis {
+                key: ledger.key.verifying_key().to_bytes(),
+                policy,
+            };
+            ledger.append(genesis)?;
+        }
+        if let Some(dropped) = parsed.torn_bytes {
+            let digest: [u8; 32] = Sha256::digest(&parsed.torn_tail).into();
+            ledger.append(EntryKind::Recovery {
+                dropped_bytes: dropped,
+                dropped_sha256: digest,
+            })?;
+        }
+        if old_key_lost {
+            let new = ledger.key.verifying_key().to_bytes();
+            // The old key is gone: its bytes are taken from the replayed chain for the message.
+            let old = replayed.key.map(|k| k.to_bytes()).unwrap_or([0; 32]);
+            ledger.append_rotation(new, &old, true)?;
+        }
+        let report = OpenReport {
+            entries: ledger.hashes.len() as u64,
+            torn_bytes: parsed.torn_bytes,
+            findings: compliance,
         };
         Ok((ledger, report))
     }
 
-    /// The public key auditors verify this ledger with.
+    /// Signs and appends one entry; the in-memory state changes only once it is on disk.
+    fn append(&mut self, kind: EntryKind) -> Result<(), LedgerError> {
+        let body = EntryBody {
+            seq: self.hashes.len() as u64,
+            prev_hash: self.head(),
+            kind,
+            versions: entry::library_versions(),
+        };
+        let body_bytes = body.to_bytes();
+        let signature = self.key.sign(&[SIGNING_CONTEXT, &body_bytes].concat());
+        let payload = [body_bytes.as_slice(), &signature.to_bytes()].concat();
+        self.store.append(&payload)?;
+        self.hashes.push(entry_hash(&payload));
+        Ok(())
+    }
+
+    fn append_rotation(
+        &mut self,
+        new_key: [u8; 32],
+        old_key: &[u8; 32],
+        old_key_lost: bool,
+    ) -> Result<(), LedgerError> {
+        let seq = self.hashes.len() as u64;
+        let message = rotation_message(seq, &self.head(), old_key, &new_key);
+        let new_key_signature = self.key.sign(&message).to_bytes();
+        self.append(EntryKind::KeyRotation {
+            new_key,
+            new_key_signature,
+            old_key_lost,
+        })
+    }
+
+    /// Hash of the last entry (the genesis hash of the signing key before any).
+    fn head(&self) -> [u8; 32] {
+        self.hashes
+            .last()
+            .copied()
+            .unwrap_or_else(|| genesis_hash(&self.key.verifying_key()))
+    }
+
+    /// The public key auditors verify new entries with.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
     }
 
-    /// ε spent so far at the policy's δ.
-    pub fn spent(&self) -> Result<Epsilon, LedgerError> {
-        Ok(self.totals.epsilon(self.policy.delta)?)
+    /// The policy in force.
+    pub fn policy(&self) -> &BudgetPolicy {
+        &self.policy
+    }
+
+    /// The anchor to publish now (entry count and head).
+    pub fn anchor(&self) -> Anchor {
+        Anchor {
+            entries: self.hashes.len(),
+            head: self.head(),
+        }
+    }
+
+    /// Refuses when this ledger is behind `published` (entries cut off since it was published)
+    /// or holds a different entry at its position. The site agent calls this with the last
+    /// anchor it published before it charges: a complete last record cut mid-way looks like a
+    /// crash to the file alone.
+    pub fn check_anchor(&self, published: &Anchor) -> Result<(), LedgerError> {
+        match published.check(&self.hashes) {
+            Some(finding) => Err(LedgerError::BehindAnchor(finding)),
+            None => Ok(()),
+        }
+    }
+
+    /// ε spent so far at the policy's δ (+∞ once a round ran without privacy).
+    pub fn spent(&self) -> Result<EpsilonTotal, LedgerError> {
+        Ok(self.totals.epsilon(self.policy.delta())?)
     }
 
     /// ρ spent so far.
-    pub fn rho_spent(&self) -> Rho {
+    pub fn rho_spent(&self) -> crate::params::Rho {
         self.totals.rho
+    }
+
+    /// Appends a signed policy change (the audit reports it as a finding when it loosens δ, the
+    /// cap or the adjacency). Refuses another privacy unit and δ above the site-level ceiling.
+    pub fn change_policy(&mut self, next: BudgetPolicy) -> Result<(), LedgerError> {
+        next.validate()?;
+        if next.unit != self.policy.unit {
+            return Err(LedgerError::OtherPrivacyUnit);
+        }
+        self.append(EntryKind::PolicyChange(next))?;
+        self.policy = next;
+        Ok(())
+    }
+
+    /// Rotates the signing key: the entry is signed by the old key and, inside, by the new one.
+    /// The site writes the same rotation to each of its ledgers (one per privacy unit).
+    pub fn rotate_key(&mut self, new_key: SigningKey) -> Result<(), LedgerError> {
+        let old = self.key.verifying_key().to_bytes();
+        let new = new_key.verifying_key().to_bytes();
+        let seq = self.hashes.len() as u64;
+        let message = rotation_message(seq, &self.head(), &old, &new);
+        let new_key_signature = new_key.sign(&message).to_bytes();
+        self.append(EntryKind::KeyRotation {
+            new_key: new,
+            new_key_signature,
+            old_key_lost: false,
+        })?;
+        self.key = new_key;
+        Ok(())
+    }
+
+    /// Records the consortium manifest (digest) and epoch now in force; charges must then name
+    /// that manifest. Membership changes so never fork a ledger.
+    pub fn record_epoch(
+        &mut self,
+        manifest_digest: [u8; 32],
+        epoch: u64,
+    ) -> Result<(), LedgerError> {
+        if let Some((_, current)) = self.manifest
+            && epoch < current
+        {
+            return Err(LedgerError::EpochRegressed {
+                current,
+                requested: epoch,
+            });
+        }
+        self.append(EntryKind::Epoch {
+            manifest_digest,
+            epoch,
+        })?;
+        self.manifest = Some((manifest_digest, epoch));
+        Ok(())
     }
 
     /// Decides a round before any noise is drawn, and records the decision durably.
@@ -157,56 +418,69 @@ impl Ledger {
         if self.accepted_rounds.contains(&request.round_id) {
             return Err(LedgerError::RoundAlreadyAccepted(request.round_id));
         }
-        let mut body = EntryBody {
-            seq: self.next_seq,
-            prev_hash: self.head,
-            request,
-            decision: Decision::Accepted,
-            unit: PrivacyUnit::SiteUpdatePerRound,
-            delta: self.policy.delta,
-            epsilon_cap: self.policy.epsilon_cap,
-            rho_round: Rho::ZERO,
-            rho_total: self.totals.rho,
-            epsilon_total: Epsilon::ZERO,
-            versions: library_versions(),
-        };
-        let rho = entry_round_rho(&body)?;
-        let after = advance(&self.totals, &body, rho)?;
-        let spent = self.totals.epsilon(self.policy.delta)?;
+        if self
+            .manifest
+            .is_some_and(|(d, _)| d != request.manifest_digest)
+        {
+            return Err(LedgerError::ManifestMismatch);
+        }
+        let accounted: Accounted =
+            account(&self.totals, &self.policy, &request, &mut self.distances)?;
+        let delta = self.policy.delta();
+        let spent = self.totals.epsilon(delta)?;
         // ε so large that the sampler's share (1 + e^ε)·η no longer fits in δ is certainly
         // over any sensible cap: it is refused like any other overspend.
-        let requested = match after.epsilon(self.policy.delta) {
+        let requested = match accounted.after.epsilon(delta) {
             Ok(e) => Some(e),
             Err(AccountError::SamplerDistanceTooLarge { .. }) => None,
             Err(e) => return Err(e.into()),
         };
-        body.rho_round = rho;
-        let accepted = requested.filter(|e| e.get() <= self.policy.epsilon_cap.get());
-        if let Some(requested) = accepted {
-            body.rho_total = after.rho;
-            body.epsilon_total = requested;
-        } else {
-            body.decision = Decision::Refused;
-            body.epsilon_total = spent;
-        }
-        let body_bytes = body.to_bytes();
-        let signature = self.key.sign(&[SIGNING_CONTEXT, &body_bytes].concat());
-        let payload = [body_bytes.as_slice(), &signature.to_bytes()].concat();
-        self.store.append(&payload)?;
-        self.head = entry_hash(&payload);
-        self.next_seq += 1;
-        let Some(requested) = accepted else {
+        let accepted = match self.policy.budget {
+            Budget::NoPrivacy => requested,
+            Budget::Capped { epsilon_cap, .. } => {
+                requested.filter(|e| e.get() <= epsilon_cap.get())
+            }
+        };
+        let (decision, rho_total, epsilon_total) = match accepted {
+            Some(e) => (Decision::Accepted, accounted.after.rho, e),
+            None => (Decision::Refused, self.totals.rho, spent),
+        };
+        self.append(EntryKind::Charge(Charge {
+            request,
+            decision,
+            n_min: accounted.n_min,
+            sampler_distance: accounted.sampler_distance,
+            steps: accounted.steps,
+            rho_round: accounted.rho_round,
+            rho_total,
+            epsilon_total,
+        }))?;
+        let Some(epsilon_total) = accepted else {
+            let cap = match self.policy.budget {
+                Budget::Capped { epsilon_cap, .. } => epsilon_cap.get(),
+                Budget::NoPrivacy => f64::INFINITY,
+            };
             return Err(LedgerError::BudgetExceeded {
-                cap: self.policy.epsilon_cap.get(),
+                cap,
                 spent: spent.get(),
-                requested: requested.map_or(f64::INFINITY, Epsilon::get),
+                requested: requested.map_or(f64::INFINITY, EpsilonTotal::get),
             });
         };
-        self.totals = after;
+        self.totals = accounted.after;
         self.accepted_rounds.insert(request.round_id);
+        let noise = match self.policy.budget {
+            Budget::NoPrivacy => PermitNoise::None,
+            Budget::Capped { .. } => PermitNoise::Gaussian {
+                scaled_sigma: Sigma::new(request.gamma.get() * request.local_sigma.get())?,
+                distance: accounted.sampler_distance,
+            },
+        };
         Ok(RoundPermit {
             request,
-            epsilon_total: requested,
+            n_min: accounted.n_min,
+            steps: accounted.steps,
+            noise,
+            epsilon_total,
         })
     }
 }

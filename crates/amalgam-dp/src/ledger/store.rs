@@ -3,10 +3,16 @@
 //! Format: an 8-byte magic `AMDPLDG1`, then records
 //! `len u32 LE | payload (len bytes) | SHA-256(len ‖ payload)`, with 1 ≤ len ≤ [`MAX_PAYLOAD`].
 //! Appends write one whole record and `fsync` before returning, so after a crash the file holds
-//! every acknowledged record followed by at most a prefix of one more. Opening recognises that
-//! torn tail (a record running past the end of the file, or the last record failing its
-//! checksum) and truncates it, reporting how many bytes it dropped; damage anywhere else is
-//! corruption and is refused without touching the file.
+//! every acknowledged record followed by at most a prefix of one more. That torn tail (a record
+//! running past the end of the file) is recognised and, when the ledger asks, cut off; the
+//! ledger records the cut as an entry. A complete record whose checksum fails is never a crash
+//! artefact — a write cannot complete a record with the wrong bytes — so it is corruption
+//! wherever it sits, the last record included: refused, the file left untouched (truncating it
+//! would let one flipped bit roll the ledger back by one entry).
+//!
+//! An open store holds an exclusive lock on the file (`File::try_lock`) for its lifetime, so a
+//! second handle, in this process or another, is refused; before each append it re-reads the
+//! file's length, magic and last record and refuses to write if they are not the ones it knows.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -41,7 +47,13 @@ pub enum StoreError {
     /// An entry to append is empty or longer than [`MAX_PAYLOAD`] (local misuse).
     #[error("ledger record payload of {0} bytes is not in 1..=4096")]
     PayloadSize(usize),
-    /// A record before the last one is damaged: not a crash artefact.
+    /// Another handle holds the ledger's lock.
+    #[error("the ledger file is locked by another handle (one writer at a time)")]
+    Locked,
+    /// The file changed underneath the open handle (length, magic or last record differ).
+    #[error("the ledger file changed underneath this handle: refusing to append")]
+    ChangedUnderneath,
+    /// A record is damaged (a complete record failing its checksum): not a crash artefact.
     #[error("ledger corrupt at byte {offset}: {reason}")]
     Corrupt {
         /// Offset of the damaged record.
@@ -60,6 +72,10 @@ pub struct Parsed {
     pub valid_len: u64,
     /// Length of the torn tail, when there is one.
     pub torn_bytes: Option<u64>,
+    /// The bytes of the torn tail (recorded by digest when the ledger cuts it off).
+    pub torn_tail: Vec<u8>,
+    /// The framed bytes of the last intact record (the magic when there is none).
+    pub last_frame: Vec<u8>,
 }
 
 fn checksum(len: &[u8], payload: &[u8]) -> [u8; 32] {
@@ -71,6 +87,10 @@ fn checksum(len: &[u8], payload: &[u8]) -> [u8; 32] {
 
 /// Splits a ledger file's bytes into records (pure; see the module docs for the rules).
 pub fn parse(bytes: &[u8]) -> Result<Parsed, StoreError> {
+    if bytes.is_empty() {
+        // A file just created: nothing torn.
+        return Ok(Parsed::default());
+    }
     if bytes.len() < MAGIC.len() {
         // A crash while the file was being created leaves a prefix of the magic.
         if MAGIC.starts_with(bytes) {
@@ -78,6 +98,8 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, StoreError> {
                 payloads: Vec::new(),
                 valid_len: 0,
                 torn_bytes: Some(bytes.len() as u64),
+                torn_tail: bytes.to_vec(),
+                last_frame: Vec::new(),
             });
         }
         return Err(StoreError::BadMagic);
@@ -87,24 +109,34 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, StoreError> {
     }
     let mut payloads = Vec::new();
     let mut offset = MAGIC.len();
-    let torn = |offset: usize| -> Result<Parsed, StoreError> {
+    let mut last_start = 0usize;
+    let torn = |offset: usize, last_start: usize| -> Result<Parsed, StoreError> {
         Ok(Parsed {
             payloads: Vec::new(),
             valid_len: offset as u64,
             torn_bytes: Some((bytes.len() - offset) as u64),
+            torn_tail: bytes[offset..].to_vec(),
+            last_frame: bytes[last_start..offset].to_vec(),
         })
     };
     while offset < bytes.len() {
         let rest = &bytes[offset..];
+        let damaged = || StoreError::Corrupt {
+            offset: offset as u64,
+            reason: "a complete record with a damaged length field",
+        };
         if rest.len() < LEN_BYTES {
-            return torn(offset).map(|p| Parsed { payloads, ..p });
+            return torn(offset, last_start).map(|p| Parsed { payloads, ..p });
         }
         let len_bytes = &rest[..LEN_BYTES];
         let len =
             u32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
         if len == 0 || len > MAX_PAYLOAD {
+            if is_record_with_damaged_length(rest) {
+                return Err(damaged());
+            }
             if rest.len() <= LEN_BYTES + MAX_PAYLOAD + CHECKSUM_BYTES {
-                return torn(offset).map(|p| Parsed { payloads, ..p });
+                return torn(offset, last_start).map(|p| Parsed { payloads, ..p });
             }
             return Err(StoreError::Corrupt {
                 offset: offset as u64,
@@ -113,27 +145,46 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, StoreError> {
         }
         let frame = LEN_BYTES + len + CHECKSUM_BYTES;
         if rest.len() < frame {
-            return torn(offset).map(|p| Parsed { payloads, ..p });
+            if is_record_with_damaged_length(rest) {
+                return Err(damaged());
+            }
+            return torn(offset, last_start).map(|p| Parsed { payloads, ..p });
         }
         let payload = &rest[LEN_BYTES..LEN_BYTES + len];
         let stored = &rest[LEN_BYTES + len..frame];
         if checksum(len_bytes, payload) != stored {
-            if rest.len() == frame {
-                return torn(offset).map(|p| Parsed { payloads, ..p });
-            }
             return Err(StoreError::Corrupt {
                 offset: offset as u64,
-                reason: "checksum mismatch",
+                reason: "a complete record fails its checksum",
             });
         }
         payloads.push(payload.to_vec());
+        last_start = offset;
         offset += frame;
     }
     Ok(Parsed {
         payloads,
         valid_len: offset as u64,
         torn_bytes: None,
+        torn_tail: Vec::new(),
+        last_frame: bytes[last_start..offset].to_vec(),
     })
+}
+
+/// True when `rest` is exactly one complete record whose length field alone is damaged: read
+/// with the length its size implies, its checksum (which covers the original length bytes)
+/// verifies. A crash leaves a strict prefix of a record, which passes this with probability
+/// 2⁻²⁵⁶; a flipped length bit that makes the last record seem to run past the end of the file
+/// would otherwise pass for a torn tail and roll the ledger back.
+fn is_record_with_damaged_length(rest: &[u8]) -> bool {
+    let Some(len) = rest.len().checked_sub(LEN_BYTES + CHECKSUM_BYTES) else {
+        return false;
+    };
+    if len == 0 || len > MAX_PAYLOAD {
+        return false;
+    }
+    let len_bytes = (len as u32).to_le_bytes();
+    checksum(&len_bytes, &rest[LEN_BYTES..LEN_BYTES + len]) == rest[LEN_BYTES + len..]
 }
 
 fn read_bounded(file: &mut File) -> Result<Vec<u8>, StoreError> {
@@ -146,20 +197,28 @@ fn read_bounded(file: &mut File) -> Result<Vec<u8>, StoreError> {
     Ok(bytes)
 }
 
-/// Reads and parses a ledger file without modifying it (for audits).
-pub fn read_only(path: &Path) -> Result<Parsed, StoreError> {
+/// Reads a ledger file's bytes (at most [`MAX_FILE_BYTES`]) without modifying or locking it.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, StoreError> {
     let mut file = File::open(path)?;
-    parse(&read_bounded(&mut file)?)
+    read_bounded(&mut file)
 }
 
-/// An open, writable ledger file.
+/// An open, writable, exclusively locked ledger file.
 #[derive(Debug)]
 pub struct Store {
     file: File,
+    /// Length of the file as this handle last wrote or verified it.
+    len: u64,
+    /// End of the last intact record (the file length unless a torn tail is still there).
+    valid_len: u64,
+    /// Framed bytes of the last record (the magic when there is none), re-read before appends.
+    last_frame: Vec<u8>,
 }
 
 impl Store {
-    /// Opens (creating if absent) the ledger at `path`, truncating a torn tail.
+    /// Opens (creating if absent) the ledger at `path` and takes its exclusive lock; reads and
+    /// parses it without changing it. Refuses [`StoreError::Locked`] when another handle holds
+    /// the lock, and corruption (see the module docs).
     pub fn open(path: &Path) -> Result<(Self, Parsed), StoreError> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -167,17 +226,40 @@ impl Store {
             .create(true)
             .truncate(false)
             .open(path)?;
+        file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => StoreError::Locked,
+            std::fs::TryLockError::Error(e) => StoreError::Io(e),
+        })?;
         let parsed = parse(&read_bounded(&mut file)?)?;
-        let repaired = parsed.torn_bytes.is_some() || parsed.valid_len == 0;
-        if parsed.torn_bytes.is_some() {
-            file.set_len(parsed.valid_len)?;
+        let store = Self {
+            file,
+            len: parsed.valid_len + parsed.torn_bytes.unwrap_or(0),
+            valid_len: parsed.valid_len,
+            last_frame: parsed.last_frame.clone(),
+        };
+        Ok((store, parsed))
+    }
+
+    /// Cuts off a torn tail and writes the magic into an empty file, then syncs (file and
+    /// directory). Called by the ledger only after it has accepted what the file holds.
+    pub fn repair(&mut self, parsed: &Parsed, path: &Path) -> Result<(), StoreError> {
+        self.verify_unchanged()?;
+        let torn = parsed.torn_bytes.is_some();
+        let empty = parsed.valid_len == 0;
+        if torn {
+            self.file.set_len(parsed.valid_len)?;
+            self.len = parsed.valid_len;
+            self.valid_len = parsed.valid_len;
         }
-        if parsed.valid_len == 0 {
-            file.seek(SeekFrom::Start(0))?;
-            file.write_all(MAGIC)?;
+        if empty {
+            self.file.seek(SeekFrom::Start(0))?;
+            self.file.write_all(MAGIC)?;
+            self.len = MAGIC.len() as u64;
+            self.valid_len = self.len;
+            self.last_frame = MAGIC.to_vec();
         }
-        if repaired {
-            file.sync_all()?;
+        if torn || empty {
+            self.file.sync_all()?;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 // Makes a new file's name durable; not every platform can sync a directory.
                 if let Ok(d) = File::open(dir) {
@@ -185,14 +267,45 @@ impl Store {
                 }
             }
         }
-        file.seek(SeekFrom::End(0))?;
-        Ok((Self { file }, parsed))
+        Ok(())
     }
 
-    /// Appends one record and syncs it to disk before returning.
+    /// Re-reads the length, the magic and the last record and refuses if any is not what this
+    /// handle last saw (the lock keeps honest writers out; this catches everything else).
+    fn verify_unchanged(&mut self) -> Result<(), StoreError> {
+        if self.file.metadata()?.len() != self.len {
+            return Err(StoreError::ChangedUnderneath);
+        }
+        let mut head = vec![0u8; MAGIC.len().min(self.len as usize)];
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.read_exact(&mut head)?;
+        if !MAGIC.starts_with(&head) {
+            return Err(StoreError::ChangedUnderneath);
+        }
+        let frame_len = self.last_frame.len() as u64;
+        if frame_len > self.valid_len {
+            return Err(StoreError::ChangedUnderneath);
+        }
+        let mut tail = vec![0u8; self.last_frame.len()];
+        self.file
+            .seek(SeekFrom::Start(self.valid_len - frame_len))?;
+        self.file.read_exact(&mut tail)?;
+        if tail != self.last_frame {
+            return Err(StoreError::ChangedUnderneath);
+        }
+        Ok(())
+    }
+
+    /// Appends one record and syncs it to disk before returning, after checking that the file
+    /// is still the one this handle wrote.
     pub fn append(&mut self, payload: &[u8]) -> Result<(), StoreError> {
         if payload.is_empty() || payload.len() > MAX_PAYLOAD {
             return Err(StoreError::PayloadSize(payload.len()));
+        }
+        self.verify_unchanged()?;
+        if self.valid_len != self.len {
+            // A torn tail must be cut off (and recorded) before anything is appended.
+            return Err(StoreError::ChangedUnderneath);
         }
         let len = (payload.len() as u32).to_le_bytes();
         let mut record = Vec::with_capacity(LEN_BYTES + payload.len() + CHECKSUM_BYTES);
@@ -209,6 +322,9 @@ impl Store {
             let _ = self.file.set_len(start);
             return Err(e.into());
         }
+        self.len = start + record.len() as u64;
+        self.valid_len = self.len;
+        self.last_frame = record;
         Ok(())
     }
 }
@@ -250,10 +366,23 @@ mod tests {
             parse(&bytes),
             Err(StoreError::Corrupt { offset: 8, .. })
         ));
+        // A complete last record with a bad checksum is corruption too, not a torn tail.
         let mut last = file_with(&[b"first", b"second"]);
         let n = last.len();
         last[n - 1] ^= 1;
-        assert_eq!(parse(&last).unwrap().torn_bytes, Some(4 + 6 + 32));
+        assert!(matches!(
+            parse(&last),
+            Err(StoreError::Corrupt { offset: 49, .. })
+        ));
+        // So is a flipped length bit that makes the last record seem to run past the end.
+        for bit in 0..32 {
+            let mut longer = file_with(&[b"first", b"second"]);
+            longer[49 + bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                matches!(parse(&longer), Err(StoreError::Corrupt { offset: 49, .. })),
+                "bit {bit}"
+            );
+        }
         assert!(matches!(parse(b"NOTALEDGER"), Err(StoreError::BadMagic)));
         assert_eq!(parse(b"AMDP").unwrap().torn_bytes, Some(4));
     }

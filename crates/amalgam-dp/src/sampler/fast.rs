@@ -1,7 +1,7 @@
 //! The default sampler: cumulative-distribution tables on a ChaCha20 stream.
 
+use chacha20::ChaCha20Rng;
 use dashu::rational::RBig;
-use rand_chacha::ChaCha20Rng;
 
 use super::table::CdtTable;
 use super::{NoiseSampler, SamplerKind};
@@ -40,7 +40,10 @@ enum Plan {
     },
 }
 
-/// Discrete Gaussian samples from tables with 128-bit probabilities, driven by ChaCha20.
+/// Discrete Gaussian samples from tables with 128-bit probabilities, driven by the sampler's
+/// own ChaCha20 stream, seeded from the operating system. The stream's key and buffered
+/// keystream are wiped when the sampler is dropped (`chacha20`'s `ZeroizeOnDrop`); the tables
+/// are public data.
 ///
 /// Throughput is two (σ ≤ 256: one) table lookups and 8-16 bytes of keystream per sample.
 /// [`NoiseSampler::distance_per_sample`] is the sum of the tables' bounds (truncation and
@@ -53,10 +56,14 @@ pub struct FastSampler {
     rng: ChaCha20Rng,
 }
 
-impl FastSampler {
-    /// Builds the tables for N_Z(0, σ²) (a few milliseconds for large σ) and takes the stream
-    /// the samples are drawn from.
-    pub fn new(sigma: Sigma, rng: ChaCha20Rng) -> Result<Self, SamplerError> {
+// The stream wipes its key and buffered keystream on drop; the tables are public data.
+impl zeroize::ZeroizeOnDrop for FastSampler {}
+
+impl Plan {
+    /// The tables for N_Z(0, σ²) (a few milliseconds for large σ) and the per-sample distance
+    /// bound this plan guarantees. The distance is a function of σ alone: the ledger and the
+    /// audit recompute it through [`super::distance_bound`] instead of trusting a caller.
+    fn build(sigma: Sigma) -> Result<(Self, Distance), SamplerError> {
         let s = sigma.get();
         if s < MIN_SIGMA {
             return Err(SamplerError::SigmaTooSmall {
@@ -107,12 +114,66 @@ impl FastSampler {
             )
         };
         let distance = Distance::new(distance).map_err(|_| too_large())?;
+        Ok((plan, distance))
+    }
+}
+
+/// The per-sample distance bound of the fast sampler at σ (see [`Plan`]).
+pub(crate) fn fast_distance(sigma: Sigma) -> Result<Distance, SamplerError> {
+    Plan::build(sigma).map(|(_, d)| d)
+}
+
+impl FastSampler {
+    /// Builds the tables for N_Z(0, σ²) and seeds the sampler's own ChaCha20 stream from the
+    /// operating system. No caller can choose, share or replay the stream.
+    pub fn new(sigma: Sigma) -> Result<Self, SamplerError> {
+        Self::with_stream(sigma, crate::entropy::os_stream()?)
+    }
+
+    /// A sampler on the stream seeded with `seed`: replayable, so only for tests and test
+    /// vectors (feature `test-vectors`, which no release build enables).
+    #[cfg(any(test, feature = "test-vectors"))]
+    pub fn from_seed(sigma: Sigma, seed: [u8; 32]) -> Result<Self, SamplerError> {
+        use rand_core::SeedableRng;
+        Self::with_stream(sigma, ChaCha20Rng::from_seed(seed))
+    }
+
+    fn with_stream(sigma: Sigma, rng: ChaCha20Rng) -> Result<Self, SamplerError> {
+        let (plan, distance) = Plan::build(sigma)?;
         Ok(Self {
             sigma,
             plan,
             distance,
             rng,
         })
+    }
+
+    /// The exact output pmf of this sampler's tables (and their convolution), for the
+    /// white-box test.
+    #[cfg(test)]
+    pub(crate) fn output_pmf(&self) -> (i64, Vec<f64>) {
+        match &self.plan {
+            Plan::Direct(t) => t.pmf(),
+            Plan::Convolved {
+                coarse,
+                multiplier,
+                fine,
+            } => {
+                let (c_lo, c) = coarse.pmf();
+                let (f_lo, f) = fine.pmf();
+                let k = *multiplier;
+                let lo = k * c_lo + f_lo;
+                let width = (k as usize) * (c.len() - 1) + f.len();
+                let mut out = vec![0.0f64; width];
+                for (i, &pc) in c.iter().enumerate() {
+                    let base = (k as usize) * i;
+                    for (j, &pf) in f.iter().enumerate() {
+                        out[base + j] += pc * pf;
+                    }
+                }
+                (lo, out)
+            }
+        }
     }
 }
 

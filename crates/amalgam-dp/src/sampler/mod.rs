@@ -1,7 +1,8 @@
 //! Discrete Gaussian noise N_Z(0, σ²) (Canonne, Kamath, Steinke 2020, Definition 1), two ways.
 //!
 //! * [`FastSampler`] (the default): cumulative-distribution tables with 128-bit probabilities,
-//!   convolved for large σ (Micciancio & Walter, CRYPTO 2017), driven by a ChaCha20 CSPRNG.
+//!   convolved for large σ (Micciancio & Walter, CRYPTO 2017), driven by a ChaCha20 CSPRNG that the
+//!   sampler seeds itself from the operating system.
 //!   It is not exact: [`NoiseSampler::distance_per_sample`] states a bound on its total-variation
 //!   distance from N_Z(0, σ²), which the accountant adds to δ.
 //! * [`ExactSampler`]: opendp's `sample_discrete_gaussian` (CKS20 Algorithm 3), exact, drawing
@@ -14,6 +15,8 @@
 mod exact;
 mod fast;
 mod table;
+#[cfg(test)]
+mod whitebox;
 
 pub use exact::ExactSampler;
 pub use fast::FastSampler;
@@ -64,15 +67,38 @@ pub trait NoiseSampler {
     fn fill(&mut self, out: &mut [i64]) -> Result<(), SamplerError>;
 }
 
-/// Builds the sampler of `kind` for N_Z(0, σ²); `rng` drives the fast sampler (the exact one
-/// draws from OpenSSL and ignores it).
-pub fn build(
+/// The per-sample total-variation bound of the sampler of `kind` at σ, computed by the crate
+/// from the sampler's construction (tables, truncation, convolution), never declared by a
+/// caller. The ledger records it with each charge, the draw checks the sampler against it and
+/// the audit recomputes it.
+pub fn distance_bound(kind: SamplerKind, sigma: Sigma) -> Result<Distance, SamplerError> {
+    match kind {
+        SamplerKind::Fast => fast::fast_distance(sigma),
+        SamplerKind::Exact => Ok(Distance::ZERO),
+    }
+}
+
+/// Builds the sampler of `kind` for N_Z(0, σ²) on a fresh OS-seeded stream (the exact sampler
+/// draws from OpenSSL's `RAND_priv_bytes`).
+pub(crate) fn build(
     kind: SamplerKind,
     sigma: Sigma,
-    rng: rand_chacha::ChaCha20Rng,
 ) -> Result<Box<dyn NoiseSampler>, SamplerError> {
     Ok(match kind {
-        SamplerKind::Fast => Box::new(FastSampler::new(sigma, rng)?),
+        SamplerKind::Fast => Box::new(FastSampler::new(sigma)?),
+        SamplerKind::Exact => Box::new(ExactSampler::new(sigma)?),
+    })
+}
+
+/// [`build`] with the fast sampler on a seeded stream: tests and test vectors only.
+#[cfg(any(test, feature = "test-vectors"))]
+pub(crate) fn build_seeded(
+    kind: SamplerKind,
+    sigma: Sigma,
+    seed: [u8; 32],
+) -> Result<Box<dyn NoiseSampler>, SamplerError> {
+    Ok(match kind {
+        SamplerKind::Fast => Box::new(FastSampler::from_seed(sigma, seed)?),
         SamplerKind::Exact => Box::new(ExactSampler::new(sigma)?),
     })
 }

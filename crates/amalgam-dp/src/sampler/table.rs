@@ -167,6 +167,24 @@ impl CdtTable {
         self.distance
     }
 
+    /// The exact output distribution of [`CdtTable::sample`]: the probability of −M + i is the
+    /// difference of consecutive 128-bit cumulative values (the last one being 2¹²⁸), returned
+    /// as (−M, probabilities). For the white-box sampler test.
+    #[cfg(test)]
+    pub(crate) fn pmf(&self) -> (i64, Vec<f64>) {
+        let scale = 2f64.powi(-128);
+        let mut previous = 0u128;
+        let mut out = Vec::with_capacity(self.hi.len() + 1);
+        for (&h, &l) in self.hi.iter().zip(&self.lo) {
+            let c = (u128::from(h) << 64) | u128::from(l);
+            out.push((c - previous) as f64 * scale);
+            previous = c;
+        }
+        // The implicit last cumulative value is 2^128: the remaining mass.
+        out.push((u128::MAX - previous) as f64 * scale + scale);
+        (-self.half_width, out)
+    }
+
     /// Draws one sample.
     #[inline]
     pub(crate) fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> i64 {
