@@ -1,5 +1,6 @@
 //! `amalgam`: the command-line tool of the Amalgam secure-aggregation service.
 
+mod ledger;
 mod simulate;
 
 use std::process::ExitCode;
@@ -19,12 +20,15 @@ enum Command {
     /// Run one pairwise-masking round of a local consortium in this process, drop sites, and
     /// compare the aggregator's recovered sum with the plaintext sum of the survivors' inputs.
     Simulate(simulate::Args),
+    /// Privacy-budget ledger tools (`amalgam ledger verify FILE --key HEX --anchor N:HEAD`).
+    Ledger(ledger::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(&args),
+        Command::Ledger(args) => ledger::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,42 @@
 //! * [`accountant`]: per-round ρ, composition and (ε, δ) on opendp, σ calibration.
 //! * [`ledger`]: the budget cap, the signed hash-chained ledger and its audit.
 
+//! # What cannot be written
+//!
+//! A permit is used once: it cannot be cloned, and the draw consumes it.
+//!
+//! ```compile_fail
+//! fn reuse(codec: &amalgam_dp::encoding::DdgCodec, permit: amalgam_dp::ledger::RoundPermit) {
+//!     let _first = codec.draw_noise(permit);
+//!     let _second = codec.draw_noise(permit); // use of moved value
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! fn copy(permit: &amalgam_dp::ledger::RoundPermit) -> amalgam_dp::ledger::RoundPermit {
+//!     permit.clone() // RoundPermit is not Clone
+//! }
+//! ```
+//!
+//! An encoded update exists only under a permit: quantizing and wrapping are private.
+//!
+//! ```compile_fail
+//! fn noiseless(codec: &amalgam_dp::encoding::DdgCodec, x: &[f64]) {
+//!     let _ = codec.wrap(&[0], &[0]); // private
+//! }
+//! ```
+//!
+//! A release build offers no way to pick the noise stream, and no caller declares the sampler's
+//! distance (`RoundRequest` has no such field).
+//!
+//! ```compile_fail
+//! use rand_core::SeedableRng;
+//! let _ = amalgam_dp::sampler::FastSampler::new(
+//!     amalgam_dp::params::Sigma::new(3.0).unwrap(),
+//!     rand_chacha::ChaCha20Rng::from_seed([0; 32]), // takes no stream
+//! );
+//! ```
+
 pub mod accountant;
 pub mod encoding;
 pub mod entropy;

@@ -6,16 +6,21 @@
 
 use amalgam_dp::accountant::{
     RoundPrivacy, calibrate, calibrate_noise_multiplier, compose, ddg_tau, epsilon_at,
-    gaussian_rho, round_rho,
+    gaussian_profile_epsilon, gaussian_rho, round_rho,
 };
-use amalgam_dp::params::{Adjacency, Delta, Distance, Epsilon, Rho, Sensitivity, Sigma, SiteCount};
+use amalgam_dp::error::AccountError;
+use amalgam_dp::params::{
+    Adjacency, BitWidth, ClipNorm, Delta, Distance, Epsilon, OverflowMargin, Rho, RoundingBias,
+    Sensitivity, Sigma, SiteCount,
+};
+use amalgam_dp::scaling::{choose_gamma, rounded_norm_bound};
 
 fn delta() -> Delta {
     Delta::new(1e-6).unwrap()
 }
 
-/// T = 100 rounds, Δ = 1, σ = 10, δ = 10⁻⁶: ρ = 100·(1/10)²/2 = 0.5, and the optimal
-/// zCDP → (ε, δ) conversion (CKS20 Proposition 12) gives ε ≈ 5.22, to ±0.01. The classic bound
+/// T = 100 rounds, Δ = 1, σ = 10, δ = 10⁻⁶: ρ = 100·(1/10)²/2 = 0.5, and the zCDP → (ε, δ)
+/// conversion (CKS20 Proposition 12, the best that knows only ρ) gives ε ≈ 5.22, to ±0.01. The classic bound
 /// ρ + 2√(ρ ln(1/δ)) = 5.757 (Bun & Steinke 2016, Proposition 1.3) must be strictly looser.
 #[test]
 fn reference_point_t100_sigma10_delta1e6_gives_epsilon_5_22() {
@@ -146,4 +151,81 @@ fn recorded_opendp_version_matches_the_lockfile() {
         entry.contains(&format!("version = \"{}\"", amalgam_dp::OPENDP_VERSION)),
         "Cargo.lock opendp entry: {entry}"
     );
+}
+
+/// The exact Gaussian privacy profile (Balle & Wang 2018) at the reference point, μ = √T/z = 1:
+/// 4.89, tighter than the zCDP conversion's 5.22 (for continuous Gaussians only; the ledger
+/// keeps the zCDP bound, see the crate README).
+#[test]
+fn the_exact_gaussian_profile_is_tighter_at_the_reference_point() {
+    let profile = gaussian_profile_epsilon(1.0, delta()).unwrap().get();
+    assert!((profile - 4.89).abs() < 0.005, "{profile}");
+    // It solves δ(ε) = δ: Φ(μ/2 − ε/μ) − e^ε Φ(−μ/2 − ε/μ).
+    let phi = |x: f64| 0.5 * libm::erfc(-x / std::f64::consts::SQRT_2);
+    let d = phi(0.5 - profile) - profile.exp() * phi(-0.5 - profile);
+    assert!((d / 1e-6 - 1.0).abs() < 1e-6, "{d}");
+    let zcdp = epsilon_at(Rho::new(0.5).unwrap(), delta(), Distance::ZERO)
+        .unwrap()
+        .get();
+    assert!(profile < zcdp);
+}
+
+/// The DDG figures the crate README quotes, computed here (T = 100, δ = 10⁻⁶, b = 16,
+/// D = 2^20, n = 10 plants, β = e^(−1/2), overflow probability 10⁻⁴: TFF's defaults) and
+/// checked against the README text, so the documentation cannot drift from the code.
+#[test]
+fn readme_figures_are_computed_by_the_crate() {
+    let d: u64 = 1 << 20;
+    let n = 10u32;
+    let rho_of = |z: Sigma| -> Result<Rho, AccountError> {
+        let local = Sigma::new(z.get() / f64::from(n).sqrt())?;
+        let gamma = choose_gamma(
+            BitWidth::new(16)?,
+            SiteCount::new(n)?,
+            ClipNorm::new(1.0)?,
+            local,
+            d,
+            OverflowMargin::from_probability(1e-4)?,
+        )
+        .map_err(|e| AccountError::OpenDp(e.to_string()))?;
+        round_rho(&RoundPrivacy {
+            sensitivity: rounded_norm_bound(
+                ClipNorm::new(1.0)?,
+                gamma,
+                RoundingBias::recommended(),
+                d,
+            )?,
+            adjacency: Adjacency::ZeroOut,
+            scaled_local_sigma: Sigma::new(gamma.get() * local.get())?,
+            n_min: SiteCount::new(n)?,
+            padded_dim: d,
+        })
+    };
+    let eps_of = |rho: Rho| {
+        epsilon_at(
+            Rho::new(rho.get() * 100.0).unwrap(),
+            delta(),
+            Distance::ZERO,
+        )
+        .unwrap()
+        .get()
+    };
+    let plain = eps_of(gaussian_rho(Sigma::new(5.7).unwrap()).unwrap());
+    let ddg = eps_of(rho_of(Sigma::new(5.7).unwrap()).unwrap());
+    let ddg_sigma = calibrate(Epsilon::new(10.0).unwrap(), delta(), 100, rho_of)
+        .unwrap()
+        .get();
+    let profile = gaussian_profile_epsilon(1.0, delta()).unwrap().get();
+    let zcdp = eps_of(gaussian_rho(Sigma::new(10.0).unwrap()).unwrap());
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for figure in [
+        format!("plain Gaussian ε = {plain:.2}"),
+        format!("with the DDG encoding ε = {ddg:.2}"),
+        format!("σ ≈ {ddg_sigma:.2}·C"),
+        format!("ε ≈ {zcdp:.2}"),
+        format!("gives {profile:.2}"),
+    ] {
+        assert!(readme.contains(&figure), "README lacks \"{figure}\"");
+    }
 }
