@@ -113,7 +113,10 @@ fn render(report: &AuditReport) -> String {
     } else {
         out.push_str("spent (recomputed): no differential privacy (epsilon unbounded)\n");
     }
-    out.push_str(&format!("anchors checked: {}\n", report.anchors_checked));
+    out.push_str(&format!(
+        "anchor to publish: {}:{}\nanchors checked: {}\n",
+        report.entries, report.head, report.anchors_checked
+    ));
     if let Some(torn) = report.torn_bytes {
         out.push_str(&format!(
             "torn tail: {torn} bytes (a crash mid-append; not yet recovered)\n"
