@@ -1,7 +1,7 @@
 //! Offline audit: verify the chain, the signatures and the key rotations, follow the policy the
 //! genesis entry commits and every policy change, and recompute n_min, the sampler distance, ρ
 //! and ε from the recorded parameters without trusting any recorded value. `amalgam ledger
-//! verify` calls [`audit_file`]; the ledger replays its file through the same [`replay`] when
+//! verify` calls [`audit_file`]; the ledger replays its file through the same `replay` when
 //! it opens, so what it charges against is what an auditor would recompute.
 //!
 //! A compliance audit is always against anchors (heads the site published elsewhere): without
