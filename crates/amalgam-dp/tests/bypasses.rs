@@ -522,3 +522,59 @@ fn key_rotation_epochs_and_manifest_binding() {
         report.findings
     );
 }
+
+/// Bypass 4, bluntly: delete the ledger and start a fresh one. The file alone is clean; the
+/// site's own anchor check and the audit against the published anchor are not.
+#[test]
+fn bypass_4_a_recreated_ledger_is_behind_its_published_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    let (mut ledger, _) = Ledger::open(&path, key(), policy(2.0, 1e-6)).unwrap();
+    spend_all(&mut ledger, 0);
+    let published = ledger.anchor();
+    drop(ledger);
+    std::fs::remove_file(&path).unwrap();
+    let (mut fresh, _) = Ledger::open(&path, key(), policy(2.0, 1e-6)).unwrap();
+    assert!(matches!(
+        fresh.check_anchor(&published),
+        Err(LedgerError::BehindAnchor(_))
+    ));
+    fresh.authorize(request(0)).unwrap();
+    let anchor = fresh.anchor();
+    drop(fresh);
+    let report = audit_file(&path, &key().verifying_key(), &[published, anchor]).unwrap();
+    assert!(
+        report.findings.iter().all(|f| matches!(
+            f,
+            Finding::Truncated { .. } | Finding::AnchorMismatch { .. }
+        )),
+        "{:?}",
+        report.findings
+    );
+    assert!(!report.is_clean());
+}
+
+/// Opening is refused without a change to the file even when a torn tail is waiting to be cut.
+#[test]
+fn a_refused_open_does_not_cut_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    let (mut ledger, _) = Ledger::open(&path, key(), policy(2.0, 1e-6)).unwrap();
+    ledger.authorize(request(0)).unwrap();
+    drop(ledger);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
+    let torn = std::fs::read(&path).unwrap();
+    assert!(matches!(
+        Ledger::open(&path, key(), policy(1.0, 1e-6)),
+        Err(LedgerError::PolicyMismatch { .. })
+    ));
+    assert!(matches!(
+        Ledger::open(&path, SigningKey::from_bytes(&[99; 32]), policy(2.0, 1e-6)),
+        Err(LedgerError::WrongKey)
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), torn);
+    let last = 4 + parse(&bytes).unwrap().payloads.last().unwrap().len() + 32;
+    let (_, report) = Ledger::open(&path, key(), policy(2.0, 1e-6)).unwrap();
+    assert_eq!(report.torn_bytes, Some(last as u64 - 7));
+}
