@@ -590,6 +590,37 @@ fn malicious_share_never_yields_a_wrong_sum() {
     ));
 }
 
+/// The same for an s_sk share of a dropped site: the pairwise masks are still removed, the
+/// sum is exact, and the revealer is named.
+#[test]
+fn bad_key_share_of_a_dropped_site_is_survived_and_blamed() {
+    let r = RecordedRound::record(
+        SimConfig::new(params5(), 1, [0x12; 32]).drop_site(4, Phase::MaskedInput),
+    );
+    let p = r.config.params;
+    let session = r
+        .aggregator_at(Phase::ShareKeys)
+        .unwrap()
+        .session_id()
+        .unwrap();
+    let mut agg = r.aggregator_at(Phase::Unmasking).unwrap();
+    let mut m = UnmaskShares::from_bytes(upload(&r, Phase::Unmasking, 2), &p).unwrap();
+    assert_eq!(m.s_shares[0].0, SiteId(4));
+    m.s_shares[0].1[7] ^= 0x21;
+    m.signature = sign::sign_message(r.consortium.identity(SiteId(2)), &session, &m.body());
+    agg.receive(ToAggregator::UnmaskShares(m)).unwrap();
+    for i in [0u16, 1, 3] {
+        agg.receive_bytes(SiteId(i), upload(&r, Phase::Unmasking, i))
+            .unwrap();
+    }
+    let AggregatorStep::Finished(out) = agg.close_phase().unwrap() else {
+        panic!("unmasking must finish the round")
+    };
+    assert_eq!(out.blamed, vec![SiteId(2)]);
+    assert_eq!(out.contributors.len(), 4);
+    assert_eq!(out.sum, r.output.as_ref().unwrap().sum);
+}
+
 #[test]
 fn minimum_cohort_is_enforced_by_sites_and_aggregator() {
     let mut req = RoundParams::exact(6, 4, 8, 8).unwrap().request();

@@ -582,3 +582,37 @@ impl SiteRole for Site {
         Site::is_done(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_x25519;
+
+    #[test]
+    fn x25519_aliases_have_one_canonical_form() {
+        let mut k = [0x42u8; 32];
+        k[31] = 0x12;
+        let mut high = k;
+        high[31] |= 0x80;
+        assert_eq!(canonical_x25519(&high), canonical_x25519(&k));
+        assert_eq!(canonical_x25519(&k), k, "a canonical key is unchanged");
+        // p + 5 and 5 (u is taken mod p), with and without bit 255.
+        let mut p_plus_5 = [0xffu8; 32];
+        p_plus_5[0] = 0xed + 5;
+        p_plus_5[31] = 0x7f;
+        let mut five = [0u8; 32];
+        five[0] = 5;
+        assert_eq!(canonical_x25519(&p_plus_5), five);
+        p_plus_5[31] = 0xff;
+        assert_eq!(canonical_x25519(&p_plus_5), five);
+        // p − 1 is canonical.
+        let mut p_minus_1 = [0xffu8; 32];
+        p_minus_1[0] = 0xec;
+        p_minus_1[31] = 0x7f;
+        assert_eq!(canonical_x25519(&p_minus_1), p_minus_1);
+        // And X25519 agrees: both forms give the same shared secret.
+        let sk = x25519_dalek::StaticSecret::from([9u8; 32]);
+        let a = sk.diffie_hellman(&x25519_dalek::PublicKey::from(k));
+        let b = sk.diffie_hellman(&x25519_dalek::PublicKey::from(high));
+        assert_eq!(a.as_bytes(), b.as_bytes());
+    }
+}
