@@ -590,6 +590,38 @@ fn malicious_share_never_yields_a_wrong_sum() {
     ));
 }
 
+/// A revealer lying about every owner at once (and a second about one): both named, sum
+/// exact — recovery needs n − 2 = t good shares per owner, and gets them.
+#[test]
+fn revealers_lying_about_every_owner_are_all_named() {
+    let r = record(RoundParams::exact(7, 4, 12, 24).unwrap(), 1);
+    let p = r.config.params;
+    let session = r
+        .aggregator_at(Phase::ShareKeys)
+        .unwrap()
+        .session_id()
+        .unwrap();
+    let mut agg = r.aggregator_at(Phase::Unmasking).unwrap();
+    for i in 0..7u16 {
+        let mut m = UnmaskShares::from_bytes(upload(&r, Phase::Unmasking, i), &p).unwrap();
+        if i == 1 {
+            for (_, y) in &mut m.b_shares {
+                y[31] ^= 0x80;
+            }
+        }
+        if i == 5 {
+            m.b_shares[6].1[0] ^= 1;
+        }
+        m.signature = sign::sign_message(r.consortium.identity(SiteId(i)), &session, &m.body());
+        agg.receive(ToAggregator::UnmaskShares(m)).unwrap();
+    }
+    let AggregatorStep::Finished(out) = agg.close_phase().unwrap() else {
+        panic!("unmasking must finish the round")
+    };
+    assert_eq!(out.blamed, vec![SiteId(1), SiteId(5)]);
+    assert_eq!(out.sum, r.output.as_ref().unwrap().sum);
+}
+
 /// The same for an s_sk share of a dropped site: the pairwise masks are still removed, the
 /// sum is exact, and the revealer is named.
 #[test]
