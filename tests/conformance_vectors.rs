@@ -23,8 +23,9 @@ use amalgam_proto::params::{
 use amalgam_proto::phase::Phase;
 use amalgam_proto::roles::{AggregatorStep, Snapshot};
 use amalgam_proto::sim::{self, Direction, SimConfig};
+use amalgam_proto::site::RoundLog;
 use amalgam_proto::{Aggregator, Error, Site};
-use amalgam_tests::harness::{PHASES, RecordedRound};
+use amalgam_tests::harness::{Answer, NOW, PHASES, RecordedRound};
 use ed25519_dalek::SigningKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -562,16 +563,22 @@ fn generate() -> BTreeMap<String, Value> {
         "peer.inconsistent_survivors",
         "aggregator",
     ));
+    let ToSite::UnmaskRequest(mut second) =
+        ToSite::from_bytes(down(&base, Phase::Unmasking, 0), &p5).unwrap()
+    else {
+        panic!("recorded unmasking download is an UnmaskRequest")
+    };
+    second.signatures.pop();
     put(reject_vector(
         "unmaskrequest_bad_second_request",
-        "the UnmaskRequest delivered again after site 0 revealed its shares: a site answers once",
+        "a different UnmaskRequest (one signature fewer) after site 0 revealed its shares: a site answers one request per round (the identical one gets the identical upload)",
         b,
         "site",
         Phase::Finished,
         0,
         false,
-        down(&base, Phase::Unmasking, 0),
-        "peer.wrong_phase",
+        &ToSite::UnmaskRequest(second).to_bytes(),
+        "peer.conflicting_redelivery",
         "aggregator",
     ));
 
@@ -803,25 +810,29 @@ impl Round {
         agg
     }
 
-    fn site_at(&self, id: SiteId, phase: Phase) -> (Site, ChaCha20Rng) {
+    fn site_at(&self, id: SiteId, phase: Phase) -> Site {
         let mut site = Site::new(
             self.params,
             self.manifest.clone(),
             self.round,
             self.identities[id.index()].clone(),
+            sim::sim_timeout(),
+            &mut RoundLog::new(),
         )
         .unwrap();
         let mut rng = ChaCha20Rng::from_seed(self.seeds[id.index()]);
-        site.start(self.inputs[id.index()].clone(), &mut rng)
+        let out = site
+            .start(self.inputs[id.index()].clone(), NOW, &mut rng)
             .unwrap();
+        sim::persist_and_release(&site, out).unwrap();
         for m in self
             .msgs
             .iter()
             .filter(|m| m.to_site && m.site == id && m.phase < phase)
         {
-            site.handle_bytes(&m.bytes, &mut rng).unwrap();
+            site.answer_bytes(&m.bytes).unwrap();
         }
-        (site, rng)
+        site
     }
 }
 
@@ -837,6 +848,8 @@ fn check_round(v: &Value) {
                 r.manifest.clone(),
                 r.round,
                 r.identities[i].clone(),
+                sim::sim_timeout(),
+                &mut RoundLog::new(),
             )
             .unwrap();
             (s, ChaCha20Rng::from_seed(r.seeds[i]))
@@ -849,11 +862,13 @@ fn check_round(v: &Value) {
         let (site, rng) = &mut sites[m.site.index()];
         if m.to_site {
             produced.push((m.phase, true, m.site, m.bytes.clone()));
-            if let Some(out) = site.handle_bytes(&m.bytes, rng).unwrap() {
-                produced.push((m.phase, false, m.site, out.to_bytes()));
-            }
+            let out = site.answer_bytes(&m.bytes).unwrap();
+            produced.push((m.phase, false, m.site, out.to_bytes()));
         } else if m.phase == Phase::AdvertiseKeys {
-            let out = site.start(r.inputs[m.site.index()].clone(), rng).unwrap();
+            let out = site
+                .start(r.inputs[m.site.index()].clone(), NOW, rng)
+                .unwrap();
+            let (out, _) = sim::persist_and_release(site, out).unwrap();
             produced.push((m.phase, false, m.site, out.to_bytes()));
         }
     }
@@ -968,9 +983,9 @@ fn check_reject(v: &Value, files: &BTreeMap<String, Value>) {
         let e = agg.receive_bytes(site, &bytes).unwrap_err();
         (e, agg.snapshot() == before)
     } else {
-        let (mut s, mut rng) = base.site_at(site, phase);
+        let mut s = base.site_at(site, phase);
         let before = s.snapshot();
-        let e = s.handle_bytes(&bytes, &mut rng).unwrap_err();
+        let e = s.handle_bytes(&bytes, NOW).unwrap_err();
         let aborted = s.phase() == Phase::Aborted;
         (e, aborted || s.snapshot() == before)
     };

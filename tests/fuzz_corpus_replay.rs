@@ -72,8 +72,9 @@ fn write_snapshot_seeds() {
     for (i, phase) in PHASES.into_iter().enumerate() {
         let agg = f.aggregator_at(phase).expect("aggregator at phase");
         std::fs::write(dir.join(format!("seed-aggregator-{i}")), agg.snapshot()).expect("write");
-        let (site, _) = f.site_at(SiteId(0), phase).expect("site at phase");
-        std::fs::write(dir.join(format!("seed-site0-{i}")), site.snapshot()).expect("write");
+        let site = f.site_at(SiteId(0), phase).expect("site at phase");
+        std::fs::write(dir.join(format!("seed-site0-{i}")), site.snapshot().bytes())
+            .expect("write");
     }
 }
 

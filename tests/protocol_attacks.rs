@@ -7,10 +7,11 @@ use amalgam_proto::crypto::{kdf, sign};
 use amalgam_proto::messages::*;
 use amalgam_proto::params::{MinCohort, NeighbourGraph, RoundParams, SiteId, Threshold};
 use amalgam_proto::phase::Phase;
-use amalgam_proto::roles::Snapshot;
+use amalgam_proto::roles::{AggregatorStep, Snapshot};
 use amalgam_proto::sim::{Direction, SimConfig};
-use amalgam_proto::{Error, Misbehaviour, Sender};
-use amalgam_tests::harness::RecordedRound;
+use amalgam_proto::site::RoundLog;
+use amalgam_proto::{Aggregator, Error, Misbehaviour, Sender};
+use amalgam_tests::harness::{Answer, NOW, RecordedRound};
 use ed25519_dalek::SigningKey;
 
 fn params5() -> RoundParams {
@@ -72,11 +73,8 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
             .collect(),
     };
     for i in 0..3u16 {
-        let (mut site, mut rng) = r.site_at(SiteId(i), Phase::Unmasking).unwrap();
-        let out = site
-            .handle(ToSite::UnmaskRequest(req_a.clone()), &mut rng)
-            .unwrap()
-            .unwrap();
+        let mut site = r.site_at(SiteId(i), Phase::Unmasking).unwrap();
+        let out = site.answer(ToSite::UnmaskRequest(req_a.clone())).unwrap();
         let ToAggregator::UnmaskShares(m) = out else {
             panic!()
         };
@@ -87,44 +85,36 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
             round,
             survivors: without4.clone(),
         });
-        let e = site.handle(again, &mut rng).unwrap_err();
+        let e = site.answer(again).unwrap_err();
         assert!(matches!(
             peer_err(&e),
             (Sender::Aggregator, Misbehaviour::WrongPhase { .. })
         ));
-        let e = site
-            .handle(ToSite::UnmaskRequest(req_a.clone()), &mut rng)
-            .unwrap_err();
-        assert!(matches!(
-            peer_err(&e),
-            (Sender::Aggregator, Misbehaviour::WrongPhase { .. })
-        ));
-    }
-    // Site 3 is shown U3' = {0,1,2,3}: it signs that set ...
-    let (mut site3, mut rng3) = r.site_at(SiteId(3), Phase::ConsistencyCheck).unwrap();
+        // The same request again (a lost upload) gets the identical bytes, nothing new.
+        let again = site.answer(ToSite::UnmaskRequest(req_a.clone())).unwrap();
+        assert_eq!(again.to_bytes(), ToAggregator::UnmaskShares(m).to_bytes());
+    } // Site 3 is shown U3' = {0,1,2,3}: it signs that set ...
+    let mut site3 = r.site_at(SiteId(3), Phase::ConsistencyCheck).unwrap();
     let sig = site3
-        .handle(
-            ToSite::SurvivorSet(SurvivorSet {
-                round,
-                survivors: without4.clone(),
-            }),
-            &mut rng3,
-        )
+        .answer(ToSite::SurvivorSet(SurvivorSet {
+            round,
+            survivors: without4.clone(),
+        }))
         .unwrap();
-    assert!(matches!(sig, Some(ToAggregator::ConsistencySignature(_))));
+    assert!(matches!(sig, ToAggregator::ConsistencySignature(_)));
     // ... a second, different set is refused: a site signs one set per round.
     let e = site3
-        .handle(
-            ToSite::SurvivorSet(SurvivorSet {
-                round,
-                survivors: all.clone(),
-            }),
-            &mut rng3,
-        )
+        .answer(ToSite::SurvivorSet(SurvivorSet {
+            round,
+            survivors: all.clone(),
+        }))
         .unwrap_err();
     assert!(matches!(
         peer_err(&e),
-        (Sender::Aggregator, Misbehaviour::WrongPhase { .. })
+        (
+            Sender::Aggregator,
+            Misbehaviour::ConflictingRedelivery { .. }
+        )
     ));
     // With only its own signature over U3' it lacks t signatures: refused, nothing revealed.
     let own = UnmaskRequest {
@@ -132,9 +122,7 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
         signatures: vec![(SiteId(3), sign_set(&r, 3, &session, &without4))],
     };
     let snap = site3.snapshot();
-    let e = site3
-        .handle(ToSite::UnmaskRequest(own), &mut rng3)
-        .unwrap_err();
+    let e = site3.answer(ToSite::UnmaskRequest(own)).unwrap_err();
     assert!(
         matches!(
             e,
@@ -155,13 +143,10 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
     let mut sigs = req_a.signatures.clone();
     sigs.push((SiteId(3), sign_set(&r, 3, &session, &without4)));
     let e = site3
-        .handle(
-            ToSite::UnmaskRequest(UnmaskRequest {
-                round,
-                signatures: sigs,
-            }),
-            &mut rng3,
-        )
+        .answer(ToSite::UnmaskRequest(UnmaskRequest {
+            round,
+            signatures: sigs,
+        }))
         .unwrap_err();
     assert!(
         matches!(
@@ -175,7 +160,7 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
     );
     assert_eq!(site3.phase(), Phase::Aborted);
     let e = site3
-        .handle(ToSite::UnmaskRequest(req_a.clone()), &mut rng3)
+        .answer(ToSite::UnmaskRequest(req_a.clone()))
         .unwrap_err();
     assert!(matches!(e, Error::Aborted(_)));
     assert_eq!(b_shares_of_4, 3);
@@ -195,20 +180,17 @@ fn equivocating_survivor_set_aborts_the_site() {
         .unwrap();
     let all: Vec<SiteId> = (0..5).map(SiteId).collect();
     let other: Vec<SiteId> = vec![SiteId(0), SiteId(1), SiteId(2), SiteId(3)];
-    let (mut site, mut rng) = r.site_at(SiteId(0), Phase::Unmasking).unwrap();
+    let mut site = r.site_at(SiteId(0), Phase::Unmasking).unwrap();
     // Signatures 1 and 2 over the set site 0 signed, signature 3 over another set.
     let mut sigs: Vec<_> = (0..3)
         .map(|i| (SiteId(i), sign_set(&r, i, &session, &all)))
         .collect();
     sigs.push((SiteId(3), sign_set(&r, 3, &session, &other)));
     let e = site
-        .handle(
-            ToSite::UnmaskRequest(UnmaskRequest {
-                round: 1,
-                signatures: sigs,
-            }),
-            &mut rng,
-        )
+        .answer(ToSite::UnmaskRequest(UnmaskRequest {
+            round: 1,
+            signatures: sigs,
+        }))
         .unwrap_err();
     assert_eq!(
         peer_err(&e),
@@ -221,7 +203,7 @@ fn equivocating_survivor_set_aborts_the_site() {
     // The genuine request is refused too: the site aborted.
     let genuine = download(&r, Phase::Unmasking, 0).to_vec();
     assert!(matches!(
-        site.handle_bytes(&genuine, &mut rng),
+        site.answer_bytes(&genuine),
         Err(Error::Aborted(_))
     ));
 }
@@ -264,9 +246,9 @@ fn replay_from_another_round_is_rejected() {
         (Sender::Site(SiteId(3)), Misbehaviour::WrongRound { .. })
     ));
     // A round-1 download into a round-2 site.
-    let (mut site, mut rng) = r2.site_at(SiteId(0), Phase::ShareKeys).unwrap();
+    let mut site = r2.site_at(SiteId(0), Phase::ShareKeys).unwrap();
     let e = site
-        .handle_bytes(download(&r1, Phase::ShareKeys, 0), &mut rng)
+        .answer_bytes(download(&r1, Phase::ShareKeys, 0))
         .unwrap_err();
     assert!(matches!(
         peer_err(&e),
@@ -284,9 +266,7 @@ fn replay_from_another_round_is_rejected() {
     bc.adverts[1] =
         AdvertiseKeys::from_bytes(upload(&r1, Phase::AdvertiseKeys, 1), &r1.config.params).unwrap();
     bc.adverts[1].round = 2;
-    let e = site
-        .handle(ToSite::KeysBroadcast(bc), &mut rng)
-        .unwrap_err();
+    let e = site.answer(ToSite::KeysBroadcast(bc)).unwrap_err();
     assert_eq!(
         peer_err(&e),
         (Sender::Site(SiteId(1)), Misbehaviour::BadSignature)
@@ -371,14 +351,12 @@ fn unknown_identities_do_not_count() {
     );
     assert!(agg.responded().is_empty());
     // A site shown a broadcast with a Sybil advertisement refuses it.
-    let (mut site, mut rng) = r.site_at(SiteId(1), Phase::ShareKeys).unwrap();
+    let mut site = r.site_at(SiteId(1), Phase::ShareKeys).unwrap();
     let mut bc = KeysBroadcast::from_bytes(download(&r, Phase::ShareKeys, 1), &p).unwrap();
     let mut fake = bc.adverts[4].clone();
     fake.sender = SiteId(7);
     bc.adverts.push(fake);
-    let e = site
-        .handle(ToSite::KeysBroadcast(bc), &mut rng)
-        .unwrap_err();
+    let e = site.answer(ToSite::KeysBroadcast(bc)).unwrap_err();
     assert_eq!(
         peer_err(&e),
         (Sender::UnknownSite(7), Misbehaviour::UnknownIdentity)
@@ -427,9 +405,9 @@ fn wrong_phase_messages_are_rejected() {
             }
         )
     ));
-    let (mut site, mut rng) = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
+    let mut site = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
     let e = site
-        .handle_bytes(download(&r, Phase::Unmasking, 0), &mut rng)
+        .answer_bytes(download(&r, Phase::Unmasking, 0))
         .unwrap_err();
     assert!(matches!(
         peer_err(&e),
@@ -441,15 +419,13 @@ fn wrong_phase_messages_are_rejected() {
 fn flipped_bit_in_encrypted_share() {
     let r = record(params5(), 1);
     let p = r.config.params;
-    let (mut site, mut rng) = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
+    let mut site = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
     let genuine = RoutedShares::from_bytes(download(&r, Phase::MaskedInput, 0), &p).unwrap();
     for (idx, bit) in [(0usize, 0usize), (1, 100), (3, 8 * 84 - 1)] {
         let mut bad = genuine.clone();
         bad.shares[idx].1[bit / 8] ^= 1 << (bit % 8);
         let snap = site.snapshot();
-        let e = site
-            .handle(ToSite::RoutedShares(bad), &mut rng)
-            .unwrap_err();
+        let e = site.answer(ToSite::RoutedShares(bad)).unwrap_err();
         let sender = genuine.shares[idx].0;
         assert_eq!(
             peer_err(&e),
@@ -471,19 +447,13 @@ fn flipped_bit_in_encrypted_share() {
         .find(|(s, _)| *s == SiteId(2))
         .unwrap()
         .1 = from2;
-    let e = site
-        .handle(ToSite::RoutedShares(bad), &mut rng)
-        .unwrap_err();
+    let e = site.answer(ToSite::RoutedShares(bad)).unwrap_err();
     assert_eq!(
         peer_err(&e),
         (Sender::Site(SiteId(2)), Misbehaviour::ShareAuthentication)
     );
     // The genuine message still works afterwards.
-    assert!(
-        site.handle(ToSite::RoutedShares(genuine), &mut rng)
-            .unwrap()
-            .is_some()
-    );
+    assert!(site.answer(ToSite::RoutedShares(genuine)).is_ok());
 }
 
 fn harary_params() -> RoundParams {
@@ -531,18 +501,18 @@ fn share_addressed_to_a_non_neighbour() {
         )
     );
     // Site side: a routed share from a non-neighbour.
-    let (mut site, mut rng) = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
+    let mut site = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
     let mut routed = RoutedShares::from_bytes(download(&r, Phase::MaskedInput, 0), &p).unwrap();
     routed.shares.insert(2, (SiteId(5), ct));
-    let e = site
-        .handle(ToSite::RoutedShares(routed), &mut rng)
-        .unwrap_err();
+    let e = site.answer(ToSite::RoutedShares(routed)).unwrap_err();
     assert_eq!(
         peer_err(&e),
         (Sender::Aggregator, Misbehaviour::NotNeighbour(SiteId(5)))
     );
 }
 
+/// A bad share among t + 1 (robust unmasking): the round still finishes with the exact sum,
+/// and the revealer of the bad share is named, never its owner.
 #[test]
 fn malicious_share_never_yields_a_wrong_sum() {
     let r = record(params5(), 1);
@@ -562,11 +532,52 @@ fn malicious_share_never_yields_a_wrong_sum() {
         agg.receive_bytes(SiteId(i), upload(&r, Phase::Unmasking, i))
             .unwrap();
     }
-    let e = agg.close_phase().unwrap_err();
-    assert_eq!(
-        peer_err(&e).1,
-        Misbehaviour::RecoveredSecretMismatch(SiteId(1))
+    let before = agg.snapshot();
+    let out = match agg.close_phase().unwrap() {
+        AggregatorStep::Finished(out) => out,
+        AggregatorStep::Send(_) => panic!("unmasking must finish the round"),
+    };
+    assert_eq!(out.blamed, vec![SiteId(0)], "the revealer, not the owner 1");
+    assert_eq!(out.sum, *r.output.as_ref().unwrap().sum);
+    // With exactly t shares of site 1, one of them bad, nothing is recoverable: refused with
+    // the owner and the count, nobody blamed, the phase still open.
+    let mut agg = Aggregator::restore(&before, r.consortium.manifest()).unwrap();
+    let mut agg_t = r.aggregator_at(Phase::Unmasking).unwrap();
+    let mut bad = UnmaskShares::from_bytes(upload(&r, Phase::Unmasking, 0), &p).unwrap();
+    bad.b_shares[1].1[0] ^= 0xff;
+    bad.signature = sign::sign_message(r.consortium.identity(SiteId(0)), &session, &bad.body());
+    agg_t.receive(ToAggregator::UnmaskShares(bad)).unwrap();
+    for i in 1..3 {
+        agg_t
+            .receive_bytes(SiteId(i), upload(&r, Phase::Unmasking, i))
+            .unwrap();
+    }
+    let snap_t = agg_t.snapshot();
+    let e = agg_t.close_phase().unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Unrecoverable {
+                owner: SiteId(1),
+                revealed: 3
+            }
+        ),
+        "{e:?}"
     );
+    assert_eq!(agg_t.snapshot(), snap_t, "refused close changes nothing");
+    // A late honest response makes it recoverable again.
+    agg_t
+        .receive_bytes(SiteId(3), upload(&r, Phase::Unmasking, 3))
+        .unwrap();
+    assert!(matches!(
+        agg_t.close_phase().unwrap(),
+        AggregatorStep::Finished(o) if o.blamed == vec![SiteId(0)]
+    ));
+    // The restored aggregator (bad response stored) re-derives the same outcome.
+    assert!(matches!(
+        agg.close_phase().unwrap(),
+        AggregatorStep::Finished(o) if o.blamed == vec![SiteId(0)]
+    ));
     // Revealing both shares of one site is refused by the aggregator's exact-set check.
     let mut agg = r.aggregator_at(Phase::Unmasking).unwrap();
     let mut m = UnmaskShares::from_bytes(upload(&r, Phase::Unmasking, 0), &p).unwrap();
@@ -579,6 +590,69 @@ fn malicious_share_never_yields_a_wrong_sum() {
     ));
 }
 
+/// A revealer lying about every owner at once (and a second about one): both named, sum
+/// exact — recovery needs n − 2 = t good shares per owner, and gets them.
+#[test]
+fn revealers_lying_about_every_owner_are_all_named() {
+    let r = record(RoundParams::exact(7, 4, 12, 24).unwrap(), 1);
+    let p = r.config.params;
+    let session = r
+        .aggregator_at(Phase::ShareKeys)
+        .unwrap()
+        .session_id()
+        .unwrap();
+    let mut agg = r.aggregator_at(Phase::Unmasking).unwrap();
+    for i in 0..7u16 {
+        let mut m = UnmaskShares::from_bytes(upload(&r, Phase::Unmasking, i), &p).unwrap();
+        if i == 1 {
+            for (_, y) in &mut m.b_shares {
+                y[31] ^= 0x80;
+            }
+        }
+        if i == 5 {
+            m.b_shares[6].1[0] ^= 1;
+        }
+        m.signature = sign::sign_message(r.consortium.identity(SiteId(i)), &session, &m.body());
+        agg.receive(ToAggregator::UnmaskShares(m)).unwrap();
+    }
+    let AggregatorStep::Finished(out) = agg.close_phase().unwrap() else {
+        panic!("unmasking must finish the round")
+    };
+    assert_eq!(out.blamed, vec![SiteId(1), SiteId(5)]);
+    assert_eq!(out.sum, r.output.as_ref().unwrap().sum);
+}
+
+/// The same for an s_sk share of a dropped site: the pairwise masks are still removed, the
+/// sum is exact, and the revealer is named.
+#[test]
+fn bad_key_share_of_a_dropped_site_is_survived_and_blamed() {
+    let r = RecordedRound::record(
+        SimConfig::new(params5(), 1, [0x12; 32]).drop_site(4, Phase::MaskedInput),
+    );
+    let p = r.config.params;
+    let session = r
+        .aggregator_at(Phase::ShareKeys)
+        .unwrap()
+        .session_id()
+        .unwrap();
+    let mut agg = r.aggregator_at(Phase::Unmasking).unwrap();
+    let mut m = UnmaskShares::from_bytes(upload(&r, Phase::Unmasking, 2), &p).unwrap();
+    assert_eq!(m.s_shares[0].0, SiteId(4));
+    m.s_shares[0].1[7] ^= 0x21;
+    m.signature = sign::sign_message(r.consortium.identity(SiteId(2)), &session, &m.body());
+    agg.receive(ToAggregator::UnmaskShares(m)).unwrap();
+    for i in [0u16, 1, 3] {
+        agg.receive_bytes(SiteId(i), upload(&r, Phase::Unmasking, i))
+            .unwrap();
+    }
+    let AggregatorStep::Finished(out) = agg.close_phase().unwrap() else {
+        panic!("unmasking must finish the round")
+    };
+    assert_eq!(out.blamed, vec![SiteId(2)]);
+    assert_eq!(out.contributors.len(), 4);
+    assert_eq!(out.sum, r.output.as_ref().unwrap().sum);
+}
+
 #[test]
 fn minimum_cohort_is_enforced_by_sites_and_aggregator() {
     let mut req = RoundParams::exact(6, 4, 8, 8).unwrap().request();
@@ -586,14 +660,12 @@ fn minimum_cohort_is_enforced_by_sites_and_aggregator() {
     let p = RoundParams::new(req).unwrap();
     let r = record(p, 1);
     // A malicious aggregator tries to isolate inputs: survivor set of 4 < min cohort 5.
-    let (mut site, mut rng) = r.site_at(SiteId(0), Phase::ConsistencyCheck).unwrap();
+    let mut site = r.site_at(SiteId(0), Phase::ConsistencyCheck).unwrap();
     let small = SurvivorSet {
         round: 1,
         survivors: (0..4).map(SiteId).collect(),
     };
-    let e = site
-        .handle(ToSite::SurvivorSet(small), &mut rng)
-        .unwrap_err();
+    let e = site.answer(ToSite::SurvivorSet(small)).unwrap_err();
     assert!(
         matches!(
             e,
@@ -631,15 +703,12 @@ fn minimum_cohort_is_enforced_by_sites_and_aggregator() {
 #[test]
 fn a_site_refuses_a_survivor_set_without_itself_or_with_strangers() {
     let r = record(params5(), 1);
-    let (mut site, mut rng) = r.site_at(SiteId(0), Phase::ConsistencyCheck).unwrap();
+    let mut site = r.site_at(SiteId(0), Phase::ConsistencyCheck).unwrap();
     let e = site
-        .handle(
-            ToSite::SurvivorSet(SurvivorSet {
-                round: 1,
-                survivors: (1..5).map(SiteId).collect(),
-            }),
-            &mut rng,
-        )
+        .answer(ToSite::SurvivorSet(SurvivorSet {
+            round: 1,
+            survivors: (1..5).map(SiteId).collect(),
+        }))
         .unwrap_err();
     assert!(matches!(
         peer_err(&e),
@@ -647,7 +716,7 @@ fn a_site_refuses_a_survivor_set_without_itself_or_with_strangers() {
     ));
     assert_eq!(site.phase(), Phase::MaskedInput, "unchanged");
     let genuine = download(&r, Phase::ConsistencyCheck, 0).to_vec();
-    assert!(site.handle_bytes(&genuine, &mut rng).unwrap().is_some());
+    assert!(site.answer_bytes(&genuine).is_ok());
 }
 
 #[test]
@@ -690,19 +759,20 @@ fn snapshots_are_untrusted_input() {
         Phase::Unmasking,
     ] {
         let agg = r.aggregator_at(phase).unwrap().snapshot();
-        let site = r.site_at(SiteId(1), phase).unwrap().0.snapshot();
+        let site = r.site_at(SiteId(1), phase).unwrap().snapshot().into_bytes();
+        let restore = |b: &[u8]| Site::restore(b, &ctx, NOW, &mut RoundLog::new());
         assert_eq!(
             Aggregator::restore(&agg, r.consortium.manifest())
                 .unwrap()
                 .snapshot(),
             agg
         );
-        assert_eq!(Site::restore(&site, &ctx).unwrap().snapshot(), site);
+        assert_eq!(*restore(&site).unwrap().snapshot().into_bytes(), *site);
         for len in 0..agg.len() {
             assert!(Aggregator::restore(&agg[..len], r.consortium.manifest()).is_err());
         }
         for len in 0..site.len() {
-            assert!(Site::restore(&site[..len], &ctx).is_err());
+            assert!(restore(&site[..len]).is_err());
         }
         for bit in (0..8 * agg.len()).step_by(37) {
             let mut b = agg.clone();
@@ -712,7 +782,7 @@ fn snapshots_are_untrusted_input() {
         for bit in (0..8 * site.len()).step_by(13) {
             let mut b = site.clone();
             b[bit / 8] ^= 1 << (bit % 8);
-            let _ = Site::restore(&b, &ctx);
+            let _ = restore(&b);
         }
         let mut long = agg.clone();
         long.push(0);
@@ -725,16 +795,12 @@ fn snapshots_are_untrusted_input() {
         ));
     }
     // A snapshot restored with another site's identity is refused.
-    let snap = r
-        .site_at(SiteId(1), Phase::MaskedInput)
-        .unwrap()
-        .0
-        .snapshot();
+    let snap = r.site_at(SiteId(1), Phase::MaskedInput).unwrap().snapshot();
     let other = SiteRestore {
         identity: r.consortium.identity(SiteId(2)).clone(),
         manifest: r.consortium.manifest().clone(),
     };
-    assert!(Site::restore(&snap, &other).is_err());
+    assert!(Site::restore(snap.bytes(), &other, NOW, &mut RoundLog::new()).is_err());
 }
 
 #[test]

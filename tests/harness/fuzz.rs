@@ -9,9 +9,10 @@ use amalgam_proto::params::{Manifest, RoundParams, SiteId};
 use amalgam_proto::phase::Phase;
 use amalgam_proto::roles::Snapshot;
 use amalgam_proto::sim::SimConfig;
+use amalgam_proto::site::RoundLog;
 use amalgam_proto::{Aggregator, Site, SiteRestore};
 
-use super::{PHASES, RecordedRound};
+use super::{Answer, PHASES, RecordedRound};
 
 /// The recorded round all fuzz targets start from (n = 5, t = 3, d = 16, one dropout).
 pub fn fixture() -> &'static RecordedRound {
@@ -44,7 +45,7 @@ pub fn snapshots(data: &[u8]) {
         identity: f.consortium.identity(SiteId(0)).clone(),
         manifest: f.consortium.manifest().clone(),
     };
-    let _ = Site::restore(data, &ctx);
+    let _ = Site::restore(data, &ctx, super::NOW, &mut RoundLog::new());
 }
 
 /// `data[0]` picks the phase; the rest is a sequence of length-prefixed (u16 BE) uploads fed to
@@ -78,14 +79,14 @@ pub fn site(data: &[u8]) {
     let f = fixture();
     let id = SiteId(u16::from(sel % 4));
     let phase = PHASES[usize::from(sel / 4) % PHASES.len()];
-    let Ok((mut site, mut rng)) = f.site_at(id, phase) else {
+    let Ok(mut site) = f.site_at(id, phase) else {
         return;
     };
     while rest.len() >= 2 {
         let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let msg = &rest[2..2 + len];
         rest = &rest[2 + len..];
-        let _ = site.handle_bytes(msg, &mut rng);
+        let _ = site.answer_bytes(msg);
     }
 }
 

@@ -43,6 +43,8 @@ pub mod msg_type {
     pub const HE_FIRST: u8 = 0x40;
     /// Last type reserved for the homomorphic fallback.
     pub const HE_LAST: u8 = 0x5f;
+    /// A site's record of used round ids (its persisted high-water mark).
+    pub const SITE_ROUND_LOG: u8 = 0x6f;
     /// Snapshot of a site state machine.
     pub const SITE_SNAPSHOT: u8 = 0x70;
     /// Snapshot of an aggregator state machine.

@@ -306,6 +306,13 @@ pub enum Misbehaviour {
     /// A secret recovered from revealed shares does not match its public key / commitment.
     #[error("recovered secret of {0} does not match its advertised key or commitment")]
     RecoveredSecretMismatch(SiteId),
+    /// A download for a phase this site already answered, different from the one it answered
+    /// (the identical download gets the identical upload again).
+    #[error("a different {message} for a phase this site already answered")]
+    ConflictingRedelivery {
+        /// The message that arrived.
+        message: &'static str,
+    },
     /// An input element outside [0, 2^b).
     #[error("element {index} outside [0, 2^{bits})")]
     InputOutOfRange {
@@ -347,6 +354,24 @@ pub enum Misuse {
     /// The identity key does not match the manifest entry of this site.
     #[error("identity key does not match manifest entry {0}")]
     IdentityMismatch(SiteId),
+    /// A round id at or below the site's high-water mark ([`crate::site::RoundLog`]).
+    #[error(
+        "round {round} is at or below this site's high-water mark {high_water}: round ids are never reused"
+    )]
+    RoundReused {
+        /// The round asked for.
+        round: u64,
+        /// The highest round id the site has used.
+        high_water: u64,
+    },
+    /// An upload released against a snapshot of another state (see [`crate::site::Outgoing`]).
+    #[error(
+        "upload released without a snapshot of the state that produced it: persist that state first"
+    )]
+    NotPersisted,
+    /// A state (restored or built) breaks one of its own invariants.
+    #[error("inconsistent state: {0}")]
+    InconsistentState(&'static str),
     /// Something else (described).
     #[error("{0}")]
     Other(&'static str),
@@ -385,6 +410,29 @@ pub enum Error {
         needed: usize,
         /// How many there were.
         got: usize,
+    },
+    /// No t of the revealed shares of `owner` meet its b commitment or advertised key: either
+    /// the owner dealt bad shares or more than `revealed` − t revealers sent wrong ones (the
+    /// shares cannot tell which). Nothing changed; more responses may still recover it.
+    #[error(
+        "no t of the {revealed} revealed shares of {owner} agree with its commitment or advertised key"
+    )]
+    Unrecoverable {
+        /// The site whose secret could not be recovered.
+        owner: SiteId,
+        /// How many shares of it were revealed.
+        revealed: usize,
+    },
+    /// A snapshot was refused because replaying one of its stored uploads (or closing a stored
+    /// phase) failed with the wrapped error: the snapshot was tampered with or corrupted.
+    #[error("snapshot refused: {0}")]
+    SnapshotRefused(Box<Error>),
+    /// The site abandoned this round: the deadline of the phase it was waiting in passed
+    /// (while running or before a restore). It accepts nothing more for the round.
+    #[error("round {round} was abandoned: the deadline of its phase passed")]
+    RoundAbandoned {
+        /// The round.
+        round: u64,
     },
     /// The state machine aborted earlier and accepts nothing more.
     #[error("the round was aborted: {0}")]
@@ -443,8 +491,12 @@ impl Error {
                 Misbehaviour::BothSharesRequested(_) => "peer.both_shares_requested",
                 Misbehaviour::RecoveredSecretMismatch(_) => "peer.recovered_secret_mismatch",
                 Misbehaviour::InputOutOfRange { .. } => "peer.input_out_of_range",
+                Misbehaviour::ConflictingRedelivery { .. } => "peer.conflicting_redelivery",
             },
             Error::NotEnoughSites { .. } => "not_enough_sites",
+            Error::Unrecoverable { .. } => "unrecoverable",
+            Error::SnapshotRefused(_) => "snapshot_refused",
+            Error::RoundAbandoned { .. } => "round_abandoned",
             Error::Aborted(_) => "aborted",
             Error::Misuse(_) => "misuse",
         }

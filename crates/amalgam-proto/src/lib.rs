@@ -9,10 +9,13 @@
 //! * [`params`]: validated newtypes ([`RoundParams`], [`Manifest`], [`SiteId`]...); unsafe sets
 //!   are refused with a [`ParamError`] that says why.
 //! * [`site::Site`] and [`aggregator::Aggregator`]: the state machines. Drive a site with
-//!   [`Site::start`] then [`Site::handle`] / [`Site::handle_bytes`]; the aggregator with
-//!   [`Aggregator::receive`] / [`Aggregator::receive_bytes`] and [`Aggregator::close_phase`]
-//!   (closing a phase with whoever answered is how dropouts happen). Both implement the
-//!   scheme-agnostic [`roles`] traits and [`Snapshot`].
+//!   [`Site::start`] then [`Site::handle`] / [`Site::handle_bytes`], each returning an
+//!   [`site::Outgoing`] that is released only against [`Site::snapshot`] of the new state
+//!   (persist, then send: spec §8.1); the aggregator with [`Aggregator::receive`] /
+//!   [`Aggregator::receive_bytes`] and [`Aggregator::close_phase`] (closing a phase with
+//!   whoever answered is how dropouts happen). Both implement the scheme-agnostic [`roles`]
+//!   traits; the aggregator implements [`Snapshot`], the site has its own
+//!   [`Site::snapshot`] / [`Site::restore`] (secret-bearing bytes, clock, round log).
 //! * [`messages`]: every message and its canonical encoding over the public [`codec`].
 //! * [`masking`]: chunked mask expansion ([`masking::mask_and_pack`], [`masking::unmask_sum`]);
 //!   [`crypto::prg`] the ChaCha20 keystream (OpenSSL, cross-checked against `rand_chacha`);

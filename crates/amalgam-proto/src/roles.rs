@@ -96,7 +96,9 @@ pub trait DecryptorRole {
 }
 
 /// Persistence of a role between requests (the libprio/Janus "continuation" pattern):
-/// versioned bytes in the crate codec, decoded as untrusted input.
+/// versioned bytes in the crate codec, decoded as untrusted input. For roles whose state
+/// holds no secret; the masking [`crate::Site`] has its own `snapshot`/`restore`, whose
+/// bytes are wiped on drop and whose restore needs the clock and the site's round log.
 pub trait Snapshot: Sized {
     /// What restoring needs besides the bytes (e.g. the identity key, the manifest).
     type Context: ?Sized;

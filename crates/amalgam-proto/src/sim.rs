@@ -13,10 +13,11 @@ use sha2::{Digest, Sha256};
 use crate::aggregator::{AggregateOutput, Aggregator};
 use crate::codec::Encode;
 use crate::error::Error;
+use crate::messages::ToAggregator;
 use crate::params::{Manifest, RoundParams, SiteId};
 use crate::phase::Phase;
 use crate::roles::{AggregatorStep, Snapshot};
-use crate::site::{Site, SiteRestore};
+use crate::site::{Outgoing, PhaseTimeout, RoundLog, Site, SiteRestore, SiteSnapshot, Timestamp};
 
 fn derive(seed: &[u8; 32], label: &[u8], i: u64) -> [u8; 32] {
     let mut h = Sha256::new();
@@ -95,6 +96,33 @@ pub fn plaintext_sum(params: &RoundParams, inputs: &[Vec<u64>], sites: &[SiteId]
         }
     }
     sum
+}
+
+/// The phase timeout of simulated sites: one virtual minute (the simulated clock advances one
+/// millisecond per phase, so no simulated deadline passes unless a test moves the clock).
+pub const SIM_TIMEOUT_MS: u64 = 60_000;
+
+/// The virtual clock reading of phase `phase` (milliseconds: 1 + the phase's code).
+pub fn sim_time(phase: Phase) -> Timestamp {
+    Timestamp(1 + u64::from(phase.code()))
+}
+
+/// A simulated site's phase timeout ([`SIM_TIMEOUT_MS`]).
+pub fn sim_timeout() -> PhaseTimeout {
+    // SIM_TIMEOUT_MS is inside PhaseTimeout's range.
+    #[allow(clippy::expect_used)]
+    PhaseTimeout::from_millis(SIM_TIMEOUT_MS).expect("valid timeout")
+}
+
+/// Persists `site`'s new state (the snapshot a driver writes to disk), then releases `out`.
+/// Returns the upload and the snapshot (whose bytes are wiped on drop).
+pub fn persist_and_release(
+    site: &Site,
+    out: Outgoing,
+) -> Result<(ToAggregator, SiteSnapshot), Error> {
+    let snap = site.snapshot();
+    let upload = out.release(&snap)?;
+    Ok((upload, snap))
 }
 
 /// A site stops answering from `before` on (it sends nothing for that phase or later).
@@ -216,6 +244,7 @@ pub struct Simulation {
     consortium: Consortium,
     sites: Vec<Site>,
     rngs: Vec<ChaCha20Rng>,
+    rounds: Vec<RoundLog>,
     failed: Vec<bool>,
     aggregator: Aggregator,
     hook: Option<Hook>,
@@ -240,13 +269,16 @@ impl Simulation {
         }
         let consortium = Consortium::generate(n, &config.seed)?;
         let mut sites = Vec::with_capacity(n);
-        for i in 0..n {
+        let mut rounds = vec![RoundLog::new(); n];
+        for (i, log) in rounds.iter_mut().enumerate() {
             let id = SiteId(i as u16);
             sites.push(Site::new(
                 config.params,
                 consortium.manifest.clone(),
                 config.round,
                 consortium.identity(id).clone(),
+                sim_timeout(),
+                log,
             )?);
         }
         let rngs = (0..n)
@@ -258,6 +290,7 @@ impl Simulation {
             consortium,
             sites,
             rngs,
+            rounds,
             failed: vec![false; n],
             aggregator,
             hook: None,
@@ -308,7 +341,7 @@ impl Simulation {
         report.transcript.push(env);
     }
 
-    fn persist(&mut self) -> Result<(), Error> {
+    fn persist(&mut self, now: Timestamp) -> Result<(), Error> {
         let snap = self.aggregator.snapshot();
         self.aggregator = Aggregator::restore(&snap, &self.consortium.manifest)?;
         for i in 0..self.sites.len() {
@@ -317,7 +350,7 @@ impl Simulation {
                 identity: self.consortium.identities[i].clone(),
                 manifest: self.consortium.manifest.clone(),
             };
-            self.sites[i] = Site::restore(&snap, &ctx)?;
+            self.sites[i] = Site::restore(snap.bytes(), &ctx, now, &mut self.rounds[i])?;
         }
         Ok(())
     }
@@ -337,8 +370,12 @@ impl Simulation {
                 continue;
             }
             let input = self.config.inputs[i].clone();
-            match self.sites[i].start(input, &mut self.rngs[i]) {
-                Ok(up) => self.upload(&mut report, Phase::AdvertiseKeys, id, up.to_bytes()),
+            let now = sim_time(Phase::AdvertiseKeys);
+            let started = self.sites[i]
+                .start(input, now, &mut self.rngs[i])
+                .and_then(|out| persist_and_release(&self.sites[i], out));
+            match started {
+                Ok((up, _)) => self.upload(&mut report, Phase::AdvertiseKeys, id, up.to_bytes()),
                 Err(e) => {
                     self.failed[i] = true;
                     report.site_errors.push((id, e));
@@ -347,7 +384,7 @@ impl Simulation {
         }
         loop {
             if self.config.snapshot_between_phases
-                && let Err(e) = self.persist()
+                && let Err(e) = self.persist(sim_time(self.aggregator.phase()))
             {
                 report.output = Err(e);
                 return report;
@@ -380,11 +417,12 @@ impl Simulation {
                         if !self.pass(&mut env) {
                             continue;
                         }
-                        let res = self.sites[i].handle_bytes(&env.bytes, &mut self.rngs[i]);
+                        let res = self.sites[i]
+                            .handle_bytes(&env.bytes, sim_time(phase))
+                            .and_then(|out| persist_and_release(&self.sites[i], out));
                         report.transcript.push(env);
                         match res {
-                            Ok(Some(up)) => self.upload(&mut report, phase, to, up.to_bytes()),
-                            Ok(None) => {}
+                            Ok((up, _)) => self.upload(&mut report, phase, to, up.to_bytes()),
                             Err(e) => {
                                 self.failed[i] = true;
                                 report.site_errors.push((to, e));

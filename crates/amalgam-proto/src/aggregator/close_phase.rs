@@ -75,7 +75,11 @@ impl Aggregator {
                 (
                     State::CollectingMasked {
                         session,
-                        routing: Routing { peers, commitments },
+                        routing: Routing {
+                            peers,
+                            commitments,
+                            signed: shares.clone(),
+                        },
                         masked: BTreeMap::new(),
                     },
                     AggregatorStep::Send(sends),

@@ -33,6 +33,9 @@ pub struct AggregateOutput {
     pub contributors: Vec<SiteId>,
     /// Sites that advertised keys (U1) but are not in the sum, ascending.
     pub dropped: Vec<SiteId>,
+    /// Revealers whose shares disagreed with the owner's commitment or advertised key,
+    /// ascending. Their wrong shares were left out; the sum is still exact.
+    pub blamed: Vec<SiteId>,
 }
 
 struct Ctx {
@@ -86,6 +89,9 @@ struct Routing {
     peers: BTreeMap<SiteId, BTreeSet<SiteId>>,
     /// b commitments of U2.
     commitments: BTreeMap<SiteId, [u8; 32]>,
+    /// The signed ShareKeys uploads of U2 this routing was derived from, kept so that a
+    /// restore re-verifies them and derives the routing again instead of trusting it.
+    signed: BTreeMap<SiteId, ShareKeys>,
 }
 
 enum State {

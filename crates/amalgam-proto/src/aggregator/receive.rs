@@ -12,7 +12,7 @@ use crate::crypto::sign;
 use crate::error::{Error, Misbehaviour, Sender};
 use crate::messages::*;
 use crate::params::SiteId;
-use crate::site::is_low_order;
+use crate::site::{canonical_x25519, is_low_order};
 
 impl Aggregator {
     /// Decodes and receives one upload; undecodable bytes are blamed on `from` (the
@@ -58,11 +58,12 @@ impl Aggregator {
                         Misbehaviour::Invalid("low-order X25519 public key"),
                     ));
                 }
-                if m.c_pk == m.s_pk
+                let (c, s) = (canonical_x25519(&m.c_pk), canonical_x25519(&m.s_pk));
+                if c == s
                     || adverts.values().any(|a| {
-                        [a.c_pk, a.s_pk]
+                        [canonical_x25519(&a.c_pk), canonical_x25519(&a.s_pk)]
                             .iter()
-                            .any(|k| *k == m.c_pk || *k == m.s_pk)
+                            .any(|k| *k == c || *k == s)
                     })
                 {
                     return Err(site_err(from, Misbehaviour::KeyReuse));

@@ -1,19 +1,24 @@
 //! The aggregator snapshot (spec §8): the persisted form of an [`Aggregator`], so a restarted
 //! aggregator finishes its round.
 //!
-//! Separate from the state machine because it is a codec, not protocol logic: stored messages
-//! keep their wire encoding and are re-decoded (and re-checked) on restore, since snapshot
-//! bytes are untrusted input.
+//! Separate from the state machine because it is a codec, not protocol logic. A snapshot
+//! stores only the signed uploads the aggregator accepted, phase by phase, plus the values it
+//! derived from them (session id, survivor set) as a cross-check. Restoring never trusts a
+//! stored field: it *replays* the uploads into a fresh aggregator through [`Aggregator::receive`]
+//! and [`Aggregator::close_phase`], so every signature is verified again, the session id is
+//! recomputed from the advertisements, the routing and survivor set are derived again (so
+//! survivors = senders of the stored masked inputs, and U3 ⊆ U2 ⊆ U1), and the stored derived
+//! values must equal the recomputed ones. A tampered snapshot is refused with the reason.
 
 use std::collections::BTreeMap;
 
-use super::{AggregateOutput, Aggregator, Routing, Session, State};
+use super::{AggregateOutput, Aggregator, State};
 use crate::codec::{Decode, Encode, Reader, Writer, msg_type};
 use crate::error::{DecodeError, Error, Sender};
 use crate::messages::*;
 use crate::params::{Manifest, RoundParams, SiteId};
 use crate::phase::Phase;
-use crate::roles::Snapshot;
+use crate::roles::{AggregatorStep, Snapshot};
 use crate::snapshot_codec::{next_member, read_preamble, write_preamble};
 
 fn write_msgs<'a, M: Encode + 'a>(w: &mut Writer, msgs: impl ExactSizeIterator<Item = &'a M>) {
@@ -28,14 +33,14 @@ fn read_msgs<M: Decode<Context = RoundParams>>(
     p: &RoundParams,
     field: &'static str,
     sender: impl Fn(&M) -> SiteId,
-) -> Result<BTreeMap<SiteId, M>, DecodeError> {
+) -> Result<Vec<M>, DecodeError> {
     let n = r.count(field, 0, p.n())?;
-    let mut out = BTreeMap::new();
+    let mut out = Vec::with_capacity(n);
     let mut last: Option<SiteId> = None;
     for _ in 0..n {
         let m = M::decode(r, p)?;
-        let s = next_member(p, &mut last, sender(&m), field)?;
-        out.insert(s, m);
+        next_member(p, &mut last, sender(&m), field)?;
+        out.push(m);
     }
     Ok(out)
 }
@@ -61,33 +66,6 @@ fn read_ids(
     Ok(out)
 }
 
-fn write_session(w: &mut Writer, s: &Session) {
-    w.bytes(&s.id);
-    write_msgs(w, s.adverts.values());
-}
-
-fn write_routing(w: &mut Writer, r: &Routing) {
-    w.count(r.peers.len());
-    for (v, peers) in &r.peers {
-        w.u16(v.0);
-        w.bytes(&r.commitments.get(v).copied().unwrap_or([0; 32]));
-        write_ids(w, peers.iter());
-    }
-}
-
-fn read_routing(r: &mut Reader<'_>, p: &RoundParams) -> Result<Routing, DecodeError> {
-    let n = r.count("routing.count", 0, p.n())?;
-    let mut peers = BTreeMap::new();
-    let mut commitments = BTreeMap::new();
-    let mut last: Option<SiteId> = None;
-    for _ in 0..n {
-        let v = next_member(p, &mut last, SiteId(r.u16("routing.site")?), "routing.site")?;
-        commitments.insert(v, r.array("routing.commitment")?);
-        peers.insert(v, read_ids(r, p, "routing.peers")?.into_iter().collect());
-    }
-    Ok(Routing { peers, commitments })
-}
-
 fn write_sigs(w: &mut Writer, sigs: &BTreeMap<SiteId, SignatureBytes>) {
     w.count(sigs.len());
     for (k, s) in sigs {
@@ -99,16 +77,103 @@ fn write_sigs(w: &mut Writer, sigs: &BTreeMap<SiteId, SignatureBytes>) {
 fn read_sigs(
     r: &mut Reader<'_>,
     p: &RoundParams,
-) -> Result<BTreeMap<SiteId, SignatureBytes>, DecodeError> {
+) -> Result<Vec<(SiteId, SignatureBytes)>, DecodeError> {
     let n = r.count("signatures.count", 0, p.n())?;
-    let mut out = BTreeMap::new();
+    let mut out = Vec::with_capacity(n);
     let mut last: Option<SiteId> = None;
     for _ in 0..n {
         let signer = SiteId(r.u16("signatures.signer")?);
         let v = next_member(p, &mut last, signer, "signatures.signer")?;
-        out.insert(v, r.array("signatures.signature")?);
+        out.push((v, r.array("signatures.signature")?));
     }
     Ok(out)
+}
+
+/// What a snapshot holds: the accepted uploads of every phase reached, and the derived values
+/// to cross-check.
+#[derive(Default)]
+struct Stored {
+    adverts: Vec<AdvertiseKeys>,
+    session_id: Option<[u8; 32]>,
+    shares: Vec<ShareKeys>,
+    masked: Vec<MaskedInput>,
+    survivors: Option<Vec<SiteId>>,
+    signatures: Vec<(SiteId, SignatureBytes)>,
+    responses: Vec<UnmaskShares>,
+}
+
+/// A stored field does not match what replaying the stored uploads derives.
+fn tampered(reason: &'static str) -> Error {
+    Error::decode(
+        Sender::Local,
+        DecodeError::InvalidValue {
+            field: "aggregator snapshot",
+            reason,
+        },
+    )
+}
+
+/// Replays `stored` into `agg` (fresh, collecting keys) up to `phase`: every upload goes
+/// through `receive` and every earlier phase through `close_phase`, exactly as it first did.
+fn replay(agg: &mut Aggregator, phase: Phase, stored: Stored) -> Result<(), Error> {
+    let local = |e: Error| -> Error {
+        match e {
+            Error::Decode { .. } => e,
+            other => Error::SnapshotRefused(Box::new(other)),
+        }
+    };
+    for m in stored.adverts {
+        agg.receive(ToAggregator::AdvertiseKeys(m)).map_err(local)?;
+    }
+    if phase == Phase::AdvertiseKeys {
+        return Ok(());
+    }
+    agg.close_phase().map_err(local)?;
+    if agg.session_id() != stored.session_id {
+        return Err(tampered(
+            "session id does not match the stored advertisements",
+        ));
+    }
+    for m in stored.shares {
+        agg.receive(ToAggregator::ShareKeys(m)).map_err(local)?;
+    }
+    if phase == Phase::ShareKeys {
+        return Ok(());
+    }
+    agg.close_phase().map_err(local)?;
+    for m in stored.masked {
+        agg.receive(ToAggregator::MaskedInput(m)).map_err(local)?;
+    }
+    if phase == Phase::MaskedInput {
+        return Ok(());
+    }
+    let AggregatorStep::Send(sends) = agg.close_phase().map_err(local)? else {
+        return Err(tampered("round finished while replaying the masked inputs"));
+    };
+    let derived: Vec<SiteId> = sends.iter().map(|(v, _)| *v).collect();
+    if Some(derived) != stored.survivors {
+        return Err(tampered(
+            "survivor set is not the senders of the stored masked inputs",
+        ));
+    }
+    let round = agg.ctx.round;
+    for (sender, signature) in stored.signatures {
+        let m = ConsistencySignature {
+            round,
+            sender,
+            signature,
+        };
+        agg.receive(ToAggregator::ConsistencySignature(m))
+            .map_err(local)?;
+    }
+    if phase == Phase::ConsistencyCheck {
+        return Ok(());
+    }
+    agg.close_phase().map_err(local)?;
+    for m in stored.responses {
+        agg.receive(ToAggregator::UnmaskShares(m)).map_err(local)?;
+    }
+    Ok(())
 }
 
 impl Snapshot for Aggregator {
@@ -127,7 +192,8 @@ impl Snapshot for Aggregator {
         match &self.state {
             State::CollectingKeys { adverts } => write_msgs(&mut w, adverts.values()),
             State::CollectingShares { session, shares } => {
-                write_session(&mut w, session);
+                write_msgs(&mut w, session.adverts.values());
+                w.bytes(&session.id);
                 write_msgs(&mut w, shares.values());
             }
             State::CollectingMasked {
@@ -135,8 +201,9 @@ impl Snapshot for Aggregator {
                 routing,
                 masked,
             } => {
-                write_session(&mut w, session);
-                write_routing(&mut w, routing);
+                write_msgs(&mut w, session.adverts.values());
+                w.bytes(&session.id);
+                write_msgs(&mut w, routing.signed.values());
                 write_msgs(&mut w, masked.values());
             }
             State::CollectingSignatures {
@@ -146,8 +213,9 @@ impl Snapshot for Aggregator {
                 survivors,
                 signatures,
             } => {
-                write_session(&mut w, session);
-                write_routing(&mut w, routing);
+                write_msgs(&mut w, session.adverts.values());
+                w.bytes(&session.id);
+                write_msgs(&mut w, routing.signed.values());
                 write_msgs(&mut w, masked.values());
                 write_ids(&mut w, survivors.iter());
                 write_sigs(&mut w, signatures);
@@ -160,8 +228,9 @@ impl Snapshot for Aggregator {
                 signatures,
                 responses,
             } => {
-                write_session(&mut w, session);
-                write_routing(&mut w, routing);
+                write_msgs(&mut w, session.adverts.values());
+                w.bytes(&session.id);
+                write_msgs(&mut w, routing.signed.values());
                 write_msgs(&mut w, masked.values());
                 write_ids(&mut w, survivors.iter());
                 write_sigs(&mut w, signatures);
@@ -170,6 +239,7 @@ impl Snapshot for Aggregator {
             State::Finished(out) => {
                 write_ids(&mut w, out.contributors.iter());
                 write_ids(&mut w, out.dropped.iter());
+                write_ids(&mut w, out.blamed.iter());
                 w.count(out.sum.len());
                 for x in &out.sum {
                     w.u64(*x);
@@ -179,83 +249,81 @@ impl Snapshot for Aggregator {
         w.into_bytes()
     }
 
+    /// Decodes, then replays the stored uploads (see the module docs): a snapshot whose
+    /// uploads, signatures or derived values do not check is refused. A refusal caused by a
+    /// stored upload is reported as [`Error::SnapshotRefused`] wrapping the upload's own error.
     fn restore(bytes: &[u8], manifest: &Manifest) -> Result<Self, Error> {
         let local = |e| Error::decode(Sender::Local, e);
         let mut r = Reader::new(bytes);
         let (params, round) =
             read_preamble(&mut r, msg_type::AGGREGATOR_SNAPSHOT, manifest).map_err(local)?;
         let mut agg = Aggregator::new(params, manifest.clone(), round)?;
-        let p = &agg.ctx.params;
-        let read_session = |r: &mut Reader<'_>| -> Result<Session, DecodeError> {
-            let id = r.array("session.id")?;
-            let adverts = read_msgs(r, p, "session.adverts", |m: &AdvertiseKeys| m.sender)?;
-            Ok(Session { id, adverts })
-        };
-        let state = (|| -> Result<State, DecodeError> {
-            let phase = Phase::from_code(r.u8("phase")?).ok_or(DecodeError::InvalidValue {
+        let p = &params;
+        let phase = Phase::from_code(r.u8("phase").map_err(local)?).ok_or(local(
+            DecodeError::InvalidValue {
                 field: "phase",
                 reason: "unknown phase",
-            })?;
-            Ok(match phase {
-                Phase::AdvertiseKeys => State::CollectingKeys {
-                    adverts: read_msgs(&mut r, p, "adverts", |m: &AdvertiseKeys| m.sender)?,
-                },
-                Phase::ShareKeys => State::CollectingShares {
-                    session: read_session(&mut r)?,
-                    shares: read_msgs(&mut r, p, "shares", |m: &ShareKeys| m.sender)?,
-                },
-                Phase::MaskedInput => State::CollectingMasked {
-                    session: read_session(&mut r)?,
-                    routing: read_routing(&mut r, p)?,
-                    masked: read_msgs(&mut r, p, "masked", |m: &MaskedInput| m.sender)?,
-                },
-                Phase::ConsistencyCheck => State::CollectingSignatures {
-                    session: read_session(&mut r)?,
-                    routing: read_routing(&mut r, p)?,
-                    masked: read_msgs(&mut r, p, "masked", |m: &MaskedInput| m.sender)?,
-                    survivors: read_ids(&mut r, p, "survivors")?,
-                    signatures: read_sigs(&mut r, p)?,
-                },
-                Phase::Unmasking => State::CollectingUnmask {
-                    session: read_session(&mut r)?,
-                    routing: read_routing(&mut r, p)?,
-                    masked: read_msgs(&mut r, p, "masked", |m: &MaskedInput| m.sender)?,
-                    survivors: read_ids(&mut r, p, "survivors")?,
-                    signatures: read_sigs(&mut r, p)?,
-                    responses: read_msgs(&mut r, p, "responses", |m: &UnmaskShares| m.sender)?,
-                },
-                Phase::Finished => {
-                    let contributors = read_ids(&mut r, p, "contributors")?;
-                    let dropped = read_ids(&mut r, p, "dropped")?;
-                    let d = r.count("sum.count", p.d(), p.d())?;
-                    let mut sum = Vec::with_capacity(d);
-                    for _ in 0..d {
-                        let x = r.u64("sum")?;
-                        if x > p.sum_bits().mask() {
-                            return Err(DecodeError::InvalidValue {
-                                field: "sum",
-                                reason: "element >= 2^B",
-                            });
-                        }
-                        sum.push(x);
+            },
+        ))?;
+        if phase == Phase::Finished {
+            let out = (|| -> Result<AggregateOutput, DecodeError> {
+                let contributors = read_ids(&mut r, p, "contributors")?;
+                let dropped = read_ids(&mut r, p, "dropped")?;
+                let blamed = read_ids(&mut r, p, "blamed")?;
+                let d = r.count("sum.count", p.d(), p.d())?;
+                let mut sum = Vec::with_capacity(d);
+                for _ in 0..d {
+                    let x = r.u64("sum")?;
+                    if x > p.sum_bits().mask() {
+                        return Err(DecodeError::InvalidValue {
+                            field: "sum",
+                            reason: "element >= 2^B",
+                        });
                     }
-                    State::Finished(AggregateOutput {
-                        sum,
-                        contributors,
-                        dropped,
-                    })
+                    sum.push(x);
                 }
-                Phase::Aborted => {
-                    return Err(DecodeError::InvalidValue {
-                        field: "phase",
-                        reason: "aggregator never aborts",
-                    });
-                }
-            })
+                Ok(AggregateOutput {
+                    sum,
+                    contributors,
+                    dropped,
+                    blamed,
+                })
+            })()
+            .map_err(local)?;
+            r.finish("AggregatorSnapshot").map_err(local)?;
+            agg.state = State::Finished(out);
+            return Ok(agg);
+        }
+        if phase == Phase::Aborted {
+            return Err(local(DecodeError::InvalidValue {
+                field: "phase",
+                reason: "aggregator never aborts",
+            }));
+        }
+        let stored = (|| -> Result<Stored, DecodeError> {
+            let mut s = Stored {
+                adverts: read_msgs(&mut r, p, "adverts", |m: &AdvertiseKeys| m.sender)?,
+                ..Stored::default()
+            };
+            if phase >= Phase::ShareKeys {
+                s.session_id = Some(r.array("session.id")?);
+                s.shares = read_msgs(&mut r, p, "shares", |m: &ShareKeys| m.sender)?;
+            }
+            if phase >= Phase::MaskedInput {
+                s.masked = read_msgs(&mut r, p, "masked", |m: &MaskedInput| m.sender)?;
+            }
+            if phase >= Phase::ConsistencyCheck {
+                s.survivors = Some(read_ids(&mut r, p, "survivors")?);
+                s.signatures = read_sigs(&mut r, p)?;
+            }
+            if phase >= Phase::Unmasking {
+                s.responses = read_msgs(&mut r, p, "responses", |m: &UnmaskShares| m.sender)?;
+            }
+            Ok(s)
         })()
         .map_err(local)?;
         r.finish("AggregatorSnapshot").map_err(local)?;
-        agg.state = state;
+        replay(&mut agg, phase, stored)?;
         Ok(agg)
     }
 }

@@ -1,18 +1,20 @@
 //! Recovery and unmasking (spec §5.2 A4), the last step of a round.
 //!
 //! The only code that reconstructs secrets from revealed shares, so it lives on its own: each
-//! recovered secret is checked against its commitment or advertised key before use.
+//! recovered secret is checked against its commitment or advertised key before use. Recovery
+//! is robust: with more than t shares, wrong ones are left out and their revealers named in
+//! [`AggregateOutput::blamed`] (never the owner, whose commitment the recovered secret meets).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
-use super::{AggregateOutput, Ctx, Routing, Session, site_err};
+use super::{AggregateOutput, Ctx, Routing, Session};
 use crate::crypto::kdf;
 use crate::crypto::shamir::{self, SecretShare};
-use crate::error::{Error, Misbehaviour};
+use crate::error::{Error, Misuse};
 use crate::masking::{MaskSign, MaskTerm, unmask_sum};
 use crate::messages::*;
 use crate::params::SiteId;
@@ -30,9 +32,15 @@ pub(super) fn unmask(
 ) -> Result<AggregateOutput, Error> {
     let p = &ctx.params;
     let t = p.t();
+    // Every survivor's upload is summed: a missing one is a broken state, never skipped.
+    if survivors.iter().any(|u| !masked.contains_key(u)) {
+        return Err(Misuse::InconsistentState("a survivor has no stored masked input").into());
+    }
     // Index revealed shares by owner.
     let mut b_by_owner: BTreeMap<SiteId, Vec<SecretShare>> = BTreeMap::new();
     let mut s_by_owner: BTreeMap<SiteId, Vec<SecretShare>> = BTreeMap::new();
+    let mut blamed = BTreeSet::new();
+    let holder_of = |x: u8| SiteId(u16::from(x).wrapping_sub(1));
     for (holder, m) in responses {
         for (owner, y) in &m.b_shares {
             b_by_owner.entry(*owner).or_default().push(SecretShare {
@@ -81,33 +89,47 @@ pub(super) fn unmask(
     let sid = &session.id;
     let mut terms = Vec::new();
     for u in survivors {
-        let commitment = routing.commitments.get(u).copied().unwrap_or([0; 32]);
-        let shares = b_by_owner.get(u).map_or(&[][..], Vec::as_slice);
-        let b = shamir::recover_checked(t, shares, |b| {
+        let commitment = routing
+            .commitments
+            .get(u)
+            .copied()
+            .ok_or(Misuse::InconsistentState("a survivor has no b commitment"))?;
+        let shares = &suspects_last(b_by_owner.get(u), &blamed);
+        let b = shamir::recover_robust(t, shares, |b| {
             bool::from(kdf::b_commitment(sid, *u, b).ct_eq(&commitment))
         })
-        .map_err(|_| site_err(*u, Misbehaviour::RecoveredSecretMismatch(*u)))?;
+        .map_err(|_| unrecoverable(*u, shares.len()))?;
+        blamed.extend(b.bad_x.iter().map(|&x| holder_of(x)));
         terms.push(MaskTerm {
-            key: kdf::self_mask_key(sid, &b, p, ctx.round, *u),
+            key: kdf::self_mask_key(sid, &b.secret, p, ctx.round, *u),
             sign: MaskSign::Subtract,
         });
     }
     for (v, peers) in &dropped_peers {
-        let advertised = session.adverts.get(v).map_or([0; 32], |a| a.s_pk);
-        let shares = s_by_owner.get(v).map_or(&[][..], Vec::as_slice);
-        let s_sk = shamir::recover_checked(t, shares, |s| {
+        let advertised =
+            session
+                .adverts
+                .get(v)
+                .map(|a| a.s_pk)
+                .ok_or(Misuse::InconsistentState(
+                    "a dropped peer has no advertisement",
+                ))?;
+        let shares = &suspects_last(s_by_owner.get(v), &blamed);
+        let s_sk = shamir::recover_robust(t, shares, |s| {
             bool::from(
                 PublicKey::from(&StaticSecret::from(*s))
                     .to_bytes()
                     .ct_eq(&advertised),
             )
         })
-        .map_err(|_| site_err(*v, Misbehaviour::RecoveredSecretMismatch(*v)))?;
-        let s_sk = StaticSecret::from(*s_sk);
+        .map_err(|_| unrecoverable(*v, shares.len()))?;
+        blamed.extend(s_sk.bad_x.iter().map(|&x| holder_of(x)));
+        let s_sk = StaticSecret::from(*s_sk.secret);
         for u in peers {
-            let Some(adv) = session.adverts.get(u) else {
-                continue;
-            };
+            let adv = session
+                .adverts
+                .get(u)
+                .ok_or(Misuse::InconsistentState("a survivor has no advertisement"))?;
             let shared = s_sk.diffie_hellman(&PublicKey::from(adv.s_pk));
             let key = kdf::pair_mask_key(sid, shared.as_bytes(), p, ctx.round, *u, *v);
             // u added +PRG if v > u, −PRG if v < u: remove it.
@@ -135,5 +157,22 @@ pub(super) fn unmask(
         sum,
         contributors: survivors.to_vec(),
         dropped,
+        blamed: blamed.into_iter().collect(),
     })
+}
+
+/// The shares of one owner with those of already blamed revealers moved to the end: a revealer
+/// that lied about one owner most likely lies about all, and with its shares outside the first
+/// t the robust search succeeds at its first try instead of searching again for each owner.
+fn suspects_last(shares: Option<&Vec<SecretShare>>, blamed: &BTreeSet<SiteId>) -> Vec<SecretShare> {
+    let mut out: Vec<SecretShare> = shares.cloned().unwrap_or_default();
+    out.sort_by_key(|s| blamed.contains(&SiteId(u16::from(s.x).wrapping_sub(1))));
+    out
+}
+
+/// No t of the revealed shares of `owner` meet its commitment or advertised key. Either the
+/// owner dealt bad shares or more than `revealed − t` revealers lied; the shares alone cannot
+/// say which, so nobody is named. The phase stays open: more responses may still recover it.
+fn unrecoverable(owner: SiteId, revealed: usize) -> Error {
+    Error::Unrecoverable { owner, revealed }
 }

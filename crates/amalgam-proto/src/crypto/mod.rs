@@ -2,6 +2,7 @@
 
 pub mod kdf;
 pub mod prg;
+pub mod round_seed;
 pub mod shamir;
 pub mod share_box;
 pub mod sign;

@@ -146,6 +146,114 @@ pub fn recover_checked(
     }
 }
 
+/// Most interpolations [`recover_robust`] tries before giving up (bounds the work a flood of
+/// bad shares can cause: at t = 170 this still covers every choice of two bad shares).
+pub const MAX_RECOVERY_ATTEMPTS: usize = 16_384;
+
+/// A secret recovered by [`recover_robust`], with the shares that disagree with it.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The secret, which passed the owner's check.
+    pub secret: Zeroizing<[u8; 32]>,
+    /// x-coordinates of the shares that are not on the owner's polynomial, ascending.
+    pub bad_x: Vec<u8>,
+}
+
+/// Recovers a secret from `shares` (at least `t`, some possibly wrong) that passes `check`,
+/// and names every share that disagrees with it (spec §5.2 A4, robust recovery).
+///
+/// Search: for e = 0, 1, 2, ... leave out e of the first t + e shares and interpolate the
+/// remaining t, until one passes `check` (at most [`MAX_RECOVERY_ATTEMPTS`] interpolations).
+/// Any e wrong shares are found this way as long as t + e shares were given.
+///
+/// Blame: once a passing t-subset S is known, a further share j is wrong exactly when
+/// S ∖ {S₀} ∪ {j} fails the check. This is deterministic, not probabilistic: in Lagrange
+/// interpolation at 0 every coefficient Π x_i / (x_i − x_j) is nonzero for distinct nonzero
+/// x, so an error in j always changes the interpolated secret. (For an X25519 s_sk, errors
+/// confined to the bits clamping ignores give the same key and cannot be seen, nor do they
+/// matter.)
+pub fn recover_robust(
+    t: usize,
+    shares: &[SecretShare],
+    check: impl Fn(&[u8; 32]) -> bool,
+) -> Result<Recovered, ShamirError> {
+    let t8 = u8::try_from(t).map_err(|_| ShamirError::BadThreshold(t))?;
+    if t8 == 0 {
+        return Err(ShamirError::BadThreshold(t));
+    }
+    check_xs(shares.iter().map(|s| s.x))?;
+    if shares.len() < t {
+        return Err(ShamirError::TooFew {
+            needed: t,
+            got: shares.len(),
+        });
+    }
+    let mut attempts = 0usize;
+    let spare = shares.len() - t;
+    for e in 0..=spare {
+        let window = t + e;
+        let mut left_out: Vec<usize> = (0..e).collect();
+        loop {
+            if attempts >= MAX_RECOVERY_ATTEMPTS {
+                return Err(ShamirError::Mismatch);
+            }
+            attempts += 1;
+            let subset: Vec<SecretShare> = (0..window)
+                .filter(|i| !left_out.contains(i))
+                .map(|i| shares[i].clone())
+                .collect();
+            let secret = recover(t, &subset)?;
+            if check(&secret) {
+                let bad_x = blame(t, shares, &subset, &check)?;
+                return Ok(Recovered { secret, bad_x });
+            }
+            if !next_combination(&mut left_out, window) {
+                break;
+            }
+        }
+    }
+    Err(ShamirError::Mismatch)
+}
+
+/// The x of every share in `shares` outside the passing subset `good` that disagrees with it.
+fn blame(
+    t: usize,
+    shares: &[SecretShare],
+    good: &[SecretShare],
+    check: &impl Fn(&[u8; 32]) -> bool,
+) -> Result<Vec<u8>, ShamirError> {
+    let mut bad = Vec::new();
+    let mut probe: Vec<SecretShare> = good.iter().skip(1).cloned().collect();
+    for s in shares {
+        if good.iter().any(|g| g.x == s.x) {
+            continue;
+        }
+        probe.push(s.clone());
+        if !check(&*recover(t, &probe)?) {
+            bad.push(s.x);
+        }
+        probe.pop();
+    }
+    bad.sort_unstable();
+    Ok(bad)
+}
+
+/// Advances `c` (ascending indices below `n`) to the next combination of its size in
+/// lexicographic order; false after the last one.
+fn next_combination(c: &mut [usize], n: usize) -> bool {
+    let k = c.len();
+    for i in (0..k).rev() {
+        if c[i] < n - k + i {
+            c[i] += 1;
+            for j in i + 1..k {
+                c[j] = c[j - 1] + 1;
+            }
+            return true;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +323,58 @@ mod tests {
             Err(ShamirError::Mismatch)
         );
         assert!(recover_checked(2, &shares[1..], |s| *s == secret).is_ok());
+    }
+
+    #[test]
+    fn robust_recovery_names_bad_shares_anywhere() {
+        let secret = [0x5au8; 32];
+        let xs: Vec<u8> = (1..=7).collect();
+        let good = split(&secret, 4, &xs, &mut rng()).unwrap();
+        // One or two bad shares, at every position: recovered, and exactly those blamed.
+        for a in 0..7 {
+            for b in a..7 {
+                let mut shares = good.clone();
+                shares[a].y[3] ^= 0x40;
+                shares[b].y[0] ^= 1;
+                let r = recover_robust(4, &shares, |s| *s == secret).unwrap();
+                assert_eq!(*r.secret, secret);
+                let mut want = vec![shares[a].x, shares[b].x];
+                want.dedup();
+                assert_eq!(r.bad_x, want, "bad shares at {a}, {b}");
+            }
+        }
+        let r = recover_robust(4, &good, |s| *s == secret).unwrap();
+        assert!(r.bad_x.is_empty());
+    }
+
+    #[test]
+    fn robust_recovery_needs_t_good_shares() {
+        let secret = [0x11u8; 32];
+        let mut shares = split(&secret, 3, &[1, 2, 3, 4], &mut rng()).unwrap();
+        shares[0].y[0] ^= 1;
+        shares[3].y[0] ^= 1;
+        // Two bad of four with t = 3: only two good shares remain.
+        assert_eq!(
+            recover_robust(3, &shares, |s| *s == secret).unwrap_err(),
+            ShamirError::Mismatch
+        );
+        let dup = vec![shares[1].clone(), shares[1].clone(), shares[2].clone()];
+        assert_eq!(
+            recover_robust(2, &dup, |s| *s == secret).unwrap_err(),
+            ShamirError::DuplicateX(2)
+        );
+    }
+
+    #[test]
+    fn combinations_are_enumerated_in_order() {
+        let mut c = vec![0, 1];
+        let mut all = vec![c.clone()];
+        while next_combination(&mut c, 4) {
+            all.push(c.clone());
+        }
+        assert_eq!(all.len(), 6);
+        assert_eq!(all[5], vec![2, 3]);
+        let mut empty: Vec<usize> = Vec::new();
+        assert!(!next_combination(&mut empty, 3));
     }
 }

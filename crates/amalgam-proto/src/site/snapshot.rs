@@ -1,24 +1,27 @@
 //! The site snapshot (spec §8): the persisted form of a [`Site`] and how to restore it.
 //!
 //! Separate from the state machine because it is a codec, not protocol logic: it writes each
-//! state's fields after the shared preamble and re-checks them (ranges, ascending ids) on
-//! restore, since snapshot bytes are untrusted input.
+//! state's fields after the shared preamble and re-checks them (ranges, ascending ids, the
+//! kind, sender and round of the kept upload) on restore, since snapshot bytes are untrusted
+//! input. Restoring also applies the persistence rule (spec §8.1): a round below the site's
+//! high-water mark is refused, and a round whose persisted deadline has passed is abandoned.
 
 use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
-use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
+use super::durable::{PhaseTimeout, RoundLog, Timestamp};
 use super::{
-    AwaitingKeys, AwaitingShares, AwaitingSurvivors, AwaitingUnmask, PeerKeys, Session, Site, State,
+    Answered, AwaitingKeys, AwaitingShares, AwaitingSurvivors, AwaitingUnmask, PeerKeys, Session,
+    Site, State,
 };
 use crate::codec::{Decode, Encode, Reader, Writer, msg_type};
+use crate::crypto::round_seed::RoundSeed;
 use crate::crypto::share_box::SharePair;
 use crate::error::{DecodeError, Error, Misbehaviour, Misuse, Sender};
-use crate::messages::AdvertiseKeys;
+use crate::messages::ToAggregator;
 use crate::params::{Manifest, RoundParams, SiteId};
-use crate::roles::Snapshot;
 use crate::snapshot_codec::{next_member, read_preamble, write_preamble};
 
 /// What restoring a site needs besides the snapshot bytes.
@@ -111,18 +114,33 @@ fn read_input(r: &mut Reader<'_>, p: &RoundParams) -> Result<Zeroizing<Vec<u64>>
     Ok(v)
 }
 
-fn read_secret(r: &mut Reader<'_>, field: &'static str) -> Result<StaticSecret, DecodeError> {
-    let b = Zeroizing::new(r.array::<32>(field)?);
-    Ok(StaticSecret::from(*b))
+fn read_seed(r: &mut Reader<'_>) -> Result<RoundSeed, DecodeError> {
+    Ok(RoundSeed::from_bytes(Zeroizing::new(
+        r.array("round_seed")?,
+    )))
 }
 
-impl Snapshot for Site {
-    type Context = SiteRestore;
-    type Error = Error;
+/// State tags of the snapshot layout.
+const TAG_READY: u8 = 0;
+const TAG_ABORTED: u8 = 6;
+const TAG_ABANDONED: u8 = 7;
 
-    /// Versioned snapshot. Contains this site's round secrets: store it only on the site,
-    /// encrypted at rest.
-    fn snapshot(&self) -> Vec<u8> {
+/// The download each waiting state has answered last, and the upload it answered with
+/// (by tag: 1 AwaitingKeys ... 5 Finished).
+fn answered_kinds(tag: u8) -> (Option<&'static str>, &'static str) {
+    match tag {
+        1 => (None, "AdvertiseKeys"),
+        2 => (Some("KeysBroadcast"), "ShareKeys"),
+        3 => (Some("RoutedShares"), "MaskedInput"),
+        4 => (Some("SurvivorSet"), "ConsistencySignature"),
+        _ => (Some("UnmaskRequest"), "UnmaskShares"),
+    }
+}
+
+impl Site {
+    /// Serializes the complete state: preamble, site, timeout, state tag, the deadline of a
+    /// wait, the state's fields, then the kept exchange (download digest, upload bytes).
+    pub(super) fn encode_state(&self) -> Zeroizing<Vec<u8>> {
         let mut w = write_preamble(
             msg_type::SITE_SNAPSHOT,
             &self.ctx.params,
@@ -130,32 +148,38 @@ impl Snapshot for Site {
             self.ctx.round,
         );
         w.u16(self.ctx.id.0);
+        w.u64(self.ctx.timeout.millis());
+        let tag = match &self.state {
+            State::Ready => TAG_READY,
+            State::AwaitingKeys(_) => 1,
+            State::AwaitingShares(_) => 2,
+            State::AwaitingSurvivors(_) => 3,
+            State::AwaitingUnmask(_) => 4,
+            State::Finished => 5,
+            State::Aborted(_) => TAG_ABORTED,
+            State::Abandoned => TAG_ABANDONED,
+        };
+        w.u8(tag);
+        if let Some(d) = self.deadline {
+            w.u64(d.0);
+        }
         match &self.state {
-            State::Ready => w.u8(0),
             State::AwaitingKeys(s) => {
-                w.u8(1);
-                w.bytes(s.c_sk.as_bytes());
-                w.bytes(s.s_sk.as_bytes());
+                w.bytes(s.seed.as_bytes());
                 write_input(&mut w, &s.input);
-                s.advert.encode(&mut w);
             }
             State::AwaitingShares(s) => {
-                w.u8(2);
-                w.bytes(s.c_sk.as_bytes());
-                w.bytes(s.s_sk.as_bytes());
+                w.bytes(s.seed.as_bytes());
                 write_input(&mut w, &s.input);
-                w.bytes(s.b_seed.as_ref());
                 write_session(&mut w, &s.session);
                 w.bytes(s.own.s.as_ref());
                 w.bytes(s.own.b.as_ref());
             }
             State::AwaitingSurvivors(s) => {
-                w.u8(3);
                 write_session(&mut w, &s.session);
                 write_held(&mut w, &s.held);
             }
             State::AwaitingUnmask(s) => {
-                w.u8(4);
                 write_session(&mut w, &s.session);
                 write_held(&mut w, &s.held);
                 w.count(s.survivors.len());
@@ -163,60 +187,88 @@ impl Snapshot for Site {
                     w.u16(id.0);
                 }
             }
-            State::Finished => w.u8(5),
-            State::Aborted(_) => w.u8(6),
+            State::Ready | State::Finished | State::Aborted(_) | State::Abandoned => {}
         }
-        w.into_bytes()
+        if (1..=5).contains(&tag)
+            && let Some(a) = &self.answered
+        {
+            if let Some(d) = a.download {
+                w.bytes(&d);
+            }
+            a.upload.encode(&mut w);
+        }
+        Zeroizing::new(w.into_bytes())
     }
 
-    fn restore(bytes: &[u8], ctx: &SiteRestore) -> Result<Self, Error> {
+    /// Rebuilds a site from [`Site::snapshot`] bytes at time `now` (spec §8.1).
+    ///
+    /// Refused: bytes that do not decode or check, another identity or manifest, and a round
+    /// below the high-water mark of `rounds` (the site has moved on: [`Misuse::RoundReused`]).
+    /// A round whose persisted deadline has passed is restored *abandoned*
+    /// ([`Site::is_abandoned`]): it accepts nothing more. `rounds` is raised to the round.
+    pub fn restore(
+        bytes: &[u8],
+        ctx: &SiteRestore,
+        now: Timestamp,
+        rounds: &mut RoundLog,
+    ) -> Result<Self, Error> {
         let local = |e| Error::decode(Sender::Local, e);
         let mut r = Reader::new(bytes);
         let (params, round) =
             read_preamble(&mut r, msg_type::SITE_SNAPSHOT, &ctx.manifest).map_err(local)?;
         let id = SiteId(r.u16("site").map_err(local)?);
-        let mut site = Site::new(params, ctx.manifest.clone(), round, ctx.identity.clone())?;
+        let timeout =
+            PhaseTimeout::from_millis(r.u64("timeout").map_err(local)?).map_err(|_| {
+                local(DecodeError::InvalidValue {
+                    field: "timeout",
+                    reason: "outside 1 ms ..= 7 days",
+                })
+            })?;
+        let mut site = Site::build(
+            params,
+            ctx.manifest.clone(),
+            round,
+            ctx.identity.clone(),
+            timeout,
+        )?;
         if site.ctx.id != id {
             return Err(Misuse::IdentityMismatch(id).into());
         }
+        if let Some(high_water) = rounds.high_water()
+            && round < high_water
+        {
+            return Err(Misuse::RoundReused { round, high_water }.into());
+        }
         let p = &site.ctx.params;
-        let state = (|| -> Result<State, DecodeError> {
-            Ok(match r.u8("state")? {
-                0 => State::Ready,
+        let (state, deadline, answered) = (|| -> Result<_, DecodeError> {
+            let tag = r.u8("state")?;
+            if tag > TAG_ABANDONED {
+                return Err(DecodeError::InvalidValue {
+                    field: "state",
+                    reason: "unknown state tag",
+                });
+            }
+            let waiting = (1..=4).contains(&tag);
+            let deadline = if waiting {
+                Some(Timestamp(r.u64("deadline")?))
+            } else {
+                None
+            };
+            let mut advert_slot = None;
+            let state = match tag {
+                TAG_READY => State::Ready,
                 1 => {
-                    let c_sk = read_secret(&mut r, "c_sk")?;
-                    let s_sk = read_secret(&mut r, "s_sk")?;
+                    let seed = read_seed(&mut r)?;
                     let input = read_input(&mut r, p)?;
-                    let advert = AdvertiseKeys::decode(&mut r, p)?;
-                    if advert.sender != id || advert.round != round {
-                        return Err(DecodeError::InvalidValue {
-                            field: "advert",
-                            reason: "not this site's advertisement",
-                        });
-                    }
-                    State::AwaitingKeys(AwaitingKeys {
-                        c_sk,
-                        s_sk,
-                        input,
-                        advert,
-                    })
+                    advert_slot = Some((seed, input));
+                    State::Ready // replaced below, once the kept advertisement is read
                 }
-                2 => {
-                    let c_sk = read_secret(&mut r, "c_sk")?;
-                    let s_sk = read_secret(&mut r, "s_sk")?;
-                    let input = read_input(&mut r, p)?;
-                    let b_seed = Zeroizing::new(r.array("b_seed")?);
-                    let session = read_session(&mut r, p)?;
-                    let own = read_pair(&mut r)?;
-                    State::AwaitingShares(AwaitingShares {
-                        c_sk,
-                        s_sk,
-                        input,
-                        b_seed,
-                        session,
-                        own,
-                    })
-                }
+                2 => State::AwaitingShares(AwaitingShares {
+                    seed: read_seed(&mut r)?,
+                    input: read_input(&mut r, p)?,
+                    session: read_session(&mut r, p)?,
+                    own: read_pair(&mut r)?,
+                }),
                 3 => State::AwaitingSurvivors(AwaitingSurvivors {
                     session: read_session(&mut r, p)?,
                     held: read_held(&mut r, p)?,
@@ -243,21 +295,60 @@ impl Snapshot for Site {
                     })
                 }
                 5 => State::Finished,
-                6 => State::Aborted(Error::peer(
+                TAG_ABORTED => State::Aborted(Error::peer(
                     Sender::Local,
                     Misbehaviour::Invalid("aborted before the snapshot was taken"),
                 )),
-                _ => {
+                _ => State::Abandoned,
+            };
+            let mut answered = None;
+            if (1..=5).contains(&tag) {
+                let (download_name, upload_name) = answered_kinds(tag);
+                let download = match download_name {
+                    Some(_) => Some(r.array::<32>("answered.download")?),
+                    None => None,
+                };
+                let upload = ToAggregator::decode(&mut r, p)?;
+                if upload.name() != upload_name || upload.sender() != id || upload.round() != round
+                {
                     return Err(DecodeError::InvalidValue {
-                        field: "state",
-                        reason: "unknown state tag",
+                        field: "answered.upload",
+                        reason: "not this site's upload for this state",
                     });
                 }
-            })
+                answered = Some(Answered {
+                    download,
+                    download_name,
+                    upload,
+                });
+            }
+            let state = match (advert_slot, &answered) {
+                (Some((seed, input)), Some(a)) => {
+                    let ToAggregator::AdvertiseKeys(advert) = &a.upload else {
+                        return Err(DecodeError::InvalidValue {
+                            field: "answered.upload",
+                            reason: "not an advertisement",
+                        });
+                    };
+                    State::AwaitingKeys(AwaitingKeys {
+                        seed,
+                        input,
+                        advert: advert.clone(),
+                    })
+                }
+                _ => state,
+            };
+            Ok((state, deadline, answered))
         })()
         .map_err(local)?;
         r.finish("SiteSnapshot").map_err(local)?;
+        rounds.observe(round);
         site.state = state;
+        site.deadline = deadline;
+        site.answered = answered;
+        if site.deadline.is_some_and(|d| now >= d) {
+            let _ = site.abandon();
+        }
         Ok(site)
     }
 }

@@ -6,14 +6,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rand_core::CryptoRng;
 use x25519_dalek::PublicKey;
-use zeroize::Zeroizing;
 
 use super::{
     AdvertsVerified, AwaitingKeys, AwaitingShares, AwaitingSurvivors, AwaitingUnmask,
     ConsistencyVerified, Ctx, Fail, PeerKeys, Session, SharesVerified, SurvivorsChecked,
-    is_low_order,
+    canonical_x25519, is_low_order,
 };
 use crate::codec::Encode;
 use crate::crypto::kdf;
@@ -24,6 +22,7 @@ use crate::masking::{MaskSign, MaskTerm, mask_and_pack};
 use crate::messages::*;
 use crate::params::SiteId;
 use crate::phase::Phase;
+use zeroize::Zeroizing;
 
 impl AwaitingKeys {
     /// Spec §5.1 S1 checks.
@@ -68,7 +67,9 @@ impl AwaitingKeys {
                     Misbehaviour::Invalid("low-order X25519 public key"),
                 ));
             }
-            if !seen_keys.insert(a.c_pk) || !seen_keys.insert(a.s_pk) {
+            if !seen_keys.insert(canonical_x25519(&a.c_pk))
+                || !seen_keys.insert(canonical_x25519(&a.s_pk))
+            {
                 return Err(Error::peer(who, Misbehaviour::KeyReuse));
             }
             peers.insert(
@@ -105,16 +106,19 @@ impl AwaitingKeys {
         Ok((Session { id, peers }, AdvertsVerified(())))
     }
 
-    /// Spec §5.1 S1: fresh b, Shamir shares of s_sk and b for `N[u]` ∩ U1, encrypted.
-    pub(super) fn advance<R: CryptoRng + ?Sized>(
+    /// Spec §5.1 S1: b, Shamir shares of s_sk and b for `N[u]` ∩ U1, encrypted. b and both
+    /// polynomials come from the round seed, so handling the same broadcast again (after a
+    /// restore) gives the same bytes: same key, same nonce, same plaintext.
+    pub(super) fn advance(
         self,
         ctx: &Ctx,
         (session, _proof): (Session, AdvertsVerified),
-        rng: &mut R,
     ) -> (AwaitingShares, ShareKeys) {
         let p = &ctx.params;
-        let mut b_seed = Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(b_seed.as_mut());
+        let (rc, round, id) = (&ctx.round_context, ctx.round, ctx.id);
+        let b_seed = self.seed.b_seed(rc, round, id);
+        let c_sk = self.seed.c_sk(rc, round, id);
+        let s_sk = self.seed.s_sk(rc, round, id);
         let holders: Vec<SiteId> = session
             .peers
             .keys()
@@ -122,12 +126,16 @@ impl AwaitingKeys {
             .filter(|&v| v == ctx.id || p.are_neighbours(ctx.id, v))
             .collect();
         let xs: Vec<u8> = holders.iter().map(|h| h.share_x()).collect();
-        let s_bytes = Zeroizing::new(self.s_sk.to_bytes());
+        let s_bytes = Zeroizing::new(s_sk.to_bytes());
+        let mut s_rng = self.seed.shamir_rng(rc, round, id, true);
+        let mut b_rng = self.seed.shamir_rng(rc, round, id, false);
         // Holders are distinct manifest indices (< 255) and 1 <= t <= holders: split cannot fail.
         #[allow(clippy::expect_used)]
-        let s_shares = shamir::split(&s_bytes, p.t(), &xs, rng).expect("valid share coordinates");
+        let s_shares =
+            shamir::split(&s_bytes, p.t(), &xs, &mut s_rng).expect("valid share coordinates");
         #[allow(clippy::expect_used)]
-        let b_shares = shamir::split(&b_seed, p.t(), &xs, rng).expect("valid share coordinates");
+        let b_shares =
+            shamir::split(&b_seed, p.t(), &xs, &mut b_rng).expect("valid share coordinates");
         let mut own = None;
         let mut shares = Vec::with_capacity(holders.len());
         for ((v, s), b) in holders.iter().zip(s_shares).zip(b_shares) {
@@ -137,7 +145,7 @@ impl AwaitingKeys {
                 continue;
             }
             let peer = &session.peers[v];
-            let shared = self.c_sk.diffie_hellman(&PublicKey::from(peer.c_pk));
+            let shared = c_sk.diffie_hellman(&PublicKey::from(peer.c_pk));
             let key = kdf::share_key(&session.id, shared.as_bytes(), ctx.id, *v);
             shares.push((
                 *v,
@@ -155,10 +163,8 @@ impl AwaitingKeys {
         #[allow(clippy::expect_used)]
         let own = own.expect("a site always holds its own share");
         let next = AwaitingShares {
-            c_sk: self.c_sk,
-            s_sk: self.s_sk,
+            seed: self.seed,
             input: self.input,
-            b_seed,
             session,
             own,
         };
@@ -174,6 +180,7 @@ impl AwaitingShares {
         m: &RoutedShares,
     ) -> Result<(BTreeMap<SiteId, SharePair>, SharesVerified), Error> {
         let p = &ctx.params;
+        let c_sk = self.seed.c_sk(&ctx.round_context, ctx.round, ctx.id);
         let mut received = BTreeMap::new();
         for (from, ct) in &m.shares {
             if !p.are_neighbours(ctx.id, *from) {
@@ -184,7 +191,7 @@ impl AwaitingShares {
                     "routed share from a site outside U1",
                 )));
             };
-            let shared = self.c_sk.diffie_hellman(&PublicKey::from(peer.c_pk));
+            let shared = c_sk.diffie_hellman(&PublicKey::from(peer.c_pk));
             let key = kdf::share_key(&self.session.id, shared.as_bytes(), *from, ctx.id);
             let pair =
                 share_box::open(&key, &self.session.id, ctx.round, *from, ctx.id, ct).ok_or(
@@ -211,14 +218,17 @@ impl AwaitingShares {
     ) -> (AwaitingSurvivors, MaskedInput) {
         let p = &ctx.params;
         let sid = &self.session.id;
+        let (rc, round, id) = (&ctx.round_context, ctx.round, ctx.id);
+        let b_seed = self.seed.b_seed(rc, round, id);
+        let s_sk = self.seed.s_sk(rc, round, id);
         let mut terms = Vec::with_capacity(held.len() + 1);
         terms.push(MaskTerm {
-            key: kdf::self_mask_key(sid, &self.b_seed, p, ctx.round, ctx.id),
+            key: kdf::self_mask_key(sid, &b_seed, p, ctx.round, ctx.id),
             sign: MaskSign::Add,
         });
         for v in held.keys() {
             let peer = &self.session.peers[v];
-            let shared = self.s_sk.diffie_hellman(&PublicKey::from(peer.s_pk));
+            let shared = s_sk.diffie_hellman(&PublicKey::from(peer.s_pk));
             let key = kdf::pair_mask_key(sid, shared.as_bytes(), p, ctx.round, ctx.id, *v);
             let sign = if *v > ctx.id {
                 MaskSign::Add
