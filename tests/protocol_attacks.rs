@@ -5,7 +5,7 @@
 use amalgam_proto::codec::{Decode, Encode};
 use amalgam_proto::crypto::{kdf, sign};
 use amalgam_proto::messages::*;
-use amalgam_proto::params::{MinCohort, NeighbourGraph, RoundParams, SiteId, Threshold};
+use amalgam_proto::params::{MinCohort, RoundParams, SiteId};
 use amalgam_proto::phase::Phase;
 use amalgam_proto::roles::Snapshot;
 use amalgam_proto::sim::{Direction, SimConfig};
@@ -14,7 +14,7 @@ use amalgam_tests::harness::RecordedRound;
 use ed25519_dalek::SigningKey;
 
 fn params5() -> RoundParams {
-    RoundParams::exact(5, 3, 12, 24).unwrap()
+    RoundParams::exact(5, 4, 12, 24).unwrap()
 }
 
 fn record(params: RoundParams, round: u64) -> RecordedRound {
@@ -50,7 +50,7 @@ fn sign_set(r: &RecordedRound, id: u16, session: &[u8; 32], set: &[SiteId]) -> [
 
 #[test]
 fn aggregator_cannot_obtain_both_shares_of_one_site() {
-    // n = 5, t = 3. The aggregator wants site 4's input: b_4 from sites told "4 survived" and
+    // n = 5, t = 4 (c = 2), quorum Q = ⌊(5 + 2)/2⌋ + 1 = 4. The aggregator wants site 4's input: b_4 from sites told "4 survived" and
     // s_sk_4 from sites told "4 dropped". The consistency check stops it.
     let r = record(params5(), 1);
     let session = r
@@ -64,12 +64,12 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
 
     let mut b_shares_of_4 = 0;
     let mut s_shares_of_4 = 0;
-    // Group A = {0, 1, 2} sees U3 = all and gets t = 3 genuine signatures over it.
+    // Group A = {0, 1, 2} sees U3 = all and gets Q = 4 genuine signatures over it (A and 4).
     let req_a = UnmaskRequest {
         round,
-        signatures: (0..3)
+        signatures: [0, 1, 2, 4]
             .map(|i| (SiteId(i), sign_set(&r, i, &session, &all)))
-            .collect(),
+            .to_vec(),
     };
     for i in 0..3u16 {
         let (mut site, mut rng) = r.site_at(SiteId(i), Phase::Unmasking).unwrap();
@@ -126,7 +126,7 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
         peer_err(&e),
         (Sender::Aggregator, Misbehaviour::WrongPhase { .. })
     ));
-    // With only its own signature over U3' it lacks t signatures: refused, nothing revealed.
+    // With only its own signature over U3' it lacks Q signatures: refused, nothing revealed.
     let own = UnmaskRequest {
         round,
         signatures: vec![(SiteId(3), sign_set(&r, 3, &session, &without4))],
@@ -140,7 +140,7 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
             e,
             Error::NotEnoughSites {
                 phase: Phase::ConsistencyCheck,
-                needed: 3,
+                needed: 4,
                 got: 1
             }
         ),
@@ -301,7 +301,7 @@ fn forged_signatures_are_rejected_and_name_the_sender() {
     let before = agg.snapshot();
     // Site 1's advertisement signed by site 2.
     let mut m = AdvertiseKeys::from_bytes(upload(&r, Phase::AdvertiseKeys, 1), &p).unwrap();
-    let ctx = kdf::round_context(r.consortium.manifest(), &p, 1);
+    let ctx = kdf::masking_round_context(&r.consortium.manifest().digest(), &p, 1);
     m.signature = sign::sign_message(r.consortium.identity(SiteId(2)), &ctx, &m.body());
     let e = agg
         .receive(ToAggregator::AdvertiseKeys(m.clone()))
@@ -348,7 +348,7 @@ fn unknown_identities_do_not_count() {
     let r = record(params5(), 1);
     let p = r.config.params;
     let mut agg = r.aggregator_at(Phase::AdvertiseKeys).unwrap();
-    let ctx = kdf::round_context(r.consortium.manifest(), &p, 1);
+    let ctx = kdf::masking_round_context(&r.consortium.manifest().digest(), &p, 1);
     let sybil = SigningKey::from_bytes(&[0x77; 32]);
     let mut m = AdvertiseKeys::from_bytes(upload(&r, Phase::AdvertiseKeys, 0), &p).unwrap();
     // An index outside the manifest.
@@ -487,11 +487,8 @@ fn flipped_bit_in_encrypted_share() {
 }
 
 fn harary_params() -> RoundParams {
-    let mut req = RoundParams::exact(10, 6, 10, 16).unwrap().request();
-    req.graph = NeighbourGraph::Harary { k: 4 };
-    req.threshold = Threshold::new(3).unwrap();
-    req.min_cohort = MinCohort::new(5).unwrap();
-    RoundParams::new(req).unwrap()
+    // Harary mode runs only under a curious aggregator; c = 1 needs t = 4 of k + 1 = 5.
+    RoundParams::harary(10, 4, 4, 5, 1, 1, 10, 16).unwrap()
 }
 
 #[test]

@@ -121,6 +121,7 @@ impl Snapshot for Aggregator {
             msg_type::AGGREGATOR_SNAPSHOT,
             &self.ctx.params,
             &self.ctx.manifest,
+            &self.ctx.context_digest,
             self.ctx.round,
         );
         w.u8(self.phase().code());
@@ -182,9 +183,10 @@ impl Snapshot for Aggregator {
     fn restore(bytes: &[u8], manifest: &Manifest) -> Result<Self, Error> {
         let local = |e| Error::decode(Sender::Local, e);
         let mut r = Reader::new(bytes);
-        let (params, round) =
+        let (params, context_digest, round) =
             read_preamble(&mut r, msg_type::AGGREGATOR_SNAPSHOT, manifest).map_err(local)?;
-        let mut agg = Aggregator::new(params, manifest.clone(), round)?;
+        let mut agg =
+            Aggregator::with_context_digest(params, manifest.clone(), context_digest, round)?;
         let p = &agg.ctx.params;
         let read_session = |r: &mut Reader<'_>| -> Result<Session, DecodeError> {
             let id = r.array("session.id")?;

@@ -17,7 +17,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::codec::Decode;
-use crate::crypto::kdf::round_context;
+use crate::crypto::kdf::masking_round_context;
 use crate::crypto::share_box::SharePair;
 use crate::crypto::sign;
 use crate::error::{Error, Misbehaviour, Misuse, Sender};
@@ -38,6 +38,8 @@ struct Ctx {
     round: u64,
     id: SiteId,
     identity: SigningKey,
+    /// The caller's opaque commitment to manifest and model (spec §4.1).
+    context_digest: [u8; 32],
     round_context: [u8; 32],
 }
 
@@ -155,10 +157,24 @@ impl core::fmt::Debug for Site {
 }
 
 impl Site {
-    /// A site for `round`, identified by `identity` (must be in `manifest`).
+    /// A site for `round`, identified by `identity` (must be in `manifest`), with the manifest
+    /// digest as context digest (no model binding; see [`Site::with_context_digest`]).
     pub fn new(
         params: RoundParams,
         manifest: Manifest,
+        round: u64,
+        identity: SigningKey,
+    ) -> Result<Self, Error> {
+        let context_digest = manifest.digest();
+        Self::with_context_digest(params, manifest, context_digest, round, identity)
+    }
+
+    /// A site whose round context binds the caller's `context_digest` (spec §4.1: a
+    /// commitment to the consortium manifest and the model being trained).
+    pub fn with_context_digest(
+        params: RoundParams,
+        manifest: Manifest,
+        context_digest: [u8; 32],
         round: u64,
         identity: SigningKey,
     ) -> Result<Self, Error> {
@@ -168,7 +184,7 @@ impl Site {
             .ok_or(Misuse::Other(
                 "identity key is not in the consortium manifest",
             ))?;
-        let round_context = round_context(&manifest, &params, round);
+        let round_context = masking_round_context(&context_digest, &params, round);
         Ok(Self {
             ctx: Ctx {
                 params,
@@ -176,6 +192,7 @@ impl Site {
                 round,
                 id,
                 identity,
+                context_digest,
                 round_context,
             },
             state: State::Ready,

@@ -127,6 +127,7 @@ impl Snapshot for Site {
             msg_type::SITE_SNAPSHOT,
             &self.ctx.params,
             &self.ctx.manifest,
+            &self.ctx.context_digest,
             self.ctx.round,
         );
         w.u16(self.ctx.id.0);
@@ -172,10 +173,16 @@ impl Snapshot for Site {
     fn restore(bytes: &[u8], ctx: &SiteRestore) -> Result<Self, Error> {
         let local = |e| Error::decode(Sender::Local, e);
         let mut r = Reader::new(bytes);
-        let (params, round) =
+        let (params, context_digest, round) =
             read_preamble(&mut r, msg_type::SITE_SNAPSHOT, &ctx.manifest).map_err(local)?;
         let id = SiteId(r.u16("site").map_err(local)?);
-        let mut site = Site::new(params, ctx.manifest.clone(), round, ctx.identity.clone())?;
+        let mut site = Site::with_context_digest(
+            params,
+            ctx.manifest.clone(),
+            context_digest,
+            round,
+            ctx.identity.clone(),
+        )?;
         if site.ctx.id != id {
             return Err(Misuse::IdentityMismatch(id).into());
         }
