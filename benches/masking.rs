@@ -48,7 +48,7 @@ fn terms(rng: &mut ChaCha20Rng, count: usize) -> Vec<MaskTerm> {
 
 /// Sum bits for an exact sum of n b-bit inputs, as the protocol's parameter rules derive them.
 fn sum_bits(n: u16) -> SumBits {
-    match RoundParams::exact(n, n / 2 + 1, INPUT_BITS, D as u32) {
+    match RoundParams::exact(n, n / 2 + 2, INPUT_BITS, D as u32) {
         Ok(params) => params.sum_bits(),
         Err(e) => panic!("benchmark parameters refused: {e}"),
     }

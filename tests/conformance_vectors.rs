@@ -1,4 +1,5 @@
-//! Conformance test vectors, `protocol-spec/test-vectors/v1/*.json` (spec §12).
+//! Conformance test vectors, `protocol-spec/test-vectors/v2/*.json` (spec §12; v1 was
+//! retired with wire version 1, see the change log in spec §13).
 //!
 //! * `every_vector_file_checks` reads every file in the folder (failing if there are none) and
 //!   checks it against the implementation using only what the file says: round vectors are
@@ -17,8 +18,8 @@ use amalgam_proto::codec::{Decode, Encode};
 use amalgam_proto::crypto::{kdf, sign};
 use amalgam_proto::messages::*;
 use amalgam_proto::params::{
-    InputBits, Manifest, MinCohort, NeighbourGraph, ParamsRequest, RoundParams, SiteCount, SiteId,
-    SumBits, SumMode, Threshold, VectorLen,
+    AggregatorTrust, Colluders, Dropouts, InputBits, Manifest, MinCohort, NeighbourGraph,
+    ParamsRequest, RoundParams, SiteCount, SiteId, SumBits, SumMode, Threshold, VectorLen,
 };
 use amalgam_proto::phase::Phase;
 use amalgam_proto::roles::{AggregatorStep, Snapshot};
@@ -32,7 +33,7 @@ use rand_core::SeedableRng;
 use serde_json::{Value, json};
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../protocol-spec/test-vectors/v1")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../protocol-spec/test-vectors/v2")
 }
 
 fn phase_name(p: Phase) -> String {
@@ -64,6 +65,8 @@ fn params_json(p: &RoundParams) -> Value {
         "b": p.input_bits().get(), "B": p.sum_bits().get(),
         "sum_mode": match p.sum_mode() { SumMode::Exact => "exact", SumMode::Modular => "modular" },
         "d": p.vector_len().get(), "graph": graph, "k": k,
+        "c": p.colluders().get(), "f": p.dropouts().get(),
+        "trust": match p.trust() { AggregatorTrust::Curious => "curious", AggregatorTrust::Malicious => "malicious" },
     })
 }
 
@@ -86,7 +89,7 @@ fn round_vector(name: &str, description: &str, r: &RecordedRound) -> Value {
     json!({
         "name": name,
         "description": description,
-        "version": 1,
+        "version": 2,
         "kind": "round",
         "round": r.config.round,
         "params": params_json(p),
@@ -97,7 +100,8 @@ fn round_vector(name: &str, description: &str, r: &RecordedRound) -> Value {
         "site_rng_seeds": ids.iter().map(|i| hex::encode(sim::site_seed(&r.config.seed, *i))).collect::<Vec<_>>(),
         "inputs": r.config.inputs,
         "dropouts": r.config.dropouts.iter().map(|d| json!({"site": d.site.0, "before": phase_name(d.before)})).collect::<Vec<_>>(),
-        "round_context": hex::encode(kdf::round_context(r.consortium.manifest(), p, r.config.round)),
+        "context_digest": hex::encode(r.consortium.manifest().digest()),
+        "round_context": hex::encode(kdf::masking_round_context(&r.consortium.manifest().digest(), p, r.config.round)),
         "session_id": agg.and_then(|a| a.session_id()).map(hex::encode),
         "messages": r.transcript.iter().map(|e| json!({
             "phase": phase_name(e.phase),
@@ -123,7 +127,7 @@ fn reject_vector(
     sender: &str,
 ) -> Value {
     json!({
-        "name": name, "description": description, "version": 1, "kind": "reject", "base": base,
+        "name": name, "description": description, "version": 2, "kind": "reject", "base": base,
         "target": target, "phase": phase_name(phase), "site": site,
         "deliver_phase_uploads_first": first, "hex": hex::encode(bytes),
         "expected_error": error, "expected_sender": sender,
@@ -133,14 +137,16 @@ fn reject_vector(
 fn params_vector(
     name: &str,
     description: &str,
-    raw: [u32; 8],
+    raw: [u32; 10],
     mode: &str,
+    trust: &str,
     expected: &str,
 ) -> Value {
     json!({
-        "name": name, "description": description, "version": 1, "kind": "params",
+        "name": name, "description": description, "version": 2, "kind": "params",
         "params": {"n": raw[0], "t": raw[1], "min_cohort": raw[2], "b": raw[3], "B": raw[4],
-                   "sum_mode": mode, "d": raw[5], "graph": if raw[6] == 0 { "complete" } else { "harary" }, "k": raw[7]},
+                   "sum_mode": mode, "d": raw[5], "graph": if raw[6] == 0 { "complete" } else { "harary" }, "k": raw[7],
+                   "c": raw[8], "f": raw[9], "trust": trust},
         "expected": expected,
     })
 }
@@ -167,38 +173,34 @@ fn generate() -> BTreeMap<String, Value> {
     };
 
     // --- round vectors
-    let p5 = RoundParams::exact(5, 3, 8, 9).unwrap(); // B = 11, d·B = 99 bits: 5 padding bits
+    // t = 4: c = 2 colluders, f = 1 dropout. B = 11, d·B = 99 bits: 5 padding bits.
+    let p5 = RoundParams::exact(5, 4, 8, 9).unwrap();
     let base = RecordedRound::record(SimConfig::new(p5, 1, [0x01; 32]));
     let base_name = "round_complete_n5_no_dropout";
     put(round_vector(
         base_name,
-        "n=5, t=3, b=8, B=11 (exact), d=9, complete graph, no dropout",
+        "n=5, t=4, c=2, f=1, b=8, B=11 (exact), d=9, complete graph, malicious-aggregator model, no dropout",
         &base,
     ));
 
-    let p7 = RoundParams::exact(7, 4, 12, 20).unwrap();
+    let p7 = RoundParams::exact(7, 5, 12, 20).unwrap();
     let r7 = RecordedRound::record(
         SimConfig::new(p7, 7, [0x07; 32])
-            .drop_site(1, Phase::ShareKeys)
             .drop_site(3, Phase::MaskedInput)
             .drop_site(5, Phase::Unmasking),
     );
     put(round_vector(
         "round_complete_n7_dropouts",
-        "n=7, t=4, b=12, B=15, d=20; site 1 drops before ShareKeys, site 3 before MaskedInput (its s_sk is recovered), site 5 before Unmasking (its input still counts)",
+        "n=7, t=5, c=2, f=2, b=12, B=15, d=20; site 3 drops before MaskedInput (its s_sk is recovered), site 5 before Unmasking (its input still counts)",
         &r7,
     ));
 
-    let mut req = RoundParams::exact(8, 5, 10, 12).unwrap().request();
-    req.graph = NeighbourGraph::Harary { k: 4 };
-    req.threshold = Threshold::new(3).unwrap();
-    req.min_cohort = MinCohort::new(5).unwrap();
-    let ph = RoundParams::new(req).unwrap();
+    let ph = RoundParams::harary(8, 4, 4, 5, 1, 1, 10, 12).unwrap();
     let rh =
         RecordedRound::record(SimConfig::new(ph, 3, [0x08; 32]).drop_site(2, Phase::MaskedInput));
     put(round_vector(
         "round_harary_n8_k4_dropout",
-        "SecAgg+ Harary graph k=4, n=8, t=3, min cohort 5; site 2 drops before MaskedInput",
+        "SecAgg+ Harary graph k=4, n=8, t=4, c=1, f=1, min cohort 5, curious-aggregator model (the only one Harary runs in); site 2 drops before MaskedInput",
         &rh,
     ));
 
@@ -212,11 +214,11 @@ fn generate() -> BTreeMap<String, Value> {
         &rm,
     ));
 
-    let pw = RoundParams::exact(3, 2, 40, 5).unwrap();
+    let pw = RoundParams::exact(3, 3, 40, 5).unwrap();
     let rw = RecordedRound::record(SimConfig::new(pw, 2, [0x03; 32]));
     put(round_vector(
         "round_wide_n3_b40",
-        "u64 word path: n=3, t=2, b=40, B=42, d=5",
+        "u64 word path: n=3, t=3, c=2, f=0, b=40, B=42, d=5",
         &rw,
     ));
 
@@ -228,7 +230,7 @@ fn generate() -> BTreeMap<String, Value> {
     );
     put(round_vector(
         "round_bad_too_few_survivors",
-        "three of five sites drop before Unmasking: only 2 < t=3 shares per secret, the round fails with needed/got and no sum",
+        "three of five sites drop before Unmasking: only 2 < t=4 shares per secret, the round fails with needed/got and no sum",
         &rf,
     ));
 
@@ -241,7 +243,7 @@ fn generate() -> BTreeMap<String, Value> {
         .unwrap()
         .session_id()
         .unwrap();
-    let ctx = kdf::round_context(base.consortium.manifest(), pp, 1);
+    let ctx = kdf::masking_round_context(&base.consortium.manifest().digest(), pp, 1);
     let id = |i: u16| base.consortium.identity(SiteId(i));
 
     let adv1 = up(&base, Phase::AdvertiseKeys, 1).to_vec();
@@ -289,10 +291,10 @@ fn generate() -> BTreeMap<String, Value> {
         "site 1",
     ));
     let mut m = adv1.clone();
-    m[2] = 2;
+    m[2] = 1;
     put(reject_vector(
         "advertise_bad_wrong_version",
-        "version byte 2",
+        "version byte 1: a wire-version-1 message is refused by a version-2 implementation",
         b,
         "aggregator",
         Phase::AdvertiseKeys,
@@ -582,68 +584,117 @@ fn generate() -> BTreeMap<String, Value> {
         "aggregator",
     ));
 
-    // --- parameter vectors
+    // --- parameter vectors (raw: n, t, m, b, B, d, graph, k, c, f)
     put(params_vector(
         "params_ok_complete",
-        "n=10, t=6, exact B = b + ceil(log2 n)",
-        [10, 6, 6, 16, 20, 1000, 0, 0],
+        "n=10, t=7, c=3, f=3, exact B = b + ceil(log2 n), malicious aggregator",
+        [10, 7, 7, 16, 20, 1000, 0, 0, 3, 3],
         "exact",
+        "malicious",
+        "ok",
+    ));
+    put(params_vector(
+        "params_ok_harary_curious",
+        "Harary k=4, n=12, t=4, c=1, f=1 under a curious aggregator",
+        [12, 4, 6, 8, 12, 10, 1, 4, 1, 1],
+        "exact",
+        "curious",
         "ok",
     ));
     put(params_vector(
         "params_bad_threshold_half",
-        "t = n/2 is unsafe against a malicious aggregator",
-        [10, 5, 5, 16, 20, 1000, 0, 0],
+        "t = n/2 + 1 = 6 with c = 2: safety needs 2t > n + c = 12",
+        [10, 6, 6, 16, 20, 1000, 0, 0, 2, 3],
         "exact",
+        "malicious",
         "ThresholdTooLow",
+    ));
+    put(params_vector(
+        "params_bad_no_colluder",
+        "c = 0: a set that tolerates no colluding site is refused",
+        [10, 6, 6, 16, 20, 1000, 0, 0, 0, 3],
+        "exact",
+        "malicious",
+        "NoColluderTolerated",
+    ));
+    put(params_vector(
+        "params_bad_threshold_not_live",
+        "t = 7 with f = 4 dropouts: liveness needs t <= n - f = 6",
+        [10, 7, 7, 16, 20, 1000, 0, 0, 1, 4],
+        "exact",
+        "malicious",
+        "ThresholdNotLive",
+    ));
+    put(params_vector(
+        "params_bad_harary_malicious",
+        "Harary mode against a malicious aggregator is refused (use the complete graph)",
+        [12, 4, 6, 8, 12, 10, 1, 4, 1, 1],
+        "exact",
+        "malicious",
+        "HararyNeedsCuriousAggregator",
+    ));
+    put(params_vector(
+        "params_bad_harary_colluders",
+        "Harary k=4 tolerates at most k - 1 = 3 colluders; c = 4 (t = 5 = H) is refused",
+        [12, 5, 6, 8, 12, 10, 1, 4, 4, 0],
+        "exact",
+        "curious",
+        "HararyTooManyColluders",
     ));
     put(params_vector(
         "params_bad_sum_bits_65",
         "B over 64",
-        [10, 6, 6, 16, 65, 1000, 0, 0],
+        [10, 7, 7, 16, 65, 1000, 0, 0, 1, 3],
         "exact",
+        "malicious",
         "SumBits",
     ));
     put(params_vector(
         "params_bad_exact_may_wrap",
         "b + ceil(log2 n) = 20 > B = 19 with exact sums",
-        [10, 6, 6, 16, 19, 1000, 0, 0],
+        [10, 7, 7, 16, 19, 1000, 0, 0, 1, 3],
         "exact",
+        "malicious",
         "ExactSumMayWrap",
     ));
     put(params_vector(
         "params_bad_sum_below_input",
         "B < b",
-        [10, 6, 6, 16, 15, 1000, 0, 0],
+        [10, 7, 7, 16, 15, 1000, 0, 0, 1, 3],
         "modular",
+        "malicious",
         "SumBitsBelowInputBits",
     ));
     put(params_vector(
         "params_bad_cohort_below_threshold",
-        "minimum cohort 5 < t = 6",
-        [10, 6, 5, 16, 20, 1000, 0, 0],
+        "minimum cohort 6 < t = 7",
+        [10, 7, 6, 16, 20, 1000, 0, 0, 1, 3],
         "exact",
+        "malicious",
         "MinCohortBelowThreshold",
     ));
     put(params_vector(
         "params_bad_harary_threshold",
         "Harary k=4: t=6 exceeds the k+1=5 share holders",
-        [12, 6, 6, 8, 12, 10, 1, 4],
+        [12, 6, 6, 8, 12, 10, 1, 4, 1, 0],
         "exact",
+        "curious",
         "ThresholdAboveHolders",
     ));
     put(params_vector(
         "params_bad_harary_odd_degree",
         "Harary degree must be even",
-        [12, 3, 3, 8, 12, 10, 1, 3],
+        [12, 3, 3, 8, 12, 10, 1, 3, 1, 0],
         "exact",
+        "curious",
         "HararyDegree",
     ));
     put(params_vector(
         "params_bad_vector_len",
         "d above 2^24",
-        [10, 6, 6, 16, 20, 16_777_217, 0, 0],
+        [10, 7, 7, 16, 20, 16_777_217, 0, 0, 1, 3],
         "exact",
+        "malicious",
         "VectorLen",
     ));
     out
@@ -654,7 +705,7 @@ fn encode_file(v: &Value) -> String {
 }
 
 #[test]
-#[ignore = "rewrites protocol-spec/test-vectors/v1"]
+#[ignore = "rewrites protocol-spec/test-vectors/v2"]
 fn generate_vectors() {
     let d = dir();
     std::fs::create_dir_all(&d).unwrap();
@@ -705,6 +756,13 @@ fn params_from(v: &Value) -> Result<RoundParams, amalgam_proto::ParamError> {
         } else {
             NeighbourGraph::Harary { k: n("k") as u16 }
         },
+        colluders: Colluders::new(n("c") as u16)?,
+        dropouts: Dropouts::new(n("f") as u16),
+        trust: if v["trust"] == "curious" {
+            AggregatorTrust::Curious
+        } else {
+            AggregatorTrust::Malicious
+        },
     })
 }
 
@@ -754,7 +812,12 @@ impl Round {
         assert_eq!(manifest.digest().to_vec(), hexv(&v["manifest_digest"]));
         let round = u(&v["round"]);
         assert_eq!(
-            kdf::round_context(&manifest, &params, round).to_vec(),
+            kdf::masking_round_context(
+                &<[u8; 32]>::try_from(hexv(&v["context_digest"]).as_slice()).unwrap(),
+                &params,
+                round
+            )
+            .to_vec(),
             hexv(&v["round_context"])
         );
         Self {
@@ -1030,7 +1093,7 @@ fn every_vector_file_checks() {
         "negative vectors are first-class"
     );
     for (name, v) in &files {
-        assert_eq!(u(&v["version"]), 1, "{name}");
+        assert_eq!(u(&v["version"]), 2, "{name}");
         assert_eq!(format!("{}.json", v["name"].as_str().unwrap()), *name);
         match v["kind"].as_str().unwrap() {
             "round" => check_round(v),

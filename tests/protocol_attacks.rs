@@ -5,7 +5,7 @@
 use amalgam_proto::codec::{Decode, Encode};
 use amalgam_proto::crypto::{kdf, sign};
 use amalgam_proto::messages::*;
-use amalgam_proto::params::{MinCohort, NeighbourGraph, RoundParams, SiteId, Threshold};
+use amalgam_proto::params::{MinCohort, RoundParams, SiteId};
 use amalgam_proto::phase::Phase;
 use amalgam_proto::roles::{AggregatorStep, Snapshot};
 use amalgam_proto::sim::{Direction, SimConfig};
@@ -15,7 +15,7 @@ use amalgam_tests::harness::{Answer, NOW, RecordedRound};
 use ed25519_dalek::SigningKey;
 
 fn params5() -> RoundParams {
-    RoundParams::exact(5, 3, 12, 24).unwrap()
+    RoundParams::exact(5, 4, 12, 24).unwrap()
 }
 
 fn record(params: RoundParams, round: u64) -> RecordedRound {
@@ -51,7 +51,7 @@ fn sign_set(r: &RecordedRound, id: u16, session: &[u8; 32], set: &[SiteId]) -> [
 
 #[test]
 fn aggregator_cannot_obtain_both_shares_of_one_site() {
-    // n = 5, t = 3. The aggregator wants site 4's input: b_4 from sites told "4 survived" and
+    // n = 5, t = 4 (c = 2), quorum Q = ⌊(5 + 2)/2⌋ + 1 = 4. The aggregator wants site 4's input: b_4 from sites told "4 survived" and
     // s_sk_4 from sites told "4 dropped". The consistency check stops it.
     let r = record(params5(), 1);
     let session = r
@@ -65,12 +65,12 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
 
     let mut b_shares_of_4 = 0;
     let mut s_shares_of_4 = 0;
-    // Group A = {0, 1, 2} sees U3 = all and gets t = 3 genuine signatures over it.
+    // Group A = {0, 1, 2} sees U3 = all and gets Q = 4 genuine signatures over it (A and 4).
     let req_a = UnmaskRequest {
         round,
-        signatures: (0..3)
+        signatures: [0, 1, 2, 4]
             .map(|i| (SiteId(i), sign_set(&r, i, &session, &all)))
-            .collect(),
+            .to_vec(),
     };
     for i in 0..3u16 {
         let mut site = r.site_at(SiteId(i), Phase::Unmasking).unwrap();
@@ -116,7 +116,7 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
             Misbehaviour::ConflictingRedelivery { .. }
         )
     ));
-    // With only its own signature over U3' it lacks t signatures: refused, nothing revealed.
+    // With only its own signature over U3' it lacks Q signatures: refused, nothing revealed.
     let own = UnmaskRequest {
         round,
         signatures: vec![(SiteId(3), sign_set(&r, 3, &session, &without4))],
@@ -128,7 +128,7 @@ fn aggregator_cannot_obtain_both_shares_of_one_site() {
             e,
             Error::NotEnoughSites {
                 phase: Phase::ConsistencyCheck,
-                needed: 3,
+                needed: 4,
                 got: 1
             }
         ),
@@ -281,7 +281,7 @@ fn forged_signatures_are_rejected_and_name_the_sender() {
     let before = agg.snapshot();
     // Site 1's advertisement signed by site 2.
     let mut m = AdvertiseKeys::from_bytes(upload(&r, Phase::AdvertiseKeys, 1), &p).unwrap();
-    let ctx = kdf::round_context(r.consortium.manifest(), &p, 1);
+    let ctx = kdf::masking_round_context(&r.consortium.manifest().digest(), &p, 1);
     m.signature = sign::sign_message(r.consortium.identity(SiteId(2)), &ctx, &m.body());
     let e = agg
         .receive(ToAggregator::AdvertiseKeys(m.clone()))
@@ -328,7 +328,7 @@ fn unknown_identities_do_not_count() {
     let r = record(params5(), 1);
     let p = r.config.params;
     let mut agg = r.aggregator_at(Phase::AdvertiseKeys).unwrap();
-    let ctx = kdf::round_context(r.consortium.manifest(), &p, 1);
+    let ctx = kdf::masking_round_context(&r.consortium.manifest().digest(), &p, 1);
     let sybil = SigningKey::from_bytes(&[0x77; 32]);
     let mut m = AdvertiseKeys::from_bytes(upload(&r, Phase::AdvertiseKeys, 0), &p).unwrap();
     // An index outside the manifest.
@@ -457,11 +457,8 @@ fn flipped_bit_in_encrypted_share() {
 }
 
 fn harary_params() -> RoundParams {
-    let mut req = RoundParams::exact(10, 6, 10, 16).unwrap().request();
-    req.graph = NeighbourGraph::Harary { k: 4 };
-    req.threshold = Threshold::new(3).unwrap();
-    req.min_cohort = MinCohort::new(5).unwrap();
-    RoundParams::new(req).unwrap()
+    // Harary mode runs only under a curious aggregator; c = 1 needs t = 4 of k + 1 = 5.
+    RoundParams::harary(10, 4, 4, 5, 1, 1, 10, 16).unwrap()
 }
 
 #[test]
@@ -547,7 +544,7 @@ fn malicious_share_never_yields_a_wrong_sum() {
     bad.b_shares[1].1[0] ^= 0xff;
     bad.signature = sign::sign_message(r.consortium.identity(SiteId(0)), &session, &bad.body());
     agg_t.receive(ToAggregator::UnmaskShares(bad)).unwrap();
-    for i in 1..3 {
+    for i in 1..4 {
         agg_t
             .receive_bytes(SiteId(i), upload(&r, Phase::Unmasking, i))
             .unwrap();
@@ -559,7 +556,7 @@ fn malicious_share_never_yields_a_wrong_sum() {
             e,
             Error::Unrecoverable {
                 owner: SiteId(1),
-                revealed: 3
+                revealed: 4
             }
         ),
         "{e:?}"
@@ -567,7 +564,7 @@ fn malicious_share_never_yields_a_wrong_sum() {
     assert_eq!(agg_t.snapshot(), snap_t, "refused close changes nothing");
     // A late honest response makes it recoverable again.
     agg_t
-        .receive_bytes(SiteId(3), upload(&r, Phase::Unmasking, 3))
+        .receive_bytes(SiteId(4), upload(&r, Phase::Unmasking, 4))
         .unwrap();
     assert!(matches!(
         agg_t.close_phase().unwrap(),
@@ -594,7 +591,7 @@ fn malicious_share_never_yields_a_wrong_sum() {
 /// exact — recovery needs n − 2 = t good shares per owner, and gets them.
 #[test]
 fn revealers_lying_about_every_owner_are_all_named() {
-    let r = record(RoundParams::exact(7, 4, 12, 24).unwrap(), 1);
+    let r = record(RoundParams::exact(7, 5, 12, 24).unwrap(), 1);
     let p = r.config.params;
     let session = r
         .aggregator_at(Phase::ShareKeys)
@@ -627,7 +624,8 @@ fn revealers_lying_about_every_owner_are_all_named() {
 #[test]
 fn bad_key_share_of_a_dropped_site_is_survived_and_blamed() {
     let r = RecordedRound::record(
-        SimConfig::new(params5(), 1, [0x12; 32]).drop_site(4, Phase::MaskedInput),
+        SimConfig::new(RoundParams::exact(6, 4, 12, 24).unwrap(), 1, [0x12; 32])
+            .drop_site(5, Phase::MaskedInput),
     );
     let p = r.config.params;
     let session = r
@@ -637,11 +635,11 @@ fn bad_key_share_of_a_dropped_site_is_survived_and_blamed() {
         .unwrap();
     let mut agg = r.aggregator_at(Phase::Unmasking).unwrap();
     let mut m = UnmaskShares::from_bytes(upload(&r, Phase::Unmasking, 2), &p).unwrap();
-    assert_eq!(m.s_shares[0].0, SiteId(4));
+    assert_eq!(m.s_shares[0].0, SiteId(5));
     m.s_shares[0].1[7] ^= 0x21;
     m.signature = sign::sign_message(r.consortium.identity(SiteId(2)), &session, &m.body());
     agg.receive(ToAggregator::UnmaskShares(m)).unwrap();
-    for i in [0u16, 1, 3] {
+    for i in [0u16, 1, 3, 4] {
         agg.receive_bytes(SiteId(i), upload(&r, Phase::Unmasking, i))
             .unwrap();
     }
@@ -649,7 +647,7 @@ fn bad_key_share_of_a_dropped_site_is_survived_and_blamed() {
         panic!("unmasking must finish the round")
     };
     assert_eq!(out.blamed, vec![SiteId(2)]);
-    assert_eq!(out.contributors.len(), 4);
+    assert_eq!(out.contributors.len(), 5);
     assert_eq!(out.sum, r.output.as_ref().unwrap().sum);
 }
 

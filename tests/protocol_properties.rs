@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 
 use amalgam_proto::Error;
 use amalgam_proto::params::{
-    InputBits, MinCohort, NeighbourGraph, ParamsRequest, RoundParams, SiteCount, SiteId, SumBits,
-    SumMode, Threshold, VectorLen, ceil_log2,
+    AggregatorTrust, Colluders, Dropouts, InputBits, MinCohort, NeighbourGraph, ParamsRequest,
+    RoundParams, SiteCount, SiteId, SumBits, SumMode, Threshold, VectorLen, ceil_log2,
+    min_safe_threshold,
 };
 use amalgam_proto::phase::Phase;
 use amalgam_proto::sim::{self, Dropout, SimConfig, plaintext_sum};
@@ -31,7 +32,7 @@ struct Case {
 
 fn params_strategy() -> impl Strategy<Value = RoundParams> {
     (
-        2u16..=30,
+        3u16..=30,
         any::<bool>(),
         0u16..1000,
         0u16..1000,
@@ -39,8 +40,10 @@ fn params_strategy() -> impl Strategy<Value = RoundParams> {
         0u8..3,
         1u32..=40,
         0u16..1000,
+        0u16..1000,
+        any::<bool>(),
     )
-        .prop_map(|(n, harary, kr, tr, b, mode, d, mr)| {
+        .prop_map(|(n, harary, kr, tr, b, mode, d, mr, cr, curious)| {
             let graph = if harary && n >= 4 {
                 let kmax = (n - 2) / 2; // k/2 in 1..=kmax
                 NeighbourGraph::Harary {
@@ -53,7 +56,8 @@ fn params_strategy() -> impl Strategy<Value = RoundParams> {
                 NeighbourGraph::Complete => n,
                 NeighbourGraph::Harary { k } => k + 1,
             };
-            let tmin = holders / 2 + 1;
+            // Safety with at least one colluder: 2t > H + 1.
+            let tmin = min_safe_threshold(holders, 1);
             // Mostly thresholds near the minimum (so dropouts are survivable), sometimes anywhere.
             let t = tmin
                 + if tr % 4 == 0 {
@@ -61,6 +65,20 @@ fn params_strategy() -> impl Strategy<Value = RoundParams> {
                 } else {
                     (tr % 3).min(holders - tmin)
                 };
+            // The most colluders t tolerates (2t > H + c), below k in Harary mode; the most
+            // dropouts it tolerates (t <= H - f).
+            let mut cmax = 2 * t - holders - 1;
+            if let NeighbourGraph::Harary { k } = graph {
+                cmax = cmax.min(k - 1);
+            }
+            // Every cohort keeps two honest sites: m >= c + 2.
+            cmax = cmax.min(t.max(2) - 2);
+            let colluders = 1 + cr % cmax;
+            let trust = if curious || graph != NeighbourGraph::Complete {
+                AggregatorTrust::Curious
+            } else {
+                AggregatorTrust::Malicious
+            };
             let mmin = t.max(2);
             let m = mmin + if mr % 4 == 0 { mr % (n - mmin + 1) } else { 0 };
             let (sum_bits, sum_mode) = match mode {
@@ -82,6 +100,9 @@ fn params_strategy() -> impl Strategy<Value = RoundParams> {
                 sum_mode,
                 vector_len: VectorLen::new(d).unwrap(),
                 graph,
+                colluders: Colluders::new(colluders).unwrap(),
+                dropouts: Dropouts::new(holders - t),
+                trust,
             })
             .unwrap()
         })
@@ -116,7 +137,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
     })
 }
 
-/// Reference model of the thresholds (spec §5.2): Ok(U3) or Err(phase).
+/// Reference model of the thresholds (spec §5.2, §6.1): Ok(U3) or Err(phase).
 fn model(c: &Case) -> Result<Vec<SiteId>, Phase> {
     let p = &c.params;
     let t = p.t();
@@ -144,11 +165,11 @@ fn model(c: &Case) -> Result<Vec<SiteId>, Phase> {
         return Err(Phase::ShareKeys);
     }
     let u3 = alive(Phase::MaskedInput);
-    if !ok(&u3, true) {
+    if !ok(&u3, true) || !connected(p, &u3) {
         return Err(Phase::MaskedInput);
     }
     let u4 = alive(Phase::ConsistencyCheck);
-    if !ok(&u4, false) {
+    if !ok(&u4, false) || u4.len() < p.quorum(u1.len()) {
         return Err(Phase::ConsistencyCheck);
     }
     let u5 = alive(Phase::Unmasking);
@@ -165,6 +186,60 @@ fn model(c: &Case) -> Result<Vec<SiteId>, Phase> {
         }
     }
     Ok(u3.into_iter().collect())
+}
+
+/// Whether the survivors' graph has vertex connectivity >= c + 1, by brute force over every
+/// set of at most c removed vertices (independent of the crate's max-flow code).
+fn connected(p: &RoundParams, set: &BTreeSet<SiteId>) -> bool {
+    let v: Vec<SiteId> = set.iter().copied().collect();
+    if v.len() < p.c() + 2 {
+        return false;
+    }
+    if p.graph() == NeighbourGraph::Complete {
+        return true;
+    }
+    let components_after = |removed: &[usize]| {
+        let kept: Vec<usize> = (0..v.len()).filter(|i| !removed.contains(i)).collect();
+        let mut seen = vec![false; v.len()];
+        let mut stack = vec![kept[0]];
+        seen[kept[0]] = true;
+        while let Some(a) = stack.pop() {
+            for &b in &kept {
+                if !seen[b] && p.are_neighbours(v[a], v[b]) {
+                    seen[b] = true;
+                    stack.push(b);
+                }
+            }
+        }
+        kept.iter().all(|&i| seen[i])
+    };
+    // Every subset of size <= c, enumerated by recursion.
+    fn subsets(
+        n: usize,
+        size: usize,
+        start: usize,
+        cur: &mut Vec<usize>,
+        f: &mut dyn FnMut(&[usize]) -> bool,
+    ) -> bool {
+        if !f(cur) {
+            return false;
+        }
+        if cur.len() == size {
+            return true;
+        }
+        for i in start..n {
+            cur.push(i);
+            let ok = subsets(n, size, i + 1, cur, f);
+            cur.pop();
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+    subsets(v.len(), p.c(), 0, &mut Vec::new(), &mut |r| {
+        components_after(r)
+    })
 }
 
 fn run_case(c: &Case, snapshots: bool) -> Result<(), TestCaseError> {
@@ -191,6 +266,7 @@ fn run_case(c: &Case, snapshots: bool) -> Result<(), TestCaseError> {
             prop_assert_eq!(&out.contributors, &u3);
             prop_assert_eq!(out.sum, plaintext_sum(&c.params, &inputs, &u3));
         }
+        (Err(Phase::MaskedInput), Err(Error::CohortDisconnected { .. })) => {}
         (
             Err(phase),
             Err(Error::NotEnoughSites {
@@ -227,10 +303,11 @@ proptest! {
 
 #[test]
 fn too_few_survivors_in_each_phase_gives_needed_got() {
-    // n = 7, t = 4: three dropouts before a phase leave 4 (fine), four leave 3 (refused).
-    let p = RoundParams::exact(7, 4, 8, 5).unwrap();
+    // n = 7, t = 5 (c = 2, f = 2; t = 4 would tolerate no colluder at odd n): two dropouts
+    // before a phase leave 5 (fine), three leave 4 (refused).
+    let p = RoundParams::exact(7, 5, 8, 5).unwrap();
     for (i, phase) in PHASES.iter().enumerate() {
-        for drops in [3u16, 4] {
+        for drops in [2u16, 3] {
             let mut c = Case {
                 params: p,
                 seed: [i as u8; 32],
@@ -245,7 +322,7 @@ fn too_few_survivors_in_each_phase_gives_needed_got() {
             run_case(&c, false).unwrap();
             assert_eq!(
                 model(&c).is_ok(),
-                drops == 3,
+                drops == 2,
                 "{phase} with {drops} dropouts"
             );
         }

@@ -123,7 +123,7 @@ fn rollback_from_awaiting_shares_gives_no_second_masked_input() {
 /// is refused.
 #[test]
 fn rollback_from_awaiting_keys_rehandles_byte_identically() {
-    let r = record(RoundParams::exact(5, 3, 8, 16).unwrap());
+    let r = record(RoundParams::exact(5, 4, 8, 16).unwrap());
     let mut site = r.site_at(SiteId(1), Phase::ShareKeys).unwrap();
     assert_eq!(site.state_name(), "AwaitingKeys");
     let before = site.persisted().into_bytes();
@@ -155,7 +155,7 @@ fn rollback_from_awaiting_keys_rehandles_byte_identically() {
 /// refuses any other set; the old snapshot after its deadline is abandoned.
 #[test]
 fn rollback_from_awaiting_survivors_signs_one_set() {
-    let r = record(RoundParams::exact(5, 3, 8, 16).unwrap());
+    let r = record(RoundParams::exact(5, 4, 8, 16).unwrap());
     let mut site = r.site_at(SiteId(0), Phase::ConsistencyCheck).unwrap();
     assert_eq!(site.state_name(), "AwaitingSurvivors");
     let before = site.persisted().into_bytes();
@@ -187,7 +187,7 @@ fn rollback_from_awaiting_survivors_signs_one_set() {
 /// is answered, and the snapshot records it.
 #[test]
 fn deadline_passed_abandons_the_round() {
-    let r = record(RoundParams::exact(5, 3, 8, 16).unwrap());
+    let r = record(RoundParams::exact(5, 4, 8, 16).unwrap());
     let mut site = r.site_at(SiteId(2), Phase::MaskedInput).unwrap();
     let deadline = site.deadline().unwrap();
     assert_eq!(deadline, Timestamp(NOW.0 + sim::SIM_TIMEOUT_MS));
@@ -209,7 +209,7 @@ fn deadline_passed_abandons_the_round() {
 /// so is restoring a round the site has moved past.
 #[test]
 fn round_id_reuse_is_refused() {
-    let r = record(RoundParams::exact(5, 3, 8, 16).unwrap());
+    let r = record(RoundParams::exact(5, 4, 8, 16).unwrap());
     let p = r.config.params;
     let manifest = r.consortium.manifest().clone();
     let identity = r.consortium.identity(SiteId(0)).clone();
@@ -248,7 +248,7 @@ fn round_id_reuse_is_refused() {
 /// An upload is released only against a snapshot of the state that produced it.
 #[test]
 fn uploads_leave_only_after_the_new_state_is_snapshotted() {
-    let r = record(RoundParams::exact(5, 3, 8, 16).unwrap());
+    let r = record(RoundParams::exact(5, 4, 8, 16).unwrap());
     let mut site = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
     let stale = site.snapshot();
     let out = site
@@ -341,6 +341,8 @@ impl Parts {
         w.header(msg_type::AGGREGATOR_SNAPSHOT);
         r.config.params.encode(&mut w);
         w.bytes(&r.consortium.manifest().digest());
+        // Context digest: the simulator binds the manifest digest (no model binding).
+        w.bytes(&r.consortium.manifest().digest());
         w.u64(r.config.round);
         w.u8(self.phase.code());
         let list = |w: &mut Writer, ms: Vec<Vec<u8>>| {
@@ -375,7 +377,7 @@ impl Parts {
 /// tampering below is refused, and the untampered parts restore and finish exactly.
 #[test]
 fn tampered_aggregator_snapshot_is_refused() {
-    let r = record(RoundParams::exact(5, 3, 8, 16).unwrap());
+    let r = record(RoundParams::exact(5, 4, 8, 16).unwrap());
     let m = r.consortium.manifest();
     let honest = Parts::of(&r, Phase::Unmasking);
     assert_eq!(
@@ -451,7 +453,7 @@ fn tampered_aggregator_snapshot_is_refused() {
 /// for key reuse, by the aggregator and by every site checking the broadcast.
 #[test]
 fn aliased_x25519_keys_are_key_reuse() {
-    let r = record(RoundParams::exact(5, 3, 8, 16).unwrap());
+    let r = record(RoundParams::exact(5, 4, 8, 16).unwrap());
     let id = |i: u16| r.consortium.identity(SiteId(i));
     let ToAggregator::AdvertiseKeys(a0) = upload(&r, Phase::AdvertiseKeys, 0) else {
         panic!()
@@ -460,8 +462,8 @@ fn aliased_x25519_keys_are_key_reuse() {
         panic!()
     };
     // The round context the adverts are signed under.
-    let ctx = amalgam_proto::crypto::kdf::round_context(
-        r.consortium.manifest(),
+    let ctx = amalgam_proto::crypto::kdf::masking_round_context(
+        &r.consortium.manifest().digest(),
         &r.config.params,
         r.config.round,
     );

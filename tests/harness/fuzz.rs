@@ -19,7 +19,7 @@ pub fn fixture() -> &'static RecordedRound {
     static FIXTURE: OnceLock<RecordedRound> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         #[allow(clippy::expect_used)]
-        let params = RoundParams::exact(5, 3, 12, 16).expect("valid parameters");
+        let params = RoundParams::exact(5, 4, 12, 16).expect("valid parameters");
         RecordedRound::record(
             SimConfig::new(params, 1, [0x5a; 32]).drop_site(4, Phase::MaskedInput),
         )

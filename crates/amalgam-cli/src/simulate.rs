@@ -1,7 +1,11 @@
 //! `amalgam simulate`: a whole consortium round in one process, through the real state
 //! machines and the canonical wire encoding, with sites dropping out at a chosen phase.
 
-use amalgam_proto::params::{RoundParams, SiteId};
+use amalgam_proto::params::{
+    AggregatorTrust, Colluders, Dropouts, InputBits, MinCohort, NeighbourGraph, ParamsRequest,
+    RoundParams, SiteCount, SiteId, SumBits, SumMode, Threshold, VectorLen, ceil_log2,
+    default_threshold,
+};
 use amalgam_proto::phase::Phase;
 use amalgam_proto::sim::{self, SimConfig, Simulation};
 use clap::ValueEnum;
@@ -12,9 +16,15 @@ pub struct Args {
     /// Number of plant sites in the consortium.
     #[arg(long, default_value_t = 10)]
     sites: u16,
-    /// Shamir threshold t (must exceed half the sites); default ⌊2n/3⌋ + 1.
+    /// Colluding sites c the round must tolerate (at least 1).
+    #[arg(long, default_value_t = 1)]
+    colluders: u16,
+    /// Shamir threshold t; must satisfy 2t > n + c. Default max(⌊2n/3⌋ + 1, ⌊(n + c)/2⌋ + 1).
     #[arg(long)]
     threshold: Option<u16>,
+    /// Dropouts f the parameters must tolerate (t <= n − f); default n − t.
+    #[arg(long)]
+    tolerated_dropouts: Option<u16>,
     /// How many sites drop out (the last ones in the manifest).
     #[arg(long, default_value_t = 2)]
     dropouts: u16,
@@ -70,18 +80,45 @@ fn seed(arg: Option<&str>) -> Result<[u8; 32], String> {
     Ok(seed)
 }
 
+/// Complete graph, malicious-aggregator model, exact sums: the only masking mode a consortium
+/// without a trusted aggregator may run.
+fn params(
+    n: u16,
+    t: u16,
+    c: u16,
+    f: u16,
+    bits: u8,
+    len: u32,
+) -> Result<RoundParams, amalgam_proto::ParamError> {
+    RoundParams::new(ParamsRequest {
+        sites: SiteCount::new(n)?,
+        threshold: Threshold::new(t)?,
+        min_cohort: MinCohort::new(t.max(2))?,
+        input_bits: InputBits::new(bits)?,
+        sum_bits: SumBits::new(bits.saturating_add(ceil_log2(n)))?,
+        sum_mode: SumMode::Exact,
+        vector_len: VectorLen::new(len)?,
+        graph: NeighbourGraph::Complete,
+        colluders: Colluders::new(c)?,
+        dropouts: Dropouts::new(f),
+        trust: AggregatorTrust::Malicious,
+    })
+}
+
 /// Runs the simulation and prints the recovered sum next to the plaintext sum.
 pub fn run(args: &Args) -> Result<(), String> {
     let n = args.sites;
-    let t = args.threshold.unwrap_or(2 * n / 3 + 1);
+    let c = args.colluders;
+    let t = args.threshold.unwrap_or(default_threshold(n, c));
     if args.dropouts >= n {
         return Err(format!(
             "--dropouts {} leaves no site of {n}",
             args.dropouts
         ));
     }
-    let params = RoundParams::exact(n, t, args.bits, args.len)
-        .map_err(|e| format!("refused parameters: {e}"))?;
+    let f = args.tolerated_dropouts.unwrap_or(n.saturating_sub(t));
+    let params =
+        params(n, t, c, f, args.bits, args.len).map_err(|e| format!("refused parameters: {e}"))?;
     let seed = seed(args.seed.as_deref())?;
     let phase = Phase::from(args.drop_phase);
 
@@ -92,7 +129,7 @@ pub fn run(args: &Args) -> Result<(), String> {
     }
     let inputs = config.inputs.clone();
     println!(
-        "consortium: n={n} sites, threshold t={t}, d={} elements of b={} bits, sums mod 2^{}",
+        "consortium: n={n} sites, threshold t={t}, tolerating c={c} colluders and f={f} dropouts, d={} elements of b={} bits, sums mod 2^{}",
         params.d(),
         params.input_bits().get(),
         params.sum_bits().get()

@@ -13,8 +13,10 @@ use crate::error::DecodeError;
 
 /// Magic bytes opening every encoded message and snapshot.
 pub const MAGIC: [u8; 2] = *b"AG";
-/// Wire format version implemented here.
-pub const VERSION: u8 = 1;
+/// Wire format version implemented here (2: parameters carry c, f and the trust model, the
+/// round context binds the caller's context digest; spec §13 change log). Shared by the
+/// homomorphic fallback's messages.
+pub const VERSION: u8 = 2;
 /// Length of the message header (magic, version, type).
 pub const HEADER_LEN: usize = 4;
 

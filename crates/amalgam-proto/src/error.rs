@@ -135,23 +135,89 @@ pub enum ParamError {
         /// Share holders per secret (n for the complete graph, k+1 for Harary).
         holders: u16,
     },
-    /// t too low for the active-adversary model.
+    /// Safety rule 2t > H + c violated (spec §7 P4): t is too low for the colluders tolerated.
     #[error(
-        "threshold {t} is unsafe against a malicious aggregator: need t > {holders}/2 (t >= {min}), otherwise it can collect both shares of one site from two disjoint groups (Bonawitz et al. 2017 §6.2)"
+        "threshold {t} is unsafe with {holders} share holders and {colluders} tolerated colluders: safety needs 2t > H + c = {holders} + {colluders}, i.e. t >= {min}; otherwise a malicious aggregator with the colluders collects both shares of one honest site from two groups (Bonawitz et al. 2017 §6.2)"
     )]
     ThresholdTooLow {
         /// Requested t.
         t: u16,
-        /// Share holders (n, or k+1 for Harary).
+        /// Share holders H (n, or k+1 for Harary).
         holders: u16,
-        /// Smallest safe t.
+        /// Tolerated colluding sites c.
+        colluders: u16,
+        /// Smallest safe t, ⌊(H + c)/2⌋ + 1.
         min: u16,
+    },
+    /// c = 0: the parameter set would tolerate no colluding site.
+    #[error(
+        "the parameter set tolerates no colluding site (c = 0); every set must tolerate at least one (c >= 1), with t >= ⌊(H + c)/2⌋ + 1"
+    )]
+    NoColluderTolerated,
+    /// Liveness rule t <= H − f violated: f dropouts in one holder set make a secret unrecoverable.
+    #[error(
+        "threshold {t} is not live with {holders} share holders and {dropouts} tolerated dropouts: liveness needs t <= H - f = {holders} - {dropouts}"
+    )]
+    ThresholdNotLive {
+        /// Requested t.
+        t: u16,
+        /// Share holders H.
+        holders: u16,
+        /// Tolerated dropouts f.
+        dropouts: u16,
+    },
+    /// Liveness rule Q <= n − f violated for the signature quorum Q = ⌊(n + c)/2⌋ + 1.
+    #[error(
+        "signature quorum Q = ⌊(n + c)/2⌋ + 1 = {quorum} (n = {n}, c = {colluders}) is not live with {dropouts} tolerated dropouts: liveness needs Q <= n - f = {n} - {dropouts}"
+    )]
+    QuorumNotLive {
+        /// Q computed with |U1| = n.
+        quorum: u16,
+        /// n.
+        n: u16,
+        /// c.
+        colluders: u16,
+        /// f.
+        dropouts: u16,
+    },
+    /// Harary mode requested while the aggregator is not trusted to follow the protocol.
+    #[error(
+        "Harary (SecAgg+) mode with k = {k} is refused against a malicious aggregator: it can show different survivor views or trim routing and unmask partial sums; use the complete graph (about one extra second of ChaCha20 per site per round at d = 2^20, n <= 255), or the curious-aggregator model"
+    )]
+    HararyNeedsCuriousAggregator {
+        /// k.
+        k: u16,
+    },
+    /// Harary mode: more colluders than the ring's connectivity can absorb.
+    #[error(
+        "Harary degree k = {k} tolerates at most k - 1 = {max} colluders (the survivor graph's vertex connectivity is at most k), got c = {colluders}"
+    )]
+    HararyTooManyColluders {
+        /// k.
+        k: u16,
+        /// c.
+        colluders: u16,
+        /// k − 1.
+        max: u16,
     },
     /// Minimum cohort below 2.
     #[error("minimum cohort {m} < 2: a sum over one site is that site's input")]
     MinCohortTooSmall {
         /// Requested minimum cohort.
         m: u16,
+    },
+    /// Minimum cohort too small for the colluders: a cohort of c + 1 holds one honest site,
+    /// whose input the colluders read off the sum.
+    #[error(
+        "minimum cohort {m} with {colluders} tolerated colluders: every cohort needs at least two honest sites, m >= c + 2 = {needed}"
+    )]
+    MinCohortBelowColluders {
+        /// Minimum cohort.
+        m: u16,
+        /// c.
+        colluders: u16,
+        /// c + 2.
+        needed: u16,
     },
     /// Minimum cohort below t.
     #[error("minimum cohort {m} is below the threshold {t}")]
@@ -434,6 +500,19 @@ pub enum Error {
         /// The round.
         round: u64,
     },
+    /// The survivors' graph could be cut by the tolerated colluders (vertex connectivity
+    /// below c + 1): revealing would let the aggregator unmask the sum of one side (spec §6.1).
+    #[error(
+        "survivor graph has vertex connectivity {connectivity}, needs at least c + 1 = {needed}: {needed_minus_one} colluders could cut it and expose a partial sum"
+    )]
+    CohortDisconnected {
+        /// Vertex connectivity of the survivors' graph.
+        connectivity: usize,
+        /// c + 1.
+        needed: usize,
+        /// c.
+        needed_minus_one: usize,
+    },
     /// The state machine aborted earlier and accepts nothing more.
     #[error("the round was aborted: {0}")]
     Aborted(Box<Error>),
@@ -497,6 +576,7 @@ impl Error {
             Error::Unrecoverable { .. } => "unrecoverable",
             Error::SnapshotRefused(_) => "snapshot_refused",
             Error::RoundAbandoned { .. } => "round_abandoned",
+            Error::CohortDisconnected { .. } => "cohort_disconnected",
             Error::Aborted(_) => "aborted",
             Error::Misuse(_) => "misuse",
         }

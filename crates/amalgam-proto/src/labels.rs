@@ -2,8 +2,9 @@
 
 /// Manifest digest.
 pub const MANIFEST: &[u8] = b"amalgam/v1/manifest";
-/// Round context (pre-session id: manifest, parameters, round number).
-pub const ROUND_CONTEXT: &[u8] = b"amalgam/v1/round-context";
+/// Round context (pre-session id: caller's context digest, parameters, round number). Version 2:
+/// the parameters now carry c, f and the aggregator trust model, and the digest is the caller's.
+pub const ROUND_CONTEXT: &[u8] = b"amalgam/v2/round-context";
 /// Session id: hash of all accepted round-0 messages.
 pub const SESSION: &[u8] = b"amalgam/v1/session";
 /// Signature over a site → aggregator message.

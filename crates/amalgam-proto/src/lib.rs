@@ -44,6 +44,7 @@
 
 pub mod aggregator;
 pub mod codec;
+pub mod cohort;
 pub mod crypto;
 pub mod error;
 pub mod labels;
@@ -61,8 +62,8 @@ mod snapshot_codec;
 pub use aggregator::{AggregateOutput, Aggregator};
 pub use error::{DecodeError, Error, Misbehaviour, Misuse, ParamError, Result, Sender};
 pub use params::{
-    InputBits, Manifest, MinCohort, NeighbourGraph, ParamsRequest, RoundParams, SiteCount, SiteId,
-    SumBits, SumMode, Threshold, VectorLen,
+    AggregatorTrust, Colluders, Dropouts, InputBits, Manifest, MinCohort, NeighbourGraph,
+    ParamsRequest, RoundParams, SiteCount, SiteId, SumBits, SumMode, Threshold, VectorLen,
 };
 pub use phase::Phase;
 pub use roles::{AggregatorRole, AggregatorStep, DecryptorRole, SiteRole, Snapshot};

@@ -617,7 +617,7 @@ mod tests {
     use super::*;
 
     fn p() -> RoundParams {
-        RoundParams::exact(5, 3, 7, 10).unwrap()
+        RoundParams::exact(5, 4, 7, 10).unwrap()
     }
 
     #[test]

@@ -205,6 +205,51 @@ pub enum NeighbourGraph {
     },
 }
 
+/// Colluding sites tolerated, c >= 1: sites that share everything with a malicious
+/// aggregator. A set that tolerates none is refused (spec §7 P4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Colluders(u16);
+
+impl Colluders {
+    /// Validates c >= 1.
+    pub fn new(c: u16) -> Result<Self, ParamError> {
+        if c == 0 {
+            return Err(ParamError::NoColluderTolerated);
+        }
+        Ok(Self(c))
+    }
+    /// c.
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+/// Dropouts tolerated, f >= 0: the round must still finish when f sites stop answering.
+/// A malicious aggregator can fake up to f dropouts to leave honest sites out of the sum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dropouts(u16);
+
+impl Dropouts {
+    /// Any f; checked against t, n and Q by [`RoundParams`].
+    pub fn new(f: u16) -> Self {
+        Self(f)
+    }
+    /// f.
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+/// What the aggregator is trusted to do (fixed by the consortium manifest, bound into the
+/// round context; never a driver flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AggregatorTrust {
+    /// Honest but curious: follows the protocol, reads everything it sees.
+    Curious,
+    /// May deviate arbitrarily (equivocate, trim routing, fake dropouts) with c colluding sites.
+    Malicious,
+}
+
 /// The raw request for a parameter set, made of individually validated newtypes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParamsRequest {
@@ -224,6 +269,12 @@ pub struct ParamsRequest {
     pub vector_len: VectorLen,
     /// Complete or Harary.
     pub graph: NeighbourGraph,
+    /// c: colluding sites tolerated.
+    pub colluders: Colluders,
+    /// f: dropouts tolerated.
+    pub dropouts: Dropouts,
+    /// Curious or malicious aggregator (Harary mode needs curious).
+    pub trust: AggregatorTrust,
 }
 
 /// A validated, safe parameter set for one masking round (spec §7).
@@ -237,6 +288,9 @@ pub struct RoundParams {
     sum_mode: SumMode,
     vector_len: VectorLen,
     graph: NeighbourGraph,
+    colluders: Colluders,
+    dropouts: Dropouts,
+    trust: AggregatorTrust,
 }
 
 /// ceil(log2 n) for n >= 1.
@@ -246,6 +300,47 @@ pub fn ceil_log2(n: u16) -> u8 {
     } else {
         (16 - (n - 1).leading_zeros()) as u8
     }
+}
+
+/// ⌊(H + c)/2⌋ + 1: the smallest t with 2t > H + c.
+pub fn min_safe_threshold(holders: u16, colluders: u16) -> u16 {
+    ((u32::from(holders) + u32::from(colluders)) / 2 + 1) as u16
+}
+
+/// The default threshold for H holders and c colluders: Bonawitz's t > 2H/3, raised to the
+/// safety bound when c needs more, ⌈max(⌊2H/3⌋ + 1, ⌊(H + c)/2⌋ + 1)⌉.
+pub fn default_threshold(holders: u16, colluders: u16) -> u16 {
+    (holders * 2 / 3 + 1).max(min_safe_threshold(holders, colluders))
+}
+
+/// Q = ⌊(u1 + c)/2⌋ + 1.
+fn quorum_for(u1: usize, colluders: u16) -> usize {
+    (u1 + usize::from(colluders)) / 2 + 1
+}
+
+/// The most colluders and dropouts a complete-graph threshold t (and min cohort m = t)
+/// tolerates among n sites: c = min(2t − n − 1, m − 2) (from 2t > n + c and m >= c + 2),
+/// f = n − t (from t <= n − f; then Q <= n − f holds too).
+fn max_tolerance(n: u16, t: u16) -> Result<(Colluders, Dropouts), ParamError> {
+    let by_threshold = (2 * i32::from(t) - i32::from(n) - 1).max(0) as u16;
+    if by_threshold == 0 && t <= n {
+        return Err(ParamError::ThresholdTooLow {
+            t,
+            holders: n,
+            colluders: 1,
+            min: min_safe_threshold(n, 1),
+        });
+    }
+    let m = t.max(2);
+    let c = by_threshold.min(m - 2);
+    if c == 0 {
+        return Err(ParamError::MinCohortBelowColluders {
+            m,
+            colluders: 1,
+            needed: 3,
+        });
+    }
+    Ok((Colluders::new(c)?, Dropouts::new(n.saturating_sub(t))))
 }
 
 impl RoundParams {
@@ -288,13 +383,46 @@ impl RoundParams {
         if t > holders {
             return Err(ParamError::ThresholdAboveHolders { t, holders });
         }
-        // P3: active model, t > holders / 2.
-        let min_t = holders / 2 + 1;
+        let c = req.colluders.get();
+        let f = req.dropouts.get();
+        // Harary mode only against a curious aggregator, and c below the ring's connectivity.
+        if let NeighbourGraph::Harary { k } = req.graph {
+            if req.trust == AggregatorTrust::Malicious {
+                return Err(ParamError::HararyNeedsCuriousAggregator { k });
+            }
+            if c > k - 1 {
+                return Err(ParamError::HararyTooManyColluders {
+                    k,
+                    colluders: c,
+                    max: k - 1,
+                });
+            }
+        }
+        // P4 safety: 2t > H + c.
+        let min_t = min_safe_threshold(holders, c);
         if t < min_t {
             return Err(ParamError::ThresholdTooLow {
                 t,
                 holders,
+                colluders: c,
                 min: min_t,
+            });
+        }
+        // P4 liveness: t <= H - f and Q <= n - f (together with safety: c + 2f < H).
+        if u32::from(t) + u32::from(f) > u32::from(holders) {
+            return Err(ParamError::ThresholdNotLive {
+                t,
+                holders,
+                dropouts: f,
+            });
+        }
+        let quorum = quorum_for(usize::from(n), c) as u16;
+        if u32::from(quorum) + u32::from(f) > u32::from(n) {
+            return Err(ParamError::QuorumNotLive {
+                quorum,
+                n,
+                colluders: c,
+                dropouts: f,
             });
         }
         // P4: cohort.
@@ -303,6 +431,13 @@ impl RoundParams {
         }
         if m > n {
             return Err(ParamError::MinCohortAboveSites { m, n });
+        }
+        if u32::from(m) < u32::from(c) + 2 {
+            return Err(ParamError::MinCohortBelowColluders {
+                m,
+                colluders: c,
+                needed: c.saturating_add(2),
+            });
         }
         // P5/P6: widths.
         if big_b < b {
@@ -341,37 +476,81 @@ impl RoundParams {
             sum_mode: req.sum_mode,
             vector_len: req.vector_len,
             graph: req.graph,
+            colluders: req.colluders,
+            dropouts: req.dropouts,
+            trust: req.trust,
         })
     }
 
-    /// Convenience: complete graph, exact sums with B = b + ceil(log2 n), min cohort = t.
+    /// Convenience: complete graph, malicious aggregator, exact sums with B = b + ceil(log2 n),
+    /// min cohort = t, and the most colluders and dropouts that t allows:
+    /// c = 2t − n − 1 (safety), f = n − t (liveness). Refused when that c is 0.
     pub fn exact(n: u16, t: u16, b: u8, d: u32) -> Result<Self, ParamError> {
         let sites = SiteCount::new(n)?;
         let input_bits = InputBits::new(b)?;
         let sum_bits = SumBits::new(b.saturating_add(ceil_log2(n)))?;
-        Self::new(ParamsRequest {
-            sites,
-            threshold: Threshold::new(t)?,
-            min_cohort: MinCohort::new(t.max(2))?,
-            input_bits,
-            sum_bits,
-            sum_mode: SumMode::Exact,
-            vector_len: VectorLen::new(d)?,
-            graph: NeighbourGraph::Complete,
-        })
+        Self::complete_with_max_tolerance(n, t, input_bits, sum_bits, SumMode::Exact, d, sites)
     }
 
-    /// Convenience: complete graph, modular sums with B = b, min cohort = t.
+    /// Convenience: as [`RoundParams::exact`] but modular sums with B = b.
     pub fn modular(n: u16, t: u16, b: u8, d: u32) -> Result<Self, ParamError> {
+        let sites = SiteCount::new(n)?;
+        let input_bits = InputBits::new(b)?;
+        let sum_bits = SumBits::new(b)?;
+        Self::complete_with_max_tolerance(n, t, input_bits, sum_bits, SumMode::Modular, d, sites)
+    }
+
+    /// Convenience: SecAgg+ Harary{k} graph under a **curious** aggregator (the only model it is
+    /// accepted in), threshold t, min cohort m, c colluders, f dropouts, exact sums.
+    #[allow(clippy::too_many_arguments)]
+    pub fn harary(
+        n: u16,
+        k: u16,
+        t: u16,
+        m: u16,
+        c: u16,
+        f: u16,
+        b: u8,
+        d: u32,
+    ) -> Result<Self, ParamError> {
         Self::new(ParamsRequest {
             sites: SiteCount::new(n)?,
             threshold: Threshold::new(t)?,
-            min_cohort: MinCohort::new(t.max(2))?,
+            min_cohort: MinCohort::new(m)?,
             input_bits: InputBits::new(b)?,
-            sum_bits: SumBits::new(b)?,
-            sum_mode: SumMode::Modular,
+            sum_bits: SumBits::new(b.saturating_add(ceil_log2(n)))?,
+            sum_mode: SumMode::Exact,
+            vector_len: VectorLen::new(d)?,
+            graph: NeighbourGraph::Harary { k },
+            colluders: Colluders::new(c)?,
+            dropouts: Dropouts::new(f),
+            trust: AggregatorTrust::Curious,
+        })
+    }
+
+    fn complete_with_max_tolerance(
+        n: u16,
+        t: u16,
+        input_bits: InputBits,
+        sum_bits: SumBits,
+        sum_mode: SumMode,
+        d: u32,
+        sites: SiteCount,
+    ) -> Result<Self, ParamError> {
+        let threshold = Threshold::new(t)?;
+        let (colluders, dropouts) = max_tolerance(n, t)?;
+        Self::new(ParamsRequest {
+            sites,
+            threshold,
+            min_cohort: MinCohort::new(t.max(2))?,
+            input_bits,
+            sum_bits,
+            sum_mode,
             vector_len: VectorLen::new(d)?,
             graph: NeighbourGraph::Complete,
+            colluders,
+            dropouts,
+            trust: AggregatorTrust::Malicious,
         })
     }
 
@@ -386,6 +565,9 @@ impl RoundParams {
             sum_mode: self.sum_mode,
             vector_len: self.vector_len,
             graph: self.graph,
+            colluders: self.colluders,
+            dropouts: self.dropouts,
+            trust: self.trust,
         }
     }
 
@@ -432,6 +614,28 @@ impl RoundParams {
     /// The neighbour graph.
     pub fn graph(&self) -> NeighbourGraph {
         self.graph
+    }
+
+    /// c: colluding sites tolerated.
+    pub fn colluders(&self) -> Colluders {
+        self.colluders
+    }
+    /// c as usize.
+    pub fn c(&self) -> usize {
+        usize::from(self.colluders.get())
+    }
+    /// f: dropouts tolerated.
+    pub fn dropouts(&self) -> Dropouts {
+        self.dropouts
+    }
+    /// The aggregator trust model.
+    pub fn trust(&self) -> AggregatorTrust {
+        self.trust
+    }
+    /// Signature quorum Q = ⌊(|U1| + c)/2⌋ + 1 (spec §5.1 S4): two sets of Q signers drawn
+    /// from U1 share more than c sites, hence an honest one, who signs one statement only.
+    pub fn quorum(&self, u1: usize) -> usize {
+        quorum_for(u1, self.colluders.get())
     }
 
     /// Share holders of one site's secrets: n (complete) or k+1 (Harary, closed neighbourhood).
@@ -498,6 +702,12 @@ impl Encode for RoundParams {
                 w.u16(k);
             }
         }
+        w.u16(self.colluders.get());
+        w.u16(self.dropouts.get());
+        w.u8(match self.trust {
+            AggregatorTrust::Curious => 0,
+            AggregatorTrust::Malicious => 1,
+        });
     }
 }
 
@@ -541,6 +751,18 @@ impl Decode for RoundParams {
                 });
             }
         };
+        let colluders = Colluders::new(r.u16("params.c")?).map_err(bad("params.c"))?;
+        let dropouts = Dropouts::new(r.u16("params.f")?);
+        let trust = match r.u8("params.trust")? {
+            0 => AggregatorTrust::Curious,
+            1 => AggregatorTrust::Malicious,
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    field: "params.trust",
+                    reason: "must be 0 (curious) or 1 (malicious)",
+                });
+            }
+        };
         RoundParams::new(ParamsRequest {
             sites,
             threshold,
@@ -550,6 +772,9 @@ impl Decode for RoundParams {
             sum_mode,
             vector_len,
             graph,
+            colluders,
+            dropouts,
+            trust,
         })
         .map_err(bad("params"))
     }
@@ -685,6 +910,10 @@ mod tests {
             RoundParams::exact(10, 5, 16, 8),
             Err(ParamError::ThresholdTooLow { min: 6, .. })
         ));
+        assert!(matches!(
+            RoundParams::exact(10, 6, 16, 8),
+            Ok(p) if p.c() == 1
+        ));
         assert!(RoundParams::exact(10, 6, 16, 8).is_ok());
         assert!(matches!(
             RoundParams::exact(10, 11, 16, 8),
@@ -728,30 +957,62 @@ mod tests {
         assert!(VectorLen::new(MAX_VECTOR_LEN + 1).is_err());
         let msg = RoundParams::exact(10, 5, 16, 8).unwrap_err().to_string();
         assert!(msg.contains("malicious aggregator"), "{msg}");
+        // The message no longer presents t = H/2 + 1 as safe in general.
+        assert!(msg.contains("2t > H + c"), "{msg}");
     }
 
     #[test]
     fn harary_rules() {
-        let mut req = RoundParams::exact(12, 7, 8, 4).unwrap().request();
-        req.graph = NeighbourGraph::Harary { k: 4 };
+        // Refused against a malicious aggregator whatever the threshold.
+        let mut req = RoundParams::harary(12, 4, 4, 6, 1, 1, 8, 4)
+            .unwrap()
+            .request();
+        req.trust = AggregatorTrust::Malicious;
+        assert_eq!(
+            RoundParams::new(req),
+            Err(ParamError::HararyNeedsCuriousAggregator { k: 4 })
+        );
+        let msg = RoundParams::new(req).unwrap_err().to_string();
+        assert!(msg.contains("complete graph"), "{msg}");
+        req.trust = AggregatorTrust::Curious;
         // holders = 5, t = 7 > 5.
+        req.threshold = Threshold::new(7).unwrap();
+        req.min_cohort = MinCohort::new(7).unwrap();
         assert!(matches!(
             RoundParams::new(req),
             Err(ParamError::ThresholdAboveHolders { .. })
         ));
-        req.threshold = Threshold::new(2).unwrap();
-        req.min_cohort = MinCohort::new(2).unwrap();
+        // t = 3 = k/2 + 1 (the break of the first review) tolerates no colluder: refused.
+        req.threshold = Threshold::new(3).unwrap();
         assert!(matches!(
             RoundParams::new(req),
-            Err(ParamError::ThresholdTooLow { min: 3, .. })
+            Err(ParamError::ThresholdTooLow {
+                t: 3,
+                holders: 5,
+                colluders: 1,
+                min: 4
+            })
         ));
-        req.threshold = Threshold::new(3).unwrap();
-        req.min_cohort = MinCohort::new(3).unwrap();
+        req.threshold = Threshold::new(4).unwrap();
         let p = RoundParams::new(req).unwrap();
         assert_eq!(
             p.neighbours(SiteId(0)),
             vec![SiteId(1), SiteId(2), SiteId(10), SiteId(11)]
         );
+        // c must stay below k (the ring's connectivity).
+        req.graph = NeighbourGraph::Harary { k: 2 };
+        req.threshold = Threshold::new(3).unwrap();
+        req.colluders = Colluders::new(2).unwrap();
+        req.dropouts = Dropouts::new(0);
+        assert_eq!(
+            RoundParams::new(req),
+            Err(ParamError::HararyTooManyColluders {
+                k: 2,
+                colluders: 2,
+                max: 1
+            })
+        );
+        req.colluders = Colluders::new(1).unwrap();
         req.graph = NeighbourGraph::Harary { k: 3 };
         assert!(matches!(
             RoundParams::new(req),
@@ -765,12 +1026,104 @@ mod tests {
     }
 
     #[test]
+    fn colluder_and_dropout_rules_name_the_rule_and_numbers() {
+        let base = RoundParams::exact(10, 7, 16, 8).unwrap();
+        // exact() derives the most t allows: c = 2t - n - 1 = 3, f = n - t = 3.
+        assert_eq!((base.c(), base.dropouts().get()), (3, 3));
+        assert_eq!(base.quorum(10), 7);
+        assert_eq!(base.quorum(8), 6);
+        let mut req = base.request();
+        // Safety: 2t > H + c.
+        req.colluders = Colluders::new(4).unwrap();
+        let e = RoundParams::new(req).unwrap_err();
+        assert_eq!(
+            e,
+            ParamError::ThresholdTooLow {
+                t: 7,
+                holders: 10,
+                colluders: 4,
+                min: 8
+            }
+        );
+        assert!(e.to_string().contains("2t > H + c = 10 + 4"), "{e}");
+        // Liveness: t <= H - f.
+        req.colluders = Colluders::new(1).unwrap();
+        req.dropouts = Dropouts::new(4);
+        assert_eq!(
+            RoundParams::new(req),
+            Err(ParamError::ThresholdNotLive {
+                t: 7,
+                holders: 10,
+                dropouts: 4
+            })
+        );
+        // The quorum rule Q <= n - f follows from t <= H - f (H <= n, and Q grows by at most
+        // half of what n exceeds H by): check it never fires alone on small sets.
+        for n in 4..=20u16 {
+            for k in (2..=n - 2).step_by(2).chain([0]) {
+                for t in 1..=n {
+                    for c in 1..n {
+                        for f in 0..n {
+                            let mut r = base.request();
+                            r.sites = SiteCount::new(n).unwrap();
+                            r.threshold = Threshold::new(t).unwrap();
+                            r.min_cohort = MinCohort::new(t.max(2)).unwrap();
+                            r.sum_bits = SumBits::new(24).unwrap();
+                            r.colluders = Colluders::new(c).unwrap();
+                            r.dropouts = Dropouts::new(f);
+                            if k > 0 {
+                                r.graph = NeighbourGraph::Harary { k };
+                                r.trust = AggregatorTrust::Curious;
+                            }
+                            let res = RoundParams::new(r);
+                            assert!(
+                                !matches!(res, Err(ParamError::QuorumNotLive { .. })),
+                                "{r:?}"
+                            );
+                            if res.is_ok() {
+                                // c + 2f < H is implied.
+                                let h = if k > 0 { k + 1 } else { n };
+                                assert!(c + 2 * f < h, "{r:?}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // No colluder tolerated is refused outright, and exact() says which t would do.
+        assert_eq!(Colluders::new(0), Err(ParamError::NoColluderTolerated));
+        assert_eq!(
+            RoundParams::exact(5, 3, 16, 8),
+            Err(ParamError::ThresholdTooLow {
+                t: 3,
+                holders: 5,
+                colluders: 1,
+                min: 4
+            })
+        );
+        assert_eq!(super::default_threshold(10, 1), 7);
+        assert_eq!(super::default_threshold(10, 5), 8);
+    }
+
+    #[test]
     fn params_round_trip() {
-        let p = RoundParams::modular(7, 4, 20, 1000).unwrap();
+        let p = RoundParams::modular(7, 5, 20, 1000).unwrap();
         let b = p.to_bytes();
+        assert_eq!(b.len(), 21);
         assert_eq!(RoundParams::from_bytes(&b, &()).unwrap(), p);
         let mut bad = b.clone();
         bad[3] = 1; // t = 1 with n = 7: unsafe
+        assert!(RoundParams::from_bytes(&bad, &()).is_err());
+        let mut bad = b.clone();
+        bad[16..18].copy_from_slice(&0u16.to_be_bytes()); // c = 0
+        assert!(RoundParams::from_bytes(&bad, &()).is_err());
+        let mut bad = b.clone();
+        bad[20] = 2; // unknown trust model
+        assert!(RoundParams::from_bytes(&bad, &()).is_err());
+        let h = RoundParams::harary(12, 4, 4, 6, 1, 1, 8, 4).unwrap();
+        let mut bad = h.to_bytes();
+        assert_eq!(RoundParams::from_bytes(&bad, &()).unwrap(), h);
+        bad[20] = 1; // Harary claimed under a malicious aggregator
         assert!(RoundParams::from_bytes(&bad, &()).is_err());
     }
 }

@@ -1,7 +1,7 @@
 //! Crate-internal end-to-end tests of the state machines through the simulator.
 
 use crate::error::Error;
-use crate::params::{NeighbourGraph, RoundParams, SiteId};
+use crate::params::{RoundParams, SiteId};
 use crate::phase::Phase;
 use crate::sim::{self, SimConfig};
 
@@ -15,7 +15,7 @@ fn check(cfg: SimConfig) -> sim::SimReport {
 
 #[test]
 fn honest_round_no_dropouts() {
-    let p = RoundParams::exact(5, 3, 16, 100).unwrap();
+    let p = RoundParams::exact(5, 4, 16, 100).unwrap();
     let r = check(SimConfig::new(p, 1, [1; 32]));
     let out = r.output.unwrap();
     assert_eq!(out.contributors.len(), 5);
@@ -37,7 +37,7 @@ fn dropouts_in_every_phase() {
 
 #[test]
 fn dropout_before_unmasking_still_sums_its_input() {
-    let p = RoundParams::exact(7, 4, 8, 33).unwrap();
+    let p = RoundParams::exact(7, 5, 8, 33).unwrap();
     let r = check(
         SimConfig::new(p, 2, [3; 32])
             .drop_site(2, Phase::Unmasking)
@@ -48,20 +48,19 @@ fn dropout_before_unmasking_still_sums_its_input() {
 
 #[test]
 fn too_few_survivors_gives_needed_got() {
-    let p = RoundParams::exact(5, 3, 8, 10).unwrap();
+    let p = RoundParams::exact(5, 4, 8, 10).unwrap();
     let r = sim::run(
         SimConfig::new(p, 2, [4; 32])
             .drop_site(0, Phase::MaskedInput)
-            .drop_site(1, Phase::MaskedInput)
-            .drop_site(2, Phase::MaskedInput),
+            .drop_site(1, Phase::MaskedInput),
     )
     .unwrap();
     assert!(
         matches!(
             r.output,
             Err(Error::NotEnoughSites {
-                needed: 3,
-                got: 2,
+                needed: 4,
+                got: 3,
                 ..
             })
         ),
@@ -80,7 +79,7 @@ fn too_few_survivors_gives_needed_got() {
             r.output,
             Err(Error::NotEnoughSites {
                 phase: Phase::Unmasking,
-                needed: 3,
+                needed: 4,
                 got: 2
             })
         ),
@@ -100,7 +99,7 @@ fn modular_and_wide_sums() {
             .drop_site(1, Phase::MaskedInput),
     );
     check(SimConfig::new(
-        RoundParams::modular(3, 2, 64, 9).unwrap(),
+        RoundParams::modular(3, 3, 64, 9).unwrap(),
         1,
         [7; 32],
     ));
@@ -108,11 +107,8 @@ fn modular_and_wide_sums() {
 
 #[test]
 fn harary_graph_with_dropouts() {
-    let mut req = RoundParams::exact(12, 7, 10, 40).unwrap().request();
-    req.graph = NeighbourGraph::Harary { k: 4 };
-    req.threshold = crate::params::Threshold::new(3).unwrap();
-    req.min_cohort = crate::params::MinCohort::new(6).unwrap();
-    let p = RoundParams::new(req).unwrap();
+    // Curious aggregator (Harary is refused against a malicious one), c = 1, f = 1.
+    let p = RoundParams::harary(12, 4, 4, 6, 1, 1, 10, 40).unwrap();
     let r = check(
         SimConfig::new(p, 3, [8; 32])
             .drop_site(0, Phase::MaskedInput)

@@ -89,6 +89,7 @@ impl Aggregator {
                 let u3: BTreeSet<SiteId> = masked.keys().copied().collect();
                 ctx.check_neighbourhoods(phase, &u3)?;
                 let survivors: Vec<SiteId> = u3.iter().copied().collect();
+                crate::cohort::check_connectivity(&ctx.params, &survivors)?;
                 let msg = ToSite::SurvivorSet(SurvivorSet {
                     round,
                     survivors: survivors.clone(),
@@ -97,8 +98,21 @@ impl Aggregator {
                 self.collect_signatures(survivors);
                 return Ok(AggregatorStep::Send(sends));
             }
-            State::CollectingSignatures { signatures, .. } => {
+            State::CollectingSignatures {
+                signatures,
+                session,
+                ..
+            } => {
                 let u4: BTreeSet<SiteId> = signatures.keys().copied().collect();
+                // Sites reveal only after a quorum Q of signatures (spec §5.1 S4).
+                let quorum = ctx.params.quorum(session.adverts.len());
+                if u4.len() < quorum {
+                    return Err(Error::NotEnoughSites {
+                        phase,
+                        needed: quorum,
+                        got: u4.len(),
+                    });
+                }
                 let t = ctx.params.t();
                 let got = u4
                     .iter()

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::crypto::kdf::round_context;
+use crate::crypto::kdf::masking_round_context;
 use crate::error::{Error, Misbehaviour, Sender};
 use crate::messages::*;
 use crate::params::{Manifest, RoundParams, SiteId};
@@ -42,6 +42,8 @@ struct Ctx {
     params: RoundParams,
     manifest: Manifest,
     round: u64,
+    /// The caller's opaque commitment to manifest and model (spec §4.1).
+    context_digest: [u8; 32],
     round_context: [u8; 32],
 }
 
@@ -145,15 +147,28 @@ fn site_err(id: SiteId, kind: Misbehaviour) -> Error {
 }
 
 impl Aggregator {
-    /// An aggregator for `round` over the consortium `manifest`.
+    /// An aggregator for `round` over the consortium `manifest`, with the manifest digest as
+    /// context digest (see [`Aggregator::with_context_digest`]).
     pub fn new(params: RoundParams, manifest: Manifest, round: u64) -> Result<Self, Error> {
+        let context_digest = manifest.digest();
+        Self::with_context_digest(params, manifest, context_digest, round)
+    }
+
+    /// An aggregator whose round context binds the caller's `context_digest` (spec §4.1).
+    pub fn with_context_digest(
+        params: RoundParams,
+        manifest: Manifest,
+        context_digest: [u8; 32],
+        round: u64,
+    ) -> Result<Self, Error> {
         manifest.check(&params)?;
-        let round_context = round_context(&manifest, &params, round);
+        let round_context = masking_round_context(&context_digest, &params, round);
         Ok(Self {
             ctx: Ctx {
                 params,
                 manifest,
                 round,
+                context_digest,
                 round_context,
             },
             state: State::CollectingKeys {

@@ -186,6 +186,7 @@ impl Snapshot for Aggregator {
             msg_type::AGGREGATOR_SNAPSHOT,
             &self.ctx.params,
             &self.ctx.manifest,
+            &self.ctx.context_digest,
             self.ctx.round,
         );
         w.u8(self.phase().code());
@@ -255,9 +256,10 @@ impl Snapshot for Aggregator {
     fn restore(bytes: &[u8], manifest: &Manifest) -> Result<Self, Error> {
         let local = |e| Error::decode(Sender::Local, e);
         let mut r = Reader::new(bytes);
-        let (params, round) =
+        let (params, context_digest, round) =
             read_preamble(&mut r, msg_type::AGGREGATOR_SNAPSHOT, manifest).map_err(local)?;
-        let mut agg = Aggregator::new(params, manifest.clone(), round)?;
+        let mut agg =
+            Aggregator::with_context_digest(params, manifest.clone(), context_digest, round)?;
         let p = &params;
         let phase = Phase::from_code(r.u8("phase").map_err(local)?).ok_or(local(
             DecodeError::InvalidValue {

@@ -9,21 +9,34 @@ use zeroize::Zeroizing;
 
 use crate::codec::{Encode, Writer};
 use crate::labels;
-use crate::params::{Manifest, RoundParams, SiteId};
+use crate::params::{RoundParams, SiteId};
 
 /// A 32-byte symmetric key, wiped on drop.
 pub type Key32 = Zeroizing<[u8; 32]>;
 
-/// Spec §4.1 `round_context = SHA-256(ROUND_CONTEXT || manifest_digest || params || round)`.
-pub fn round_context(manifest: &Manifest, params: &RoundParams, round: u64) -> [u8; 32] {
-    let mut w = Writer::new();
-    params.encode(&mut w);
-    w.u64(round);
+/// Spec §4.1 (v2) `round_context = SHA-256("amalgam/v2/round-context" ‖ context_digest ‖
+/// params_enc ‖ round u64)`, for either scheme: the masking protocol passes its
+/// `params_enc_v2` ([`masking_round_context`]); the homomorphic fallback passes its own
+/// parameter encoding. `context_digest` is the caller's opaque 32-byte commitment to the
+/// consortium manifest and the model being trained (it MUST commit to the manifest).
+pub fn round_context(context_digest: &[u8; 32], params_enc: &[u8], round: u64) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(labels::ROUND_CONTEXT);
-    h.update(manifest.digest());
-    h.update(w.as_slice());
+    h.update(context_digest);
+    h.update(params_enc);
+    h.update(round.to_be_bytes());
     h.finalize().into()
+}
+
+/// [`round_context`] of a masking round: `params_enc_v2` is the [`RoundParams`] encoding.
+pub fn masking_round_context(
+    context_digest: &[u8; 32],
+    params: &RoundParams,
+    round: u64,
+) -> [u8; 32] {
+    let mut w = Writer::new();
+    params.encode(&mut w);
+    round_context(context_digest, w.as_slice(), round)
 }
 
 /// Spec §4.2 `session_id = SHA-256(SESSION || round_context || u32 count || adverts...)`,

@@ -26,7 +26,7 @@ use x25519_dalek::PublicKey;
 use zeroize::Zeroizing;
 
 use crate::codec::{Decode, Encode};
-use crate::crypto::kdf::round_context;
+use crate::crypto::kdf::masking_round_context;
 use crate::crypto::round_seed::RoundSeed;
 use crate::crypto::share_box::SharePair;
 use crate::crypto::sign;
@@ -50,6 +50,8 @@ struct Ctx {
     round: u64,
     id: SiteId,
     identity: SigningKey,
+    /// The caller's opaque commitment to manifest and model (spec §4.1).
+    context_digest: [u8; 32],
     round_context: [u8; 32],
     timeout: PhaseTimeout,
 }
@@ -213,8 +215,9 @@ impl core::fmt::Debug for Site {
 }
 
 impl Site {
-    /// A site for `round`, identified by `identity` (must be in `manifest`). Claims `round`
-    /// in `rounds`: a round id at or below its high-water mark is refused
+    /// A site for `round`, identified by `identity` (must be in `manifest`), with the manifest
+    /// digest as context digest (no model binding; see [`Site::with_context_digest`]). Claims
+    /// `round` in `rounds`: a round id at or below its high-water mark is refused
     /// ([`Misuse::RoundReused`]); persist `rounds` before the first upload leaves.
     pub fn new(
         params: RoundParams,
@@ -224,14 +227,40 @@ impl Site {
         timeout: PhaseTimeout,
         rounds: &mut RoundLog,
     ) -> Result<Self, Error> {
-        let site = Self::build(params, manifest, round, identity, timeout)?;
+        let context_digest = manifest.digest();
+        Self::with_context_digest(
+            params,
+            manifest,
+            context_digest,
+            round,
+            identity,
+            timeout,
+            rounds,
+        )
+    }
+
+    /// A site whose round context binds the caller's `context_digest` (spec §4.1: a
+    /// commitment to the consortium manifest and the model being trained). Claims `round` in
+    /// `rounds` as [`Site::new`] does.
+    pub fn with_context_digest(
+        params: RoundParams,
+        manifest: Manifest,
+        context_digest: [u8; 32],
+        round: u64,
+        identity: SigningKey,
+        timeout: PhaseTimeout,
+        rounds: &mut RoundLog,
+    ) -> Result<Self, Error> {
+        let site = Self::build(params, manifest, context_digest, round, identity, timeout)?;
         rounds.claim(round)?;
         Ok(site)
     }
 
+    /// The state machine before any round-id bookkeeping (shared with restore).
     fn build(
         params: RoundParams,
         manifest: Manifest,
+        context_digest: [u8; 32],
         round: u64,
         identity: SigningKey,
         timeout: PhaseTimeout,
@@ -242,7 +271,7 @@ impl Site {
             .ok_or(Misuse::Other(
                 "identity key is not in the consortium manifest",
             ))?;
-        let round_context = round_context(&manifest, &params, round);
+        let round_context = masking_round_context(&context_digest, &params, round);
         Ok(Self {
             ctx: Ctx {
                 params,
@@ -250,6 +279,7 @@ impl Site {
                 round,
                 id,
                 identity,
+                context_digest,
                 round_context,
                 timeout,
             },

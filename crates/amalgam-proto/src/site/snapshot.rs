@@ -145,6 +145,7 @@ impl Site {
             msg_type::SITE_SNAPSHOT,
             &self.ctx.params,
             &self.ctx.manifest,
+            &self.ctx.context_digest,
             self.ctx.round,
         );
         w.u16(self.ctx.id.0);
@@ -214,7 +215,7 @@ impl Site {
     ) -> Result<Self, Error> {
         let local = |e| Error::decode(Sender::Local, e);
         let mut r = Reader::new(bytes);
-        let (params, round) =
+        let (params, context_digest, round) =
             read_preamble(&mut r, msg_type::SITE_SNAPSHOT, &ctx.manifest).map_err(local)?;
         let id = SiteId(r.u16("site").map_err(local)?);
         let timeout =
@@ -227,6 +228,7 @@ impl Site {
         let mut site = Site::build(
             params,
             ctx.manifest.clone(),
+            context_digest,
             round,
             ctx.identity.clone(),
             timeout,

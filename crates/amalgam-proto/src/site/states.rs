@@ -14,6 +14,7 @@ use super::{
     canonical_x25519, is_low_order,
 };
 use crate::codec::Encode;
+use crate::cohort;
 use crate::crypto::kdf;
 use crate::crypto::share_box::{self, SharePair};
 use crate::crypto::{shamir, sign};
@@ -199,14 +200,7 @@ impl AwaitingShares {
                 )?;
             received.insert(*from, pair);
         }
-        let got = received.len() + 1;
-        if got < p.t() {
-            return Err(Error::NotEnoughSites {
-                phase: Phase::ShareKeys,
-                needed: p.t(),
-                got,
-            });
-        }
+        cohort::check_mask_set(p, received.len())?;
         Ok((received, SharesVerified(())))
     }
 
@@ -259,40 +253,13 @@ impl AwaitingShares {
 impl AwaitingSurvivors {
     /// Spec §5.1 S3 checks.
     pub(super) fn verify(&self, ctx: &Ctx, m: &SurvivorSet) -> Result<SurvivorsChecked, Error> {
-        let p = &ctx.params;
-        for v in &m.survivors {
-            if !self.session.peers.contains_key(v) {
-                return Err(Ctx::agg(Misbehaviour::Invalid(
-                    "survivor set names a site outside U1",
-                )));
-            }
-            if p.are_neighbours(ctx.id, *v) && !self.held.contains_key(v) {
-                return Err(Ctx::agg(Misbehaviour::Invalid(
-                    "survivor set names a neighbour whose shares this site never received",
-                )));
-            }
-        }
-        if !m.survivors.contains(&ctx.id) {
-            return Err(Ctx::agg(Misbehaviour::Invalid(
-                "survivor set omits this site",
-            )));
-        }
-        let needed = usize::from(p.min_cohort().get());
-        if m.survivors.len() < needed {
-            return Err(Error::NotEnoughSites {
-                phase: Phase::MaskedInput,
-                needed,
-                got: m.survivors.len(),
-            });
-        }
-        let got = ctx.closed_count(&m.survivors);
-        if got < p.t() {
-            return Err(Error::NotEnoughSites {
-                phase: Phase::MaskedInput,
-                needed: p.t(),
-                got,
-            });
-        }
+        cohort::check_survivor_set(
+            &ctx.params,
+            ctx.id,
+            |v| self.session.peers.contains_key(&v),
+            |v| self.held.contains_key(&v),
+            &m.survivors,
+        )?;
         Ok(SurvivorsChecked(()))
     }
 
@@ -322,7 +289,8 @@ impl AwaitingSurvivors {
 
 impl AwaitingUnmask {
     /// Spec §5.1 S4 checks: every signature is over exactly the set this site signed (else
-    /// abort: the aggregator equivocated), and at least t of them come from `N[u]`.
+    /// abort: the aggregator equivocated), they reach the quorum Q (and t in `N[u]`), and the
+    /// cohort rule still holds (spec §6.1 R3) — checked here, right before revealing.
     pub(super) fn verify(&self, ctx: &Ctx, m: &UnmaskRequest) -> Result<ConsistencyVerified, Fail> {
         let p = &ctx.params;
         for (signer, sig) in &m.signatures {
@@ -343,14 +311,11 @@ impl AwaitingUnmask {
                 ))));
             }
         }
-        let got = ctx.closed_count(m.signatures.iter().map(|(s, _)| s));
-        if got < p.t() {
-            return Err(Fail::Reject(Error::NotEnoughSites {
-                phase: Phase::ConsistencyCheck,
-                needed: p.t(),
-                got,
-            }));
-        }
+        let signers: Vec<SiteId> = m.signatures.iter().map(|(s, _)| *s).collect();
+        cohort::check_quorum(p, ctx.id, self.session.peers.len(), &signers)
+            .map_err(Fail::Reject)?;
+        cohort::check_cohort(p, ctx.id, &self.survivors, Phase::ConsistencyCheck)
+            .map_err(Fail::Reject)?;
         Ok(ConsistencyVerified(()))
     }
 
