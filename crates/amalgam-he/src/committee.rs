@@ -266,6 +266,29 @@ mod tests {
     }
 
     #[test]
+    fn the_spec_table_rows_are_valid_and_their_figures_hold() {
+        // (c, t_c, Q, c_d, dropouts, pieces, held per member), he-fallback.md §2.
+        for (c, t, q, cd, drop, pieces, held) in [
+            (1, 1, 1, 0, 0, 1, 1),
+            (3, 2, 3, 1, 0, 3, 2),
+            (4, 2, 3, 1, 1, 4, 3),
+            (5, 3, 4, 2, 1, 10, 6),
+            (5, 2, 4, 1, 1, 5, 4),
+            (7, 4, 6, 3, 1, 35, 20),
+            (7, 3, 5, 2, 2, 21, 15),
+        ] {
+            let com = Committee::new(members(c), t, q, cd).unwrap();
+            assert_eq!(com.dropouts_tolerated(), drop);
+            assert_eq!(com.pieces(), pieces);
+            assert_eq!(com.held_by(0).len(), held);
+            assert!(
+                Committee::new(members(c), t, q, cd + 1).is_err(),
+                "c_d is the maximum"
+            );
+        }
+    }
+
+    #[test]
     fn quorum_rule_and_certificates_are_enforced() {
         assert!(Committee::new(members(5), 3, 4, 2).is_ok());
         assert_eq!(

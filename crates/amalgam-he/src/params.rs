@@ -161,6 +161,27 @@ mod tests {
     }
 
     #[test]
+    fn largest_cohorts_are_the_ones_the_spec_states() {
+        for (b, k) in [
+            (8, 65_535),
+            (16, 15_291),
+            (20, 3_822),
+            (22, 1_911),
+            (24, 955),
+            (32, 59),
+        ] {
+            assert!(KaheParams::new(b, k, 1).is_ok(), "b = {b}, K = {k}");
+            if k < MAX_SITES {
+                assert!(
+                    KaheParams::new(b, k + 1, 1).is_err(),
+                    "b = {b}, K = {}",
+                    k + 1
+                );
+            }
+        }
+    }
+
+    #[test]
     fn params_round_trip_and_refuse_bad_sets() {
         let p = KaheParams::new(20, 300, 5000).unwrap();
         assert_eq!(KaheParams::from_bytes(&p.to_bytes(), &()).unwrap(), p);

@@ -16,8 +16,6 @@ pub const MSG_HE_STATEMENT: u8 = msg_type::HE_FIRST + 10;
 pub const MSG_HE_STATEMENT_SIGNATURE: u8 = msg_type::HE_FIRST + 11;
 /// Message type of a [`crate::release::PieceSumRelease`].
 pub const MSG_HE_PIECE_SUMS: u8 = msg_type::HE_FIRST + 12;
-/// Message type of a [`crate::committee::Committee`].
-pub const MSG_HE_COMMITTEE: u8 = msg_type::HE_FIRST + 13;
 
 /// Snapshot type of a [`crate::decryptor::Decryptor`] (holds seeds: the caller seals it).
 pub const SNAPSHOT_HE_DECRYPTOR: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 2;
