@@ -193,6 +193,13 @@ pub fn he_decoders(data: &[u8]) {
         let _ = UploadView::from_bytes(data, setup, member);
     }
     let _ = amalgam_he::SiteRound::from_bytes(data, setup);
+    let (a, b) = he_member_bytes(0);
+    let _ = amalgam_he::Decryptor::restore(
+        data,
+        setup.clone(),
+        0,
+        amalgam_he::decryptor::member_secrets_from_bytes(a, b),
+    );
 }
 
 /// The key the `ledger` fuzz target's audits verify against (the DP ledger tests' key).

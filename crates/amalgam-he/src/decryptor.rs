@@ -367,3 +367,28 @@ pub fn member_secrets_from_bytes(identity: [u8; 32], box_secret: [u8; 32]) -> Me
         box_secret: StaticSecret::from(box_secret),
     }
 }
+
+impl amalgam_proto::DecryptorRole for Decryptor {
+    type Upload = UploadView;
+    type Statement = CohortStatement;
+    type Signature = StatementSignature;
+    type Pending = PersistFirst<StatementSignature>;
+    type Release = PieceSumRelease;
+    type Error = HeError;
+
+    fn admit(&mut self, upload: &UploadView) -> Result<(), HeError> {
+        Decryptor::admit(self, upload)
+    }
+
+    fn sign(&mut self, statement: &CohortStatement) -> Result<Self::Pending, HeError> {
+        Decryptor::sign(self, statement)
+    }
+
+    fn release(
+        &self,
+        statement: &CohortStatement,
+        signatures: &[StatementSignature],
+    ) -> Result<PieceSumRelease, HeError> {
+        Decryptor::release(self, statement, signatures)
+    }
+}

@@ -115,3 +115,55 @@ fn asynchronous_round_closes_at_its_target() {
         Err(HeError::WrongState(_))
     ));
 }
+
+#[test]
+fn the_committee_runs_through_the_decryptor_role_trait() {
+    use amalgam_proto::DecryptorRole;
+    fn sign_as_role<D: DecryptorRole>(
+        d: &mut D,
+        st: &D::Statement,
+    ) -> Result<D::Pending, D::Error> {
+        d.sign(st)
+    }
+    let mut w = world(&SMALL, 8);
+    let mut agg = HeAggregator::new(w.setup.clone(), Closing::OnDeadline);
+    for s in 0..2 {
+        agg.receive(&w.upload(s)).unwrap();
+    }
+    let st = agg.close().unwrap();
+    let mut decs = w.decryptors();
+    for d in decs.iter_mut() {
+        for v in agg.views_for(d.member()) {
+            DecryptorRole::admit(d, &v).unwrap();
+        }
+    }
+    let sigs: Vec<_> = decs
+        .iter_mut()
+        .map(|d| sign_as_role(d, &st).unwrap().persisted())
+        .collect();
+    for d in &decs {
+        agg.accept_release(&DecryptorRole::release(d, &st, &sigs).unwrap())
+            .unwrap();
+    }
+    assert_eq!(agg.finish().unwrap(), w.expected_sum(&[0, 1]));
+}
+
+#[test]
+fn seeds_are_deleted_at_the_deadline_released_or_not() {
+    let mut w = world(&SMALL, 9);
+    let mut agg = HeAggregator::new(w.setup.clone(), Closing::OnDeadline);
+    for s in 0..2 {
+        agg.receive(&w.upload(s)).unwrap();
+    }
+    let st = agg.close().unwrap();
+    let mut decs = w.decryptors();
+    forward(&agg, &mut decs);
+    let sigs = sign_all(&mut decs, &[0, 1, 2, 3], &st);
+    let with_seeds = decs[0].snapshot().len();
+    decs[0].expire();
+    assert!(decs[0].admitted().is_empty());
+    assert!(decs[0].snapshot().len() < with_seeds - 2 * 32 * 6);
+    assert_eq!(decs[0].release(&st, &sigs), Err(HeError::Expired));
+    let views = agg.views_for(0);
+    assert_eq!(decs[0].admit(&views[0]), Err(HeError::Expired));
+}
