@@ -121,6 +121,11 @@ impl HeAggregator {
         self.uploads.keys().map(|&s| SiteId(s)).collect()
     }
 
+    /// Whether the cohort is closed.
+    pub fn is_closed(&self) -> bool {
+        self.statement.is_some()
+    }
+
     /// Whether an asynchronous round reached its target count.
     pub fn target_reached(&self) -> bool {
         matches!(self.closing, Closing::OnTargetOrDeadline(t) if self.uploads.len() >= t)

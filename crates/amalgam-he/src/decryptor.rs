@@ -19,32 +19,13 @@ use zeroize::Zeroizing;
 use crate::committee::MemberSecrets;
 use crate::error::HeError;
 use crate::kahe::KeyVector;
+pub use crate::persist::PersistFirst;
 use crate::release::PieceSumRelease;
 use crate::round::RoundSetup;
 use crate::seed_box::{self, Binding, Seed};
 use crate::statement::{CohortStatement, StatementSignature};
 use crate::upload::{UploadView, piece_commitment, verify};
 use crate::wire::SNAPSHOT_HE_DECRYPTOR;
-
-/// A message that may leave only after `state()` is persisted: the typed "persist first" rule.
-#[must_use = "persist state() durably, then call persisted() to get the message"]
-#[derive(Debug)]
-pub struct PersistFirst<T> {
-    state: Zeroizing<Vec<u8>>,
-    message: T,
-}
-
-impl<T> PersistFirst<T> {
-    /// The state to persist (sealed: it holds seeds) before the message is sent.
-    pub fn state(&self) -> &[u8] {
-        &self.state
-    }
-
-    /// Call once `state()` is durable; yields the message.
-    pub fn persisted(self) -> T {
-        self.message
-    }
-}
 
 /// One admitted upload: its digest and the seeds of the pieces this member holds.
 #[derive(Clone)]
@@ -224,10 +205,10 @@ impl Decryptor {
             }
         }
         let digest = statement.digest(self.setup.context());
-        Ok(PersistFirst {
-            state: self.snapshot(),
-            message: StatementSignature::sign(&self.secrets.identity, self.member, &digest),
-        })
+        Ok(PersistFirst::new(
+            self.snapshot(),
+            StatementSignature::sign(&self.secrets.identity, self.member, &digest),
+        ))
     }
 
     /// Releases the cohort sum of every piece this member holds, for the statement it signed,

@@ -167,3 +167,36 @@ fn seeds_are_deleted_at_the_deadline_released_or_not() {
     let views = agg.views_for(0);
     assert_eq!(decs[0].admit(&views[0]), Err(HeError::Expired));
 }
+
+#[test]
+fn site_and_aggregator_run_through_the_role_traits() {
+    use amalgam_he::HeSite;
+    use amalgam_proto::{AggregatorRole, AggregatorStep, SiteRole};
+    let mut w = world(&SMALL, 10);
+    let mut agg = HeAggregator::new(w.setup.clone(), Closing::OnDeadline);
+    for s in 0..3 {
+        let mut site =
+            HeSite::new(w.setup.clone(), SiteId(s), w.identities[s as usize].clone()).unwrap();
+        let pending = site
+            .start((MODEL, w.input(s as usize)), &mut w.rng)
+            .unwrap();
+        let state = pending.state().to_vec();
+        let upload = pending.persisted();
+        assert!(site.is_done());
+        assert!(matches!(
+            site.start((MODEL, w.input(s as usize)), &mut w.rng),
+            Err(HeError::WrongState(_))
+        ));
+        // A restarted site re-sends identical bytes from the persisted state.
+        let mut again =
+            HeSite::new(w.setup.clone(), SiteId(s), w.identities[s as usize].clone()).unwrap();
+        let restored = SiteRound::from_bytes(&state, &w.setup).unwrap();
+        assert_eq!(again.resume(restored).unwrap(), upload);
+        AggregatorRole::receive(&mut agg, upload).unwrap();
+    }
+    let AggregatorStep::Finished(st) = agg.close_phase().unwrap() else {
+        panic!("one phase")
+    };
+    assert!(AggregatorRole::is_done(&agg));
+    assert_eq!(st.members.len(), 3);
+}
