@@ -193,6 +193,7 @@ pub fn he_decoders(data: &[u8]) {
         let _ = UploadView::from_bytes(data, setup, member);
     }
     let _ = amalgam_he::SiteRound::from_bytes(data, setup);
+    let _ = amalgam_he::HeAggregator::restore(data, setup.clone());
     let (a, b) = he_member_bytes(0);
     let _ = amalgam_he::Decryptor::restore(
         data,

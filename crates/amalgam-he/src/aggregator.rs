@@ -12,7 +12,10 @@ use crate::kahe::{self, KeyVector};
 use crate::release::PieceSumRelease;
 use crate::round::RoundSetup;
 use crate::statement::CohortStatement;
-use crate::upload::{SignedUpload, UploadView, verify};
+use crate::upload::{KeptUpload, SignedUpload, UploadView, verify};
+use crate::wire::{SNAPSHOT_HE_AGGREGATOR, put_words, read_field_words};
+use amalgam_proto::codec::{Decode, Encode, Reader, Writer};
+use sha2::{Digest, Sha256};
 
 /// When the cohort closes: at the deadline only, or as soon as `target` uploads arrived
 /// (asynchronous, FedBuff-style buffer), whichever the driver sees first.
@@ -27,7 +30,7 @@ pub enum Closing {
 /// What the aggregator keeps of an upload besides its bodies (which go into the sum).
 struct Kept {
     digest: [u8; 32],
-    views: Vec<UploadView>,
+    upload: KeptUpload,
 }
 
 /// The aggregator of one fallback round.
@@ -38,6 +41,7 @@ pub struct HeAggregator {
     body_sum: Vec<u64>,
     statement: Option<CohortStatement>,
     piece_sums: BTreeMap<u16, (u8, KeyVector)>,
+    releases: Vec<PieceSumRelease>,
 }
 
 impl core::fmt::Debug for HeAggregator {
@@ -62,6 +66,7 @@ impl HeAggregator {
             body_sum,
             statement: None,
             piece_sums: BTreeMap::new(),
+            releases: Vec::new(),
         }
     }
 
@@ -102,15 +107,12 @@ impl HeAggregator {
         if !self.setup.accepts_model(&upload.header.model_digest) {
             return Err(HeError::StaleModel);
         }
-        let views = (0..self.setup.committee().size())
-            .filter_map(|m| upload.view_for(m))
-            .collect();
         kahe::add_bodies(&mut self.body_sum, &upload.bodies);
         self.uploads.insert(
             site.0,
             Kept {
                 digest: upload.digest(&ctx),
-                views,
+                upload: KeptUpload::of(upload),
             },
         );
         Ok(())
@@ -159,7 +161,7 @@ impl HeAggregator {
     pub fn views_for(&self, member: usize) -> Vec<UploadView> {
         self.uploads
             .values()
-            .filter_map(|k| k.views.get(member).cloned())
+            .filter_map(|k| k.upload.view_for(member))
             .collect()
     }
 
@@ -233,5 +235,104 @@ impl HeAggregator {
             &self.body_sum,
             &key,
         )
+    }
+}
+
+impl HeAggregator {
+    /// The persisted round (no secret: bodies are summed, boxes sealed). Holds the kept
+    /// uploads, the body sum, whether the cohort is closed and every accepted release.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.header(SNAPSHOT_HE_AGGREGATOR);
+        w.u64(self.setup.round());
+        w.bytes(self.setup.context());
+        match self.closing {
+            Closing::OnDeadline => {
+                w.u8(0);
+                w.u32(0);
+            }
+            Closing::OnTargetOrDeadline(t) => {
+                w.u8(1);
+                w.u32(t as u32);
+            }
+        }
+        w.count(self.uploads.len());
+        for k in self.uploads.values() {
+            k.upload.encode(&mut w);
+        }
+        put_words(&mut w, &self.body_sum);
+        w.bool(self.statement.is_some());
+        w.count(self.releases.len());
+        for r in &self.releases {
+            w.bytes_prefixed(&r.to_bytes());
+        }
+        w.into_bytes()
+    }
+
+    /// Rebuilds the round from [`HeAggregator::snapshot`] bytes, re-checking what can be
+    /// re-checked: every kept upload's signature, site, model and uniqueness, the statement
+    /// (recomputed from the uploads, never read), and every release (replayed through
+    /// [`HeAggregator::accept_release`]).
+    pub fn restore(bytes: &[u8], setup: RoundSetup) -> Result<Self, HeError> {
+        let mut r = Reader::new(bytes);
+        r.expect_header(SNAPSHOT_HE_AGGREGATOR)?;
+        if r.u64("round")? != setup.round() || &r.array::<32>("context")? != setup.context() {
+            return Err(HeError::WrongRound);
+        }
+        let closing = match (r.u8("closing")?, r.u32("target")?) {
+            (0, 0) => Closing::OnDeadline,
+            (1, t) => Closing::OnTargetOrDeadline(t as usize),
+            _ => {
+                return Err(HeError::Decode(amalgam_proto::DecodeError::InvalidValue {
+                    field: "closing",
+                    reason: "unknown closing rule",
+                }));
+            }
+        };
+        let mut agg = Self::new(setup, closing);
+        let max = agg.setup.params().max_sites() as usize;
+        let n = r.count("uploads", 0, max)?;
+        let ctx = *agg.setup.context();
+        for _ in 0..n {
+            let kept = KeptUpload::decode(&mut r, &agg.setup)?;
+            let site = kept.header.site;
+            let key = agg.setup.sites().key(site)?;
+            let message = kept.message(&ctx);
+            if !verify(key, &message, &kept.signature) {
+                return Err(HeError::BadSignature {
+                    what: "upload",
+                    signer: site.index(),
+                });
+            }
+            if !agg.setup.accepts_model(&kept.header.model_digest) {
+                return Err(HeError::StaleModel);
+            }
+            let digest: [u8; 32] = Sha256::digest(&message).into();
+            if agg
+                .uploads
+                .insert(
+                    site.0,
+                    Kept {
+                        digest,
+                        upload: kept,
+                    },
+                )
+                .is_some()
+            {
+                return Err(HeError::DuplicateSite { site: site.0 });
+            }
+        }
+        agg.body_sum = read_field_words(&mut r, agg.setup.params().body_len(), "body_sum")?;
+        if r.bool("closed")? {
+            agg.close()?;
+        }
+        let releases = r.count("releases", 0, agg.setup.committee().size() * 64)?;
+        for _ in 0..releases {
+            let len = r.count("release_len", 0, usize::MAX >> 1)?;
+            let release = PieceSumRelease::from_bytes(r.bytes(len, "release")?, &agg.setup)?;
+            agg.accept_release(&release)?;
+        }
+        r.finish("HeAggregator")?;
+        Ok(agg)
     }
 }

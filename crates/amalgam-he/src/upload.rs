@@ -168,6 +168,79 @@ impl UploadView {
     }
 }
 
+/// An upload without its bodies (which are already in the aggregator's sum): what the
+/// aggregator keeps to forward views and to re-check signatures when it restores.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeptUpload {
+    pub(crate) header: UploadHeader,
+    pub(crate) bodies_digest: [u8; 32],
+    pub(crate) boxes: Vec<Vec<u8>>,
+    pub(crate) signature: [u8; 64],
+}
+
+impl KeptUpload {
+    pub(crate) fn of(u: &SignedUpload) -> Self {
+        Self {
+            header: u.header.clone(),
+            bodies_digest: bodies_digest(&u.bodies),
+            boxes: u.boxes.clone(),
+            signature: u.signature,
+        }
+    }
+
+    fn box_digests(&self) -> Vec<[u8; 32]> {
+        self.boxes
+            .iter()
+            .map(|b| Sha256::digest(b).into())
+            .collect()
+    }
+
+    pub(crate) fn message(&self, round_context: &[u8; 32]) -> Vec<u8> {
+        signed_message(
+            round_context,
+            &self.header,
+            &self.bodies_digest,
+            &self.box_digests(),
+        )
+    }
+
+    pub(crate) fn view_for(&self, member: usize) -> Option<UploadView> {
+        Some(UploadView {
+            header: self.header.clone(),
+            bodies_digest: self.bodies_digest,
+            box_digests: self.box_digests(),
+            own_box: self.boxes.get(member)?.clone(),
+            signature: self.signature,
+        })
+    }
+
+    pub(crate) fn encode(&self, w: &mut Writer) {
+        encode_header(w, &self.header);
+        w.bytes(&self.bodies_digest);
+        w.count(self.boxes.len());
+        for b in &self.boxes {
+            w.bytes_prefixed(b);
+        }
+        w.bytes(&self.signature);
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>, setup: &RoundSetup) -> Result<Self, DecodeError> {
+        let header = decode_header(r, setup)?;
+        let bodies_digest = r.array("bodies_digest")?;
+        let c = setup.committee().size();
+        r.count("boxes", c, c)?;
+        let boxes = (0..c)
+            .map(|j| read_box(r, setup, j))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            header,
+            bodies_digest,
+            boxes,
+            signature: r.array("signature")?,
+        })
+    }
+}
+
 fn encode_header(w: &mut Writer, h: &UploadHeader) {
     w.u16(h.site.0);
     w.bytes(&h.model_digest);

@@ -17,6 +17,8 @@ pub const MSG_HE_STATEMENT_SIGNATURE: u8 = msg_type::HE_FIRST + 11;
 /// Message type of a [`crate::release::PieceSumRelease`].
 pub const MSG_HE_PIECE_SUMS: u8 = msg_type::HE_FIRST + 12;
 
+/// Snapshot type of a [`crate::aggregator::HeAggregator`] (no secret).
+pub const SNAPSHOT_HE_AGGREGATOR: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 4;
 /// Snapshot type of a [`crate::decryptor::Decryptor`] (holds seeds: the caller seals it).
 pub const SNAPSHOT_HE_DECRYPTOR: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 2;
 /// Snapshot type of a [`crate::site::SiteRound`] (holds the seed and update: sealed by the caller).

@@ -200,3 +200,37 @@ fn site_and_aggregator_run_through_the_role_traits() {
     assert!(AggregatorRole::is_done(&agg));
     assert_eq!(st.members.len(), 3);
 }
+
+#[test]
+fn the_aggregator_resumes_from_its_snapshot_and_rechecks_it() {
+    let mut w = world(&SMALL, 11);
+    let mut agg = HeAggregator::new(w.setup.clone(), Closing::OnTargetOrDeadline(3));
+    agg.receive(&w.upload(0)).unwrap();
+    agg.receive(&w.upload(1)).unwrap();
+    // Restart with the cohort open, then finish the round on the restored aggregator.
+    let mut agg = HeAggregator::restore(&agg.snapshot(), w.setup.clone()).unwrap();
+    agg.receive(&w.upload(2)).unwrap();
+    assert!(agg.target_reached());
+    let st = agg.close().unwrap();
+    let mut decs = w.decryptors();
+    forward(&agg, &mut decs);
+    let sigs = sign_all(&mut decs, &[0, 1, 2, 3], &st);
+    agg.accept_release(&decs[0].release(&st, &sigs).unwrap())
+        .unwrap();
+    // Restart after one release: the statement is recomputed, the release replayed.
+    let snap = agg.snapshot();
+    let mut agg = HeAggregator::restore(&snap, w.setup.clone()).unwrap();
+    assert_eq!(agg.close().unwrap(), st);
+    for d in &decs[1..4] {
+        agg.accept_release(&d.release(&st, &sigs).unwrap()).unwrap();
+    }
+    assert_eq!(agg.finish().unwrap(), w.expected_sum(&[0, 1, 2]));
+    // A tampered kept upload (its model digest byte) fails the signature re-check.
+    let at = 4 + 8 + 32 + 1 + 4 + 4 + 2;
+    let mut bad = snap.clone();
+    bad[at] ^= 1;
+    assert!(HeAggregator::restore(&bad, w.setup.clone()).is_err());
+    let mut trailing = snap;
+    trailing.push(0);
+    assert!(HeAggregator::restore(&trailing, w.setup.clone()).is_err());
+}
