@@ -92,14 +92,6 @@ pub enum HeError {
     /// A message for another round context (other round, manifest, committee or parameters).
     #[error("message is bound to another round context")]
     WrongRound,
-    /// A round id at or below the persisted high-water mark, or a round already recorded.
-    #[error("round {round} is not above the high-water mark {high_water}")]
-    StaleRound {
-        /// The round requested.
-        round: u64,
-        /// The persisted high-water mark.
-        high_water: u64,
-    },
     /// A site id outside the directory.
     #[error("site {site} is not in the site directory")]
     UnknownSite {
@@ -228,7 +220,7 @@ impl HeError {
             | Self::ValueOutOfRange { .. }
             | Self::WrongState(_)
             | Self::Expired => Fault::LocalMisuse,
-            Self::WrongRound | Self::StaleRound { .. } | Self::StaleModel => Fault::Incompatible,
+            Self::WrongRound | Self::StaleModel => Fault::Incompatible,
             _ => Fault::Peer,
         }
     }
@@ -244,7 +236,7 @@ impl HeError {
             Self::LengthMismatch { .. } => 6,
             Self::Decode(_) => 7,
             Self::WrongRound => 8,
-            Self::StaleRound { .. } => 9,
+            // 9 is reserved (a round id below a persisted high-water mark, checked by drivers).
             Self::UnknownSite { .. } => 10,
             Self::UnknownMember { .. } => 11,
             Self::BadSignature { .. } => 12,
