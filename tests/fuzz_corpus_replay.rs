@@ -96,7 +96,7 @@ fn write_he_and_ledger_seeds() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let he_dir = root.join("fuzz/corpus/he_decoders");
     std::fs::create_dir_all(&he_dir).expect("corpus dir");
-    let vectors = root.join("protocol-spec/test-vectors/v1");
+    let vectors = root.join("protocol-spec/test-vectors/v2");
     for entry in std::fs::read_dir(&vectors).expect("vectors") {
         let path = entry.expect("entry").path();
         let name = path

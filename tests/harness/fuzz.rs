@@ -139,33 +139,69 @@ pub fn packed_sum(data: &[u8]) {
     assert_eq!(got, want, "packed sum differs, B = {bits}, len = {len}");
 }
 
-/// The homomorphic fallback's parameters in its conformance vectors (B = 16, 4 sites, d = 5).
-fn he_fixture() -> Option<&'static amalgam_he::HeParams> {
-    static PARAMS: OnceLock<Option<amalgam_he::HeParams>> = OnceLock::new();
-    PARAMS
-        .get_or_init(|| amalgam_he::params::he_params(16, 4, 5).ok())
+/// The homomorphic fallback's round in its conformance vectors: 4 sites (m = 2), a committee
+/// (c, t_c, Q, c_d) = (5, 3, 4, 2), b = 16, d = 5, round 7, all keys from fixed bytes.
+pub fn he_setup() -> Option<&'static amalgam_he::RoundSetup> {
+    use amalgam_he::decryptor::member_secrets_from_bytes;
+    use amalgam_he::{Committee, KaheParams, RoundSetup, SiteDirectory};
+    static SETUP: OnceLock<Option<amalgam_he::RoundSetup>> = OnceLock::new();
+    SETUP
+        .get_or_init(|| {
+            let sites =
+                SiteDirectory::new((0..4u8).map(|i| he_site_key(i).verifying_key()).collect())
+                    .ok()?;
+            let members = (0..5u8)
+                .map(|j| {
+                    let (a, b) = he_member_bytes(j);
+                    member_secrets_from_bytes(a, b).certify(1)
+                })
+                .collect();
+            let committee = Committee::new(members, 3, 4, 2).ok()?;
+            let params = KaheParams::new(16, 4, 5).ok()?;
+            RoundSetup::new(params, sites, committee, 2, 7, vec![HE_MODEL]).ok()
+        })
         .as_ref()
+}
+
+/// The model digest the HE vectors' uploads were trained on.
+pub const HE_MODEL: [u8; 32] = [0x3d; 32];
+
+/// Site `i`'s identity key in the HE vectors (test key: fixed bytes).
+pub fn he_site_key(i: u8) -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[0x10 + i; 32])
+}
+
+/// Committee member `j`'s identity and box secret bytes in the HE vectors (test keys).
+pub fn he_member_bytes(j: u8) -> ([u8; 32], [u8; 32]) {
+    ([0x20 + j; 32], [0x30 + j; 32])
 }
 
 /// Every decoder of the homomorphic fallback on arbitrary bytes.
 pub fn he_decoders(data: &[u8]) {
-    use amalgam_he::audit::AuditEntry;
     use amalgam_he::{
-        AggregateClaim, CiphertextSum, EncryptedVector, HeParams, MaskAttestation, PublicKey,
-        SignedContribution,
+        CohortStatement, KaheParams, PieceSumRelease, SignedUpload, StatementSignature, UploadView,
     };
 
-    let _ = HeParams::from_bytes(data, &());
-    let _ = PublicKey::from_bytes(data, &());
-    let _ = AuditEntry::from_bytes(data, &());
-    let Some(p) = he_fixture() else {
+    let _ = KaheParams::from_bytes(data, &());
+    let _ = CohortStatement::from_bytes(data, &());
+    let _ = StatementSignature::from_bytes(data, &());
+    let Some(setup) = he_setup() else {
         return;
     };
-    let _ = EncryptedVector::from_bytes(data, p);
-    let _ = CiphertextSum::from_bytes(data, p);
-    let _ = SignedContribution::from_bytes(data, p);
-    let _ = MaskAttestation::from_bytes(data, p);
-    let _ = AggregateClaim::from_bytes(data, p);
+    let _ = SignedUpload::from_bytes(data, setup);
+    let _ = PieceSumRelease::from_bytes(data, setup);
+    for member in 0..setup.committee().size() {
+        let _ = UploadView::from_bytes(data, setup, member);
+    }
+    let _ = amalgam_he::SiteRound::from_bytes(data, setup);
+    let _ = amalgam_he::HeAggregator::restore(data, setup.clone());
+    let (a, b) = he_member_bytes(0);
+    let _ = amalgam_he::Decryptor::restore(
+        data,
+        setup.clone(),
+        0,
+        amalgam_he::decryptor::member_secrets_from_bytes(a, b),
+    );
 }
 
 /// The key the `ledger` fuzz target's audits verify against (the DP ledger tests' key).

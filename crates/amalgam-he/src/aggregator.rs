@@ -1,269 +1,338 @@
-//! The aggregator role of an HE round: verify and add signed contributions, holding no key.
-//!
-//! Synchronous rounds close when the driver says (a deadline, or everybody answered). An
-//! asynchronous round (plants with intermittent connectivity) also closes itself as soon as a
-//! target count of contributions is reached; the driver closes it at its deadline otherwise.
-//! Either way the round only produces an aggregate if the minimum cohort contributed.
-//!
-//! The driver keeps each accepted contribution's [`crate::messages::MaskAttestation`]
-//! ([`SignedContribution::mask_attestation`]) to forward to the decryptor with the claim; the
-//! bodies of single contributions never leave the aggregator.
+//! The aggregator's side of a fallback round (spec §5.3, §5.6). It holds no key and no seed: it
+//! verifies and adds signed uploads, closes the cohort (at a target count or the driver's
+//! deadline), forwards each member its views, collects released piece sums and publishes only
+//! the decoded sum — never a phase, a residual or a body.
 
-use std::collections::BTreeSet;
-use std::convert::Infallible;
+use std::collections::BTreeMap;
 
-use amalgam_proto::codec::{Decode, Encode, Reader, Writer};
-use amalgam_proto::{AggregatorRole, AggregatorStep, DecodeError, SiteId, Snapshot};
+use amalgam_proto::SiteId;
 
-use crate::ciphertext::CiphertextSum;
-use crate::consortium::HeConsortium;
 use crate::error::HeError;
-use crate::fallback::HePlan;
-use crate::messages::{AggregateClaim, SignedContribution};
-use crate::wire::SNAPSHOT_HE_AGGREGATOR;
+use crate::kahe::{self, KeyVector};
+use crate::release::PieceSumRelease;
+use crate::round::RoundSetup;
+use crate::statement::CohortStatement;
+use crate::upload::{KeptUpload, SignedUpload, UploadView, verify};
+use crate::wire::{SNAPSHOT_HE_AGGREGATOR, put_words, read_field_words};
+use amalgam_proto::codec::{Decode, Encode, Reader, Writer};
+use sha2::{Digest, Sha256};
 
-/// When an HE round stops accepting contributions by itself.
+/// When the cohort closes: at the deadline only, or as soon as `target` uploads arrived
+/// (asynchronous, FedBuff-style buffer), whichever the driver sees first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Closing {
-    /// Only when the driver closes it (at its deadline).
+    /// Close when the driver's deadline passes.
     OnDeadline,
-    /// At the deadline or as soon as this many contributions arrived, whichever is first.
-    OnTargetOrDeadline(u32),
+    /// Close at `target` uploads or at the deadline.
+    OnTargetOrDeadline(usize),
 }
 
-/// Aggregator state of one HE round.
+/// What the aggregator keeps of an upload besides its bodies (which go into the sum).
+struct Kept {
+    digest: [u8; 32],
+    upload: KeptUpload,
+}
+
+/// The aggregator of one fallback round.
 pub struct HeAggregator {
-    consortium: HeConsortium,
-    round: u64,
+    setup: RoundSetup,
     closing: Closing,
-    sum: CiphertextSum,
-    contributors: BTreeSet<SiteId>,
-    invited: Option<BTreeSet<SiteId>>,
-    finished: bool,
+    uploads: BTreeMap<u16, Kept>,
+    body_sum: Vec<u64>,
+    statement: Option<CohortStatement>,
+    piece_sums: BTreeMap<u16, (u8, KeyVector)>,
+    releases: Vec<PieceSumRelease>,
+}
+
+impl core::fmt::Debug for HeAggregator {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "HeAggregator(round {}, {} uploads)",
+            self.setup.round(),
+            self.uploads.len()
+        )
+    }
 }
 
 impl HeAggregator {
-    /// Opens a round. A target must lie between the minimum cohort and the maximum cohort.
-    pub fn new(consortium: HeConsortium, round: u64, closing: Closing) -> Result<Self, HeError> {
-        if let Closing::OnTargetOrDeadline(target) = closing {
-            let (min, max) = (
-                consortium.min_cohort() as u32,
-                consortium.params().max_sites(),
-            );
-            if target < min || target > max {
-                return Err(HeError::TargetOutOfRange { target, min, max });
-            }
-        }
-        let sum = CiphertextSum::zero(consortium.params());
-        Ok(Self {
-            consortium,
-            round,
+    /// A fresh round.
+    pub fn new(setup: RoundSetup, closing: Closing) -> Self {
+        let body_sum = vec![0; setup.params().body_len()];
+        Self {
+            setup,
             closing,
-            sum,
-            contributors: BTreeSet::new(),
-            invited: None,
-            finished: false,
-        })
+            uploads: BTreeMap::new(),
+            body_sum,
+            statement: None,
+            piece_sums: BTreeMap::new(),
+            releases: Vec::new(),
+        }
     }
 
-    /// Opens the round a [`HePlan`] describes: only its invited sites may contribute (an HE
-    /// re-run after a masking abort runs among the remaining sites only).
-    pub fn for_plan(consortium: HeConsortium, plan: &HePlan) -> Result<Self, HeError> {
-        for &site in &plan.invited {
-            consortium.sites().key(site)?;
+    /// Accepts one signed upload while the cohort is open. On `Err`, nothing changed.
+    pub fn receive(&mut self, upload: &SignedUpload) -> Result<(), HeError> {
+        if self.statement.is_some() {
+            return Err(HeError::WrongState("the cohort is closed"));
         }
-        let mut agg = Self::new(consortium, plan.round, plan.closing)?;
-        agg.invited = Some(plan.invited.clone());
-        Ok(agg)
-    }
-
-    /// Whether an asynchronous round reached its target (it then accepts nothing more).
-    pub fn target_reached(&self) -> bool {
-        matches!(self.closing, Closing::OnTargetOrDeadline(t) if self.contributors.len() >= t as usize)
-    }
-
-    /// Number of contributions added so far.
-    pub fn contributions(&self) -> usize {
-        self.contributors.len()
-    }
-}
-
-impl AggregatorRole for HeAggregator {
-    type Upload = SignedContribution;
-    type Download = Infallible;
-    type Output = AggregateClaim;
-    type Error = HeError;
-
-    /// Checks round, manifest membership, key, duplicate and signature, then adds. On error
-    /// nothing changes.
-    fn receive(&mut self, c: SignedContribution) -> Result<(), HeError> {
-        if self.finished || self.target_reached() {
-            return Err(HeError::RoundClosed { round: self.round });
+        let ctx = *self.setup.context();
+        let site = upload.header.site;
+        let key = self.setup.sites().key(site)?;
+        if self.uploads.contains_key(&site.0) {
+            return Err(HeError::DuplicateSite { site: site.0 });
         }
-        let identity = self
-            .consortium
-            .check_origin(c.round, self.round, c.site, &c.key)?;
-        if self.invited.as_ref().is_some_and(|i| !i.contains(&c.site)) {
-            return Err(HeError::NotInvited { site: c.site.0 });
+        if self.uploads.len() >= self.setup.params().max_sites() as usize {
+            return Err(HeError::CohortSize {
+                size: self.uploads.len() + 1,
+                min: self.setup.min_cohort(),
+                max: self.setup.params().max_sites() as usize,
+            });
         }
-        if self.contributors.contains(&c.site) {
-            return Err(HeError::DuplicateContribution { site: c.site.0 });
+        if upload.bodies.len() != self.setup.params().body_len()
+            || upload.boxes.len() != self.setup.committee().size()
+        {
+            return Err(HeError::LengthMismatch {
+                what: "upload",
+                expected: self.setup.params().body_len(),
+                got: upload.bodies.len(),
+            });
         }
-        c.verify(identity)?;
-        self.sum.add(&c.ciphertext, self.consortium.params())?;
-        self.contributors.insert(c.site);
+        let message = upload.message(&ctx);
+        if !verify(key, &message, &upload.signature) {
+            return Err(HeError::BadSignature {
+                what: "upload",
+                signer: site.index(),
+            });
+        }
+        if !self.setup.accepts_model(&upload.header.model_digest) {
+            return Err(HeError::StaleModel);
+        }
+        kahe::add_bodies(&mut self.body_sum, &upload.bodies);
+        self.uploads.insert(
+            site.0,
+            Kept {
+                digest: upload.digest(&ctx),
+                upload: KeptUpload::of(upload),
+            },
+        );
         Ok(())
     }
 
-    /// Produces the aggregate claim if the minimum cohort contributed; otherwise refuses and
-    /// changes nothing (the driver may wait longer, or abort the round).
-    fn close_phase(&mut self) -> Result<AggregatorStep<Infallible, AggregateClaim>, HeError> {
-        if self.finished {
-            return Err(HeError::RoundClosed { round: self.round });
+    /// Sites accepted so far.
+    pub fn responded(&self) -> Vec<SiteId> {
+        self.uploads.keys().map(|&s| SiteId(s)).collect()
+    }
+
+    /// Whether the cohort is closed.
+    pub fn is_closed(&self) -> bool {
+        self.statement.is_some()
+    }
+
+    /// Whether an asynchronous round reached its target count.
+    pub fn target_reached(&self) -> bool {
+        matches!(self.closing, Closing::OnTargetOrDeadline(t) if self.uploads.len() >= t)
+    }
+
+    /// Closes the cohort: the statement names exactly the uploads in the sum. Refused (nothing
+    /// changed) below the minimum cohort.
+    pub fn close(&mut self) -> Result<CohortStatement, HeError> {
+        if let Some(s) = &self.statement {
+            return Ok(s.clone());
         }
-        let need = self.consortium.min_cohort();
-        if self.contributors.len() < need {
-            return Err(HeError::CohortTooSmall {
-                have: self.contributors.len(),
-                need,
+        if self.uploads.len() < self.setup.min_cohort() {
+            return Err(HeError::CohortSize {
+                size: self.uploads.len(),
+                min: self.setup.min_cohort(),
+                max: self.setup.params().max_sites() as usize,
             });
         }
-        self.finished = true;
-        let sum = std::mem::replace(&mut self.sum, CiphertextSum::zero(self.consortium.params()));
-        Ok(AggregatorStep::Finished(AggregateClaim {
-            round: self.round,
-            key: *self.consortium.key(),
-            contributors: self.contributors.iter().copied().collect(),
-            sum,
-        }))
+        let s = CohortStatement {
+            members: self
+                .uploads
+                .iter()
+                .map(|(&s, k)| (SiteId(s), k.digest))
+                .collect(),
+        };
+        self.statement = Some(s.clone());
+        Ok(s)
     }
 
-    fn responded(&self) -> Vec<SiteId> {
-        self.contributors.iter().copied().collect()
+    /// The upload views to forward to `member` (its boxes; never bodies).
+    pub fn views_for(&self, member: usize) -> Vec<UploadView> {
+        self.uploads
+            .values()
+            .filter_map(|k| k.upload.view_for(member))
+            .collect()
     }
 
-    fn is_done(&self) -> bool {
-        self.finished
+    /// Accepts a member's release: signed by that member, for the closed statement, only pieces
+    /// it holds; a second holder's sum must equal the first (else one of them lies). On `Err`,
+    /// nothing changed.
+    pub fn accept_release(&mut self, release: &PieceSumRelease) -> Result<(), HeError> {
+        let statement = self
+            .statement
+            .as_ref()
+            .ok_or(HeError::WrongState("the cohort is not closed"))?;
+        let ctx = self.setup.context();
+        let committee = self.setup.committee();
+        let member = usize::from(release.member);
+        let keys = committee.member(member)?;
+        if release.statement_digest != statement.digest(ctx) {
+            return Err(HeError::NotSigned);
+        }
+        if !release.verifies(&keys.identity, ctx) {
+            return Err(HeError::BadSignature {
+                what: "piece sums",
+                signer: member,
+            });
+        }
+        for (i, (p, v)) in release.sums.iter().enumerate() {
+            let piece = usize::from(*p);
+            if !committee.holds(member, piece) || release.sums[..i].iter().any(|(q, _)| q == p) {
+                return Err(HeError::BadPieceSum {
+                    piece,
+                    reason: "not held by the sender, or listed twice",
+                });
+            }
+            if let Some((first, known)) = self.piece_sums.get(p)
+                && known != v
+            {
+                return Err(HeError::InconsistentPieceSum {
+                    piece,
+                    first: usize::from(*first),
+                    second: member,
+                });
+            }
+        }
+        for (p, v) in &release.sums {
+            self.piece_sums
+                .entry(*p)
+                .or_insert_with(|| (release.member, v.clone()));
+        }
+        Ok(())
+    }
+
+    /// The decoded sum over the statement's cohort, once every piece has a released sum.
+    pub fn finish(&self) -> Result<Vec<u64>, HeError> {
+        let statement = self
+            .statement
+            .as_ref()
+            .ok_or(HeError::WrongState("the cohort is not closed"))?;
+        let pieces = self.setup.committee().pieces();
+        if self.piece_sums.len() < pieces {
+            return Err(HeError::PiecesMissing {
+                missing: pieces - self.piece_sums.len(),
+            });
+        }
+        let mut key = KeyVector::zero();
+        for (_, v) in self.piece_sums.values() {
+            key.add_assign(v);
+        }
+        kahe::decode_sum(
+            self.setup.params(),
+            self.setup.context(),
+            statement.members.len(),
+            &self.body_sum,
+            &key,
+        )
     }
 }
 
-impl Snapshot for HeAggregator {
-    type Context = HeConsortium;
-    type Error = HeError;
-
-    /// Header (type 0x72), round (u64), closing (u8 0 | 1 + target u32), finished (bool),
-    /// contributor count (u32) and ids (u16, increasing), running sum. Holds no secret.
-    fn snapshot(&self) -> Vec<u8> {
+impl HeAggregator {
+    /// The persisted round (no secret: bodies are summed, boxes sealed). Holds the kept
+    /// uploads, the body sum, whether the cohort is closed and every accepted release.
+    pub fn snapshot(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.header(SNAPSHOT_HE_AGGREGATOR);
-        w.u64(self.round);
+        w.u64(self.setup.round());
+        w.bytes(self.setup.context());
         match self.closing {
-            Closing::OnDeadline => w.u8(0),
+            Closing::OnDeadline => {
+                w.u8(0);
+                w.u32(0);
+            }
             Closing::OnTargetOrDeadline(t) => {
                 w.u8(1);
-                w.u32(t);
+                w.u32(t as u32);
             }
         }
-        w.bool(self.finished);
-        match &self.invited {
-            None => w.u8(0),
-            Some(invited) => {
-                w.u8(1);
-                write_sites(&mut w, invited);
-            }
+        w.count(self.uploads.len());
+        for k in self.uploads.values() {
+            k.upload.encode(&mut w);
         }
-        write_sites(&mut w, &self.contributors);
-        self.sum.encode(&mut w);
+        put_words(&mut w, &self.body_sum);
+        w.bool(self.statement.is_some());
+        w.count(self.releases.len());
+        for r in &self.releases {
+            w.bytes_prefixed(&r.to_bytes());
+        }
         w.into_bytes()
     }
 
-    /// Rebuilds the aggregator, re-validating everything against the consortium.
-    fn restore(bytes: &[u8], consortium: &HeConsortium) -> Result<Self, HeError> {
+    /// Rebuilds the round from [`HeAggregator::snapshot`] bytes, re-checking what can be
+    /// re-checked: every kept upload's signature, site, model and uniqueness, the statement
+    /// (recomputed from the uploads, never read), and every release (replayed through
+    /// [`HeAggregator::accept_release`]).
+    pub fn restore(bytes: &[u8], setup: RoundSetup) -> Result<Self, HeError> {
         let mut r = Reader::new(bytes);
         r.expect_header(SNAPSHOT_HE_AGGREGATOR)?;
-        let round = r.u64("snapshot.round")?;
-        let closing = match r.u8("snapshot.closing")? {
-            0 => Closing::OnDeadline,
-            1 => Closing::OnTargetOrDeadline(r.u32("snapshot.target")?),
-            _ => {
-                return Err(DecodeError::InvalidValue {
-                    field: "snapshot.closing",
-                    reason: "must be 0 or 1",
-                }
-                .into());
-            }
-        };
-        let finished = r.bool("snapshot.finished")?;
-        let params = consortium.params();
-        let invited = match r.u8("snapshot.invited")? {
-            0 => None,
-            1 => Some(read_sites(
-                &mut r,
-                consortium,
-                "snapshot.invited",
-                usize::from(u16::MAX),
-            )?),
-            _ => {
-                return Err(DecodeError::InvalidValue {
-                    field: "snapshot.invited",
-                    reason: "must be 0 or 1",
-                }
-                .into());
-            }
-        };
-        let contributors = read_sites(
-            &mut r,
-            consortium,
-            "snapshot.contributors",
-            params.max_sites() as usize,
-        )?;
-        let count = contributors.len();
-        let sum = CiphertextSum::decode(&mut r, params)?;
-        r.finish("HeAggregatorSnapshot")?;
-        if sum.sites() as usize != count {
-            return Err(DecodeError::InvalidValue {
-                field: "sum.sites",
-                reason: "differs from the contributor count",
-            }
-            .into());
+        if r.u64("round")? != setup.round() || &r.array::<32>("context")? != setup.context() {
+            return Err(HeError::WrongRound);
         }
-        let mut agg = Self::new(consortium.clone(), round, closing)?;
-        agg.sum = sum;
-        agg.contributors = contributors;
-        agg.finished = finished;
-        agg.invited = invited;
+        let closing = match (r.u8("closing")?, r.u32("target")?) {
+            (0, 0) => Closing::OnDeadline,
+            (1, t) => Closing::OnTargetOrDeadline(t as usize),
+            _ => {
+                return Err(HeError::Decode(amalgam_proto::DecodeError::InvalidValue {
+                    field: "closing",
+                    reason: "unknown closing rule",
+                }));
+            }
+        };
+        let mut agg = Self::new(setup, closing);
+        let max = agg.setup.params().max_sites() as usize;
+        let n = r.count("uploads", 0, max)?;
+        let ctx = *agg.setup.context();
+        for _ in 0..n {
+            let kept = KeptUpload::decode(&mut r, &agg.setup)?;
+            let site = kept.header.site;
+            let key = agg.setup.sites().key(site)?;
+            let message = kept.message(&ctx);
+            if !verify(key, &message, &kept.signature) {
+                return Err(HeError::BadSignature {
+                    what: "upload",
+                    signer: site.index(),
+                });
+            }
+            if !agg.setup.accepts_model(&kept.header.model_digest) {
+                return Err(HeError::StaleModel);
+            }
+            let digest: [u8; 32] = Sha256::digest(&message).into();
+            if agg
+                .uploads
+                .insert(
+                    site.0,
+                    Kept {
+                        digest,
+                        upload: kept,
+                    },
+                )
+                .is_some()
+            {
+                return Err(HeError::DuplicateSite { site: site.0 });
+            }
+        }
+        agg.body_sum = read_field_words(&mut r, agg.setup.params().body_len(), "body_sum")?;
+        if r.bool("closed")? {
+            agg.close()?;
+        }
+        let releases = r.count("releases", 0, agg.setup.committee().size() * 64)?;
+        for _ in 0..releases {
+            let len = r.count("release_len", 0, usize::MAX >> 1)?;
+            let release = PieceSumRelease::from_bytes(r.bytes(len, "release")?, &agg.setup)?;
+            agg.accept_release(&release)?;
+        }
+        r.finish("HeAggregator")?;
         Ok(agg)
     }
-}
-
-/// Count (u32) then strictly increasing site ids (u16).
-fn write_sites(w: &mut Writer, sites: &BTreeSet<SiteId>) {
-    w.count(sites.len());
-    for s in sites {
-        w.u16(s.0);
-    }
-}
-
-/// Reads what [`write_sites`] wrote: at most `max` manifest sites, strictly increasing.
-fn read_sites(
-    r: &mut Reader<'_>,
-    consortium: &HeConsortium,
-    field: &'static str,
-    max: usize,
-) -> Result<BTreeSet<SiteId>, HeError> {
-    let count = r.count(field, 0, max)?;
-    let mut sites = BTreeSet::new();
-    for _ in 0..count {
-        let site = SiteId(r.u16(field)?);
-        consortium.sites().key(site)?;
-        if sites.last().is_some_and(|p| *p >= site) {
-            return Err(DecodeError::InvalidValue {
-                field,
-                reason: "not strictly increasing",
-            }
-            .into());
-        }
-        sites.insert(site);
-    }
-    Ok(sites)
 }

@@ -1,280 +1,375 @@
-//! The decryptor role: the only holder of the secret key. It decrypts an aggregate only if
+//! A committee member's side of a fallback round (spec §5.4–5.6): admit uploads, sign at most
+//! one cohort statement, release per-piece sums after a quorum. It sees seeds, never bodies.
 //!
-//! 1. the round has not been decrypted before (at most one decryption per round);
-//! 2. at least the minimum cohort of distinct manifest sites signed contributions for this
-//!    round under the pinned key (each checked with `verify_strict` over its mask attestation);
-//! 3. the aggregator's contributor list is exactly the attested set; and
-//! 4. the aggregate's masks are exactly the sum of the attested masks.
-//!
-//! Check 4 binds the aggregate to the signed contributions without the decryptor ever seeing a
-//! single site's bodies: masks `a ⊛ r + e1` carry no plaintext, and an aggregate whose bodies are
-//! not the matching sum decrypts to noise that the residual check refuses (spec §4). Every
-//! decryption, released or refused, is appended to the audit log.
+//! Order of checks before signing: round not expired; no other statement signed; m ≤ |S| ≤
+//! K_max; sites strictly ascending and in the directory; each named upload admitted here with the
+//! same digest (admission verified the site's signature, opened the box under its bindings and
+//! matched every seed to the signed commitment); no seed value repeats across the cohort. The
+//! signature is handed out only through [`PersistFirst`], after the record of the signed
+//! statement is in the bytes the caller must persist.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use amalgam_proto::codec::{Decode, Encode, Reader, Writer};
-use amalgam_proto::{DecodeError, DecryptorRole, SiteId};
+use amalgam_proto::SiteId;
+use amalgam_proto::codec::{Reader, Writer};
+use sha2::{Digest, Sha256};
+use x25519_dalek::StaticSecret;
+use zeroize::Zeroizing;
 
-use crate::audit::{AuditEntry, AuditLog, Outcome, result_digest};
-use crate::ciphertext::add_words;
-use crate::consortium::HeConsortium;
-use crate::decrypt::decrypt_sum;
+use crate::committee::MemberSecrets;
 use crate::error::HeError;
-use crate::keys::DecryptionKey;
-use crate::keys::KeyFingerprint;
-use crate::messages::{AggregateClaim, MaskAttestation};
-use crate::params::LWE_DIMENSION;
+use crate::kahe::KeyVector;
+pub use crate::persist::PersistFirst;
+use crate::release::PieceSumRelease;
+use crate::round::RoundSetup;
+use crate::seed_box::{self, Binding, Seed};
+use crate::statement::{CohortStatement, StatementSignature};
+use crate::upload::{UploadView, piece_commitment, verify};
 use crate::wire::SNAPSHOT_HE_DECRYPTOR;
 
-/// Most audit entries a persisted decryptor state may hold (one per round).
-const MAX_AUDIT_ENTRIES: usize = 1 << 20;
-/// Longest encoded audit entry: header, digests, 65535 contributors, a code.
-const MAX_AUDIT_ENTRY_BYTES: usize = 4 + 32 + 8 + 4 + 2 * 65_535 + 32 + 1 + 4 + 64;
-
-/// Attested contributions of one round, collected before the claim is opened. Holds only masks.
-#[derive(Debug)]
-pub struct MaskIntake {
-    round: u64,
-    attested: BTreeMap<SiteId, [u8; 32]>,
-    mask_sum: Vec<u64>,
+/// One admitted upload: its digest and the seeds of the pieces this member holds.
+#[derive(Clone)]
+struct Admitted {
+    digest: [u8; 32],
+    seeds: Vec<Seed>,
 }
 
-impl MaskIntake {
-    /// Sites attested so far.
-    pub fn attested(&self) -> Vec<SiteId> {
-        self.attested.keys().copied().collect()
-    }
-}
-
-/// A claim together with the attestations that back it: what [`DecryptorRole::decrypt`] takes.
-#[derive(Debug)]
-pub struct DecryptionRequest {
-    /// Attestations admitted with [`Decryptor::admit`].
-    pub intake: MaskIntake,
-    /// The aggregator's aggregate.
-    pub claim: AggregateClaim,
-}
-
-/// The released result of one round.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoundSum {
-    /// The round.
-    pub round: u64,
-    /// Who contributed.
-    pub contributors: Vec<SiteId>,
-    /// Exact sums of the contributors' inputs.
-    pub values: Vec<u64>,
-}
-
-/// The decryptor: secret key, consortium configuration, rounds already decrypted, audit log.
+/// A committee member for one round.
 pub struct Decryptor {
-    key: DecryptionKey,
-    consortium: HeConsortium,
-    decrypted: BTreeSet<u64>,
-    audit: AuditLog,
+    setup: RoundSetup,
+    member: usize,
+    secrets: MemberSecrets,
+    held: Vec<usize>,
+    admitted: BTreeMap<u16, Admitted>,
+    signed: Option<CohortStatement>,
+    expired: bool,
+}
+
+impl core::fmt::Debug for Decryptor {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "Decryptor(member {}, round {}, ..)",
+            self.member,
+            self.setup.round()
+        )
+    }
 }
 
 impl Decryptor {
-    /// Takes ownership of the key; refuses a key that is not the one pinned in the configuration.
-    pub fn new(key: DecryptionKey, consortium: HeConsortium) -> Result<Self, HeError> {
-        let got = key.public_key().fingerprint();
-        if &got != consortium.key() {
-            return Err(HeError::KeyMismatch {
-                expected: consortium.key().to_hex(),
-                got: got.to_hex(),
+    /// Member `member` of `setup`'s committee, with its identity and period box secret.
+    pub fn new(setup: RoundSetup, member: usize, secrets: MemberSecrets) -> Result<Self, HeError> {
+        let keys = setup.committee().member(member)?;
+        if keys.identity != secrets.identity.verifying_key()
+            || keys.box_key != x25519_dalek::PublicKey::from(&secrets.box_secret).to_bytes()
+        {
+            return Err(HeError::BadKey {
+                what: "committee",
+                index: member,
+                reason: "not this member's keys",
             });
         }
+        let held = setup.committee().held_by(member);
         Ok(Self {
-            key,
-            consortium,
-            decrypted: BTreeSet::new(),
-            audit: AuditLog::default(),
+            setup,
+            member,
+            secrets,
+            held,
+            admitted: BTreeMap::new(),
+            signed: None,
+            expired: false,
         })
     }
 
-    /// Starts collecting attestations for `round`; refuses a round already decrypted.
-    pub fn open(&self, round: u64) -> Result<MaskIntake, HeError> {
-        if self.decrypted.contains(&round) {
-            return Err(HeError::AlreadyDecrypted { round });
-        }
-        let words = self.consortium.params().list_count() * LWE_DIMENSION;
-        Ok(MaskIntake {
-            round,
-            attested: BTreeMap::new(),
-            mask_sum: vec![0; words],
-        })
+    /// This member's index.
+    pub fn member(&self) -> usize {
+        self.member
     }
 
-    /// Admits one attestation: right round, manifest site, pinned key, not yet attested, valid
-    /// signature. On error the intake is unchanged.
-    pub fn admit(&self, intake: &mut MaskIntake, a: &MaskAttestation) -> Result<(), HeError> {
-        let identity = self
-            .consortium
-            .check_origin(a.round, intake.round, a.site, &a.key)?;
-        if intake.attested.contains_key(&a.site) {
-            return Err(HeError::DuplicateContribution { site: a.site.0 });
+    /// The statement this member signed for the round, if any.
+    pub fn signed_statement(&self) -> Option<&CohortStatement> {
+        self.signed.as_ref()
+    }
+
+    /// Admits one site's upload view: signature, model window, box under its bindings, every
+    /// seed against its signed commitment. A repeat of the identical view is accepted; a
+    /// different one from the same site is refused. On `Err`, nothing changed.
+    pub fn admit(&mut self, view: &UploadView) -> Result<(), HeError> {
+        if self.expired {
+            return Err(HeError::Expired);
         }
-        if intake.attested.len() >= self.consortium.params().max_sites() as usize {
-            return Err(HeError::TooManyContributions {
-                sites: intake.attested.len() as u32,
-                max_sites: self.consortium.params().max_sites(),
+        let ctx = *self.setup.context();
+        let site = view.header.site;
+        let key = self.setup.sites().key(site)?;
+        if !verify(key, &view.message(&ctx), &view.signature) {
+            return Err(HeError::BadSignature {
+                what: "upload",
+                signer: site.index(),
             });
         }
-        if a.masks.len() != intake.mask_sum.len() {
-            return Err(HeError::LengthMismatch {
-                expected: intake.mask_sum.len(),
-                got: a.masks.len(),
-            });
+        let digest = view.digest(&ctx);
+        if let Some(prev) = self.admitted.get(&site.0) {
+            return if prev.digest == digest {
+                Ok(())
+            } else {
+                Err(HeError::DuplicateSite { site: site.0 })
+            };
         }
-        a.verify(identity)?;
-        add_words(&mut intake.mask_sum, &a.masks);
-        intake.attested.insert(a.site, a.bodies_digest);
+        if !self.setup.accepts_model(&view.header.model_digest) {
+            return Err(HeError::StaleModel);
+        }
+        let own_digest: [u8; 32] = Sha256::digest(&view.own_box).into();
+        if view.box_digests.get(self.member) != Some(&own_digest) {
+            return Err(HeError::BoxDoesNotOpen { site: site.0 });
+        }
+        let binding = Binding {
+            round_context: &ctx,
+            sender: site,
+            recipient: self.member,
+            pieces: &self.held,
+            sender_key: &view.header.box_public,
+            recipient_key: &self.setup.committee().member(self.member)?.box_key,
+        };
+        let seeds = seed_box::open(&self.secrets.box_secret, &binding, &view.own_box)
+            .ok_or(HeError::BoxDoesNotOpen { site: site.0 })?;
+        for (&piece, seed) in self.held.iter().zip(&seeds) {
+            let signed = view.header.commitments.get(piece);
+            if signed != Some(&piece_commitment(&ctx, site, piece, seed)) {
+                return Err(HeError::CommitmentMismatch {
+                    site: site.0,
+                    piece,
+                });
+            }
+        }
+        self.admitted.insert(site.0, Admitted { digest, seeds });
         Ok(())
     }
 
-    /// The audit log.
-    pub fn audit_log(&self) -> &AuditLog {
-        &self.audit
+    /// Sites admitted so far.
+    pub fn admitted(&self) -> Vec<SiteId> {
+        self.admitted.keys().map(|&s| SiteId(s)).collect()
     }
 
-    /// State to persist after every decryption (no secret in it): header (type 0x73), the key
-    /// fingerprint, then the audit entries (count u32, each length-prefixed). The rounds already
-    /// decrypted are exactly the rounds in the log.
-    pub fn state_bytes(&self) -> Vec<u8> {
+    fn check_statement(&self, statement: &CohortStatement) -> Result<(), HeError> {
+        let p = self.setup.params();
+        let max = (p.max_sites() as usize).min(self.setup.sites().len());
+        let size = statement.members.len();
+        if size < self.setup.min_cohort() || size > max {
+            return Err(HeError::CohortSize {
+                size,
+                min: self.setup.min_cohort(),
+                max,
+            });
+        }
+        let mut seen: Vec<(&[u8; 32], u16)> = Vec::with_capacity(size * self.held.len());
+        let mut last: Option<u16> = None;
+        for (site, digest) in &statement.members {
+            if last.is_some_and(|l| l >= site.0) {
+                return Err(HeError::DuplicateSite { site: site.0 });
+            }
+            last = Some(site.0);
+            self.setup.sites().key(*site)?;
+            let a = self
+                .admitted
+                .get(&site.0)
+                .filter(|a| &a.digest == digest)
+                .ok_or(HeError::UploadNotAdmitted { site: site.0 })?;
+            seen.extend(a.seeds.iter().map(|s| (&**s, site.0)));
+        }
+        seen.sort_unstable();
+        if let Some(w) = seen.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(HeError::RepeatedSeed {
+                first: w[0].1.min(w[1].1),
+                second: w[0].1.max(w[1].1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Signs `statement` if it passes every check and no other statement was signed for the
+    /// round. The same statement again yields the same signature (Ed25519 is deterministic). On
+    /// `Err`, nothing changed.
+    pub fn sign(
+        &mut self,
+        statement: &CohortStatement,
+    ) -> Result<PersistFirst<StatementSignature>, HeError> {
+        if self.expired {
+            return Err(HeError::Expired);
+        }
+        match &self.signed {
+            Some(s) if s != statement => return Err(HeError::OtherStatementSigned),
+            Some(_) => {}
+            None => {
+                self.check_statement(statement)?;
+                self.signed = Some(statement.clone());
+            }
+        }
+        let digest = statement.digest(self.setup.context());
+        Ok(PersistFirst::new(
+            self.snapshot(),
+            StatementSignature::sign(&self.secrets.identity, self.member, &digest),
+        ))
+    }
+
+    /// Releases the cohort sum of every piece this member holds, for the statement it signed,
+    /// once `signatures` hold Q valid ones from distinct members on that identical statement.
+    /// Re-sendable any number of times; never for another statement.
+    pub fn release(
+        &self,
+        statement: &CohortStatement,
+        signatures: &[StatementSignature],
+    ) -> Result<PieceSumRelease, HeError> {
+        if self.expired {
+            return Err(HeError::Expired);
+        }
+        if self.signed.as_ref() != Some(statement) {
+            return Err(HeError::NotSigned);
+        }
+        let ctx = self.setup.context();
+        let digest = statement.digest(ctx);
+        let committee = self.setup.committee();
+        let mut signers = vec![false; committee.size()];
+        for s in signatures {
+            let m = usize::from(s.member);
+            if let Ok(keys) = committee.member(m)
+                && s.verifies(&keys.identity, &digest)
+            {
+                signers[m] = true;
+            }
+        }
+        let got = signers.iter().filter(|&&b| b).count();
+        if got < committee.quorum() {
+            return Err(HeError::NoQuorum {
+                got,
+                quorum: committee.quorum(),
+            });
+        }
+        let mut sums: Vec<(u16, KeyVector)> = self
+            .held
+            .iter()
+            .map(|&p| (p as u16, KeyVector::zero()))
+            .collect();
+        for site in statement.sites() {
+            let a = self
+                .admitted
+                .get(&site.0)
+                .ok_or(HeError::UploadNotAdmitted { site: site.0 })?;
+            for ((_, sum), seed) in sums.iter_mut().zip(&a.seeds) {
+                sum.add_assign(&KeyVector::expand(seed));
+            }
+        }
+        Ok(PieceSumRelease::sign(
+            &self.secrets.identity,
+            ctx,
+            self.member,
+            digest,
+            sums,
+        ))
+    }
+
+    /// The round deadline passed: every seed is deleted, released or not.
+    pub fn expire(&mut self) {
+        self.admitted.clear();
+        self.expired = true;
+    }
+
+    /// The persisted state (holds seeds: the caller seals it). Secrets are not included.
+    pub fn snapshot(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Writer::new();
         w.header(SNAPSHOT_HE_DECRYPTOR);
-        w.bytes(&self.consortium.key().0);
-        w.count(self.audit.entries().len());
-        for e in self.audit.entries() {
-            w.bytes_prefixed(&e.to_bytes());
+        w.u64(self.setup.round());
+        w.bytes(self.setup.context());
+        w.u8(self.member as u8);
+        w.bool(self.expired);
+        w.count(self.admitted.len());
+        for (site, a) in &self.admitted {
+            w.u16(*site);
+            w.bytes(&a.digest);
+            for s in &a.seeds {
+                w.bytes(s.as_ref());
+            }
         }
-        w.into_bytes()
+        match &self.signed {
+            None => w.bool(false),
+            Some(s) => {
+                w.bool(true);
+                amalgam_proto::codec::Encode::encode(s, &mut w);
+            }
+        }
+        Zeroizing::new(w.into_bytes())
     }
 
-    /// Restarts a decryptor from [`Self::state_bytes`], so that a restart cannot make it decrypt
-    /// a round twice. Refuses state for another key and a broken chain; with `published_head`
-    /// (the head last published to auditors) it also refuses state that was rolled back.
-    pub fn resume(
-        key: DecryptionKey,
-        consortium: HeConsortium,
-        state: &[u8],
-        published_head: Option<&[u8; 32]>,
+    /// Rebuilds a member from [`Decryptor::snapshot`] bytes (untrusted input: every field checked).
+    pub fn restore(
+        bytes: &[u8],
+        setup: RoundSetup,
+        member: usize,
+        secrets: MemberSecrets,
     ) -> Result<Self, HeError> {
-        let mut r = Reader::new(state);
+        let mut d = Self::new(setup, member, secrets)?;
+        let mut r = Reader::new(bytes);
         r.expect_header(SNAPSHOT_HE_DECRYPTOR)?;
-        let fingerprint = KeyFingerprint(r.array("decryptor.key")?);
-        let count = r.count("decryptor.audit", 0, MAX_AUDIT_ENTRIES)?;
-        let mut entries = Vec::with_capacity(count.min(1024));
-        for _ in 0..count {
-            let raw = r.bytes_prefixed("decryptor.audit", 1, MAX_AUDIT_ENTRY_BYTES)?;
-            entries.push(AuditEntry::from_bytes(raw, &())?);
+        if r.u64("round")? != d.setup.round()
+            || &r.array::<32>("context")? != d.setup.context()
+            || usize::from(r.u8("member")?) != member
+        {
+            return Err(HeError::WrongRound);
         }
-        r.finish("HeDecryptorState")?;
-        if &fingerprint != consortium.key() {
-            return Err(HeError::KeyMismatch {
-                expected: consortium.key().to_hex(),
-                got: fingerprint.to_hex(),
-            });
+        d.expired = r.bool("expired")?;
+        let n = r.count("admitted", 0, d.setup.sites().len())?;
+        for _ in 0..n {
+            let site = r.u16("site")?;
+            d.setup.sites().key(SiteId(site))?;
+            let digest = r.array("digest")?;
+            let seeds = (0..d.held.len())
+                .map(|_| r.array::<32>("seed").map(Zeroizing::new))
+                .collect::<Result<Vec<_>, _>>()?;
+            if d.admitted
+                .insert(site, Admitted { digest, seeds })
+                .is_some()
+            {
+                return Err(HeError::DuplicateSite { site });
+            }
         }
-        let audit =
-            AuditLog::from_entries(entries).ok_or(HeError::Decode(DecodeError::InvalidValue {
-                field: "decryptor.audit",
-                reason: "entries do not form a hash chain",
-            }))?;
-        if published_head.is_some_and(|h| h != &audit.head()) {
-            return Err(HeError::AuditRollback);
+        if r.bool("signed")? {
+            let s = <CohortStatement as amalgam_proto::codec::Decode>::decode(&mut r, &())?;
+            d.signed = Some(s);
         }
-        let mut d = Self::new(key, consortium)?;
-        d.decrypted = audit.entries().iter().map(|e| e.round).collect();
-        d.audit = audit;
+        r.finish("Decryptor")?;
         Ok(d)
-    }
-
-    /// Checks 1-4 of the module docs; nothing changes if any fails.
-    fn check(&self, req: &DecryptionRequest) -> Result<(), HeError> {
-        let (intake, claim) = (&req.intake, &req.claim);
-        if self.decrypted.contains(&claim.round) {
-            return Err(HeError::AlreadyDecrypted { round: claim.round });
-        }
-        if claim.round != intake.round {
-            return Err(HeError::WrongRound {
-                expected: intake.round,
-                got: claim.round,
-            });
-        }
-        if &claim.key != self.consortium.key() {
-            return Err(HeError::KeyMismatch {
-                expected: self.consortium.key().to_hex(),
-                got: claim.key.to_hex(),
-            });
-        }
-        let need = self.consortium.min_cohort();
-        if intake.attested.len() < need {
-            return Err(HeError::CohortTooSmall {
-                have: intake.attested.len(),
-                need,
-            });
-        }
-        if !claim.contributors.iter().eq(intake.attested.keys())
-            || claim.sum.sites() as usize != intake.attested.len()
-        {
-            return Err(HeError::ContributorMismatch {
-                claimed: claim.contributors.len(),
-                attested: intake.attested.len(),
-            });
-        }
-        if claim.sum.len() != self.consortium.params().vector_len() as usize {
-            return Err(HeError::LengthMismatch {
-                expected: self.consortium.params().vector_len() as usize,
-                got: claim.sum.len(),
-            });
-        }
-        if let Some(index) = claim
-            .sum
-            .masks()
-            .iter()
-            .zip(&intake.mask_sum)
-            .position(|(a, b)| a != b)
-        {
-            return Err(HeError::MaskSumMismatch { index });
-        }
-        Ok(())
     }
 }
 
-impl DecryptorRole for Decryptor {
-    type Aggregate = DecryptionRequest;
-    type Output = RoundSum;
+/// Helper for tests and tools: a member's secrets from raw bytes (seeded constructors are for
+/// tests and vectors only).
+pub fn member_secrets_from_bytes(identity: [u8; 32], box_secret: [u8; 32]) -> MemberSecrets {
+    MemberSecrets {
+        identity: ed25519_dalek::SigningKey::from_bytes(&identity),
+        box_secret: StaticSecret::from(box_secret),
+    }
+}
+
+impl amalgam_proto::DecryptorRole for Decryptor {
+    type Upload = UploadView;
+    type Statement = CohortStatement;
+    type Signature = StatementSignature;
+    type Pending = PersistFirst<StatementSignature>;
+    type Release = PieceSumRelease;
     type Error = HeError;
 
-    /// Decrypts once per round. A claim that fails checks 1-4 is refused without decrypting
-    /// and without consuming the round; once decrypted, the round is consumed and logged whether
-    /// the result is released or refused by the noise and range checks.
-    fn decrypt(&mut self, req: DecryptionRequest) -> Result<RoundSum, HeError> {
-        self.check(&req)?;
-        let claim = req.claim;
-        let result = decrypt_sum(&self.key, self.consortium.params(), &claim.sum);
-        let outcome = match &result {
-            Ok(values) => Outcome::Released {
-                result_digest: result_digest(values),
-            },
-            Err(e) => Outcome::Refused {
-                code: e.code().to_owned(),
-            },
-        };
-        self.decrypted.insert(claim.round);
-        self.audit.append(
-            claim.round,
-            claim.contributors.clone(),
-            claim.sum_digest(),
-            outcome,
-        );
-        let values = result?;
-        Ok(RoundSum {
-            round: claim.round,
-            contributors: claim.contributors,
-            values,
-        })
+    fn admit(&mut self, upload: &UploadView) -> Result<(), HeError> {
+        Decryptor::admit(self, upload)
+    }
+
+    fn sign(&mut self, statement: &CohortStatement) -> Result<Self::Pending, HeError> {
+        Decryptor::sign(self, statement)
+    }
+
+    fn release(
+        &self,
+        statement: &CohortStatement,
+        signatures: &[StatementSignature],
+    ) -> Result<PieceSumRelease, HeError> {
+        Decryptor::release(self, statement, signatures)
     }
 }

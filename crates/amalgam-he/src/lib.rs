@@ -1,41 +1,45 @@
-//! Homomorphic fallback of Amalgam: additively homomorphic ring-LWE encryption on tfhe's
-//! `core_crypto` compact public-key encryption.
+//! Homomorphic fallback of Amalgam: key-additive RLWE aggregation (KAHE) on tfhe's
+//! `core_crypto` NTT, with per-round keys held in pieces by a decryptor committee.
 //!
-//! Each plant encrypts its quantized update under the decryptor's public key ([`HeSite`]); the
-//! untrusted aggregator adds ciphertexts, a wrapping add of `u64` arrays, while holding no key
-//! ([`HeAggregator`]); a separate [`Decryptor`] decrypts only round aggregates backed by the
-//! minimum cohort of signed contributions, once per round, and logs every decryption. The site
-//! and aggregator implement the protocol crate's role traits, so a service runs masking or HE per
-//! round. Specification: `protocol-spec/he-fallback.md`.
+//! Each site draws a fresh per-round key k_i as the sum of pieces (32-byte seeds expanded by the
+//! PRG), encrypts its already-noised, encoded update once ([`site::SiteRound`]) and sends one
+//! signed upload: KAHE bodies for the aggregator, one seed box per committee member. The
+//! aggregator ([`HeAggregator`]) adds bodies and holds no key; committee members
+//! ([`Decryptor`]) see seeds, never bodies, sign at most one cohort statement per round, and
+//! release per-piece cohort sums only after a quorum signed the identical statement. No single
+//! party ever holds a key that opens one plant's update. Specification:
+//! `protocol-spec/he-fallback.md`.
 //!
 //! tfhe-rs is BSD-3-Clause-Clear; Zama requires a patent licence for commercial use (README).
 
 pub mod aggregator;
-pub mod audit;
-pub mod ciphertext;
-pub mod consortium;
-pub mod decrypt;
+pub mod committee;
 pub mod decryptor;
-pub mod encrypt;
 pub mod error;
-pub mod fallback;
-pub mod keyfile;
-pub mod keys;
-pub mod messages;
-pub mod noise;
+pub mod field;
+pub mod gaussian;
+pub mod kahe;
 pub mod params;
-mod ring;
+pub mod persist;
+pub mod release;
+pub mod roles;
+pub mod round;
+pub mod seed_box;
 pub mod site;
+pub mod statement;
+pub mod upload;
 pub mod wire;
 
 pub use aggregator::{Closing, HeAggregator};
-pub use ciphertext::{CiphertextSum, EncryptedVector};
-pub use consortium::{HeConsortium, SiteDirectory};
-pub use decrypt::decrypt_sum;
-pub use decryptor::{DecryptionRequest, Decryptor, MaskIntake, RoundSum};
-pub use encrypt::encrypt_vector;
+pub use committee::{Committee, MemberKeys, MemberSecrets};
+pub use decryptor::Decryptor;
 pub use error::{Fault, HeError};
-pub use keys::{DecryptionKey, KeyFingerprint, PublicKey};
-pub use messages::{AggregateClaim, MaskAttestation, SignedContribution};
-pub use params::HeParams;
-pub use site::HeSite;
+pub use kahe::KeyVector;
+pub use params::KaheParams;
+pub use persist::PersistFirst;
+pub use release::PieceSumRelease;
+pub use roles::HeSite;
+pub use round::{RoundSetup, SiteDirectory, round_context, staleness_weight};
+pub use site::SiteRound;
+pub use statement::{CohortStatement, StatementSignature};
+pub use upload::{SignedUpload, UploadView};

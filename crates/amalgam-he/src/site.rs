@@ -1,103 +1,210 @@
-//! The site role of an HE round: encrypt the quantized update under the pinned decryptor key,
-//! sign it, upload once. Nothing comes back, so an HE site can contribute and disconnect.
+//! The site's side of a fallback round (spec §5.1): one upload, re-sent byte for byte.
+//!
+//! [`SiteRound`] is what the site persists, sealed, before anything derived from it leaves: the
+//! round id, the already-noised encoded update (produced once per round id by the DP crate under
+//! one permit) and one 32-byte per-round seed from the OS CSPRNG. Every piece seed, the box
+//! secret and the KAHE noise are derived from that seed, so [`SiteRound::upload`] returns
+//! identical bytes on every retry and after every restore — a restored site never encrypts under
+//! the same key with fresh noise, and never hands out fresh pieces for the same bodies.
 
-use std::convert::Infallible;
-
-use amalgam_proto::{SiteId, SiteRole};
-use ed25519_dalek::SigningKey;
+use amalgam_proto::SiteId;
+use amalgam_proto::codec::{Reader, Writer};
+use ed25519_dalek::{Signer, SigningKey};
+use hkdf::Hkdf;
 use rand_core::CryptoRng;
-use zeroize::Zeroize;
+use sha2::Sha256;
+use x25519_dalek::{PublicKey as BoxPublic, StaticSecret};
+use zeroize::Zeroizing;
 
-use crate::consortium::HeConsortium;
-use crate::encrypt::encrypt_vector;
 use crate::error::HeError;
-use crate::keys::PublicKey;
-use crate::messages::SignedContribution;
+use crate::kahe::{self, KeyVector};
+use crate::round::RoundSetup;
+use crate::seed_box::{self, Binding, Seed};
+use crate::upload::{SignedUpload, UploadHeader, bodies_digest, piece_commitment, signed_message};
+use crate::wire::SNAPSHOT_HE_SITE_ROUND;
 
-/// One site in one HE round. Holds its identity key (wiped on drop by ed25519-dalek).
-pub struct HeSite {
-    consortium: HeConsortium,
+/// A site's persisted round: round id, model digest, per-round seed, encoded update.
+pub struct SiteRound {
     round: u64,
-    site: SiteId,
-    identity: SigningKey,
-    public_key: PublicKey,
-    done: bool,
+    model_digest: [u8; 32],
+    seed: Seed,
+    update: Zeroizing<Vec<u64>>,
 }
 
-impl HeSite {
-    /// Refuses a decryptor key whose fingerprint is not the one pinned in the consortium
-    /// configuration, and an identity key that is not this site's manifest entry.
-    pub fn new(
-        consortium: HeConsortium,
-        round: u64,
-        site: SiteId,
-        identity: SigningKey,
-        public_key: PublicKey,
+impl core::fmt::Debug for SiteRound {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "SiteRound(round {}, ..)", self.round)
+    }
+}
+
+fn derive(seed: &[u8; 32], context: &[u8; 32], label: &[u8], index: u16) -> Seed {
+    let mut info = b"amalgam/v2/he-site/".to_vec();
+    info.extend_from_slice(label);
+    info.extend_from_slice(&index.to_be_bytes());
+    let mut out = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA256's output limit.
+    #[allow(clippy::expect_used)]
+    Hkdf::<Sha256>::new(Some(context), seed)
+        .expand(&info, out.as_mut())
+        .expect("32-byte HKDF output");
+    out
+}
+
+impl SiteRound {
+    /// Starts a round: checks the update against the parameters and draws the per-round seed.
+    /// The caller persists [`SiteRound::to_bytes`] (sealed) before sending any upload.
+    pub fn draw<R: CryptoRng + ?Sized>(
+        setup: &RoundSetup,
+        model_digest: [u8; 32],
+        update: Vec<u64>,
+        rng: &mut R,
     ) -> Result<Self, HeError> {
-        let public_key = public_key.pinned(consortium.key())?;
-        let expected = consortium.sites().key(site)?;
-        if expected.as_bytes() != identity.verifying_key().as_bytes() {
-            return Err(HeError::BadIdentity {
-                index: site.index(),
-                reason: "not this site's identity key",
+        let update = Zeroizing::new(update);
+        let p = setup.params();
+        if update.len() != p.vector_len() {
+            return Err(HeError::LengthMismatch {
+                what: "update",
+                expected: p.vector_len(),
+                got: update.len(),
+            });
+        }
+        if let Some(index) = update.iter().position(|&x| x >> p.input_bits() != 0) {
+            return Err(HeError::ValueOutOfRange {
+                index,
+                input_bits: p.input_bits(),
+            });
+        }
+        if !setup.accepts_model(&model_digest) {
+            return Err(HeError::StaleModel);
+        }
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(seed.as_mut());
+        Ok(Self {
+            round: setup.round(),
+            model_digest,
+            seed,
+            update,
+        })
+    }
+
+    /// The round id.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// The persisted form (secret: seal it).
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Writer::with_capacity(80 + 8 * self.update.len());
+        w.header(SNAPSHOT_HE_SITE_ROUND);
+        w.u64(self.round);
+        w.bytes(&self.model_digest);
+        w.bytes(self.seed.as_ref());
+        w.count(self.update.len());
+        for &x in self.update.iter() {
+            w.u64(x);
+        }
+        Zeroizing::new(w.into_bytes())
+    }
+
+    /// Restores a persisted round for `setup` (refuses another round or a malformed update).
+    pub fn from_bytes(bytes: &[u8], setup: &RoundSetup) -> Result<Self, HeError> {
+        let mut r = Reader::new(bytes);
+        r.expect_header(SNAPSHOT_HE_SITE_ROUND)?;
+        let round = r.u64("round")?;
+        let model_digest = r.array("model_digest")?;
+        let seed = Zeroizing::new(r.array("seed")?);
+        let d = setup.params().vector_len();
+        let n = r.count("update", d, d)?;
+        let mut update = Zeroizing::new(Vec::with_capacity(n));
+        for _ in 0..n {
+            update.push(r.u64("update")?);
+        }
+        r.finish("SiteRound")?;
+        if round != setup.round() {
+            return Err(HeError::WrongRound);
+        }
+        let limit = setup.params().input_bits();
+        if let Some(index) = update.iter().position(|&x| x >> limit != 0) {
+            return Err(HeError::ValueOutOfRange {
+                index,
+                input_bits: limit,
             });
         }
         Ok(Self {
-            consortium,
             round,
-            site,
-            identity,
-            public_key,
-            done: false,
+            model_digest,
+            seed,
+            update,
         })
     }
-}
 
-impl SiteRole for HeSite {
-    type Input = Vec<u64>;
-    type Upload = SignedContribution;
-    type Download = Infallible;
-    type Error = HeError;
-
-    fn site_id(&self) -> SiteId {
-        self.site
-    }
-
-    /// Encrypts and signs the input; a site contributes at most once per round.
-    fn start<R: CryptoRng + ?Sized>(
-        &mut self,
-        input: Vec<u64>,
-        rng: &mut R,
-    ) -> Result<SignedContribution, HeError> {
-        let mut input = input;
-        if self.done {
-            input.zeroize();
-            return Err(HeError::DuplicateContribution { site: self.site.0 });
+    /// The site's signed upload for this round: deterministic in the persisted state.
+    pub fn upload(
+        &self,
+        setup: &RoundSetup,
+        site: SiteId,
+        identity: &SigningKey,
+    ) -> Result<SignedUpload, HeError> {
+        if self.round != setup.round() {
+            return Err(HeError::WrongRound);
         }
-        let encrypted = encrypt_vector(&self.public_key, self.consortium.params(), &input, rng);
-        // The plaintext update is the site's private data: wiped once encrypted (or refused).
-        input.zeroize();
-        let ciphertext = encrypted?;
-        self.done = true;
-        Ok(SignedContribution::sign(
-            self.round,
-            self.site,
-            *self.consortium.key(),
-            ciphertext,
-            &self.identity,
-        ))
-    }
-
-    /// HE rounds send nothing to sites.
-    fn handle<R: CryptoRng + ?Sized>(
-        &mut self,
-        download: Infallible,
-        _rng: &mut R,
-    ) -> Result<Option<SignedContribution>, HeError> {
-        match download {}
-    }
-
-    fn is_done(&self) -> bool {
-        self.done
+        if setup.sites().key(site)? != &identity.verifying_key() {
+            return Err(HeError::BadKey {
+                what: "site directory",
+                index: site.index(),
+                reason: "not this site's identity",
+            });
+        }
+        let ctx = setup.context();
+        let committee = setup.committee();
+        let seeds: Vec<Seed> = (0..committee.pieces())
+            .map(|p| derive(&self.seed, ctx, b"piece", p as u16))
+            .collect();
+        let mut key = KeyVector::zero();
+        for s in &seeds {
+            key.add_assign(&KeyVector::expand(s));
+        }
+        let noise_seed = derive(&self.seed, ctx, b"noise", 0);
+        let bodies = kahe::encrypt(setup.params(), ctx, &key, &self.update, &noise_seed)?;
+        let box_secret = StaticSecret::from(*derive(&self.seed, ctx, b"box", 0));
+        let box_public = BoxPublic::from(&box_secret).to_bytes();
+        let header = UploadHeader {
+            site,
+            model_digest: self.model_digest,
+            box_public,
+            commitments: seeds
+                .iter()
+                .enumerate()
+                .map(|(p, s)| piece_commitment(ctx, site, p, s))
+                .collect(),
+        };
+        let mut boxes = Vec::with_capacity(committee.size());
+        for member in 0..committee.size() {
+            let pieces = committee.held_by(member);
+            let held: Vec<Seed> = pieces.iter().map(|&p| seeds[p].clone()).collect();
+            let binding = Binding {
+                round_context: ctx,
+                sender: site,
+                recipient: member,
+                pieces: &pieces,
+                sender_key: &box_public,
+                recipient_key: &committee.member(member)?.box_key,
+            };
+            boxes.push(seed_box::seal(&box_secret, &binding, &held));
+        }
+        let mut upload = SignedUpload {
+            header,
+            boxes,
+            bodies,
+            signature: [0; 64],
+        };
+        let message = signed_message(
+            ctx,
+            &upload.header,
+            &bodies_digest(&upload.bodies),
+            &upload.box_digests(),
+        );
+        upload.signature = identity.sign(&message).to_bytes();
+        Ok(upload)
     }
 }

@@ -4,24 +4,25 @@
 use amalgam_proto::DecodeError;
 use amalgam_proto::codec::{Reader, Writer, msg_type};
 
-/// Message type of a [`crate::messages::SignedContribution`].
-pub const MSG_HE_CONTRIBUTION: u8 = msg_type::HE_FIRST;
-/// Message type of a [`crate::messages::MaskAttestation`].
-pub const MSG_HE_MASK_ATTESTATION: u8 = msg_type::HE_FIRST + 1;
-/// Message type of a [`crate::messages::AggregateClaim`].
-pub const MSG_HE_AGGREGATE_CLAIM: u8 = msg_type::HE_FIRST + 2;
-/// Message type of an encoded [`crate::PublicKey`].
-pub const MSG_HE_PUBLIC_KEY: u8 = msg_type::HE_FIRST + 3;
-/// Message type of an encoded [`crate::DecryptionKey`] (key files only, never sent).
-pub const MSG_HE_SECRET_KEY: u8 = msg_type::HE_FIRST + 4;
-/// Message type of an [`crate::audit::AuditEntry`].
-pub const MSG_HE_AUDIT_ENTRY: u8 = msg_type::HE_FIRST + 5;
+use crate::field::Q;
 
-/// Snapshot type of an [`crate::HeAggregator`] (first of the range reserved for other crates).
-pub const SNAPSHOT_HE_AGGREGATOR: u8 = msg_type::SNAPSHOT_OTHER_FIRST;
+/// Message type of a [`crate::upload::SignedUpload`].
+pub const MSG_HE_UPLOAD: u8 = msg_type::HE_FIRST + 8;
+/// Message type of a [`crate::upload::UploadView`] (what one decryptor receives).
+pub const MSG_HE_UPLOAD_VIEW: u8 = msg_type::HE_FIRST + 9;
+/// Message type of a [`crate::statement::CohortStatement`].
+pub const MSG_HE_STATEMENT: u8 = msg_type::HE_FIRST + 10;
+/// Message type of a [`crate::statement::StatementSignature`].
+pub const MSG_HE_STATEMENT_SIGNATURE: u8 = msg_type::HE_FIRST + 11;
+/// Message type of a [`crate::release::PieceSumRelease`].
+pub const MSG_HE_PIECE_SUMS: u8 = msg_type::HE_FIRST + 12;
 
-/// Snapshot type of a [`crate::Decryptor`]'s persisted state (audit log; no secret).
-pub const SNAPSHOT_HE_DECRYPTOR: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 1;
+/// Snapshot type of a [`crate::aggregator::HeAggregator`] (no secret).
+pub const SNAPSHOT_HE_AGGREGATOR: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 4;
+/// Snapshot type of a [`crate::decryptor::Decryptor`] (holds seeds: the caller seals it).
+pub const SNAPSHOT_HE_DECRYPTOR: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 2;
+/// Snapshot type of a [`crate::site::SiteRound`] (holds the seed and update: sealed by the caller).
+pub const SNAPSHOT_HE_SITE_ROUND: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 3;
 
 /// Appends `words` as big-endian `u64`s.
 pub(crate) fn put_words(w: &mut Writer, words: &[u64]) {
@@ -30,8 +31,9 @@ pub(crate) fn put_words(w: &mut Writer, words: &[u64]) {
     }
 }
 
-/// Reads exactly `count` big-endian `u64`s, checking the byte length before allocating.
-pub(crate) fn read_words(
+/// Reads exactly `count` canonical (below q) big-endian `u64`s, checking the byte length before
+/// allocating.
+pub(crate) fn read_field_words(
     r: &mut Reader<'_>,
     count: usize,
     field: &'static str,
@@ -41,12 +43,18 @@ pub(crate) fn read_words(
         reason: "word count overflows",
     })?;
     let raw = r.bytes(needed, field)?;
-    Ok(raw
-        .chunks_exact(8)
-        .map(|c| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            u64::from_be_bytes(b)
-        })
-        .collect())
+    let mut out = Vec::with_capacity(count);
+    for c in raw.chunks_exact(8) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        let v = u64::from_be_bytes(b);
+        if v >= Q {
+            return Err(DecodeError::InvalidValue {
+                field,
+                reason: "value not below q",
+            });
+        }
+        out.push(v);
+    }
+    Ok(out)
 }

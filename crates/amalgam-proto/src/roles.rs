@@ -4,10 +4,10 @@
 //! input into uploads, driven by downloads from the aggregator, and an [`AggregatorRole`]
 //! that collects uploads and, phase by phase, either sends downloads back or produces the
 //! round's output. Pairwise masking ([`crate::Site`], [`crate::Aggregator`]) is one scheme;
-//! the homomorphic fallback (one-shot: one encrypted upload per site, an aggregate that a
-//! separate [`DecryptorRole`] opens) is another. Both are sans-IO: no clock, no sockets, no OS
-//! randomness — the caller passes a [`CryptoRng`] and decides when a phase closes (deadlines
-//! are the driver's business).
+//! the homomorphic fallback (one-shot: one encrypted upload per site, an aggregate whose key a
+//! committee of [`DecryptorRole`] members releases) is another. Both are sans-IO: no clock, no
+//! sockets, no OS randomness — the caller passes a [`CryptoRng`] and decides when a phase
+//! closes (deadlines are the driver's business).
 //!
 //! Error contract for implementors: a method returning `Err` leaves the state machine
 //! unchanged, unless the state machine reports that it aborted (then it accepts nothing more).
@@ -82,17 +82,36 @@ pub trait AggregatorRole {
     fn is_done(&self) -> bool;
 }
 
-/// A key holder that opens round aggregates (homomorphic fallback only; masking has none).
+/// A member of the committee that holds the homomorphic fallback's per-round key pieces
+/// (masking has none): it admits what sites sent it, signs at most one cohort statement per
+/// round, and releases its per-piece cohort sums only after a quorum signed that statement.
 pub trait DecryptorRole {
-    /// What the aggregator hands over.
-    type Aggregate;
-    /// The plaintext result.
-    type Output;
+    /// What a site sent this member (forwarded by the aggregator).
+    type Upload;
+    /// The cohort statement of a round.
+    type Statement;
+    /// A member's signature on a statement.
+    type Signature;
+    /// The signature together with the state that must be persisted before it is sent.
+    type Pending;
+    /// What the member releases for the signed statement.
+    type Release;
     /// Error type.
     type Error: core::error::Error;
 
-    /// Decrypts one round's aggregate (once per round).
-    fn decrypt(&mut self, aggregate: Self::Aggregate) -> Result<Self::Output, Self::Error>;
+    /// Admits one upload. On `Err`, nothing changed.
+    fn admit(&mut self, upload: &Self::Upload) -> Result<(), Self::Error>;
+
+    /// Signs `statement` if it passes every check and no other statement was signed this
+    /// round. On `Err`, nothing changed.
+    fn sign(&mut self, statement: &Self::Statement) -> Result<Self::Pending, Self::Error>;
+
+    /// Releases for the signed statement once `signatures` hold a quorum on it.
+    fn release(
+        &self,
+        statement: &Self::Statement,
+        signatures: &[Self::Signature],
+    ) -> Result<Self::Release, Self::Error>;
 }
 
 /// Persistence of a role between requests (the libprio/Janus "continuation" pattern):

@@ -1,158 +1,168 @@
-//! Shared fixture of the HE role tests: a consortium, its sites, an aggregator and a decryptor,
-//! all deterministic from a seed.
+//! Shared fixture of the HE round tests: sites, a committee, an aggregator, all deterministic
+//! from a seed (seeded constructors are for tests only).
 
 // Each test binary uses a different subset of the fixture.
 #![allow(dead_code)]
+// Fixture helpers unwrap: a failure there is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use amalgam_he::params::he_params;
+use amalgam_he::decryptor::member_secrets_from_bytes;
 use amalgam_he::{
-    AggregateClaim, Closing, DecryptionKey, DecryptionRequest, Decryptor, HeAggregator,
-    HeConsortium, HeError, HeSite, MaskAttestation, PublicKey, SignedContribution, SiteDirectory,
+    Closing, CohortStatement, Committee, Decryptor, HeAggregator, HeError, KaheParams, MemberKeys,
+    MemberSecrets, PieceSumRelease, RoundSetup, SignedUpload, SiteDirectory, SiteRound,
+    StatementSignature,
 };
-use amalgam_proto::{AggregatorRole, AggregatorStep, MinCohort, SiteId, SiteRole};
+use amalgam_proto::SiteId;
 use ed25519_dalek::SigningKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
+use x25519_dalek::StaticSecret;
 
 pub const ROUND: u64 = 7;
-pub const D: u32 = 3000;
+pub const MODEL: [u8; 32] = [0x3d; 32];
 
 pub struct World {
     pub rng: ChaCha20Rng,
     pub identities: Vec<SigningKey>,
-    pub consortium: HeConsortium,
-    pub public: PublicKey,
-    pub decryptor: Decryptor,
-    /// The decryptor's key file contents, to restart a decryptor in tests.
-    pub secret_bytes: Vec<u8>,
+    pub member_bytes: Vec<([u8; 32], [u8; 32])>,
+    pub setup: RoundSetup,
 }
 
-pub fn world(sites: usize, min_cohort: u16, seed: u64) -> World {
+pub struct Shape {
+    pub sites: usize,
+    pub min_cohort: usize,
+    pub c: usize,
+    pub t: usize,
+    pub q: usize,
+    pub corrupt: usize,
+    pub d: u32,
+}
+
+pub const SMALL: Shape = Shape {
+    sites: 4,
+    min_cohort: 2,
+    c: 5,
+    t: 3,
+    q: 4,
+    corrupt: 2,
+    d: 300,
+};
+
+pub fn world(shape: &Shape, seed: u64) -> World {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let identities: Vec<SigningKey> = (0..sites).map(|_| SigningKey::generate(&mut rng)).collect();
-    let directory =
-        SiteDirectory::new(identities.iter().map(|k| k.verifying_key()).collect()).unwrap();
-    let key = DecryptionKey::generate(&mut rng);
-    let public = key.public_key().clone();
-    let secret_bytes = key.to_secret_bytes().to_vec();
-    let params = he_params(16, 64, D).unwrap();
-    let consortium = HeConsortium::new(
+    let identities: Vec<SigningKey> = (0..shape.sites)
+        .map(|_| SigningKey::generate(&mut rng))
+        .collect();
+    let member_bytes: Vec<([u8; 32], [u8; 32])> = (0..shape.c)
+        .map(|_| {
+            let mut a = [0u8; 32];
+            let mut b = [0u8; 32];
+            rng.fill_bytes(&mut a);
+            rng.fill_bytes(&mut b);
+            (a, b)
+        })
+        .collect();
+    let members: Vec<MemberKeys> = member_bytes
+        .iter()
+        .map(|(a, b)| MemberKeys::certify(&SigningKey::from_bytes(a), 1, &StaticSecret::from(*b)))
+        .collect();
+    let committee = Committee::new(members, shape.t, shape.q, shape.corrupt).unwrap();
+    let sites = SiteDirectory::new(identities.iter().map(|k| k.verifying_key()).collect()).unwrap();
+    let params = KaheParams::new(16, shape.sites.max(2) as u32, shape.d).unwrap();
+    let setup = RoundSetup::new(
         params,
-        public.fingerprint(),
-        MinCohort::new(min_cohort).unwrap(),
-        directory,
+        sites,
+        committee,
+        shape.min_cohort,
+        ROUND,
+        vec![MODEL],
     )
     .unwrap();
-    let decryptor = Decryptor::new(key, consortium.clone()).unwrap();
     World {
         rng,
         identities,
-        consortium,
-        public,
-        decryptor,
-        secret_bytes,
+        member_bytes,
+        setup,
     }
 }
 
 impl World {
-    pub fn site(&self, i: usize) -> HeSite {
-        self.site_for(ROUND, i)
+    pub fn secrets(&self, member: usize) -> MemberSecrets {
+        let (a, b) = self.member_bytes[member];
+        member_secrets_from_bytes(a, b)
     }
 
-    pub fn site_for(&self, round: u64, i: usize) -> HeSite {
-        let id = SigningKey::from_bytes(&self.identities[i].to_bytes());
-        HeSite::new(
-            self.consortium.clone(),
-            round,
-            SiteId(i as u16),
-            id,
-            self.public.clone(),
-        )
-        .unwrap()
+    pub fn decryptors(&self) -> Vec<Decryptor> {
+        (0..self.member_bytes.len())
+            .map(|m| Decryptor::new(self.setup.clone(), m, self.secrets(m)).unwrap())
+            .collect()
     }
 
-    pub fn input(&mut self) -> Vec<u64> {
-        (0..D).map(|_| self.rng.next_u64() >> 48).collect()
+    pub fn input(&self, site: usize) -> Vec<u64> {
+        (0..self.setup.params().vector_len() as u64)
+            .map(|i| (i * 2654435761 + site as u64 * 40503) % 65536)
+            .collect()
     }
 
-    /// Sites `which` contribute; returns their contributions and the plaintext sum.
-    pub fn contributions(&mut self, which: &[usize]) -> (Vec<SignedContribution>, Vec<u64>) {
-        let mut sum = vec![0u64; D as usize];
-        let mut out = Vec::new();
-        for &i in which {
-            let x = self.input();
-            sum.iter_mut().zip(&x).for_each(|(s, v)| *s += v);
-            let mut site = self.site(i);
-            out.push(site.start(x, &mut self.rng).unwrap());
-            assert!(site.is_done());
+    pub fn site_round(&mut self, site: usize) -> SiteRound {
+        let input = self.input(site);
+        SiteRound::draw(&self.setup, MODEL, input, &mut self.rng).unwrap()
+    }
+
+    pub fn upload(&mut self, site: usize) -> SignedUpload {
+        let r = self.site_round(site);
+        r.upload(&self.setup, SiteId(site as u16), &self.identities[site])
+            .unwrap()
+    }
+
+    pub fn expected_sum(&self, sites: &[usize]) -> Vec<u64> {
+        let mut want = vec![0u64; self.setup.params().vector_len()];
+        for &s in sites {
+            for (w, x) in want.iter_mut().zip(self.input(s)) {
+                *w += x;
+            }
         }
-        (out, sum)
-    }
-
-    pub fn aggregate(&self, contributions: &[SignedContribution]) -> AggregateClaim {
-        let mut agg =
-            HeAggregator::new(self.consortium.clone(), ROUND, Closing::OnDeadline).unwrap();
-        for c in contributions {
-            agg.receive(c.clone()).unwrap();
-        }
-        match agg.close_phase().unwrap() {
-            AggregatorStep::Finished(claim) => claim,
-            AggregatorStep::Send(_) => panic!("HE rounds send nothing"),
-        }
-    }
-
-    pub fn request(
-        &self,
-        attestations: &[MaskAttestation],
-        claim: AggregateClaim,
-    ) -> Result<DecryptionRequest, HeError> {
-        let mut intake = self.decryptor.open(claim.round)?;
-        for a in attestations {
-            self.decryptor.admit(&mut intake, a)?;
-        }
-        Ok(DecryptionRequest { intake, claim })
+        want
     }
 }
 
-pub fn attest(cs: &[SignedContribution]) -> Vec<MaskAttestation> {
-    cs.iter()
-        .map(SignedContribution::mask_attestation)
+/// Every member admits every view the aggregator forwards.
+pub fn forward(agg: &HeAggregator, decs: &mut [Decryptor]) {
+    for d in decs.iter_mut() {
+        for v in agg.views_for(d.member()) {
+            d.admit(&v).unwrap();
+        }
+    }
+}
+
+/// Signatures of the listed members on `statement`.
+pub fn sign_all(
+    decs: &mut [Decryptor],
+    who: &[usize],
+    statement: &CohortStatement,
+) -> Vec<StatementSignature> {
+    who.iter()
+        .map(|&m| decs[m].sign(statement).unwrap().persisted())
         .collect()
 }
 
-/// Builds a sum with arbitrary words through the public codec, as a malicious aggregator would.
-pub fn sum_from_words(w: &World, words: &[u64], sites: u32) -> amalgam_he::CiphertextSum {
-    use amalgam_proto::codec::{Decode, Writer};
-    let mut wr = Writer::new();
-    wr.u32(D);
-    wr.u32(sites);
-    words.iter().for_each(|x| wr.u64(*x));
-    amalgam_he::CiphertextSum::from_bytes(wr.as_slice(), w.consortium.params()).unwrap()
-}
-
-/// One driver for any scheme implementing the protocol roles: every site uploads once, the
-/// aggregator closes. Returns the output and the uploads (a service stores them).
-pub fn drive<S, A>(
-    sites: &mut [S],
-    inputs: Vec<S::Input>,
-    agg: &mut A,
-    rng: &mut ChaCha20Rng,
-) -> (A::Output, Vec<S::Upload>)
-where
-    S: SiteRole,
-    S::Upload: Clone,
-    A: AggregatorRole<Upload = S::Upload>,
-    S::Error: std::fmt::Debug,
-    A::Error: std::fmt::Debug,
-{
-    let mut uploads = Vec::new();
-    for (site, input) in sites.iter_mut().zip(inputs) {
-        let upload = site.start(input, rng).unwrap();
-        uploads.push(upload.clone());
-        agg.receive(upload).unwrap();
+/// An honest round over `sites`, with members `online` answering; returns the published sum.
+pub fn honest_round(w: &mut World, sites: &[usize], online: &[usize]) -> Result<Vec<u64>, HeError> {
+    let mut agg = HeAggregator::new(w.setup.clone(), Closing::OnDeadline);
+    for &s in sites {
+        let u = w.upload(s);
+        agg.receive(&u)?;
     }
-    match agg.close_phase().unwrap() {
-        AggregatorStep::Finished(out) => (out, uploads),
-        AggregatorStep::Send(_) => panic!("one-shot scheme asked for another phase"),
+    let statement = agg.close()?;
+    let mut decs = w.decryptors();
+    forward(&agg, &mut decs);
+    let sigs = sign_all(&mut decs, online, &statement);
+    let releases: Vec<PieceSumRelease> = online
+        .iter()
+        .map(|&m| decs[m].release(&statement, &sigs))
+        .collect::<Result<_, _>>()?;
+    for r in &releases {
+        agg.accept_release(r)?;
     }
+    agg.finish()
 }
