@@ -41,7 +41,7 @@ fn setup(d: u32) -> (RoundSetup, SigningKey) {
         .collect();
     let committee = Committee::new(members, 3, 4, 2).unwrap_or_else(|e| panic!("{e}"));
     let params = KaheParams::new(16, 1024, d).unwrap_or_else(|e| panic!("{e}"));
-    let s = RoundSetup::new(params, sites, committee, 1, 1, vec![MODEL])
+    let s = RoundSetup::new(params, sites, committee, 2, 1, vec![MODEL])
         .unwrap_or_else(|e| panic!("{e}"));
     (s, site)
 }

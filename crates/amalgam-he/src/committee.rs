@@ -92,7 +92,9 @@ fn subsets(c: usize, k: usize) -> Vec<Vec<usize>> {
 }
 
 impl Committee {
-    /// Validates the committee: `1 ≤ c ≤ 8`, `1 ≤ t_c ≤ c`, `1 ≤ Q ≤ c`, `c_d < t_c` (pieces stay
+    /// Validates the committee: `1 ≤ c ≤ 8`, `1 ≤ t_c ≤ c` with `t_c ≥ 2` unless c = 1 (with
+    /// t_c = 1 there is one piece and every member holds it, so any one member opens every
+    /// key: a committee of c > 1 would only pretend to split trust), `1 ≤ Q ≤ c`, `c_d < t_c` (pieces stay
     /// secret), `2Q − c > c_d` (no two quorums without an honest common member), distinct
     /// identities, box-key certificates that verify.
     pub fn new(
@@ -114,6 +116,11 @@ impl Committee {
         }
         if !(1..=c).contains(&threshold) {
             return Err(fail("t_c must be 1..=c"));
+        }
+        if threshold < 2 && c > 1 {
+            return Err(fail(
+                "t_c ≥ 2 is required when c > 1: with t_c = 1 every member holds every piece",
+            ));
         }
         if !(1..=c).contains(&quorum) {
             return Err(fail("Q must be 1..=c"));

@@ -76,6 +76,9 @@ impl SiteDirectory {
     }
 }
 
+/// Smallest minimum cohort m: a cohort of one would release one site's key to the aggregator.
+pub const MIN_COHORT: usize = 2;
+
 /// The configuration of a fallback round: parameters, sites, committee, minimum cohort m, the
 /// round id, and the digests of the last s published models an upload may be trained on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,7 +93,11 @@ pub struct RoundSetup {
 }
 
 impl RoundSetup {
-    /// Validates `1 ≤ m ≤ min(K_max, sites)` and a non-empty model window; computes the context.
+    /// Validates `2 ≤ m ≤ min(K_max, sites)` and a non-empty model window; computes the context.
+    ///
+    /// m = 1 is refused: an aggregator could name a cohort of one honest site and an honest
+    /// committee would release that site's key. Even m ≥ 2 bounds privacy only through the
+    /// cohort: the aggregator with c_s colluding sites learns sums over ≥ m − c_s honest inputs.
     pub fn new(
         params: KaheParams,
         sites: SiteDirectory,
@@ -100,11 +107,11 @@ impl RoundSetup {
         model_window: Vec<[u8; 32]>,
     ) -> Result<Self, HeError> {
         let max = sites.len().min(params.max_sites() as usize);
-        if !(1..=max).contains(&min_cohort) {
+        if !(MIN_COHORT..=max).contains(&min_cohort) {
             return Err(HeError::ParamOutOfRange {
                 name: "min_cohort",
                 value: min_cohort as u64,
-                min: 1,
+                min: MIN_COHORT as u64,
                 max: max as u64,
             });
         }

@@ -23,9 +23,16 @@ use crate::seed_box::{self, Binding, Seed};
 use crate::upload::{SignedUpload, UploadHeader, bodies_digest, piece_commitment, signed_message};
 use crate::wire::SNAPSHOT_HE_SITE_ROUND;
 
-/// A site's persisted round: round id, model digest, per-round seed, encoded update.
+/// A site's persisted round: round id, round context, model digest, per-round seed, encoded
+/// update.
+///
+/// The round context is kept, not only the round id: every piece, the noise and the box secret
+/// are derived from the seed *under the context*, so the same state used with a second setup of
+/// the same round id (another manifest, committee or m) would encrypt the same update under a
+/// second key with fresh noise and hand the aggregator a difference.
 pub struct SiteRound {
     round: u64,
+    context: [u8; 32],
     model_digest: [u8; 32],
     seed: Seed,
     update: Zeroizing<Vec<u64>>,
@@ -81,6 +88,7 @@ impl SiteRound {
         rng.fill_bytes(seed.as_mut());
         Ok(Self {
             round: setup.round(),
+            context: *setup.context(),
             model_digest,
             seed,
             update,
@@ -94,9 +102,10 @@ impl SiteRound {
 
     /// The persisted form (secret: seal it).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut w = Writer::with_capacity(80 + 8 * self.update.len());
+        let mut w = Writer::with_capacity(112 + 8 * self.update.len());
         w.header(SNAPSHOT_HE_SITE_ROUND);
         w.u64(self.round);
+        w.bytes(&self.context);
         w.bytes(&self.model_digest);
         w.bytes(self.seed.as_ref());
         w.count(self.update.len());
@@ -106,11 +115,13 @@ impl SiteRound {
         Zeroizing::new(w.into_bytes())
     }
 
-    /// Restores a persisted round for `setup` (refuses another round or a malformed update).
+    /// Restores a persisted round for `setup` (refuses another round id, another round context
+    /// or a malformed update).
     pub fn from_bytes(bytes: &[u8], setup: &RoundSetup) -> Result<Self, HeError> {
         let mut r = Reader::new(bytes);
         r.expect_header(SNAPSHOT_HE_SITE_ROUND)?;
         let round = r.u64("round")?;
+        let context: [u8; 32] = r.array("context")?;
         let model_digest = r.array("model_digest")?;
         let seed = Zeroizing::new(r.array("seed")?);
         let d = setup.params().vector_len();
@@ -120,7 +131,7 @@ impl SiteRound {
             update.push(r.u64("update")?);
         }
         r.finish("SiteRound")?;
-        if round != setup.round() {
+        if round != setup.round() || &context != setup.context() {
             return Err(HeError::WrongRound);
         }
         let limit = setup.params().input_bits();
@@ -132,20 +143,23 @@ impl SiteRound {
         }
         Ok(Self {
             round,
+            context,
             model_digest,
             seed,
             update,
         })
     }
 
-    /// The site's signed upload for this round: deterministic in the persisted state.
+    /// The site's signed upload for this round: deterministic in the persisted state. Refused
+    /// with [`HeError::WrongRound`] for a setup whose round id or round context is not the one
+    /// the state was drawn for.
     pub fn upload(
         &self,
         setup: &RoundSetup,
         site: SiteId,
         identity: &SigningKey,
     ) -> Result<SignedUpload, HeError> {
-        if self.round != setup.round() {
+        if self.round != setup.round() || &self.context != setup.context() {
             return Err(HeError::WrongRound);
         }
         if setup.sites().key(site)? != &identity.verifying_key() {

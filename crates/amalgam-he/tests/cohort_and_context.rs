@@ -1,0 +1,131 @@
+//! The cohort, committee and round-context rules, each written as the attack it stops.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
+use amalgam_he::*;
+use amalgam_proto::SiteId;
+use common::*;
+
+/// m = 1: the aggregator names a cohort of one honest site and an honest committee would
+/// release that site's key. The setup is refused outright.
+#[test]
+fn a_cohort_of_one_is_refused_at_setup() {
+    let w = world(&SMALL, 1);
+    let s = &w.setup;
+    let err = RoundSetup::new(
+        *s.params(),
+        s.sites().clone(),
+        s.committee().clone(),
+        1,
+        s.round(),
+        vec![MODEL],
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        HeError::ParamOutOfRange {
+            name: "min_cohort",
+            value: 1,
+            min: 2,
+            ..
+        }
+    ));
+    assert_eq!(err.code(), 1);
+    // m = 2 is the smallest accepted; a smaller statement is still refused by the members.
+    assert!(
+        RoundSetup::new(
+            *s.params(),
+            s.sites().clone(),
+            s.committee().clone(),
+            2,
+            s.round(),
+            vec![MODEL]
+        )
+        .is_ok()
+    );
+}
+
+/// The bound that remains: with m = 2 one colluding site isolates an honest input (the spec
+/// states c_s ≤ m − 2); with m = 3 and one colluder the aggregator only gets a sum of two
+/// honest inputs. This pins what the spec claims, not a break.
+#[test]
+fn m_minus_c_s_honest_inputs_is_the_stated_bound() {
+    let mut w = world(&SMALL, 2);
+    let out = honest_round(&mut w, &[0, 3], &[0, 1, 2, 3, 4]).unwrap();
+    let rest: Vec<u64> = out.iter().zip(w.input(3)).map(|(a, b)| a - b).collect();
+    assert_eq!(
+        rest,
+        w.input(0),
+        "c_s = m − 1 = 1 isolates: outside the bound"
+    );
+    let mut w = world(
+        &Shape {
+            min_cohort: 3,
+            ..SMALL
+        },
+        2,
+    );
+    let mut agg = HeAggregator::new(w.setup.clone(), Closing::OnDeadline);
+    agg.receive(&w.upload(0)).unwrap();
+    agg.receive(&w.upload(3)).unwrap();
+    assert!(matches!(agg.close(), Err(HeError::CohortSize { .. })));
+}
+
+/// t_c = 1 with c > 1: one piece, held by every member, so any one member opens every key.
+#[test]
+fn threshold_one_with_several_members_is_refused() {
+    let w = world(&SMALL, 4);
+    for c in 2..=5 {
+        let members: Vec<MemberKeys> = (0..c).map(|m| w.secrets(m).certify(1)).collect();
+        for q in 1..=c {
+            let err = Committee::new(members.clone(), 1, q, 0).unwrap_err();
+            assert!(
+                matches!(err, HeError::CommitteeRule { rule, .. } if rule.starts_with("t_c ≥ 2")),
+                "c={c} q={q}: {err:?}"
+            );
+        }
+    }
+    // c = 1 keeps t_c = Q = 1 (the stated single-key-holder model).
+    assert!(Committee::new(vec![w.secrets(0).certify(1)], 1, 1, 0).is_ok());
+}
+
+fn second_setup(w: &World) -> RoundSetup {
+    let s = &w.setup;
+    RoundSetup::new(
+        *s.params(),
+        s.sites().clone(),
+        s.committee().clone(),
+        3,
+        s.round(),
+        vec![MODEL],
+    )
+    .unwrap()
+}
+
+/// One site state used under a second setup with the same round id: the same update under a
+/// second key with fresh noise. Both `upload` and the restore refuse it, and nothing changes.
+#[test]
+fn a_site_round_is_bound_to_its_round_context_not_only_its_round_id() {
+    let mut w = world(&SMALL, 3);
+    let r = w.site_round(0);
+    let u1 = r.upload(&w.setup, SiteId(0), &w.identities[0]).unwrap();
+    let setup2 = second_setup(&w);
+    assert_eq!(setup2.round(), w.setup.round());
+    assert_ne!(setup2.context(), w.setup.context());
+    assert_eq!(
+        r.upload(&setup2, SiteId(0), &w.identities[0]).unwrap_err(),
+        HeError::WrongRound
+    );
+    let bytes = r.to_bytes();
+    assert_eq!(
+        SiteRound::from_bytes(&bytes, &setup2).unwrap_err(),
+        HeError::WrongRound
+    );
+    // The state is unchanged: the original setup still gets the identical bytes.
+    assert_eq!(r.upload(&w.setup, SiteId(0), &w.identities[0]).unwrap(), u1);
+    let back = SiteRound::from_bytes(&bytes, &w.setup).unwrap();
+    assert_eq!(
+        back.upload(&w.setup, SiteId(0), &w.identities[0]).unwrap(),
+        u1
+    );
+}
