@@ -15,7 +15,8 @@ use amalgam_he::decryptor::member_secrets_from_bytes;
 use amalgam_he::kahe::{self, KeyVector};
 use amalgam_he::params::N;
 use amalgam_he::{
-    Committee, Decryptor, KaheParams, RoundSetup, SignedUpload, SiteDirectory, SiteRound,
+    Committee, Decryptor, KaheParams, MemberRoundRecord, RoundSetup, SignedUpload, SiteDirectory,
+    SiteRound, SiteRoundLog,
 };
 use amalgam_proto::SiteId;
 use amalgam_proto::codec::Encode;
@@ -69,7 +70,7 @@ fn upload_for(setup: &RoundSetup, site: &SigningKey, rng: &mut ChaCha20Rng) -> S
     let values: Vec<u64> = (0..setup.params().vector_len())
         .map(|_| rng.next_u64() >> 48)
         .collect();
-    SiteRound::draw(setup, MODEL, values, rng)
+    SiteRound::draw(setup, &mut SiteRoundLog::new(), MODEL, values, rng)
         .and_then(|r| r.upload(setup, SiteId(0), site))
         .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -79,7 +80,8 @@ fn member_per_site(setup: &RoundSetup, upload: &SignedUpload) -> f64 {
     let view = upload.view_for(0).unwrap_or_else(|| panic!("member 0"));
     time(|| {
         let secrets = member_secrets_from_bytes([20; 32], [30; 32]);
-        let mut dec = Decryptor::new(setup.clone(), 0, secrets).unwrap_or_else(|e| panic!("{e}"));
+        let mut dec = Decryptor::new(setup.clone(), 0, secrets, &mut MemberRoundRecord::new())
+            .unwrap_or_else(|e| panic!("{e}"));
         dec.admit(&view).unwrap_or_else(|e| panic!("{e}"));
         for p in 0..setup.committee().held_by(0).len() {
             black_box(KeyVector::expand(&[p as u8; 32]));

@@ -120,6 +120,20 @@ fn write_he_and_ledger_seeds() {
         }
     }
 
+    // The persisted round records (no vector carries them).
+    let mut record = amalgam_he::MemberRoundRecord::from_bytes(&[
+        b'A', b'G', 2, 0x77, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0,
+        0, 0, 0, 0, 7,
+    ])
+    .expect("record seed");
+    record.prune_below(4);
+    std::fs::write(he_dir.join("seed-member-round-record"), record.to_bytes()).expect("write");
+    std::fs::write(
+        he_dir.join("seed-site-round-log"),
+        amalgam_he::SiteRoundLog::new().to_bytes(),
+    )
+    .expect("write");
+
     let ledger_dir = root.join("fuzz/corpus/ledger");
     std::fs::create_dir_all(&ledger_dir).expect("corpus dir");
     let path = ledger_dir.join("seed-ledger-3-rounds");

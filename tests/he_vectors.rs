@@ -56,7 +56,13 @@ fn decryptors() -> Vec<Decryptor> {
     (0..5u8)
         .map(|j| {
             let (a, b) = he_member_bytes(j);
-            Decryptor::new(setup.clone(), j.into(), member_secrets_from_bytes(a, b)).unwrap()
+            Decryptor::new(
+                setup.clone(),
+                j.into(),
+                member_secrets_from_bytes(a, b),
+                &mut amalgam_he::MemberRoundRecord::new(),
+            )
+            .unwrap()
         })
         .collect()
 }
@@ -66,10 +72,16 @@ fn generate() -> Round {
     let mut rng = ChaCha20Rng::from_seed(SEED);
     let uploads: Vec<SignedUpload> = (0..4)
         .map(|s| {
-            SiteRound::draw(setup, HE_MODEL, input(s), &mut rng)
-                .unwrap()
-                .upload(setup, SiteId(s as u16), &he_site_key(s as u8))
-                .unwrap()
+            SiteRound::draw(
+                setup,
+                &mut amalgam_he::SiteRoundLog::new(),
+                HE_MODEL,
+                input(s),
+                &mut rng,
+            )
+            .unwrap()
+            .upload(setup, SiteId(s as u16), &he_site_key(s as u8))
+            .unwrap()
         })
         .collect();
     let mut agg = HeAggregator::new(setup.clone(), Closing::OnDeadline);

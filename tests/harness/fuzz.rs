@@ -183,6 +183,8 @@ pub fn he_decoders(data: &[u8]) {
     };
 
     let _ = KaheParams::from_bytes(data, &());
+    let _ = amalgam_he::MemberRoundRecord::from_bytes(data);
+    let _ = amalgam_he::SiteRoundLog::from_bytes(data);
     let _ = CohortStatement::from_bytes(data, &());
     let _ = StatementSignature::from_bytes(data, &());
     let Some(setup) = he_setup() else {

@@ -22,6 +22,7 @@ use crate::kahe::KeyVector;
 pub use crate::persist::PersistFirst;
 use crate::release::PieceSumRelease;
 use crate::round::RoundSetup;
+use crate::round_record::MemberRoundRecord;
 use crate::seed_box::{self, Binding, Seed};
 use crate::statement::{CohortStatement, StatementSignature};
 use crate::upload::{UploadView, piece_commitment, verify};
@@ -57,8 +58,25 @@ impl core::fmt::Debug for Decryptor {
 }
 
 impl Decryptor {
-    /// Member `member` of `setup`'s committee, with its identity and period box secret.
-    pub fn new(setup: RoundSetup, member: usize, secrets: MemberSecrets) -> Result<Self, HeError> {
+    /// Member `member` of `setup`'s committee, with its identity and period box secret, for a
+    /// round it has not served: the round id is claimed in `record`, and refused with
+    /// [`HeError::RoundReused`] if it is already there. Without the record two fresh instances
+    /// of every honest member could sign S and S ∖ {v} and both quorums would release. The
+    /// driver MUST persist `record` before the first signature of the round leaves; a member
+    /// that restarts mid-round continues with [`Decryptor::restore`]. On `Err`, `record` is
+    /// unchanged.
+    pub fn new(
+        setup: RoundSetup,
+        member: usize,
+        secrets: MemberSecrets,
+        record: &mut MemberRoundRecord,
+    ) -> Result<Self, HeError> {
+        let d = Self::build(setup, member, secrets)?;
+        record.claim(d.setup.round())?;
+        Ok(d)
+    }
+
+    fn build(setup: RoundSetup, member: usize, secrets: MemberSecrets) -> Result<Self, HeError> {
         let keys = setup.committee().member(member)?;
         if keys.identity != secrets.identity.verifying_key()
             || keys.box_key != x25519_dalek::PublicKey::from(&secrets.box_secret).to_bytes()
@@ -300,13 +318,15 @@ impl Decryptor {
     }
 
     /// Rebuilds a member from [`Decryptor::snapshot`] bytes (untrusted input: every field checked).
+    /// The round was claimed in the member's record by [`Decryptor::new`]; restoring an older
+    /// snapshot (from before it signed) makes the member count as corrupt.
     pub fn restore(
         bytes: &[u8],
         setup: RoundSetup,
         member: usize,
         secrets: MemberSecrets,
     ) -> Result<Self, HeError> {
-        let mut d = Self::new(setup, member, secrets)?;
+        let mut d = Self::build(setup, member, secrets)?;
         let mut r = Reader::new(bytes);
         r.expect_header(SNAPSHOT_HE_DECRYPTOR)?;
         if r.u64("round")? != d.setup.round()

@@ -92,6 +92,13 @@ pub enum HeError {
     /// A message for another round context (other round, manifest, committee or parameters).
     #[error("message is bound to another round context")]
     WrongRound,
+    /// The round id was already used by this party (in its persisted round record): a second
+    /// instance for one round id could sign a second cohort or draw a second key.
+    #[error("round {round} was already used by this party")]
+    RoundReused {
+        /// The round id (public).
+        round: u64,
+    },
     /// A site id outside the directory.
     #[error("site {site} is not in the site directory")]
     UnknownSite {
@@ -220,7 +227,7 @@ impl HeError {
             | Self::ValueOutOfRange { .. }
             | Self::WrongState(_)
             | Self::Expired => Fault::LocalMisuse,
-            Self::WrongRound | Self::StaleModel => Fault::Incompatible,
+            Self::WrongRound | Self::StaleModel | Self::RoundReused { .. } => Fault::Incompatible,
             _ => Fault::Peer,
         }
     }
@@ -236,7 +243,7 @@ impl HeError {
             Self::LengthMismatch { .. } => 6,
             Self::Decode(_) => 7,
             Self::WrongRound => 8,
-            // 9 is reserved (a round id below a persisted high-water mark, checked by drivers).
+            Self::RoundReused { .. } => 9,
             Self::UnknownSite { .. } => 10,
             Self::UnknownMember { .. } => 11,
             Self::BadSignature { .. } => 12,

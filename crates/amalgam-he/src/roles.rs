@@ -13,27 +13,36 @@ use crate::aggregator::HeAggregator;
 use crate::error::HeError;
 use crate::persist::PersistFirst;
 use crate::round::RoundSetup;
+use crate::round_record::SiteRoundLog;
 use crate::site::SiteRound;
 use crate::statement::CohortStatement;
 use crate::upload::SignedUpload;
 
-/// A site in one fallback round.
-pub struct HeSite {
+/// A site in one fallback round. It borrows the site's [`SiteRoundLog`] mutably, so a
+/// second instance for the same round id cannot start (the driver persists the log before
+/// the upload leaves).
+pub struct HeSite<'log> {
+    log: &'log mut SiteRoundLog,
     setup: RoundSetup,
     site: SiteId,
     identity: SigningKey,
     round: Option<SiteRound>,
 }
 
-impl core::fmt::Debug for HeSite {
+impl core::fmt::Debug for HeSite<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "HeSite({}, round {})", self.site.0, self.setup.round())
     }
 }
 
-impl HeSite {
-    /// Site `site` of `setup` with its identity key.
-    pub fn new(setup: RoundSetup, site: SiteId, identity: SigningKey) -> Result<Self, HeError> {
+impl<'log> HeSite<'log> {
+    /// Site `site` of `setup` with its identity key and its round log.
+    pub fn new(
+        setup: RoundSetup,
+        site: SiteId,
+        identity: SigningKey,
+        log: &'log mut SiteRoundLog,
+    ) -> Result<Self, HeError> {
         if setup.sites().key(site)? != &identity.verifying_key() {
             return Err(HeError::BadKey {
                 what: "site directory",
@@ -42,6 +51,7 @@ impl HeSite {
             });
         }
         Ok(Self {
+            log,
             setup,
             site,
             identity,
@@ -49,7 +59,13 @@ impl HeSite {
         })
     }
 
-    /// Resumes from a persisted [`SiteRound`]: the upload is re-created byte for byte.
+    /// The site's round log (persist it with the round state before the upload leaves).
+    pub fn round_log(&self) -> &SiteRoundLog {
+        self.log
+    }
+
+    /// Resumes from a persisted [`SiteRound`]: the upload is re-created byte for byte (the
+    /// round id was claimed when the state was drawn; identical bytes hand over nothing new).
     pub fn resume(&mut self, round: SiteRound) -> Result<SignedUpload, HeError> {
         let upload = round.upload(&self.setup, self.site, &self.identity)?;
         self.round = Some(round);
@@ -57,7 +73,7 @@ impl HeSite {
     }
 }
 
-impl SiteRole for HeSite {
+impl SiteRole for HeSite<'_> {
     /// (digest of the model trained on, the already-noised encoded update).
     type Input = ([u8; 32], Vec<u64>);
     /// The upload, released only after the round state is persisted.
@@ -78,7 +94,7 @@ impl SiteRole for HeSite {
         if self.round.is_some() {
             return Err(HeError::WrongState("this round already started"));
         }
-        let round = SiteRound::draw(&self.setup, model, update, rng)?;
+        let round = SiteRound::draw(&self.setup, self.log, model, update, rng)?;
         let upload = round.upload(&self.setup, self.site, &self.identity)?;
         let state = round.to_bytes();
         self.round = Some(round);

@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 use crate::error::HeError;
 use crate::kahe::{self, KeyVector};
 use crate::round::RoundSetup;
+use crate::round_record::SiteRoundLog;
 use crate::seed_box::{self, Binding, Seed};
 use crate::upload::{SignedUpload, UploadHeader, bodies_digest, piece_commitment, signed_message};
 use crate::wire::SNAPSHOT_HE_SITE_ROUND;
@@ -58,10 +59,14 @@ fn derive(seed: &[u8; 32], context: &[u8; 32], label: &[u8], index: u16) -> Seed
 }
 
 impl SiteRound {
-    /// Starts a round: checks the update against the parameters and draws the per-round seed.
-    /// The caller persists [`SiteRound::to_bytes`] (sealed) before sending any upload.
+    /// Starts a round: checks the update against the parameters, claims the round id in the
+    /// site's `log` (refused with [`HeError::RoundReused`] at or below its mark, so a second
+    /// instance never draws a second seed for a round id) and draws the per-round seed. The
+    /// caller persists `log` and [`SiteRound::to_bytes`] (sealed) before sending any upload.
+    /// On `Err`, `log` is unchanged.
     pub fn draw<R: CryptoRng + ?Sized>(
         setup: &RoundSetup,
+        log: &mut SiteRoundLog,
         model_digest: [u8; 32],
         update: Vec<u64>,
         rng: &mut R,
@@ -84,6 +89,7 @@ impl SiteRound {
         if !setup.accepts_model(&model_digest) {
             return Err(HeError::StaleModel);
         }
+        log.claim(setup.round())?;
         let mut seed = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(seed.as_mut());
         Ok(Self {

@@ -23,6 +23,10 @@ pub const SNAPSHOT_HE_AGGREGATOR: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 4;
 pub const SNAPSHOT_HE_DECRYPTOR: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 2;
 /// Snapshot type of a [`crate::site::SiteRound`] (holds the seed and update: sealed by the caller).
 pub const SNAPSHOT_HE_SITE_ROUND: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 3;
+/// Record type of a [`crate::round_record::MemberRoundRecord`] (no secret).
+pub const SNAPSHOT_HE_MEMBER_RECORD: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 5;
+/// Record type of a [`crate::round_record::SiteRoundLog`] (no secret).
+pub const SNAPSHOT_HE_SITE_LOG: u8 = msg_type::SNAPSHOT_OTHER_FIRST + 6;
 
 /// Appends `words` as big-endian `u64`s.
 pub(crate) fn put_words(w: &mut Writer, words: &[u64]) {

@@ -170,13 +170,19 @@ fn seeds_are_deleted_at_the_deadline_released_or_not() {
 
 #[test]
 fn site_and_aggregator_run_through_the_role_traits() {
-    use amalgam_he::HeSite;
+    use amalgam_he::{HeSite, SiteRoundLog};
     use amalgam_proto::{AggregatorRole, AggregatorStep, SiteRole};
     let mut w = world(&SMALL, 10);
     let mut agg = HeAggregator::new(w.setup.clone(), Closing::OnDeadline);
     for s in 0..3 {
-        let mut site =
-            HeSite::new(w.setup.clone(), SiteId(s), w.identities[s as usize].clone()).unwrap();
+        let mut log = SiteRoundLog::new();
+        let mut site = HeSite::new(
+            w.setup.clone(),
+            SiteId(s),
+            w.identities[s as usize].clone(),
+            &mut log,
+        )
+        .unwrap();
         let pending = site
             .start((MODEL, w.input(s as usize)), &mut w.rng)
             .unwrap();
@@ -187,9 +193,26 @@ fn site_and_aggregator_run_through_the_role_traits() {
             site.start((MODEL, w.input(s as usize)), &mut w.rng),
             Err(HeError::WrongState(_))
         ));
+        // A second instance over the same log cannot start the round again.
+        let mut twin = HeSite::new(
+            w.setup.clone(),
+            SiteId(s),
+            w.identities[s as usize].clone(),
+            &mut log,
+        )
+        .unwrap();
+        assert!(matches!(
+            twin.start((MODEL, w.input(s as usize)), &mut w.rng),
+            Err(HeError::RoundReused { round: ROUND })
+        ));
         // A restarted site re-sends identical bytes from the persisted state.
-        let mut again =
-            HeSite::new(w.setup.clone(), SiteId(s), w.identities[s as usize].clone()).unwrap();
+        let mut again = HeSite::new(
+            w.setup.clone(),
+            SiteId(s),
+            w.identities[s as usize].clone(),
+            &mut log,
+        )
+        .unwrap();
         let restored = SiteRound::from_bytes(&state, &w.setup).unwrap();
         assert_eq!(again.resume(restored).unwrap(), upload);
         AggregatorRole::receive(&mut agg, upload).unwrap();

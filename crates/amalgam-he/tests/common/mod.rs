@@ -9,8 +9,8 @@
 use amalgam_he::decryptor::member_secrets_from_bytes;
 use amalgam_he::{
     Closing, CohortStatement, Committee, Decryptor, HeAggregator, HeError, KaheParams, MemberKeys,
-    MemberSecrets, PieceSumRelease, RoundSetup, SignedUpload, SiteDirectory, SiteRound,
-    StatementSignature,
+    MemberRoundRecord, MemberSecrets, PieceSumRelease, RoundSetup, SignedUpload, SiteDirectory,
+    SiteRound, SiteRoundLog, StatementSignature,
 };
 use amalgam_proto::SiteId;
 use ed25519_dalek::SigningKey;
@@ -92,9 +92,24 @@ impl World {
         member_secrets_from_bytes(a, b)
     }
 
+    /// Fresh members, each with its own empty round record (every call models separate
+    /// storage; tests of the record use [`World::decryptors_with`]).
     pub fn decryptors(&self) -> Vec<Decryptor> {
-        (0..self.member_bytes.len())
-            .map(|m| Decryptor::new(self.setup.clone(), m, self.secrets(m)).unwrap())
+        let mut records: Vec<MemberRoundRecord> = (0..self.member_bytes.len())
+            .map(|_| MemberRoundRecord::new())
+            .collect();
+        self.decryptors_with(&mut records).unwrap()
+    }
+
+    /// Members that claim the round in the given persisted records.
+    pub fn decryptors_with(
+        &self,
+        records: &mut [MemberRoundRecord],
+    ) -> Result<Vec<Decryptor>, HeError> {
+        records
+            .iter_mut()
+            .enumerate()
+            .map(|(m, r)| Decryptor::new(self.setup.clone(), m, self.secrets(m), r))
             .collect()
     }
 
@@ -106,7 +121,14 @@ impl World {
 
     pub fn site_round(&mut self, site: usize) -> SiteRound {
         let input = self.input(site);
-        SiteRound::draw(&self.setup, MODEL, input, &mut self.rng).unwrap()
+        SiteRound::draw(
+            &self.setup,
+            &mut SiteRoundLog::new(),
+            MODEL,
+            input,
+            &mut self.rng,
+        )
+        .unwrap()
     }
 
     pub fn upload(&mut self, site: usize) -> SignedUpload {
