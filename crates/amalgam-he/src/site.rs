@@ -186,7 +186,11 @@ impl SiteRound {
         }
         let noise_seed = derive(&self.seed, ctx, b"noise", 0);
         let bodies = kahe::encrypt(setup.params(), ctx, &key, &self.update, &noise_seed)?;
-        let box_secret = StaticSecret::from(*derive(&self.seed, ctx, b"box", 0));
+        // The derived bytes stay in a named `Zeroizing` buffer, wiped when `upload` returns,
+        // and `StaticSecret` (feature `zeroize`) wipes its own copy on drop. The by-value
+        // argument in between is a move the compiler makes; no wrapper can wipe it.
+        let box_bytes = derive(&self.seed, ctx, b"box", 0);
+        let box_secret = StaticSecret::from(*box_bytes);
         let box_public = BoxPublic::from(&box_secret).to_bytes();
         let header = UploadHeader {
             site,
