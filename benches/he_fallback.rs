@@ -29,7 +29,7 @@ use tfhe::core_crypto::prelude::{CiphertextModulus, Polynomial, PolynomialSize};
 
 const D: u32 = 1 << 20;
 const SAMPLES: usize = 10;
-const MODEL: [u8; 32] = [1; 32];
+const MODEL: (u64, [u8; 32]) = (1, [1; 32]);
 
 /// Benchmark inputs only: fixed test keys, never production keys.
 fn setup(d: u32) -> (RoundSetup, SigningKey) {

@@ -163,8 +163,8 @@ pub fn he_setup() -> Option<&'static amalgam_he::RoundSetup> {
         .as_ref()
 }
 
-/// The model digest the HE vectors' uploads were trained on.
-pub const HE_MODEL: [u8; 32] = [0x3d; 32];
+/// The model the HE vectors' uploads were trained on: (round it was published in, digest).
+pub const HE_MODEL: (u64, [u8; 32]) = (6, [0x3d; 32]);
 
 /// Site `i`'s identity key in the HE vectors (test key: fixed bytes).
 pub fn he_site_key(i: u8) -> ed25519_dalek::SigningKey {

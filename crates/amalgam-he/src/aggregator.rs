@@ -104,7 +104,10 @@ impl HeAggregator {
                 signer: site.index(),
             });
         }
-        if !self.setup.accepts_model(&upload.header.model_digest) {
+        if !self
+            .setup
+            .accepts_model(upload.header.model_round, &upload.header.model_digest)
+        {
             return Err(HeError::StaleModel);
         }
         kahe::add_bodies(&mut self.body_sum, &upload.bodies);
@@ -304,7 +307,10 @@ impl HeAggregator {
                     signer: site.index(),
                 });
             }
-            if !agg.setup.accepts_model(&kept.header.model_digest) {
+            if !agg
+                .setup
+                .accepts_model(kept.header.model_round, &kept.header.model_digest)
+            {
                 return Err(HeError::StaleModel);
             }
             let digest: [u8; 32] = Sha256::digest(&message).into();

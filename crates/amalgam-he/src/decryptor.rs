@@ -133,7 +133,10 @@ impl Decryptor {
                 Err(HeError::DuplicateSite { site: site.0 })
             };
         }
-        if !self.setup.accepts_model(&view.header.model_digest) {
+        if !self
+            .setup
+            .accepts_model(view.header.model_round, &view.header.model_digest)
+        {
             return Err(HeError::StaleModel);
         }
         let own_digest: [u8; 32] = Sha256::digest(&view.own_box).into();

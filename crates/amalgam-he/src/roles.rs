@@ -74,8 +74,9 @@ impl<'log> HeSite<'log> {
 }
 
 impl SiteRole for HeSite<'_> {
-    /// (digest of the model trained on, the already-noised encoded update).
-    type Input = ([u8; 32], Vec<u64>);
+    /// ((round, digest) of the model trained on, the already-noised encoded update, weighted
+    /// by [`RoundSetup::staleness_weight`] of that model round).
+    type Input = ((u64, [u8; 32]), Vec<u64>);
     /// The upload, released only after the round state is persisted.
     type Upload = PersistFirst<SignedUpload>;
     /// The fallback sends a site nothing.

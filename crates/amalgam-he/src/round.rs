@@ -80,7 +80,9 @@ impl SiteDirectory {
 pub const MIN_COHORT: usize = 2;
 
 /// The configuration of a fallback round: parameters, sites, committee, minimum cohort m, the
-/// round id, and the digests of the last s published models an upload may be trained on.
+/// round id, and the last s published models an upload may be trained on, each as (round it
+/// was published in, digest): the model round fixes the staleness weight, so it is part of
+/// what an upload names and signs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RoundSetup {
     params: KaheParams,
@@ -88,12 +90,13 @@ pub struct RoundSetup {
     committee: Committee,
     min_cohort: usize,
     round: u64,
-    model_window: Vec<[u8; 32]>,
+    model_window: Vec<(u64, [u8; 32])>,
     context: [u8; 32],
 }
 
 impl RoundSetup {
-    /// Validates `2 ≤ m ≤ min(K_max, sites)` and a non-empty model window; computes the context.
+    /// Validates `2 ≤ m ≤ min(K_max, sites)` and a model window of 1..=64 models, each published
+    /// no later than `round`, with distinct digests; computes the context.
     ///
     /// m = 1 is refused: an aggregator could name a cohort of one honest site and an honest
     /// committee would release that site's key. Even m ≥ 2 bounds privacy only through the
@@ -104,7 +107,7 @@ impl RoundSetup {
         committee: Committee,
         min_cohort: usize,
         round: u64,
-        model_window: Vec<[u8; 32]>,
+        model_window: Vec<(u64, [u8; 32])>,
     ) -> Result<Self, HeError> {
         let max = sites.len().min(params.max_sites() as usize);
         if !(MIN_COHORT..=max).contains(&min_cohort) {
@@ -121,6 +124,25 @@ impl RoundSetup {
                 value: model_window.len() as u64,
                 min: 1,
                 max: 64,
+            });
+        }
+        if let Some(&(published, _)) = model_window.iter().find(|(r, _)| *r > round) {
+            return Err(HeError::ParamOutOfRange {
+                name: "model_window.round",
+                value: published,
+                min: 0,
+                max: round,
+            });
+        }
+        if let Some(index) = (1..model_window.len()).find(|&i| {
+            model_window[..i]
+                .iter()
+                .any(|(_, d)| *d == model_window[i].1)
+        }) {
+            return Err(HeError::BadKey {
+                what: "model window",
+                index,
+                reason: "a duplicate digest",
             });
         }
         let mut w = Writer::new();
@@ -174,9 +196,14 @@ impl RoundSetup {
         &self.context
     }
 
-    /// Whether `digest` is one of the last s published models.
-    pub fn accepts_model(&self, digest: &[u8; 32]) -> bool {
-        self.model_window.contains(digest)
+    /// Whether (`model_round`, `digest`) is one of the last s published models.
+    pub fn accepts_model(&self, model_round: u64, digest: &[u8; 32]) -> bool {
+        self.model_window.contains(&(model_round, *digest))
+    }
+
+    /// The staleness weight of an update trained on the model of `model_round`.
+    pub fn staleness_weight(&self, model_round: u64) -> f64 {
+        staleness_weight(self.round, model_round)
     }
 }
 

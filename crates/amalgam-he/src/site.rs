@@ -34,6 +34,7 @@ use crate::wire::SNAPSHOT_HE_SITE_ROUND;
 pub struct SiteRound {
     round: u64,
     context: [u8; 32],
+    model_round: u64,
     model_digest: [u8; 32],
     seed: Seed,
     update: Zeroizing<Vec<u64>>,
@@ -67,7 +68,7 @@ impl SiteRound {
     pub fn draw<R: CryptoRng + ?Sized>(
         setup: &RoundSetup,
         log: &mut SiteRoundLog,
-        model_digest: [u8; 32],
+        (model_round, model_digest): (u64, [u8; 32]),
         update: Vec<u64>,
         rng: &mut R,
     ) -> Result<Self, HeError> {
@@ -86,7 +87,7 @@ impl SiteRound {
                 input_bits: p.input_bits(),
             });
         }
-        if !setup.accepts_model(&model_digest) {
+        if !setup.accepts_model(model_round, &model_digest) {
             return Err(HeError::StaleModel);
         }
         log.claim(setup.round())?;
@@ -95,6 +96,7 @@ impl SiteRound {
         Ok(Self {
             round: setup.round(),
             context: *setup.context(),
+            model_round,
             model_digest,
             seed,
             update,
@@ -112,6 +114,7 @@ impl SiteRound {
         w.header(SNAPSHOT_HE_SITE_ROUND);
         w.u64(self.round);
         w.bytes(&self.context);
+        w.u64(self.model_round);
         w.bytes(&self.model_digest);
         w.bytes(self.seed.as_ref());
         w.count(self.update.len());
@@ -128,6 +131,7 @@ impl SiteRound {
         r.expect_header(SNAPSHOT_HE_SITE_ROUND)?;
         let round = r.u64("round")?;
         let context: [u8; 32] = r.array("context")?;
+        let model_round = r.u64("model_round")?;
         let model_digest = r.array("model_digest")?;
         let seed = Zeroizing::new(r.array("seed")?);
         let d = setup.params().vector_len();
@@ -150,6 +154,7 @@ impl SiteRound {
         Ok(Self {
             round,
             context,
+            model_round,
             model_digest,
             seed,
             update,
@@ -195,6 +200,7 @@ impl SiteRound {
         let header = UploadHeader {
             site,
             model_digest: self.model_digest,
+            model_round: self.model_round,
             box_public,
             commitments: seeds
                 .iter()

@@ -1,6 +1,6 @@
 //! The site's single signed upload, and the part of it one decryptor sees (spec §5.3).
 //!
-//! The site signs `label ‖ round context ‖ site ‖ model digest ‖ box public key ‖ H(bodies) ‖
+//! The site signs `label ‖ round context ‖ site ‖ model digest ‖ model round ‖ box public key ‖ H(bodies) ‖
 //! H(box_0) ‖ … ‖ H(box_{c−1}) ‖ commitment_0 ‖ … ‖ commitment_{P−1}`. A decryptor receives the
 //! [`UploadView`] — everything but the bodies, which it replaces by their digest — and checks the
 //! same signature from its own box and the other boxes' digests alone. The upload digest named
@@ -22,6 +22,10 @@ pub struct UploadHeader {
     pub site: SiteId,
     /// Digest of the model the update was trained on (one of the last s published).
     pub model_digest: [u8; 32],
+    /// Round the model was published in: with the round id it fixes the public staleness
+    /// weight the site applied ([`crate::staleness_weight`]), signed so that nobody can
+    /// re-weight the upload afterwards by claiming another model round.
+    pub model_round: u64,
     /// The site's per-round X25519 box public key.
     pub box_public: [u8; 32],
     /// Hash commitment to each piece seed, one per piece.
@@ -40,6 +44,7 @@ pub fn signed_message(
     m.extend_from_slice(round_context);
     m.extend_from_slice(&header.site.0.to_be_bytes());
     m.extend_from_slice(&header.model_digest);
+    m.extend_from_slice(&header.model_round.to_be_bytes());
     m.extend_from_slice(&header.box_public);
     m.extend_from_slice(bodies_digest);
     for d in box_digests {
@@ -244,6 +249,7 @@ impl KeptUpload {
 fn encode_header(w: &mut Writer, h: &UploadHeader) {
     w.u16(h.site.0);
     w.bytes(&h.model_digest);
+    w.u64(h.model_round);
     w.bytes(&h.box_public);
     w.count(h.commitments.len());
     for c in &h.commitments {
@@ -254,6 +260,7 @@ fn encode_header(w: &mut Writer, h: &UploadHeader) {
 fn decode_header(r: &mut Reader<'_>, setup: &RoundSetup) -> Result<UploadHeader, DecodeError> {
     let site = SiteId(r.u16("site")?);
     let model_digest = r.array("model_digest")?;
+    let model_round = r.u64("model_round")?;
     let box_public = r.array("box_public")?;
     let pieces = setup.committee().pieces();
     let n = r.count("commitments", pieces, pieces)?;
@@ -263,6 +270,7 @@ fn decode_header(r: &mut Reader<'_>, setup: &RoundSetup) -> Result<UploadHeader,
     Ok(UploadHeader {
         site,
         model_digest,
+        model_round,
         box_public,
         commitments,
     })

@@ -40,7 +40,8 @@ fn forge(
     let sid = SiteId(site as u16);
     let header = UploadHeader {
         site: sid,
-        model_digest: MODEL,
+        model_digest: MODEL.1,
+        model_round: MODEL.0,
         box_public,
         commitments: (0..c.pieces())
             .map(|p| piece_commitment(ctx, sid, p, &committed(p)))
@@ -554,7 +555,7 @@ fn masks_come_from_the_round_context_only() {
     let boxes: usize = (0..5)
         .map(|m| 4 + seed_box::box_len(w.setup.committee().held_by(m).len()))
         .sum();
-    let fixed = 4 + 2 + 32 + 32 + 4 + 32 * w.setup.committee().pieces() + 4 + boxes + 64;
+    let fixed = 4 + 2 + 32 + 8 + 32 + 4 + 32 * w.setup.committee().pieces() + 4 + boxes + 64;
     assert_eq!(u.to_bytes().len(), fixed + 8 * p.body_len());
     let mut a = vec![0u64; N];
     let mut b = vec![0u64; N];

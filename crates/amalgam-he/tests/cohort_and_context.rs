@@ -129,3 +129,60 @@ fn a_site_round_is_bound_to_its_round_context_not_only_its_round_id() {
         u1
     );
 }
+
+/// The staleness weight is a public function of the round id and the model round; an upload
+/// that did not sign its model round could be shown with another one (re-weighted in the
+/// audit, or counted as fresh when stale). The model round is signed: any change breaks the
+/// signature at the aggregator and at every member, and a (round, digest) pair outside the
+/// window is refused.
+#[test]
+fn the_model_round_that_fixes_the_staleness_weight_is_signed() {
+    let mut w = world(&SMALL, 8);
+    let upload = w.upload(0);
+    assert_eq!(upload.header.model_round, MODEL.0);
+    assert_eq!(
+        w.setup.staleness_weight(MODEL.0),
+        staleness_weight(ROUND, ROUND - 1)
+    );
+    let mut claimed = upload.clone();
+    claimed.header.model_round = ROUND;
+    let mut agg = HeAggregator::new(w.setup.clone(), Closing::OnDeadline);
+    assert!(matches!(
+        agg.receive(&claimed),
+        Err(HeError::BadSignature { .. })
+    ));
+    let mut view = upload.view_for(0).unwrap();
+    view.header.model_round = ROUND;
+    let mut decs = w.decryptors();
+    assert!(matches!(
+        decs[0].admit(&view),
+        Err(HeError::BadSignature { .. })
+    ));
+    agg.receive(&upload).unwrap();
+    // The site cannot name a model round the window does not pair with the digest.
+    let input = w.input(1);
+    assert_eq!(
+        SiteRound::draw(
+            &w.setup,
+            &mut SiteRoundLog::new(),
+            (ROUND, MODEL.1),
+            input,
+            &mut w.rng
+        )
+        .unwrap_err(),
+        HeError::StaleModel
+    );
+    // A window entry published after the round is refused at setup.
+    let s = &w.setup;
+    assert!(matches!(
+        RoundSetup::new(
+            *s.params(),
+            s.sites().clone(),
+            s.committee().clone(),
+            2,
+            ROUND,
+            vec![(ROUND + 1, [1; 32])]
+        ),
+        Err(HeError::ParamOutOfRange { .. })
+    ));
+}

@@ -54,7 +54,7 @@ fn member_records_serve_overlapping_rounds_and_prune() {
             s.committee().clone(),
             s.min_cohort(),
             round,
-            vec![MODEL],
+            vec![(0, MODEL.1)],
         )
         .unwrap()
     };

@@ -19,7 +19,8 @@ use rand_core::{Rng, SeedableRng};
 use x25519_dalek::StaticSecret;
 
 pub const ROUND: u64 = 7;
-pub const MODEL: [u8; 32] = [0x3d; 32];
+/// The model the sites train on: (round it was published in, digest).
+pub const MODEL: (u64, [u8; 32]) = (ROUND - 1, [0x3d; 32]);
 
 pub struct World {
     pub rng: ChaCha20Rng,
