@@ -356,7 +356,8 @@ fn two_active_sets_with_corrupt_members_never_both_release_exhaustively() {
     let corrupt = [3usize, 4];
     let honest = [0usize, 1, 2];
     for assignment in 0..27u32 {
-        let mut decs = w.decryptors();
+        // Each assignment is an independent trial of the round (its own records).
+        let mut decs = w.fresh_decryptors();
         let (_, s, smaller) = two_cohorts(&mut w, &mut decs);
         let mut sig_s = Vec::new();
         let mut sig_small = Vec::new();
@@ -410,8 +411,9 @@ fn the_attack_works_when_the_quorum_rule_is_broken() {
     }
     assert_eq!(agg_small.close().unwrap(), smaller);
     // Corrupt members 2, 3, 4 run one twin per statement; honest 0 signs S, honest 1 signs S∖{v}.
-    let mut twins_s = w.decryptors();
-    let mut twins_small = w.decryptors();
+    // A corrupt member ignores its round record, so its twins have records of their own.
+    let mut twins_s = w.fresh_decryptors();
+    let mut twins_small = w.fresh_decryptors();
     for t in twins_s.iter_mut().chain(twins_small.iter_mut()) {
         for v in agg_s.views_for(t.member()) {
             t.admit(&v).unwrap();

@@ -50,9 +50,10 @@ fn some_split_opens_both(c: usize, t: usize, q: usize, cd: usize, corrupt_count:
     let s = agg.close().unwrap();
     let mut smaller = s.clone();
     smaller.members.remove(2);
-    // One instance per member per statement: an honest member runs only the one it is shown.
-    let mut on_s = w.decryptors();
-    let mut on_small = w.decryptors();
+    // One instance per member per statement, each with its own record (a modelling device:
+    // an honest member is shown one statement and only that instance's output is used).
+    let mut on_s = w.fresh_decryptors();
+    let mut on_small = w.fresh_decryptors();
     forward(&agg, &mut on_s);
     forward(&agg, &mut on_small);
     let sig_s = sign_all(&mut on_s, &(0..c).collect::<Vec<_>>(), &s);

@@ -89,3 +89,25 @@ fn a_second_site_draw_for_a_round_id_is_refused() {
     assert!(SiteRound::draw(&w.setup, &mut fresh, MODEL, vec![0; 3], &mut w.rng).is_err());
     assert_eq!(fresh.high_water(), None);
 }
+
+/// The review's attack as it was written: the aggregator starts the committee twice for one
+/// round (the fixture's members keep their records) and shows S, then S ∖ {v}. The second
+/// start is refused, so no second quorum exists.
+#[test]
+fn starting_the_committee_twice_for_one_round_is_refused() {
+    let mut w = world(&SMALL, 5);
+    let mut agg = HeAggregator::new(w.setup.clone(), Closing::OnDeadline);
+    for s in 0..3 {
+        let u = w.upload(s);
+        agg.receive(&u).unwrap();
+    }
+    let s = agg.close().unwrap();
+    let mut a = w.decryptors();
+    forward(&agg, &mut a);
+    let sa = sign_all(&mut a, &[0, 1, 2, 3, 4], &s);
+    assert!(a[0].release(&s, &sa).is_ok());
+    assert!(matches!(
+        w.decryptors_with(&mut w.records.borrow_mut()),
+        Err(HeError::RoundReused { round: ROUND })
+    ));
+}

@@ -16,6 +16,7 @@ use amalgam_proto::SiteId;
 use ed25519_dalek::SigningKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
+use std::cell::RefCell;
 use x25519_dalek::StaticSecret;
 
 pub const ROUND: u64 = 7;
@@ -27,6 +28,8 @@ pub struct World {
     pub identities: Vec<SigningKey>,
     pub member_bytes: Vec<([u8; 32], [u8; 32])>,
     pub setup: RoundSetup,
+    /// Each member's persisted round record.
+    pub records: RefCell<Vec<MemberRoundRecord>>,
 }
 
 pub struct Shape {
@@ -79,11 +82,13 @@ pub fn world(shape: &Shape, seed: u64) -> World {
         vec![MODEL],
     )
     .unwrap();
+    let records = RefCell::new((0..shape.c).map(|_| MemberRoundRecord::new()).collect());
     World {
         rng,
         identities,
         member_bytes,
         setup,
+        records,
     }
 }
 
@@ -93,9 +98,16 @@ impl World {
         member_secrets_from_bytes(a, b)
     }
 
-    /// Fresh members, each with its own empty round record (every call models separate
-    /// storage; tests of the record use [`World::decryptors_with`]).
+    /// The honest members of the round, claiming it in the world's persisted records: a
+    /// second call for the same round fails, as a second instance of a real member does.
     pub fn decryptors(&self) -> Vec<Decryptor> {
+        self.decryptors_with(&mut self.records.borrow_mut())
+            .unwrap()
+    }
+
+    /// Instances with records of their own, not the world's: what a corrupt or rolled-back
+    /// member runs (it ignores its record), or an independent trial of a search.
+    pub fn fresh_decryptors(&self) -> Vec<Decryptor> {
         let mut records: Vec<MemberRoundRecord> = (0..self.member_bytes.len())
             .map(|_| MemberRoundRecord::new())
             .collect();
