@@ -140,7 +140,7 @@ mod tests {
 
     use super::*;
     use amalgam_dp::ledger::entry::RoundRequest;
-    use amalgam_dp::ledger::{BudgetPolicy, Ledger};
+    use amalgam_dp::ledger::{BudgetPolicy, Ledger, RoundParams};
     use amalgam_dp::params::{
         BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, RoundingBias, Sigma, SiteCount,
     };
@@ -165,21 +165,33 @@ mod tests {
             BudgetPolicy::site_level(Epsilon::new(10.0).unwrap(), Delta::new(1e-6).unwrap())
                 .unwrap();
         let (mut ledger, _) = Ledger::open(&path, key.clone(), policy).unwrap();
+        let params = RoundParams {
+            min_cohort: SiteCount::new(4).unwrap(),
+            colluders: 1,
+            n_cohort: SiteCount::new(5).unwrap(),
+            clip: ClipNorm::new(1.0).unwrap(),
+            gamma: Gamma::new(1000.0).unwrap(),
+            bits: BitWidth::new(24).unwrap(),
+            local_sigma: Sigma::new(5.0).unwrap(),
+            dim: Dimension::new(100).unwrap(),
+            beta: RoundingBias::recommended(),
+        };
+        ledger.record_epoch([0; 32], 1, params).unwrap();
         for round_id in 0..3 {
             ledger
                 .authorize(RoundRequest {
                     round_id,
                     manifest_digest: [0; 32],
                     round_context: [0; 32],
-                    min_cohort: SiteCount::new(4).unwrap(),
-                    colluders: 1,
-                    n_cohort: SiteCount::new(5).unwrap(),
-                    clip: ClipNorm::new(1.0).unwrap(),
-                    gamma: Gamma::new(1000.0).unwrap(),
-                    bits: BitWidth::new(24).unwrap(),
-                    local_sigma: Sigma::new(5.0).unwrap(),
-                    dim: Dimension::new(100).unwrap(),
-                    beta: RoundingBias::recommended(),
+                    min_cohort: params.min_cohort,
+                    colluders: params.colluders,
+                    n_cohort: params.n_cohort,
+                    clip: params.clip,
+                    gamma: params.gamma,
+                    bits: params.bits,
+                    local_sigma: params.local_sigma,
+                    dim: params.dim,
+                    beta: params.beta,
                     sampler: SamplerKind::Fast,
                 })
                 .unwrap();

@@ -5,6 +5,8 @@
 // Test helpers outside #[test] functions may unwrap: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 
 use amalgam_dp::encoding::{DdgCodec, EncodedUpdate, EncodingParams, clip_l2};
@@ -92,9 +94,7 @@ fn request(
 
 /// A permit under policy `none` (no noise) for round `round_id`.
 fn noiseless_permit(ledger: &mut Ledger, p: &EncodingParams, round_id: u64) -> RoundPermit {
-    ledger
-        .authorize(request(p, round_id, 1.0, 1, SamplerKind::Fast))
-        .unwrap()
+    common::authorize_in_epoch(ledger, request(p, round_id, 1.0, 1, SamplerKind::Fast)).unwrap()
 }
 
 /// The noiseless encoding of `x` through a fresh policy-`none` permit.
@@ -164,9 +164,9 @@ fn sum_of_plants_decodes_to_the_sum_of_clipped_updates_plus_the_noise() {
     for site in 0..n {
         // Each plant has its own ledger and its own permit.
         let mut l = ledger(&dir.path().join(format!("site-{site}")), private_policy());
-        let permit = l
-            .authorize(request(&p, 1, local_sigma, n, SamplerKind::Fast))
-            .unwrap();
+        let permit =
+            common::authorize_in_epoch(&mut l, request(&p, 1, local_sigma, n, SamplerKind::Fast))
+                .unwrap();
         assert_eq!(permit.scaled_local_sigma(), Some(scaled));
         let x = random_update(&mut rng, dim);
         clip_l2(&x, p.clip)
@@ -313,9 +313,8 @@ fn noise_is_refused_without_a_matching_permit() {
     let mut l = ledger(&dir.path().join("l"), private_policy());
     // Codec built with another γ than the charged round.
     let other = DdgCodec::new(params(16, 50.0, 20)).unwrap();
-    let permit = l
-        .authorize(request(&p, 1, 0.05, 3, SamplerKind::Exact))
-        .unwrap();
+    let permit =
+        common::authorize_in_epoch(&mut l, request(&p, 1, 0.05, 3, SamplerKind::Exact)).unwrap();
     assert_eq!(
         other.draw_noise(permit).err(),
         Some(EncodeError::PermitMismatch {
@@ -325,13 +324,11 @@ fn noise_is_refused_without_a_matching_permit() {
     // The charged round is spent even though the draw was refused: a second permit for the
     // same round is not issued.
     assert!(
-        l.authorize(request(&p, 1, 0.05, 3, SamplerKind::Exact))
-            .is_err()
+        common::authorize_in_epoch(&mut l, request(&p, 1, 0.05, 3, SamplerKind::Exact)).is_err()
     );
     let codec = DdgCodec::new(p).unwrap();
-    let permit = l
-        .authorize(request(&p, 2, 0.05, 3, SamplerKind::Exact))
-        .unwrap();
+    let permit =
+        common::authorize_in_epoch(&mut l, request(&p, 2, 0.05, 3, SamplerKind::Exact)).unwrap();
     let y = codec
         .encode(codec.draw_noise(permit).unwrap(), &[0.1; 16])
         .unwrap();
@@ -345,9 +342,8 @@ fn the_encoded_update_persists_and_restores_exactly_and_strictly() {
     let p = params(16, 100.0, 20);
     let codec = DdgCodec::new(p).unwrap();
     let mut l = ledger(&dir.path().join("l"), private_policy());
-    let permit = l
-        .authorize(request(&p, 7, 0.5, 3, SamplerKind::Fast))
-        .unwrap();
+    let permit =
+        common::authorize_in_epoch(&mut l, request(&p, 7, 0.5, 3, SamplerKind::Fast)).unwrap();
     // Drawn while "training", encoded once the update is ready.
     let noise = codec.draw_noise(permit).unwrap();
     let y = codec.encode(noise, &[0.2; 16]).unwrap();

@@ -15,11 +15,11 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::LedgerError;
 use super::entry::{
     Budget, BudgetPolicy, Charge, Decision, EntryBody, EntryKind, EpsilonTotal, RoundRequest,
 };
 use super::store::{self, StoreError};
+use super::{EpochInForce, LedgerError};
 use crate::accountant::{RoundPrivacy, compose, epsilon_at, round_rho};
 use crate::error::AccountError;
 use crate::params::{Delta, Distance, Rho, Sigma, SiteCount, n_min_for};
@@ -126,6 +126,19 @@ pub enum Finding {
         /// Entry position.
         index: usize,
     },
+    /// A charge recorded before any epoch entry put the consortium's round parameters in
+    /// force: its parameters are the site's own word.
+    ChargeBeforeEpoch {
+        /// Entry position.
+        index: usize,
+    },
+    /// A charge's round parameters differ from those the epoch in force records.
+    RoundParamsMismatch {
+        /// Entry position.
+        index: usize,
+        /// The first differing parameter.
+        field: &'static str,
+    },
     /// A round id was accepted twice.
     DuplicateRound {
         /// Entry position.
@@ -210,12 +223,17 @@ pub enum Event {
         /// Entry position.
         index: usize,
     },
-    /// A consortium manifest and epoch came into force.
+    /// A consortium manifest, epoch and round parameters came into force (compare them with
+    /// the published manifest).
     Epoch {
         /// Entry position.
         index: usize,
         /// The epoch.
         epoch: u64,
+        /// The manifest digest, hex.
+        manifest_digest: String,
+        /// The round parameters charges of the epoch must name.
+        params: super::entry::RoundParams,
     },
 }
 
@@ -380,6 +398,7 @@ pub(crate) fn account(
     distances: &mut BTreeMap<(u8, u64), Distance>,
 ) -> Result<Accounted, AccountError> {
     let n_min = n_min_for(r.min_cohort, r.colluders)?;
+    crate::params::check_cohort("cohort size n_cohort", r.n_cohort)?;
     if r.n_cohort < n_min {
         return Err(crate::error::ParamError::OutOfRange {
             name: "cohort size n_cohort",
@@ -460,7 +479,7 @@ pub(crate) struct Replay {
     pub keys: Vec<VerifyingKey>,
     pub hashes: Vec<[u8; 32]>,
     pub accepted_rounds: BTreeSet<u64>,
-    pub manifest: Option<([u8; 32], u64)>,
+    pub manifest: Option<EpochInForce>,
     pub distances: BTreeMap<(u8, u64), Distance>,
 }
 
@@ -476,7 +495,7 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
     let mut totals = Totals::EMPTY;
     let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(payloads.len());
     let mut accepted_rounds = BTreeSet::new();
-    let mut manifest: Option<([u8; 32], u64)> = None;
+    let mut manifest: Option<EpochInForce> = None;
     let mut distances = BTreeMap::new();
     let (mut accepted, mut refused) = (0, 0);
     for (index, payload) in payloads.iter().enumerate() {
@@ -598,15 +617,28 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
             EntryKind::Epoch {
                 manifest_digest,
                 epoch,
+                params,
             } => {
-                if manifest.is_some_and(|(_, e)| *epoch < e) {
+                if manifest.is_some_and(|m| *epoch < m.epoch) {
                     findings.push(Finding::EpochRegressed { index });
+                }
+                if let Err(e) = params.validate() {
+                    findings.push(Finding::Unaccountable {
+                        index,
+                        reason: e.to_string(),
+                    });
                 }
                 events.push(Event::Epoch {
                     index,
                     epoch: *epoch,
+                    manifest_digest: hex::encode(manifest_digest),
+                    params: *params,
                 });
-                manifest = Some((*manifest_digest, *epoch));
+                manifest = Some(EpochInForce {
+                    manifest_digest: *manifest_digest,
+                    epoch: *epoch,
+                    params: *params,
+                });
             }
             EntryKind::Recovery { dropped_bytes, .. } => {
                 events.push(Event::Recovered {
@@ -618,8 +650,13 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
                 let Some(p) = policy else {
                     continue;
                 };
-                if manifest.is_some_and(|(d, _)| d != charge.request.manifest_digest) {
-                    findings.push(Finding::ManifestMismatch { index });
+                match manifest.as_ref().map(|m| m.refuses(&charge.request)) {
+                    None => findings.push(Finding::ChargeBeforeEpoch { index }),
+                    Some(None) => {}
+                    Some(Some(LedgerError::RoundParamsMismatch { field })) => {
+                        findings.push(Finding::RoundParamsMismatch { index, field });
+                    }
+                    Some(Some(_)) => findings.push(Finding::ManifestMismatch { index }),
                 }
                 match replay_charge(index, charge, &p, &totals, &mut distances, &mut findings) {
                     Some(after) => totals = after,

@@ -31,7 +31,7 @@ use self::audit::{
     Accounted, Anchor, Finding, SIGNING_CONTEXT, Totals, account, entry_hash, genesis_hash, replay,
     rotation_message,
 };
-pub use self::entry::{Budget, BudgetPolicy, PrivacyUnit, RoundRequest};
+pub use self::entry::{Budget, BudgetPolicy, PrivacyUnit, RoundParams, RoundRequest};
 use self::entry::{Charge, Decision, EntryBody, EntryKind, EpsilonTotal, PolicyError};
 use self::store::{Store, StoreError};
 use crate::error::{AccountError, ParamError};
@@ -75,6 +75,16 @@ pub enum LedgerError {
     /// The charge's manifest digest is not the one the last epoch entry put in force.
     #[error("the round's manifest digest is not the consortium manifest in force")]
     ManifestMismatch,
+    /// No epoch entry has put the consortium's round parameters in force yet: a charge would
+    /// be accounted with parameters the site chose itself.
+    #[error("no consortium epoch is in force; record the manifest's epoch before any round")]
+    NoEpoch,
+    /// The round's parameters are not the ones the epoch in force records.
+    #[error("the round's {field} is not the one the consortium epoch in force records")]
+    RoundParamsMismatch {
+        /// The first differing parameter.
+        field: &'static str,
+    },
     /// An epoch entry would go back to an earlier epoch.
     #[error("epoch {requested} is before the epoch in force, {current}")]
     EpochRegressed {
@@ -175,6 +185,26 @@ pub struct OpenReport {
     pub findings: Vec<Finding>,
 }
 
+/// The consortium manifest, epoch and round parameters the last epoch entry put in force.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct EpochInForce {
+    pub manifest_digest: [u8; 32],
+    pub epoch: u64,
+    pub params: RoundParams,
+}
+
+impl EpochInForce {
+    /// Why `request` may not be charged under this epoch, if it may not.
+    pub(crate) fn refuses(&self, request: &RoundRequest) -> Option<LedgerError> {
+        if self.manifest_digest != request.manifest_digest {
+            return Some(LedgerError::ManifestMismatch);
+        }
+        self.params
+            .mismatch(request)
+            .map(|field| LedgerError::RoundParamsMismatch { field })
+    }
+}
+
 /// A site's append-only, signed ε ledger for one privacy unit, bound to its policy.
 pub struct Ledger {
     store: Store,
@@ -183,7 +213,7 @@ pub struct Ledger {
     hashes: Vec<[u8; 32]>,
     totals: Totals,
     accepted_rounds: BTreeSet<u64>,
-    manifest: Option<([u8; 32], u64)>,
+    manifest: Option<EpochInForce>,
     distances: BTreeMap<(u8, u64), Distance>,
 }
 
@@ -332,6 +362,13 @@ impl Ledger {
         &self.policy
     }
 
+    /// The consortium manifest digest, epoch and round parameters in force (`None` before the
+    /// first epoch entry, when every charge is refused).
+    pub fn epoch_in_force(&self) -> Option<([u8; 32], u64, RoundParams)> {
+        self.manifest
+            .map(|m| (m.manifest_digest, m.epoch, m.params))
+    }
+
     /// The anchor to publish now (entry count and head).
     pub fn anchor(&self) -> Anchor {
         Anchor {
@@ -390,14 +427,19 @@ impl Ledger {
         Ok(())
     }
 
-    /// Records the consortium manifest (digest) and epoch now in force; charges must then name
-    /// that manifest. Membership changes so never fork a ledger.
+    /// Records the consortium manifest (digest), epoch and round parameters now in force, as
+    /// the manifest states them; charges must then name that manifest and exactly those
+    /// parameters, and no charge is accepted before the first epoch. Membership changes so
+    /// never fork a ledger. Parameters that admit no guarantee (c ≥ m, a cohort above
+    /// [`crate::params::MAX_COHORT`]) are refused here, before they are recorded.
     pub fn record_epoch(
         &mut self,
         manifest_digest: [u8; 32],
         epoch: u64,
+        params: RoundParams,
     ) -> Result<(), LedgerError> {
-        if let Some((_, current)) = self.manifest
+        params.validate()?;
+        if let Some(EpochInForce { epoch: current, .. }) = self.manifest
             && epoch < current
         {
             return Err(LedgerError::EpochRegressed {
@@ -408,8 +450,13 @@ impl Ledger {
         self.append(EntryKind::Epoch {
             manifest_digest,
             epoch,
+            params,
         })?;
-        self.manifest = Some((manifest_digest, epoch));
+        self.manifest = Some(EpochInForce {
+            manifest_digest,
+            epoch,
+            params,
+        });
         Ok(())
     }
 
@@ -418,11 +465,9 @@ impl Ledger {
         if self.accepted_rounds.contains(&request.round_id) {
             return Err(LedgerError::RoundAlreadyAccepted(request.round_id));
         }
-        if self
-            .manifest
-            .is_some_and(|(d, _)| d != request.manifest_digest)
-        {
-            return Err(LedgerError::ManifestMismatch);
+        let epoch = self.manifest.as_ref().ok_or(LedgerError::NoEpoch)?;
+        if let Some(refusal) = epoch.refuses(&request) {
+            return Err(refusal);
         }
         let accounted: Accounted =
             account(&self.totals, &self.policy, &request, &mut self.distances)?;

@@ -1,0 +1,165 @@
+//! The second review's attacks on the privacy budget, each written as the attacker's strategy
+//! against the public API; each now fails to attack.
+
+// Test helpers outside #[test] functions may unwrap: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use amalgam_dp::ledger::audit::{Event, Finding, audit_bytes, entry_hash};
+use amalgam_dp::ledger::entry::BudgetPolicy;
+use amalgam_dp::ledger::store::parse;
+use amalgam_dp::ledger::{Ledger, LedgerError, RoundRequest};
+use amalgam_dp::params::{
+    BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, RoundingBias, Sigma, SiteCount,
+};
+use amalgam_dp::sampler::SamplerKind;
+use ed25519_dalek::SigningKey;
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[21; 32])
+}
+
+fn policy(cap: f64, delta: f64) -> BudgetPolicy {
+    BudgetPolicy::site_level(Epsilon::new(cap).unwrap(), Delta::new(delta).unwrap()).unwrap()
+}
+
+/// The review's round: m plants minimum, n contributing, local σ in update units.
+fn req(round_id: u64, m: u32, n: u32, local_sigma: f64) -> RoundRequest {
+    RoundRequest {
+        round_id,
+        manifest_digest: [0x11; 32],
+        round_context: [round_id as u8; 32],
+        min_cohort: SiteCount::new(m).unwrap(),
+        colluders: 0,
+        n_cohort: SiteCount::new(n).unwrap(),
+        clip: ClipNorm::new(1.0).unwrap(),
+        gamma: Gamma::new(1000.0).unwrap(),
+        bits: BitWidth::new(24).unwrap(),
+        local_sigma: Sigma::new(local_sigma).unwrap(),
+        dim: Dimension::new(16).unwrap(),
+        beta: RoundingBias::recommended(),
+        sampler: SamplerKind::Fast,
+    }
+}
+
+/// The consortium's epoch: m = 4, five plants, local σ = 5.
+fn honest() -> RoundRequest {
+    req(0, 4, 5, 5.0)
+}
+
+/// Attack A: the site declares its own minimum cohort (10⁶) and a local σ of 0.01 and records
+/// the honest ε. Now the epoch entry fixes the round parameters: a charge that differs, or any
+/// charge before an epoch, is refused without an entry; a cohort above the bound is refused
+/// before the accountant's τ sum can run for minutes; and the audit finds a re-signed charge
+/// that differs from its epoch, or one with no epoch at all.
+#[test]
+fn review_a_self_declared_min_cohort_is_refused_and_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    let (mut ledger, _) = Ledger::open(&path, key(), policy(2.0, 1e-6)).unwrap();
+    // No epoch yet: nothing is charged, nothing written.
+    assert!(matches!(
+        ledger.authorize(honest()),
+        Err(LedgerError::NoEpoch)
+    ));
+    assert_eq!(ledger.anchor().entries, 1);
+    // The inflated cohort cannot be put in force either, and is refused at once.
+    let started = Instant::now();
+    assert!(matches!(
+        ledger.record_epoch(
+            [0x11; 32],
+            0,
+            common::params_of(&req(0, 1_000_000, 1_000_000, 0.01))
+        ),
+        Err(LedgerError::Param(_))
+    ));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    ledger
+        .record_epoch([0x11; 32], 0, common::params_of(&honest()))
+        .unwrap();
+    let entries = ledger.anchor().entries;
+    for (inflated, field) in [
+        (req(0, 1_000_000, 1_000_000, 0.01), "min_cohort"),
+        (req(0, 4, 5, 0.01), "local_sigma"),
+        (
+            RoundRequest {
+                colluders: 1,
+                ..honest()
+            },
+            "colluders",
+        ),
+        (req(0, 4, 4, 5.0), "n_cohort"),
+        (
+            RoundRequest {
+                gamma: Gamma::new(10.0).unwrap(),
+                ..honest()
+            },
+            "gamma",
+        ),
+    ] {
+        match ledger.authorize(inflated) {
+            Err(LedgerError::RoundParamsMismatch { field: got }) => assert_eq!(got, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert_eq!(ledger.anchor().entries, entries, "a refusal writes nothing");
+    let permit = ledger.authorize(honest()).unwrap();
+    assert_eq!(permit.n_min().get(), 4);
+    drop((permit, ledger));
+
+    let payloads = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
+    let vk = key().verifying_key();
+    let clean = audit_bytes(&common::reframe(&payloads), &vk, &[]).unwrap();
+    assert_eq!(clean.findings, vec![Finding::Unanchored]);
+    // The epoch's parameters are in the report, for comparison with the published manifest.
+    assert!(clean.events.iter().any(|e| matches!(
+        e,
+        Event::Epoch { params, .. } if *params == common::params_of(&honest())
+    )));
+
+    // The site re-signs its charge with the inflated cohort: the audit finds it.
+    let mut forged = payloads.clone();
+    let mut b = common::body(&forged[2]);
+    common::charge_mut(&mut b).request.min_cohort = SiteCount::new(1_000_000).unwrap();
+    forged[2] = common::sign(&b, &key());
+    let f = audit_bytes(&common::reframe(&forged), &vk, &[])
+        .unwrap()
+        .findings;
+    assert!(
+        f.contains(&Finding::RoundParamsMismatch {
+            index: 2,
+            field: "min_cohort"
+        }),
+        "{f:?}"
+    );
+    // ... and a cohort of 4·10⁹ is refused by the audit at once instead of summing τ.
+    let mut b = common::body(&forged[2]);
+    common::charge_mut(&mut b).request.min_cohort = SiteCount::new(4_000_000_000).unwrap();
+    forged[2] = common::sign(&b, &key());
+    let started = Instant::now();
+    let f = audit_bytes(&common::reframe(&forged), &vk, &[])
+        .unwrap()
+        .findings;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(
+        f.iter()
+            .any(|x| matches!(x, Finding::Unaccountable { index: 2, .. })),
+        "{f:?}"
+    );
+
+    // The epoch entry removed and the charge re-chained and re-signed: no epoch, a finding.
+    let mut b = common::body(&payloads[2]);
+    b.seq = 1;
+    b.prev_hash = entry_hash(&payloads[0]);
+    let no_epoch = vec![payloads[0].clone(), common::sign(&b, &key())];
+    let f = audit_bytes(&common::reframe(&no_epoch), &vk, &[])
+        .unwrap()
+        .findings;
+    assert!(
+        f.contains(&Finding::ChargeBeforeEpoch { index: 1 }),
+        "{f:?}"
+    );
+}
