@@ -80,10 +80,9 @@ fn verify(args: &VerifyArgs) -> Result<(), String> {
     }
 }
 
-/// The text report.
-fn render(report: &AuditReport) -> String {
-    let mut out = String::new();
-    let policy = match report.policy.map(|p| p.budget) {
+/// A policy's budget in words.
+fn budget_text(budget: Option<Budget>) -> String {
+    match budget {
         Some(Budget::Capped { epsilon_cap, delta }) => {
             format!(
                 "cap epsilon = {} at delta = {:e}",
@@ -93,8 +92,31 @@ fn render(report: &AuditReport) -> String {
         }
         Some(Budget::NoPrivacy) => "none (no differential privacy)".into(),
         None => "none recorded".into(),
-    };
+    }
+}
+
+/// The text report: the policy in force, then the genesis policy and every change (a reader
+/// must see a cap that was tightened after the spend, not only the last one).
+fn render(report: &AuditReport) -> String {
+    let mut out = String::new();
+    let policy = budget_text(report.policy.map(|p| p.budget));
     out.push_str(&format!("policy: {policy}\n"));
+    for record in &report.policies {
+        let what = if record.index == 0 {
+            "genesis policy"
+        } else {
+            "policy change"
+        };
+        out.push_str(&format!(
+            "{what} at entry {}: {} ({:?}, {:?}, {:?}); epsilon spent before it = {:.4}\n",
+            record.index,
+            budget_text(Some(record.policy.budget)),
+            record.policy.unit,
+            record.policy.adjacency,
+            record.policy.accountant,
+            record.epsilon_spent_before
+        ));
+    }
     if let Some(p) = report.policy {
         out.push_str(&format!(
             "privacy unit: {:?}, adjacency: {:?}, accountant: {:?}\n",
@@ -206,6 +228,27 @@ mod tests {
         let text = render(&report);
         assert!(
             text.contains("epsilon = ") && text.contains("FINDING: Unanchored"),
+            "{text}"
+        );
+        assert!(
+            text.contains("genesis policy at entry 0: cap epsilon = 10 at delta = 1e-6"),
+            "{text}"
+        );
+        // A tightened cap below the spend (on a copy): the change and the finding are printed.
+        let tightened = dir.path().join("tightened");
+        std::fs::copy(&path, &tightened).unwrap();
+        let (mut ledger, _) = Ledger::open(&tightened, key.clone(), policy).unwrap();
+        ledger
+            .change_policy(
+                BudgetPolicy::site_level(Epsilon::new(1e-3).unwrap(), Delta::new(1e-7).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+        drop(ledger);
+        let text = render(&audit_file(&tightened, &key.verifying_key(), &[]).unwrap());
+        assert!(
+            text.contains("policy change at entry 5: cap epsilon = 0.001 at delta = 1e-7")
+                && text.contains("FINDING: SpentAboveCap"),
             "{text}"
         );
         // Without an anchor, or with the last entry cut off, verification fails.

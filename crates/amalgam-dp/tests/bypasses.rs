@@ -155,14 +155,20 @@ fn bypass_1_a_looser_policy_at_open_is_refused_and_a_signed_change_is_a_finding(
     assert_eq!(loosened.len(), 1, "{:?}", report.findings);
     assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
     assert!(more < accepted, "δ 1e-6 → 1e-5 bought {more} more rounds");
-    // Tightening is not a finding.
+    // Tightening is not a loosening; tightening below what was already spent is its own
+    // finding (the cap in force would otherwise read as if it had held).
     let (mut ledger, report) = Ledger::open(&path, key(), policy(2.0, 1e-5)).unwrap();
     assert_eq!(report.findings.len(), 1);
     ledger.change_policy(policy(1.0, 1e-7)).unwrap();
     let anchor = ledger.anchor();
     drop(ledger);
     let report = audit_file(&path, &key().verifying_key(), &[anchor]).unwrap();
-    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert_eq!(report.findings.len(), 2, "{:?}", report.findings);
+    assert!(
+        matches!(report.findings[1], Finding::SpentAboveCap { cap, .. } if cap == 1.0),
+        "{:?}",
+        report.findings
+    );
 }
 
 /// Bypass 1 (forged): a policy change written by someone without the key, or a genesis

@@ -163,3 +163,53 @@ fn review_a_self_declared_min_cohort_is_refused_and_found() {
         "{f:?}"
     );
 }
+
+/// Attack E: a loose genesis policy, a large spend, then a tightening change: the policy in
+/// force shows a cap below what was spent, and the audit used to be clean. Now the change is
+/// the finding `SpentAboveCap`, and the report lists the genesis policy and every change with
+/// the ε spent before it.
+#[test]
+fn review_e_spent_above_the_cap_in_force_is_a_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    let (mut ledger, _) = Ledger::open(&path, key(), policy(50.0, 1e-5)).unwrap();
+    common::enter_epoch_of(&mut ledger, &honest());
+    let mut n = 0;
+    while n < 300 && ledger.authorize(req(n, 4, 5, 5.0)).is_ok() {
+        n += 1;
+    }
+    let spent = ledger.spent().unwrap().get();
+    assert!(spent > 1.0, "{spent}");
+    ledger.change_policy(policy(1.0, 1e-6)).unwrap();
+    // Nothing more is accepted under the tightened cap.
+    assert!(matches!(
+        ledger.authorize(req(n, 4, 5, 5.0)),
+        Err(LedgerError::BudgetExceeded { .. })
+    ));
+    drop(ledger);
+    let report = amalgam_dp::ledger::audit::audit_file(&path, &key().verifying_key(), &[]).unwrap();
+    let index = 2 + n as usize;
+    assert!(
+        report.findings.iter().any(|f| matches!(
+            f,
+            Finding::SpentAboveCap { index: i, epsilon, cap }
+                if *i == index && *epsilon > spent && *cap == 1.0
+        )),
+        "{:?}",
+        report.findings
+    );
+    let indices: Vec<usize> = report.policies.iter().map(|p| p.index).collect();
+    assert_eq!(indices, vec![0, index]);
+    assert_eq!(report.policies[0].policy, policy(50.0, 1e-5));
+    assert_eq!(report.policies[1].policy, policy(1.0, 1e-6));
+    // A tightening that stays above the spend is not a finding.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger");
+    let (mut ledger, _) = Ledger::open(&path, key(), policy(50.0, 1e-6)).unwrap();
+    common::enter_epoch_of(&mut ledger, &honest());
+    ledger.authorize(honest()).unwrap();
+    ledger.change_policy(policy(40.0, 1e-6)).unwrap();
+    drop(ledger);
+    let report = amalgam_dp::ledger::audit::audit_file(&path, &key().verifying_key(), &[]).unwrap();
+    assert_eq!(report.findings, vec![Finding::Unanchored]);
+}

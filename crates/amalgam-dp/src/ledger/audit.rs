@@ -116,6 +116,17 @@ pub enum Finding {
         /// Entry position.
         index: usize,
     },
+    /// A policy change set a cap below the ε already spent (recomputed at the new δ): the
+    /// ledger can accept no further round, but the spend on record is above the cap the
+    /// compliance reader sees in force.
+    SpentAboveCap {
+        /// Entry position of the policy change.
+        index: usize,
+        /// Recomputed ε spent before it, at its δ.
+        epsilon: f64,
+        /// The cap it put in force.
+        cap: f64,
+    },
     /// An epoch entry goes back to an earlier epoch.
     EpochRegressed {
         /// Entry position.
@@ -198,7 +209,10 @@ impl Finding {
     pub fn is_compliance_only(&self) -> bool {
         matches!(
             self,
-            Finding::PolicyLoosened { .. } | Finding::OldKeyLost { .. } | Finding::Unanchored
+            Finding::PolicyLoosened { .. }
+                | Finding::SpentAboveCap { .. }
+                | Finding::OldKeyLost { .. }
+                | Finding::Unanchored
         )
     }
 }
@@ -306,6 +320,18 @@ pub enum AnchorParseError {
     Head,
 }
 
+/// One policy the ledger was under: the genesis policy or a policy change, with the ε spent
+/// when it came into force (recomputed, at its δ).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyRecord {
+    /// Entry position (0 for the genesis policy).
+    pub index: usize,
+    /// The policy.
+    pub policy: BudgetPolicy,
+    /// ε spent by the accepted rounds before it, at its δ (+∞ without privacy).
+    pub epsilon_spent_before: f64,
+}
+
 /// The result of an audit.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditReport {
@@ -319,6 +345,8 @@ pub struct AuditReport {
     pub head: String,
     /// The policy in force after the last entry.
     pub policy: Option<BudgetPolicy>,
+    /// The genesis policy and every policy change, in order.
+    pub policies: Vec<PolicyRecord>,
     /// Recomputed ρ of all accepted rounds that ran with noise.
     pub rho_total: f64,
     /// Recomputed ε of all accepted rounds at the policy's δ (+∞: no differential privacy).
@@ -492,6 +520,7 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
     let mut key: Option<VerifyingKey> = None;
     let mut keys = Vec::new();
     let mut policy: Option<BudgetPolicy> = None;
+    let mut policies = Vec::new();
     let mut totals = Totals::EMPTY;
     let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(payloads.len());
     let mut accepted_rounds = BTreeSet::new();
@@ -573,6 +602,11 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
                 key = signer;
                 keys.extend(signer);
                 policy = Some(*p);
+                policies.push(PolicyRecord {
+                    index,
+                    policy: *p,
+                    epsilon_spent_before: 0.0,
+                });
             }
             EntryKind::PolicyChange(p) => {
                 if let Err(e) = p.validate() {
@@ -592,7 +626,25 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
                         findings.push(Finding::PolicyLoosened { index });
                     }
                 }
+                let spent = totals
+                    .epsilon(p.delta())
+                    .map(EpsilonTotal::get)
+                    .unwrap_or(f64::INFINITY);
+                if let Budget::Capped { epsilon_cap, .. } = p.budget
+                    && spent > epsilon_cap.get()
+                {
+                    findings.push(Finding::SpentAboveCap {
+                        index,
+                        epsilon: spent,
+                        cap: epsilon_cap.get(),
+                    });
+                }
                 events.push(Event::PolicyChanged { index });
+                policies.push(PolicyRecord {
+                    index,
+                    policy: *p,
+                    epsilon_spent_before: spent,
+                });
                 policy = Some(*p);
             }
             EntryKind::KeyRotation {
@@ -688,6 +740,7 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
         refused,
         head: hex::encode(hashes.last().copied().unwrap_or([0; 32])),
         policy,
+        policies,
         rho_total: totals.rho.get(),
         epsilon_total,
         private: !totals.unbounded && delta.is_some(),
