@@ -24,8 +24,8 @@
 //!
 //! ```compile_fail
 //! fn reuse(codec: &amalgam_dp::encoding::DdgCodec, permit: amalgam_dp::ledger::RoundPermit) {
-//!     let _first = codec.draw_noise(permit);
-//!     let _second = codec.draw_noise(permit); // use of moved value
+//!     let _first = codec.draw_noise(permit, amalgam_dp::ledger::PolicyKind::Private);
+//!     let _second = codec.draw_noise(permit, amalgam_dp::ledger::PolicyKind::Private); // use of moved value
 //! }
 //! ```
 //!

@@ -17,7 +17,7 @@ use amalgam_dp::ledger::entry::{
     Accountant, Budget, BudgetPolicy, EntryBody, EntryKind, PolicyError, PrivacyUnit,
 };
 use amalgam_dp::ledger::store::{MAGIC, StoreError, parse};
-use amalgam_dp::ledger::{Ledger, LedgerError, RoundPermit, RoundRequest};
+use amalgam_dp::ledger::{Ledger, LedgerError, PolicyKind, RoundPermit, RoundRequest};
 use amalgam_dp::params::{
     Adjacency, BitWidth, ClipNorm, Delta, Dimension, Distance, Epsilon, Gamma, RoundingBias, Sigma,
     SiteCount,
@@ -239,7 +239,7 @@ fn bypass_2_a_permit_is_single_use_and_the_only_way_to_an_encoding() {
     let permit = common::authorize_in_epoch(&mut ledger, r).unwrap();
     // The draw takes the permit by value: after it, the permit is gone (using it again does
     // not compile). The round cannot be authorized a second time either.
-    let noise = codec.draw_noise(permit).unwrap();
+    let noise = codec.draw_noise(permit, PolicyKind::Private).unwrap();
     assert!(matches!(
         common::authorize_in_epoch(&mut ledger, r),
         Err(LedgerError::RoundAlreadyAccepted(1))
@@ -253,9 +253,13 @@ fn bypass_2_a_permit_is_single_use_and_the_only_way_to_an_encoding() {
     assert!(permit.epsilon_total().get().is_infinite());
     assert_eq!(permit.scaled_local_sigma(), None);
     let y = codec
-        .encode(codec.draw_noise(permit).unwrap(), &[0.1; 16])
+        .encode(
+            codec.draw_noise(permit, PolicyKind::NoPrivacy).unwrap(),
+            &[0.1; 16],
+        )
         .unwrap();
     assert_eq!(y.values().len(), 16);
+    assert_eq!(y.policy_kind(), PolicyKind::NoPrivacy);
 }
 
 /// Bypass 3: two handles on one ledger file each spending the whole budget.
@@ -411,7 +415,10 @@ fn bypass_5_noise_and_rounding_streams_are_the_crates_own_and_wiped() {
         let permit = common::authorize_in_epoch(&mut l, r).unwrap();
         out.push(
             codec
-                .encode(codec.draw_noise(permit).unwrap(), &[0.1; 16])
+                .encode(
+                    codec.draw_noise(permit, PolicyKind::Private).unwrap(),
+                    &[0.1; 16],
+                )
                 .unwrap()
                 .values()
                 .to_vec(),

@@ -12,7 +12,7 @@ use std::path::Path;
 use amalgam_dp::encoding::{DdgCodec, EncodedUpdate, EncodingParams, clip_l2};
 use amalgam_dp::entropy::TestSeeds;
 use amalgam_dp::error::EncodeError;
-use amalgam_dp::ledger::{BudgetPolicy, Ledger, RoundPermit, RoundRequest};
+use amalgam_dp::ledger::{BudgetPolicy, Ledger, PolicyKind, RoundPermit, RoundRequest};
 use amalgam_dp::params::{
     BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, OverflowMargin, RoundingBias, Sigma,
     SiteCount,
@@ -110,7 +110,7 @@ fn encode_noiseless(
         noise: [0; 32],
         rounding: [rounding_seed; 32],
     };
-    let noise = codec.draw_noise_seeded(permit, seeds)?;
+    let noise = codec.draw_noise_seeded(permit, PolicyKind::NoPrivacy, seeds)?;
     codec.encode(noise, x)
 }
 
@@ -178,7 +178,12 @@ fn sum_of_plants_decodes_to_the_sum_of_clipped_updates_plus_the_noise() {
             rounding: [200 + site as u8; 32],
         };
         let y = codec
-            .encode(codec.draw_noise_seeded(permit, seeds).unwrap(), &x)
+            .encode(
+                codec
+                    .draw_noise_seeded(permit, PolicyKind::Private, seeds)
+                    .unwrap(),
+                &x,
+            )
             .unwrap();
         assert!(y.values().iter().all(|&v| v < modulus));
         aggregate
@@ -316,7 +321,7 @@ fn noise_is_refused_without_a_matching_permit() {
     let permit =
         common::authorize_in_epoch(&mut l, request(&p, 1, 0.05, 3, SamplerKind::Exact)).unwrap();
     assert_eq!(
-        other.draw_noise(permit).err(),
+        other.draw_noise(permit, PolicyKind::Private).err(),
         Some(EncodeError::PermitMismatch {
             what: "scale factor"
         })
@@ -330,7 +335,10 @@ fn noise_is_refused_without_a_matching_permit() {
     let permit =
         common::authorize_in_epoch(&mut l, request(&p, 2, 0.05, 3, SamplerKind::Exact)).unwrap();
     let y = codec
-        .encode(codec.draw_noise(permit).unwrap(), &[0.1; 16])
+        .encode(
+            codec.draw_noise(permit, PolicyKind::Private).unwrap(),
+            &[0.1; 16],
+        )
         .unwrap();
     assert_eq!(y.values().len(), 16);
     assert_eq!(y.round_id(), 2);
@@ -345,7 +353,7 @@ fn the_encoded_update_persists_and_restores_exactly_and_strictly() {
     let permit =
         common::authorize_in_epoch(&mut l, request(&p, 7, 0.5, 3, SamplerKind::Fast)).unwrap();
     // Drawn while "training", encoded once the update is ready.
-    let noise = codec.draw_noise(permit).unwrap();
+    let noise = codec.draw_noise(permit, PolicyKind::Private).unwrap();
     let y = codec.encode(noise, &[0.2; 16]).unwrap();
     let bytes = y.to_bytes();
     let back = EncodedUpdate::from_bytes(&bytes).unwrap();

@@ -213,3 +213,75 @@ fn review_e_spent_above_the_cap_in_force_is_a_finding() {
     let report = amalgam_dp::ledger::audit::audit_file(&path, &key().verifying_key(), &[]).unwrap();
     assert_eq!(report.findings, vec![Finding::Unanchored]);
 }
+
+fn codec() -> amalgam_dp::encoding::DdgCodec {
+    amalgam_dp::encoding::DdgCodec::new(amalgam_dp::encoding::EncodingParams {
+        clip: ClipNorm::new(1.0).unwrap(),
+        gamma: Gamma::new(1000.0).unwrap(),
+        bits: BitWidth::new(24).unwrap(),
+        dim: Dimension::new(16).unwrap(),
+        beta: RoundingBias::recommended(),
+        rotation_seed: amalgam_dp::rotation::RotationSeed([3; 32]),
+    })
+    .unwrap()
+}
+
+/// Attack F: a second ledger under policy `none` hands out a permit whose draw is noiseless,
+/// while the capped ledger's audit stays clean. Now the draw states the kind of round it
+/// expects and refuses a `none` permit where a private round is due, and the update carries
+/// the charging ledger's identity and policy kind, which the consumer checks.
+#[test]
+fn review_f_a_side_ledger_under_policy_none_gives_no_private_update() {
+    use amalgam_dp::error::EncodeError;
+    use amalgam_dp::ledger::PolicyKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut capped, _) =
+        Ledger::open(&dir.path().join("capped"), key(), policy(2.0, 1e-6)).unwrap();
+    let (mut side, _) =
+        Ledger::open(&dir.path().join("side"), key(), BudgetPolicy::no_privacy()).unwrap();
+    common::enter_epoch_of(&mut capped, &honest());
+    common::enter_epoch_of(&mut side, &honest());
+    let permit = side.authorize(req(5, 4, 5, 5.0)).unwrap();
+    assert_eq!(permit.policy_kind(), PolicyKind::NoPrivacy);
+    assert_eq!(
+        codec().draw_noise(permit, PolicyKind::Private).err(),
+        Some(EncodeError::PolicyKindMismatch {
+            expected: PolicyKind::Private,
+            found: PolicyKind::NoPrivacy
+        })
+    );
+    // Drawn as what it is, the noiseless update says so, and names the side ledger: the
+    // consumer that expects the capped ledger's private update refuses it.
+    let permit = side.authorize(req(6, 4, 5, 5.0)).unwrap();
+    let noiseless = codec()
+        .encode(
+            codec().draw_noise(permit, PolicyKind::NoPrivacy).unwrap(),
+            &[0.0; 16],
+        )
+        .unwrap();
+    assert!(noiseless.values().iter().all(|&v| v == 0));
+    assert_eq!(noiseless.policy_kind(), PolicyKind::NoPrivacy);
+    assert_eq!(noiseless.ledger_id(), &side.ledger_id());
+    assert!(matches!(
+        noiseless.check_origin(&capped.ledger_id(), PolicyKind::Private),
+        Err(EncodeError::PolicyKindMismatch { .. })
+    ));
+    assert_ne!(capped.ledger_id(), side.ledger_id());
+    // The capped ledger's own update passes the same check.
+    let permit = capped.authorize(req(5, 4, 5, 5.0)).unwrap();
+    let private = codec()
+        .encode(
+            codec().draw_noise(permit, PolicyKind::Private).unwrap(),
+            &[0.0; 16],
+        )
+        .unwrap();
+    assert_eq!(
+        private.check_origin(&capped.ledger_id(), PolicyKind::Private),
+        Ok(())
+    );
+    assert_eq!(
+        private.check_origin(&side.ledger_id(), PolicyKind::Private),
+        Err(EncodeError::OtherLedger)
+    );
+}

@@ -85,6 +85,35 @@ pub enum Budget {
     NoPrivacy,
 }
 
+/// Whether a policy gives differential privacy at all. An encoded update carries the kind of
+/// the policy it was charged under, and whoever draws or consumes it states the kind it
+/// expects: a permit from a second ledger under policy `none` is then refused where a private
+/// round is expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PolicyKind {
+    /// A capped policy: the noise is drawn.
+    Private,
+    /// Policy `none`: no noise.
+    NoPrivacy,
+}
+
+impl PolicyKind {
+    /// One-byte code in persisted updates.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::Private => 0,
+            Self::NoPrivacy => 1,
+        }
+    }
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Private),
+            1 => Some(Self::NoPrivacy),
+            _ => None,
+        }
+    }
+}
+
 /// The DP policy a ledger is bound to by its signed genesis entry.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct BudgetPolicy {
@@ -137,6 +166,14 @@ impl BudgetPolicy {
                 Err(PolicyError::DeltaAboveCeiling(delta.get()))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Private or no privacy.
+    pub fn kind(&self) -> PolicyKind {
+        match self.budget {
+            Budget::Capped { .. } => PolicyKind::Private,
+            Budget::NoPrivacy => PolicyKind::NoPrivacy,
         }
     }
 

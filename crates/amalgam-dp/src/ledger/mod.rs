@@ -31,7 +31,7 @@ use self::audit::{
     Accounted, Anchor, Finding, SIGNING_CONTEXT, Totals, account, entry_hash, genesis_hash, replay,
     rotation_message,
 };
-pub use self::entry::{Budget, BudgetPolicy, PrivacyUnit, RoundParams, RoundRequest};
+pub use self::entry::{Budget, BudgetPolicy, PolicyKind, PrivacyUnit, RoundParams, RoundRequest};
 use self::entry::{Charge, Decision, EntryBody, EntryKind, EpsilonTotal, PolicyError};
 use self::store::{Store, StoreError};
 use crate::error::{AccountError, ParamError};
@@ -139,6 +139,8 @@ pub(crate) enum PermitNoise {
 #[derive(Debug)]
 pub struct RoundPermit {
     request: RoundRequest,
+    ledger_id: [u8; 32],
+    policy_kind: PolicyKind,
     n_min: SiteCount,
     steps: u32,
     noise: PermitNoise,
@@ -149,6 +151,14 @@ impl RoundPermit {
     /// The accepted round's parameters.
     pub fn request(&self) -> &RoundRequest {
         &self.request
+    }
+    /// The identity of the ledger that charged it ([`Ledger::ledger_id`]).
+    pub fn ledger_id(&self) -> &[u8; 32] {
+        &self.ledger_id
+    }
+    /// The kind of the policy it was charged under.
+    pub fn policy_kind(&self) -> PolicyKind {
+        self.policy_kind
     }
     /// n_min the charge was accounted with.
     pub fn n_min(&self) -> SiteCount {
@@ -352,6 +362,14 @@ impl Ledger {
             .unwrap_or_else(|| genesis_hash(&self.key.verifying_key()))
     }
 
+    /// The ledger's identity: the hash of its genesis entry, which binds the signing key and
+    /// the policy it was created under. Every permit and encoded update carries it, so a
+    /// consumer that knows the site's ledger (from the manifest, or from its own
+    /// configuration) refuses an update charged to any other ledger.
+    pub fn ledger_id(&self) -> [u8; 32] {
+        self.hashes.first().copied().unwrap_or([0; 32])
+    }
+
     /// The public key auditors verify new entries with.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
@@ -522,6 +540,8 @@ impl Ledger {
         };
         Ok(RoundPermit {
             request,
+            ledger_id: self.ledger_id(),
+            policy_kind: self.policy.kind(),
             n_min: accounted.n_min,
             steps: accounted.steps,
             noise,
