@@ -11,7 +11,8 @@
 //! crate's own (OS-seeded ChaCha20, independent keys); the noise, the rounded update and the
 //! streams are wiped on drop. The caller persists the encoded update (sealed) before any upload
 //! derived from it leaves, and a retry re-sends bytes built from the persisted update
-//! ([`EncodedUpdate::to_bytes`] / [`EncodedUpdate::from_bytes`]); nothing can re-draw.
+//! ([`crate::ledger::Ledger::seal_update`] / [`crate::ledger::Ledger::reload_update`], which
+//! authenticates the bytes and checks the charge); nothing can re-draw.
 //! Decode the modular sum: centre to (−2^(b−1), 2^(b−1)] → divide by γ → inverse rotation →
 //! optionally divide by the number of contributors.
 
@@ -120,7 +121,7 @@ impl EncodedUpdate {
     }
     /// Canonical bytes for persistence: `magic | ledger_id [32] | policy_kind u8 | round_id u64
     /// | round_context [32] | bits u32 | count u32 | values u64 LE`.
-    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+    pub(crate) fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut out = Zeroizing::new(Vec::with_capacity(89 + 8 * self.values.len()));
         out.extend_from_slice(UPDATE_MAGIC);
         out.extend_from_slice(&self.ledger_id);
@@ -134,9 +135,10 @@ impl EncodedUpdate {
         }
         out
     }
-    /// Strict inverse of [`EncodedUpdate::to_bytes`] (the site's own persisted bytes, still
-    /// checked): exact length, a valid width, every value below 2^b, at most 2^30 values.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EncodeError> {
+    /// Strict inverse of [`EncodedUpdate::to_bytes`]: exact length, a valid width, every value
+    /// below 2^b, at most 2^30 values. Private: bytes from outside come back only through
+    /// [`crate::ledger::Ledger::reload_update`], which checks the seal and the charge first.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, EncodeError> {
         let bad = |why: &'static str| EncodeError::BadPersistedUpdate(why);
         let header = 8 + 32 + 1 + 8 + 32 + 4 + 4;
         if bytes.len() < header || &bytes[..8] != UPDATE_MAGIC {

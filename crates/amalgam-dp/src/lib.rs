@@ -35,12 +35,20 @@
 //! }
 //! ```
 //!
-//! An encoded update exists only under a permit: quantizing and wrapping are private.
+//! Outside this crate an encoded update is made only by `DdgCodec::encode` under a permit, or
+//! reloaded by `Ledger::reload_update` from bytes sealed by a key of that ledger for one of its
+//! accepted charges with the same round context: quantizing, wrapping and decoding bytes are
+//! private. (Whoever holds the site's key can still seal bytes of their choosing: the crate
+//! README states what catches that.)
 //!
 //! ```compile_fail
 //! fn noiseless(codec: &amalgam_dp::encoding::DdgCodec, x: &[f64]) {
 //!     let _ = codec.wrap(&[0], &[0]); // private
 //! }
+//! ```
+//!
+//! ```compile_fail
+//! let _ = amalgam_dp::encoding::EncodedUpdate::from_bytes(b"AMDPUPD2"); // private
 //! ```
 //!
 //! A release build offers no way to pick the noise stream, and no caller declares the sampler's

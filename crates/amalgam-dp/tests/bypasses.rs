@@ -182,10 +182,14 @@ fn bypass_1_a_forged_policy_change_does_not_verify() {
     drop(ledger);
     let mut p = payloads(&path);
     let genesis = EntryBody::from_bytes(&p[0][..p[0].len() - 64]).unwrap();
+    let EntryKind::Genesis { nonce, .. } = genesis.kind else {
+        panic!("not a genesis entry")
+    };
     let mut looser = genesis.clone();
     looser.kind = EntryKind::Genesis {
         key: key().verifying_key().to_bytes(),
         policy: policy(100.0, 1e-5),
+        nonce,
     };
     // The old signature on the edited genesis.
     p[0] = [looser.to_bytes(), p[0][p[0].len() - 64..].to_vec()].concat();

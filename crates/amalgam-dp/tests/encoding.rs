@@ -12,7 +12,9 @@ use std::path::Path;
 use amalgam_dp::encoding::{DdgCodec, EncodedUpdate, EncodingParams, clip_l2};
 use amalgam_dp::entropy::TestSeeds;
 use amalgam_dp::error::EncodeError;
-use amalgam_dp::ledger::{BudgetPolicy, Ledger, PolicyKind, RoundPermit, RoundRequest};
+use amalgam_dp::ledger::{
+    BudgetPolicy, Ledger, LedgerError, PolicyKind, RoundPermit, RoundRequest,
+};
 use amalgam_dp::params::{
     BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, OverflowMargin, RoundingBias, Sigma,
     SiteCount,
@@ -355,18 +357,21 @@ fn the_encoded_update_persists_and_restores_exactly_and_strictly() {
     // Drawn while "training", encoded once the update is ready.
     let noise = codec.draw_noise(permit, PolicyKind::Private).unwrap();
     let y = codec.encode(noise, &[0.2; 16]).unwrap();
-    let bytes = y.to_bytes();
-    let back = EncodedUpdate::from_bytes(&bytes).unwrap();
+    let bytes = l.seal_update(&y).unwrap();
+    let back = l.reload_update(&bytes).unwrap();
     assert_eq!(back.values(), y.values());
     assert_eq!((back.round_id(), back.round_context()), (7, &[7u8; 32]));
+    assert_eq!(back.ledger_id(), &l.ledger_id());
     for cut in 0..bytes.len() {
+        assert!(l.reload_update(&bytes[..cut]).is_err(), "cut {cut}");
+    }
+    // A value ≥ 2^b, or any other flipped bit, breaks the seal.
+    for i in [0, 8, 40, 41, 49, 81, 89, bytes.len() - 65, bytes.len() - 1] {
+        let mut flipped = bytes.to_vec();
+        flipped[i] ^= 0x80;
         assert!(
-            EncodedUpdate::from_bytes(&bytes[..cut]).is_err(),
-            "cut {cut}"
+            matches!(l.reload_update(&flipped), Err(LedgerError::BadUpdateSeal)),
+            "byte {i}"
         );
     }
-    let mut big = bytes.to_vec();
-    let n = big.len();
-    big[n - 1] = 0xff; // a value ≥ 2^b
-    assert!(EncodedUpdate::from_bytes(&big).is_err());
 }

@@ -285,3 +285,97 @@ fn review_f_a_side_ledger_under_policy_none_gives_no_private_update() {
         Err(EncodeError::OtherLedger)
     );
 }
+
+/// Attack D: persisted update bytes made up by hand — no permit, no noise, any round id —
+/// parsed back into an update. Now the parser is private; bytes come back only through the
+/// ledger, which checks its own seal, its identity and an accepted charge with the same
+/// round context, so forged, relabelled, foreign and uncharged bytes are all refused.
+#[test]
+fn review_d_forged_or_relabelled_persisted_updates_are_refused() {
+    use amalgam_dp::ledger::PolicyKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ledger, _) = Ledger::open(&dir.path().join("l"), key(), policy(2.0, 1e-6)).unwrap();
+    common::enter_epoch_of(&mut ledger, &honest());
+    let permit = ledger.authorize(req(9, 4, 5, 5.0)).unwrap();
+    let update = codec()
+        .encode(
+            codec().draw_noise(permit, PolicyKind::Private).unwrap(),
+            &[0.1; 16],
+        )
+        .unwrap();
+    let sealed = ledger.seal_update(&update).unwrap();
+    assert_eq!(
+        ledger.reload_update(&sealed).unwrap().values(),
+        update.values()
+    );
+
+    // The review's forgery: the old unsealed layout with noiseless values.
+    let mut forged = b"AMDPUPD1".to_vec();
+    forged.extend_from_slice(&9u64.to_le_bytes());
+    forged.extend_from_slice(&[0; 32]);
+    forged.extend_from_slice(&24u32.to_le_bytes());
+    forged.extend_from_slice(&16u32.to_le_bytes());
+    for i in 0..16u64 {
+        forged.extend_from_slice(&(i * 100).to_le_bytes());
+    }
+    assert!(matches!(
+        ledger.reload_update(&forged),
+        Err(LedgerError::BadUpdateSeal)
+    ));
+    // The same forgery in today's layout, naming this ledger, with a made-up seal.
+    let mut today = sealed[..sealed.len() - 64].to_vec();
+    for v in today[89..].iter_mut() {
+        *v = 0;
+    }
+    today.extend_from_slice(&[7; 64]);
+    assert!(matches!(
+        ledger.reload_update(&today),
+        Err(LedgerError::BadUpdateSeal)
+    ));
+    // Relabelled to another round id: the seal breaks.
+    let mut relabelled = sealed.to_vec();
+    relabelled[41..49].copy_from_slice(&10u64.to_le_bytes());
+    assert!(matches!(
+        ledger.reload_update(&relabelled),
+        Err(LedgerError::BadUpdateSeal)
+    ));
+    // Sealed by another ledger of the same site (same key): refused as foreign.
+    let (mut other, _) = Ledger::open(&dir.path().join("other"), key(), policy(2.0, 1e-6)).unwrap();
+    common::enter_epoch_of(&mut other, &honest());
+    let permit = other.authorize(req(9, 4, 5, 5.0)).unwrap();
+    let foreign = codec()
+        .encode(
+            codec().draw_noise(permit, PolicyKind::Private).unwrap(),
+            &[0.1; 16],
+        )
+        .unwrap();
+    let foreign = other.seal_update(&foreign).unwrap();
+    assert!(matches!(
+        ledger.reload_update(&foreign),
+        Err(LedgerError::UpdateFromOtherLedger)
+    ));
+    assert!(matches!(
+        ledger.seal_update(&other.reload_update(&foreign).unwrap()),
+        Err(LedgerError::UpdateFromOtherLedger)
+    ));
+    // Sealed for a round this ledger never accepted (the key holder's own forgery, with the
+    // ledger's identity): refused for want of a charge.
+    drop(update);
+    let key_holder = ledger;
+    let mut uncharged = sealed[..sealed.len() - 64].to_vec();
+    uncharged[41..49].copy_from_slice(&77u64.to_le_bytes());
+    let sig = ed25519_dalek::Signer::sign(
+        &key(),
+        &[
+            b"amalgam-dp sealed encoded update v1\0".as_slice(),
+            &uncharged,
+        ]
+        .concat(),
+    );
+    uncharged.extend_from_slice(&sig.to_bytes());
+    assert!(matches!(
+        key_holder.reload_update(&uncharged),
+        Err(LedgerError::UpdateNotCharged(77))
+    ));
+}

@@ -8,7 +8,7 @@
 //! one the file cannot show entries cut off its end, so an audit with no anchor reports
 //! [`Finding::Unanchored`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ed25519_dalek::{Signature, VerifyingKey};
@@ -506,7 +506,8 @@ pub(crate) struct Replay {
     /// Every key that signed the genesis or was rotated to.
     pub keys: Vec<VerifyingKey>,
     pub hashes: Vec<[u8; 32]>,
-    pub accepted_rounds: BTreeSet<u64>,
+    /// Accepted round ids and the round context each was charged under.
+    pub accepted_rounds: BTreeMap<u64, [u8; 32]>,
     pub manifest: Option<EpochInForce>,
     pub distances: BTreeMap<(u8, u64), Distance>,
 }
@@ -523,7 +524,7 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
     let mut policies = Vec::new();
     let mut totals = Totals::EMPTY;
     let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(payloads.len());
-    let mut accepted_rounds = BTreeSet::new();
+    let mut accepted_rounds = BTreeMap::new();
     let mut manifest: Option<EpochInForce> = None;
     let mut distances = BTreeMap::new();
     let (mut accepted, mut refused) = (0, 0);
@@ -717,7 +718,10 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
                 match charge.decision {
                     Decision::Accepted => {
                         accepted += 1;
-                        if !accepted_rounds.insert(charge.request.round_id) {
+                        if accepted_rounds
+                            .insert(charge.request.round_id, charge.request.round_context)
+                            .is_some()
+                        {
                             findings.push(Finding::DuplicateRound {
                                 index,
                                 round_id: charge.request.round_id,

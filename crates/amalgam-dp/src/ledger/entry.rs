@@ -4,7 +4,7 @@
 //! `version u8 (= 3) | seq u64 | prev_hash [32] | kind u8 | kind body | versions_len u16 |
 //! versions utf-8`, with the kind bodies
 //!
-//! * 0 genesis: `key [32] | policy`; 1 policy change: `policy`;
+//! * 0 genesis: `key [32] | policy | nonce [32]`; 1 policy change: `policy`;
 //! * 2 key rotation: `new_key [32] | new_key_signature [64] | old_key_lost u8`;
 //! * 3 epoch: `manifest_digest [32] | epoch u64 | min_cohort u32 | colluders u32 | n_cohort u32 |
 //!   clip f64 | gamma f64 | bits u32 | local_sigma f64 | dim u64 | beta f64` (the round parameters);
@@ -370,6 +370,10 @@ pub enum EntryKind {
         key: [u8; 32],
         /// The policy.
         policy: BudgetPolicy,
+        /// 32 random bytes drawn at creation: two ledgers made with the same key and policy
+        /// have different genesis entries, so a ledger's identity (the genesis hash) names one
+        /// ledger, not every ledger the key could create.
+        nonce: [u8; 32],
     },
     /// The policy from here on (a finding when it loosens the previous one).
     PolicyChange(BudgetPolicy),
@@ -552,10 +556,11 @@ impl EntryBody {
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.prev_hash);
         match &self.kind {
-            EntryKind::Genesis { key, policy } => {
+            EntryKind::Genesis { key, policy, nonce } => {
                 out.push(0);
                 out.extend_from_slice(key);
                 put_policy(&mut out, policy);
+                out.extend_from_slice(nonce);
             }
             EntryKind::PolicyChange(policy) => {
                 out.push(1);
@@ -649,6 +654,7 @@ impl EntryBody {
             0 => EntryKind::Genesis {
                 key: r.array()?,
                 policy: read_policy(&mut r)?,
+                nonce: r.array()?,
             },
             1 => EntryKind::PolicyChange(read_policy(&mut r)?),
             2 => EntryKind::KeyRotation {
@@ -800,6 +806,7 @@ mod tests {
             EntryKind::Genesis {
                 key: [5; 32],
                 policy,
+                nonce: [3; 32],
             },
             EntryKind::PolicyChange(BudgetPolicy::no_privacy()),
             EntryKind::KeyRotation {

@@ -21,7 +21,7 @@ pub mod audit;
 pub mod entry;
 pub mod store;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -34,6 +34,7 @@ use self::audit::{
 pub use self::entry::{Budget, BudgetPolicy, PolicyKind, PrivacyUnit, RoundParams, RoundRequest};
 use self::entry::{Charge, Decision, EntryBody, EntryKind, EpsilonTotal, PolicyError};
 use self::store::{Store, StoreError};
+use crate::encoding::EncodedUpdate;
 use crate::error::{AccountError, ParamError};
 use crate::params::{Distance, Sigma, SiteCount};
 
@@ -52,6 +53,22 @@ pub enum LedgerError {
         /// ε if this round were accepted.
         requested: f64,
     },
+    /// The operating system gave no randomness for the genesis nonce.
+    #[error("no randomness from the operating system for the ledger's genesis nonce")]
+    Entropy,
+    /// Persisted update bytes do not carry a valid seal by this ledger's key.
+    #[error("the persisted update's seal does not verify under this ledger's keys")]
+    BadUpdateSeal,
+    /// The update was charged to another ledger.
+    #[error("the persisted update was charged to another ledger")]
+    UpdateFromOtherLedger,
+    /// The update's round is not an accepted charge of this ledger with the same round
+    /// context.
+    #[error("round {0} has no accepted charge with this round context in this ledger")]
+    UpdateNotCharged(u64),
+    /// Persisted update bytes are malformed.
+    #[error(transparent)]
+    Encode(#[from] crate::error::EncodeError),
     /// The round id was already accepted (running it twice would spend twice).
     #[error("round {0} was already accepted")]
     RoundAlreadyAccepted(u64),
@@ -116,6 +133,9 @@ pub fn ledger_file_name(unit: PrivacyUnit) -> &'static str {
         PrivacyUnit::SiteUpdatePerRound => "site-update-per-round.ledger",
     }
 }
+
+/// Domain separation of a sealed encoded update's signature (distinct from ledger entries).
+const UPDATE_SEAL_CONTEXT: &[u8] = b"amalgam-dp sealed encoded update v1\0";
 
 /// What a permit lets the noise draw do.
 #[derive(Debug, PartialEq)]
@@ -222,7 +242,11 @@ pub struct Ledger {
     policy: BudgetPolicy,
     hashes: Vec<[u8; 32]>,
     totals: Totals,
-    accepted_rounds: BTreeSet<u64>,
+    /// Accepted round ids and the round context each was charged under.
+    accepted_rounds: BTreeMap<u64, [u8; 32]>,
+    /// Every key that signed the genesis or was rotated to (an update sealed before a
+    /// rotation still reloads).
+    keys: Vec<VerifyingKey>,
     manifest: Option<EpochInForce>,
     distances: BTreeMap<(u8, u64), Distance>,
 }
@@ -291,13 +315,18 @@ impl Ledger {
             hashes: replayed.hashes,
             totals: replayed.totals,
             accepted_rounds: replayed.accepted_rounds,
+            keys: replayed.keys,
             manifest: replayed.manifest,
             distances: replayed.distances,
         };
         if fresh {
+            ledger.keys.push(ledger.key.verifying_key());
+            let mut nonce = [0u8; 32];
+            getrandom::fill(&mut nonce).map_err(|_| LedgerError::Entropy)?;
             let genesis = EntryKind::Genesis {
                 key: ledger.key.verifying_key().to_bytes(),
                 policy,
+                nonce,
             };
             ledger.append(genesis)?;
         }
@@ -313,6 +342,7 @@ impl Ledger {
             // The old key is gone: its bytes are taken from the replayed chain for the message.
             let old = replayed.key.map(|k| k.to_bytes()).unwrap_or([0; 32]);
             ledger.append_rotation(new, &old, true)?;
+            ledger.keys.push(ledger.key.verifying_key());
         }
         let report = OpenReport {
             entries: ledger.hashes.len() as u64,
@@ -441,6 +471,7 @@ impl Ledger {
             new_key_signature,
             old_key_lost: false,
         })?;
+        self.keys.push(new_key.verifying_key());
         self.key = new_key;
         Ok(())
     }
@@ -478,9 +509,58 @@ impl Ledger {
         Ok(())
     }
 
+    /// Seals the round's encoded update for the caller to persist: its canonical bytes
+    /// followed by an Ed25519 signature by the ledger's key under a context of its own (never
+    /// a valid ledger entry). Only [`Ledger::reload_update`] turns the bytes back into an
+    /// update. Refuses an update charged to another ledger.
+    pub fn seal_update(
+        &self,
+        update: &EncodedUpdate,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, LedgerError> {
+        if update.ledger_id() != &self.ledger_id() {
+            return Err(LedgerError::UpdateFromOtherLedger);
+        }
+        let mut bytes = update.to_bytes();
+        let message = zeroize::Zeroizing::new([UPDATE_SEAL_CONTEXT, bytes.as_slice()].concat());
+        let signature = self.key.sign(&message);
+        bytes.extend_from_slice(&signature.to_bytes());
+        Ok(bytes)
+    }
+
+    /// Reloads an update persisted with [`Ledger::seal_update`] (for a retry, which re-sends
+    /// the same bytes and never re-draws): the seal must verify under a key of this ledger,
+    /// the bytes must decode strictly, the update must name this ledger, and its round must
+    /// be an accepted charge here with the same round context. Forged, relabelled or foreign
+    /// bytes are refused; nothing changes either way.
+    pub fn reload_update(&self, sealed: &[u8]) -> Result<EncodedUpdate, LedgerError> {
+        let split = sealed
+            .len()
+            .checked_sub(ed25519_dalek::Signature::BYTE_SIZE)
+            .ok_or(LedgerError::BadUpdateSeal)?;
+        let (bytes, signature) = sealed.split_at(split);
+        let signature = ed25519_dalek::Signature::from_slice(signature)
+            .map_err(|_| LedgerError::BadUpdateSeal)?;
+        let message = zeroize::Zeroizing::new([UPDATE_SEAL_CONTEXT, bytes].concat());
+        if !self
+            .keys
+            .iter()
+            .any(|k| k.verify_strict(&message, &signature).is_ok())
+        {
+            return Err(LedgerError::BadUpdateSeal);
+        }
+        let update = EncodedUpdate::from_bytes(bytes)?;
+        if update.ledger_id() != &self.ledger_id() {
+            return Err(LedgerError::UpdateFromOtherLedger);
+        }
+        match self.accepted_rounds.get(&update.round_id()) {
+            Some(context) if context == update.round_context() => Ok(update),
+            _ => Err(LedgerError::UpdateNotCharged(update.round_id())),
+        }
+    }
+
     /// Decides a round before any noise is drawn, and records the decision durably.
     pub fn authorize(&mut self, request: RoundRequest) -> Result<RoundPermit, LedgerError> {
-        if self.accepted_rounds.contains(&request.round_id) {
+        if self.accepted_rounds.contains_key(&request.round_id) {
             return Err(LedgerError::RoundAlreadyAccepted(request.round_id));
         }
         let epoch = self.manifest.as_ref().ok_or(LedgerError::NoEpoch)?;
@@ -530,7 +610,8 @@ impl Ledger {
             });
         };
         self.totals = accounted.after;
-        self.accepted_rounds.insert(request.round_id);
+        self.accepted_rounds
+            .insert(request.round_id, request.round_context);
         let noise = match self.policy.budget {
             Budget::NoPrivacy => PermitNoise::None,
             Budget::Capped { .. } => PermitNoise::Gaussian {
