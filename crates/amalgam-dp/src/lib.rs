@@ -62,6 +62,15 @@
 //! );
 //! ```
 
+// Seeded (replayable) noise and rounding streams must never reach a release build: the
+// `test-vectors` feature compiles only with debug assertions on (the dev and test profiles) or
+// under `cfg(test)`. A release build that enables it, by any path, fails here.
+#[cfg(all(feature = "test-vectors", not(debug_assertions), not(test)))]
+compile_error!(
+    "amalgam-dp's `test-vectors` feature (seeded noise streams) is for tests only and cannot be \
+     built without debug assertions"
+);
+
 pub mod accountant;
 pub mod encoding;
 pub mod entropy;
