@@ -6,8 +6,9 @@
 
 use std::path::PathBuf;
 
-use amalgam_dp::ledger::audit::{Anchor, AuditReport, audit_file};
+use amalgam_dp::ledger::audit::{Anchor, AuditReport, PublishedRound, audit_published};
 use amalgam_dp::ledger::entry::Budget;
+use amalgam_dp::ledger::store::read_file;
 use ed25519_dalek::VerifyingKey;
 
 /// Options of `amalgam ledger`.
@@ -36,6 +37,11 @@ struct VerifyArgs {
     /// one, entries cut off the end of the file cannot be ruled out, which is itself reported.
     #[arg(long = "anchor")]
     anchors: Vec<String>,
+    /// A round the aggregator published, `ROUND=ENTRIES:HEX_HEAD`: the round id and the
+    /// post-charge anchor the site's signed upload carried (repeatable). A round with no
+    /// accepted charge at that anchor is a finding (a ledger cut back or forked after upload).
+    #[arg(long = "published")]
+    published: Vec<String>,
     /// Print the full report as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -62,7 +68,13 @@ fn verify(args: &VerifyArgs) -> Result<(), String> {
         .iter()
         .map(|a| Anchor::parse(a).map_err(|e| format!("--anchor {a}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let report = audit_file(&args.file, &key, &anchors)
+    let published = args
+        .published
+        .iter()
+        .map(|p| PublishedRound::parse(p).map_err(|e| format!("--published {p}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = read_file(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let report = audit_published(&bytes, &key, &anchors, &published)
         .map_err(|e| format!("{}: {e}", args.file.display()))?;
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -161,6 +173,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use amalgam_dp::ledger::audit::audit_file;
     use amalgam_dp::ledger::entry::RoundRequest;
     use amalgam_dp::ledger::{BudgetPolicy, Ledger, RoundParams};
     use amalgam_dp::params::{
@@ -174,6 +187,7 @@ mod tests {
             file,
             key: hex::encode(key.verifying_key().to_bytes()),
             anchors,
+            published: vec![],
             json: false,
         }
     }
@@ -224,6 +238,14 @@ mod tests {
             verify(&args(path.clone(), &key, vec![anchor.clone()])),
             Ok(())
         );
+        // The last round's post-charge anchor, as the aggregator publishes it with the round.
+        let mut with_round = args(path.clone(), &key, vec![]);
+        with_round.published = vec![format!("2={anchor}")];
+        assert_eq!(verify(&with_round), Ok(()));
+        with_round.published = vec![format!("1={anchor}")];
+        assert!(verify(&with_round).is_err());
+        with_round.published = vec!["2:x".into()];
+        assert!(verify(&with_round).is_err());
         let report = audit_file(&path, &key.verifying_key(), &[]).unwrap();
         let text = render(&report);
         assert!(

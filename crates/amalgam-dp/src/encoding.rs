@@ -21,6 +21,7 @@ use rand_core::Rng;
 use zeroize::Zeroizing;
 
 use crate::error::{EncodeError, ParamError};
+use crate::ledger::audit::Anchor;
 use crate::ledger::{PermitNoise, PolicyKind, RoundPermit, RoundRequest};
 use crate::params::{BitWidth, ClipNorm, Dimension, Gamma, RoundingBias, Sensitivity, SiteCount};
 use crate::rotation::{Rotation, RotationSeed};
@@ -53,6 +54,7 @@ pub struct EncodingParams {
 /// depend on the update, so a site may draw it while it trains.
 pub struct DrawnNoise {
     request: RoundRequest,
+    anchor: Anchor,
     ledger_id: [u8; 32],
     policy_kind: PolicyKind,
     values: Zeroizing<Vec<i64>>,
@@ -63,6 +65,7 @@ pub struct DrawnNoise {
 /// (sealed) before any upload derived from it leaves. Wiped on drop.
 pub struct EncodedUpdate {
     ledger_id: [u8; 32],
+    anchor: Anchor,
     policy_kind: PolicyKind,
     round_id: u64,
     round_context: [u8; 32],
@@ -86,6 +89,11 @@ impl EncodedUpdate {
     /// The kind of policy it was charged under.
     pub fn policy_kind(&self) -> PolicyKind {
         self.policy_kind
+    }
+    /// The charging ledger's anchor just after the round's charge: put it in the signed
+    /// upload, so the aggregator can publish it with the round.
+    pub fn anchor(&self) -> Anchor {
+        self.anchor
     }
     /// Refuses an update charged to another ledger than `ledger_id` or under another kind of
     /// policy than `expected`: the consumer (the service that masks and uploads it) states
@@ -120,9 +128,10 @@ impl EncodedUpdate {
         &self.values
     }
     /// Canonical bytes for persistence: `magic | ledger_id [32] | policy_kind u8 | round_id u64
-    /// | round_context [32] | bits u32 | count u32 | values u64 LE`.
+    /// | round_context [32] | bits u32 | count u32 | anchor_entries u64 | anchor_head [32] |
+    /// values u64 LE`.
     pub(crate) fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(89 + 8 * self.values.len()));
+        let mut out = Zeroizing::new(Vec::with_capacity(129 + 8 * self.values.len()));
         out.extend_from_slice(UPDATE_MAGIC);
         out.extend_from_slice(&self.ledger_id);
         out.push(self.policy_kind.code());
@@ -130,6 +139,8 @@ impl EncodedUpdate {
         out.extend_from_slice(&self.round_context);
         out.extend_from_slice(&self.bits.get().to_le_bytes());
         out.extend_from_slice(&(self.values.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.anchor.entries as u64).to_le_bytes());
+        out.extend_from_slice(&self.anchor.head);
         for v in self.values.iter() {
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -140,7 +151,7 @@ impl EncodedUpdate {
     /// [`crate::ledger::Ledger::reload_update`], which checks the seal and the charge first.
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, EncodeError> {
         let bad = |why: &'static str| EncodeError::BadPersistedUpdate(why);
-        let header = 8 + 32 + 1 + 8 + 32 + 4 + 4;
+        let header = 8 + 32 + 1 + 8 + 32 + 4 + 4 + 8 + 32;
         if bytes.len() < header || &bytes[..8] != UPDATE_MAGIC {
             return Err(bad("bad magic or short header"));
         }
@@ -155,6 +166,11 @@ impl EncodedUpdate {
         round_context.copy_from_slice(&bytes[49..81]);
         let bits = BitWidth::new(u32_at(81)).map_err(|_| bad("bit width"))?;
         let count = u64::from(u32_at(85));
+        let mut entries = [0u8; 8];
+        entries.copy_from_slice(&bytes[89..97]);
+        let entries = usize::try_from(u64::from_le_bytes(entries)).map_err(|_| bad("anchor"))?;
+        let mut head = [0u8; 32];
+        head.copy_from_slice(&bytes[97..129]);
         if count > Dimension::MAX || (bytes.len() - header) as u64 != 8 * count {
             return Err(bad("length"));
         }
@@ -170,6 +186,7 @@ impl EncodedUpdate {
         }
         Ok(Self {
             ledger_id,
+            anchor: Anchor { entries, head },
             policy_kind,
             round_id: u64::from_le_bytes(id),
             round_context,
@@ -420,9 +437,11 @@ impl DdgCodec {
         let rounding = crate::entropy::os_stream()?;
         // The permit is consumed here: it goes out of scope with this call.
         let permit_ledger_id = &permit.ledger_id().to_owned();
+        let anchor = permit.anchor();
         let _spent = permit;
         Ok(DrawnNoise {
             request,
+            anchor,
             ledger_id: *permit_ledger_id,
             policy_kind: found,
             values,
@@ -442,6 +461,7 @@ impl DdgCodec {
         let values = self.wrap(&quantized, &noise.values)?;
         Ok(EncodedUpdate {
             ledger_id: noise.ledger_id,
+            anchor: noise.anchor,
             policy_kind: noise.policy_kind,
             round_id: noise.request.round_id,
             round_context: noise.request.round_context,

@@ -8,7 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use amalgam_dp::ledger::audit::{Event, Finding, audit_bytes, entry_hash};
+use amalgam_dp::ledger::audit::{
+    Event, Finding, PublishedRound, audit_bytes, audit_published, entry_hash,
+};
 use amalgam_dp::ledger::entry::BudgetPolicy;
 use amalgam_dp::ledger::store::parse;
 use amalgam_dp::ledger::{Ledger, LedgerError, RoundRequest};
@@ -378,4 +380,104 @@ fn review_d_forged_or_relabelled_persisted_updates_are_refused() {
         key_holder.reload_update(&uncharged),
         Err(LedgerError::UpdateNotCharged(77))
     ));
+}
+
+/// The review's attacks B and C, seen from the published rounds: the post-charge anchor each
+/// permit (and so each upload) carries, as the aggregator publishes it.
+fn published(round_id: u64, permit: &amalgam_dp::ledger::RoundPermit) -> PublishedRound {
+    PublishedRound {
+        round_id,
+        anchor: permit.anchor(),
+    }
+}
+
+fn audit_against(path: &std::path::Path, rounds: &[PublishedRound]) -> Vec<Finding> {
+    let bytes = std::fs::read(path).unwrap();
+    audit_published(&bytes, &key().verifying_key(), &[], rounds)
+        .unwrap()
+        .findings
+}
+
+/// Attack B: cut the ledger back past a charge (at a record boundary, or mid-record so that it
+/// looks like a crash) and spend the budget again. The file alone cannot tell; the round
+/// published with the upload has no charge at its anchored position any more.
+#[test]
+fn review_b_a_ledger_cut_back_after_an_upload_is_behind_its_published_round() {
+    for cut_mid in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l");
+        let (mut l, _) = Ledger::open(&p, key(), policy(2.0, 1e-6)).unwrap();
+        common::enter_epoch_of(&mut l, &honest());
+        let before = std::fs::metadata(&p).unwrap().len();
+        let permit = l.authorize(req(7, 4, 5, 5.0)).unwrap();
+        let round_7 = published(7, &permit);
+        assert_eq!(round_7.anchor, l.anchor());
+        drop((permit, l));
+        assert_eq!(audit_against(&p, &[round_7]), vec![]);
+        let after = std::fs::metadata(&p).unwrap().len();
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(if cut_mid { after - 10 } else { before })
+            .unwrap();
+        drop(f);
+        // The site spends the recovered budget on another round.
+        let (mut l, _) = Ledger::open(&p, key(), policy(2.0, 1e-6)).unwrap();
+        l.authorize(req(8, 4, 5, 5.0)).unwrap();
+        drop(l);
+        let f = audit_against(&p, &[round_7]);
+        assert!(
+            f.contains(&Finding::PublishedRoundNotCharged { round_id: 7 }),
+            "cut_mid={cut_mid}: {f:?}"
+        );
+        assert!(
+            f.iter()
+                .any(|x| matches!(x, Finding::AnchorMismatch { .. })),
+            "cut_mid={cut_mid}: {f:?}"
+        );
+    }
+}
+
+/// Attack C: rename the locked ledger away and copy it back, so two handles each spend the
+/// whole remaining budget. Each fork alone audits clean; against the rounds the aggregator
+/// published from both forks' uploads, each fork is missing the other's charges.
+#[test]
+fn review_c_a_forked_ledger_is_caught_by_the_rounds_the_other_fork_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("l");
+    let (mut l1, _) = Ledger::open(&p, key(), policy(2.0, 1e-6)).unwrap();
+    common::enter_epoch_of(&mut l1, &honest());
+    let mut rounds = vec![published(0, &l1.authorize(req(0, 4, 5, 5.0)).unwrap())];
+    let moved = dir.path().join("moved");
+    std::fs::rename(&p, &moved).unwrap();
+    std::fs::copy(&moved, &p).unwrap();
+    let (mut l2, _) = Ledger::open(&p, key(), policy(2.0, 1e-6)).unwrap();
+    for i in 0..3 {
+        rounds.push(published(
+            100 + i,
+            &l1.authorize(req(100 + i, 4, 5, 5.0)).unwrap(),
+        ));
+        rounds.push(published(
+            200 + i,
+            &l2.authorize(req(200 + i, 4, 5, 5.0)).unwrap(),
+        ));
+    }
+    drop((l1, l2));
+    let (own_1, own_2): (Vec<_>, Vec<_>) = rounds
+        .iter()
+        .partition(|r| r.round_id == 0 || r.round_id < 200);
+    let own_2: Vec<_> = std::iter::once(rounds[0]).chain(own_2).collect();
+    // Each fork is clean against its own uploads alone...
+    assert_eq!(audit_against(&moved, &own_1), vec![]);
+    assert_eq!(audit_against(&p, &own_2), vec![]);
+    // ... and caught against everything the aggregator published.
+    for (path, other) in [(&moved, 200), (&p, 100)] {
+        let f = audit_against(path, &rounds);
+        for i in 0..3 {
+            assert!(
+                f.contains(&Finding::PublishedRoundNotCharged {
+                    round_id: other + i
+                }),
+                "{f:?}"
+            );
+        }
+    }
 }

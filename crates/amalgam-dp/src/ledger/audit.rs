@@ -184,6 +184,13 @@ pub enum Finding {
         /// The cap in force.
         cap: f64,
     },
+    /// A round published with the site's upload (its post-charge anchor) has no accepted
+    /// charge in this ledger at the anchored position: the charge was cut off and the round
+    /// re-charged or dropped, or the upload came from another ledger.
+    PublishedRoundNotCharged {
+        /// The published round id.
+        round_id: u64,
+    },
     /// No anchor was given: entries cut off the end of the file cannot be ruled out.
     Unanchored,
     /// The ledger has fewer entries than an anchor published earlier: entries (and the ε they
@@ -306,6 +313,28 @@ impl core::fmt::Display for Anchor {
     }
 }
 
+/// A round as the aggregator published it: the round id and the ledger anchor the site's
+/// signed upload carried (the anchor right after the round's charge, from
+/// [`crate::ledger::RoundPermit::anchor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedRound {
+    /// The round id.
+    pub round_id: u64,
+    /// The anchor just after its charge.
+    pub anchor: Anchor,
+}
+
+impl PublishedRound {
+    /// Parses `ROUND=ENTRIES:HEX_HEAD`.
+    pub fn parse(text: &str) -> Result<Self, AnchorParseError> {
+        let (round, anchor) = text.trim().split_once('=').ok_or(AnchorParseError::Form)?;
+        Ok(Self {
+            round_id: round.parse().map_err(|_| AnchorParseError::Round)?,
+            anchor: Anchor::parse(anchor)?,
+        })
+    }
+}
+
 /// Why an anchor's text was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AnchorParseError {
@@ -318,6 +347,9 @@ pub enum AnchorParseError {
     /// The head is not 64 hex digits.
     #[error("a ledger anchor's head is not 64 hex digits")]
     Head,
+    /// A published round's id is not a non-negative integer.
+    #[error("a published round is ROUND=ENTRIES:HEX_HEAD with ROUND a non-negative integer")]
+    Round,
 }
 
 /// One policy the ledger was under: the genesis policy or a policy change, with the ε spent
@@ -508,6 +540,8 @@ pub(crate) struct Replay {
     pub hashes: Vec<[u8; 32]>,
     /// Accepted round ids and the round context each was charged under.
     pub accepted_rounds: BTreeMap<u64, [u8; 32]>,
+    /// Entry position of each accepted round's charge.
+    pub charge_index: BTreeMap<u64, usize>,
     pub manifest: Option<EpochInForce>,
     pub distances: BTreeMap<(u8, u64), Distance>,
 }
@@ -525,6 +559,7 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
     let mut totals = Totals::EMPTY;
     let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(payloads.len());
     let mut accepted_rounds = BTreeMap::new();
+    let mut charge_index = BTreeMap::new();
     let mut manifest: Option<EpochInForce> = None;
     let mut distances = BTreeMap::new();
     let (mut accepted, mut refused) = (0, 0);
@@ -718,6 +753,7 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
                 match charge.decision {
                     Decision::Accepted => {
                         accepted += 1;
+                        charge_index.insert(charge.request.round_id, index);
                         if accepted_rounds
                             .insert(charge.request.round_id, charge.request.round_context)
                             .is_some()
@@ -761,6 +797,7 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
         keys,
         hashes,
         accepted_rounds,
+        charge_index,
         manifest,
         distances,
     }
@@ -842,26 +879,7 @@ pub fn audit_bytes(
     key: &VerifyingKey,
     anchors: &[Anchor],
 ) -> Result<AuditReport, LedgerError> {
-    let (parsed, corrupt) = match store::parse(bytes) {
-        Ok(parsed) => (parsed, None),
-        Err(StoreError::Corrupt { offset, reason }) => {
-            // Everything before the damaged record is still audited.
-            let prefix = bytes.get(..offset as usize).unwrap_or(&[]);
-            (store::parse(prefix)?, Some((offset, reason)))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut report = anchored_report(&parsed, key, anchors);
-    if let Some((offset, reason)) = corrupt {
-        report.findings.insert(
-            0,
-            Finding::CorruptRecord {
-                offset,
-                reason: reason.into(),
-            },
-        );
-    }
-    Ok(report)
+    audit_published(bytes, key, anchors, &[])
 }
 
 /// [`audit_bytes`] on a file, read-only (it does not take the ledger's lock, so it can audit a
@@ -875,18 +893,63 @@ pub fn audit_file(
     audit_bytes(&bytes, key, anchors)
 }
 
-fn anchored_report(parsed: &store::Parsed, key: &VerifyingKey, anchors: &[Anchor]) -> AuditReport {
+/// [`audit_bytes`] with the rounds the aggregator published (round id and the post-charge
+/// anchor from the site's signed upload): each anchor is checked like any other, and a round
+/// with no accepted charge at its anchored position is [`Finding::PublishedRoundNotCharged`].
+/// This is what catches a site that cut charges off its ledger, or ran a second ledger,
+/// after uploading: its published anchors are then ahead of, or differ from, the ledger.
+pub fn audit_published(
+    bytes: &[u8],
+    key: &VerifyingKey,
+    anchors: &[Anchor],
+    published: &[PublishedRound],
+) -> Result<AuditReport, LedgerError> {
+    let (parsed, corrupt) = match store::parse(bytes) {
+        Ok(parsed) => (parsed, None),
+        Err(StoreError::Corrupt { offset, reason }) => {
+            let prefix = bytes.get(..offset as usize).unwrap_or(&[]);
+            (store::parse(prefix)?, Some((offset, reason)))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut report = anchored_report(&parsed, key, anchors, published);
+    if let Some((offset, reason)) = corrupt {
+        report.findings.insert(
+            0,
+            Finding::CorruptRecord {
+                offset,
+                reason: reason.into(),
+            },
+        );
+    }
+    Ok(report)
+}
+
+fn anchored_report(
+    parsed: &store::Parsed,
+    key: &VerifyingKey,
+    anchors: &[Anchor],
+    published: &[PublishedRound],
+) -> AuditReport {
     let replayed = replay(&parsed.payloads, parsed.torn_bytes);
     let mut report = replayed.report;
     if !parsed.payloads.is_empty() && !replayed.keys.contains(key) {
         report.findings.push(Finding::UntrustedKey);
     }
-    if anchors.is_empty() {
+    if anchors.is_empty() && published.is_empty() {
         report.findings.push(Finding::Unanchored);
     }
-    for anchor in anchors {
+    for anchor in anchors.iter().chain(published.iter().map(|p| &p.anchor)) {
         report.findings.extend(anchor.check(&replayed.hashes));
     }
-    report.anchors_checked = anchors.len();
+    for p in published {
+        let at = replayed.charge_index.get(&p.round_id).copied();
+        if at.is_none_or(|i| Some(i) != p.anchor.entries.checked_sub(1)) {
+            report.findings.push(Finding::PublishedRoundNotCharged {
+                round_id: p.round_id,
+            });
+        }
+    }
+    report.anchors_checked = anchors.len() + published.len();
     report
 }

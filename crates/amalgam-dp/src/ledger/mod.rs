@@ -159,6 +159,7 @@ pub(crate) enum PermitNoise {
 #[derive(Debug)]
 pub struct RoundPermit {
     request: RoundRequest,
+    anchor: Anchor,
     ledger_id: [u8; 32],
     policy_kind: PolicyKind,
     n_min: SiteCount,
@@ -175,6 +176,13 @@ impl RoundPermit {
     /// The identity of the ledger that charged it ([`Ledger::ledger_id`]).
     pub fn ledger_id(&self) -> &[u8; 32] {
         &self.ledger_id
+    }
+    /// The ledger's anchor just after this charge. It travels in the encoded update so the
+    /// service can put it in the signed upload and the aggregator can publish it per round;
+    /// an audit against the published rounds then finds a ledger cut back or forked after
+    /// the upload ([`audit::audit_published`]).
+    pub fn anchor(&self) -> Anchor {
+        self.anchor
     }
     /// The kind of the policy it was charged under.
     pub fn policy_kind(&self) -> PolicyKind {
@@ -621,6 +629,7 @@ impl Ledger {
         };
         Ok(RoundPermit {
             request,
+            anchor: self.anchor(),
             ledger_id: self.ledger_id(),
             policy_kind: self.policy.kind(),
             n_min: accounted.n_min,
