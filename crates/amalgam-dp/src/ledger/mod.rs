@@ -5,8 +5,9 @@
 //! through a signed policy-change entry, which the audit lists as a finding when it loosens the
 //! protection. A site keeps one ledger per privacy unit ([`ledger_file_name`]).
 //!
-//! Before a round draws any noise the site asks its [`Ledger`] to [`Ledger::authorize`] it. The
-//! ledger computes n_min, the sampler's distance bound, the round's ρ and the cumulative ε from
+//! Before a round draws any noise the site asks its [`Ledger`] to [`Ledger::authorize`] it,
+//! with the round parameters the epoch in force records ([`Ledger::record_epoch`]; no charge
+//! before the first epoch, none under other parameters). The ledger computes n_min, the sampler's distance bound, the round's ρ and the cumulative ε from
 //! the round's parameters; if the cap would be exceeded it records a refusal and returns
 //! [`LedgerError::BudgetExceeded`] (cap, spent, requested), otherwise it records the charge
 //! (durably, before returning) and hands back a single-use [`RoundPermit`]. The permit is moved
@@ -16,6 +17,10 @@
 //!
 //! The file is held under an exclusive lock for the ledger's lifetime and re-read before every
 //! append (see [`store`]).
+//!
+//! The permit carries the ledger's identity, its policy kind and the anchor just after the
+//! charge, and so does the encoded update; [`Ledger::seal_update`] and
+//! [`Ledger::reload_update`] are the only way an update is persisted and read back.
 
 pub mod audit;
 pub mod entry;
