@@ -87,7 +87,7 @@ fn write_snapshot_seeds() {
 fn write_he_and_ledger_seeds() {
     use amalgam_dp::ledger::audit::{Anchor, audit_file};
     use amalgam_dp::ledger::store::parse;
-    use amalgam_dp::ledger::{BudgetPolicy, Ledger, RoundRequest};
+    use amalgam_dp::ledger::{BudgetPolicy, Ledger, RoundParams, RoundRequest};
     use amalgam_dp::params::{
         BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, RoundingBias, Sigma, SiteCount,
     };
@@ -144,7 +144,18 @@ fn write_he_and_ledger_seeds() {
     )
     .expect("policy");
     let (mut ledger, _) = Ledger::open(&path, fuzz::ledger_key(), policy).expect("open");
-    ledger.record_epoch([0x11; 32], 1).expect("epoch");
+    let params = RoundParams {
+        min_cohort: SiteCount::new(4).expect("min cohort"),
+        colluders: 0,
+        n_cohort: SiteCount::new(5).expect("n_cohort"),
+        clip: ClipNorm::new(1.0).expect("clip"),
+        gamma: Gamma::new(1000.0).expect("gamma"),
+        bits: BitWidth::new(24).expect("bits"),
+        local_sigma: Sigma::new(5.0).expect("sigma"),
+        dim: Dimension::new(1000).expect("dim"),
+        beta: RoundingBias::recommended(),
+    };
+    ledger.record_epoch([0x11; 32], 1, params).expect("epoch");
     for round_id in 0..3 {
         ledger
             .authorize(RoundRequest {

@@ -6,8 +6,9 @@
 
 use std::path::PathBuf;
 
-use amalgam_dp::ledger::audit::{Anchor, AuditReport, audit_file};
+use amalgam_dp::ledger::audit::{Anchor, AuditReport, PublishedRound, audit_published};
 use amalgam_dp::ledger::entry::Budget;
+use amalgam_dp::ledger::store::read_file;
 use ed25519_dalek::VerifyingKey;
 
 /// Options of `amalgam ledger`.
@@ -36,6 +37,11 @@ struct VerifyArgs {
     /// one, entries cut off the end of the file cannot be ruled out, which is itself reported.
     #[arg(long = "anchor")]
     anchors: Vec<String>,
+    /// A round the aggregator published, `ROUND=ENTRIES:HEX_HEAD`: the round id and the
+    /// post-charge anchor the site's signed upload carried (repeatable). A round with no
+    /// accepted charge at that anchor is a finding (a ledger cut back or forked after upload).
+    #[arg(long = "published")]
+    published: Vec<String>,
     /// Print the full report as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -62,7 +68,13 @@ fn verify(args: &VerifyArgs) -> Result<(), String> {
         .iter()
         .map(|a| Anchor::parse(a).map_err(|e| format!("--anchor {a}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let report = audit_file(&args.file, &key, &anchors)
+    let published = args
+        .published
+        .iter()
+        .map(|p| PublishedRound::parse(p).map_err(|e| format!("--published {p}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = read_file(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let report = audit_published(&bytes, &key, &anchors, &published)
         .map_err(|e| format!("{}: {e}", args.file.display()))?;
     if args.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
@@ -80,10 +92,9 @@ fn verify(args: &VerifyArgs) -> Result<(), String> {
     }
 }
 
-/// The text report.
-fn render(report: &AuditReport) -> String {
-    let mut out = String::new();
-    let policy = match report.policy.map(|p| p.budget) {
+/// A policy's budget in words.
+fn budget_text(budget: Option<Budget>) -> String {
+    match budget {
         Some(Budget::Capped { epsilon_cap, delta }) => {
             format!(
                 "cap epsilon = {} at delta = {:e}",
@@ -93,8 +104,31 @@ fn render(report: &AuditReport) -> String {
         }
         Some(Budget::NoPrivacy) => "none (no differential privacy)".into(),
         None => "none recorded".into(),
-    };
+    }
+}
+
+/// The text report: the policy in force, then the genesis policy and every change (a reader
+/// must see a cap that was tightened after the spend, not only the last one).
+fn render(report: &AuditReport) -> String {
+    let mut out = String::new();
+    let policy = budget_text(report.policy.map(|p| p.budget));
     out.push_str(&format!("policy: {policy}\n"));
+    for record in &report.policies {
+        let what = if record.index == 0 {
+            "genesis policy"
+        } else {
+            "policy change"
+        };
+        out.push_str(&format!(
+            "{what} at entry {}: {} ({:?}, {:?}, {:?}); epsilon spent before it = {:.4}\n",
+            record.index,
+            budget_text(Some(record.policy.budget)),
+            record.policy.unit,
+            record.policy.adjacency,
+            record.policy.accountant,
+            record.epsilon_spent_before
+        ));
+    }
     if let Some(p) = report.policy {
         out.push_str(&format!(
             "privacy unit: {:?}, adjacency: {:?}, accountant: {:?}\n",
@@ -139,8 +173,9 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use amalgam_dp::ledger::audit::audit_file;
     use amalgam_dp::ledger::entry::RoundRequest;
-    use amalgam_dp::ledger::{BudgetPolicy, Ledger};
+    use amalgam_dp::ledger::{BudgetPolicy, Ledger, RoundParams};
     use amalgam_dp::params::{
         BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, RoundingBias, Sigma, SiteCount,
     };
@@ -152,6 +187,7 @@ mod tests {
             file,
             key: hex::encode(key.verifying_key().to_bytes()),
             anchors,
+            published: vec![],
             json: false,
         }
     }
@@ -165,21 +201,33 @@ mod tests {
             BudgetPolicy::site_level(Epsilon::new(10.0).unwrap(), Delta::new(1e-6).unwrap())
                 .unwrap();
         let (mut ledger, _) = Ledger::open(&path, key.clone(), policy).unwrap();
+        let params = RoundParams {
+            min_cohort: SiteCount::new(4).unwrap(),
+            colluders: 1,
+            n_cohort: SiteCount::new(5).unwrap(),
+            clip: ClipNorm::new(1.0).unwrap(),
+            gamma: Gamma::new(1000.0).unwrap(),
+            bits: BitWidth::new(24).unwrap(),
+            local_sigma: Sigma::new(5.0).unwrap(),
+            dim: Dimension::new(100).unwrap(),
+            beta: RoundingBias::recommended(),
+        };
+        ledger.record_epoch([0; 32], 1, params).unwrap();
         for round_id in 0..3 {
             ledger
                 .authorize(RoundRequest {
                     round_id,
                     manifest_digest: [0; 32],
                     round_context: [0; 32],
-                    min_cohort: SiteCount::new(4).unwrap(),
-                    colluders: 1,
-                    n_cohort: SiteCount::new(5).unwrap(),
-                    clip: ClipNorm::new(1.0).unwrap(),
-                    gamma: Gamma::new(1000.0).unwrap(),
-                    bits: BitWidth::new(24).unwrap(),
-                    local_sigma: Sigma::new(5.0).unwrap(),
-                    dim: Dimension::new(100).unwrap(),
-                    beta: RoundingBias::recommended(),
+                    min_cohort: params.min_cohort,
+                    colluders: params.colluders,
+                    n_cohort: params.n_cohort,
+                    clip: params.clip,
+                    gamma: params.gamma,
+                    bits: params.bits,
+                    local_sigma: params.local_sigma,
+                    dim: params.dim,
+                    beta: params.beta,
                     sampler: SamplerKind::Fast,
                 })
                 .unwrap();
@@ -190,10 +238,39 @@ mod tests {
             verify(&args(path.clone(), &key, vec![anchor.clone()])),
             Ok(())
         );
+        // The last round's post-charge anchor, as the aggregator publishes it with the round.
+        let mut with_round = args(path.clone(), &key, vec![]);
+        with_round.published = vec![format!("2={anchor}")];
+        assert_eq!(verify(&with_round), Ok(()));
+        with_round.published = vec![format!("1={anchor}")];
+        assert!(verify(&with_round).is_err());
+        with_round.published = vec!["2:x".into()];
+        assert!(verify(&with_round).is_err());
         let report = audit_file(&path, &key.verifying_key(), &[]).unwrap();
         let text = render(&report);
         assert!(
             text.contains("epsilon = ") && text.contains("FINDING: Unanchored"),
+            "{text}"
+        );
+        assert!(
+            text.contains("genesis policy at entry 0: cap epsilon = 10 at delta = 1e-6"),
+            "{text}"
+        );
+        // A tightened cap below the spend (on a copy): the change and the finding are printed.
+        let tightened = dir.path().join("tightened");
+        std::fs::copy(&path, &tightened).unwrap();
+        let (mut ledger, _) = Ledger::open(&tightened, key.clone(), policy).unwrap();
+        ledger
+            .change_policy(
+                BudgetPolicy::site_level(Epsilon::new(1e-3).unwrap(), Delta::new(1e-7).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+        drop(ledger);
+        let text = render(&audit_file(&tightened, &key.verifying_key(), &[]).unwrap());
+        assert!(
+            text.contains("policy change at entry 5: cap epsilon = 0.001 at delta = 1e-7")
+                && text.contains("FINDING: SpentAboveCap"),
             "{text}"
         );
         // Without an anchor, or with the last entry cut off, verification fails.

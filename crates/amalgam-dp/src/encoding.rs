@@ -11,7 +11,8 @@
 //! crate's own (OS-seeded ChaCha20, independent keys); the noise, the rounded update and the
 //! streams are wiped on drop. The caller persists the encoded update (sealed) before any upload
 //! derived from it leaves, and a retry re-sends bytes built from the persisted update
-//! ([`EncodedUpdate::to_bytes`] / [`EncodedUpdate::from_bytes`]); nothing can re-draw.
+//! ([`crate::ledger::Ledger::seal_update`] / [`crate::ledger::Ledger::reload_update`], which
+//! authenticates the bytes and checks the charge); nothing can re-draw.
 //! Decode the modular sum: centre to (−2^(b−1), 2^(b−1)] → divide by γ → inverse rotation →
 //! optionally divide by the number of contributors.
 
@@ -20,7 +21,8 @@ use rand_core::Rng;
 use zeroize::Zeroizing;
 
 use crate::error::{EncodeError, ParamError};
-use crate::ledger::{PermitNoise, RoundPermit, RoundRequest};
+use crate::ledger::audit::Anchor;
+use crate::ledger::{PermitNoise, PolicyKind, RoundPermit, RoundRequest};
 use crate::params::{BitWidth, ClipNorm, Dimension, Gamma, RoundingBias, Sensitivity, SiteCount};
 use crate::rotation::{Rotation, RotationSeed};
 use crate::scaling::rounded_norm_bound;
@@ -52,6 +54,9 @@ pub struct EncodingParams {
 /// depend on the update, so a site may draw it while it trains.
 pub struct DrawnNoise {
     request: RoundRequest,
+    anchor: Anchor,
+    ledger_id: [u8; 32],
+    policy_kind: PolicyKind,
     values: Zeroizing<Vec<i64>>,
     rounding: ChaCha20Rng,
 }
@@ -59,20 +64,57 @@ pub struct DrawnNoise {
 /// The noised, encoded update of one round: values in [0, 2^b), produced once. Persist it
 /// (sealed) before any upload derived from it leaves. Wiped on drop.
 pub struct EncodedUpdate {
+    ledger_id: [u8; 32],
+    anchor: Anchor,
+    policy_kind: PolicyKind,
     round_id: u64,
     round_context: [u8; 32],
     bits: BitWidth,
     values: Zeroizing<Vec<u64>>,
 }
 
-// Every field wipes itself on drop (`Zeroizing`, `chacha20`'s generator).
+// Every secret field wipes itself on drop (`Zeroizing`, `chacha20`'s generator); the ledger
+// id, policy kind and round identifiers are public.
 impl zeroize::ZeroizeOnDrop for DrawnNoise {}
 impl zeroize::ZeroizeOnDrop for EncodedUpdate {}
 
 /// Magic of [`EncodedUpdate::to_bytes`].
-const UPDATE_MAGIC: &[u8; 8] = b"AMDPUPD1";
+const UPDATE_MAGIC: &[u8; 8] = b"AMDPUPD2";
 
 impl EncodedUpdate {
+    /// The identity of the ledger that charged it ([`crate::ledger::Ledger::ledger_id`]).
+    pub fn ledger_id(&self) -> &[u8; 32] {
+        &self.ledger_id
+    }
+    /// The kind of policy it was charged under.
+    pub fn policy_kind(&self) -> PolicyKind {
+        self.policy_kind
+    }
+    /// The charging ledger's anchor just after the round's charge: put it in the signed
+    /// upload, so the aggregator can publish it with the round.
+    pub fn anchor(&self) -> Anchor {
+        self.anchor
+    }
+    /// Refuses an update charged to another ledger than `ledger_id` or under another kind of
+    /// policy than `expected`: the consumer (the service that masks and uploads it) states
+    /// which ledger and which kind of round it expects, so an update made through a side
+    /// ledger under policy `none` is never uploaded as a private one.
+    pub fn check_origin(
+        &self,
+        ledger_id: &[u8; 32],
+        expected: PolicyKind,
+    ) -> Result<(), EncodeError> {
+        if self.policy_kind != expected {
+            return Err(EncodeError::PolicyKindMismatch {
+                expected,
+                found: self.policy_kind,
+            });
+        }
+        if &self.ledger_id != ledger_id {
+            return Err(EncodeError::OtherLedger);
+        }
+        Ok(())
+    }
     /// The round it was drawn for.
     pub fn round_id(&self) -> u64 {
         self.round_id
@@ -85,36 +127,50 @@ impl EncodedUpdate {
     pub fn values(&self) -> &[u64] {
         &self.values
     }
-    /// Canonical bytes for persistence: `magic | round_id u64 | round_context [32] | bits u32 |
-    /// count u32 | values u64 LE`.
-    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(Vec::with_capacity(56 + 8 * self.values.len()));
+    /// Canonical bytes for persistence: `magic | ledger_id [32] | policy_kind u8 | round_id u64
+    /// | round_context [32] | bits u32 | count u32 | anchor_entries u64 | anchor_head [32] |
+    /// values u64 LE`.
+    pub(crate) fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(129 + 8 * self.values.len()));
         out.extend_from_slice(UPDATE_MAGIC);
+        out.extend_from_slice(&self.ledger_id);
+        out.push(self.policy_kind.code());
         out.extend_from_slice(&self.round_id.to_le_bytes());
         out.extend_from_slice(&self.round_context);
         out.extend_from_slice(&self.bits.get().to_le_bytes());
         out.extend_from_slice(&(self.values.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.anchor.entries as u64).to_le_bytes());
+        out.extend_from_slice(&self.anchor.head);
         for v in self.values.iter() {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out
     }
-    /// Strict inverse of [`EncodedUpdate::to_bytes`] (the site's own persisted bytes, still
-    /// checked): exact length, a valid width, every value below 2^b, at most 2^30 values.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EncodeError> {
+    /// Strict inverse of [`EncodedUpdate::to_bytes`]: exact length, a valid width, every value
+    /// below 2^b, at most 2^30 values. Private: bytes from outside come back only through
+    /// [`crate::ledger::Ledger::reload_update`], which checks the seal and the charge first.
+    pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, EncodeError> {
         let bad = |why: &'static str| EncodeError::BadPersistedUpdate(why);
-        let header = 8 + 8 + 32 + 4 + 4;
+        let header = 8 + 32 + 1 + 8 + 32 + 4 + 4 + 8 + 32;
         if bytes.len() < header || &bytes[..8] != UPDATE_MAGIC {
             return Err(bad("bad magic or short header"));
         }
         let u32_at =
             |i: usize| u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let mut ledger_id = [0u8; 32];
+        ledger_id.copy_from_slice(&bytes[8..40]);
+        let policy_kind = PolicyKind::from_code(bytes[40]).ok_or(bad("policy kind"))?;
         let mut id = [0u8; 8];
-        id.copy_from_slice(&bytes[8..16]);
+        id.copy_from_slice(&bytes[41..49]);
         let mut round_context = [0u8; 32];
-        round_context.copy_from_slice(&bytes[16..48]);
-        let bits = BitWidth::new(u32_at(48)).map_err(|_| bad("bit width"))?;
-        let count = u64::from(u32_at(52));
+        round_context.copy_from_slice(&bytes[49..81]);
+        let bits = BitWidth::new(u32_at(81)).map_err(|_| bad("bit width"))?;
+        let count = u64::from(u32_at(85));
+        let mut entries = [0u8; 8];
+        entries.copy_from_slice(&bytes[89..97]);
+        let entries = usize::try_from(u64::from_le_bytes(entries)).map_err(|_| bad("anchor"))?;
+        let mut head = [0u8; 32];
+        head.copy_from_slice(&bytes[97..129]);
         if count > Dimension::MAX || (bytes.len() - header) as u64 != 8 * count {
             return Err(bad("length"));
         }
@@ -129,6 +185,9 @@ impl EncodedUpdate {
             values.push(v);
         }
         Ok(Self {
+            ledger_id,
+            anchor: Anchor { entries, head },
+            policy_kind,
             round_id: u64::from_le_bytes(id),
             round_context,
             bits,
@@ -302,10 +361,16 @@ impl DdgCodec {
     /// Draws the round's noise (D samples) under `permit`, which it consumes, from a sampler
     /// the crate builds itself on a fresh OS-seeded stream, of the kind and σ (γ·σ_local) the
     /// ledger charged, and checks the sampler's distance bound against the charged one. Under
-    /// policy `none` the noise is zero. Refuses, before drawing, a permit whose parameters are
-    /// not this codec's (the permit is spent either way: it was a charge).
-    pub fn draw_noise(&self, permit: RoundPermit) -> Result<DrawnNoise, EncodeError> {
-        self.draw(permit, None)
+    /// policy `none` the noise is zero. `expected` is the kind of round the caller means to run:
+    /// a permit charged under another kind (a side ledger under policy `none` where a private
+    /// round is due) is refused, as is, before drawing, a permit whose parameters are not this
+    /// codec's (the permit is spent either way: it was a charge).
+    pub fn draw_noise(
+        &self,
+        permit: RoundPermit,
+        expected: PolicyKind,
+    ) -> Result<DrawnNoise, EncodeError> {
+        self.draw(permit, expected, None)
     }
 
     /// [`Self::draw_noise`] on seeded streams, for tests and test vectors only.
@@ -313,18 +378,29 @@ impl DdgCodec {
     pub fn draw_noise_seeded(
         &self,
         permit: RoundPermit,
+        expected: PolicyKind,
         seeds: crate::entropy::TestSeeds,
     ) -> Result<DrawnNoise, EncodeError> {
-        self.draw(permit, Some(seeds))
+        self.draw(permit, expected, Some(seeds))
     }
 
     fn draw(
         &self,
         permit: RoundPermit,
+        expected: PolicyKind,
         #[cfg_attr(not(any(test, feature = "test-vectors")), allow(unused_variables))]
         seeds: Option<TestSeedsOrNone>,
     ) -> Result<DrawnNoise, EncodeError> {
         let request = *permit.request();
+        // Both the kind the ledger recorded and the noise the permit carries must be the
+        // expected ones: no noiseless draw under a private expectation.
+        let found = match (permit.policy_kind(), permit.noise()) {
+            (PolicyKind::Private, PermitNoise::Gaussian { .. }) => PolicyKind::Private,
+            _ => PolicyKind::NoPrivacy,
+        };
+        if found != expected {
+            return Err(EncodeError::PolicyKindMismatch { expected, found });
+        }
         self.check_request(&request)?;
         let mut values = Zeroizing::new(vec![0i64; self.padded_len()]);
         if let PermitNoise::Gaussian {
@@ -360,9 +436,14 @@ impl DdgCodec {
         #[cfg(not(any(test, feature = "test-vectors")))]
         let rounding = crate::entropy::os_stream()?;
         // The permit is consumed here: it goes out of scope with this call.
+        let permit_ledger_id = &permit.ledger_id().to_owned();
+        let anchor = permit.anchor();
         let _spent = permit;
         Ok(DrawnNoise {
             request,
+            anchor,
+            ledger_id: *permit_ledger_id,
+            policy_kind: found,
             values,
             rounding,
         })
@@ -379,6 +460,9 @@ impl DdgCodec {
         let quantized = self.quantize(update, &mut noise.rounding)?;
         let values = self.wrap(&quantized, &noise.values)?;
         Ok(EncodedUpdate {
+            ledger_id: noise.ledger_id,
+            anchor: noise.anchor,
+            policy_kind: noise.policy_kind,
             round_id: noise.request.round_id,
             round_context: noise.request.round_context,
             bits: self.params.bits,

@@ -87,6 +87,18 @@ pub enum EncodeError {
         /// Which parameter differs.
         what: &'static str,
     },
+    /// The permit was charged under another kind of policy than the one the caller expects
+    /// (for example a permit from a ledger under policy `none` where a private round is due).
+    #[error("the permit was charged under a {found:?} policy, the caller expects {expected:?}")]
+    PolicyKindMismatch {
+        /// What the caller expects.
+        expected: crate::ledger::PolicyKind,
+        /// What the permit or update carries.
+        found: crate::ledger::PolicyKind,
+    },
+    /// The encoded update was charged to another ledger than the one the caller expects.
+    #[error("the encoded update was charged to another ledger")]
+    OtherLedger,
     /// Persisted encoded-update bytes are malformed.
     #[error("persisted encoded update is malformed: {0}")]
     BadPersistedUpdate(&'static str),

@@ -24,8 +24,8 @@
 //!
 //! ```compile_fail
 //! fn reuse(codec: &amalgam_dp::encoding::DdgCodec, permit: amalgam_dp::ledger::RoundPermit) {
-//!     let _first = codec.draw_noise(permit);
-//!     let _second = codec.draw_noise(permit); // use of moved value
+//!     let _first = codec.draw_noise(permit, amalgam_dp::ledger::PolicyKind::Private);
+//!     let _second = codec.draw_noise(permit, amalgam_dp::ledger::PolicyKind::Private); // use of moved value
 //! }
 //! ```
 //!
@@ -35,12 +35,20 @@
 //! }
 //! ```
 //!
-//! An encoded update exists only under a permit: quantizing and wrapping are private.
+//! Outside this crate an encoded update is made only by `DdgCodec::encode` under a permit, or
+//! reloaded by `Ledger::reload_update` from bytes sealed by a key of that ledger for one of its
+//! accepted charges with the same round context: quantizing, wrapping and decoding bytes are
+//! private. (Whoever holds the site's key can still seal bytes of their choosing: the crate
+//! README states what catches that.)
 //!
 //! ```compile_fail
 //! fn noiseless(codec: &amalgam_dp::encoding::DdgCodec, x: &[f64]) {
 //!     let _ = codec.wrap(&[0], &[0]); // private
 //! }
+//! ```
+//!
+//! ```compile_fail
+//! let _ = amalgam_dp::encoding::EncodedUpdate::from_bytes(b"AMDPUPD2"); // private
 //! ```
 //!
 //! A release build offers no way to pick the noise stream, and no caller declares the sampler's
@@ -53,6 +61,15 @@
 //!     rand_chacha::ChaCha20Rng::from_seed([0; 32]), // takes no stream
 //! );
 //! ```
+
+// Seeded (replayable) noise and rounding streams must never reach a release build: the
+// `test-vectors` feature compiles only with debug assertions on (the dev and test profiles) or
+// under `cfg(test)`. A release build that enables it, by any path, fails here.
+#[cfg(all(feature = "test-vectors", not(debug_assertions), not(test)))]
+compile_error!(
+    "amalgam-dp's `test-vectors` feature (seeded noise streams) is for tests only and cannot be \
+     built without debug assertions"
+);
 
 pub mod accountant;
 pub mod encoding;

@@ -224,12 +224,30 @@ impl Dimension {
 /// noise no coalition member knows. Refuses c ≥ m: no honest noise would remain. The ledger
 /// records m and c with every charge and the audit recomputes n_min from them.
 pub fn n_min_for(min_cohort: SiteCount, colluders: u32) -> Result<SiteCount, ParamError> {
+    check_cohort("minimum cohort m", min_cohort)?;
     let honest = min_cohort.get().saturating_sub(colluders);
     SiteCount::new(honest).map_err(|_| ParamError::OutOfRange {
         name: "minimum cohort minus tolerated colluders",
         value: f64::from(min_cohort.get()) - f64::from(colluders),
         rule: ">= 1",
     })
+}
+
+/// Largest cohort (minimum cohort m, or plants contributing noise) a round may name: far above
+/// any consortium of plants, and a bound on the work of the accountant's τ term, which sums
+/// n − 1 terms (an unbounded count would let one request stall the ledger for minutes).
+pub const MAX_COHORT: u32 = 65_535;
+
+/// Refuses a cohort above [`MAX_COHORT`].
+pub fn check_cohort(name: &'static str, n: SiteCount) -> Result<(), ParamError> {
+    if n.get() > MAX_COHORT {
+        return Err(ParamError::OutOfRange {
+            name,
+            value: f64::from(n.get()),
+            rule: "<= 65535",
+        });
+    }
+    Ok(())
 }
 
 /// How many standard deviations of the aggregate must fit in the b-bit range (TFF's `k_stddevs`).

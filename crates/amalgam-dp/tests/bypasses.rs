@@ -6,6 +6,8 @@
 // Test helpers outside #[test] functions may unwrap: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::marker::PhantomData;
 use std::path::Path;
 
@@ -15,7 +17,7 @@ use amalgam_dp::ledger::entry::{
     Accountant, Budget, BudgetPolicy, EntryBody, EntryKind, PolicyError, PrivacyUnit,
 };
 use amalgam_dp::ledger::store::{MAGIC, StoreError, parse};
-use amalgam_dp::ledger::{Ledger, LedgerError, RoundPermit, RoundRequest};
+use amalgam_dp::ledger::{Ledger, LedgerError, PolicyKind, RoundPermit, RoundRequest};
 use amalgam_dp::params::{
     Adjacency, BitWidth, ClipNorm, Delta, Dimension, Distance, Epsilon, Gamma, RoundingBias, Sigma,
     SiteCount,
@@ -55,7 +57,7 @@ fn request(round_id: u64) -> RoundRequest {
 /// Authorizes rounds from `from` until the cap refuses one; returns how many were accepted.
 fn spend_all(ledger: &mut Ledger, from: u64) -> u64 {
     let mut accepted = 0;
-    while ledger.authorize(request(from + accepted)).is_ok() {
+    while common::authorize_in_epoch(ledger, request(from + accepted)).is_ok() {
         accepted += 1;
         assert!(accepted < 10_000, "the cap never refused");
     }
@@ -139,7 +141,7 @@ fn bypass_1_a_looser_policy_at_open_is_refused_and_a_signed_change_is_a_finding(
 
     // The only way on: a signed policy change, which every audit reports.
     let (mut ledger, _) = Ledger::open(&path, key(), policy(2.0, 1e-6)).unwrap();
-    assert!(ledger.authorize(request(accepted)).is_err());
+    assert!(common::authorize_in_epoch(&mut ledger, request(accepted)).is_err());
     ledger.change_policy(policy(2.0, 1e-5)).unwrap();
     let more = spend_all(&mut ledger, accepted + 1);
     let anchor = ledger.anchor();
@@ -153,14 +155,20 @@ fn bypass_1_a_looser_policy_at_open_is_refused_and_a_signed_change_is_a_finding(
     assert_eq!(loosened.len(), 1, "{:?}", report.findings);
     assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
     assert!(more < accepted, "δ 1e-6 → 1e-5 bought {more} more rounds");
-    // Tightening is not a finding.
+    // Tightening is not a loosening; tightening below what was already spent is its own
+    // finding (the cap in force would otherwise read as if it had held).
     let (mut ledger, report) = Ledger::open(&path, key(), policy(2.0, 1e-5)).unwrap();
     assert_eq!(report.findings.len(), 1);
     ledger.change_policy(policy(1.0, 1e-7)).unwrap();
     let anchor = ledger.anchor();
     drop(ledger);
     let report = audit_file(&path, &key().verifying_key(), &[anchor]).unwrap();
-    assert_eq!(report.findings.len(), 1, "{:?}", report.findings);
+    assert_eq!(report.findings.len(), 2, "{:?}", report.findings);
+    assert!(
+        matches!(report.findings[1], Finding::SpentAboveCap { cap, .. } if cap == 1.0),
+        "{:?}",
+        report.findings
+    );
 }
 
 /// Bypass 1 (forged): a policy change written by someone without the key, or a genesis
@@ -170,14 +178,18 @@ fn bypass_1_a_forged_policy_change_does_not_verify() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger");
     let (mut ledger, _) = Ledger::open(&path, key(), policy(2.0, 1e-6)).unwrap();
-    ledger.authorize(request(0)).unwrap();
+    common::authorize_in_epoch(&mut ledger, request(0)).unwrap();
     drop(ledger);
     let mut p = payloads(&path);
     let genesis = EntryBody::from_bytes(&p[0][..p[0].len() - 64]).unwrap();
+    let EntryKind::Genesis { nonce, .. } = genesis.kind else {
+        panic!("not a genesis entry")
+    };
     let mut looser = genesis.clone();
     looser.kind = EntryKind::Genesis {
         key: key().verifying_key().to_bytes(),
         policy: policy(100.0, 1e-5),
+        nonce,
     };
     // The old signature on the edited genesis.
     p[0] = [looser.to_bytes(), p[0][p[0].len() - 64..].to_vec()].concat();
@@ -228,12 +240,12 @@ fn bypass_2_a_permit_is_single_use_and_the_only_way_to_an_encoding() {
         rotation_seed: RotationSeed([3; 32]),
     })
     .unwrap();
-    let permit = ledger.authorize(r).unwrap();
+    let permit = common::authorize_in_epoch(&mut ledger, r).unwrap();
     // The draw takes the permit by value: after it, the permit is gone (using it again does
     // not compile). The round cannot be authorized a second time either.
-    let noise = codec.draw_noise(permit).unwrap();
+    let noise = codec.draw_noise(permit, PolicyKind::Private).unwrap();
     assert!(matches!(
-        ledger.authorize(r),
+        common::authorize_in_epoch(&mut ledger, r),
         Err(LedgerError::RoundAlreadyAccepted(1))
     ));
     let update = codec.encode(noise, &[0.1; 16]).unwrap();
@@ -241,13 +253,17 @@ fn bypass_2_a_permit_is_single_use_and_the_only_way_to_an_encoding() {
     // Policy `none` still goes through a permit, and says so.
     let (mut none, _) =
         Ledger::open(&dir.path().join("none"), key(), BudgetPolicy::no_privacy()).unwrap();
-    let permit = none.authorize(request(1)).unwrap();
+    let permit = common::authorize_in_epoch(&mut none, request(1)).unwrap();
     assert!(permit.epsilon_total().get().is_infinite());
     assert_eq!(permit.scaled_local_sigma(), None);
     let y = codec
-        .encode(codec.draw_noise(permit).unwrap(), &[0.1; 16])
+        .encode(
+            codec.draw_noise(permit, PolicyKind::NoPrivacy).unwrap(),
+            &[0.1; 16],
+        )
         .unwrap();
     assert_eq!(y.values().len(), 16);
+    assert_eq!(y.policy_kind(), PolicyKind::NoPrivacy);
 }
 
 /// Bypass 3: two handles on one ledger file each spending the whole budget.
@@ -271,13 +287,13 @@ fn bypass_3_a_second_handle_is_locked_out_and_writes_underneath_are_refused() {
     // re-reads the tail before appending and refuses.
     let path = dir.path().join("underneath");
     let (mut ledger, _) = Ledger::open(&path, key(), policy(100.0, 1e-6)).unwrap();
-    ledger.authorize(request(10_000)).unwrap();
+    common::authorize_in_epoch(&mut ledger, request(10_000)).unwrap();
     let bytes = std::fs::read(&path).unwrap();
     let p = parse(&bytes).unwrap();
     let last = 4 + p.payloads.last().unwrap().len() + 32;
     std::fs::write(&path, &bytes[..bytes.len() - last]).unwrap();
     assert!(matches!(
-        ledger.authorize(request(10_001)),
+        common::authorize_in_epoch(&mut ledger, request(10_001)),
         Err(LedgerError::Store(StoreError::ChangedUnderneath))
     ));
     // Same length, different last record.
@@ -286,11 +302,11 @@ fn bypass_3_a_second_handle_is_locked_out_and_writes_underneath_are_refused() {
     flipped[n - 40] ^= 1;
     std::fs::write(&path, &flipped).unwrap();
     assert!(matches!(
-        ledger.authorize(request(10_001)),
+        common::authorize_in_epoch(&mut ledger, request(10_001)),
         Err(LedgerError::Store(StoreError::ChangedUnderneath))
     ));
     std::fs::write(&path, &bytes).unwrap();
-    ledger.authorize(request(10_001)).unwrap();
+    common::authorize_in_epoch(&mut ledger, request(10_001)).unwrap();
 }
 
 /// Bypass 4: rolling the ledger back by flipping one bit of a complete last record.
@@ -345,7 +361,7 @@ fn bypass_4_a_bit_flip_in_the_last_record_fails_closed_and_a_cut_is_recorded() {
         Err(LedgerError::BehindAnchor(Finding::AnchorMismatch { .. }))
     ));
     // (Had it charged anyway, the rolled-back round would be accepted again …)
-    let _ = ledger.authorize(request(accepted - 1));
+    let _ = common::authorize_in_epoch(&mut ledger, request(accepted - 1));
     let anchor = ledger.anchor();
     drop(ledger);
     // … and the audit against the published anchor lists both the cut and the recovery.
@@ -400,10 +416,13 @@ fn bypass_5_noise_and_rounding_streams_are_the_crates_own_and_wiped() {
             policy(100.0, 1e-6),
         )
         .unwrap();
-        let permit = l.authorize(r).unwrap();
+        let permit = common::authorize_in_epoch(&mut l, r).unwrap();
         out.push(
             codec
-                .encode(codec.draw_noise(permit).unwrap(), &[0.1; 16])
+                .encode(
+                    codec.draw_noise(permit, PolicyKind::Private).unwrap(),
+                    &[0.1; 16],
+                )
                 .unwrap()
                 .values()
                 .to_vec(),
@@ -426,10 +445,10 @@ fn bypass_6_the_sampler_distance_and_n_min_are_computed_and_recomputed() {
         colluders: 1,
         ..request(0)
     };
-    ledger.authorize(r).unwrap();
+    common::authorize_in_epoch(&mut ledger, r).unwrap();
     drop(ledger);
     let mut p = payloads(&path);
-    let body = EntryBody::from_bytes(&p[1][..p[1].len() - 64]).unwrap();
+    let body = EntryBody::from_bytes(&p[2][..p[2].len() - 64]).unwrap();
     let EntryKind::Charge(charge) = &body.kind else {
         panic!("not a charge")
     };
@@ -459,7 +478,7 @@ fn bypass_6_the_sampler_distance_and_n_min_are_computed_and_recomputed() {
         if let EntryKind::Charge(c) = &mut forged.kind {
             edit(c);
         }
-        p[1] = signed(&forged, &key());
+        p[2] = signed(&forged, &key());
         let f = audit_bytes(&reframe(&p), &key().verifying_key(), &[])
             .unwrap()
             .findings;
@@ -478,7 +497,9 @@ fn key_rotation_epochs_and_manifest_binding() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger");
     let (mut ledger, _) = Ledger::open(&path, key(), policy(100.0, 1e-6)).unwrap();
-    ledger.record_epoch([0x11; 32], 1).unwrap();
+    ledger
+        .record_epoch([0x11; 32], 1, common::params_of(&request(0)))
+        .unwrap();
     ledger.authorize(request(0)).unwrap();
     assert!(matches!(
         ledger.authorize(RoundRequest {
@@ -488,12 +509,12 @@ fn key_rotation_epochs_and_manifest_binding() {
         Err(LedgerError::ManifestMismatch)
     ));
     assert!(matches!(
-        ledger.record_epoch([0x22; 32], 0),
+        ledger.record_epoch([0x22; 32], 0, common::params_of(&request(0))),
         Err(LedgerError::EpochRegressed { .. })
     ));
     let second = SigningKey::from_bytes(&[22; 32]);
     ledger.rotate_key(second.clone()).unwrap();
-    ledger.authorize(request(1)).unwrap();
+    common::authorize_in_epoch(&mut ledger, request(1)).unwrap();
     let anchor = ledger.anchor();
     drop(ledger);
     for trusted in [key(), second.clone()] {
@@ -539,7 +560,7 @@ fn bypass_4_a_recreated_ledger_is_behind_its_published_anchor() {
         fresh.check_anchor(&published),
         Err(LedgerError::BehindAnchor(_))
     ));
-    fresh.authorize(request(0)).unwrap();
+    common::authorize_in_epoch(&mut fresh, request(0)).unwrap();
     let anchor = fresh.anchor();
     drop(fresh);
     let report = audit_file(&path, &key().verifying_key(), &[published, anchor]).unwrap();
@@ -560,7 +581,7 @@ fn a_refused_open_does_not_cut_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger");
     let (mut ledger, _) = Ledger::open(&path, key(), policy(2.0, 1e-6)).unwrap();
-    ledger.authorize(request(0)).unwrap();
+    common::authorize_in_epoch(&mut ledger, request(0)).unwrap();
     drop(ledger);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();

@@ -5,12 +5,16 @@
 // Test helpers outside #[test] functions may unwrap: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 
 use amalgam_dp::encoding::{DdgCodec, EncodedUpdate, EncodingParams, clip_l2};
 use amalgam_dp::entropy::TestSeeds;
 use amalgam_dp::error::EncodeError;
-use amalgam_dp::ledger::{BudgetPolicy, Ledger, RoundPermit, RoundRequest};
+use amalgam_dp::ledger::{
+    BudgetPolicy, Ledger, LedgerError, PolicyKind, RoundPermit, RoundRequest,
+};
 use amalgam_dp::params::{
     BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, OverflowMargin, RoundingBias, Sigma,
     SiteCount,
@@ -92,9 +96,7 @@ fn request(
 
 /// A permit under policy `none` (no noise) for round `round_id`.
 fn noiseless_permit(ledger: &mut Ledger, p: &EncodingParams, round_id: u64) -> RoundPermit {
-    ledger
-        .authorize(request(p, round_id, 1.0, 1, SamplerKind::Fast))
-        .unwrap()
+    common::authorize_in_epoch(ledger, request(p, round_id, 1.0, 1, SamplerKind::Fast)).unwrap()
 }
 
 /// The noiseless encoding of `x` through a fresh policy-`none` permit.
@@ -110,7 +112,7 @@ fn encode_noiseless(
         noise: [0; 32],
         rounding: [rounding_seed; 32],
     };
-    let noise = codec.draw_noise_seeded(permit, seeds)?;
+    let noise = codec.draw_noise_seeded(permit, PolicyKind::NoPrivacy, seeds)?;
     codec.encode(noise, x)
 }
 
@@ -164,9 +166,9 @@ fn sum_of_plants_decodes_to_the_sum_of_clipped_updates_plus_the_noise() {
     for site in 0..n {
         // Each plant has its own ledger and its own permit.
         let mut l = ledger(&dir.path().join(format!("site-{site}")), private_policy());
-        let permit = l
-            .authorize(request(&p, 1, local_sigma, n, SamplerKind::Fast))
-            .unwrap();
+        let permit =
+            common::authorize_in_epoch(&mut l, request(&p, 1, local_sigma, n, SamplerKind::Fast))
+                .unwrap();
         assert_eq!(permit.scaled_local_sigma(), Some(scaled));
         let x = random_update(&mut rng, dim);
         clip_l2(&x, p.clip)
@@ -178,7 +180,12 @@ fn sum_of_plants_decodes_to_the_sum_of_clipped_updates_plus_the_noise() {
             rounding: [200 + site as u8; 32],
         };
         let y = codec
-            .encode(codec.draw_noise_seeded(permit, seeds).unwrap(), &x)
+            .encode(
+                codec
+                    .draw_noise_seeded(permit, PolicyKind::Private, seeds)
+                    .unwrap(),
+                &x,
+            )
             .unwrap();
         assert!(y.values().iter().all(|&v| v < modulus));
         aggregate
@@ -313,11 +320,10 @@ fn noise_is_refused_without_a_matching_permit() {
     let mut l = ledger(&dir.path().join("l"), private_policy());
     // Codec built with another γ than the charged round.
     let other = DdgCodec::new(params(16, 50.0, 20)).unwrap();
-    let permit = l
-        .authorize(request(&p, 1, 0.05, 3, SamplerKind::Exact))
-        .unwrap();
+    let permit =
+        common::authorize_in_epoch(&mut l, request(&p, 1, 0.05, 3, SamplerKind::Exact)).unwrap();
     assert_eq!(
-        other.draw_noise(permit).err(),
+        other.draw_noise(permit, PolicyKind::Private).err(),
         Some(EncodeError::PermitMismatch {
             what: "scale factor"
         })
@@ -325,15 +331,16 @@ fn noise_is_refused_without_a_matching_permit() {
     // The charged round is spent even though the draw was refused: a second permit for the
     // same round is not issued.
     assert!(
-        l.authorize(request(&p, 1, 0.05, 3, SamplerKind::Exact))
-            .is_err()
+        common::authorize_in_epoch(&mut l, request(&p, 1, 0.05, 3, SamplerKind::Exact)).is_err()
     );
     let codec = DdgCodec::new(p).unwrap();
-    let permit = l
-        .authorize(request(&p, 2, 0.05, 3, SamplerKind::Exact))
-        .unwrap();
+    let permit =
+        common::authorize_in_epoch(&mut l, request(&p, 2, 0.05, 3, SamplerKind::Exact)).unwrap();
     let y = codec
-        .encode(codec.draw_noise(permit).unwrap(), &[0.1; 16])
+        .encode(
+            codec.draw_noise(permit, PolicyKind::Private).unwrap(),
+            &[0.1; 16],
+        )
         .unwrap();
     assert_eq!(y.values().len(), 16);
     assert_eq!(y.round_id(), 2);
@@ -345,24 +352,26 @@ fn the_encoded_update_persists_and_restores_exactly_and_strictly() {
     let p = params(16, 100.0, 20);
     let codec = DdgCodec::new(p).unwrap();
     let mut l = ledger(&dir.path().join("l"), private_policy());
-    let permit = l
-        .authorize(request(&p, 7, 0.5, 3, SamplerKind::Fast))
-        .unwrap();
+    let permit =
+        common::authorize_in_epoch(&mut l, request(&p, 7, 0.5, 3, SamplerKind::Fast)).unwrap();
     // Drawn while "training", encoded once the update is ready.
-    let noise = codec.draw_noise(permit).unwrap();
+    let noise = codec.draw_noise(permit, PolicyKind::Private).unwrap();
     let y = codec.encode(noise, &[0.2; 16]).unwrap();
-    let bytes = y.to_bytes();
-    let back = EncodedUpdate::from_bytes(&bytes).unwrap();
+    let bytes = l.seal_update(&y).unwrap();
+    let back = l.reload_update(&bytes).unwrap();
     assert_eq!(back.values(), y.values());
     assert_eq!((back.round_id(), back.round_context()), (7, &[7u8; 32]));
+    assert_eq!(back.ledger_id(), &l.ledger_id());
     for cut in 0..bytes.len() {
+        assert!(l.reload_update(&bytes[..cut]).is_err(), "cut {cut}");
+    }
+    // A value ≥ 2^b, or any other flipped bit, breaks the seal.
+    for i in [0, 8, 40, 41, 49, 81, 89, bytes.len() - 65, bytes.len() - 1] {
+        let mut flipped = bytes.to_vec();
+        flipped[i] ^= 0x80;
         assert!(
-            EncodedUpdate::from_bytes(&bytes[..cut]).is_err(),
-            "cut {cut}"
+            matches!(l.reload_update(&flipped), Err(LedgerError::BadUpdateSeal)),
+            "byte {i}"
         );
     }
-    let mut big = bytes.to_vec();
-    let n = big.len();
-    big[n - 1] = 0xff; // a value ≥ 2^b
-    assert!(EncodedUpdate::from_bytes(&big).is_err());
 }

@@ -3,6 +3,8 @@
 // Test helpers outside #[test] functions may unwrap: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::Path;
 
 use amalgam_dp::ledger::audit::{AuditReport, Finding, audit_bytes, audit_file, entry_hash};
@@ -50,7 +52,7 @@ fn open(path: &Path, cap: f64) -> Ledger {
 fn ledger_with_rounds(path: &Path, rounds: u64) {
     let mut ledger = open(path, 100.0);
     for r in 0..rounds {
-        ledger.authorize(request(r)).unwrap();
+        common::authorize_in_epoch(&mut ledger, request(r)).unwrap();
     }
 }
 
@@ -70,7 +72,7 @@ fn rounds_are_refused_before_the_cap_is_crossed_with_the_numbers() {
     let mut ledger = open(&path, 2.0);
     let mut accepted = 0;
     let err = loop {
-        match ledger.authorize(request(accepted)) {
+        match common::authorize_in_epoch(&mut ledger, request(accepted)) {
             Ok(permit) => {
                 assert!(permit.epsilon_total().get() <= 2.0);
                 accepted += 1;
@@ -92,11 +94,11 @@ fn rounds_are_refused_before_the_cap_is_crossed_with_the_numbers() {
     let anchor = ledger.anchor();
     // The refusal spent nothing and was recorded; the same round is refused again.
     assert!(matches!(
-        ledger.authorize(request(accepted)),
+        common::authorize_in_epoch(&mut ledger, request(accepted)),
         Err(LedgerError::BudgetExceeded { .. })
     ));
     assert!(matches!(
-        ledger.authorize(request(0)),
+        common::authorize_in_epoch(&mut ledger, request(0)),
         Err(LedgerError::RoundAlreadyAccepted(0))
     ));
     drop(ledger);
@@ -113,15 +115,15 @@ fn totals_survive_reopening() {
     let path = dir.path().join("ledger");
     ledger_with_rounds(&path, 3);
     let (mut ledger, report) = Ledger::open(&path, key(), policy(100.0)).unwrap();
-    assert_eq!(report.entries, 4);
+    assert_eq!(report.entries, 5);
     assert_eq!(report.torn_bytes, None);
     let before = ledger.spent().unwrap().get();
     assert!(before > 0.0);
     assert!(matches!(
-        ledger.authorize(request(2)),
+        common::authorize_in_epoch(&mut ledger, request(2)),
         Err(LedgerError::RoundAlreadyAccepted(2))
     ));
-    ledger.authorize(request(3)).unwrap();
+    common::authorize_in_epoch(&mut ledger, request(3)).unwrap();
     assert!(ledger.spent().unwrap().get() > before);
     // Another site's key cannot open (or extend) this ledger.
     drop(ledger);
@@ -139,7 +141,7 @@ fn truncation_at_every_offset_of_the_last_record_is_recovered() {
     ledger_with_rounds(&path, 3);
     let full = std::fs::read(&path).unwrap();
     let parsed = parse(&full).unwrap();
-    let last_len = 4 + parsed.payloads[3].len() + 32;
+    let last_len = 4 + parsed.payloads[4].len() + 32;
     let last_start = full.len() - last_len;
     for cut in last_start..full.len() {
         let torn = dir.path().join(format!("torn-{cut}"));
@@ -153,19 +155,20 @@ fn truncation_at_every_offset_of_the_last_record_is_recovered() {
         // The cut is itself recorded: a recovery entry replaces the torn bytes.
         assert_eq!(
             report.entries,
-            if expected_torn > 0 { 4 } else { 3 },
+            if expected_torn > 0 { 5 } else { 4 },
             "cut {cut}"
         );
         // The lost round can be authorized again and the ledger verifies, listing the
         // recovery (sampled: each authorization fsyncs).
         if (cut - last_start).is_multiple_of(16) || cut + 1 == full.len() {
-            ledger.authorize(request(2)).unwrap();
+            common::authorize_in_epoch(&mut ledger, request(2)).unwrap();
             drop(ledger);
             let report = audit_unanchored(&torn, &key().verifying_key());
             assert!(clean_unanchored(&report), "{:?}", report.findings);
+            // The epoch, and the recovery when bytes were cut.
             assert_eq!(
                 report.events.len(),
-                usize::from(expected_torn > 0),
+                1 + usize::from(expected_torn > 0),
                 "{:?}",
                 report.events
             );
@@ -227,34 +230,21 @@ fn audit_detects_edited_deleted_reordered_and_foreign_signed_entries() {
         &audit_bytes(&reframe(&payloads), &vk, &[]).unwrap()
     ));
 
-    // Edited: σ raised in entry 1 without re-signing.
+    // Edited: σ raised in entry 2 (the first charge, after the epoch) without re-signing.
     let mut edited = payloads.clone();
-    let mut b = body(&edited[1]);
+    let mut b = body(&edited[2]);
     edit_charge(&mut b, |c| {
         c.request.local_sigma = Sigma::new(50.0).unwrap()
     });
-    let sig = edited[1][edited[1].len() - 64..].to_vec();
-    edited[1] = [b.to_bytes(), sig].concat();
+    let sig = edited[2][edited[2].len() - 64..].to_vec();
+    edited[2] = [b.to_bytes(), sig].concat();
     let f = findings(&reframe(&edited), &vk);
-    assert!(f.contains(&Finding::BadSignature { index: 1 }), "{f:?}");
+    assert!(f.contains(&Finding::BadSignature { index: 2 }), "{f:?}");
 
-    // Deleted: entry 1 removed.
+    // Deleted: entry 2 removed.
     let mut deleted = payloads.clone();
-    deleted.remove(1);
+    deleted.remove(2);
     let f = findings(&reframe(&deleted), &vk);
-    assert!(f.contains(&Finding::BrokenChain { index: 1 }), "{f:?}");
-    assert!(
-        f.contains(&Finding::SequenceMismatch {
-            index: 1,
-            recorded: 2
-        }),
-        "{f:?}"
-    );
-
-    // Reordered: entries 2 and 3 swapped.
-    let mut reordered = payloads.clone();
-    reordered.swap(2, 3);
-    let f = findings(&reframe(&reordered), &vk);
     assert!(f.contains(&Finding::BrokenChain { index: 2 }), "{f:?}");
     assert!(
         f.contains(&Finding::SequenceMismatch {
@@ -264,15 +254,28 @@ fn audit_detects_edited_deleted_reordered_and_foreign_signed_entries() {
         "{f:?}"
     );
 
-    // Foreign-signed: entry 3 rewritten (smaller ε) and signed by another key, chain intact.
+    // Reordered: entries 3 and 4 swapped.
+    let mut reordered = payloads.clone();
+    reordered.swap(3, 4);
+    let f = findings(&reframe(&reordered), &vk);
+    assert!(f.contains(&Finding::BrokenChain { index: 3 }), "{f:?}");
+    assert!(
+        f.contains(&Finding::SequenceMismatch {
+            index: 3,
+            recorded: 4
+        }),
+        "{f:?}"
+    );
+
+    // Foreign-signed: entry 4 rewritten (smaller ε) and signed by another key, chain intact.
     let mut foreign = payloads.clone();
-    let mut b = body(&foreign[3]);
+    let mut b = body(&foreign[4]);
     edit_charge(&mut b, |c| {
         c.epsilon_total = EpsilonTotal::new(0.1).unwrap()
     });
-    foreign[3] = sign(&b, &SigningKey::from_bytes(&[9; 32]));
+    foreign[4] = sign(&b, &SigningKey::from_bytes(&[9; 32]));
     let f = findings(&reframe(&foreign), &vk);
-    assert!(f.contains(&Finding::BadSignature { index: 3 }), "{f:?}");
+    assert!(f.contains(&Finding::BadSignature { index: 4 }), "{f:?}");
 }
 
 #[test]
@@ -285,17 +288,17 @@ fn audit_recomputes_totals_instead_of_trusting_them() {
     let honest = audit_bytes(&reframe(&payloads), &vk, &[]).unwrap();
     // The site itself understates its spend in a validly signed, correctly chained entry.
     let mut lying = payloads.clone();
-    let mut b = body(&lying[2]);
+    let mut b = body(&lying[3]);
     edit_charge(&mut b, |c| {
         c.rho_total = c.rho_round;
         c.epsilon_total = EpsilonTotal::new(0.5).unwrap();
     });
-    lying[2] = sign(&b, &key());
+    lying[3] = sign(&b, &key());
     let report = audit_bytes(&reframe(&lying), &vk, &[]).unwrap();
     assert!(report.findings.iter().any(|f| matches!(
         f,
         Finding::ValueMismatch {
-            index: 2,
+            index: 3,
             field: "rho_total",
             ..
         }
@@ -303,16 +306,16 @@ fn audit_recomputes_totals_instead_of_trusting_them() {
     assert!(report.findings.iter().any(|f| matches!(
         f,
         Finding::ValueMismatch {
-            index: 2,
+            index: 3,
             field: "epsilon_total",
             ..
         }
     )));
     // The audit's own totals are the honest ones, not the recorded lie.
     assert!((report.epsilon_total - honest.epsilon_total).abs() < 1e-12);
-    assert_eq!(honest.head, hex::encode(entry_hash(&payloads[3])));
+    assert_eq!(honest.head, hex::encode(entry_hash(&payloads[4])));
     assert!(matches!(
-        body(&payloads[2]).kind,
+        body(&payloads[3]).kind,
         EntryKind::Charge(ref c) if c.decision == Decision::Accepted
     ));
 }
@@ -341,9 +344,14 @@ fn inconsistent_requests_are_refused_without_an_entry() {
         n_cohort: SiteCount::new(3).unwrap(),
         ..request(0)
     };
+    common::enter_epoch_of(&mut ledger, &request(0));
     assert!(matches!(
         ledger.authorize(bad),
-        Err(LedgerError::Account(_))
+        Err(LedgerError::RoundParamsMismatch { field: "n_cohort" })
+    ));
+    assert!(matches!(
+        ledger.record_epoch([0x11; 32], 1, common::params_of(&bad)),
+        Err(LedgerError::Param(_))
     ));
     // No honest noise left: every colluder tolerated is a plant whose share is known.
     let all_colluding = RoundRequest {
@@ -351,13 +359,13 @@ fn inconsistent_requests_are_refused_without_an_entry() {
         ..request(0)
     };
     assert!(matches!(
-        ledger.authorize(all_colluding),
-        Err(LedgerError::Account(_))
+        ledger.record_epoch([0x11; 32], 1, common::params_of(&all_colluding)),
+        Err(LedgerError::Param(_))
     ));
-    ledger.authorize(request(0)).unwrap();
+    common::authorize_in_epoch(&mut ledger, request(0)).unwrap();
     drop(ledger);
     let report = audit_unanchored(&path, &key().verifying_key());
-    assert_eq!((report.entries, report.accepted), (2, 1));
+    assert_eq!((report.entries, report.accepted), (3, 1));
 }
 
 #[test]
@@ -371,7 +379,7 @@ fn anchors_reveal_truncation_and_rewritten_history() {
     let payloads = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
     let report = audit_bytes(&reframe(&payloads), &vk, &[]).unwrap();
     let anchor = Anchor::of(&report).unwrap();
-    assert_eq!(anchor.entries, 4);
+    assert_eq!(anchor.entries, 5);
     assert_eq!(Anchor::parse(&anchor.to_string()), Ok(anchor));
     let genesis_only = Anchor {
         entries: 1,
@@ -381,13 +389,13 @@ fn anchors_reveal_truncation_and_rewritten_history() {
     // The ledger grew after the anchor was published: still clean.
     ledger_with_rounds_from(&path, 3, 5);
     let grown = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
-    assert_eq!(grown.len(), 6);
+    assert_eq!(grown.len(), 7);
     let report = audit_bytes(&reframe(&grown), &vk, &[genesis_only, anchor]).unwrap();
     assert!(report.is_clean(), "{:?}", report.findings);
     assert_eq!(report.anchors_checked, 2);
 
     // The last entry cut off: only the anchor shows it.
-    let cut = &payloads[..3];
+    let cut = &payloads[..4];
     assert!(clean_unanchored(
         &audit_bytes(&reframe(cut), &vk, &[]).unwrap()
     ));
@@ -395,23 +403,23 @@ fn anchors_reveal_truncation_and_rewritten_history() {
     assert_eq!(
         f,
         vec![Finding::Truncated {
-            anchored: 4,
-            present: 3
+            anchored: 5,
+            present: 4
         }]
     );
 
-    // History rewritten and re-signed by the site's own key (a smaller ε in entry 3, chain
+    // History rewritten and re-signed by the site's own key (a smaller ε in entry 4, chain
     // intact): only the anchor can tell.
     let mut rewritten = payloads.clone();
-    let mut b = body(&rewritten[3]);
+    let mut b = body(&rewritten[4]);
     edit_charge(&mut b, |c| {
         c.epsilon_total = EpsilonTotal::new(c.epsilon_total.get() * 0.5).unwrap()
     });
-    rewritten[3] = sign(&b, &key());
+    rewritten[4] = sign(&b, &key());
     let f = audit_bytes(&reframe(&rewritten), &vk, &[anchor])
         .unwrap()
         .findings;
-    assert!(f.contains(&Finding::AnchorMismatch { index: 3 }), "{f:?}");
+    assert!(f.contains(&Finding::AnchorMismatch { index: 4 }), "{f:?}");
 
     assert_eq!(Anchor::parse("3"), Err(AnchorParseError::Form));
     assert_eq!(Anchor::parse("x:00"), Err(AnchorParseError::Entries));
@@ -422,6 +430,6 @@ fn anchors_reveal_truncation_and_rewritten_history() {
 fn ledger_with_rounds_from(path: &Path, from: u64, to: u64) {
     let mut ledger = open(path, 100.0);
     for r in from..to {
-        ledger.authorize(request(r)).unwrap();
+        common::authorize_in_epoch(&mut ledger, request(r)).unwrap();
     }
 }

@@ -8,6 +8,8 @@
 // Test helpers outside #[test] functions may unwrap: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -57,7 +59,7 @@ fn run_writer(path: &Path) {
     let (mut ledger, _) = Ledger::open(path, key(), policy()).unwrap();
     loop {
         let next = ledger.anchor().entries as u64;
-        ledger.authorize(request(next)).unwrap();
+        common::authorize_in_epoch(&mut ledger, request(next)).unwrap();
         println!("acked {next}");
     }
 }

@@ -8,18 +8,18 @@
 //! one the file cannot show entries cut off its end, so an audit with no anchor reports
 //! [`Finding::Unanchored`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::LedgerError;
 use super::entry::{
     Budget, BudgetPolicy, Charge, Decision, EntryBody, EntryKind, EpsilonTotal, RoundRequest,
 };
 use super::store::{self, StoreError};
+use super::{EpochInForce, LedgerError};
 use crate::accountant::{RoundPrivacy, compose, epsilon_at, round_rho};
 use crate::error::AccountError;
 use crate::params::{Delta, Distance, Rho, Sigma, SiteCount, n_min_for};
@@ -116,6 +116,17 @@ pub enum Finding {
         /// Entry position.
         index: usize,
     },
+    /// A policy change set a cap below the ε already spent (recomputed at the new δ): the
+    /// ledger can accept no further round, but the spend on record is above the cap the
+    /// compliance reader sees in force.
+    SpentAboveCap {
+        /// Entry position of the policy change.
+        index: usize,
+        /// Recomputed ε spent before it, at its δ.
+        epsilon: f64,
+        /// The cap it put in force.
+        cap: f64,
+    },
     /// An epoch entry goes back to an earlier epoch.
     EpochRegressed {
         /// Entry position.
@@ -125,6 +136,19 @@ pub enum Finding {
     ManifestMismatch {
         /// Entry position.
         index: usize,
+    },
+    /// A charge recorded before any epoch entry put the consortium's round parameters in
+    /// force: its parameters are the site's own word.
+    ChargeBeforeEpoch {
+        /// Entry position.
+        index: usize,
+    },
+    /// A charge's round parameters differ from those the epoch in force records.
+    RoundParamsMismatch {
+        /// Entry position.
+        index: usize,
+        /// The first differing parameter.
+        field: &'static str,
     },
     /// A round id was accepted twice.
     DuplicateRound {
@@ -160,6 +184,13 @@ pub enum Finding {
         /// The cap in force.
         cap: f64,
     },
+    /// A round published with the site's upload (its post-charge anchor) has no accepted
+    /// charge in this ledger at the anchored position: the charge was cut off and the round
+    /// re-charged or dropped, or the upload came from another ledger.
+    PublishedRoundNotCharged {
+        /// The published round id.
+        round_id: u64,
+    },
     /// No anchor was given: entries cut off the end of the file cannot be ruled out.
     Unanchored,
     /// The ledger has fewer entries than an anchor published earlier: entries (and the ε they
@@ -185,7 +216,10 @@ impl Finding {
     pub fn is_compliance_only(&self) -> bool {
         matches!(
             self,
-            Finding::PolicyLoosened { .. } | Finding::OldKeyLost { .. } | Finding::Unanchored
+            Finding::PolicyLoosened { .. }
+                | Finding::SpentAboveCap { .. }
+                | Finding::OldKeyLost { .. }
+                | Finding::Unanchored
         )
     }
 }
@@ -210,12 +244,17 @@ pub enum Event {
         /// Entry position.
         index: usize,
     },
-    /// A consortium manifest and epoch came into force.
+    /// A consortium manifest, epoch and round parameters came into force (compare them with
+    /// the published manifest).
     Epoch {
         /// Entry position.
         index: usize,
         /// The epoch.
         epoch: u64,
+        /// The manifest digest, hex.
+        manifest_digest: String,
+        /// The round parameters charges of the epoch must name.
+        params: super::entry::RoundParams,
     },
 }
 
@@ -274,6 +313,28 @@ impl core::fmt::Display for Anchor {
     }
 }
 
+/// A round as the aggregator published it: the round id and the ledger anchor the site's
+/// signed upload carried (the anchor right after the round's charge, from
+/// [`crate::ledger::RoundPermit::anchor`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedRound {
+    /// The round id.
+    pub round_id: u64,
+    /// The anchor just after its charge.
+    pub anchor: Anchor,
+}
+
+impl PublishedRound {
+    /// Parses `ROUND=ENTRIES:HEX_HEAD`.
+    pub fn parse(text: &str) -> Result<Self, AnchorParseError> {
+        let (round, anchor) = text.trim().split_once('=').ok_or(AnchorParseError::Form)?;
+        Ok(Self {
+            round_id: round.parse().map_err(|_| AnchorParseError::Round)?,
+            anchor: Anchor::parse(anchor)?,
+        })
+    }
+}
+
 /// Why an anchor's text was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AnchorParseError {
@@ -286,6 +347,21 @@ pub enum AnchorParseError {
     /// The head is not 64 hex digits.
     #[error("a ledger anchor's head is not 64 hex digits")]
     Head,
+    /// A published round's id is not a non-negative integer.
+    #[error("a published round is ROUND=ENTRIES:HEX_HEAD with ROUND a non-negative integer")]
+    Round,
+}
+
+/// One policy the ledger was under: the genesis policy or a policy change, with the ε spent
+/// when it came into force (recomputed, at its δ).
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyRecord {
+    /// Entry position (0 for the genesis policy).
+    pub index: usize,
+    /// The policy.
+    pub policy: BudgetPolicy,
+    /// ε spent by the accepted rounds before it, at its δ (+∞ without privacy).
+    pub epsilon_spent_before: f64,
 }
 
 /// The result of an audit.
@@ -301,6 +377,8 @@ pub struct AuditReport {
     pub head: String,
     /// The policy in force after the last entry.
     pub policy: Option<BudgetPolicy>,
+    /// The genesis policy and every policy change, in order.
+    pub policies: Vec<PolicyRecord>,
     /// Recomputed ρ of all accepted rounds that ran with noise.
     pub rho_total: f64,
     /// Recomputed ε of all accepted rounds at the policy's δ (+∞: no differential privacy).
@@ -380,6 +458,7 @@ pub(crate) fn account(
     distances: &mut BTreeMap<(u8, u64), Distance>,
 ) -> Result<Accounted, AccountError> {
     let n_min = n_min_for(r.min_cohort, r.colluders)?;
+    crate::params::check_cohort("cohort size n_cohort", r.n_cohort)?;
     if r.n_cohort < n_min {
         return Err(crate::error::ParamError::OutOfRange {
             name: "cohort size n_cohort",
@@ -459,8 +538,11 @@ pub(crate) struct Replay {
     /// Every key that signed the genesis or was rotated to.
     pub keys: Vec<VerifyingKey>,
     pub hashes: Vec<[u8; 32]>,
-    pub accepted_rounds: BTreeSet<u64>,
-    pub manifest: Option<([u8; 32], u64)>,
+    /// Accepted round ids and the round context each was charged under.
+    pub accepted_rounds: BTreeMap<u64, [u8; 32]>,
+    /// Entry position of each accepted round's charge.
+    pub charge_index: BTreeMap<u64, usize>,
+    pub manifest: Option<EpochInForce>,
     pub distances: BTreeMap<(u8, u64), Distance>,
 }
 
@@ -473,10 +555,12 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
     let mut key: Option<VerifyingKey> = None;
     let mut keys = Vec::new();
     let mut policy: Option<BudgetPolicy> = None;
+    let mut policies = Vec::new();
     let mut totals = Totals::EMPTY;
     let mut hashes: Vec<[u8; 32]> = Vec::with_capacity(payloads.len());
-    let mut accepted_rounds = BTreeSet::new();
-    let mut manifest: Option<([u8; 32], u64)> = None;
+    let mut accepted_rounds = BTreeMap::new();
+    let mut charge_index = BTreeMap::new();
+    let mut manifest: Option<EpochInForce> = None;
     let mut distances = BTreeMap::new();
     let (mut accepted, mut refused) = (0, 0);
     for (index, payload) in payloads.iter().enumerate() {
@@ -554,6 +638,11 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
                 key = signer;
                 keys.extend(signer);
                 policy = Some(*p);
+                policies.push(PolicyRecord {
+                    index,
+                    policy: *p,
+                    epsilon_spent_before: 0.0,
+                });
             }
             EntryKind::PolicyChange(p) => {
                 if let Err(e) = p.validate() {
@@ -573,7 +662,25 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
                         findings.push(Finding::PolicyLoosened { index });
                     }
                 }
+                let spent = totals
+                    .epsilon(p.delta())
+                    .map(EpsilonTotal::get)
+                    .unwrap_or(f64::INFINITY);
+                if let Budget::Capped { epsilon_cap, .. } = p.budget
+                    && spent > epsilon_cap.get()
+                {
+                    findings.push(Finding::SpentAboveCap {
+                        index,
+                        epsilon: spent,
+                        cap: epsilon_cap.get(),
+                    });
+                }
                 events.push(Event::PolicyChanged { index });
+                policies.push(PolicyRecord {
+                    index,
+                    policy: *p,
+                    epsilon_spent_before: spent,
+                });
                 policy = Some(*p);
             }
             EntryKind::KeyRotation {
@@ -598,15 +705,28 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
             EntryKind::Epoch {
                 manifest_digest,
                 epoch,
+                params,
             } => {
-                if manifest.is_some_and(|(_, e)| *epoch < e) {
+                if manifest.is_some_and(|m| *epoch < m.epoch) {
                     findings.push(Finding::EpochRegressed { index });
+                }
+                if let Err(e) = params.validate() {
+                    findings.push(Finding::Unaccountable {
+                        index,
+                        reason: e.to_string(),
+                    });
                 }
                 events.push(Event::Epoch {
                     index,
                     epoch: *epoch,
+                    manifest_digest: hex::encode(manifest_digest),
+                    params: *params,
                 });
-                manifest = Some((*manifest_digest, *epoch));
+                manifest = Some(EpochInForce {
+                    manifest_digest: *manifest_digest,
+                    epoch: *epoch,
+                    params: *params,
+                });
             }
             EntryKind::Recovery { dropped_bytes, .. } => {
                 events.push(Event::Recovered {
@@ -618,8 +738,13 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
                 let Some(p) = policy else {
                     continue;
                 };
-                if manifest.is_some_and(|(d, _)| d != charge.request.manifest_digest) {
-                    findings.push(Finding::ManifestMismatch { index });
+                match manifest.as_ref().map(|m| m.refuses(&charge.request)) {
+                    None => findings.push(Finding::ChargeBeforeEpoch { index }),
+                    Some(None) => {}
+                    Some(Some(LedgerError::RoundParamsMismatch { field })) => {
+                        findings.push(Finding::RoundParamsMismatch { index, field });
+                    }
+                    Some(Some(_)) => findings.push(Finding::ManifestMismatch { index }),
                 }
                 match replay_charge(index, charge, &p, &totals, &mut distances, &mut findings) {
                     Some(after) => totals = after,
@@ -628,7 +753,11 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
                 match charge.decision {
                     Decision::Accepted => {
                         accepted += 1;
-                        if !accepted_rounds.insert(charge.request.round_id) {
+                        charge_index.insert(charge.request.round_id, index);
+                        if accepted_rounds
+                            .insert(charge.request.round_id, charge.request.round_context)
+                            .is_some()
+                        {
                             findings.push(Finding::DuplicateRound {
                                 index,
                                 round_id: charge.request.round_id,
@@ -651,6 +780,7 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
         refused,
         head: hex::encode(hashes.last().copied().unwrap_or([0; 32])),
         policy,
+        policies,
         rho_total: totals.rho.get(),
         epsilon_total,
         private: !totals.unbounded && delta.is_some(),
@@ -667,6 +797,7 @@ pub(crate) fn replay(payloads: &[Vec<u8>], torn_bytes: Option<u64>) -> Replay {
         keys,
         hashes,
         accepted_rounds,
+        charge_index,
         manifest,
         distances,
     }
@@ -748,26 +879,7 @@ pub fn audit_bytes(
     key: &VerifyingKey,
     anchors: &[Anchor],
 ) -> Result<AuditReport, LedgerError> {
-    let (parsed, corrupt) = match store::parse(bytes) {
-        Ok(parsed) => (parsed, None),
-        Err(StoreError::Corrupt { offset, reason }) => {
-            // Everything before the damaged record is still audited.
-            let prefix = bytes.get(..offset as usize).unwrap_or(&[]);
-            (store::parse(prefix)?, Some((offset, reason)))
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut report = anchored_report(&parsed, key, anchors);
-    if let Some((offset, reason)) = corrupt {
-        report.findings.insert(
-            0,
-            Finding::CorruptRecord {
-                offset,
-                reason: reason.into(),
-            },
-        );
-    }
-    Ok(report)
+    audit_published(bytes, key, anchors, &[])
 }
 
 /// [`audit_bytes`] on a file, read-only (it does not take the ledger's lock, so it can audit a
@@ -781,18 +893,63 @@ pub fn audit_file(
     audit_bytes(&bytes, key, anchors)
 }
 
-fn anchored_report(parsed: &store::Parsed, key: &VerifyingKey, anchors: &[Anchor]) -> AuditReport {
+/// [`audit_bytes`] with the rounds the aggregator published (round id and the post-charge
+/// anchor from the site's signed upload): each anchor is checked like any other, and a round
+/// with no accepted charge at its anchored position is [`Finding::PublishedRoundNotCharged`].
+/// This is what catches a site that cut charges off its ledger, or ran a second ledger,
+/// after uploading: its published anchors are then ahead of, or differ from, the ledger.
+pub fn audit_published(
+    bytes: &[u8],
+    key: &VerifyingKey,
+    anchors: &[Anchor],
+    published: &[PublishedRound],
+) -> Result<AuditReport, LedgerError> {
+    let (parsed, corrupt) = match store::parse(bytes) {
+        Ok(parsed) => (parsed, None),
+        Err(StoreError::Corrupt { offset, reason }) => {
+            let prefix = bytes.get(..offset as usize).unwrap_or(&[]);
+            (store::parse(prefix)?, Some((offset, reason)))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut report = anchored_report(&parsed, key, anchors, published);
+    if let Some((offset, reason)) = corrupt {
+        report.findings.insert(
+            0,
+            Finding::CorruptRecord {
+                offset,
+                reason: reason.into(),
+            },
+        );
+    }
+    Ok(report)
+}
+
+fn anchored_report(
+    parsed: &store::Parsed,
+    key: &VerifyingKey,
+    anchors: &[Anchor],
+    published: &[PublishedRound],
+) -> AuditReport {
     let replayed = replay(&parsed.payloads, parsed.torn_bytes);
     let mut report = replayed.report;
     if !parsed.payloads.is_empty() && !replayed.keys.contains(key) {
         report.findings.push(Finding::UntrustedKey);
     }
-    if anchors.is_empty() {
+    if anchors.is_empty() && published.is_empty() {
         report.findings.push(Finding::Unanchored);
     }
-    for anchor in anchors {
+    for anchor in anchors.iter().chain(published.iter().map(|p| &p.anchor)) {
         report.findings.extend(anchor.check(&replayed.hashes));
     }
-    report.anchors_checked = anchors.len();
+    for p in published {
+        let at = replayed.charge_index.get(&p.round_id).copied();
+        if at.is_none_or(|i| Some(i) != p.anchor.entries.checked_sub(1)) {
+            report.findings.push(Finding::PublishedRoundNotCharged {
+                round_id: p.round_id,
+            });
+        }
+    }
+    report.anchors_checked = anchors.len() + published.len();
     report
 }

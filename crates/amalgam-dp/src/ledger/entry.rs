@@ -1,12 +1,13 @@
 //! One ledger entry and its canonical byte encoding (the bytes that are hashed and signed).
 //!
 //! Layout, all integers little-endian, f64 as their IEEE-754 bit patterns:
-//! `version u8 (= 2) | seq u64 | prev_hash [32] | kind u8 | kind body | versions_len u16 |
+//! `version u8 (= 3) | seq u64 | prev_hash [32] | kind u8 | kind body | versions_len u16 |
 //! versions utf-8`, with the kind bodies
 //!
-//! * 0 genesis: `key [32] | policy`; 1 policy change: `policy`;
+//! * 0 genesis: `key [32] | policy | nonce [32]`; 1 policy change: `policy`;
 //! * 2 key rotation: `new_key [32] | new_key_signature [64] | old_key_lost u8`;
-//! * 3 epoch: `manifest_digest [32] | epoch u64`;
+//! * 3 epoch: `manifest_digest [32] | epoch u64 | min_cohort u32 | colluders u32 | n_cohort u32 |
+//!   clip f64 | gamma f64 | bits u32 | local_sigma f64 | dim u64 | beta f64` (the round parameters);
 //! * 4 charge: `round_id u64 | decision u8 | manifest_digest [32] | round_context [32] |
 //!   min_cohort u32 | colluders u32 | n_min u32 | n_cohort u32 | clip f64 | gamma f64 | bits u32 |
 //!   local_sigma f64 | dim u64 | beta f64 | sampler u8 | sampler_distance f64 | steps u32 |
@@ -27,7 +28,7 @@ use crate::params::{
 use crate::sampler::SamplerKind;
 
 /// Encoding version of [`EntryBody`].
-pub const ENTRY_VERSION: u8 = 2;
+pub const ENTRY_VERSION: u8 = 3;
 
 /// Longest library-versions string accepted.
 pub const MAX_VERSIONS_LEN: usize = 256;
@@ -84,6 +85,35 @@ pub enum Budget {
     NoPrivacy,
 }
 
+/// Whether a policy gives differential privacy at all. An encoded update carries the kind of
+/// the policy it was charged under, and whoever draws or consumes it states the kind it
+/// expects: a permit from a second ledger under policy `none` is then refused where a private
+/// round is expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum PolicyKind {
+    /// A capped policy: the noise is drawn.
+    Private,
+    /// Policy `none`: no noise.
+    NoPrivacy,
+}
+
+impl PolicyKind {
+    /// One-byte code in persisted updates.
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::Private => 0,
+            Self::NoPrivacy => 1,
+        }
+    }
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Private),
+            1 => Some(Self::NoPrivacy),
+            _ => None,
+        }
+    }
+}
+
 /// The DP policy a ledger is bound to by its signed genesis entry.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct BudgetPolicy {
@@ -136,6 +166,14 @@ impl BudgetPolicy {
                 Err(PolicyError::DeltaAboveCeiling(delta.get()))
             }
             _ => Ok(()),
+        }
+    }
+
+    /// Private or no privacy.
+    pub fn kind(&self) -> PolicyKind {
+        match self.budget {
+            Budget::Capped { .. } => PolicyKind::Private,
+            Budget::NoPrivacy => PolicyKind::NoPrivacy,
         }
     }
 
@@ -236,6 +274,72 @@ pub struct RoundRequest {
     pub sampler: SamplerKind,
 }
 
+/// The consortium's DP-relevant round parameters for an epoch, as the manifest states them.
+/// An epoch entry records them and every charge under that epoch must name exactly these:
+/// a site that chose its own minimum cohort, colluder bound or σ would record an ε that is
+/// not the one its noise gives. Only the round id, the round context and the sampler (whose
+/// distance the crate computes and charges either way) are the round's own.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RoundParams {
+    /// The protocol's minimum cohort m.
+    pub min_cohort: SiteCount,
+    /// Colluding plants c the protocol tolerates.
+    pub colluders: u32,
+    /// Most plants that may contribute noise.
+    pub n_cohort: SiteCount,
+    /// L2 clip norm C.
+    pub clip: ClipNorm,
+    /// Scale factor γ.
+    pub gamma: Gamma,
+    /// Bit width b.
+    pub bits: BitWidth,
+    /// Local noise standard deviation σ/√n_min in update units.
+    pub local_sigma: Sigma,
+    /// Update length d.
+    pub dim: Dimension,
+    /// Conditional rounding bias β.
+    pub beta: RoundingBias,
+}
+
+impl RoundParams {
+    /// Refuses cohorts above [`crate::params::MAX_COHORT`], no honest plant left
+    /// (c ≥ m), and fewer plants than n_min.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        crate::params::check_cohort("cohort size n_cohort", self.n_cohort)?;
+        let n_min = crate::params::n_min_for(self.min_cohort, self.colluders)?;
+        if self.n_cohort < n_min {
+            return Err(ParamError::OutOfRange {
+                name: "cohort size n_cohort",
+                value: f64::from(self.n_cohort.get()),
+                rule: ">= n_min",
+            });
+        }
+        Ok(())
+    }
+
+    /// The first field where `r` differs from these parameters (floats compared bit for bit),
+    /// or `None` when the request runs under them.
+    pub fn mismatch(&self, r: &RoundRequest) -> Option<&'static str> {
+        let same = |a: f64, b: f64| a.to_bits() == b.to_bits();
+        [
+            ("min_cohort", self.min_cohort == r.min_cohort),
+            ("colluders", self.colluders == r.colluders),
+            ("n_cohort", self.n_cohort == r.n_cohort),
+            ("clip", same(self.clip.get(), r.clip.get())),
+            ("gamma", same(self.gamma.get(), r.gamma.get())),
+            ("bits", self.bits == r.bits),
+            (
+                "local_sigma",
+                same(self.local_sigma.get(), r.local_sigma.get()),
+            ),
+            ("dim", self.dim == r.dim),
+            ("beta", same(self.beta.get(), r.beta.get())),
+        ]
+        .into_iter()
+        .find_map(|(field, ok)| (!ok).then_some(field))
+    }
+}
+
 /// A charge: one round decided (accepted or refused), with the numbers the audit recomputes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Charge {
@@ -266,6 +370,10 @@ pub enum EntryKind {
         key: [u8; 32],
         /// The policy.
         policy: BudgetPolicy,
+        /// 32 random bytes drawn at creation: two ledgers made with the same key and policy
+        /// have different genesis entries, so a ledger's identity (the genesis hash) names one
+        /// ledger, not every ledger the key could create.
+        nonce: [u8; 32],
     },
     /// The policy from here on (a finding when it loosens the previous one).
     PolicyChange(BudgetPolicy),
@@ -280,12 +388,15 @@ pub enum EntryKind {
         /// The old key was lost.
         old_key_lost: bool,
     },
-    /// The consortium manifest (digest) and epoch in force from here on; not a finding.
+    /// The consortium manifest (digest), epoch and round parameters in force from here on;
+    /// not a finding.
     Epoch {
         /// Digest of the manifest.
         manifest_digest: [u8; 32],
         /// Its epoch.
         epoch: u64,
+        /// The round parameters every charge of the epoch must name.
+        params: RoundParams,
     },
     /// A round decided.
     Charge(Charge),
@@ -445,10 +556,11 @@ impl EntryBody {
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.prev_hash);
         match &self.kind {
-            EntryKind::Genesis { key, policy } => {
+            EntryKind::Genesis { key, policy, nonce } => {
                 out.push(0);
                 out.extend_from_slice(key);
                 put_policy(&mut out, policy);
+                out.extend_from_slice(nonce);
             }
             EntryKind::PolicyChange(policy) => {
                 out.push(1);
@@ -467,10 +579,20 @@ impl EntryBody {
             EntryKind::Epoch {
                 manifest_digest,
                 epoch,
+                params: p,
             } => {
                 out.push(3);
                 out.extend_from_slice(manifest_digest);
                 out.extend_from_slice(&epoch.to_le_bytes());
+                for v in [p.min_cohort.get(), p.colluders, p.n_cohort.get()] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                put_f64(&mut out, p.clip.get());
+                put_f64(&mut out, p.gamma.get());
+                out.extend_from_slice(&p.bits.get().to_le_bytes());
+                put_f64(&mut out, p.local_sigma.get());
+                out.extend_from_slice(&p.dim.get().to_le_bytes());
+                put_f64(&mut out, p.beta.get());
             }
             EntryKind::Charge(c) => {
                 out.push(4);
@@ -532,6 +654,7 @@ impl EntryBody {
             0 => EntryKind::Genesis {
                 key: r.array()?,
                 policy: read_policy(&mut r)?,
+                nonce: r.array()?,
             },
             1 => EntryKind::PolicyChange(read_policy(&mut r)?),
             2 => EntryKind::KeyRotation {
@@ -546,6 +669,17 @@ impl EntryBody {
             3 => EntryKind::Epoch {
                 manifest_digest: r.array()?,
                 epoch: r.u64()?,
+                params: RoundParams {
+                    min_cohort: SiteCount::new(r.u32()?)?,
+                    colluders: r.u32()?,
+                    n_cohort: SiteCount::new(r.u32()?)?,
+                    clip: ClipNorm::new(r.f64()?)?,
+                    gamma: Gamma::new(r.f64()?)?,
+                    bits: BitWidth::new(r.u32()?)?,
+                    local_sigma: Sigma::new(r.f64()?)?,
+                    dim: Dimension::new(r.u64()?)?,
+                    beta: RoundingBias::new(r.f64()?)?,
+                },
             },
             4 => EntryKind::Charge(read_charge(&mut r)?),
             5 => EntryKind::Recovery {
@@ -672,6 +806,7 @@ mod tests {
             EntryKind::Genesis {
                 key: [5; 32],
                 policy,
+                nonce: [3; 32],
             },
             EntryKind::PolicyChange(BudgetPolicy::no_privacy()),
             EntryKind::KeyRotation {
@@ -682,6 +817,17 @@ mod tests {
             EntryKind::Epoch {
                 manifest_digest: [8; 32],
                 epoch: 4,
+                params: RoundParams {
+                    min_cohort: SiteCount::new(8).unwrap(),
+                    colluders: 2,
+                    n_cohort: SiteCount::new(9).unwrap(),
+                    clip: ClipNorm::new(0.75).unwrap(),
+                    gamma: Gamma::new(1234.5).unwrap(),
+                    bits: BitWidth::new(18).unwrap(),
+                    local_sigma: Sigma::new(0.3).unwrap(),
+                    dim: Dimension::new(1000).unwrap(),
+                    beta: RoundingBias::recommended(),
+                },
             },
             EntryKind::Recovery {
                 dropped_bytes: 12,

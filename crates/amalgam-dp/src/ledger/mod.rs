@@ -5,8 +5,9 @@
 //! through a signed policy-change entry, which the audit lists as a finding when it loosens the
 //! protection. A site keeps one ledger per privacy unit ([`ledger_file_name`]).
 //!
-//! Before a round draws any noise the site asks its [`Ledger`] to [`Ledger::authorize`] it. The
-//! ledger computes n_min, the sampler's distance bound, the round's ρ and the cumulative ε from
+//! Before a round draws any noise the site asks its [`Ledger`] to [`Ledger::authorize`] it,
+//! with the round parameters the epoch in force records ([`Ledger::record_epoch`]; no charge
+//! before the first epoch, none under other parameters). The ledger computes n_min, the sampler's distance bound, the round's ρ and the cumulative ε from
 //! the round's parameters; if the cap would be exceeded it records a refusal and returns
 //! [`LedgerError::BudgetExceeded`] (cap, spent, requested), otherwise it records the charge
 //! (durably, before returning) and hands back a single-use [`RoundPermit`]. The permit is moved
@@ -16,12 +17,16 @@
 //!
 //! The file is held under an exclusive lock for the ledger's lifetime and re-read before every
 //! append (see [`store`]).
+//!
+//! The permit carries the ledger's identity, its policy kind and the anchor just after the
+//! charge, and so does the encoded update; [`Ledger::seal_update`] and
+//! [`Ledger::reload_update`] are the only way an update is persisted and read back.
 
 pub mod audit;
 pub mod entry;
 pub mod store;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -31,9 +36,10 @@ use self::audit::{
     Accounted, Anchor, Finding, SIGNING_CONTEXT, Totals, account, entry_hash, genesis_hash, replay,
     rotation_message,
 };
-pub use self::entry::{Budget, BudgetPolicy, PrivacyUnit, RoundRequest};
+pub use self::entry::{Budget, BudgetPolicy, PolicyKind, PrivacyUnit, RoundParams, RoundRequest};
 use self::entry::{Charge, Decision, EntryBody, EntryKind, EpsilonTotal, PolicyError};
 use self::store::{Store, StoreError};
+use crate::encoding::EncodedUpdate;
 use crate::error::{AccountError, ParamError};
 use crate::params::{Distance, Sigma, SiteCount};
 
@@ -52,6 +58,22 @@ pub enum LedgerError {
         /// ε if this round were accepted.
         requested: f64,
     },
+    /// The operating system gave no randomness for the genesis nonce.
+    #[error("no randomness from the operating system for the ledger's genesis nonce")]
+    Entropy,
+    /// Persisted update bytes do not carry a valid seal by this ledger's key.
+    #[error("the persisted update's seal does not verify under this ledger's keys")]
+    BadUpdateSeal,
+    /// The update was charged to another ledger.
+    #[error("the persisted update was charged to another ledger")]
+    UpdateFromOtherLedger,
+    /// The update's round is not an accepted charge of this ledger with the same round
+    /// context.
+    #[error("round {0} has no accepted charge with this round context in this ledger")]
+    UpdateNotCharged(u64),
+    /// Persisted update bytes are malformed.
+    #[error(transparent)]
+    Encode(#[from] crate::error::EncodeError),
     /// The round id was already accepted (running it twice would spend twice).
     #[error("round {0} was already accepted")]
     RoundAlreadyAccepted(u64),
@@ -75,6 +97,16 @@ pub enum LedgerError {
     /// The charge's manifest digest is not the one the last epoch entry put in force.
     #[error("the round's manifest digest is not the consortium manifest in force")]
     ManifestMismatch,
+    /// No epoch entry has put the consortium's round parameters in force yet: a charge would
+    /// be accounted with parameters the site chose itself.
+    #[error("no consortium epoch is in force; record the manifest's epoch before any round")]
+    NoEpoch,
+    /// The round's parameters are not the ones the epoch in force records.
+    #[error("the round's {field} is not the one the consortium epoch in force records")]
+    RoundParamsMismatch {
+        /// The first differing parameter.
+        field: &'static str,
+    },
     /// An epoch entry would go back to an earlier epoch.
     #[error("epoch {requested} is before the epoch in force, {current}")]
     EpochRegressed {
@@ -107,6 +139,9 @@ pub fn ledger_file_name(unit: PrivacyUnit) -> &'static str {
     }
 }
 
+/// Domain separation of a sealed encoded update's signature (distinct from ledger entries).
+const UPDATE_SEAL_CONTEXT: &[u8] = b"amalgam-dp sealed encoded update v1\0";
+
 /// What a permit lets the noise draw do.
 #[derive(Debug, PartialEq)]
 pub(crate) enum PermitNoise {
@@ -129,6 +164,9 @@ pub(crate) enum PermitNoise {
 #[derive(Debug)]
 pub struct RoundPermit {
     request: RoundRequest,
+    anchor: Anchor,
+    ledger_id: [u8; 32],
+    policy_kind: PolicyKind,
     n_min: SiteCount,
     steps: u32,
     noise: PermitNoise,
@@ -139,6 +177,21 @@ impl RoundPermit {
     /// The accepted round's parameters.
     pub fn request(&self) -> &RoundRequest {
         &self.request
+    }
+    /// The identity of the ledger that charged it ([`Ledger::ledger_id`]).
+    pub fn ledger_id(&self) -> &[u8; 32] {
+        &self.ledger_id
+    }
+    /// The ledger's anchor just after this charge. It travels in the encoded update so the
+    /// service can put it in the signed upload and the aggregator can publish it per round;
+    /// an audit against the published rounds then finds a ledger cut back or forked after
+    /// the upload ([`audit::audit_published`]).
+    pub fn anchor(&self) -> Anchor {
+        self.anchor
+    }
+    /// The kind of the policy it was charged under.
+    pub fn policy_kind(&self) -> PolicyKind {
+        self.policy_kind
     }
     /// n_min the charge was accounted with.
     pub fn n_min(&self) -> SiteCount {
@@ -175,6 +228,26 @@ pub struct OpenReport {
     pub findings: Vec<Finding>,
 }
 
+/// The consortium manifest, epoch and round parameters the last epoch entry put in force.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct EpochInForce {
+    pub manifest_digest: [u8; 32],
+    pub epoch: u64,
+    pub params: RoundParams,
+}
+
+impl EpochInForce {
+    /// Why `request` may not be charged under this epoch, if it may not.
+    pub(crate) fn refuses(&self, request: &RoundRequest) -> Option<LedgerError> {
+        if self.manifest_digest != request.manifest_digest {
+            return Some(LedgerError::ManifestMismatch);
+        }
+        self.params
+            .mismatch(request)
+            .map(|field| LedgerError::RoundParamsMismatch { field })
+    }
+}
+
 /// A site's append-only, signed ε ledger for one privacy unit, bound to its policy.
 pub struct Ledger {
     store: Store,
@@ -182,8 +255,12 @@ pub struct Ledger {
     policy: BudgetPolicy,
     hashes: Vec<[u8; 32]>,
     totals: Totals,
-    accepted_rounds: BTreeSet<u64>,
-    manifest: Option<([u8; 32], u64)>,
+    /// Accepted round ids and the round context each was charged under.
+    accepted_rounds: BTreeMap<u64, [u8; 32]>,
+    /// Every key that signed the genesis or was rotated to (an update sealed before a
+    /// rotation still reloads).
+    keys: Vec<VerifyingKey>,
+    manifest: Option<EpochInForce>,
     distances: BTreeMap<(u8, u64), Distance>,
 }
 
@@ -251,13 +328,18 @@ impl Ledger {
             hashes: replayed.hashes,
             totals: replayed.totals,
             accepted_rounds: replayed.accepted_rounds,
+            keys: replayed.keys,
             manifest: replayed.manifest,
             distances: replayed.distances,
         };
         if fresh {
+            ledger.keys.push(ledger.key.verifying_key());
+            let mut nonce = [0u8; 32];
+            getrandom::fill(&mut nonce).map_err(|_| LedgerError::Entropy)?;
             let genesis = EntryKind::Genesis {
                 key: ledger.key.verifying_key().to_bytes(),
                 policy,
+                nonce,
             };
             ledger.append(genesis)?;
         }
@@ -273,6 +355,7 @@ impl Ledger {
             // The old key is gone: its bytes are taken from the replayed chain for the message.
             let old = replayed.key.map(|k| k.to_bytes()).unwrap_or([0; 32]);
             ledger.append_rotation(new, &old, true)?;
+            ledger.keys.push(ledger.key.verifying_key());
         }
         let report = OpenReport {
             entries: ledger.hashes.len() as u64,
@@ -322,6 +405,14 @@ impl Ledger {
             .unwrap_or_else(|| genesis_hash(&self.key.verifying_key()))
     }
 
+    /// The ledger's identity: the hash of its genesis entry, which binds the signing key and
+    /// the policy it was created under. Every permit and encoded update carries it, so a
+    /// consumer that knows the site's ledger (from the manifest, or from its own
+    /// configuration) refuses an update charged to any other ledger.
+    pub fn ledger_id(&self) -> [u8; 32] {
+        self.hashes.first().copied().unwrap_or([0; 32])
+    }
+
     /// The public key auditors verify new entries with.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.key.verifying_key()
@@ -330,6 +421,13 @@ impl Ledger {
     /// The policy in force.
     pub fn policy(&self) -> &BudgetPolicy {
         &self.policy
+    }
+
+    /// The consortium manifest digest, epoch and round parameters in force (`None` before the
+    /// first epoch entry, when every charge is refused).
+    pub fn epoch_in_force(&self) -> Option<([u8; 32], u64, RoundParams)> {
+        self.manifest
+            .map(|m| (m.manifest_digest, m.epoch, m.params))
     }
 
     /// The anchor to publish now (entry count and head).
@@ -386,18 +484,24 @@ impl Ledger {
             new_key_signature,
             old_key_lost: false,
         })?;
+        self.keys.push(new_key.verifying_key());
         self.key = new_key;
         Ok(())
     }
 
-    /// Records the consortium manifest (digest) and epoch now in force; charges must then name
-    /// that manifest. Membership changes so never fork a ledger.
+    /// Records the consortium manifest (digest), epoch and round parameters now in force, as
+    /// the manifest states them; charges must then name that manifest and exactly those
+    /// parameters, and no charge is accepted before the first epoch. Membership changes so
+    /// never fork a ledger. Parameters that admit no guarantee (c ≥ m, a cohort above
+    /// [`crate::params::MAX_COHORT`]) are refused here, before they are recorded.
     pub fn record_epoch(
         &mut self,
         manifest_digest: [u8; 32],
         epoch: u64,
+        params: RoundParams,
     ) -> Result<(), LedgerError> {
-        if let Some((_, current)) = self.manifest
+        params.validate()?;
+        if let Some(EpochInForce { epoch: current, .. }) = self.manifest
             && epoch < current
         {
             return Err(LedgerError::EpochRegressed {
@@ -408,21 +512,73 @@ impl Ledger {
         self.append(EntryKind::Epoch {
             manifest_digest,
             epoch,
+            params,
         })?;
-        self.manifest = Some((manifest_digest, epoch));
+        self.manifest = Some(EpochInForce {
+            manifest_digest,
+            epoch,
+            params,
+        });
         Ok(())
+    }
+
+    /// Seals the round's encoded update for the caller to persist: its canonical bytes
+    /// followed by an Ed25519 signature by the ledger's key under a context of its own (never
+    /// a valid ledger entry). Only [`Ledger::reload_update`] turns the bytes back into an
+    /// update. Refuses an update charged to another ledger.
+    pub fn seal_update(
+        &self,
+        update: &EncodedUpdate,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, LedgerError> {
+        if update.ledger_id() != &self.ledger_id() {
+            return Err(LedgerError::UpdateFromOtherLedger);
+        }
+        let mut bytes = update.to_bytes();
+        let message = zeroize::Zeroizing::new([UPDATE_SEAL_CONTEXT, bytes.as_slice()].concat());
+        let signature = self.key.sign(&message);
+        bytes.extend_from_slice(&signature.to_bytes());
+        Ok(bytes)
+    }
+
+    /// Reloads an update persisted with [`Ledger::seal_update`] (for a retry, which re-sends
+    /// the same bytes and never re-draws): the seal must verify under a key of this ledger,
+    /// the bytes must decode strictly, the update must name this ledger, and its round must
+    /// be an accepted charge here with the same round context. Forged, relabelled or foreign
+    /// bytes are refused; nothing changes either way.
+    pub fn reload_update(&self, sealed: &[u8]) -> Result<EncodedUpdate, LedgerError> {
+        let split = sealed
+            .len()
+            .checked_sub(ed25519_dalek::Signature::BYTE_SIZE)
+            .ok_or(LedgerError::BadUpdateSeal)?;
+        let (bytes, signature) = sealed.split_at(split);
+        let signature = ed25519_dalek::Signature::from_slice(signature)
+            .map_err(|_| LedgerError::BadUpdateSeal)?;
+        let message = zeroize::Zeroizing::new([UPDATE_SEAL_CONTEXT, bytes].concat());
+        if !self
+            .keys
+            .iter()
+            .any(|k| k.verify_strict(&message, &signature).is_ok())
+        {
+            return Err(LedgerError::BadUpdateSeal);
+        }
+        let update = EncodedUpdate::from_bytes(bytes)?;
+        if update.ledger_id() != &self.ledger_id() {
+            return Err(LedgerError::UpdateFromOtherLedger);
+        }
+        match self.accepted_rounds.get(&update.round_id()) {
+            Some(context) if context == update.round_context() => Ok(update),
+            _ => Err(LedgerError::UpdateNotCharged(update.round_id())),
+        }
     }
 
     /// Decides a round before any noise is drawn, and records the decision durably.
     pub fn authorize(&mut self, request: RoundRequest) -> Result<RoundPermit, LedgerError> {
-        if self.accepted_rounds.contains(&request.round_id) {
+        if self.accepted_rounds.contains_key(&request.round_id) {
             return Err(LedgerError::RoundAlreadyAccepted(request.round_id));
         }
-        if self
-            .manifest
-            .is_some_and(|(d, _)| d != request.manifest_digest)
-        {
-            return Err(LedgerError::ManifestMismatch);
+        let epoch = self.manifest.as_ref().ok_or(LedgerError::NoEpoch)?;
+        if let Some(refusal) = epoch.refuses(&request) {
+            return Err(refusal);
         }
         let accounted: Accounted =
             account(&self.totals, &self.policy, &request, &mut self.distances)?;
@@ -467,7 +623,8 @@ impl Ledger {
             });
         };
         self.totals = accounted.after;
-        self.accepted_rounds.insert(request.round_id);
+        self.accepted_rounds
+            .insert(request.round_id, request.round_context);
         let noise = match self.policy.budget {
             Budget::NoPrivacy => PermitNoise::None,
             Budget::Capped { .. } => PermitNoise::Gaussian {
@@ -477,6 +634,9 @@ impl Ledger {
         };
         Ok(RoundPermit {
             request,
+            anchor: self.anchor(),
+            ledger_id: self.ledger_id(),
+            policy_kind: self.policy.kind(),
             n_min: accounted.n_min,
             steps: accounted.steps,
             noise,
