@@ -33,8 +33,9 @@ pub struct AggregateOutput {
     pub contributors: Vec<SiteId>,
     /// Sites that advertised keys (U1) but are not in the sum, ascending.
     pub dropped: Vec<SiteId>,
-    /// Revealers whose shares disagreed with the owner's commitment or advertised key,
-    /// ascending. Their wrong shares were left out; the sum is still exact.
+    /// Revealers of shares provably off the polynomial their owner dealt (spec §4.6: named
+    /// only when t + c shares support that polynomial), ascending: each lied, or its owner
+    /// dealt it a wrong share. Wrong shares never change the sum.
     pub blamed: Vec<SiteId>,
 }
 
