@@ -446,6 +446,67 @@ fn tampered_aggregator_snapshot_is_refused() {
     );
 }
 
+/// A finished aggregator snapshot was restored as stored: a flipped sum bit gave a wrong sum.
+/// It now carries the Unmasking-phase uploads, and restore recomputes the output and compares:
+/// every edit of the stored output (sum, contributors, dropped, blamed) is refused.
+#[test]
+fn tampered_finished_aggregator_snapshot_is_refused() {
+    let r = record(RoundParams::exact(4, 3, 8, 16).unwrap());
+    let m = r.consortium.manifest();
+    let mut agg = r.aggregator_at(Phase::Unmasking).unwrap();
+    for e in r.uploads(Phase::Unmasking) {
+        agg.receive_bytes(e.site, &e.bytes).unwrap();
+    }
+    let AggregatorStep::Finished(honest) = agg.close_phase().unwrap() else {
+        panic!("unmasking finishes the round")
+    };
+    let bytes = agg.snapshot();
+    let restored = Aggregator::restore(&bytes, m).unwrap();
+    assert_eq!(restored.output(), Some(&honest));
+    assert_eq!(restored.snapshot(), bytes);
+    // The output is the snapshot's tail: re-encode it with one edit at a time.
+    let ids = |w: &mut Writer, v: &[SiteId]| {
+        w.count(v.len());
+        for i in v {
+            w.u16(i.0);
+        }
+    };
+    let encode = |o: &amalgam_proto::AggregateOutput| {
+        let mut w = Writer::new();
+        ids(&mut w, &o.contributors);
+        ids(&mut w, &o.dropped);
+        ids(&mut w, &o.blamed);
+        w.count(o.sum.len());
+        for x in &o.sum {
+            w.u64(*x);
+        }
+        w.into_bytes()
+    };
+    let tail = encode(&honest);
+    assert!(bytes.ends_with(&tail), "the test's layout is the crate's");
+    let prefix = &bytes[..bytes.len() - tail.len()];
+    let mut cases = Vec::new();
+    let mut t = honest.clone();
+    t.sum[15] ^= 1;
+    cases.push(("a sum bit flipped", t));
+    let mut t = honest.clone();
+    t.contributors.pop();
+    cases.push(("a contributor removed", t));
+    let mut t = honest.clone();
+    let moved = t.contributors.remove(0);
+    t.dropped.insert(0, moved);
+    cases.push(("a contributor moved to dropped", t));
+    let mut t = honest.clone();
+    t.blamed.push(SiteId(2));
+    cases.push(("an honest revealer blamed", t));
+    for (what, out) in cases {
+        let mut tampered = prefix.to_vec();
+        tampered.extend_from_slice(&encode(&out));
+        let e = Aggregator::restore(&tampered, m).unwrap_err();
+        assert!(matches!(e, Error::Decode { .. }), "{what}: {e:?}");
+    }
+}
+
 // --- key aliasing ---------------------------------------------------------------------------
 
 /// X25519 ignores bit 255 of a public key, so `k` and `k | 2^255` are the same key. A site

@@ -125,7 +125,20 @@ enum State {
         signatures: BTreeMap<SiteId, SignatureBytes>,
         responses: BTreeMap<SiteId, UnmaskShares>,
     },
-    Finished(AggregateOutput),
+    /// The output, with everything it was computed from, so that a snapshot of a finished
+    /// round is self-checking too: restore recomputes the output and compares (spec §8.2).
+    Finished(Box<Done>),
+}
+
+/// A finished round: the Unmasking-phase state and the output it produced.
+struct Done {
+    session: Session,
+    routing: Routing,
+    masked: BTreeMap<SiteId, MaskedInput>,
+    survivors: Vec<SiteId>,
+    signatures: BTreeMap<SiteId, SignatureBytes>,
+    responses: BTreeMap<SiteId, UnmaskShares>,
+    out: AggregateOutput,
 }
 
 /// The aggregator's state machine for one round.
@@ -214,7 +227,7 @@ impl Aggregator {
     /// The output, once finished.
     pub fn output(&self) -> Option<&AggregateOutput> {
         match &self.state {
-            State::Finished(o) => Some(o),
+            State::Finished(done) => Some(&done.out),
             _ => None,
         }
     }
