@@ -507,6 +507,91 @@ fn tampered_finished_aggregator_snapshot_is_refused() {
     }
 }
 
+// --- preallocation from untrusted counts ------------------------------------------------------
+
+/// Records the largest single allocation made on a thread while `TRACK` is set on it.
+struct PeakAlloc;
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    static TRACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+// SAFETY: forwards every call unchanged to the system allocator; only records sizes.
+unsafe impl std::alloc::GlobalAlloc for PeakAlloc {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        if TRACK.with(|t| t.get()) {
+            PEAK.fetch_max(l.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: same layout contract as the caller's.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: `p` came from `alloc` above with this layout.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+}
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+/// The largest single allocation `f` makes on this thread.
+fn peak_alloc<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    PEAK.store(0, std::sync::atomic::Ordering::Relaxed);
+    TRACK.with(|t| t.set(true));
+    let out = f();
+    TRACK.with(|t| t.set(false));
+    (out, PEAK.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// A site snapshot of ~150 bytes declaring d = 2^24 made restore reserve 128 MiB for the input
+/// before reading it. Every decoder now reserves only what the remaining bytes can hold.
+#[test]
+fn declared_counts_do_not_preallocate() {
+    let r = record(RoundParams::exact(4, 3, 8, 16).unwrap());
+    let huge = RoundParams::exact(4, 3, 8, 1 << 24).unwrap();
+    let mut w = Writer::new();
+    w.header(msg_type::SITE_SNAPSHOT);
+    huge.encode(&mut w);
+    w.bytes(&r.consortium.manifest().digest());
+    w.bytes(&[0u8; 32]); // context digest
+    w.u64(1); // round
+    w.u16(0); // site
+    w.u64(sim::SIM_TIMEOUT_MS);
+    w.u8(1); // AwaitingKeys
+    w.u64(u64::MAX); // deadline
+    w.bytes(&[7u8; 32]); // round seed
+    w.count(1 << 24); // input count, and no elements
+    let bytes = w.into_bytes();
+    assert!(bytes.len() < 200, "{} bytes", bytes.len());
+    let (res, peak) = peak_alloc(|| {
+        Site::restore(&bytes, &r.restore_ctx(SiteId(0)), NOW, &mut RoundLog::new()).map(|_| ())
+    });
+    assert!(matches!(res, Err(Error::Decode { .. })), "{res:?}");
+    assert!(
+        peak < 64 << 10,
+        "restore reserved {peak} bytes for a {}-byte snapshot",
+        bytes.len()
+    );
+    // The aggregator's finished output (sum.count = d) is bounded the same way.
+    let mut w = Writer::new();
+    w.header(msg_type::AGGREGATOR_SNAPSHOT);
+    huge.encode(&mut w);
+    w.bytes(&r.consortium.manifest().digest());
+    w.bytes(&[0u8; 32]);
+    w.u64(1);
+    w.u8(Phase::Finished.code());
+    w.count(0); // adverts
+    w.bytes(&[0u8; 32]); // session id
+    for _ in 0..8 {
+        // shares, masked, survivors, signatures, responses, contributors, dropped, blamed
+        w.count(0);
+    }
+    w.count(1 << 24); // sum.count = d, and no elements
+    let bytes = w.into_bytes();
+    let (res, peak) =
+        peak_alloc(|| Aggregator::restore(&bytes, r.consortium.manifest()).map(|_| ()));
+    assert!(res.is_err());
+    assert!(peak < 64 << 10, "aggregator restore reserved {peak} bytes");
+}
+
 // --- key aliasing ---------------------------------------------------------------------------
 
 /// X25519 ignores bit 255 of a public key, so `k` and `k | 2^255` are the same key. A site

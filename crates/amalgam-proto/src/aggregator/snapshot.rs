@@ -37,7 +37,7 @@ fn read_msgs<M: Decode<Context = RoundParams>>(
     sender: impl Fn(&M) -> SiteId,
 ) -> Result<Vec<M>, DecodeError> {
     let n = r.count(field, 0, p.n())?;
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(r.capacity(n, 1));
     let mut last: Option<SiteId> = None;
     for _ in 0..n {
         let m = M::decode(r, p)?;
@@ -60,7 +60,7 @@ fn read_ids(
     field: &'static str,
 ) -> Result<Vec<SiteId>, DecodeError> {
     let n = r.count(field, 0, p.n())?;
-    let mut out: Vec<SiteId> = Vec::with_capacity(n);
+    let mut out: Vec<SiteId> = Vec::with_capacity(r.capacity(n, 2));
     let mut last = None;
     for _ in 0..n {
         out.push(next_member(p, &mut last, SiteId(r.u16(field)?), field)?);
@@ -81,7 +81,7 @@ fn read_sigs(
     p: &RoundParams,
 ) -> Result<Vec<(SiteId, SignatureBytes)>, DecodeError> {
     let n = r.count("signatures.count", 0, p.n())?;
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(r.capacity(n, 66));
     let mut last: Option<SiteId> = None;
     for _ in 0..n {
         let signer = SiteId(r.u16("signatures.signer")?);
@@ -98,7 +98,7 @@ fn read_output(r: &mut Reader<'_>, p: &RoundParams) -> Result<AggregateOutput, D
     let dropped = read_ids(r, p, "dropped")?;
     let blamed = read_ids(r, p, "blamed")?;
     let d = r.count("sum.count", p.d(), p.d())?;
-    let mut sum = Vec::with_capacity(d.min(r.remaining() / 8));
+    let mut sum = Vec::with_capacity(r.capacity(d, 8));
     for _ in 0..d {
         let x = r.u64("sum")?;
         if x > p.sum_bits().mask() {

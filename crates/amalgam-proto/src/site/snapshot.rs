@@ -100,7 +100,7 @@ fn write_input(w: &mut Writer, input: &[u64]) {
 fn read_input(r: &mut Reader<'_>, p: &RoundParams) -> Result<Zeroizing<Vec<u64>>, DecodeError> {
     let d = r.count("input.count", p.d(), p.d())?;
     let max = p.input_bits().max_value();
-    let mut v = Zeroizing::new(Vec::with_capacity(d));
+    let mut v = Zeroizing::new(Vec::with_capacity(r.capacity(d, 8)));
     for _ in 0..d {
         let x = r.u64("input")?;
         if x > max {
@@ -279,7 +279,7 @@ impl Site {
                     let session = read_session(&mut r, p)?;
                     let held = read_held(&mut r, p)?;
                     let n = r.count("survivors.count", 1, p.n())?;
-                    let mut survivors: Vec<SiteId> = Vec::with_capacity(n);
+                    let mut survivors: Vec<SiteId> = Vec::with_capacity(r.capacity(n, 2));
                     for _ in 0..n {
                         let s = SiteId(r.u16("survivors")?);
                         if !p.contains(s) || survivors.last().is_some_and(|l| *l >= s) {
