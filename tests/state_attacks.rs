@@ -266,6 +266,23 @@ fn uploads_leave_only_after_the_new_state_is_snapshotted() {
     ));
 }
 
+/// Two instances restored from the same bytes reach equal transition counts; the bare count
+/// let one's snapshot release the other's upload. The per-instance tag refuses it.
+#[test]
+fn a_snapshot_releases_only_its_own_instances_upload() {
+    let r = record(RoundParams::exact(5, 4, 8, 16).unwrap());
+    let site = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
+    let bytes = site.snapshot().into_bytes();
+    let a = restore(&r, 0, &bytes, NOW, &mut RoundLog::new());
+    let b = restore(&r, 0, &bytes, NOW, &mut RoundLog::new());
+    assert_eq!(a.snapshot().bytes(), b.snapshot().bytes());
+    assert!(matches!(
+        b.resend().unwrap().release(&a.snapshot()),
+        Err(Error::Misuse(Misuse::NotPersisted))
+    ));
+    assert!(b.resend().unwrap().release(&b.snapshot()).is_ok());
+}
+
 // --- the tampered aggregator snapshot -------------------------------------------------------
 
 /// The stored parts of an aggregator snapshot, rebuilt from a recording, so that each can be

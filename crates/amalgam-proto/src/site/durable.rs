@@ -125,12 +125,39 @@ impl RoundLog {
     }
 }
 
+/// Which state of which [`crate::Site`] instance a [`SiteSnapshot`] or an [`Outgoing`] belongs
+/// to: a tag unique to the instance (drawn from a process-wide counter when the instance is
+/// built or restored) and its transition count. Two instances restored from the same bytes
+/// reach equal counts, so the count alone would let one instance's snapshot release the other's
+/// upload; the tag cannot be forged, since neither type can be built outside this crate.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct StateVersion {
+    pub(crate) instance: u64,
+    pub(crate) transitions: u64,
+}
+
+impl StateVersion {
+    /// Version 0 of a fresh instance.
+    pub(crate) fn fresh() -> Self {
+        static NEXT_INSTANCE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+        Self {
+            instance: NEXT_INSTANCE.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
+            transitions: 0,
+        }
+    }
+
+    /// The next state of the same instance.
+    pub(crate) fn bump(&mut self) {
+        self.transitions += 1;
+    }
+}
+
 /// The persisted bytes of a site's state, wiped on drop (they hold the round's secrets:
-/// store them only on the site, sealed at rest), and the proof that they were taken.
+/// store them only on the site, sealed at rest), and the proof of which state they encode.
 #[derive(PartialEq, Eq)]
 pub struct SiteSnapshot {
     bytes: Zeroizing<Vec<u8>>,
-    version: u64,
+    version: StateVersion,
 }
 
 impl core::fmt::Debug for SiteSnapshot {
@@ -142,7 +169,7 @@ impl core::fmt::Debug for SiteSnapshot {
 }
 
 impl SiteSnapshot {
-    pub(crate) fn new(bytes: Zeroizing<Vec<u8>>, version: u64) -> Self {
+    pub(crate) fn new(bytes: Zeroizing<Vec<u8>>, version: StateVersion) -> Self {
         Self { bytes, version }
     }
 
@@ -161,7 +188,7 @@ impl SiteSnapshot {
 #[must_use = "persist the site's new state, then release the upload"]
 pub struct Outgoing {
     upload: ToAggregator,
-    version: u64,
+    version: StateVersion,
 }
 
 impl core::fmt::Debug for Outgoing {
@@ -173,12 +200,15 @@ impl core::fmt::Debug for Outgoing {
 }
 
 impl Outgoing {
-    pub(crate) fn new(upload: ToAggregator, version: u64) -> Self {
+    pub(crate) fn new(upload: ToAggregator, version: StateVersion) -> Self {
         Self { upload, version }
     }
 
     /// The upload, given the snapshot of the state that produced it (taken after the
-    /// transition). A snapshot of any other state is local misuse: nothing is released.
+    /// transition, from the same `Site` instance). A snapshot of any other state, or of
+    /// another instance, is local misuse: nothing is released. This ties the upload to the
+    /// right snapshot; it cannot know that the snapshot's bytes were durably stored — the
+    /// driver must store them before calling this (spec §8.1).
     pub fn release(self, persisted: &SiteSnapshot) -> Result<ToAggregator, Error> {
         if persisted.version != self.version {
             return Err(Misuse::NotPersisted.into());
