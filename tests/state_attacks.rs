@@ -266,6 +266,41 @@ fn uploads_leave_only_after_the_new_state_is_snapshotted() {
     ));
 }
 
+/// An older snapshot of the same round (AwaitingShares after the site moved on to
+/// AwaitingSurvivors) restored before its deadline would answer the masked-input phase again.
+/// The round log records (round, step) of every stored snapshot and refuses it.
+#[test]
+fn older_snapshot_of_the_same_round_is_refused() {
+    let r = record(RoundParams::exact(5, 4, 8, 16).unwrap());
+    let mut log = RoundLog::new();
+    let mut site = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
+    let older = site.snapshot();
+    log.record(&older).unwrap();
+    let out = site
+        .handle(download(&r, Phase::MaskedInput, 0), NOW)
+        .unwrap();
+    let newer = site.snapshot();
+    log.record(&newer).unwrap();
+    assert!(newer.step() > older.step());
+    out.release(&newer).unwrap();
+    let stored = RoundLog::from_bytes(&log.to_bytes()).unwrap();
+    assert_eq!(stored, log);
+    let mut attempt = stored;
+    let e = Site::restore(older.bytes(), &r.restore_ctx(SiteId(0)), NOW, &mut attempt).unwrap_err();
+    assert!(
+        matches!(e, Error::Misuse(Misuse::StaleSnapshot { round: 1, .. })),
+        "{e:?}"
+    );
+    assert_eq!(attempt, stored, "a refused restore changes nothing");
+    // The latest state restores; recording an older step of the round keeps the later one.
+    restore(&r, 0, newer.bytes(), NOW, &mut attempt);
+    assert!(
+        log.record(&older).is_ok(),
+        "same round, older step: the step stays"
+    );
+    assert_eq!(log.step(), newer.step());
+}
+
 /// Two instances restored from the same bytes reach equal transition counts; the bare count
 /// let one's snapshot release the other's upload. The per-instance tag refuses it.
 #[test]

@@ -357,7 +357,12 @@ impl Site {
     /// The persisted form of the current state (spec §8), wiped on drop, with the proof an
     /// [`Outgoing`] of this state needs to be released.
     pub fn snapshot(&self) -> SiteSnapshot {
-        SiteSnapshot::new(self.encode_state(), self.version)
+        SiteSnapshot::new(
+            self.encode_state(),
+            self.version,
+            self.ctx.round,
+            self.state_tag(),
+        )
     }
 
     /// The last upload again (a lost upload, e.g. the advertisement, which no download
