@@ -266,6 +266,58 @@ fn uploads_leave_only_after_the_new_state_is_snapshotted() {
     ));
 }
 
+/// An older snapshot of the same round (AwaitingShares after the site moved on to
+/// AwaitingSurvivors) restored before its deadline would answer the masked-input phase again.
+/// The round log records (round, step) of every stored snapshot and refuses it.
+#[test]
+fn older_snapshot_of_the_same_round_is_refused() {
+    let r = record(RoundParams::exact(5, 4, 8, 16).unwrap());
+    let mut log = RoundLog::new();
+    let mut site = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
+    let older = site.snapshot();
+    log.record(&older).unwrap();
+    let out = site
+        .handle(download(&r, Phase::MaskedInput, 0), NOW)
+        .unwrap();
+    let newer = site.snapshot();
+    log.record(&newer).unwrap();
+    assert!(newer.step() > older.step());
+    out.release(&newer).unwrap();
+    let stored = RoundLog::from_bytes(&log.to_bytes()).unwrap();
+    assert_eq!(stored, log);
+    let mut attempt = stored;
+    let e = Site::restore(older.bytes(), &r.restore_ctx(SiteId(0)), NOW, &mut attempt).unwrap_err();
+    assert!(
+        matches!(e, Error::Misuse(Misuse::StaleSnapshot { round: 1, .. })),
+        "{e:?}"
+    );
+    assert_eq!(attempt, stored, "a refused restore changes nothing");
+    // The latest state restores; recording an older step of the round keeps the later one.
+    restore(&r, 0, newer.bytes(), NOW, &mut attempt);
+    assert!(
+        log.record(&older).is_ok(),
+        "same round, older step: the step stays"
+    );
+    assert_eq!(log.step(), newer.step());
+}
+
+/// Two instances restored from the same bytes reach equal transition counts; the bare count
+/// let one's snapshot release the other's upload. The per-instance tag refuses it.
+#[test]
+fn a_snapshot_releases_only_its_own_instances_upload() {
+    let r = record(RoundParams::exact(5, 4, 8, 16).unwrap());
+    let site = r.site_at(SiteId(0), Phase::MaskedInput).unwrap();
+    let bytes = site.snapshot().into_bytes();
+    let a = restore(&r, 0, &bytes, NOW, &mut RoundLog::new());
+    let b = restore(&r, 0, &bytes, NOW, &mut RoundLog::new());
+    assert_eq!(a.snapshot().bytes(), b.snapshot().bytes());
+    assert!(matches!(
+        b.resend().unwrap().release(&a.snapshot()),
+        Err(Error::Misuse(Misuse::NotPersisted))
+    ));
+    assert!(b.resend().unwrap().release(&b.snapshot()).is_ok());
+}
+
 // --- the tampered aggregator snapshot -------------------------------------------------------
 
 /// The stored parts of an aggregator snapshot, rebuilt from a recording, so that each can be
@@ -444,6 +496,152 @@ fn tampered_aggregator_snapshot_is_refused() {
         matches!(&e, Error::SnapshotRefused(inner) if matches!(**inner, Error::PeerMisbehaved { kind: Misbehaviour::NotParticipant, .. })),
         "{e:?}"
     );
+}
+
+/// A finished aggregator snapshot was restored as stored: a flipped sum bit gave a wrong sum.
+/// It now carries the Unmasking-phase uploads, and restore recomputes the output and compares:
+/// every edit of the stored output (sum, contributors, dropped, blamed) is refused.
+#[test]
+fn tampered_finished_aggregator_snapshot_is_refused() {
+    let r = record(RoundParams::exact(4, 3, 8, 16).unwrap());
+    let m = r.consortium.manifest();
+    let mut agg = r.aggregator_at(Phase::Unmasking).unwrap();
+    for e in r.uploads(Phase::Unmasking) {
+        agg.receive_bytes(e.site, &e.bytes).unwrap();
+    }
+    let AggregatorStep::Finished(honest) = agg.close_phase().unwrap() else {
+        panic!("unmasking finishes the round")
+    };
+    let bytes = agg.snapshot();
+    let restored = Aggregator::restore(&bytes, m).unwrap();
+    assert_eq!(restored.output(), Some(&honest));
+    assert_eq!(restored.snapshot(), bytes);
+    // The output is the snapshot's tail: re-encode it with one edit at a time.
+    let ids = |w: &mut Writer, v: &[SiteId]| {
+        w.count(v.len());
+        for i in v {
+            w.u16(i.0);
+        }
+    };
+    let encode = |o: &amalgam_proto::AggregateOutput| {
+        let mut w = Writer::new();
+        ids(&mut w, &o.contributors);
+        ids(&mut w, &o.dropped);
+        ids(&mut w, &o.blamed);
+        w.count(o.sum.len());
+        for x in &o.sum {
+            w.u64(*x);
+        }
+        w.into_bytes()
+    };
+    let tail = encode(&honest);
+    assert!(bytes.ends_with(&tail), "the test's layout is the crate's");
+    let prefix = &bytes[..bytes.len() - tail.len()];
+    let mut cases = Vec::new();
+    let mut t = honest.clone();
+    t.sum[15] ^= 1;
+    cases.push(("a sum bit flipped", t));
+    let mut t = honest.clone();
+    t.contributors.pop();
+    cases.push(("a contributor removed", t));
+    let mut t = honest.clone();
+    let moved = t.contributors.remove(0);
+    t.dropped.insert(0, moved);
+    cases.push(("a contributor moved to dropped", t));
+    let mut t = honest.clone();
+    t.blamed.push(SiteId(2));
+    cases.push(("an honest revealer blamed", t));
+    for (what, out) in cases {
+        let mut tampered = prefix.to_vec();
+        tampered.extend_from_slice(&encode(&out));
+        let e = Aggregator::restore(&tampered, m).unwrap_err();
+        assert!(matches!(e, Error::Decode { .. }), "{what}: {e:?}");
+    }
+}
+
+// --- preallocation from untrusted counts ------------------------------------------------------
+
+/// Records the largest single allocation made on a thread while `TRACK` is set on it.
+struct PeakAlloc;
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    static TRACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+// SAFETY: forwards every call unchanged to the system allocator; only records sizes.
+unsafe impl std::alloc::GlobalAlloc for PeakAlloc {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        if TRACK.with(|t| t.get()) {
+            PEAK.fetch_max(l.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        // SAFETY: same layout contract as the caller's.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: `p` came from `alloc` above with this layout.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+}
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+/// The largest single allocation `f` makes on this thread.
+fn peak_alloc<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    PEAK.store(0, std::sync::atomic::Ordering::Relaxed);
+    TRACK.with(|t| t.set(true));
+    let out = f();
+    TRACK.with(|t| t.set(false));
+    (out, PEAK.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// A site snapshot of ~150 bytes declaring d = 2^24 made restore reserve 128 MiB for the input
+/// before reading it. Every decoder now reserves only what the remaining bytes can hold.
+#[test]
+fn declared_counts_do_not_preallocate() {
+    let r = record(RoundParams::exact(4, 3, 8, 16).unwrap());
+    let huge = RoundParams::exact(4, 3, 8, 1 << 24).unwrap();
+    let mut w = Writer::new();
+    w.header(msg_type::SITE_SNAPSHOT);
+    huge.encode(&mut w);
+    w.bytes(&r.consortium.manifest().digest());
+    w.bytes(&[0u8; 32]); // context digest
+    w.u64(1); // round
+    w.u16(0); // site
+    w.u64(sim::SIM_TIMEOUT_MS);
+    w.u8(1); // AwaitingKeys
+    w.u64(u64::MAX); // deadline
+    w.bytes(&[7u8; 32]); // round seed
+    w.count(1 << 24); // input count, and no elements
+    let bytes = w.into_bytes();
+    assert!(bytes.len() < 200, "{} bytes", bytes.len());
+    let (res, peak) = peak_alloc(|| {
+        Site::restore(&bytes, &r.restore_ctx(SiteId(0)), NOW, &mut RoundLog::new()).map(|_| ())
+    });
+    assert!(matches!(res, Err(Error::Decode { .. })), "{res:?}");
+    assert!(
+        peak < 64 << 10,
+        "restore reserved {peak} bytes for a {}-byte snapshot",
+        bytes.len()
+    );
+    // The aggregator's finished output (sum.count = d) is bounded the same way.
+    let mut w = Writer::new();
+    w.header(msg_type::AGGREGATOR_SNAPSHOT);
+    huge.encode(&mut w);
+    w.bytes(&r.consortium.manifest().digest());
+    w.bytes(&[0u8; 32]);
+    w.u64(1);
+    w.u8(Phase::Finished.code());
+    w.count(0); // adverts
+    w.bytes(&[0u8; 32]); // session id
+    for _ in 0..8 {
+        // shares, masked, survivors, signatures, responses, contributors, dropped, blamed
+        w.count(0);
+    }
+    w.count(1 << 24); // sum.count = d, and no elements
+    let bytes = w.into_bytes();
+    let (res, peak) =
+        peak_alloc(|| Aggregator::restore(&bytes, r.consortium.manifest()).map(|_| ()));
+    assert!(res.is_err());
+    assert!(peak < 64 << 10, "aggregator restore reserved {peak} bytes");
 }
 
 // --- key aliasing ---------------------------------------------------------------------------

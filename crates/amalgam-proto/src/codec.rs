@@ -162,6 +162,13 @@ impl<'a> Reader<'a> {
         self.buf.len() - self.pos
     }
 
+    /// A safe preallocation for `count` decoded items of at least `min_len` encoded bytes each:
+    /// no more than the remaining bytes can hold. A declared count is untrusted (a 150-byte
+    /// snapshot could declare 2^24 elements), so decoders never reserve by it alone.
+    pub fn capacity(&self, count: usize, min_len: usize) -> usize {
+        count.min(self.remaining() / min_len.max(1))
+    }
+
     /// Bytes read so far.
     pub fn position(&self) -> usize {
         self.pos

@@ -430,6 +430,19 @@ pub enum Misuse {
         /// The highest round id the site has used.
         high_water: u64,
     },
+    /// A snapshot of an earlier state of the round the [`crate::site::RoundLog`] records a
+    /// later state of: restoring it would re-run a phase.
+    #[error(
+        "snapshot of round {round} at step {step} is older than the recorded step {recorded}: only the latest state may be restored"
+    )]
+    StaleSnapshot {
+        /// The snapshot's round.
+        round: u64,
+        /// The snapshot's state step (its state tag, spec §8).
+        step: u8,
+        /// The latest step recorded for that round.
+        recorded: u8,
+    },
     /// An upload released against a snapshot of another state (see [`crate::site::Outgoing`]).
     #[error(
         "upload released without a snapshot of the state that produced it: persist that state first"

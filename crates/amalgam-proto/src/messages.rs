@@ -35,7 +35,7 @@ fn read_ascending<T>(
     field: &'static str,
     mut item: impl FnMut(&mut Reader<'_>) -> Result<T, DecodeError>,
 ) -> Result<Vec<(SiteId, T)>, DecodeError> {
-    let mut out: Vec<(SiteId, T)> = Vec::with_capacity(count);
+    let mut out: Vec<(SiteId, T)> = Vec::with_capacity(r.capacity(count, 2));
     for _ in 0..count {
         let id = read_site(r, field)?;
         if out.last().is_some_and(|(last, _)| *last >= id) {
@@ -133,7 +133,8 @@ impl Decode for KeysBroadcast {
         r.expect_header(msg_type::KEYS_BROADCAST)?;
         let round = r.u64("round")?;
         let count = r.count("adverts.count", 1, max_sites(p))?;
-        let mut adverts: Vec<AdvertiseKeys> = Vec::with_capacity(count);
+        let mut adverts: Vec<AdvertiseKeys> =
+            Vec::with_capacity(r.capacity(count, AdvertiseKeys::LEN));
         for _ in 0..count {
             let a = AdvertiseKeys::decode(r, p)?;
             if adverts.last().is_some_and(|l| l.sender >= a.sender) {

@@ -873,7 +873,7 @@ impl Decode for Manifest {
 
     fn decode(r: &mut Reader<'_>, _: &()) -> Result<Self, DecodeError> {
         let n = r.count("manifest.count", 2, usize::from(MAX_SITES))?;
-        let mut keys = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(r.capacity(n, 32));
         for _ in 0..n {
             let b = r.array::<32>("manifest.key")?;
             keys.push(

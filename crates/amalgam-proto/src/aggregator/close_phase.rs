@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::unmask::unmask;
-use super::{AggregateOutput, Aggregator, Routing, Session, State};
+use super::{AggregateOutput, Aggregator, Done, Routing, Session, State};
 use crate::codec::Encode;
 use crate::crypto::kdf;
 use crate::error::Error;
@@ -143,7 +143,8 @@ impl Aggregator {
                 ..
             } => {
                 let out = unmask(ctx, session, routing, masked, survivors, responses)?;
-                (State::Finished(out.clone()), AggregatorStep::Finished(out))
+                self.finish(out.clone());
+                return Ok(AggregatorStep::Finished(out));
             }
             State::Finished(_) => {
                 return Err(crate::error::Misuse::WrongPhase {
@@ -193,6 +194,30 @@ impl Aggregator {
                 signatures,
                 responses: BTreeMap::new(),
             },
+            other => other,
+        };
+    }
+
+    /// CollectingUnmask → Finished, keeping the inputs of the output (a finished snapshot
+    /// stores them so that restore can recompute the output).
+    fn finish(&mut self, out: AggregateOutput) {
+        self.state = match self.take_state() {
+            State::CollectingUnmask {
+                session,
+                routing,
+                masked,
+                survivors,
+                signatures,
+                responses,
+            } => State::Finished(Box::new(Done {
+                session,
+                routing,
+                masked,
+                survivors,
+                signatures,
+                responses,
+                out,
+            })),
             other => other,
         };
     }

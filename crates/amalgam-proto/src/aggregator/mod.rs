@@ -33,8 +33,9 @@ pub struct AggregateOutput {
     pub contributors: Vec<SiteId>,
     /// Sites that advertised keys (U1) but are not in the sum, ascending.
     pub dropped: Vec<SiteId>,
-    /// Revealers whose shares disagreed with the owner's commitment or advertised key,
-    /// ascending. Their wrong shares were left out; the sum is still exact.
+    /// Revealers of shares provably off the polynomial their owner dealt (spec §4.6: named
+    /// only when t + c shares support that polynomial), ascending: each lied, or its owner
+    /// dealt it a wrong share. Wrong shares never change the sum.
     pub blamed: Vec<SiteId>,
 }
 
@@ -124,7 +125,20 @@ enum State {
         signatures: BTreeMap<SiteId, SignatureBytes>,
         responses: BTreeMap<SiteId, UnmaskShares>,
     },
-    Finished(AggregateOutput),
+    /// The output, with everything it was computed from, so that a snapshot of a finished
+    /// round is self-checking too: restore recomputes the output and compares (spec §8.2).
+    Finished(Box<Done>),
+}
+
+/// A finished round: the Unmasking-phase state and the output it produced.
+struct Done {
+    session: Session,
+    routing: Routing,
+    masked: BTreeMap<SiteId, MaskedInput>,
+    survivors: Vec<SiteId>,
+    signatures: BTreeMap<SiteId, SignatureBytes>,
+    responses: BTreeMap<SiteId, UnmaskShares>,
+    out: AggregateOutput,
 }
 
 /// The aggregator's state machine for one round.
@@ -213,7 +227,7 @@ impl Aggregator {
     /// The output, once finished.
     pub fn output(&self) -> Option<&AggregateOutput> {
         match &self.state {
-            State::Finished(o) => Some(o),
+            State::Finished(done) => Some(&done.out),
             _ => None,
         }
     }

@@ -8,7 +8,9 @@
 //! and [`Aggregator::close_phase`], so every signature is verified again, the session id is
 //! recomputed from the advertisements, the routing and survivor set are derived again (so
 //! survivors = senders of the stored masked inputs, and U3 ⊆ U2 ⊆ U1), and the stored derived
-//! values must equal the recomputed ones. A tampered snapshot is refused with the reason.
+//! values must equal the recomputed ones. A finished round stores the Unmasking-phase uploads
+//! as well, and restore recomputes the output and compares it with the stored one. A tampered
+//! snapshot is refused with the reason.
 
 use std::collections::BTreeMap;
 
@@ -35,7 +37,7 @@ fn read_msgs<M: Decode<Context = RoundParams>>(
     sender: impl Fn(&M) -> SiteId,
 ) -> Result<Vec<M>, DecodeError> {
     let n = r.count(field, 0, p.n())?;
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(r.capacity(n, 1));
     let mut last: Option<SiteId> = None;
     for _ in 0..n {
         let m = M::decode(r, p)?;
@@ -58,7 +60,7 @@ fn read_ids(
     field: &'static str,
 ) -> Result<Vec<SiteId>, DecodeError> {
     let n = r.count(field, 0, p.n())?;
-    let mut out: Vec<SiteId> = Vec::with_capacity(n);
+    let mut out: Vec<SiteId> = Vec::with_capacity(r.capacity(n, 2));
     let mut last = None;
     for _ in 0..n {
         out.push(next_member(p, &mut last, SiteId(r.u16(field)?), field)?);
@@ -79,7 +81,7 @@ fn read_sigs(
     p: &RoundParams,
 ) -> Result<Vec<(SiteId, SignatureBytes)>, DecodeError> {
     let n = r.count("signatures.count", 0, p.n())?;
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(r.capacity(n, 66));
     let mut last: Option<SiteId> = None;
     for _ in 0..n {
         let signer = SiteId(r.u16("signatures.signer")?);
@@ -87,6 +89,32 @@ fn read_sigs(
         out.push((v, r.array("signatures.signature")?));
     }
     Ok(out)
+}
+
+/// The output of a finished round (contributors, dropped, blamed, sum), decoded only to be
+/// compared with the recomputed one.
+fn read_output(r: &mut Reader<'_>, p: &RoundParams) -> Result<AggregateOutput, DecodeError> {
+    let contributors = read_ids(r, p, "contributors")?;
+    let dropped = read_ids(r, p, "dropped")?;
+    let blamed = read_ids(r, p, "blamed")?;
+    let d = r.count("sum.count", p.d(), p.d())?;
+    let mut sum = Vec::with_capacity(r.capacity(d, 8));
+    for _ in 0..d {
+        let x = r.u64("sum")?;
+        if x > p.sum_bits().mask() {
+            return Err(DecodeError::InvalidValue {
+                field: "sum",
+                reason: "element >= 2^B",
+            });
+        }
+        sum.push(x);
+    }
+    Ok(AggregateOutput {
+        sum,
+        contributors,
+        dropped,
+        blamed,
+    })
 }
 
 /// What a snapshot holds: the accepted uploads of every phase reached, and the derived values
@@ -237,7 +265,15 @@ impl Snapshot for Aggregator {
                 write_sigs(&mut w, signatures);
                 write_msgs(&mut w, responses.values());
             }
-            State::Finished(out) => {
+            State::Finished(done) => {
+                write_msgs(&mut w, done.session.adverts.values());
+                w.bytes(&done.session.id);
+                write_msgs(&mut w, done.routing.signed.values());
+                write_msgs(&mut w, done.masked.values());
+                write_ids(&mut w, done.survivors.iter());
+                write_sigs(&mut w, &done.signatures);
+                write_msgs(&mut w, done.responses.values());
+                let out = &done.out;
                 write_ids(&mut w, out.contributors.iter());
                 write_ids(&mut w, out.dropped.iter());
                 write_ids(&mut w, out.blamed.iter());
@@ -267,35 +303,6 @@ impl Snapshot for Aggregator {
                 reason: "unknown phase",
             },
         ))?;
-        if phase == Phase::Finished {
-            let out = (|| -> Result<AggregateOutput, DecodeError> {
-                let contributors = read_ids(&mut r, p, "contributors")?;
-                let dropped = read_ids(&mut r, p, "dropped")?;
-                let blamed = read_ids(&mut r, p, "blamed")?;
-                let d = r.count("sum.count", p.d(), p.d())?;
-                let mut sum = Vec::with_capacity(d);
-                for _ in 0..d {
-                    let x = r.u64("sum")?;
-                    if x > p.sum_bits().mask() {
-                        return Err(DecodeError::InvalidValue {
-                            field: "sum",
-                            reason: "element >= 2^B",
-                        });
-                    }
-                    sum.push(x);
-                }
-                Ok(AggregateOutput {
-                    sum,
-                    contributors,
-                    dropped,
-                    blamed,
-                })
-            })()
-            .map_err(local)?;
-            r.finish("AggregatorSnapshot").map_err(local)?;
-            agg.state = State::Finished(out);
-            return Ok(agg);
-        }
         if phase == Phase::Aborted {
             return Err(local(DecodeError::InvalidValue {
                 field: "phase",
@@ -324,8 +331,26 @@ impl Snapshot for Aggregator {
             Ok(s)
         })()
         .map_err(local)?;
+        let out = if phase == Phase::Finished {
+            Some(read_output(&mut r, p).map_err(local)?)
+        } else {
+            None
+        };
         r.finish("AggregatorSnapshot").map_err(local)?;
-        replay(&mut agg, phase, stored)?;
+        match out {
+            None => replay(&mut agg, phase, stored)?,
+            Some(out) => {
+                // Recompute the output from the stored responses; the stored one must match.
+                replay(&mut agg, Phase::Unmasking, stored)?;
+                agg.close_phase()
+                    .map_err(|e| Error::SnapshotRefused(Box::new(e)))?;
+                if agg.output() != Some(&out) {
+                    return Err(tampered(
+                        "stored output is not what the stored responses give",
+                    ));
+                }
+            }
+        }
         Ok(agg)
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! The only code that reconstructs secrets from revealed shares, so it lives on its own: each
 //! recovered secret is checked against its commitment or advertised key before use. Recovery
-//! is robust: with more than t shares, wrong ones are left out and their revealers named in
-//! [`AggregateOutput::blamed`] (never the owner, whose commitment the recovered secret meets).
+//! is robust: with more than t shares, wrong ones are corrected or left out, and their revealers
+//! are named in [`AggregateOutput::blamed`] only where provable (spec §4.6).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -95,7 +95,7 @@ pub(super) fn unmask(
             .copied()
             .ok_or(Misuse::InconsistentState("a survivor has no b commitment"))?;
         let shares = &suspects_last(b_by_owner.get(u), &blamed);
-        let b = shamir::recover_robust(t, shares, |b| {
+        let b = shamir::recover_robust(t, p.c(), shares, |b| {
             bool::from(kdf::b_commitment(sid, *u, b).ct_eq(&commitment))
         })
         .map_err(|_| unrecoverable(*u, shares.len()))?;
@@ -115,7 +115,7 @@ pub(super) fn unmask(
                     "a dropped peer has no advertisement",
                 ))?;
         let shares = &suspects_last(s_by_owner.get(v), &blamed);
-        let s_sk = shamir::recover_robust(t, shares, |s| {
+        let s_sk = shamir::recover_robust(t, p.c(), shares, |s| {
             bool::from(
                 PublicKey::from(&StaticSecret::from(*s))
                     .to_bytes()

@@ -57,6 +57,8 @@ impl PhaseTimeout {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RoundLog {
     high_water: Option<u64>,
+    /// The latest state step ([`SiteSnapshot::step`]) recorded for the high-water round.
+    step: u8,
 }
 
 impl RoundLog {
@@ -78,15 +80,61 @@ impl RoundLog {
             return Err(Misuse::RoundReused { round, high_water }.into());
         }
         self.high_water = Some(round);
+        self.step = 0;
         Ok(())
     }
 
-    /// Raises the mark to at least `round` (a restored or abandoned round).
-    pub(crate) fn observe(&mut self, round: u64) {
-        self.high_water = Some(self.high_water.map_or(round, |h| h.max(round)));
+    /// Raises the mark to at least `round` (a restored or abandoned round), and for the
+    /// high-water round the step to at least `step`.
+    pub(crate) fn observe(&mut self, round: u64, step: u8) {
+        match self.high_water {
+            Some(h) if h > round => {}
+            Some(h) if h == round => self.step = self.step.max(step),
+            _ => {
+                self.high_water = Some(round);
+                self.step = step;
+            }
+        }
     }
 
-    /// Canonical encoding: header (type [`msg_type::SITE_ROUND_LOG`]), flag u8, mark u64.
+    /// Refuses restoring a snapshot of round `round` at `step` when a later step of that
+    /// round has been recorded.
+    pub(crate) fn check_restore(&self, round: u64, step: u8) -> Result<(), Error> {
+        if self.high_water == Some(round) && step < self.step {
+            return Err(Misuse::StaleSnapshot {
+                round,
+                step,
+                recorded: self.step,
+            }
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Records that `snapshot` was durably stored: a later restore of an earlier state of
+    /// the same round is then refused ([`Misuse::StaleSnapshot`]). Call it after storing the
+    /// snapshot's bytes and store the log ([`RoundLog::to_bytes`]) before releasing the upload.
+    pub fn record(&mut self, snapshot: &SiteSnapshot) -> Result<(), Error> {
+        if let Some(high_water) = self.high_water
+            && snapshot.round < high_water
+        {
+            return Err(Misuse::RoundReused {
+                round: snapshot.round,
+                high_water,
+            }
+            .into());
+        }
+        self.observe(snapshot.round, snapshot.step);
+        Ok(())
+    }
+
+    /// The latest state step recorded for the high-water round (0 if none).
+    pub fn step(&self) -> u8 {
+        self.step
+    }
+
+    /// Canonical encoding: header (type [`msg_type::SITE_ROUND_LOG`]), flag u8, mark u64,
+    /// step u8 (0 with flag 0).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.header(msg_type::SITE_ROUND_LOG);
@@ -100,6 +148,7 @@ impl RoundLog {
                 w.u64(h);
             }
         }
+        w.u8(self.step);
         w.into_bytes()
     }
 
@@ -110,7 +159,14 @@ impl RoundLog {
         r.expect_header(msg_type::SITE_ROUND_LOG).map_err(local)?;
         let flag = r.u8("round_log.flag").map_err(local)?;
         let mark = r.u64("round_log.high_water").map_err(local)?;
+        let step = r.u8("round_log.step").map_err(local)?;
         r.finish("RoundLog").map_err(local)?;
+        if (flag == 0 && step != 0) || step > MAX_STEP {
+            return Err(local(DecodeError::InvalidValue {
+                field: "round_log.step",
+                reason: "not 0 without a mark, or above the last state tag",
+            }));
+        }
         let high_water = match (flag, mark) {
             (0, 0) => None,
             (1, h) => Some(h),
@@ -121,17 +177,49 @@ impl RoundLog {
                 }));
             }
         };
-        Ok(Self { high_water })
+        Ok(Self { high_water, step })
+    }
+}
+
+/// Which state of which [`crate::Site`] instance a [`SiteSnapshot`] or an [`Outgoing`] belongs
+/// to: a tag unique to the instance (drawn from a process-wide counter when the instance is
+/// built or restored) and its transition count. Two instances restored from the same bytes
+/// reach equal counts, so the count alone would let one instance's snapshot release the other's
+/// upload; the tag cannot be forged, since neither type can be built outside this crate.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct StateVersion {
+    pub(crate) instance: u64,
+    pub(crate) transitions: u64,
+}
+
+impl StateVersion {
+    /// Version 0 of a fresh instance.
+    pub(crate) fn fresh() -> Self {
+        static NEXT_INSTANCE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+        Self {
+            instance: NEXT_INSTANCE.fetch_add(1, core::sync::atomic::Ordering::Relaxed),
+            transitions: 0,
+        }
+    }
+
+    /// The next state of the same instance.
+    pub(crate) fn bump(&mut self) {
+        self.transitions += 1;
     }
 }
 
 /// The persisted bytes of a site's state, wiped on drop (they hold the round's secrets:
-/// store them only on the site, sealed at rest), and the proof that they were taken.
+/// store them only on the site, sealed at rest), and the proof of which state they encode.
 #[derive(PartialEq, Eq)]
 pub struct SiteSnapshot {
     bytes: Zeroizing<Vec<u8>>,
-    version: u64,
+    version: StateVersion,
+    round: u64,
+    step: u8,
 }
+
+/// The highest state tag (Abandoned, spec §8).
+pub(crate) const MAX_STEP: u8 = 7;
 
 impl core::fmt::Debug for SiteSnapshot {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -142,8 +230,29 @@ impl core::fmt::Debug for SiteSnapshot {
 }
 
 impl SiteSnapshot {
-    pub(crate) fn new(bytes: Zeroizing<Vec<u8>>, version: u64) -> Self {
-        Self { bytes, version }
+    pub(crate) fn new(
+        bytes: Zeroizing<Vec<u8>>,
+        version: StateVersion,
+        round: u64,
+        step: u8,
+    ) -> Self {
+        Self {
+            bytes,
+            version,
+            round,
+            step,
+        }
+    }
+
+    /// The round this snapshot belongs to.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
+    /// The state step: the state tag of spec §8 (1 AwaitingKeys … 5 Finished, 6 Aborted,
+    /// 7 Abandoned), which only grows within a round.
+    pub fn step(&self) -> u8 {
+        self.step
     }
 
     /// The bytes to store durably (then release the pending upload).
@@ -161,7 +270,7 @@ impl SiteSnapshot {
 #[must_use = "persist the site's new state, then release the upload"]
 pub struct Outgoing {
     upload: ToAggregator,
-    version: u64,
+    version: StateVersion,
 }
 
 impl core::fmt::Debug for Outgoing {
@@ -173,12 +282,15 @@ impl core::fmt::Debug for Outgoing {
 }
 
 impl Outgoing {
-    pub(crate) fn new(upload: ToAggregator, version: u64) -> Self {
+    pub(crate) fn new(upload: ToAggregator, version: StateVersion) -> Self {
         Self { upload, version }
     }
 
     /// The upload, given the snapshot of the state that produced it (taken after the
-    /// transition). A snapshot of any other state is local misuse: nothing is released.
+    /// transition, from the same `Site` instance). A snapshot of any other state, or of
+    /// another instance, is local misuse: nothing is released. This ties the upload to the
+    /// right snapshot; it cannot know that the snapshot's bytes were durably stored — the
+    /// driver must store them before calling this (spec §8.1).
     pub fn release(self, persisted: &SiteSnapshot) -> Result<ToAggregator, Error> {
         if persisted.version != self.version {
             return Err(Misuse::NotPersisted.into());
@@ -210,8 +322,15 @@ mod tests {
         ));
         assert!(log.claim(4).is_err());
         log.claim(6).unwrap();
-        log.observe(3);
+        log.observe(3, 2);
         assert_eq!(log.high_water(), Some(6));
+        assert_eq!(log.step(), 0);
+        log.observe(6, 3);
+        log.observe(6, 2);
+        assert_eq!(log.step(), 3);
+        assert!(log.check_restore(6, 2).is_err());
+        assert!(log.check_restore(6, 3).is_ok());
+        assert!(log.check_restore(7, 1).is_ok());
         let bytes = log.to_bytes();
         assert_eq!(RoundLog::from_bytes(&bytes).unwrap(), log);
         let mut bad = bytes.clone();
@@ -221,6 +340,9 @@ mod tests {
         let mut none_with_mark = RoundLog::new().to_bytes();
         none_with_mark[12] = 1;
         assert!(RoundLog::from_bytes(&none_with_mark).is_err());
+        let mut step_without_mark = RoundLog::new().to_bytes();
+        *step_without_mark.last_mut().unwrap() = 1;
+        assert!(RoundLog::from_bytes(&step_without_mark).is_err());
     }
 
     #[test]

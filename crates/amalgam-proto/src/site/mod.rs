@@ -40,6 +40,7 @@ mod durable;
 mod snapshot;
 mod states;
 
+use durable::StateVersion;
 pub use durable::{Outgoing, PhaseTimeout, RoundLog, SiteSnapshot, Timestamp};
 pub use snapshot::SiteRestore;
 
@@ -200,8 +201,8 @@ pub struct Site {
     /// When the current wait ends (persisted); `None` when not waiting.
     deadline: Option<Timestamp>,
     answered: Option<Answered>,
-    /// Counts transitions of this instance; ties an [`Outgoing`] to its [`SiteSnapshot`].
-    version: u64,
+    /// This instance's tag and transition count; ties an [`Outgoing`] to its [`SiteSnapshot`].
+    version: StateVersion,
 }
 
 impl core::fmt::Debug for Site {
@@ -286,7 +287,7 @@ impl Site {
             state: State::Ready,
             deadline: None,
             answered: None,
-            version: 0,
+            version: StateVersion::fresh(),
         })
     }
 
@@ -356,7 +357,12 @@ impl Site {
     /// The persisted form of the current state (spec §8), wiped on drop, with the proof an
     /// [`Outgoing`] of this state needs to be released.
     pub fn snapshot(&self) -> SiteSnapshot {
-        SiteSnapshot::new(self.encode_state(), self.version)
+        SiteSnapshot::new(
+            self.encode_state(),
+            self.version,
+            self.ctx.round,
+            self.state_tag(),
+        )
     }
 
     /// The last upload again (a lost upload, e.g. the advertisement, which no download
@@ -371,7 +377,7 @@ impl Site {
     fn advance_to(&mut self, state: State, now: Timestamp, answered: Answered) -> Outgoing {
         self.deadline = state.is_waiting().then(|| now.after(self.ctx.timeout));
         self.state = state;
-        self.version += 1;
+        self.version.bump();
         let out = Outgoing::new(answered.upload.clone(), self.version);
         self.answered = Some(answered);
         out
@@ -382,7 +388,7 @@ impl Site {
         self.state = State::Abandoned;
         self.deadline = None;
         self.answered = None;
-        self.version += 1;
+        self.version.bump();
         Error::RoundAbandoned {
             round: self.ctx.round,
         }
@@ -541,7 +547,7 @@ impl Site {
                     self.state = State::Aborted(e.clone());
                     self.deadline = None;
                     self.answered = None;
-                    self.version += 1;
+                    self.version.bump();
                     return Err(e);
                 }
             },

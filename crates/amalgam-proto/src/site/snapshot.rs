@@ -100,7 +100,7 @@ fn write_input(w: &mut Writer, input: &[u64]) {
 fn read_input(r: &mut Reader<'_>, p: &RoundParams) -> Result<Zeroizing<Vec<u64>>, DecodeError> {
     let d = r.count("input.count", p.d(), p.d())?;
     let max = p.input_bits().max_value();
-    let mut v = Zeroizing::new(Vec::with_capacity(d));
+    let mut v = Zeroizing::new(Vec::with_capacity(r.capacity(d, 8)));
     for _ in 0..d {
         let x = r.u64("input")?;
         if x > max {
@@ -140,6 +140,20 @@ fn answered_kinds(tag: u8) -> (Option<&'static str>, &'static str) {
 impl Site {
     /// Serializes the complete state: preamble, site, timeout, state tag, the deadline of a
     /// wait, the state's fields, then the kept exchange (download digest, upload bytes).
+    /// The state tag of spec §8; it only grows within a round, so it orders a round's states.
+    pub(super) fn state_tag(&self) -> u8 {
+        match &self.state {
+            State::Ready => TAG_READY,
+            State::AwaitingKeys(_) => 1,
+            State::AwaitingShares(_) => 2,
+            State::AwaitingSurvivors(_) => 3,
+            State::AwaitingUnmask(_) => 4,
+            State::Finished => 5,
+            State::Aborted(_) => TAG_ABORTED,
+            State::Abandoned => TAG_ABANDONED,
+        }
+    }
+
     pub(super) fn encode_state(&self) -> Zeroizing<Vec<u8>> {
         let mut w = write_preamble(
             msg_type::SITE_SNAPSHOT,
@@ -150,16 +164,7 @@ impl Site {
         );
         w.u16(self.ctx.id.0);
         w.u64(self.ctx.timeout.millis());
-        let tag = match &self.state {
-            State::Ready => TAG_READY,
-            State::AwaitingKeys(_) => 1,
-            State::AwaitingShares(_) => 2,
-            State::AwaitingSurvivors(_) => 3,
-            State::AwaitingUnmask(_) => 4,
-            State::Finished => 5,
-            State::Aborted(_) => TAG_ABORTED,
-            State::Abandoned => TAG_ABANDONED,
-        };
+        let tag = self.state_tag();
         w.u8(tag);
         if let Some(d) = self.deadline {
             w.u64(d.0);
@@ -279,7 +284,7 @@ impl Site {
                     let session = read_session(&mut r, p)?;
                     let held = read_held(&mut r, p)?;
                     let n = r.count("survivors.count", 1, p.n())?;
-                    let mut survivors: Vec<SiteId> = Vec::with_capacity(n);
+                    let mut survivors: Vec<SiteId> = Vec::with_capacity(r.capacity(n, 2));
                     for _ in 0..n {
                         let s = SiteId(r.u16("survivors")?);
                         if !p.contains(s) || survivors.last().is_some_and(|l| *l >= s) {
@@ -344,10 +349,12 @@ impl Site {
         })()
         .map_err(local)?;
         r.finish("SiteSnapshot").map_err(local)?;
-        rounds.observe(round);
         site.state = state;
         site.deadline = deadline;
         site.answered = answered;
+        let step = site.state_tag();
+        rounds.check_restore(round, step)?;
+        rounds.observe(round, step);
         if site.deadline.is_some_and(|d| now >= d) {
             let _ = site.abandon();
         }
