@@ -158,21 +158,13 @@ fn write_he_and_ledger_seeds() {
     ledger.record_epoch([0x11; 32], 1, params).expect("epoch");
     for round_id in 0..3 {
         ledger
-            .authorize(RoundRequest {
+            .authorize(RoundRequest::under(
+                params,
                 round_id,
-                manifest_digest: [0x11; 32],
-                round_context: [round_id as u8; 32],
-                min_cohort: SiteCount::new(4).expect("min cohort"),
-                colluders: 0,
-                n_cohort: SiteCount::new(5).expect("n_cohort"),
-                clip: ClipNorm::new(1.0).expect("clip"),
-                gamma: Gamma::new(1000.0).expect("gamma"),
-                bits: BitWidth::new(24).expect("bits"),
-                local_sigma: Sigma::new(5.0).expect("sigma"),
-                dim: Dimension::new(1000).expect("dim"),
-                beta: RoundingBias::recommended(),
-                sampler: SamplerKind::Fast,
-            })
+                [0x11; 32],
+                [round_id as u8; 32],
+                SamplerKind::Fast,
+            ))
             .expect("authorize");
     }
     ledger

@@ -215,21 +215,13 @@ mod tests {
         ledger.record_epoch([0; 32], 1, params).unwrap();
         for round_id in 0..3 {
             ledger
-                .authorize(RoundRequest {
+                .authorize(RoundRequest::under(
+                    params,
                     round_id,
-                    manifest_digest: [0; 32],
-                    round_context: [0; 32],
-                    min_cohort: params.min_cohort,
-                    colluders: params.colluders,
-                    n_cohort: params.n_cohort,
-                    clip: params.clip,
-                    gamma: params.gamma,
-                    bits: params.bits,
-                    local_sigma: params.local_sigma,
-                    dim: params.dim,
-                    beta: params.beta,
-                    sampler: SamplerKind::Fast,
-                })
+                    [0; 32],
+                    [0; 32],
+                    SamplerKind::Fast,
+                ))
                 .unwrap();
         }
         let anchor = ledger.anchor().to_string();

@@ -16,7 +16,7 @@ use amalgam_dp::ledger::audit::{Event, Finding, audit_bytes, audit_file};
 use amalgam_dp::ledger::entry::{
     Accountant, Budget, BudgetPolicy, EntryBody, EntryKind, PolicyError, PrivacyUnit,
 };
-use amalgam_dp::ledger::store::{MAGIC, StoreError, parse};
+use amalgam_dp::ledger::store::{StoreError, parse};
 use amalgam_dp::ledger::{Ledger, LedgerError, PolicyKind, RoundPermit, RoundRequest};
 use amalgam_dp::params::{
     Adjacency, BitWidth, ClipNorm, Delta, Dimension, Distance, Epsilon, Gamma, RoundingBias, Sigma,
@@ -24,8 +24,7 @@ use amalgam_dp::params::{
 };
 use amalgam_dp::rotation::RotationSeed;
 use amalgam_dp::sampler::{FastSampler, SamplerKind, distance_bound};
-use ed25519_dalek::{Signer, SigningKey};
-use sha2::{Digest, Sha256};
+use ed25519_dalek::SigningKey;
 
 fn key() -> SigningKey {
     SigningKey::from_bytes(&[21; 32])
@@ -62,26 +61,6 @@ fn spend_all(ledger: &mut Ledger, from: u64) -> u64 {
         assert!(accepted < 10_000, "the cap never refused");
     }
     accepted
-}
-
-fn signed(body: &EntryBody, key: &SigningKey) -> Vec<u8> {
-    let bytes = body.to_bytes();
-    let sig = key.sign(&[b"amalgam-dp ledger entry v2\0".as_slice(), &bytes].concat());
-    [bytes, sig.to_bytes().to_vec()].concat()
-}
-
-fn reframe(payloads: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = MAGIC.to_vec();
-    for p in payloads {
-        let len = (p.len() as u32).to_le_bytes();
-        let mut h = Sha256::new();
-        h.update(len);
-        h.update(p);
-        out.extend_from_slice(&len);
-        out.extend_from_slice(p);
-        out.extend_from_slice(&h.finalize());
-    }
-    out
 }
 
 fn payloads(path: &Path) -> Vec<Vec<u8>> {
@@ -193,11 +172,11 @@ fn bypass_1_a_forged_policy_change_does_not_verify() {
     };
     // The old signature on the edited genesis.
     p[0] = [looser.to_bytes(), p[0][p[0].len() - 64..].to_vec()].concat();
-    let f = audit_bytes(&reframe(&p), &key().verifying_key(), &[])
+    let f = audit_bytes(&common::reframe(&p), &key().verifying_key(), &[])
         .unwrap()
         .findings;
     assert!(f.contains(&Finding::BadSignature { index: 0 }), "{f:?}");
-    std::fs::write(&path, reframe(&p)).unwrap();
+    std::fs::write(&path, common::reframe(&p)).unwrap();
     assert!(matches!(
         Ledger::open(&path, key(), policy(100.0, 1e-5)),
         Err(LedgerError::Tampered(_))
@@ -478,8 +457,8 @@ fn bypass_6_the_sampler_distance_and_n_min_are_computed_and_recomputed() {
         if let EntryKind::Charge(c) = &mut forged.kind {
             edit(c);
         }
-        p[2] = signed(&forged, &key());
-        let f = audit_bytes(&reframe(&p), &key().verifying_key(), &[])
+        p[2] = common::sign(&forged, &key());
+        let f = audit_bytes(&common::reframe(&p), &key().verifying_key(), &[])
             .unwrap()
             .findings;
         assert!(

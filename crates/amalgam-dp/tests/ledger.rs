@@ -15,8 +15,7 @@ use amalgam_dp::params::{
     BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, RoundingBias, Sigma, SiteCount,
 };
 use amalgam_dp::sampler::SamplerKind;
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
+use ed25519_dalek::{SigningKey, VerifyingKey};
 
 fn key() -> SigningKey {
     SigningKey::from_bytes(&[7; 32])
@@ -182,31 +181,6 @@ fn truncation_at_every_offset_of_the_last_record_is_recovered() {
     assert_eq!((report.entries, report.torn_bytes), (2, Some(3)));
 }
 
-/// Rebuilds a ledger file from payloads (valid framing, so only the audit can object).
-fn reframe(payloads: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = MAGIC.to_vec();
-    for p in payloads {
-        let len = (p.len() as u32).to_le_bytes();
-        let mut h = Sha256::new();
-        h.update(len);
-        h.update(p);
-        out.extend_from_slice(&len);
-        out.extend_from_slice(p);
-        out.extend_from_slice(&h.finalize());
-    }
-    out
-}
-
-fn sign(body: &EntryBody, key: &SigningKey) -> Vec<u8> {
-    let bytes = body.to_bytes();
-    let sig = key.sign(&[b"amalgam-dp ledger entry v2\0".as_slice(), &bytes].concat());
-    [bytes, sig.to_bytes().to_vec()].concat()
-}
-
-fn body(payload: &[u8]) -> EntryBody {
-    EntryBody::from_bytes(&payload[..payload.len() - 64]).unwrap()
-}
-
 /// Applies `edit` to the charge in `body`.
 fn edit_charge(body: &mut EntryBody, edit: impl FnOnce(&mut amalgam_dp::ledger::entry::Charge)) {
     match &mut body.kind {
@@ -227,24 +201,24 @@ fn audit_detects_edited_deleted_reordered_and_foreign_signed_entries() {
     let vk = key().verifying_key();
     let payloads = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
     assert!(clean_unanchored(
-        &audit_bytes(&reframe(&payloads), &vk, &[]).unwrap()
+        &audit_bytes(&common::reframe(&payloads), &vk, &[]).unwrap()
     ));
 
     // Edited: σ raised in entry 2 (the first charge, after the epoch) without re-signing.
     let mut edited = payloads.clone();
-    let mut b = body(&edited[2]);
+    let mut b = common::body(&edited[2]);
     edit_charge(&mut b, |c| {
         c.request.local_sigma = Sigma::new(50.0).unwrap()
     });
     let sig = edited[2][edited[2].len() - 64..].to_vec();
     edited[2] = [b.to_bytes(), sig].concat();
-    let f = findings(&reframe(&edited), &vk);
+    let f = findings(&common::reframe(&edited), &vk);
     assert!(f.contains(&Finding::BadSignature { index: 2 }), "{f:?}");
 
     // Deleted: entry 2 removed.
     let mut deleted = payloads.clone();
     deleted.remove(2);
-    let f = findings(&reframe(&deleted), &vk);
+    let f = findings(&common::reframe(&deleted), &vk);
     assert!(f.contains(&Finding::BrokenChain { index: 2 }), "{f:?}");
     assert!(
         f.contains(&Finding::SequenceMismatch {
@@ -257,7 +231,7 @@ fn audit_detects_edited_deleted_reordered_and_foreign_signed_entries() {
     // Reordered: entries 3 and 4 swapped.
     let mut reordered = payloads.clone();
     reordered.swap(3, 4);
-    let f = findings(&reframe(&reordered), &vk);
+    let f = findings(&common::reframe(&reordered), &vk);
     assert!(f.contains(&Finding::BrokenChain { index: 3 }), "{f:?}");
     assert!(
         f.contains(&Finding::SequenceMismatch {
@@ -269,12 +243,12 @@ fn audit_detects_edited_deleted_reordered_and_foreign_signed_entries() {
 
     // Foreign-signed: entry 4 rewritten (smaller ε) and signed by another key, chain intact.
     let mut foreign = payloads.clone();
-    let mut b = body(&foreign[4]);
+    let mut b = common::body(&foreign[4]);
     edit_charge(&mut b, |c| {
         c.epsilon_total = EpsilonTotal::new(0.1).unwrap()
     });
-    foreign[4] = sign(&b, &SigningKey::from_bytes(&[9; 32]));
-    let f = findings(&reframe(&foreign), &vk);
+    foreign[4] = common::sign(&b, &SigningKey::from_bytes(&[9; 32]));
+    let f = findings(&common::reframe(&foreign), &vk);
     assert!(f.contains(&Finding::BadSignature { index: 4 }), "{f:?}");
 }
 
@@ -285,16 +259,16 @@ fn audit_recomputes_totals_instead_of_trusting_them() {
     ledger_with_rounds(&path, 3);
     let vk = key().verifying_key();
     let payloads = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
-    let honest = audit_bytes(&reframe(&payloads), &vk, &[]).unwrap();
+    let honest = audit_bytes(&common::reframe(&payloads), &vk, &[]).unwrap();
     // The site itself understates its spend in a validly signed, correctly chained entry.
     let mut lying = payloads.clone();
-    let mut b = body(&lying[3]);
+    let mut b = common::body(&lying[3]);
     edit_charge(&mut b, |c| {
         c.rho_total = c.rho_round;
         c.epsilon_total = EpsilonTotal::new(0.5).unwrap();
     });
-    lying[3] = sign(&b, &key());
-    let report = audit_bytes(&reframe(&lying), &vk, &[]).unwrap();
+    lying[3] = common::sign(&b, &key());
+    let report = audit_bytes(&common::reframe(&lying), &vk, &[]).unwrap();
     assert!(report.findings.iter().any(|f| matches!(
         f,
         Finding::ValueMismatch {
@@ -315,7 +289,7 @@ fn audit_recomputes_totals_instead_of_trusting_them() {
     assert!((report.epsilon_total - honest.epsilon_total).abs() < 1e-12);
     assert_eq!(honest.head, hex::encode(entry_hash(&payloads[4])));
     assert!(matches!(
-        body(&payloads[3]).kind,
+        common::body(&payloads[3]).kind,
         EntryKind::Charge(ref c) if c.decision == Decision::Accepted
     ));
 }
@@ -377,7 +351,7 @@ fn anchors_reveal_truncation_and_rewritten_history() {
     ledger_with_rounds(&path, 3);
     let vk = key().verifying_key();
     let payloads = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
-    let report = audit_bytes(&reframe(&payloads), &vk, &[]).unwrap();
+    let report = audit_bytes(&common::reframe(&payloads), &vk, &[]).unwrap();
     let anchor = Anchor::of(&report).unwrap();
     assert_eq!(anchor.entries, 5);
     assert_eq!(Anchor::parse(&anchor.to_string()), Ok(anchor));
@@ -390,16 +364,18 @@ fn anchors_reveal_truncation_and_rewritten_history() {
     ledger_with_rounds_from(&path, 3, 5);
     let grown = parse(&std::fs::read(&path).unwrap()).unwrap().payloads;
     assert_eq!(grown.len(), 7);
-    let report = audit_bytes(&reframe(&grown), &vk, &[genesis_only, anchor]).unwrap();
+    let report = audit_bytes(&common::reframe(&grown), &vk, &[genesis_only, anchor]).unwrap();
     assert!(report.is_clean(), "{:?}", report.findings);
     assert_eq!(report.anchors_checked, 2);
 
     // The last entry cut off: only the anchor shows it.
     let cut = &payloads[..4];
     assert!(clean_unanchored(
-        &audit_bytes(&reframe(cut), &vk, &[]).unwrap()
+        &audit_bytes(&common::reframe(cut), &vk, &[]).unwrap()
     ));
-    let f = audit_bytes(&reframe(cut), &vk, &[anchor]).unwrap().findings;
+    let f = audit_bytes(&common::reframe(cut), &vk, &[anchor])
+        .unwrap()
+        .findings;
     assert_eq!(
         f,
         vec![Finding::Truncated {
@@ -411,12 +387,12 @@ fn anchors_reveal_truncation_and_rewritten_history() {
     // History rewritten and re-signed by the site's own key (a smaller ε in entry 4, chain
     // intact): only the anchor can tell.
     let mut rewritten = payloads.clone();
-    let mut b = body(&rewritten[4]);
+    let mut b = common::body(&rewritten[4]);
     edit_charge(&mut b, |c| {
         c.epsilon_total = EpsilonTotal::new(c.epsilon_total.get() * 0.5).unwrap()
     });
-    rewritten[4] = sign(&b, &key());
-    let f = audit_bytes(&reframe(&rewritten), &vk, &[anchor])
+    rewritten[4] = common::sign(&b, &key());
+    let f = audit_bytes(&common::reframe(&rewritten), &vk, &[anchor])
         .unwrap()
         .findings;
     assert!(f.contains(&Finding::AnchorMismatch { index: 4 }), "{f:?}");

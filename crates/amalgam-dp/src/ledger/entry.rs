@@ -274,6 +274,50 @@ pub struct RoundRequest {
     pub sampler: SamplerKind,
 }
 
+impl RoundRequest {
+    /// The request for round `round_id` under an epoch's `params` (what a site agent builds
+    /// from the manifest in force and the round's own context).
+    pub fn under(
+        params: RoundParams,
+        round_id: u64,
+        manifest_digest: [u8; 32],
+        round_context: [u8; 32],
+        sampler: SamplerKind,
+    ) -> Self {
+        Self {
+            round_id,
+            manifest_digest,
+            round_context,
+            min_cohort: params.min_cohort,
+            colluders: params.colluders,
+            n_cohort: params.n_cohort,
+            clip: params.clip,
+            gamma: params.gamma,
+            bits: params.bits,
+            local_sigma: params.local_sigma,
+            dim: params.dim,
+            beta: params.beta,
+            sampler,
+        }
+    }
+
+    /// The part of this request an epoch fixes ([`RoundParams`]): everything but the round
+    /// id, the round context, the manifest digest and the sampler.
+    pub fn params(&self) -> RoundParams {
+        RoundParams {
+            min_cohort: self.min_cohort,
+            colluders: self.colluders,
+            n_cohort: self.n_cohort,
+            clip: self.clip,
+            gamma: self.gamma,
+            bits: self.bits,
+            local_sigma: self.local_sigma,
+            dim: self.dim,
+            beta: self.beta,
+        }
+    }
+}
+
 /// The consortium's DP-relevant round parameters for an epoch, as the manifest states them.
 /// An epoch entry records them and every charge under that epoch must name exactly these:
 /// a site that chose its own minimum cohort, colluder bound or σ would record an ε that is

@@ -6,17 +6,7 @@ use amalgam_dp::ledger::{Ledger, LedgerError, RoundParams, RoundPermit, RoundReq
 
 /// The round parameters of `r`, as a manifest would state them.
 pub fn params_of(r: &RoundRequest) -> RoundParams {
-    RoundParams {
-        min_cohort: r.min_cohort,
-        colluders: r.colluders,
-        n_cohort: r.n_cohort,
-        clip: r.clip,
-        gamma: r.gamma,
-        bits: r.bits,
-        local_sigma: r.local_sigma,
-        dim: r.dim,
-        beta: r.beta,
-    }
+    r.params()
 }
 
 /// Records an epoch with `r`'s manifest and parameters unless that is the epoch in force.
