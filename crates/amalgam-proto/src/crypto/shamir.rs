@@ -95,9 +95,9 @@ fn check_xs(xs: impl Iterator<Item = u8>) -> Result<(), ShamirError> {
     Ok(())
 }
 
-/// Recovers the secret from at least `t` shares (exactly the first `t` are interpolated;
-/// all are checked for x = 0 and duplicates first).
-pub fn recover(t: usize, shares: &[SecretShare]) -> Result<Zeroizing<[u8; 32]>, ShamirError> {
+/// The checks every recovery makes first: 1 ≤ t ≤ 255, no x = 0 or duplicate share, at least
+/// t shares. Returns t as the share crate's `u8` threshold.
+fn check_recovery_inputs(t: usize, shares: &[SecretShare]) -> Result<u8, ShamirError> {
     let t8 = u8::try_from(t).map_err(|_| ShamirError::BadThreshold(t))?;
     if t8 == 0 {
         return Err(ShamirError::BadThreshold(t));
@@ -109,6 +109,13 @@ pub fn recover(t: usize, shares: &[SecretShare]) -> Result<Zeroizing<[u8; 32]>, 
             got: shares.len(),
         });
     }
+    Ok(t8)
+}
+
+/// Recovers the secret from at least `t` shares (exactly the first `t` are interpolated;
+/// all are checked for x = 0 and duplicates first).
+pub fn recover(t: usize, shares: &[SecretShare]) -> Result<Zeroizing<[u8; 32]>, ShamirError> {
+    let t8 = check_recovery_inputs(t, shares)?;
     let mut bshares = Vec::with_capacity(t);
     for s in &shares[..t] {
         let mut bytes = Zeroizing::new(Vec::with_capacity(33));
@@ -184,17 +191,7 @@ pub fn recover_robust(
     shares: &[SecretShare],
     check: impl Fn(&[u8; 32]) -> bool,
 ) -> Result<Recovered, ShamirError> {
-    let t8 = u8::try_from(t).map_err(|_| ShamirError::BadThreshold(t))?;
-    if t8 == 0 {
-        return Err(ShamirError::BadThreshold(t));
-    }
-    check_xs(shares.iter().map(|s| s.x))?;
-    if shares.len() < t {
-        return Err(ShamirError::TooFew {
-            needed: t,
-            got: shares.len(),
-        });
-    }
+    check_recovery_inputs(t, shares)?;
     if let Some(polys) = gf::decode_all(t, shares) {
         let mut secret = Zeroizing::new([0u8; 32]);
         for (b, p) in polys.iter().enumerate() {
