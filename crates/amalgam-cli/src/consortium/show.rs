@@ -24,6 +24,10 @@ pub struct ShowArgs {
     /// This party's epoch high-water file (verification then also checks the chain).
     #[arg(long)]
     high_water: Option<PathBuf>,
+    /// After a successful verification, record this epoch in --high-water (atomic write;
+    /// never lowers the mark).
+    #[arg(long, requires_all = ["high_water", "signed"])]
+    accept: bool,
     /// text or json.
     #[arg(long, default_value = "text")]
     format: String,
@@ -97,6 +101,12 @@ pub fn run(a: &ShowArgs) -> Result<(), Failure> {
     }
     match verdict {
         Some(Err(e)) => Err(e.into()),
+        Some(Ok(v)) if a.accept => {
+            if let Some(p) = &a.high_water {
+                EpochHighWater::accept(p, &v)?;
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }
