@@ -202,6 +202,28 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
         .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))
 }
 
+/// Largest fingerprint list read (a 300-member consortium needs about 15 KiB).
+const MAX_LIST_LEN: u64 = 64 * 1024;
+
+/// Reads a small text file (a fingerprint list), refusing one over [`MAX_LIST_LEN`].
+fn read_small_text(path: &Path) -> Result<String, Failure> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| Failure::failed(format!("{}: {e}", path.display()));
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(fail)?
+        .take(MAX_LIST_LEN + 1)
+        .read_to_string(&mut text)
+        .map_err(fail)?;
+    if text.len() as u64 > MAX_LIST_LEN {
+        return Err(Failure::failed(format!(
+            "{} is larger than {MAX_LIST_LEN} bytes",
+            path.display()
+        )));
+    }
+    Ok(text)
+}
+
 /// A public key given as 64 hex digits, an identity.pub file, or a key directory holding one.
 fn read_public_key(text: &str) -> Result<VerifyingKey, Failure> {
     let from_hex = |s: &str| -> Option<VerifyingKey> {
@@ -216,8 +238,7 @@ fn read_public_key(text: &str) -> Result<VerifyingKey, Failure> {
     if path.is_dir() {
         path = path.join(amalgam_consortium::key::PUB_FILE);
     }
-    let content = std::fs::read_to_string(&path)
-        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    let content = read_small_text(&path)?;
     content
         .trim()
         .strip_prefix("amalgam-ed25519 ")

@@ -40,8 +40,7 @@ pub fn run(a: &ShowArgs) -> Result<(), Failure> {
     }
     let verified = match &a.verified {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| Failure::failed(format!("{}: {e}", p.display())))?;
+            let text = super::read_small_text(p)?;
             Some(
                 parse_verified(&text)
                     .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?,
