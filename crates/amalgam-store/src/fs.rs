@@ -20,7 +20,7 @@ use crate::error::{Result, StoreError};
 /// temporary file in the same directory is written and fsynced, renamed over `path`, and the
 /// directory is fsynced. After a crash `path` holds either its old content or `bytes`.
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let tmp = write_temp(path, bytes, mode)?;
+    let tmp = write_temp(path, &[bytes], mode)?;
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(e);
@@ -28,9 +28,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     sync_dir(parent_of(path))
 }
 
-/// Writes and fsyncs a temporary sibling of `path`, returning its name; the caller renames it
-/// and fsyncs the directory (once for many files, see the blob vault).
-pub(crate) fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
+/// Writes the concatenation of `parts` to a fresh temporary sibling of `path` and fsyncs it,
+/// returning its name; the caller renames it and fsyncs the directory (once for many files,
+/// see the blob vault).
+pub(crate) fn write_temp(path: &Path, parts: &[&[u8]], mode: u32) -> io::Result<PathBuf> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
@@ -48,7 +49,9 @@ pub(crate) fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> io::Result<Pat
             .open(&tmp)?;
         // `mode` is filtered by the umask at creation; set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(bytes)?;
+        for part in parts {
+            file.write_all(part)?;
+        }
         file.sync_all()
     })();
     if let Err(e) = result {

@@ -16,7 +16,7 @@
 //!   next open. A read of a shredded round is [`StoreError::Shredded`], and a write to it is
 //!   refused the same way: a shredded round never gets a new key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -35,11 +35,13 @@ const MAGIC: &[u8; 8] = b"AMVLT\x00\x00\x01";
 const AAD_DOMAIN: &[u8] = b"amalgam-store/vault/v1";
 
 /// A directory of per-round encrypted blobs. Not shared between threads: the event log's
-/// writer thread, or the decryptor's statement store, owns it.
+/// writer thread, or the decryptor's statement store, owns it, under that store's exclusive
+/// lock — so the set of shredded rounds read at open stays exact.
 pub struct BlobVault {
     dir: PathBuf,
     max_blob: u64,
     keys: HashMap<u64, Zeroizing<[u8; 32]>>,
+    shredded: HashSet<u64>,
 }
 
 impl std::fmt::Debug for BlobVault {
@@ -69,10 +71,11 @@ impl BlobVault {
     /// refused on write and on read. Finishes any shred that a crash interrupted.
     pub fn open(dir: &Path, max_blob: u64) -> Result<Self> {
         private_dir(dir)?;
-        let vault = Self {
+        let mut vault = Self {
             dir: dir.to_path_buf(),
             max_blob,
             keys: HashMap::new(),
+            shredded: HashSet::new(),
         };
         for entry in fs::read_dir(dir)? {
             let name = entry?.file_name();
@@ -83,6 +86,7 @@ impl BlobVault {
                 .and_then(|s| s.parse::<u64>().ok())
             {
                 vault.erase_round_files(r)?;
+                vault.shredded.insert(r);
             }
         }
         Ok(vault)
@@ -115,12 +119,12 @@ impl BlobVault {
 
     /// Whether `round` was shredded.
     pub fn is_shredded(&self, round: u64) -> bool {
-        self.tombstone_path(round).exists()
+        self.shredded.contains(&round)
     }
 
-    /// Whether a key file exists for `round`.
+    /// Whether a key exists for `round` (cached or as a file).
     pub fn has_key(&self, round: u64) -> bool {
-        self.key_path(round).exists()
+        self.keys.contains_key(&round) || self.key_path(round).exists()
     }
 
     /// The round's key: cached, else read from its file, else (when `create`) minted and
@@ -173,7 +177,12 @@ impl BlobVault {
 
     /// Writes the blob file for `body` (renamed into place, file fsynced) without the
     /// directory fsync; call [`Self::sync_round`] before acknowledging. Returns the digest.
-    pub(crate) fn write_unsynced(&mut self, round: u64, body: &[u8]) -> Result<[u8; 32]> {
+    pub(crate) fn write_unsynced(
+        &mut self,
+        round: u64,
+        digest: &[u8; 32],
+        body: &[u8],
+    ) -> Result<()> {
         if body.len() as u64 > self.max_blob {
             return Err(StoreError::TooLarge {
                 what: "blob",
@@ -181,22 +190,18 @@ impl BlobVault {
                 max: self.max_blob,
             });
         }
-        let digest = sha256(body);
-        let sealed = self.seal(round, &digest, body)?;
+        let sealed = self.seal(round, digest, body)?;
         let dir = self.round_dir(round);
         if !dir.exists() {
             private_dir(&dir)?;
         }
-        let path = self.blob_path(round, &digest);
-        let mut file = Vec::with_capacity(MAGIC.len() + sealed.len());
-        file.extend_from_slice(MAGIC);
-        file.extend_from_slice(&sealed);
-        let tmp = write_temp(&path, &file, 0o600)?;
+        let path = self.blob_path(round, digest);
+        let tmp = write_temp(&path, &[MAGIC.as_slice(), &sealed], 0o600)?;
         if let Err(e) = fs::rename(&tmp, &path) {
             let _ = fs::remove_file(&tmp);
             return Err(e.into());
         }
-        Ok(digest)
+        Ok(())
     }
 
     /// Fsyncs the round's blob directory (its renames become durable).
@@ -206,7 +211,8 @@ impl BlobVault {
 
     /// Stores `body` for `round` durably and returns its SHA-256 (the blob's name).
     pub fn put(&mut self, round: u64, body: &[u8]) -> Result<[u8; 32]> {
-        let digest = self.write_unsynced(round, body)?;
+        let digest = sha256(body);
+        self.write_unsynced(round, &digest, body)?;
         self.sync_round(round)?;
         Ok(digest)
     }
@@ -245,6 +251,7 @@ impl BlobVault {
     /// the directory), then deletes the blob files. Idempotent.
     pub fn shred_round(&mut self, round: u64) -> Result<()> {
         atomic_write(&self.tombstone_path(round), &round.to_be_bytes(), 0o600)?;
+        self.shredded.insert(round);
         self.keys.remove(&round);
         crate::fault::fault_point("vault-shred-after-tombstone", round);
         self.erase_round_files(round)

@@ -397,13 +397,13 @@ impl EventLog {
                 Storage::InlineSealed => Some(self.vault.seal(ev.round, &digest, &ev.body)?),
                 Storage::BlobPlain => {
                     let path = self.public_blob_path(&digest);
-                    let tmp = write_temp(&path, &ev.body, 0o600)?;
+                    let tmp = write_temp(&path, &[&ev.body], 0o600)?;
                     fs::rename(&tmp, &path)?;
                     public_written = true;
                     None
                 }
                 Storage::BlobSealed => {
-                    self.vault.write_unsynced(ev.round, &ev.body)?;
+                    self.vault.write_unsynced(ev.round, &digest, &ev.body)?;
                     if !synced_rounds.contains(&ev.round) {
                         synced_rounds.push(ev.round);
                     }
@@ -436,24 +436,24 @@ impl EventLog {
         for (meta, body) in &rows {
             Self::refuse_duplicate(&tx, meta)?;
             let hash = meta.chain_hash(&prev);
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO events(seq, round, kind, phase, sender, storage, body_len,
                     body_sha256, body, response, row_hash)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    to_i64(meta.seq, "seq")?,
-                    to_i64(meta.round, "round")?,
-                    meta.kind.code(),
-                    meta.phase,
-                    meta.sender,
-                    meta.storage as u8,
-                    to_i64(meta.body_len, "body length")?,
-                    meta.body_sha256.as_slice(),
-                    body,
-                    meta.response,
-                    hash.as_slice(),
-                ],
-            )?;
+            )?
+            .execute(params![
+                to_i64(meta.seq, "seq")?,
+                to_i64(meta.round, "round")?,
+                meta.kind.code(),
+                meta.phase,
+                meta.sender,
+                meta.storage as u8,
+                to_i64(meta.body_len, "body length")?,
+                meta.body_sha256.as_slice(),
+                body,
+                meta.response,
+                hash.as_slice(),
+            ])?;
             prev = hash;
             seqs.push(meta.seq);
         }
@@ -481,8 +481,10 @@ impl EventLog {
             _ => return Ok(()),
         };
         let exists: Option<i64> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT seq FROM events WHERE kind = ?1 AND round = ?2 AND phase = ?3 AND sender = ?4",
+            )?
+            .query_row(
                 params![meta.kind.code(), to_i64(meta.round, "round")?, meta.phase, meta.sender],
                 |r| r.get(0),
             )
