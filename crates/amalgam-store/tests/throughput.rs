@@ -87,9 +87,34 @@ fn report(label: &str, total_bytes: usize, subject: Vec<Duration>, floor: Vec<Du
     );
 }
 
+/// The CPU part alone: SHA-256 and ChaCha20-Poly1305 over the same bodies, no I/O.
+fn crypto_only(count: u32, len: usize) -> Duration {
+    use chacha20poly1305::aead::{Aead, Payload};
+    use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
+    let bodies: Vec<Vec<u8>> = (0..count).map(|i| bytes(i as u8, len)).collect();
+    let cipher = ChaCha20Poly1305::new(&Key::from([3u8; 32]));
+    let start = Instant::now();
+    for b in &bodies {
+        let d = amalgam_store::sha256(b);
+        let ct = cipher
+            .encrypt(&Nonce::from([0u8; 12]), Payload { msg: b, aad: &d })
+            .unwrap();
+        std::hint::black_box(ct);
+    }
+    start.elapsed()
+}
+
 #[test]
 #[ignore = "measurement; prints figures"]
 fn append_throughput() {
+    for (count, len) in [(10u32, 4usize << 20), (1000, 1024)] {
+        let runs = (0..RUNS).map(|_| crypto_only(count, len)).collect();
+        let m: Duration = median(runs);
+        println!(
+            "crypto only (SHA-256 + ChaCha20-Poly1305), {count} x {len} B: median {:.1} ms",
+            m.as_secs_f64() * 1e3
+        );
+    }
     let cases: [(&str, u32, usize, bool); 4] = [
         ("10 x 4 MB, one batch (group commit)", 10, 4 << 20, true),
         ("10 x 4 MB, one commit each", 10, 4 << 20, false),
