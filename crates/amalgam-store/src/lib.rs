@@ -25,6 +25,7 @@ mod fs;
 mod highwater;
 mod lock;
 mod sealed;
+mod sqlite;
 mod statement;
 mod vault;
 

@@ -16,10 +16,11 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::crypto::sha256;
 use crate::error::{Result, StoreError};
-use crate::eventlog::{Durability, check_schema, configure, durability, sibling};
+use crate::eventlog::Durability;
 use crate::fault::fault_point;
 use crate::fs::{parent_of, refuse_network_fs};
 use crate::lock::LockFile;
+use crate::sqlite::{check_schema, configure, durability, sibling};
 use crate::vault::BlobVault;
 
 const SCHEMA_VERSION: i64 = 1;
@@ -92,6 +93,12 @@ impl StatementStore {
             max_statement: DEFAULT_MAX_STATEMENT,
             _lock: lock,
         })
+    }
+
+    /// Sets the largest statement accepted (default 1 MiB).
+    pub fn with_max_statement(mut self, max: usize) -> Self {
+        self.max_statement = max;
+        self
     }
 
     /// Records `statement` as the round's only statement; see the module docs.

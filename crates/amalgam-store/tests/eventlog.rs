@@ -322,13 +322,21 @@ fn second_open_in_process_is_locked_until_the_first_closes() {
 }
 
 #[test]
-fn handle_after_writer_stopped_reports_closed() {
+fn writer_ends_and_releases_the_lock_only_when_the_last_handle_drops() {
     let dir = tempfile::tempdir().unwrap();
-    let (h, t) = open(&db(&dir));
+    let path = db(&dir);
+    let (h, t) = open(&path);
     let extra = h.clone();
     drop(h);
-    // The writer still runs while `extra` exists.
-    assert!(extra.head().is_ok());
+    // The writer still runs, and still holds the lock, while a clone exists.
+    assert_eq!(extra.append(upload(1, 1, 1, vec![1])).unwrap(), 1);
+    assert!(matches!(
+        EventLog::open(&path, EventLogOptions::default()),
+        Err(StoreError::Locked { .. })
+    ));
     drop(extra);
     t.join().unwrap();
+    let h = open(&path);
+    assert_eq!(h.0.replay().unwrap().len(), 1);
+    close(h);
 }

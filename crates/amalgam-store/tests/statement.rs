@@ -120,3 +120,16 @@ fn vault_holds_seeds_until_shredded() {
         Err(StoreError::Shredded { round: 4 })
     ));
 }
+
+#[test]
+fn statement_limit_is_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = StatementStore::open(&dir.path().join("s.db"))
+        .unwrap()
+        .with_max_statement(4);
+    assert!(matches!(
+        s.record_once(1, b"12345"),
+        Err(StoreError::TooLarge { len: 5, max: 4, .. })
+    ));
+    assert_eq!(s.record_once(1, b"1234").unwrap(), Recorded::New);
+}

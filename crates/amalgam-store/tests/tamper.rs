@@ -310,3 +310,14 @@ fn unknown_schema_version_is_refused() {
         })
     ));
 }
+
+#[test]
+fn grown_public_blob_is_refused_without_reading_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture(&dir);
+    let blob = public_blob(&dir);
+    let mut raw = std::fs::read(&blob).unwrap();
+    raw.extend([0u8; 10]);
+    std::fs::write(&blob, raw).unwrap();
+    assert_tampered_at(restore(&path), 4);
+}

@@ -6,10 +6,12 @@
 //! changed field breaks the row's own hash; a deleted row leaves a gap in the sequence
 //! numbers; a row moved to another position breaks its successor's hash.
 
+use rusqlite::Row;
 use sha2::{Digest, Sha256};
 
 use super::types::EventKind;
 use crate::crypto::sha256;
+use crate::error::{Result, StoreError};
 
 const DOMAIN: &[u8] = b"amalgam-store/event/v1";
 
@@ -91,4 +93,58 @@ impl RowMeta {
         }
         h.finalize().into()
     }
+}
+
+pub(crate) fn tampered(seq: u64, what: &'static str) -> StoreError {
+    StoreError::Tampered { seq, what }
+}
+
+/// Decodes a row's chained fields, naming the row in every refusal.
+pub(crate) fn row_meta(row: &Row<'_>) -> Result<(RowMeta, [u8; 32])> {
+    let raw_seq: i64 = row.get(0)?;
+    let seq = u64::try_from(raw_seq)
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| tampered(0, "sequence number below 1"))?;
+    let bad = |what| tampered(seq, what);
+    let round = u64::try_from(row.get::<_, i64>(1)?).map_err(|_| bad("negative round"))?;
+    let kind = u32::try_from(row.get::<_, i64>(2)?)
+        .ok()
+        .and_then(EventKind::from_code)
+        .ok_or_else(|| bad("unknown event kind"))?;
+    let phase = u8::try_from(row.get::<_, i64>(3)?).map_err(|_| bad("phase out of range"))?;
+    let sender = match row.get::<_, Option<i64>>(4)? {
+        None => None,
+        Some(s) => Some(u32::try_from(s).map_err(|_| bad("sender out of range"))?),
+    };
+    let storage = Storage::from_code(row.get(5)?).ok_or_else(|| bad("unknown storage"))?;
+    let body_len = u64::try_from(row.get::<_, i64>(6)?).map_err(|_| bad("negative length"))?;
+    let body_sha256: [u8; 32] = row
+        .get::<_, Vec<u8>>(7)?
+        .try_into()
+        .map_err(|_| bad("body digest is not 32 bytes"))?;
+    let response: Option<Vec<u8>> = row.get(8)?;
+    let row_hash: [u8; 32] = row
+        .get::<_, Vec<u8>>(9)?
+        .try_into()
+        .map_err(|_| bad("row hash is not 32 bytes"))?;
+    let meta = RowMeta {
+        seq,
+        round,
+        kind,
+        phase,
+        sender,
+        storage,
+        body_len,
+        body_sha256,
+        response,
+    };
+    Ok((meta, row_hash))
+}
+
+pub(crate) fn to_i64(v: u64, what: &'static str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| StoreError::InvalidInput {
+        what,
+        why: "above i64::MAX",
+    })
 }

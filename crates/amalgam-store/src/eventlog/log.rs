@@ -4,16 +4,16 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::chain::{RowMeta, Storage};
+use super::chain::{RowMeta, Storage, row_meta, tampered, to_i64};
 use super::types::{Durability, Event, EventKind, EventLogOptions, NewEvent, StoredUpload};
-use super::types::{MAX_META_KEY, MAX_META_VALUE, MAX_NONCE};
 use crate::crypto::sha256;
 use crate::error::{Result, StoreError};
 use crate::fault::fault_point;
 use crate::fs::{parent_of, private_dir, read_bounded, refuse_network_fs, sync_dir, write_temp};
 use crate::lock::LockFile;
+use crate::sqlite::{check_schema, configure, durability, sibling};
 use crate::vault::BlobVault;
 
 /// Schema version written to `PRAGMA user_version`.
@@ -47,61 +47,9 @@ CREATE TABLE IF NOT EXISTS nonces(nonce BLOB PRIMARY KEY, expires INTEGER NOT NU
 const ROW_COLUMNS: &str =
     "seq, round, kind, phase, sender, storage, body_len, body_sha256, response, row_hash";
 
-/// Applies the durability pragmas every Amalgam database runs with and checks they took.
-pub(crate) fn configure(conn: &Connection, path: &Path) -> Result<()> {
-    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Corrupt {
-            path: path.to_path_buf(),
-            what: "SQLite refused journal_mode=WAL on this file system",
-        });
-    }
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
-    conn.busy_timeout(std::time::Duration::from_secs(0))?;
-    Ok(())
-}
-
-/// Reads the durability pragmas back.
-pub(crate) fn durability(conn: &Connection) -> Result<Durability> {
-    Ok(Durability {
-        journal_mode: conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
-        synchronous: conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
-        foreign_keys: conn.query_row("PRAGMA foreign_keys", [], |r| r.get::<_, i64>(0))? == 1,
-    })
-}
-
-/// Checks (or, on a fresh file, sets) the schema version.
-pub(crate) fn check_schema(
-    conn: &Connection,
-    path: &Path,
-    schema: &str,
-    version: i64,
-) -> Result<()> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if found == 0 {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {schema} PRAGMA user_version={version}; COMMIT;"
-        ))?;
-    } else if found != version {
-        return Err(StoreError::SchemaVersion {
-            path: path.to_path_buf(),
-            found,
-            expected: version,
-        });
-    }
-    Ok(())
-}
-
-/// The sibling path `<db><suffix>`.
-pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
 /// The writer side of an open event log (see [`super::EventLogHandle`] for the API).
 pub struct EventLog {
-    conn: Connection,
+    pub(super) conn: Connection,
     vault: BlobVault,
     public_dir: PathBuf,
     opts: EventLogOptions,
@@ -117,60 +65,6 @@ impl std::fmt::Debug for EventLog {
             .field("vault", &self.vault)
             .finish_non_exhaustive()
     }
-}
-
-fn tampered(seq: u64, what: &'static str) -> StoreError {
-    StoreError::Tampered { seq, what }
-}
-
-/// Decodes a row's chained fields, naming the row in every refusal.
-fn row_meta(row: &Row<'_>) -> Result<(RowMeta, [u8; 32])> {
-    let raw_seq: i64 = row.get(0)?;
-    let seq = u64::try_from(raw_seq)
-        .ok()
-        .filter(|s| *s > 0)
-        .ok_or_else(|| tampered(0, "sequence number below 1"))?;
-    let bad = |what| tampered(seq, what);
-    let round = u64::try_from(row.get::<_, i64>(1)?).map_err(|_| bad("negative round"))?;
-    let kind = u32::try_from(row.get::<_, i64>(2)?)
-        .ok()
-        .and_then(EventKind::from_code)
-        .ok_or_else(|| bad("unknown event kind"))?;
-    let phase = u8::try_from(row.get::<_, i64>(3)?).map_err(|_| bad("phase out of range"))?;
-    let sender = match row.get::<_, Option<i64>>(4)? {
-        None => None,
-        Some(s) => Some(u32::try_from(s).map_err(|_| bad("sender out of range"))?),
-    };
-    let storage = Storage::from_code(row.get(5)?).ok_or_else(|| bad("unknown storage"))?;
-    let body_len = u64::try_from(row.get::<_, i64>(6)?).map_err(|_| bad("negative length"))?;
-    let body_sha256: [u8; 32] = row
-        .get::<_, Vec<u8>>(7)?
-        .try_into()
-        .map_err(|_| bad("body digest is not 32 bytes"))?;
-    let response: Option<Vec<u8>> = row.get(8)?;
-    let row_hash: [u8; 32] = row
-        .get::<_, Vec<u8>>(9)?
-        .try_into()
-        .map_err(|_| bad("row hash is not 32 bytes"))?;
-    let meta = RowMeta {
-        seq,
-        round,
-        kind,
-        phase,
-        sender,
-        storage,
-        body_len,
-        body_sha256,
-        response,
-    };
-    Ok((meta, row_hash))
-}
-
-fn to_i64(v: u64, what: &'static str) -> Result<i64> {
-    i64::try_from(v).map_err(|_| StoreError::InvalidInput {
-        what,
-        why: "above i64::MAX",
-    })
 }
 
 impl EventLog {
@@ -298,9 +192,17 @@ impl EventLog {
                 }
             }
             Storage::BlobPlain => {
+                // The row says how long the file must be: read no more than that.
                 let path = self.public_blob_path(&meta.body_sha256);
-                read_bounded(&path, self.opts.max_body as u64, "blob file")?
-                    .ok_or_else(|| tampered(seq, "blob file missing"))?
+                let limit = meta.body_len.min(self.opts.max_body as u64);
+                match read_bounded(&path, limit, "blob file") {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return Err(tampered(seq, "blob file missing")),
+                    Err(StoreError::TooLarge { .. }) => {
+                        return Err(tampered(seq, "blob file longer than its row says"));
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Storage::BlobSealed => match self.vault.get(meta.round, &meta.body_sha256) {
                 Ok(b) => b.to_vec(),
@@ -588,55 +490,6 @@ impl EventLog {
         self.vault.shred_round(round)
     }
 
-    pub(crate) fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
-        check_meta(key, value.len())?;
-        self.conn.execute(
-            "INSERT INTO meta(key, value) VALUES (?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            params![key, value],
-        )?;
-        Ok(())
-    }
-
-    pub(crate) fn get_meta(&mut self, key: &str) -> Result<Option<Vec<u8>>> {
-        check_meta(key, 0)?;
-        let v: Option<Vec<u8>> = self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()?;
-        if let Some(v) = &v
-            && v.len() > MAX_META_VALUE
-        {
-            return Err(StoreError::TooLarge {
-                what: "stored meta value",
-                len: v.len() as u64,
-                max: MAX_META_VALUE as u64,
-            });
-        }
-        Ok(v)
-    }
-
-    pub(crate) fn insert_nonce(&mut self, nonce: &[u8], expires: u64) -> Result<bool> {
-        if nonce.is_empty() || nonce.len() > MAX_NONCE {
-            return Err(StoreError::InvalidInput {
-                what: "nonce",
-                why: "must be 1 to 64 bytes",
-            });
-        }
-        let n = self.conn.execute(
-            "INSERT OR IGNORE INTO nonces(nonce, expires) VALUES (?1, ?2)",
-            params![nonce, to_i64(expires, "nonce expiry")?],
-        )?;
-        Ok(n == 1)
-    }
-
-    pub(crate) fn purge_nonces(&mut self, expired_before: u64) -> Result<usize> {
-        Ok(self.conn.execute(
-            "DELETE FROM nonces WHERE expires < ?1",
-            [to_i64(expired_before, "time")?],
-        )?)
-    }
-
     pub(crate) fn head(&self) -> (u64, [u8; 32]) {
         (self.head_seq, self.head_hash)
     }
@@ -644,21 +497,4 @@ impl EventLog {
     pub(crate) fn durability(&self) -> Result<Durability> {
         durability(&self.conn)
     }
-}
-
-fn check_meta(key: &str, value_len: usize) -> Result<()> {
-    if key.is_empty() || key.len() > MAX_META_KEY {
-        return Err(StoreError::InvalidInput {
-            what: "meta key",
-            why: "must be 1 to 128 bytes",
-        });
-    }
-    if value_len > MAX_META_VALUE {
-        return Err(StoreError::TooLarge {
-            what: "meta value",
-            len: value_len as u64,
-            max: MAX_META_VALUE as u64,
-        });
-    }
-    Ok(())
 }

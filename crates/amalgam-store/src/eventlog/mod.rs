@@ -22,6 +22,7 @@
 
 mod chain;
 mod log;
+mod meta;
 mod types;
 
 use std::path::Path;
@@ -29,7 +30,6 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 pub use log::EventLog;
-pub(crate) use log::{check_schema, configure, durability, sibling};
 pub use types::{
     Durability, Event, EventKind, EventLogOptions, MAX_META_KEY, MAX_META_VALUE, MAX_NONCE,
     NewEvent, StoredUpload,
