@@ -74,13 +74,20 @@ fn floor_append(dir: &Path, count: u32, len: usize, sync_each: bool) -> Duration
     start.elapsed()
 }
 
-fn report(label: &str, total_bytes: usize, subject: Vec<Duration>, floor: Vec<Duration>) {
+fn report(
+    label: &str,
+    count: u32,
+    total_bytes: usize,
+    subject: Vec<Duration>,
+    floor: Vec<Duration>,
+) {
     let (s, f) = (median(subject), median(floor));
     let mb = total_bytes as f64 / 1e6;
     println!(
-        "{label}: median {:.1} ms ({:.0} MB/s), floor {:.1} ms ({:.0} MB/s), ratio {:.2}x",
+        "{label}: median {:.1} ms ({:.1} MB/s, {:.0} events/s), floor {:.1} ms ({:.1} MB/s), ratio {:.2}x",
         s.as_secs_f64() * 1e3,
         mb / s.as_secs_f64(),
+        f64::from(count) / s.as_secs_f64(),
         f.as_secs_f64() * 1e3,
         mb / f.as_secs_f64(),
         s.as_secs_f64() / f.as_secs_f64()
@@ -144,6 +151,6 @@ fn append_throughput() {
                 floor_append(dir.path(), count, len, !batch)
             });
         }
-        report(label, count as usize * len, subject, floor);
+        report(label, count, count as usize * len, subject, floor);
     }
 }

@@ -41,6 +41,10 @@ type Job = Box<dyn FnOnce(&mut EventLog) + Send>;
 
 /// A cloneable handle to the event log's writer thread. The thread ends (closing the
 /// database and releasing the lock) when every handle is dropped.
+///
+/// The plain methods block the calling thread until the writer answers (an append: until its
+/// transaction committed); from an async task use the `_async` variants (or
+/// `spawn_blocking`), which wait on a `tokio::sync::oneshot` instead.
 #[derive(Clone, Debug)]
 pub struct EventLogHandle {
     tx: mpsc::Sender<Job>,
