@@ -58,3 +58,21 @@ pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     name.push(suffix);
     PathBuf::from(name)
 }
+
+/// Runs SQLite's full `integrity_check` (b-tree structure, and index entries against their
+/// rows): a flipped byte in an index would otherwise let a uniqueness check miss a row.
+pub(crate) fn integrity_check(conn: &Connection, path: &Path) -> Result<()> {
+    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+    let mut rows = stmt.query([])?;
+    let first: Option<String> = match rows.next()? {
+        Some(row) => Some(row.get(0)?),
+        None => None,
+    };
+    if first.as_deref() != Some("ok") {
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            what: "SQLite integrity check failed",
+        });
+    }
+    Ok(())
+}

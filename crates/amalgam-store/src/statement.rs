@@ -20,7 +20,7 @@ use crate::eventlog::Durability;
 use crate::fault::fault_point;
 use crate::fs::{parent_of, refuse_network_fs};
 use crate::lock::LockFile;
-use crate::sqlite::{check_schema, configure, durability, sibling};
+use crate::sqlite::{check_schema, configure, durability, integrity_check, sibling};
 use crate::vault::BlobVault;
 
 const SCHEMA_VERSION: i64 = 1;
@@ -85,6 +85,7 @@ impl StatementStore {
         let conn = Connection::open(path)?;
         configure(&conn, path)?;
         check_schema(&conn, path, SCHEMA, SCHEMA_VERSION)?;
+        integrity_check(&conn, path)?;
         let vault = BlobVault::open(&sibling(path, ".vault"), DEFAULT_MAX_VAULT_BLOB)?;
         Ok(Self {
             conn,

@@ -13,7 +13,7 @@ use crate::error::{Result, StoreError};
 use crate::fault::fault_point;
 use crate::fs::{parent_of, private_dir, read_bounded, refuse_network_fs, sync_dir, write_temp};
 use crate::lock::LockFile;
-use crate::sqlite::{check_schema, configure, durability, sibling};
+use crate::sqlite::{check_schema, configure, durability, integrity_check, sibling};
 use crate::vault::BlobVault;
 
 /// Schema version written to `PRAGMA user_version`.
@@ -79,6 +79,7 @@ impl EventLog {
         let conn = Connection::open(path)?;
         configure(&conn, path)?;
         check_schema(&conn, path, SCHEMA, SCHEMA_VERSION)?;
+        integrity_check(&conn, path)?;
         let vault = BlobVault::open(&sibling(path, ".vault"), opts.max_body as u64)?;
         let public_dir = sibling(path, ".blobs");
         private_dir(&public_dir)?;
