@@ -61,6 +61,31 @@ pub(crate) fn write_temp(path: &Path, parts: &[&[u8]], mode: u32) -> io::Result<
     Ok(tmp)
 }
 
+/// Removes the temporary files `write_temp` leaves behind when a process dies between
+/// writing and renaming (`.<name>.<16 hex>.tmp`), so crashes do not accumulate dead blobs.
+/// Only names of exactly that shape are touched.
+pub(crate) fn remove_stale_temps(dir: &Path) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let is_temp = name.starts_with('.')
+            && name
+                .strip_suffix(".tmp")
+                .and_then(|n| n.rsplit_once('.'))
+                .is_some_and(|(_, h)| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if is_temp && entry.file_type()?.is_file() {
+            remove_if_present(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// The directory holding `path` (`.` for a bare file name).
 pub(crate) fn parent_of(path: &Path) -> &Path {
     match path.parent() {

@@ -26,7 +26,7 @@ use crate::crypto::{self, sha256};
 use crate::error::{Result, StoreError};
 use crate::fs::{
     atomic_write, private_dir, random_key, read_bounded, read_key_file, remove_if_present,
-    sync_dir, write_temp,
+    remove_stale_temps, sync_dir, write_temp,
 };
 
 /// Header of a blob file.
@@ -77,9 +77,14 @@ impl BlobVault {
             keys: HashMap::new(),
             shredded: HashSet::new(),
         };
+        remove_stale_temps(dir)?;
         for entry in fs::read_dir(dir)? {
-            let name = entry?.file_name();
+            let entry = entry?;
+            let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
+            if name.starts_with("round-") && entry.file_type()?.is_dir() {
+                remove_stale_temps(&entry.path())?;
+            }
             if let Some(r) = name
                 .strip_prefix("round-")
                 .and_then(|s| s.strip_suffix(".shredded"))

@@ -197,3 +197,23 @@ fn vault_refuses_a_fresh_key_over_existing_blobs() {
     ));
     assert!(!vdir.join("round-1.key").exists());
 }
+
+#[test]
+fn stale_temp_files_from_a_crash_are_removed_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let vdir = dir.path().join("vault");
+    let mut v = BlobVault::open(&vdir, 1 << 20).unwrap();
+    let d = v.put(1, b"kept").unwrap();
+    drop(v);
+    let stale = vdir.join(format!("round-1/.{}.blob.0123456789abcdef.tmp", hex(&d)));
+    let unrelated = vdir.join("round-1/.keep.tmp");
+    std::fs::write(&stale, b"half written").unwrap();
+    std::fs::write(&unrelated, b"not ours").unwrap();
+    let mut v = BlobVault::open(&vdir, 1 << 20).unwrap();
+    assert!(!stale.exists());
+    assert!(
+        unrelated.exists(),
+        "only names write_temp produces are removed"
+    );
+    assert_eq!(v.get(1, &d).unwrap().as_slice(), b"kept");
+}

@@ -83,6 +83,7 @@ impl EventLog {
         let vault = BlobVault::open(&sibling(path, ".vault"), opts.max_body as u64)?;
         let public_dir = sibling(path, ".blobs");
         private_dir(&public_dir)?;
+        crate::fs::remove_stale_temps(&public_dir)?;
         let mut log = Self {
             conn,
             vault,
