@@ -376,3 +376,33 @@ fn no_single_bit_flip_of_the_db_file_is_accepted_as_a_different_log() {
     }
     assert!(refused > 0);
 }
+
+#[test]
+fn truncated_tail_is_caught_by_an_anchor_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture(&dir);
+    let h = open(&path).unwrap();
+    let (seq, hash) = h.0.head().unwrap();
+    assert_eq!(seq, 5);
+    h.0.verify_anchor(seq, hash).unwrap();
+    h.0.verify_anchor(0, [0; 32]).unwrap();
+    let mut wrong = hash;
+    wrong[0] ^= 1;
+    assert!(matches!(
+        h.0.verify_anchor(5, wrong),
+        Err(StoreError::Tampered { seq: 5, .. })
+    ));
+    close(h);
+    // The attacker deletes the last two rows: the chain still verifies (a known limit)...
+    raw(&path)
+        .execute("DELETE FROM events WHERE seq >= 4", [])
+        .unwrap();
+    let h = open(&path).unwrap();
+    assert_eq!(h.0.replay().unwrap().len(), 3);
+    // ...but the anchor does not.
+    assert!(matches!(
+        h.0.verify_anchor(seq, hash),
+        Err(StoreError::Tampered { seq: 4, .. })
+    ));
+    close(h);
+}

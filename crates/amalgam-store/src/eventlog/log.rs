@@ -492,6 +492,23 @@ impl EventLog {
         self.vault.shred_round(round)
     }
 
+    /// Checks that row `seq` exists and carries `hash` (an anchor kept elsewhere).
+    pub(crate) fn verify_anchor(&self, seq: u64, hash: &[u8; 32]) -> Result<()> {
+        if seq == 0 {
+            return Ok(());
+        }
+        if seq > self.head_seq {
+            return Err(tampered(
+                self.head_seq + 1,
+                "log ends before the anchored row (truncated)",
+            ));
+        }
+        if self.hash_of(seq)? != *hash {
+            return Err(tampered(seq, "row hash differs from the anchor"));
+        }
+        Ok(())
+    }
+
     pub(crate) fn head(&self) -> (u64, [u8; 32]) {
         (self.head_seq, self.head_hash)
     }

@@ -218,6 +218,14 @@ impl EventLogHandle {
         self.call(|log| Ok(log.head()))
     }
 
+    /// Checks the log against an anchor `(seq, row hash)` taken from [`Self::head`] earlier
+    /// and kept outside the log (a signed round record, another host): a log truncated below
+    /// `seq`, or rewritten up to it, is [`StoreError::Tampered`]. The chain alone cannot see a
+    /// truncated tail; this can, as far as the anchor reaches.
+    pub fn verify_anchor(&self, seq: u64, hash: [u8; 32]) -> Result<()> {
+        self.call(move |log| log.verify_anchor(seq, &hash))
+    }
+
     /// The durability pragmas the writer's connection runs with.
     pub fn durability(&self) -> Result<Durability> {
         self.call(|log| log.durability())
