@@ -1,4 +1,4 @@
-//! File-system helpers shared by every store and by the other service crates: atomic
+//! File-system utilities shared by every store and by the other service crates: atomic
 //! replacement of a file, directory fsync, bounded reads, secret-file permissions, and the
 //! file-system kind check behind `site doctor`.
 //!

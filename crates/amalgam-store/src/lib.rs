@@ -10,7 +10,7 @@
 //!   rest, bound to consortium, site, round, phase and name; a high-water mark that never
 //!   goes backwards.
 //! - [`StatementStore`]: the decryptor's once-per-round statement record.
-//! - [`atomic_write`], [`fs_kind`]: file helpers for every crate; [`fault::fault_point`]:
+//! - [`atomic_write`], [`fs_kind`]: file utilities for every crate; [`fault::fault_point`]:
 //!   crash-test hooks (feature `fault-points`).
 //!
 //! Every file read is untrusted: sizes are bounded, digests and AEAD tags are checked, and

@@ -1,4 +1,4 @@
-//! Shared test helpers.
+//! Shared test fixtures and byte utilities.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use amalgam_store::{EventKind, NewEvent};
