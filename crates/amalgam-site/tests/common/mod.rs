@@ -81,6 +81,9 @@ pub fn initial_model() -> Vec<f32> {
     (0..MODEL_LEN).map(|i| i as f32 * 0.25).collect()
 }
 
+/// (site, round, encoded update) as each site's observer saw them.
+pub type Encoded = std::sync::Arc<std::sync::Mutex<Vec<(u16, u64, Vec<u64>)>>>;
+
 /// n agents with their state directories, the hub, and what each encoded per round.
 pub struct Fixture {
     pub rules: ConsortiumRules,
@@ -90,7 +93,7 @@ pub struct Fixture {
     pub agents: Vec<Option<SiteAgent>>,
     /// Each site's own rules (a site may keep a stricter cap).
     pub site_rules: Vec<ConsortiumRules>,
-    pub encoded: std::sync::Arc<std::sync::Mutex<Vec<(u16, u64, Vec<u64>)>>>,
+    pub encoded: Encoded,
 }
 
 impl Fixture {
