@@ -2,9 +2,12 @@
 //! aborted-round count, model chain) and the sealed round state. The round itself is driven
 //! in [`crate::round`].
 //!
-//! State directory layout (0700): `state.key` (0600, the state key), `sealed/` (0700: every
-//! file sealed with the state key, see [`crate::sealed`]), `round.highwater` (the highest
-//! round id this site ever claimed or saw itself in) and the ε ledger
+//! State directory layout (0700): `state.key` (0600, the state key), `sealed/` (0700:
+//! `amalgam_store::SealedStore`, every file sealed with the state key and bound to the
+//! consortium, site, round, phase and format version; `round-<r>/` holds round r's secrets and
+//! is deleted when the round ends; agent-wide state lives under the reserved round
+//! [`AGENT_ROUND`]), `round.highwater` (one past the highest round id this site ever claimed
+//! or saw itself in; `amalgam_store::HighWater`) and the ε ledger
 //! ([`amalgam_dp::ledger::ledger_file_name`]).
 
 use std::path::{Path, PathBuf};
@@ -14,11 +17,22 @@ use amalgam_proto::site::{RoundLog, SiteSnapshot};
 use amalgam_proto::{Site, SiteRestore};
 use ed25519_dalek::SigningKey;
 
+use amalgam_store::{HighWater, SealedStore, StateAad, StateKey};
+
 use crate::error::AgentError;
 use crate::model::model_digest;
 use crate::retry::RetryPolicy;
 use crate::rules::ConsortiumRules;
-use crate::sealed::{HighWater, STATE_KEY_FILE, SealedStore, StateAad, StateKey};
+
+/// Name of the state key file inside a state directory.
+pub const STATE_KEY_FILE: &str = "state.key";
+/// The sealed-store round that holds agent-wide state (record, model): no campaign reaches
+/// it (round ids are bounded by the manifest's `max_round`).
+pub const AGENT_ROUND: u64 = u64::MAX;
+/// Name of a round's protocol state (its phase is in the sealed header and the AAD).
+const STATE: &str = "state";
+/// Name of a round's sealed encoded update.
+pub(crate) const UPDATE: &str = "update";
 
 /// Format version of the agent's sealed files.
 const VERSION: u8 = 1;
@@ -141,28 +155,17 @@ impl SiteAgent {
                 "identity key is not a site of the manifest",
             ))?
             .0;
-        let key = StateKey::load_or_create(&dir.join(STATE_KEY_FILE)).or_else(|e| {
-            // The directory itself is created by the store below; create it first if needed.
-            if dir.exists() {
-                Err(e)
-            } else {
-                std::fs::create_dir_all(dir)
-                    .map_err(|source| crate::sealed::SealError::Io {
-                        path: dir.to_owned(),
-                        source,
-                    })
-                    .and_then(|()| {
-                        use std::os::unix::fs::PermissionsExt;
-                        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                            .map_err(|source| crate::sealed::SealError::Io {
-                                path: dir.to_owned(),
-                                source,
-                            })
-                    })
-                    .and_then(|()| StateKey::load_or_create(&dir.join(STATE_KEY_FILE)))
-            }
-        })?;
-        let store = SealedStore::open(&dir.join("sealed"), &key)?;
+        if !dir.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(amalgam_store::StoreError::from)?;
+        }
+        amalgam_store::refuse_network_fs(dir)?;
+        let key = StateKey::load_or_generate(&dir.join(STATE_KEY_FILE))?;
+        let store = SealedStore::open(&dir.join("sealed"), key)?;
         let (mut ledger, _report) = Ledger::open(
             &dir.join(ledger_file_name(rules.policy.unit)),
             identity.clone(),
@@ -191,7 +194,7 @@ impl SiteAgent {
             options,
             observer: None,
         };
-        let aad = agent.aad(0, 0);
+        let aad = agent.aad(AGENT_ROUND, 0);
         match agent.store.get(RECORD, &aad)? {
             Some(bytes) => {
                 agent.record = Record::from_bytes(&bytes)?;
@@ -248,7 +251,7 @@ impl SiteAgent {
 
     /// Persists the record and the model (sealed, atomic).
     pub(crate) fn save(&self) -> Result<(), AgentError> {
-        let aad = self.aad(0, 0);
+        let aad = self.aad(AGENT_ROUND, 0);
         self.store.put(MODEL, &aad, &encode_model(&self.model))?;
         self.store.put(RECORD, &aad, &self.record.to_bytes())?;
         Ok(())
@@ -259,9 +262,22 @@ impl SiteAgent {
         self.dir.join("round.highwater")
     }
 
-    /// The highest round id this site claimed or saw itself in.
+    /// The highest round id this site claimed or saw itself in (the file holds it plus one,
+    /// so that round 0 can be claimed).
     pub(crate) fn high_water(&self) -> Result<Option<u64>, AgentError> {
-        Ok(HighWater::load(&self.high_water_path())?)
+        Ok(HighWater::load(&self.high_water_path())?
+            .value()
+            .checked_sub(1))
+    }
+
+    /// Raises the high-water mark to `round` (never lowers it).
+    pub(crate) fn advance_high_water(&self, round: u64) -> Result<(), AgentError> {
+        let mut hw = HighWater::load(&self.high_water_path())?;
+        let value = round.saturating_add(1);
+        if value > hw.value() {
+            hw.advance(value)?;
+        }
+        Ok(())
     }
 
     /// Persists `snap` (the state a transition produced) durably, then records it in the
@@ -269,16 +285,10 @@ impl SiteAgent {
     pub(crate) fn persist_snapshot(&mut self, snap: &SiteSnapshot) -> Result<(), AgentError> {
         let round = snap.round();
         let step = snap.step();
-        self.store.put(
-            &state_name(round, step),
-            &self.aad(round, step),
-            snap.bytes(),
-        )?;
+        self.store
+            .put(STATE, &self.aad(round, step), snap.bytes())?;
         self.record.round_log.record(snap)?;
         self.save()?;
-        for older in 1..step {
-            self.store.delete(&state_name(round, older))?;
-        }
         Ok(())
     }
 
@@ -304,17 +314,8 @@ impl SiteAgent {
     }
 }
 
-/// Name of the sealed state of `round` at `step`.
-pub(crate) fn state_name(round: u64, step: u8) -> String {
-    format!("{}state-{step}", crate::sealed::round_prefix(round))
-}
-
-/// Name of the sealed encoded update of `round`.
-pub(crate) fn update_name(round: u64) -> String {
-    format!("{}update", crate::sealed::round_prefix(round))
-}
-
-/// Restores the latest persisted state of `round` in `store` (highest step first).
+/// Restores the persisted state of `round` in `store`: the header names its step, the AEAD
+/// checks that and everything else.
 fn restore_latest(
     store: &SealedStore,
     rules: &ConsortiumRules,
@@ -324,20 +325,24 @@ fn restore_latest(
     now: u64,
     log: &mut RoundLog,
 ) -> Result<Option<Site>, AgentError> {
-    for step in (1..=MAX_STEP).rev() {
-        let aad = StateAad {
-            consortium_digest: rules.consortium_digest,
-            site,
-            round,
-            phase: step,
-            version: VERSION,
-        };
-        if let Some(bytes) = store.get(&state_name(round, step), &aad)? {
-            let site = Site::restore(&bytes, ctx, amalgam_proto::site::Timestamp(now), log)?;
-            return Ok(Some(site));
-        }
+    let Some(header) = store.stored_aad(STATE, round)? else {
+        return Ok(None);
+    };
+    if !(1..=MAX_STEP).contains(&header.phase) {
+        return Err(AgentError::BadState("state step"));
     }
-    Ok(None)
+    let aad = StateAad {
+        consortium_digest: rules.consortium_digest,
+        site,
+        round,
+        phase: header.phase,
+        version: VERSION,
+    };
+    let bytes = store
+        .get(STATE, &aad)?
+        .ok_or(AgentError::BadState("state vanished"))?;
+    let site = Site::restore(&bytes, ctx, amalgam_proto::site::Timestamp(now), log)?;
+    Ok(Some(site))
 }
 
 /// The upload the persisted state of `round` would (re-)send, read from disk: what a
@@ -350,7 +355,7 @@ pub fn persisted_upload(
 ) -> Result<Option<Vec<u8>>, AgentError> {
     use amalgam_proto::codec::Encode;
     let key = StateKey::load(&state_dir.join(STATE_KEY_FILE))?;
-    let store = SealedStore::open(&state_dir.join("sealed"), &key)?;
+    let store = SealedStore::open(&state_dir.join("sealed"), key)?;
     let site = rules
         .manifest
         .index_of(&identity.verifying_key())

@@ -2,7 +2,6 @@
 
 use crate::model::ModelError;
 use crate::rules::RulesError;
-use crate::sealed::SealError;
 use crate::statements::StatementError;
 use crate::trainer::TrainError;
 use crate::transport::TransportError;
@@ -51,9 +50,9 @@ pub enum AgentError {
     /// Protocol failure.
     #[error(transparent)]
     Proto(#[from] amalgam_proto::Error),
-    /// Sealed state failure.
+    /// Sealed state, high-water mark or file-system failure.
     #[error(transparent)]
-    Seal(#[from] SealError),
+    Store(#[from] amalgam_store::StoreError),
     /// Training failure.
     #[error(transparent)]
     Train(#[from] TrainError),

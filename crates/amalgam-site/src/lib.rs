@@ -9,7 +9,8 @@
 //!   a site over a cap sends a signed [`statements::Decline`] and is never a dropout;
 //! * trains under the permit ([`Trainer`]), clips, rotates, noises and encodes the update
 //!   ([`amalgam_dp::encoding::DdgCodec`]), and drives [`amalgam_proto::Site`] over a
-//!   [`Transport`], persisting every state sealed ([`sealed`]) before its upload leaves;
+//!   [`Transport`], persisting every state sealed (`amalgam_store::SealedStore`) before its
+//!   upload leaves;
 //! * checks for a restore from an older state copy before the round and each phase;
 //! * decodes the published sum, computes model_{r+1} itself ([`model`]) and checks the
 //!   aggregator's, deletes the round's secrets, uploads a signed [`statements::LedgerSummary`].
@@ -23,7 +24,6 @@ pub mod model;
 pub mod retry;
 pub mod round;
 pub mod rules;
-pub mod sealed;
 pub mod statements;
 pub mod testing;
 pub mod trainer;

@@ -22,10 +22,9 @@ use amalgam_proto::site::{Outgoing, PhaseTimeout, Timestamp};
 use amalgam_proto::{Phase, Site};
 use rand_core::SeedableRng;
 
-use crate::agent::{SiteAgent, update_name};
+use crate::agent::{SiteAgent, UPDATE};
 use crate::error::AgentError;
 use crate::model::{fedavg_step, model_digest};
-use crate::sealed::HighWater;
 use crate::statements::{Decline, DeclineReason, LedgerSummary};
 use crate::trainer::{GlobalModel, Permits, RoundInfo, Trainer};
 use crate::transport::{Download, Transport};
@@ -117,7 +116,7 @@ impl SiteAgent {
             }
             Err(e) => return Err(e.into()),
         };
-        HighWater::advance(&self.high_water_path(), round)?;
+        self.advance_high_water(round)?;
         let permits = Permits {
             round,
             site_steps: permit.steps(),
@@ -149,8 +148,7 @@ impl SiteAgent {
         let encoded = codec.encode(noise, &update)?;
         encoded.check_origin(&self.ledger.ledger_id(), kind)?;
         let sealed = self.ledger.seal_update(&encoded)?;
-        self.store
-            .put(&update_name(round), &self.aad(round, 0), &sealed)?;
+        self.store.put(UPDATE, &self.aad(round, 0), &sealed)?;
         if let Some(f) = self.observer.as_mut() {
             f(round, encoded.values());
         }
@@ -365,14 +363,11 @@ impl SiteAgent {
             head: s.head,
         };
         if let Err(e) = self.ledger.check_anchor(&anchor) {
-            HighWater::advance(
-                &self.high_water_path(),
-                s.round.max(self.high_water()?.unwrap_or(0)),
-            )?;
+            self.advance_high_water(s.round)?;
             return Err(AgentError::LedgerBehind(e.to_string()));
         }
         if self.high_water()?.is_none_or(|h| h < s.round) {
-            HighWater::advance(&self.high_water_path(), s.round)?;
+            self.advance_high_water(s.round)?;
             return Err(AgentError::RolledBack { round: s.round });
         }
         Ok(())
@@ -409,8 +404,7 @@ impl SiteAgent {
         if consistent {
             return Ok(());
         }
-        let hw = self.high_water()?.unwrap_or(0).max(round);
-        HighWater::advance(&self.high_water_path(), hw)?;
+        self.advance_high_water(round)?;
         self.store.delete_round(round)?;
         Err(AgentError::RolledBack { round })
     }

@@ -16,6 +16,7 @@ use amalgam_site::{
     AgentError, ConsortiumRules, Download, RoundOutcome, RoundResult, SyntheticTrainer, Transport,
     TransportError,
 };
+use amalgam_store::StoreError;
 use common::Fixture;
 use ed25519_dalek::SigningKey;
 
@@ -206,28 +207,43 @@ fn a_state_file_moved_to_another_round_or_phase_does_not_open() {
     assert!(agent.run_round(&mut crash, &mut trainer(0), 1).is_err());
     drop(agent);
     let sealed = f.dir(0).join("sealed");
-    let state = sealed.join("round-1.state-1");
-    assert!(state.exists());
-    for fake in ["round-1.state-2", "round-2.state-1"] {
-        std::fs::copy(&state, sealed.join(fake)).unwrap();
-        f.reopen(0);
-        let round = if fake.starts_with("round-2") { 2 } else { 1 };
-        let mut t = f.hub.transport(0);
-        let r = f.agents[0]
-            .as_mut()
+    let state = sealed.join("round-1").join("state.sealed");
+    let original = std::fs::read(&state).unwrap();
+    // Moved to round 2: its binding names round 1.
+    std::fs::create_dir_all(sealed.join("round-2")).unwrap();
+    std::fs::copy(&state, sealed.join("round-2").join("state.sealed")).unwrap();
+    f.reopen(0);
+    let mut t = f.hub.transport(0);
+    let r = f.agents[0]
+        .as_mut()
+        .unwrap()
+        .run_round(&mut t, &mut trainer(0), 2);
+    assert!(
+        matches!(r, Err(AgentError::Store(StoreError::SealedMismatch { .. }))),
+        "{r:?}"
+    );
+    std::fs::remove_dir_all(sealed.join("round-2")).unwrap();
+    // Relabelled as another phase (the header's phase byte): the AEAD refuses it.
+    let mut relabelled = original.clone();
+    relabelled[8 + 42] = 3;
+    std::fs::write(&state, &relabelled).unwrap();
+    let r = f.agents[0]
+        .as_mut()
+        .unwrap()
+        .run_round(&mut t, &mut trainer(0), 1);
+    assert!(
+        matches!(r, Err(AgentError::Store(StoreError::Corrupt { .. }))),
+        "{r:?}"
+    );
+    // Put back, it resumes (and re-sends its advertisement).
+    std::fs::write(&state, &original).unwrap();
+    let site = f.agents[0].as_ref().unwrap().site();
+    assert_eq!(site, 0);
+    assert!(
+        persisted_upload(&f.dir(0), &f.rules, &f.key(0), 1)
             .unwrap()
-            .run_round(&mut t, &mut trainer(0), round);
-        assert!(
-            matches!(
-                r,
-                Err(AgentError::Seal(
-                    amalgam_site::sealed::SealError::Unsealable(_)
-                ))
-            ),
-            "{fake}: {r:?}"
-        );
-        std::fs::remove_file(sealed.join(fake)).unwrap();
-    }
+            .is_some()
+    );
 }
 
 #[test]
