@@ -148,6 +148,9 @@ impl SiteAgent {
         options: AgentOptions,
     ) -> Result<Self, AgentError> {
         rules.check()?;
+        if initial_model.len() != rules.model_len {
+            return Err(AgentError::BadState("initial model length"));
+        }
         let site = rules
             .manifest
             .index_of(&identity.verifying_key())
@@ -207,7 +210,16 @@ impl SiteAgent {
                     return Err(AgentError::BadState("model digest"));
                 }
             }
-            None => agent.save()?,
+            None => {
+                if let Some(d) = agent.rules.initial_weights_digest
+                    && d != agent.record.model_digest
+                {
+                    return Err(AgentError::BadState(
+                        "initial model is not the campaign's initial weights",
+                    ));
+                }
+                agent.save()?
+            }
         }
         Ok(agent)
     }

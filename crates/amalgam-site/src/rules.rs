@@ -1,7 +1,10 @@
 //! Everything a round's parameters come from: the verified consortium manifest and the round
-//! id, never the aggregator. [`ConsortiumRules`] is the agent's view of the manifest (built
-//! from the consortium crate's `VerifiedManifest`, or directly in tests).
+//! id, never the aggregator. [`ConsortiumRules`] is the agent's view of the manifest, built
+//! by [`ConsortiumRules::from_manifest`] from the consortium crate's `VerifiedManifest` (or
+//! directly in tests); its derived values (context digest, rotation seed) are the manifest's.
 
+use amalgam_consortium::labels;
+use amalgam_consortium::{ManifestError, VerifiedManifest};
 use amalgam_dp::encoding::EncodingParams;
 use amalgam_dp::ledger::{BudgetPolicy, RoundParams as DpRoundParams};
 use amalgam_dp::rotation::RotationSeed;
@@ -35,10 +38,13 @@ pub struct ConsortiumRules {
     pub server_lr: f64,
     /// Model length (the update's length before padding).
     pub model_len: usize,
+    /// The campaign's initial weights digest ([`crate::model::model_digest`] of the values),
+    /// checked when a site starts from its initial model; `None` skips the check.
+    pub initial_weights_digest: Option<[u8; 32]>,
 }
 
-/// Domain of the per-round rotation seed.
-const ROTATION_DOMAIN: &[u8] = b"amalgam/v1/site/rotation-seed\0";
+/// Domain of [`ConsortiumRules::campaign_digest`] as derived from a manifest.
+const CAMPAIGN_DOMAIN: &[u8] = b"amalgam/site/campaign/v1";
 
 /// Why the rules are inconsistent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,10 +55,42 @@ pub enum RulesError {
 }
 
 impl ConsortiumRules {
-    /// The per-round public rotation seed: SHA-256(domain ‖ consortium digest ‖ round).
+    /// The rules of a verified manifest. The site waits at most the manifest's longest phase
+    /// (`deadline_bounds().max_secs`) for each download; the campaign digest is
+    /// SHA-256(domain ‖ consortium digest ‖ campaign id) (the manifest commits to the rest).
+    pub fn from_manifest(m: &VerifiedManifest) -> Result<Self, ManifestError> {
+        let campaign = m.campaign();
+        let mut h = Sha256::new();
+        h.update(CAMPAIGN_DOMAIN);
+        h.update(m.consortium_digest());
+        h.update(campaign.id.as_bytes());
+        let rules = Self {
+            consortium_digest: m.consortium_digest(),
+            epoch: m.epoch(),
+            manifest: m.proto_manifest(),
+            params: m.round_params(0)?,
+            dp: m.dp_round_params(),
+            policy: m.budget_policy()?,
+            phase_timeout_ms: u64::from(m.deadline_bounds().max_secs.max(1)) * 1000,
+            max_aborted_rounds: m.max_aborted_rounds(),
+            campaign_digest: h.finalize().into(),
+            local_steps: campaign.training.local_epochs,
+            server_lr: campaign.training.server_lr,
+            model_len: usize::try_from(campaign.parameter_count.get())
+                .map_err(|_| ManifestError::Invalid("parameter count".to_string()))?,
+            initial_weights_digest: Some(campaign.initial_weights_digest),
+        };
+        rules
+            .check()
+            .map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        Ok(rules)
+    }
+
+    /// The per-round public rotation seed: SHA-256(label ‖ consortium digest ‖ round), the
+    /// manifest's `hadamard_seed`.
     pub fn rotation_seed(&self, round: u64) -> RotationSeed {
         let mut h = Sha256::new();
-        h.update(ROTATION_DOMAIN);
+        h.update(labels::ROTATION_SEED);
         h.update(self.consortium_digest);
         h.update(round.to_be_bytes());
         RotationSeed(h.finalize().into())
@@ -74,7 +112,7 @@ impl ConsortiumRules {
     /// consortium crate's `VerifiedManifest::context_digest`).
     pub fn context_digest(&self, model_digest: &[u8; 32]) -> [u8; 32] {
         let mut h = Sha256::new();
-        h.update(b"amalgam/v1/consortium/context\0");
+        h.update(labels::CONTEXT);
         h.update(self.consortium_digest);
         h.update(model_digest);
         h.finalize().into()
