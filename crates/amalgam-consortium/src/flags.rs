@@ -121,3 +121,35 @@ pub fn parse_verified(text: &str) -> Result<Vec<String>, String> {
     }
     Ok(out)
 }
+
+/// The check `consortium sign` makes before signing: every other member's fingerprint must
+/// be in `verified` (the signer's own key needs no check). Refuses with the unverified
+/// members' names, organisations and fingerprints.
+pub fn require_verified(
+    body: &ManifestBody,
+    signer: &ed25519_dalek::VerifyingKey,
+    verified: &[String],
+) -> Result<(), crate::ManifestError> {
+    let missing: Vec<String> = flags(body, Some(verified))
+        .into_iter()
+        .filter_map(|f| match f {
+            Flag::Unverified {
+                name,
+                organisation,
+                fingerprint,
+            } if body
+                .members
+                .iter()
+                .any(|m| m.name == name && &m.key != signer) =>
+            {
+                Some(format!("{name} ({organisation}) [{fingerprint}]"))
+            }
+            _ => None,
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::ManifestError::Unverified(missing.join(", ")))
+    }
+}
