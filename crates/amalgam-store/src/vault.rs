@@ -105,6 +105,14 @@ impl BlobVault {
             .join(format!("{}.blob", hex::encode(digest)))
     }
 
+    fn round_has_blobs(&self, round: u64) -> Result<bool> {
+        match fs::read_dir(self.round_dir(round)) {
+            Ok(mut entries) => Ok(entries.next().is_some()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Whether `round` was shredded.
     pub fn is_shredded(&self, round: u64) -> bool {
         self.tombstone_path(round).exists()
@@ -127,7 +135,9 @@ impl BlobVault {
             let path = self.key_path(round);
             let key = match read_key_file(&path)? {
                 Some(k) => k,
-                None if create => {
+                // A round that already has blob files keeps its key or nothing: a fresh key
+                // would silently orphan them.
+                None if create && !self.round_has_blobs(round)? => {
                     let k = random_key()?;
                     atomic_write(&path, k.as_ref(), 0o600)?;
                     k

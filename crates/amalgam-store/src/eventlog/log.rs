@@ -126,7 +126,10 @@ fn tampered(seq: u64, what: &'static str) -> StoreError {
 /// Decodes a row's chained fields, naming the row in every refusal.
 fn row_meta(row: &Row<'_>) -> Result<(RowMeta, [u8; 32])> {
     let raw_seq: i64 = row.get(0)?;
-    let seq = u64::try_from(raw_seq).map_err(|_| tampered(0, "negative sequence number"))?;
+    let seq = u64::try_from(raw_seq)
+        .ok()
+        .filter(|s| *s > 0)
+        .ok_or_else(|| tampered(0, "sequence number below 1"))?;
     let bad = |what| tampered(seq, what);
     let round = u64::try_from(row.get::<_, i64>(1)?).map_err(|_| bad("negative round"))?;
     let kind = u32::try_from(row.get::<_, i64>(2)?)
