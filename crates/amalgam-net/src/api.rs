@@ -159,6 +159,30 @@ pub struct Anchors {
     pub summaries: Vec<(u64, String)>,
 }
 
+/// The response to an accepted upload (stored with it and repeated verbatim to an identical
+/// re-send).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadReceipt {
+    /// Round id.
+    pub round: u64,
+    /// Phase (URL segment) or `"decline"` / `"summary"`.
+    pub phase: String,
+    /// Hex SHA-256 of the accepted body.
+    pub sha256: String,
+}
+
+/// Domain of the signed decline: the site's identity key signs
+/// `"amalgam/v1/decline" ‖ context_digest[32] ‖ round u64 BE`; the body is the 64-byte signature.
+pub const DECLINE_DOMAIN: &[u8] = b"amalgam/v1/decline";
+
+/// The bytes a site signs to decline `round` bound to `context_digest`.
+pub fn decline_message(context_digest: &[u8; 32], round: u64) -> Vec<u8> {
+    let mut m = DECLINE_DOMAIN.to_vec();
+    m.extend_from_slice(context_digest);
+    m.extend_from_slice(&round.to_be_bytes());
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
