@@ -97,6 +97,14 @@ impl SiteAgent {
             return self.decline(transport, round, DeclineReason::AbortCapReached);
         }
         self.check_summary(transport)?;
+        // The model the aggregator binds this round to must be the one this site computed.
+        if let Some(served) = self.options.retry.run(|| transport.round_model(round))?
+            && served != self.record.model_digest
+        {
+            self.record.model_mismatch = true;
+            self.save()?;
+            return self.decline(transport, round, DeclineReason::ModelMismatch);
+        }
 
         // The charge: every parameter from the manifest and the round id.
         let params = self.rules.params;
@@ -272,7 +280,7 @@ impl SiteAgent {
             self.rules.server_lr,
         )?;
         let digest = model_digest(&next);
-        let outcome = if digest == result.model_digest {
+        let outcome = if result.model_digest.is_none_or(|d| d == digest) {
             RoundOutcome::Completed {
                 contributors: result.contributors.clone(),
                 model_digest: digest,

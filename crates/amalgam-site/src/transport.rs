@@ -31,8 +31,9 @@ pub struct RoundResult {
     pub sum: Vec<u64>,
     /// Contributing site ids, ascending.
     pub contributors: Vec<u16>,
-    /// Digest of model_{r+1} as the aggregator serves it.
-    pub model_digest: [u8; 32],
+    /// Digest of model_{r+1} as the aggregator serves it, when it states one with the result
+    /// (it is checked again against the next round's bound model digest).
+    pub model_digest: Option<[u8; 32]>,
 }
 
 /// Transport failures, each mapped to an exit code by the CLI.
@@ -84,6 +85,9 @@ pub trait Transport: Send {
     fn upload_summary(&mut self, round: u64, body: &[u8]) -> Result<(), TransportError>;
     /// The last ledger summary this site uploaded, as the aggregator holds it.
     fn latest_summary(&mut self) -> Result<Option<Vec<u8>>, TransportError>;
+    /// The model digest the aggregator binds `round` to (`None` when it does not know the
+    /// round yet).
+    fn round_model(&mut self, round: u64) -> Result<Option<[u8; 32]>, TransportError>;
     /// Long-polls (up to `wait`) for the published result of `round`.
     fn result(&mut self, round: u64, wait: Duration)
     -> Result<Option<RoundResult>, TransportError>;

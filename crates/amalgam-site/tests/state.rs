@@ -52,6 +52,9 @@ impl Transport for Recording {
     fn latest_summary(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
         self.inner.latest_summary()
     }
+    fn round_model(&mut self, r: u64) -> Result<Option<[u8; 32]>, TransportError> {
+        self.inner.round_model(r)
+    }
     fn result(&mut self, r: u64, w: Duration) -> Result<Option<RoundResult>, TransportError> {
         self.inner.result(r, w)
     }
@@ -91,6 +94,9 @@ impl Transport for CrashAfter {
     }
     fn latest_summary(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
         self.inner.latest_summary()
+    }
+    fn round_model(&mut self, r: u64) -> Result<Option<[u8; 32]>, TransportError> {
+        self.inner.round_model(r)
     }
     fn result(&mut self, r: u64, w: Duration) -> Result<Option<RoundResult>, TransportError> {
         self.inner.result(r, w)
