@@ -245,6 +245,11 @@ impl SiteAgent {
         (&self.model, self.record.model_digest)
     }
 
+    /// The highest round id this site claimed or saw itself in (its next round must be above).
+    pub fn last_round(&self) -> Result<Option<u64>, AgentError> {
+        self.high_water()
+    }
+
     /// Rounds this site was charged for that did not complete.
     pub fn aborted_rounds(&self) -> u32 {
         self.record.aborted

@@ -16,10 +16,12 @@
 //!   aggregator's, deletes the round's secrets, uploads a signed [`statements::LedgerSummary`].
 //!
 //! The core is synchronous and transport-independent: [`testing`] runs whole rounds in
-//! memory against `amalgam_proto::Aggregator`; the HTTPS transport drives the same core.
+//! memory against `amalgam_proto::Aggregator`; [`http::HttpTransport`] drives the same core
+//! over mutually authenticated HTTPS.
 
 pub mod agent;
 pub mod error;
+pub mod http;
 pub mod model;
 pub mod retry;
 pub mod round;
