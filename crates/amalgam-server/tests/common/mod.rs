@@ -203,6 +203,11 @@ impl TestSite {
         }
     }
 
+    /// Another RNG seed (a different instance of the same site).
+    pub fn reseed(&mut self, seed: [u8; 32]) {
+        self.rng = ChaCha20Rng::from_seed(seed);
+    }
+
     pub fn begin(&mut self, fx: &Fixture) -> Vec<u8> {
         let out = self
             .site
