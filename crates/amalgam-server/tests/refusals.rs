@@ -20,20 +20,29 @@ struct Probe {
 
 async fn probe(run: &Running, store: &MemoryStore) -> Probe {
     Probe {
-        snapshot: run.service.with_round(ROUND, |st| st.protocol_snapshot()).await.unwrap(),
+        snapshot: run
+            .service
+            .with_round(ROUND, |st| st.protocol_snapshot())
+            .await
+            .unwrap(),
         events: store.events().len(),
     }
 }
 
 async fn assert_unchanged(run: &Running, store: &MemoryStore, before: &Probe, what: &str) {
     let after = probe(run, store).await;
-    assert!(after.snapshot == before.snapshot, "{what}: protocol state changed");
+    assert!(
+        after.snapshot == before.snapshot,
+        "{what}: protocol state changed"
+    );
     assert_eq!(after.events, before.events, "{what}: event log changed");
 }
 
 async fn expect(client: &ApiClient, path: &str, body: Vec<u8>, code: ProblemCode) {
     let r = client.post(path, body).await.unwrap();
-    let p = r.problem().unwrap_or_else(|| panic!("{path}: status {} without problem", r.status));
+    let p = r
+        .problem()
+        .unwrap_or_else(|| panic!("{path}: status {} without problem", r.status));
     assert_eq!(p.code, code, "{path}: {p}");
     assert_eq!(r.status.as_u16(), code.status());
 }
@@ -50,11 +59,20 @@ async fn refused_requests_are_specific_and_change_nothing() {
     let adv1 = s1.begin(&fx);
     let path = api::masking_path(ROUND, Phase::AdvertiseKeys).unwrap();
     // Site 1's advertisement is accepted first, so refusals are checked against a non-empty state.
-    assert_eq!(s1.post(Phase::AdvertiseKeys, adv1.clone()).await.status, 200);
+    assert_eq!(
+        s1.post(Phase::AdvertiseKeys, adv1.clone()).await.status,
+        200
+    );
     let before = probe(&run, &store).await;
 
     // No client certificate.
-    expect(&run.anonymous(), &path, adv0.clone(), ProblemCode::AuthNoClientCert).await;
+    expect(
+        &run.anonymous(),
+        &path,
+        adv0.clone(),
+        ProblemCode::AuthNoClientCert,
+    )
+    .await;
     assert_unchanged(&run, &store, &before, "anonymous").await;
 
     // A key that is not in the manifest fails the TLS handshake: no request is read.
@@ -69,7 +87,13 @@ async fn refused_requests_are_specific_and_change_nothing() {
     let mut big = adv0.clone();
     big.resize(adv0.len() + 1, 0);
     expect(&s0.client, &path, big, ProblemCode::BodyTooLarge).await;
-    expect(&s0.client, &path, vec![0x41; 10], ProblemCode::BodyMalformed).await;
+    expect(
+        &s0.client,
+        &path,
+        vec![0x41; 10],
+        ProblemCode::BodyMalformed,
+    )
+    .await;
     let mut forged = adv0.clone();
     *forged.last_mut().unwrap() ^= 1;
     expect(&s0.client, &path, forged, ProblemCode::ProtocolRefused).await;
@@ -77,14 +101,32 @@ async fn refused_requests_are_specific_and_change_nothing() {
 
     // Wrong phase (a valid message on another phase's route), unknown round.
     let share_path = api::masking_path(ROUND, Phase::ShareKeys).unwrap();
-    expect(&s0.client, &share_path, adv0.clone(), ProblemCode::RoundWrongPhase).await;
+    expect(
+        &s0.client,
+        &share_path,
+        adv0.clone(),
+        ProblemCode::RoundWrongPhase,
+    )
+    .await;
     let other_round = api::masking_path(ROUND + 1, Phase::AdvertiseKeys).unwrap();
-    expect(&s0.client, &other_round, adv0.clone(), ProblemCode::RoundUnknown).await;
+    expect(
+        &s0.client,
+        &other_round,
+        adv0.clone(),
+        ProblemCode::RoundUnknown,
+    )
+    .await;
     assert_unchanged(&run, &store, &before, "phase/round").await;
 
     // Site 0 relaying site 1's message (the sender field is not the authenticated site), and
     // site 1's own different second advertisement.
-    expect(&s0.client, &path, adv1.clone(), ProblemCode::ProtocolRefused).await;
+    expect(
+        &s0.client,
+        &path,
+        adv1.clone(),
+        ProblemCode::ProtocolRefused,
+    )
+    .await;
     let mut again = TestSite::new(&fx, &run, 1);
     let adv1_other = {
         // A fresh instance with another RNG advertises other keys.
@@ -117,7 +159,11 @@ async fn refused_requests_are_specific_and_change_nothing() {
     .unwrap();
     let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([77; 32]);
     let out = r2
-        .start(fx.inputs[0].clone(), amalgam_proto::sim::sim_time(Phase::AdvertiseKeys), &mut rng)
+        .start(
+            fx.inputs[0].clone(),
+            amalgam_proto::sim::sim_time(Phase::AdvertiseKeys),
+            &mut rng,
+        )
         .unwrap();
     let (up, _) = amalgam_proto::sim::persist_and_release(&r2, out).unwrap();
     let wrong_round = amalgam_proto::codec::Encode::to_bytes(&up);
@@ -151,7 +197,11 @@ async fn identical_retry_after_the_phase_closed_gets_the_original_response() {
         first.push((b, r.body));
     }
     // Everyone answered: the phase closed. A re-send (a lost response) is still answered.
-    let phase = run.service.with_round(ROUND, |st| st.phase()).await.unwrap();
+    let phase = run
+        .service
+        .with_round(ROUND, |st| st.phase())
+        .await
+        .unwrap();
     assert_eq!(phase, Phase::ShareKeys);
     let n = store.events().len();
     for (s, (b, body)) in sites.iter().zip(first) {
@@ -177,7 +227,13 @@ async fn status_and_metrics_say_no_secret() {
     assert_eq!(st.rounds[0].expected, 5);
     assert!(st.rounds[0].deadline_ms.is_some());
     // A refusal is counted by reason, never by site (no site labels by default).
-    expect(&s0.client, &api::masking_path(ROUND, Phase::AdvertiseKeys).unwrap(), vec![1], ProblemCode::BodyMalformed).await;
+    expect(
+        &s0.client,
+        &api::masking_path(ROUND, Phase::AdvertiseKeys).unwrap(),
+        vec![1],
+        ProblemCode::BodyMalformed,
+    )
+    .await;
     let m = run.service.metrics().encode();
     assert!(m.contains("reason=\"body.malformed\""), "{m}");
     assert!(!m.contains("site="), "{m}");
