@@ -239,3 +239,24 @@ async fn status_and_metrics_say_no_secret() {
     assert!(!m.contains("site="), "{m}");
     run.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_refuses_an_aggregator_it_does_not_pin() {
+    let fx = Fixture::new();
+    let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
+    // The site pins another aggregator identity key (an interception proxy's view).
+    let mut pin = fx.pin();
+    pin.identity = fx.outsider.verifying_key();
+    let id = amalgam_net::tls::member_identity(&amalgam_net::tls::ed25519_pkcs8_from_seed(&fx.sites[0].to_bytes())).unwrap();
+    let client = ApiClient::new(
+        &run.base(),
+        amalgam_net::tls::client_config(&id, pin).unwrap(),
+        amalgam_net::client::RetryPolicy::default(),
+    )
+    .unwrap();
+    match client.get(api::TIME).await {
+        Err(ClientError::PinMismatch(amalgam_net::PinError::BadSignature)) => {}
+        other => panic!("expected a pin mismatch, got {other:?}"),
+    }
+    run.stop().await;
+}
