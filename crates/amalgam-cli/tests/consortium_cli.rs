@@ -1,0 +1,357 @@
+//! The whole consortium workflow through the `amalgam` binary: keys gen, init, join, approve,
+//! sign by every member, show --format json; and the refusals with their exit statuses.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn amalgam(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_amalgam"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = amalgam(dir, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fingerprint_of(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn keys_init_join_approve_sign_show_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut fps = Vec::new();
+    for name in ["agg", "s1", "s2", "s3"] {
+        let out = ok(d, &["keys", "gen", "--dir", &format!("k-{name}")]);
+        fps.push(fingerprint_of(&out));
+    }
+    let digest = "ab".repeat(32);
+    ok(
+        d,
+        &[
+            "consortium",
+            "init",
+            "--aggregator-key",
+            "k-agg",
+            "--aggregator-org",
+            "Agg Ltd",
+            "--threshold",
+            "3",
+            "--model",
+            "builtin:mlp",
+            "--param-list-digest",
+            &digest,
+            "--params",
+            "1000",
+            "--initial-weights-digest",
+            &digest,
+            "--sigma",
+            "4.0",
+        ],
+    );
+    for name in ["s1", "s2", "s3"] {
+        ok(
+            d,
+            &[
+                "consortium",
+                "join",
+                "--manifest",
+                "consortium.toml",
+                "--key",
+                &format!("k-{name}"),
+                "--org",
+                &format!("Org {name}"),
+                "--roles",
+                "site",
+                "--name",
+                name,
+            ],
+        );
+        ok(
+            d,
+            &[
+                "consortium",
+                "approve",
+                "--request",
+                &format!("{name}.join.toml"),
+            ],
+        );
+    }
+    std::fs::write(d.join("verified.txt"), fps.join("\n")).unwrap();
+
+    // Without a verification list and not on a terminal: usage error, nothing signed.
+    let out = amalgam(d, &["consortium", "sign", "--key", "k-s1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!d.join("consortium.signed").exists());
+    // With one fingerprint left out: refused (auth), nothing signed.
+    std::fs::write(d.join("partial.txt"), fps[..3].join("\n")).unwrap();
+    let out = amalgam(
+        d,
+        &[
+            "consortium",
+            "sign",
+            "--key",
+            "k-s1",
+            "--verified",
+            "partial.txt",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s3"));
+    assert!(!d.join("consortium.signed").exists());
+
+    // Three of four signatures: not valid yet (exit 4), JSON says who is missing.
+    for name in ["agg", "s1", "s2"] {
+        ok(
+            d,
+            &[
+                "consortium",
+                "sign",
+                "--key",
+                &format!("k-{name}"),
+                "--verified",
+                "verified.txt",
+            ],
+        );
+    }
+    let out = amalgam(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "consortium.signed",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["unsigned"], serde_json::json!(["s3"]));
+
+    ok(
+        d,
+        &[
+            "consortium",
+            "sign",
+            "--key",
+            "k-s3",
+            "--verified",
+            "verified.txt",
+        ],
+    );
+    let json = ok(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "consortium.signed",
+            "--format",
+            "json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["epoch"], 1);
+    assert_eq!(v["members"].as_array().unwrap().len(), 4);
+    let listed: Vec<&str> = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["fingerprint"].as_str().unwrap())
+        .collect();
+    for fp in &fps {
+        assert!(listed.contains(&fp.as_str()), "{fp}");
+    }
+    assert_eq!(v["protocol"]["threshold"], 3);
+    assert_eq!(v["flags"], serde_json::json!([]));
+
+    // Unverified identities are flagged when the member's list misses them.
+    let json = ok(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "consortium.signed",
+            "--verified",
+            "partial.txt",
+            "--format",
+            "json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["flags"][0]["flag"], "unverified");
+
+    // Epoch 2: s1 rotates its key. The old key signs the statement, every member of epoch 2
+    // (the new key included) signs, and a party that accepted epoch 2 refuses epoch 1 after.
+    ok(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "consortium.signed",
+            "--high-water",
+            "hw.json",
+            "--accept",
+        ],
+    );
+    let s1b = fingerprint_of(&ok(d, &["keys", "gen", "--dir", "k-s1b"]));
+    ok(
+        d,
+        &[
+            "consortium",
+            "init",
+            "--from",
+            "consortium.signed",
+            "--out",
+            "e2.toml",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "consortium",
+            "rotate",
+            "--manifest",
+            "e2.toml",
+            "--old-key",
+            "k-s1",
+            "--new-key",
+            "k-s1b",
+        ],
+    );
+    let mut fps2 = fps.clone();
+    fps2[1] = s1b;
+    std::fs::write(d.join("verified2.txt"), fps2.join("\n")).unwrap();
+    for name in ["agg", "s1b", "s2", "s3"] {
+        ok(
+            d,
+            &[
+                "consortium",
+                "sign",
+                "--manifest",
+                "e2.toml",
+                "--signed",
+                "e2.signed",
+                "--key",
+                &format!("k-{name}"),
+                "--verified",
+                "verified2.txt",
+            ],
+        );
+    }
+    // The retired key is no member of epoch 2 and cannot sign it.
+    let out = amalgam(
+        d,
+        &[
+            "consortium",
+            "sign",
+            "--manifest",
+            "e2.toml",
+            "--signed",
+            "e2.signed",
+            "--key",
+            "k-s1",
+            "--verified",
+            "verified2.txt",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let json = ok(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "e2.signed",
+            "--high-water",
+            "hw.json",
+            "--accept",
+            "--format",
+            "json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["epoch"], 2);
+    assert_eq!(v["rotations"].as_array().unwrap().len(), 1);
+    let out = amalgam(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "consortium.signed",
+            "--high-water",
+            "hw.json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "rollback to epoch 1 accepted");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("older than the accepted epoch 2"));
+
+    // One flipped byte in the signed file: exit 4.
+    let mut bytes = std::fs::read(d.join("consortium.signed")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(d.join("tampered.signed"), &bytes).unwrap();
+    let out = amalgam(d, &["consortium", "show", "--signed", "tampered.signed"]);
+    assert_eq!(out.status.code(), Some(4));
+
+    // Editing the draft after signatures were collected does not silently reuse them.
+    let draft = std::fs::read_to_string(d.join("consortium.toml")).unwrap();
+    std::fs::write(
+        d.join("consortium.toml"),
+        draft.replace("max_aborted_rounds = 5", "max_aborted_rounds = 6"),
+    )
+    .unwrap();
+    let out = amalgam(
+        d,
+        &[
+            "consortium",
+            "sign",
+            "--key",
+            "k-s1",
+            "--verified",
+            "verified.txt",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn world_readable_key_directory_is_refused_and_usage_errors_exit_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, &["keys", "gen", "--dir", "k"]);
+    std::fs::set_permissions(d.join("k"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = amalgam(d, &["keys", "gen", "--dir", "k"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("0755") && err.contains("chmod 700"), "{err}");
+    // Usage errors exit 2.
+    assert_eq!(
+        amalgam(d, &["consortium", "frobnicate"]).status.code(),
+        Some(2)
+    );
+}
