@@ -247,7 +247,10 @@ async fn client_refuses_an_aggregator_it_does_not_pin() {
     // The site pins another aggregator identity key (an interception proxy's view).
     let mut pin = fx.pin();
     pin.identity = fx.outsider.verifying_key();
-    let id = amalgam_net::tls::member_identity(&amalgam_net::tls::ed25519_pkcs8_from_seed(&fx.sites[0].to_bytes())).unwrap();
+    let id = amalgam_net::tls::member_identity(&amalgam_net::tls::ed25519_pkcs8_from_seed(
+        &fx.sites[0].to_bytes(),
+    ))
+    .unwrap();
     let client = ApiClient::new(
         &run.base(),
         amalgam_net::tls::client_config(&id, pin).unwrap(),
