@@ -202,6 +202,113 @@ fn keys_init_join_approve_sign_show_round_trip() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["flags"][0]["flag"], "unverified");
 
+    // Epoch 2: s1 rotates its key. The old key signs the statement, every member of epoch 2
+    // (the new key included) signs, and a party that accepted epoch 2 refuses epoch 1 after.
+    ok(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "consortium.signed",
+            "--high-water",
+            "hw.json",
+            "--accept",
+        ],
+    );
+    let s1b = fingerprint_of(&ok(d, &["keys", "gen", "--dir", "k-s1b"]));
+    ok(
+        d,
+        &[
+            "consortium",
+            "init",
+            "--from",
+            "consortium.signed",
+            "--out",
+            "e2.toml",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "consortium",
+            "rotate",
+            "--manifest",
+            "e2.toml",
+            "--old-key",
+            "k-s1",
+            "--new-key",
+            "k-s1b",
+        ],
+    );
+    let mut fps2 = fps.clone();
+    fps2[1] = s1b;
+    std::fs::write(d.join("verified2.txt"), fps2.join("\n")).unwrap();
+    for name in ["agg", "s1b", "s2", "s3"] {
+        ok(
+            d,
+            &[
+                "consortium",
+                "sign",
+                "--manifest",
+                "e2.toml",
+                "--signed",
+                "e2.signed",
+                "--key",
+                &format!("k-{name}"),
+                "--verified",
+                "verified2.txt",
+            ],
+        );
+    }
+    // The retired key is no member of epoch 2 and cannot sign it.
+    let out = amalgam(
+        d,
+        &[
+            "consortium",
+            "sign",
+            "--manifest",
+            "e2.toml",
+            "--signed",
+            "e2.signed",
+            "--key",
+            "k-s1",
+            "--verified",
+            "verified2.txt",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let json = ok(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "e2.signed",
+            "--high-water",
+            "hw.json",
+            "--accept",
+            "--format",
+            "json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["epoch"], 2);
+    assert_eq!(v["rotations"].as_array().unwrap().len(), 1);
+    let out = amalgam(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "consortium.signed",
+            "--high-water",
+            "hw.json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "rollback to epoch 1 accepted");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("older than the accepted epoch 2"));
+
     // One flipped byte in the signed file: exit 4.
     let mut bytes = std::fs::read(d.join("consortium.signed")).unwrap();
     let last = bytes.len() - 1;

@@ -18,6 +18,30 @@
 //! round id ([`VerifiedManifest::round_params`], [`VerifiedManifest::dp_round_params`],
 //! [`VerifiedManifest::context_digest`], [`VerifiedManifest::hadamard_seed`]); nothing is taken
 //! from the aggregator.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(feature = "test-support")] {
+//! use amalgam_consortium::{EpochHighWater, SignedManifest, testing};
+//!
+//! // 5 sites, an aggregator, no decryptors; every member has signed.
+//! let c = testing::consortium(1, 5, 0, 1000);
+//! let bytes = c.signed.to_bytes(); // what a party reads from disk
+//! let dir = tempfile::tempdir()?;
+//! let mark = dir.path().join("epoch.json");
+//! let high_water = EpochHighWater::load(&mark)?;
+//! let manifest = SignedManifest::from_bytes(&bytes)?.verify(high_water.as_ref())?;
+//! EpochHighWater::accept(&mark, &manifest)?;
+//!
+//! let params = manifest.round_params(0)?; // amalgam_proto::RoundParams, from the manifest only
+//! assert_eq!(params.n(), 5);
+//! let me = c.sites[2].verifying_key();
+//! assert_eq!(manifest.site_index(&me), Some(2));
+//! let _context = manifest.context_digest(&[0; 32]); // for Site::with_context_digest
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod canonical;

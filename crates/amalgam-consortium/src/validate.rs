@@ -42,8 +42,9 @@ fn check_text(what: &str, s: &str, max: usize) -> Result<(), ManifestError> {
     Ok(())
 }
 
+/// Finite, in range, and not −0.0 (which would give a second encoding of the value 0).
 fn finite(what: &str, v: f64, ok: bool) -> Result<(), ManifestError> {
-    if v.is_finite() && ok {
+    if v.is_finite() && ok && !(v == 0.0 && v.is_sign_negative()) {
         Ok(())
     } else {
         Err(ManifestError::invalid(format!(

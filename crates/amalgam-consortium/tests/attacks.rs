@@ -351,3 +351,69 @@ fn key_rotation_needs_the_old_keys_signature() {
     assert!(v.site_index(&new.verifying_key()).is_some());
     assert!(v.site_index(&old.verifying_key()).is_none());
 }
+
+#[test]
+fn join_requests_prove_possession_and_bind_their_consortium() {
+    let c = consortium(19, 4, 0, 32);
+    let mut draft_body = draft::next_epoch(&c.verified);
+    let newcomer = seeded_key(19, 300);
+    let req = draft::JoinRequest::new(
+        &newcomer,
+        "test-consortium",
+        "plant-new",
+        "New Plant AG",
+        vec![amalgam_consortium::Role::Site],
+    );
+    // Round trip through its text form.
+    let req = draft::JoinRequest::from_text(&req.to_text().unwrap()).unwrap();
+    // Tampered organisation or roles: the key's signature no longer covers it.
+    let mut forged = req.clone();
+    forged.organisation = "Aggregation Services Ltd".into();
+    assert!(matches!(
+        draft::approve(&mut draft_body.clone(), &forged),
+        Err(ManifestError::BadJoinRequest { .. })
+    ));
+    let mut forged = req.clone();
+    forged.roles.push(amalgam_consortium::Role::Decryptor);
+    assert!(draft::approve(&mut draft_body.clone(), &forged).is_err());
+    // Someone else's key with this request's signature (no proof of possession).
+    let mut forged = req.clone();
+    forged.key = seeded_key(19, 301).verifying_key();
+    assert!(draft::approve(&mut draft_body.clone(), &forged).is_err());
+    // A request made for another consortium.
+    let other = draft::JoinRequest::new(
+        &newcomer,
+        "other",
+        "plant-new",
+        "New Plant AG",
+        vec![amalgam_consortium::Role::Site],
+    );
+    assert!(matches!(
+        draft::approve(&mut draft_body.clone(), &other),
+        Err(ManifestError::WrongConsortium { .. })
+    ));
+    // An existing member's key or name.
+    let existing = &c.sites[0];
+    let dup = draft::JoinRequest::new(
+        existing,
+        "test-consortium",
+        "again",
+        "X",
+        vec![amalgam_consortium::Role::Site],
+    );
+    assert!(draft::approve(&mut draft_body.clone(), &dup).is_err());
+    // The genuine request is added, and confers nothing until everyone signs.
+    draft::approve(&mut draft_body, &req).unwrap();
+    assert_eq!(draft_body.members.len(), 6);
+    // Five sites need t = 4 against one colluder: the draft is refused until it says so.
+    assert!(SignedManifest::from_body(draft_body.clone()).is_err());
+    draft_body.protocol.threshold = 4;
+    draft_body.protocol.min_cohort = 4;
+    draft_body.protocol.dropouts = 1;
+    let mut s = SignedManifest::from_body(draft_body).unwrap();
+    s.sign_as(&newcomer).unwrap();
+    assert!(matches!(
+        s.verify(None),
+        Err(ManifestError::MissingSignature { .. })
+    ));
+}

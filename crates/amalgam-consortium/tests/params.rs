@@ -206,3 +206,42 @@ fn signing_requires_every_other_fingerprint_verified() {
         "the member left out and this member itself"
     );
 }
+
+#[test]
+fn amalgam_proto_state_machines_accept_the_manifest_and_only_its_sites() {
+    use amalgam_proto::site::{PhaseTimeout, RoundLog};
+    use amalgam_proto::{Aggregator, Site};
+    let c = consortium(23, 5, 0, 64);
+    let v = &c.verified;
+    let params = v.round_params(1).unwrap();
+    let ctx = v.context_digest(&[3; 32]);
+    let timeout = PhaseTimeout::from_millis(10_000).unwrap();
+    for key in &c.sites {
+        let mut log = RoundLog::new();
+        Site::with_context_digest(
+            params,
+            v.proto_manifest(),
+            ctx,
+            1,
+            key.to_ledger_key(),
+            timeout,
+            &mut log,
+        )
+        .unwrap();
+    }
+    // The aggregator's identity is no site: amalgam-proto refuses it.
+    let mut log = RoundLog::new();
+    assert!(
+        Site::with_context_digest(
+            params,
+            v.proto_manifest(),
+            ctx,
+            1,
+            c.aggregator.to_ledger_key(),
+            timeout,
+            &mut log,
+        )
+        .is_err()
+    );
+    Aggregator::with_context_digest(params, v.proto_manifest(), ctx, 1).unwrap();
+}

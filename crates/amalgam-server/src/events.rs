@@ -1,6 +1,6 @@
-//! The event log the server persists through. Names follow `amalgam-store`'s API (`NewEvent`,
-//! `Event`, `EventKind`, `append_batch`, `replay`) so that its `EventLogHandle` plugs in behind
-//! [`EventStore`]; [`MemoryStore`] is the in-process implementation used by tests.
+//! The event log the server persists through: `amalgam-store`'s SQLite [`EventLogHandle`]
+//! (hash-chained, single writer, lock file) behind the small [`EventStore`] trait, or
+//! [`MemoryStore`], an in-process log for tests of the server's own logic.
 //!
 //! The server owns the meaning of events (spec `service.md` §7): a response leaves only after
 //! the batch holding its message was appended.
@@ -9,77 +9,20 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-/// What an event records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// An accepted upload with its response.
-    Upload,
-    /// A phase-close decision (body: next deadline).
-    PhaseClose,
-    /// The exact bytes of a download for one recipient.
-    Download,
-    /// A round opened (body: model digest, first deadline).
-    RoundOpen,
-    /// A round finished or aborted.
-    RoundEnd,
-    /// A site's signed ledger summary.
-    Summary,
-    /// Other kinds ([`KIND_DECLINE`]).
-    Other(u16),
-}
+pub use amalgam_store::{Event, EventKind, NewEvent};
 
 /// `Other` kind of a signed decline.
 pub const KIND_DECLINE: u16 = 1;
 
-/// An event to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEvent {
-    /// Round id.
-    pub round: u64,
-    /// Kind.
-    pub kind: EventKind,
-    /// Phase code (amalgam_proto::Phase::code).
-    pub phase: u8,
-    /// Sender (uploads) or recipient (downloads).
-    pub sender: Option<u32>,
-    /// Body bytes.
-    pub body: Vec<u8>,
-    /// Response bytes of an upload.
-    pub response: Option<Vec<u8>>,
-}
-
-/// A stored event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Sequence number, from 1.
-    pub seq: u64,
-    /// Round id.
-    pub round: u64,
-    /// Kind.
-    pub kind: EventKind,
-    /// Phase code.
-    pub phase: u8,
-    /// Sender or recipient.
-    pub sender: Option<u32>,
-    /// Body bytes.
-    pub body: Vec<u8>,
-    /// SHA-256 of the body.
-    pub body_sha256: [u8; 32],
-    /// Response bytes of an upload.
-    pub response: Option<Vec<u8>>,
-}
-
-impl Event {
-    /// The event as it was appended.
-    pub fn as_new(&self) -> NewEvent {
-        NewEvent {
-            round: self.round,
-            kind: self.kind,
-            phase: self.phase,
-            sender: self.sender,
-            body: self.body.clone(),
-            response: self.response.clone(),
-        }
+/// The event as it was appended (for comparing a replayed decision with the log).
+pub fn as_new(e: &Event) -> NewEvent {
+    NewEvent {
+        round: e.round,
+        kind: e.kind,
+        phase: e.phase,
+        sender: e.sender,
+        body: e.body.clone(),
+        response: e.response.clone(),
     }
 }
 
@@ -211,6 +154,7 @@ impl EventStore for MemoryStore {
                 body_sha256: Sha256::digest(&e.body).into(),
                 body: e.body,
                 response: e.response,
+                shredded: false,
             });
             ids.push(seq);
         }
@@ -235,4 +179,37 @@ impl EventStore for MemoryStore {
         }
         Ok(g.events.clone())
     }
+}
+
+/// The SQLite event log.
+pub use amalgam_store::EventLogHandle;
+
+fn store_failure(e: amalgam_store::StoreError) -> StoreFailure {
+    match e {
+        amalgam_store::StoreError::Locked { .. } => StoreFailure::Locked(e.to_string()),
+        amalgam_store::StoreError::Tampered { seq, .. } => StoreFailure::Tampered {
+            seq,
+            reason: e.to_string(),
+        },
+        other => StoreFailure::Io(other.to_string()),
+    }
+}
+
+impl EventStore for EventLogHandle {
+    fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, StoreFailure> {
+        EventLogHandle::append_batch(self, events).map_err(store_failure)
+    }
+
+    fn replay(&self) -> Result<Vec<Event>, StoreFailure> {
+        EventLogHandle::replay(self).map_err(store_failure)
+    }
+}
+
+/// Opens the SQLite event log at `path` (refused with [`StoreFailure::Locked`] while another
+/// aggregator holds it). The returned join handle is the writer thread.
+pub fn open_sqlite(
+    path: &std::path::Path,
+) -> Result<(EventLogHandle, std::thread::JoinHandle<()>), StoreFailure> {
+    amalgam_store::EventLog::open(path, amalgam_store::EventLogOptions::default())
+        .map_err(store_failure)
 }

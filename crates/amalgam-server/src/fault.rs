@@ -1,26 +1,5 @@
-//! Crash-test fault points (cargo feature `fault-points`, absent from release builds): when
-//! `AMALGAM_FAULT=<name>:<k>` matches, print `FAULT <name> <k>`, flush and park the thread so
-//! the harness can SIGKILL the process at that exact point. Same contract as
-//! `amalgam_store::fault_point`; without the feature it compiles to nothing.
+//! Crash-test fault points: `amalgam_store::fault::fault_point` (cargo feature `fault-points`,
+//! never in release builds). The server calls `before-commit` and `after-commit` around each
+//! append, with k = the number of uploads this process accepted, plus one.
 
-/// The fault point `name` with counter `k`.
-#[cfg(feature = "fault-points")]
-pub fn fault_point(name: &str, k: u64) {
-    use std::io::Write;
-    let Ok(spec) = std::env::var("AMALGAM_FAULT") else {
-        return;
-    };
-    if spec == format!("{name}:{k}") {
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "FAULT {name} {k}");
-        let _ = out.flush();
-        loop {
-            std::thread::park();
-        }
-    }
-}
-
-/// The fault point `name` with counter `k` (disabled build).
-#[cfg(not(feature = "fault-points"))]
-#[inline(always)]
-pub fn fault_point(_name: &str, _k: u64) {}
+pub use amalgam_store::fault::fault_point;

@@ -57,15 +57,20 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Connection tasks live in this set: dropping the serving future ends them all.
+    let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (tcp, addr) = listener.accept().await?;
+        let (tcp, addr) = tokio::select! {
+            a = listener.accept() => a?,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%addr, "connection limit reached; closing");
             continue;
         };
         let acceptor = acceptor.clone();
         let router = router.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let _permit = permit;
             let stream =
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
@@ -98,13 +103,17 @@ pub async fn serve_plain(
     limits: ListenLimits,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut conns = tokio::task::JoinSet::new();
     loop {
-        let (tcp, _) = listener.accept().await?;
+        let (tcp, _) = tokio::select! {
+            a = listener.accept() => a?,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             continue;
         };
         let router = router.clone();
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let _permit = permit;
             serve_conn(tcp, router, Peer(None), limits).await;
         });

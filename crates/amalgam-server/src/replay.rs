@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use amalgam_proto::{Phase, SiteId};
 
 use crate::consortium::ConsortiumView;
-use crate::events::{Event, EventKind, KIND_DECLINE, NewEvent};
+use crate::events::{Event, EventKind, KIND_DECLINE, NewEvent, as_new};
 use crate::round::RoundState;
 
 /// A refused restore.
@@ -41,7 +41,7 @@ fn same(e: &Event, produced: &[NewEvent], logged: &[Event]) -> Result<(), Replay
         return Err(err(e, "log ends inside a decision"));
     }
     for (p, l) in produced.iter().zip(logged) {
-        if *p != l.as_new() {
+        if *p != as_new(l) {
             return Err(err(l, "logged event differs from the replayed decision"));
         }
     }

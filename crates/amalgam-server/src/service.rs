@@ -87,6 +87,7 @@ struct Inner {
     config: ServiceConfig,
     failed: AtomicBool,
     accepted_uploads: AtomicU64,
+    timers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// The aggregator service (cheap to clone).
@@ -131,6 +132,7 @@ impl Service {
             config,
             failed: AtomicBool::new(false),
             accepted_uploads: AtomicU64::new(0),
+            timers: std::sync::Mutex::new(Vec::new()),
         };
         let svc = Service(Arc::new(inner));
         for slot in svc.slots() {
@@ -404,7 +406,7 @@ impl Service {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        handle.spawn(async move {
+        let task = handle.spawn(async move {
             let mut rx = slot.changed.subscribe();
             loop {
                 let (generation, deadline, round, ended) = {
@@ -427,6 +429,25 @@ impl Service {
                 }
             }
         });
+        if let Ok(mut t) = self.0.timers.lock() {
+            t.retain(|h| !h.is_finished());
+            t.push(task);
+        }
+    }
+
+    /// Stops the deadline timers and waits until they are gone, so that dropping the last
+    /// handle of the service releases the event log (and its lock).
+    pub async fn shutdown(&self) {
+        let timers = self
+            .0
+            .timers
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in timers {
+            t.abort();
+            let _ = t.await;
+        }
     }
 
     /// Waits up to `wait` for a change of `round` that `ready` accepts.

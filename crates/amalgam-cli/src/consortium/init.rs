@@ -93,17 +93,17 @@ pub struct InitArgs {
     #[arg(long, default_value = "campaign-1")]
     campaign: String,
     /// Model: builtin:NAME or torchscript:SHA256HEX.
-    #[arg(long)]
-    model: String,
+    #[arg(long, required_unless_present = "from")]
+    model: Option<String>,
     /// SHA-256 (hex) of the parameter list (name, shape, dtype, order).
-    #[arg(long)]
-    param_list_digest: String,
+    #[arg(long, required_unless_present = "from")]
+    param_list_digest: Option<String>,
     /// Number of trainable values d.
-    #[arg(long)]
-    params: u64,
+    #[arg(long, required_unless_present = "from")]
+    params: Option<u64>,
     /// SHA-256 (hex) of the initial weights.
-    #[arg(long)]
-    initial_weights_digest: String,
+    #[arg(long, required_unless_present = "from")]
+    initial_weights_digest: Option<String>,
     /// Local epochs per round.
     #[arg(long, default_value_t = 1)]
     local_epochs: u32,
@@ -226,7 +226,11 @@ fn fresh(a: &InitArgs) -> Result<ManifestBody, Failure> {
     };
     let bits = BitWidth::new(a.bits).map_err(usage("--bits"))?;
     let beta = RoundingBias::new(a.beta).map_err(usage("--beta"))?;
-    let dim = Dimension::new(a.params).map_err(usage("--params"))?;
+    let dim = Dimension::new(
+        a.params
+            .ok_or_else(|| Failure::usage("--params is required"))?,
+    )
+    .map_err(usage("--params"))?;
     let n_min = u32::from(min_cohort)
         .saturating_sub(u32::from(a.colluders))
         .max(1);
@@ -258,7 +262,7 @@ fn fresh(a: &InitArgs) -> Result<ManifestBody, Failure> {
             }
         }
     };
-    let model = match a.model.split_once(':') {
+    let model = match need(&a.model, "--model")?.split_once(':') {
         Some(("builtin", name)) => ModelRef::Builtin { name: name.into() },
         Some(("torchscript", hex)) => ModelRef::Torchscript {
             digest: digest("--model torchscript:", hex)?,
@@ -318,9 +322,15 @@ fn fresh(a: &InitArgs) -> Result<ManifestBody, Failure> {
         campaign: Campaign {
             id: a.campaign.clone(),
             model,
-            parameter_list_digest: digest("--param-list-digest", &a.param_list_digest)?,
+            parameter_list_digest: digest(
+                "--param-list-digest",
+                &need(&a.param_list_digest, "--param-list-digest")?,
+            )?,
             parameter_count: dim,
-            initial_weights_digest: digest("--initial-weights-digest", &a.initial_weights_digest)?,
+            initial_weights_digest: digest(
+                "--initial-weights-digest",
+                &need(&a.initial_weights_digest, "--initial-weights-digest")?,
+            )?,
             training: TrainingConfig {
                 local_epochs: a.local_epochs,
                 batch_size: a.batch_size,

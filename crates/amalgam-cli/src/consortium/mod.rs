@@ -32,6 +32,8 @@ enum Command {
     Approve(ApproveArgs),
     /// Sign the draft's canonical bytes after checking every member's fingerprint.
     Sign(sign::SignArgs),
+    /// Replace a member's key in a next-epoch draft, with the old key's rotation statement.
+    Rotate(RotateArgs),
     /// Print members, fingerprints, policy and flags.
     Show(show::ShowArgs),
 }
@@ -70,6 +72,20 @@ struct ApproveArgs {
     request: PathBuf,
 }
 
+/// Options of `consortium rotate`.
+#[derive(Debug, clap::Args)]
+struct RotateArgs {
+    /// The next epoch's draft (`consortium init --from SIGNED`).
+    #[arg(long, default_value = "consortium.toml")]
+    manifest: PathBuf,
+    /// The key being retired (directory or key file): it signs the statement.
+    #[arg(long)]
+    old_key: PathBuf,
+    /// The new public key: 64 hex digits, identity.pub, or its key directory.
+    #[arg(long)]
+    new_key: String,
+}
+
 /// Runs `amalgam consortium …`.
 pub fn run(args: &Args) -> Result<(), Failure> {
     match &args.command {
@@ -77,6 +93,7 @@ pub fn run(args: &Args) -> Result<(), Failure> {
         Command::Join(a) => join(a),
         Command::Approve(a) => approve(a),
         Command::Sign(a) => sign::run(a),
+        Command::Rotate(a) => rotate(a),
         Command::Show(a) => show::run(a),
     }
 }
@@ -131,6 +148,48 @@ fn approve(a: &ApproveArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn rotate(a: &RotateArgs) -> Result<(), Failure> {
+    let mut body = draft::read_draft(&a.manifest)?;
+    if body.epoch < 2 {
+        return Err(Failure::usage(
+            "a rotation takes effect in a new epoch: write its draft with `consortium init --from SIGNED`",
+        ));
+    }
+    let old = IdentityKey::load(&a.old_key)?;
+    let new_key = read_public_key(&a.new_key)?;
+    let old_vk = old.verifying_key();
+    let member = body
+        .members
+        .iter_mut()
+        .find(|m| m.key == old_vk)
+        .ok_or_else(|| {
+            Failure::failed(format!(
+                "{} is not a member of the draft",
+                fingerprint(&old_vk)
+            ))
+        })?;
+    member.key = new_key;
+    let name = member.name.clone();
+    let statement = amalgam_consortium::RotationStatement::sign(
+        &old,
+        &body.consortium,
+        &name,
+        body.epoch,
+        new_key,
+    );
+    body.rotations.retain(|r| r.name != name);
+    body.rotations.push(statement);
+    body.normalise();
+    draft::write_draft(&a.manifest, &body)?;
+    println!(
+        "{name}: key {} replaced by {} from epoch {} (statement signed by the old key)",
+        fingerprint(&old_vk),
+        fingerprint(&new_key),
+        body.epoch
+    );
+    Ok(())
+}
+
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
@@ -141,6 +200,28 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))
+}
+
+/// Largest fingerprint list read (a 300-member consortium needs about 15 KiB).
+const MAX_LIST_LEN: u64 = 64 * 1024;
+
+/// Reads a small text file (a fingerprint list), refusing one over [`MAX_LIST_LEN`].
+fn read_small_text(path: &Path) -> Result<String, Failure> {
+    use std::io::Read;
+    let fail = |e: std::io::Error| Failure::failed(format!("{}: {e}", path.display()));
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(fail)?
+        .take(MAX_LIST_LEN + 1)
+        .read_to_string(&mut text)
+        .map_err(fail)?;
+    if text.len() as u64 > MAX_LIST_LEN {
+        return Err(Failure::failed(format!(
+            "{} is larger than {MAX_LIST_LEN} bytes",
+            path.display()
+        )));
+    }
+    Ok(text)
 }
 
 /// A public key given as 64 hex digits, an identity.pub file, or a key directory holding one.
@@ -157,8 +238,7 @@ fn read_public_key(text: &str) -> Result<VerifyingKey, Failure> {
     if path.is_dir() {
         path = path.join(amalgam_consortium::key::PUB_FILE);
     }
-    let content = std::fs::read_to_string(&path)
-        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    let content = read_small_text(&path)?;
     content
         .trim()
         .strip_prefix("amalgam-ed25519 ")

@@ -24,6 +24,10 @@ pub struct ShowArgs {
     /// This party's epoch high-water file (verification then also checks the chain).
     #[arg(long)]
     high_water: Option<PathBuf>,
+    /// After a successful verification, record this epoch in --high-water (atomic write;
+    /// never lowers the mark).
+    #[arg(long, requires_all = ["high_water", "signed"])]
+    accept: bool,
     /// text or json.
     #[arg(long, default_value = "text")]
     format: String,
@@ -36,8 +40,7 @@ pub fn run(a: &ShowArgs) -> Result<(), Failure> {
     }
     let verified = match &a.verified {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| Failure::failed(format!("{}: {e}", p.display())))?;
+            let text = super::read_small_text(p)?;
             Some(
                 parse_verified(&text)
                     .map_err(|e| Failure::usage(format!("{}: {e}", p.display())))?,
@@ -97,6 +100,12 @@ pub fn run(a: &ShowArgs) -> Result<(), Failure> {
     }
     match verdict {
         Some(Err(e)) => Err(e.into()),
+        Some(Ok(v)) if a.accept => {
+            if let Some(p) = &a.high_water {
+                EpochHighWater::accept(p, &v)?;
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
 }

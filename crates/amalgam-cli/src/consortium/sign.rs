@@ -63,8 +63,7 @@ pub fn run(a: &SignArgs) -> Result<(), Failure> {
     }
     let verified = match &a.verified {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;
+            let text = super::read_small_text(path)?;
             parse_verified(&text).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?
         }
         None if std::io::stdin().is_terminal() => confirm(&body, &me)?,
