@@ -1,0 +1,188 @@
+//! `amalgam site run`: the site agent against an aggregator over mutual TLS
+//! (`protocol-spec/site-agent.md`).
+//!
+//! Exit status: 0 ok, 1 failed, 3 timeout, 4 authentication, 5 unreachable, 6 budget exceeded
+//! (over the ε cap or the abort cap: the site declined).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use amalgam_consortium::{EpochHighWater, IdentityKey, SignedManifest};
+use amalgam_site::http::HttpTransport;
+use amalgam_site::statements::DeclineReason;
+use amalgam_site::{
+    AgentError, AgentOptions, ConsortiumRules, RoundOutcome, SiteAgent, SyntheticTrainer,
+};
+
+use crate::Failure;
+
+/// `amalgam site …`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Join the consortium's rounds: train, charge the ledger, mask, compute the next model.
+    Run(RunArgs),
+}
+
+/// `amalgam site run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The co-signed consortium manifest.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// This site's identity key file.
+    #[arg(long)]
+    key: PathBuf,
+    /// The state directory (created 0700).
+    #[arg(long)]
+    state: PathBuf,
+    /// The aggregator, `https://host:port`.
+    #[arg(long)]
+    aggregator: String,
+    /// Rounds to take part in before exiting.
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// The campaign's initial weights (little-endian f32 values in parameter order); only
+    /// read when the state directory is new, and checked against the campaign's digest.
+    #[arg(long)]
+    initial_model: Option<PathBuf>,
+    /// Train with the deterministic synthetic trainer seeded with this hex value (end-to-end
+    /// tests and dry runs; real training comes from the training crate).
+    #[arg(long)]
+    synthetic_trainer: Option<String>,
+    /// Longest wait for the aggregator to open a round, seconds.
+    #[arg(long, default_value_t = 600)]
+    wait_for_round: u64,
+}
+
+fn fail(code: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        code,
+        message: message.into(),
+    }
+}
+
+fn agent_failure(e: AgentError) -> Failure {
+    fail(e.exit_code() as u8, e.to_string())
+}
+
+fn read_model(path: &Path, len: usize) -> Result<Vec<f32>, Failure> {
+    let max = (len as u64).saturating_mul(4);
+    let meta = std::fs::metadata(path).map_err(|e| Failure::failed(format!("{path:?}: {e}")))?;
+    if meta.len() != max {
+        return Err(Failure::failed(format!(
+            "{path:?} holds {} bytes; the campaign's {len} f32 values need {max}",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Failure::failed(format!("{path:?}: {e}")))?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// Runs the subcommand.
+pub fn run(args: &Args) -> Result<(), Failure> {
+    match &args.command {
+        Command::Run(a) => run_rounds(a),
+    }
+}
+
+fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
+    amalgam_net::install_crypto_provider();
+    let identity = IdentityKey::load(&a.key)?;
+    let hw_path = a.state.join("epoch.highwater");
+    if !a.state.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&a.state)
+            .map_err(|e| Failure::failed(format!("{:?}: {e}", a.state)))?;
+    }
+    let high_water = EpochHighWater::load(&hw_path)?;
+    let manifest = SignedManifest::read(&a.manifest)?.verify(high_water.as_ref())?;
+    EpochHighWater::accept(&hw_path, &manifest)?;
+    let rules = ConsortiumRules::from_manifest(&manifest)?;
+    let initial = match &a.initial_model {
+        Some(p) => read_model(p, rules.model_len)?,
+        None => vec![0.0; rules.model_len],
+    };
+    let Some(seed) = &a.synthetic_trainer else {
+        return Err(Failure::failed(
+            "no trainer: this build has no training crate; pass --synthetic-trainer for a dry run",
+        ));
+    };
+    let mut seed_bytes = [0u8; 32];
+    hex::decode_to_slice(format!("{seed:0>64}"), &mut seed_bytes)
+        .map_err(|_| Failure::usage("--synthetic-trainer takes up to 64 hex digits"))?;
+    let mut trainer = SyntheticTrainer {
+        seed: seed_bytes,
+        norm: 0.5,
+    };
+    let mut agent = SiteAgent::open(
+        &a.state.join("agent"),
+        identity.to_ledger_key(),
+        rules,
+        &initial,
+        AgentOptions::default(),
+    )
+    .map_err(agent_failure)?;
+    let mut transport = HttpTransport::new(
+        &a.aggregator,
+        &identity,
+        &manifest,
+        amalgam_net::client::RetryPolicy::default(),
+    )
+    .map_err(|e| agent_failure(e.into()))?;
+    for _ in 0..a.rounds {
+        let round = next_round(&mut transport, &agent, a.wait_for_round)?;
+        let outcome = agent
+            .run_round(&mut transport, &mut trainer, round)
+            .map_err(agent_failure)?;
+        println!("round {round}: {outcome:?}");
+        match outcome {
+            RoundOutcome::Declined(
+                DeclineReason::BudgetExceeded | DeclineReason::AbortCapReached,
+            ) => {
+                return Err(fail(6, format!("round {round}: declined, budget exceeded")));
+            }
+            RoundOutcome::Declined(DeclineReason::ModelMismatch) | RoundOutcome::ModelMismatch => {
+                return Err(Failure::failed(format!(
+                    "round {round}: the aggregator's model is not the one this site computed"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The lowest round the aggregator has open above this site's high-water mark.
+fn next_round(t: &mut HttpTransport, agent: &SiteAgent, wait_s: u64) -> Result<u64, Failure> {
+    let start = Instant::now();
+    loop {
+        let last = agent.last_round().map_err(agent_failure)?;
+        let status = t.status().map_err(|e| agent_failure(e.into()))?;
+        if let Some(r) = status
+            .rounds
+            .iter()
+            .filter(|r| last.is_none_or(|l| r.round > l))
+            .filter(|r| r.phase != "finished" && r.phase != "aborted")
+            .map(|r| r.round)
+            .min()
+        {
+            return Ok(r);
+        }
+        if start.elapsed() > Duration::from_secs(wait_s) {
+            return Err(fail(3, "no round opened in time"));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,124 @@
+//! Restart: the event log is replayed into fresh rounds through the same methods that served
+//! the requests, so every stored upload is verified again by a fresh `Aggregator` (signature,
+//! phase, content) and every close decision is re-executed; the events each step produces must
+//! equal the logged ones byte for byte (downloads included). Anything else is a tampered or
+//! foreign log and the restore is refused, naming the sequence number.
+
+use std::collections::BTreeMap;
+
+use amalgam_proto::{Phase, SiteId};
+
+use crate::consortium::ConsortiumView;
+use crate::events::{Event, EventKind, KIND_DECLINE, NewEvent, as_new};
+use crate::round::RoundState;
+
+/// A refused restore.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event log refused at sequence {seq}: {reason}")]
+pub struct ReplayError {
+    /// The first event that does not replay.
+    pub seq: u64,
+    /// Why.
+    pub reason: String,
+}
+
+fn err(e: &Event, reason: impl Into<String>) -> ReplayError {
+    ReplayError {
+        seq: e.seq,
+        reason: reason.into(),
+    }
+}
+
+fn site_of(e: &Event) -> Result<SiteId, ReplayError> {
+    e.sender
+        .and_then(|s| u16::try_from(s).ok())
+        .map(SiteId)
+        .ok_or_else(|| err(e, "missing or out-of-range sender"))
+}
+
+fn same(e: &Event, produced: &[NewEvent], logged: &[Event]) -> Result<(), ReplayError> {
+    if produced.len() > logged.len() {
+        return Err(err(e, "log ends inside a decision"));
+    }
+    for (p, l) in produced.iter().zip(logged) {
+        if *p != as_new(l) {
+            return Err(err(l, "logged event differs from the replayed decision"));
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds every round from `events` (already digest-checked by the store).
+pub fn replay(
+    consortium: &dyn ConsortiumView,
+    events: &[Event],
+) -> Result<BTreeMap<u64, RoundState>, ReplayError> {
+    let mut rounds: BTreeMap<u64, RoundState> = BTreeMap::new();
+    let mut i = 0;
+    while i < events.len() {
+        let e = &events[i];
+        if e.kind == EventKind::RoundOpen {
+            if rounds.contains_key(&e.round) {
+                return Err(err(e, "round opened twice"));
+            }
+            let (digest, deadline) = match e.body.as_slice() {
+                [d @ .., a, b, c, dd, ee, f, g, h] if d.len() == 32 => {
+                    let mut md = [0u8; 32];
+                    md.copy_from_slice(d);
+                    (md, u64::from_be_bytes([*a, *b, *c, *dd, *ee, *f, *g, *h]))
+                }
+                _ => return Err(err(e, "malformed RoundOpen body")),
+            };
+            let (state, ev) =
+                RoundState::open(consortium, e.round, digest, deadline).map_err(|r| err(e, r))?;
+            same(e, &[ev], &events[i..])?;
+            rounds.insert(e.round, state);
+            i += 1;
+            continue;
+        }
+        let state = rounds
+            .get_mut(&e.round)
+            .ok_or_else(|| err(e, "event for a round that was never opened"))?;
+        let produced = match e.kind {
+            EventKind::Upload => {
+                let phase = Phase::from_code(e.phase).ok_or_else(|| err(e, "unknown phase"))?;
+                state
+                    .upload(site_of(e)?, phase, &e.body)
+                    .map_err(|p| err(e, format!("stored upload refused on replay: {p}")))?
+                    .events
+            }
+            EventKind::Other(KIND_DECLINE) => {
+                state
+                    .decline(site_of(e)?, &e.body)
+                    .map_err(|p| err(e, format!("stored decline refused on replay: {p}")))?
+                    .events
+            }
+            EventKind::Summary => {
+                state
+                    .summary(site_of(e)?, &e.body)
+                    .map_err(|p| err(e, format!("stored summary refused on replay: {p}")))?
+                    .events
+            }
+            EventKind::PhaseClose => {
+                let next = <[u8; 8]>::try_from(e.body.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| err(e, "malformed PhaseClose body"))?;
+                state
+                    .close(next, false)
+                    .map_err(|x| err(e, format!("stored phase close fails on replay: {x}")))?
+            }
+            EventKind::RoundEnd => state
+                .close(0, true)
+                .map_err(|x| err(e, format!("stored abort does not replay: {x}")))?,
+            EventKind::Download | EventKind::RoundOpen | EventKind::Other(_) => {
+                return Err(err(e, "event out of place"));
+            }
+        };
+        if produced.is_empty() {
+            return Err(err(e, "logged event replays as a repeat"));
+        }
+        same(e, &produced, &events[i..])?;
+        i += produced.len();
+    }
+    Ok(rounds)
+}

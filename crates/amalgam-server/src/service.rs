@@ -1,0 +1,564 @@
+//! The aggregator service: rounds behind async locks, protocol work on a bounded blocking
+//! pool, persistence before every response, long-poll notifications and deadline timers.
+//!
+//! Every state change runs in one closure on the blocking pool while the round's lock is
+//! held: mutate, append the produced events (one transaction), then answer. If the append
+//! fails the service stops accepting anything (fail-stop, 503): the in-memory state is ahead of
+//! the log, and a restart rebuilds it from the log, which is the truth.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use amalgam_net::api::{RoundResult, RoundStatus, ServiceStatus};
+use amalgam_net::{Problem, ProblemCode};
+use amalgam_proto::{Phase, SiteId};
+use tokio::sync::{Mutex, Semaphore, watch};
+
+use crate::consortium::ConsortiumView;
+use crate::events::{EventStore, NewEvent};
+use crate::fault::fault_point;
+use crate::metrics::Metrics;
+use crate::replay::{ReplayError, replay};
+use crate::round::{Accepted, DownloadView, RoundEnd, RoundState};
+
+/// Current UTC time, Unix milliseconds (deadlines are absolute UTC instants; waiting on them
+/// uses tokio's monotonic timers).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Operator settings.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Length of every phase, seconds (clamped into the manifest's bounds).
+    pub phase_seconds: u64,
+    /// Extra time an open phase gets after a restart, seconds.
+    pub restart_grace_seconds: u64,
+    /// Protocol workers (default: the core count).
+    pub workers: usize,
+    /// Requests allowed to wait for a worker before 503 `server.busy`.
+    pub queue: usize,
+    /// Per-site metric labels.
+    pub metrics_site_labels: bool,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            phase_seconds: 300,
+            restart_grace_seconds: 60,
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue: 256,
+            metrics_site_labels: false,
+        }
+    }
+}
+
+/// Why the service did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The log could not be read or is tampered.
+    #[error(transparent)]
+    Store(#[from] crate::events::StoreFailure),
+    /// The log does not replay.
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+}
+
+struct Slot {
+    state: Arc<Mutex<RoundState>>,
+    changed: watch::Sender<u64>,
+    opened_at: std::time::Instant,
+}
+
+struct Inner {
+    consortium: Arc<dyn ConsortiumView>,
+    store: Arc<dyn EventStore>,
+    rounds: RwLock<BTreeMap<u64, Arc<Slot>>>,
+    workers: Arc<Semaphore>,
+    admission: Arc<Semaphore>,
+    metrics: Metrics,
+    config: ServiceConfig,
+    failed: AtomicBool,
+    accepted_uploads: AtomicU64,
+    timers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// The aggregator service (cheap to clone).
+#[derive(Clone)]
+pub struct Service(Arc<Inner>);
+
+impl core::fmt::Debug for Service {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Service").finish_non_exhaustive()
+    }
+}
+
+fn busy() -> Problem {
+    Problem::new(ProblemCode::ServerBusy, "too many requests in flight").retry_after(1)
+}
+
+impl Service {
+    /// Replays the log into fresh rounds (refusing a tampered one), gives open phases the
+    /// restart grace and starts their deadline timers. Must run inside a tokio runtime.
+    pub fn start(
+        consortium: Arc<dyn ConsortiumView>,
+        store: Arc<dyn EventStore>,
+        config: ServiceConfig,
+    ) -> Result<Self, StartError> {
+        let events = store.replay()?;
+        let mut rounds = replay(consortium.as_ref(), &events)?;
+        let grace = now_ms().saturating_add(config.restart_grace_seconds.saturating_mul(1000));
+        let mut slots = BTreeMap::new();
+        for (r, mut st) in std::mem::take(&mut rounds) {
+            if st.end().is_none() {
+                st.extend_deadline(grace);
+            }
+            slots.insert(r, Arc::new(Self::slot(st)));
+        }
+        let inner = Inner {
+            consortium,
+            store,
+            rounds: RwLock::new(slots),
+            workers: Arc::new(Semaphore::new(config.workers.max(1))),
+            admission: Arc::new(Semaphore::new(config.workers.max(1) + config.queue)),
+            metrics: Metrics::new(config.metrics_site_labels),
+            config,
+            failed: AtomicBool::new(false),
+            accepted_uploads: AtomicU64::new(0),
+            timers: std::sync::Mutex::new(Vec::new()),
+        };
+        let svc = Service(Arc::new(inner));
+        for slot in svc.slots() {
+            svc.spawn_timer(slot);
+        }
+        Ok(svc)
+    }
+
+    fn slot(st: RoundState) -> Slot {
+        Slot {
+            state: Arc::new(Mutex::new(st)),
+            changed: watch::channel(0).0,
+            opened_at: std::time::Instant::now(),
+        }
+    }
+
+    fn slots(&self) -> Vec<Arc<Slot>> {
+        self.0
+            .rounds
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn get(&self, round: u64) -> Result<Arc<Slot>, Problem> {
+        self.0
+            .rounds
+            .read()
+            .ok()
+            .and_then(|m| m.get(&round).cloned())
+            .ok_or_else(|| Problem::new(ProblemCode::RoundUnknown, format!("no round {round}")))
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// The consortium.
+    pub fn consortium(&self) -> &dyn ConsortiumView {
+        self.0.consortium.as_ref()
+    }
+
+    fn phase_ms(&self) -> u64 {
+        let b = self.0.consortium.deadline_bounds();
+        self.0
+            .config
+            .phase_seconds
+            .clamp(b.min_s, b.max_s.max(b.min_s))
+            * 1000
+    }
+
+    /// Opens `round` for `model_digest` (from the `ModelChain`).
+    pub async fn open_round(&self, round: u64, model_digest: [u8; 32]) -> Result<(), Problem> {
+        let deadline = now_ms() + self.phase_ms();
+        let (state, event) =
+            RoundState::open(self.0.consortium.as_ref(), round, model_digest, deadline)
+                .map_err(|e| Problem::new(ProblemCode::BadRequest, e))?;
+        {
+            let m = self.0.rounds.read().map_err(|_| internal())?;
+            if m.contains_key(&round) {
+                return Err(Problem::new(
+                    ProblemCode::PeerDuplicate,
+                    format!("round {round} exists"),
+                ));
+            }
+        }
+        let store = self.0.store.clone();
+        tokio::task::spawn_blocking(move || store.append_batch(vec![event]))
+            .await
+            .map_err(|_| internal())?
+            .map_err(|e| self.fail(&e.to_string()))?;
+        let slot = Arc::new(Self::slot(state));
+        self.0
+            .rounds
+            .write()
+            .map_err(|_| internal())?
+            .insert(round, slot.clone());
+        self.spawn_timer(slot);
+        Ok(())
+    }
+
+    fn fail(&self, why: &str) -> Problem {
+        self.0.failed.store(true, Ordering::SeqCst);
+        tracing::error!(
+            error = why,
+            "event log append failed; refusing all requests until restart"
+        );
+        Problem::new(
+            ProblemCode::Internal,
+            "storage failure: nothing was accepted",
+        )
+    }
+
+    /// Runs `f` on the round under its lock on the worker pool, persists the events it
+    /// returns, then notifies waiters. Refusals are counted in the metrics.
+    async fn mutate<T: Send + 'static>(
+        &self,
+        round: u64,
+        f: impl FnOnce(&mut RoundState, u64) -> Result<(T, Vec<NewEvent>), Problem> + Send + 'static,
+    ) -> Result<T, Problem> {
+        let r = self.mutate_inner(round, f).await;
+        if let Err(p) = &r {
+            self.0.metrics.reject(p.code);
+        }
+        r
+    }
+
+    async fn mutate_inner<T: Send + 'static>(
+        &self,
+        round: u64,
+        f: impl FnOnce(&mut RoundState, u64) -> Result<(T, Vec<NewEvent>), Problem> + Send + 'static,
+    ) -> Result<T, Problem> {
+        if self.0.failed.load(Ordering::SeqCst) {
+            return Err(
+                Problem::new(ProblemCode::ServerBusy, "storage failed; restart pending")
+                    .retry_after(30),
+            );
+        }
+        let slot = self.get(round)?;
+        let _queued = self
+            .0
+            .admission
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| busy())?;
+        let _worker = self
+            .0
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| busy())?;
+        let guard = slot.state.clone().lock_owned().await;
+        let store = self.0.store.clone();
+        let next_deadline = now_ms() + self.phase_ms();
+        let k = self.0.accepted_uploads.load(Ordering::SeqCst);
+        // Outer error: the append failed (fail-stop); inner: a refusal (nothing changed).
+        let out: Result<Result<(T, bool), Problem>, String> =
+            tokio::task::spawn_blocking(move || {
+                let mut g = guard;
+                let (value, events) = match f(&mut g, next_deadline) {
+                    Ok(v) => v,
+                    Err(p) => return Ok(Err(p)),
+                };
+                if events.is_empty() {
+                    return Ok(Ok((value, false)));
+                }
+                fault_point("before-commit", k + 1);
+                store.append_batch(events).map_err(|e| e.to_string())?;
+                fault_point("after-commit", k + 1);
+                Ok(Ok((value, true)))
+            })
+            .await
+            .map_err(|_| internal())?;
+        let (value, changed) = match out {
+            Ok(r) => r?,
+            Err(e) => return Err(self.fail(&e)),
+        };
+        if changed {
+            slot.changed.send_modify(|v| *v += 1);
+        }
+        Ok(value)
+    }
+
+    /// An upload; closes the phase at once when every expected site has answered.
+    pub async fn upload(
+        &self,
+        round: u64,
+        site: SiteId,
+        phase: Phase,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, Problem> {
+        let len = body.len() as u64;
+        let r = self
+            .mutate(round, move |st, next| {
+                let Accepted {
+                    response,
+                    mut events,
+                } = st.upload(site, phase, &body)?;
+                if !events.is_empty() && st.all_answered() {
+                    // Not enough valid sites yet is impossible when all answered; any other
+                    // failure waits for the deadline (nothing changed).
+                    if let Ok(close) = st.close(next, false) {
+                        events.extend(close);
+                    }
+                }
+                let fresh = !events.is_empty();
+                Ok(((response, fresh), events))
+            })
+            .await;
+        let (response, fresh) = r?;
+        if fresh {
+            self.0.accepted_uploads.fetch_add(1, Ordering::SeqCst);
+            self.0.metrics.bytes_in.inc_by(len);
+            if let Some(f) = &self.0.metrics.uploads_by_site {
+                f.get_or_create(&crate::metrics::SiteLabel {
+                    site: site.0.to_string(),
+                })
+                .inc();
+            }
+        }
+        Ok(response)
+    }
+
+    /// A signed decline.
+    pub async fn decline(
+        &self,
+        round: u64,
+        site: SiteId,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, Problem> {
+        self.mutate(round, move |st, next| {
+            let Accepted {
+                response,
+                mut events,
+            } = st.decline(site, &body)?;
+            if !events.is_empty()
+                && st.all_answered()
+                && let Ok(close) = st.close(next, false)
+            {
+                events.extend(close);
+            }
+            Ok((response, events))
+        })
+        .await
+    }
+
+    /// A signed ledger summary.
+    pub async fn summary(
+        &self,
+        round: u64,
+        site: SiteId,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, Problem> {
+        self.mutate(round, move |st, _| {
+            let a = st.summary(site, &body)?;
+            Ok((a.response, a.events))
+        })
+        .await
+    }
+
+    /// Closes the open phase of `round` as its deadline does (operator action, and the
+    /// timer's): with whoever answered, aborting the round if it cannot continue.
+    pub async fn close_phase_now(&self, round: u64) -> Result<(), Problem> {
+        self.mutate(round, |st, next| {
+            let events = st
+                .close(next, true)
+                .map_err(|e| Problem::new(ProblemCode::ProtocolRefused, e.to_string()))?;
+            Ok(((), events))
+        })
+        .await?;
+        self.record_end(round).await;
+        Ok(())
+    }
+
+    async fn record_end(&self, round: u64) {
+        if let Ok(slot) = self.get(round) {
+            let st = slot.state.lock().await;
+            if st.end().is_some() {
+                self.0
+                    .metrics
+                    .round_seconds
+                    .observe(slot.opened_at.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    fn spawn_timer(&self, slot: Arc<Slot>) {
+        let svc = self.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let task = handle.spawn(async move {
+            let mut rx = slot.changed.subscribe();
+            loop {
+                let (generation, deadline, round, ended) = {
+                    let st = slot.state.lock().await;
+                    (st.generation(), st.deadline_ms(), st.round(), st.end().is_some())
+                };
+                if ended {
+                    return;
+                }
+                let wait = Duration::from_millis(deadline.saturating_sub(now_ms()));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {
+                        let same = slot.state.lock().await.generation() == generation;
+                        if same {
+                            tracing::info!(round, "phase deadline reached; closing with the sites that answered");
+                            let _ = svc.close_phase_now(round).await;
+                        }
+                    }
+                    r = rx.changed() => if r.is_err() { return; },
+                }
+            }
+        });
+        if let Ok(mut t) = self.0.timers.lock() {
+            t.retain(|h| !h.is_finished());
+            t.push(task);
+        }
+    }
+
+    /// Stops the deadline timers and waits until they are gone, so that dropping the last
+    /// handle of the service releases the event log (and its lock).
+    pub async fn shutdown(&self) {
+        let timers = self
+            .0
+            .timers
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in timers {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+
+    /// Waits up to `wait` for a change of `round` that `ready` accepts.
+    async fn wait_for<T>(
+        &self,
+        round: u64,
+        wait: Duration,
+        ready: impl Fn(&RoundState) -> Option<T>,
+    ) -> Result<Option<T>, Problem> {
+        let slot = self.get(round)?;
+        let mut rx = slot.changed.subscribe();
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            {
+                let st = slot.state.lock().await;
+                if let Some(v) = ready(&st) {
+                    return Ok(Some(v));
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return Ok(None),
+                r = rx.changed() => if r.is_err() { return Ok(None); },
+            }
+        }
+    }
+
+    /// The download of `phase` for `site`, waiting up to `wait` for the phase to close.
+    /// Returns the view and the deadline of the phase now open.
+    pub async fn download(
+        &self,
+        round: u64,
+        site: SiteId,
+        phase: Phase,
+        wait: Duration,
+    ) -> Result<(DownloadView, u64), Problem> {
+        let r = self
+            .wait_for(round, wait, |st| match st.download(site, phase) {
+                DownloadView::NotYet => None,
+                v => Some((v, st.deadline_ms())),
+            })
+            .await?;
+        match r {
+            Some(v) => Ok(v),
+            None => {
+                let slot = self.get(round)?;
+                let d = slot.state.lock().await.deadline_ms();
+                Ok((DownloadView::NotYet, d))
+            }
+        }
+    }
+
+    /// The result of `round`, waiting up to `wait`.
+    pub async fn result(&self, round: u64, wait: Duration) -> Result<Option<RoundResult>, Problem> {
+        self.wait_for(round, wait, |st| match st.end() {
+            Some(RoundEnd::Finished(_)) => st.result(),
+            Some(RoundEnd::Aborted(r)) => {
+                tracing::debug!(
+                    round = st.round(),
+                    reason = r.as_str(),
+                    "result of an aborted round"
+                );
+                None
+            }
+            None => None,
+        })
+        .await
+    }
+
+    /// Runs `f` on `round`'s state under its lock.
+    pub async fn with_round<T>(
+        &self,
+        round: u64,
+        f: impl FnOnce(&RoundState) -> T,
+    ) -> Result<T, Problem> {
+        let slot = self.get(round)?;
+        let st = slot.state.lock().await;
+        Ok(f(&st))
+    }
+
+    /// Status of one round.
+    pub async fn round_status(&self, round: u64) -> Result<RoundStatus, Problem> {
+        self.with_round(round, RoundState::status).await
+    }
+
+    /// Service status.
+    pub async fn status(&self) -> ServiceStatus {
+        let mut rounds = Vec::new();
+        for slot in self.slots() {
+            rounds.push(slot.state.lock().await.status());
+        }
+        ServiceStatus {
+            consortium_digest: hex::encode(self.0.consortium.consortium_digest()),
+            epoch: self.0.consortium.epoch(),
+            server_time_ms: now_ms(),
+            rounds,
+        }
+    }
+
+    /// Summaries of `site` across rounds (its anchors).
+    pub async fn anchors(&self, site: SiteId) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        for slot in self.slots() {
+            let st = slot.state.lock().await;
+            if let Some(s) = st.summary_of(site) {
+                out.push((st.round(), s.to_vec()));
+            }
+        }
+        out
+    }
+}
+
+fn internal() -> Problem {
+    Problem::new(ProblemCode::Internal, "internal error")
+}

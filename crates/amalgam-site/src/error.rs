@@ -1,0 +1,84 @@
+//! The agent's failures, each with the process exit code the CLI uses.
+
+use crate::model::ModelError;
+use crate::rules::RulesError;
+use crate::statements::StatementError;
+use crate::trainer::TrainError;
+use crate::transport::TransportError;
+
+/// Why the agent could not run a round (a decline is not an error: see
+/// [`crate::RoundOutcome::Declined`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The aggregator holds a message this site signed in `round` that local state does not
+    /// have: the state was restored from an older copy. The round is refused and the
+    /// high-water mark moved past it.
+    #[error(
+        "round {round}: the aggregator holds a later message from this site than its local state; \
+         the state was restored from an older copy (round refused, high-water mark moved)"
+    )]
+    RolledBack {
+        /// The round.
+        round: u64,
+    },
+    /// The local ledger is behind (or forked from) the last summary this site uploaded.
+    #[error("the local epsilon ledger is behind the last summary this site uploaded: {0}")]
+    LedgerBehind(String),
+    /// The round id was used before by this site.
+    #[error("round {round} is at or below this site's high-water mark {high_water}")]
+    RoundReused {
+        /// The round.
+        round: u64,
+        /// The mark.
+        high_water: u64,
+    },
+    /// A phase deadline passed: the round was abandoned.
+    #[error("round {0}: a phase deadline passed; the round was abandoned")]
+    Timeout(u64),
+    /// Transport failure.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Ledger failure.
+    #[error(transparent)]
+    Ledger(#[from] amalgam_dp::ledger::LedgerError),
+    /// Encoding failure.
+    #[error(transparent)]
+    Encode(#[from] amalgam_dp::error::EncodeError),
+    /// DP parameter failure.
+    #[error(transparent)]
+    Param(#[from] amalgam_dp::error::ParamError),
+    /// Protocol failure.
+    #[error(transparent)]
+    Proto(#[from] amalgam_proto::Error),
+    /// Sealed state, high-water mark or file-system failure.
+    #[error(transparent)]
+    Store(#[from] amalgam_store::StoreError),
+    /// Training failure.
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    /// Model step failure.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// Inconsistent consortium rules.
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    /// A signed statement from the aggregator does not verify.
+    #[error(transparent)]
+    Statement(#[from] StatementError),
+    /// Local state is malformed.
+    #[error("local state {0} is malformed")]
+    BadState(&'static str),
+}
+
+impl AgentError {
+    /// Exit code: 1 failed, 3 timeout, 4 authentication, 5 unreachable.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AgentError::Timeout(_) => 3,
+            AgentError::Transport(TransportError::Auth(_)) => 4,
+            AgentError::Transport(TransportError::Unreachable(_))
+            | AgentError::Transport(TransportError::Retry { .. }) => 5,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The [`Transport`] over mutually authenticated HTTPS (`protocol-spec/service.md`): the
+//! site presents a certificate over its identity key, the aggregator is accepted only through
+//! its binding to the pinned identity key of the manifest. The async client (reqwest on
+//! tokio) runs on a runtime this transport owns; the agent's core stays synchronous.
+
+use std::time::Duration;
+
+use amalgam_consortium::{IdentityKey, VerifiedManifest};
+use amalgam_net::api;
+use amalgam_net::client::{ApiClient, ApiResponse, ClientError, RetryPolicy};
+use amalgam_net::tls::{AggregatorPin, client_config, member_identity};
+use amalgam_proto::Phase;
+
+use crate::transport::{Download, RoundResult, Transport, TransportError};
+
+/// Largest JSON answer (status, result, anchors) read.
+const MAX_JSON: usize = 64 << 20;
+
+/// The HTTPS transport of one site.
+pub struct HttpTransport {
+    rt: tokio::runtime::Runtime,
+    client: ApiClient,
+    site: u16,
+}
+
+impl core::fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
+}
+
+fn client_error(e: ClientError) -> TransportError {
+    match e {
+        ClientError::PinMismatch(p) => {
+            TransportError::Auth(format!("probable TLS interception: {p}"))
+        }
+        ClientError::BodyTooLarge { max } => {
+            TransportError::Malformed(format!("answer above {max} bytes"))
+        }
+        other => TransportError::Unreachable(other.to_string()),
+    }
+}
+
+/// Maps a non-success answer to the transport's error classes.
+fn refusal(r: &ApiResponse) -> TransportError {
+    let status = r.status.as_u16();
+    let (code, detail) = r.problem().map_or_else(
+        || (format!("http.{status}"), String::new()),
+        |p| (p.code.as_str().to_owned(), p.detail),
+    );
+    match status {
+        401 | 403 => TransportError::Auth(format!("{code}: {detail}")),
+        425 | 503 => TransportError::Retry {
+            retry_after: r.retry_after.map(Duration::from_secs),
+        },
+        _ => TransportError::Refused { code, detail },
+    }
+}
+
+fn wait_query(wait: Duration) -> String {
+    format!("?wait={}", wait.as_secs().clamp(1, api::MAX_WAIT_S))
+}
+
+fn hex32(s: &str) -> Result<[u8; 32], TransportError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out)
+        .map_err(|_| TransportError::Malformed("digest is not 64 hex digits".into()))?;
+    Ok(out)
+}
+
+impl HttpTransport {
+    /// A transport to `base_url` (`https://host:port`) for the site holding `identity`, the
+    /// aggregator pinned by `manifest`.
+    pub fn new(
+        base_url: &str,
+        identity: &IdentityKey,
+        manifest: &VerifiedManifest,
+        policy: RetryPolicy,
+    ) -> Result<Self, TransportError> {
+        let site = manifest
+            .site_index(&identity.verifying_key())
+            .ok_or_else(|| TransportError::Auth("this key is not a site of the manifest".into()))?;
+        let tls_identity = member_identity(&identity.to_pkcs8_der())
+            .map_err(|e| TransportError::Auth(e.to_string()))?;
+        let pin = AggregatorPin {
+            identity: manifest.aggregator().key,
+            consortium_digest: manifest.consortium_digest(),
+        };
+        let tls =
+            client_config(&tls_identity, pin).map_err(|e| TransportError::Auth(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        let client = {
+            let _guard = rt.enter();
+            ApiClient::new(base_url, tls, policy).map_err(client_error)?
+        };
+        Ok(Self { rt, client, site })
+    }
+
+    /// `GET /v1/status`: the rounds the aggregator knows.
+    pub fn status(&mut self) -> Result<api::ServiceStatus, TransportError> {
+        let r = self.get(api::STATUS)?;
+        if !r.status.is_success() {
+            return Err(refusal(&r));
+        }
+        Self::json(&r)
+    }
+
+    fn get(&self, path: &str) -> Result<ApiResponse, TransportError> {
+        self.rt
+            .block_on(self.client.get(path))
+            .map_err(client_error)
+    }
+
+    fn post(&self, path: &str, body: &[u8]) -> Result<ApiResponse, TransportError> {
+        self.rt
+            .block_on(self.client.post(path, body.to_vec()))
+            .map_err(client_error)
+    }
+
+    fn phase_path(round: u64, phase: Phase) -> Result<String, TransportError> {
+        api::masking_path(round, phase)
+            .ok_or_else(|| TransportError::Malformed(format!("{phase} has no route")))
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(r: &ApiResponse) -> Result<T, TransportError> {
+        if r.body.len() > MAX_JSON {
+            return Err(TransportError::Malformed("JSON answer too large".into()));
+        }
+        serde_json::from_slice(&r.body).map_err(|e| TransportError::Malformed(e.to_string()))
+    }
+}
+
+impl Transport for HttpTransport {
+    fn upload(&mut self, round: u64, phase: Phase, body: &[u8]) -> Result<(), TransportError> {
+        let r = self.post(&Self::phase_path(round, phase)?, body)?;
+        if r.status.is_success() {
+            Ok(())
+        } else {
+            Err(refusal(&r))
+        }
+    }
+
+    fn download(
+        &mut self,
+        round: u64,
+        phase: Phase,
+        wait: Duration,
+    ) -> Result<Download, TransportError> {
+        let path = format!("{}{}", Self::phase_path(round, phase)?, wait_query(wait));
+        let r = self.get(&path)?;
+        match r.status.as_u16() {
+            200 => Ok(Download::Message(r.body)),
+            204 => Ok(Download::Excluded),
+            425 => Ok(Download::NotYet {
+                retry_after: r.retry_after.map(Duration::from_secs),
+            }),
+            _ => match refusal(&r) {
+                TransportError::Refused { code, .. } if code == "round.closed" => {
+                    Ok(Download::Aborted)
+                }
+                e => Err(e),
+            },
+        }
+    }
+
+    fn mine_latest(&mut self, round: u64) -> Result<Option<Vec<u8>>, TransportError> {
+        let r = self.get(&api::mine_latest_path(round))?;
+        match r.status.as_u16() {
+            200 => Ok(Some(r.body)),
+            204 | 404 => Ok(None),
+            _ => Err(refusal(&r)),
+        }
+    }
+
+    fn decline(&mut self, round: u64, body: &[u8]) -> Result<(), TransportError> {
+        let r = self.post(&format!("/v1/rounds/{round}/decline"), body)?;
+        if r.status.is_success() {
+            Ok(())
+        } else {
+            Err(refusal(&r))
+        }
+    }
+
+    fn upload_summary(&mut self, round: u64, body: &[u8]) -> Result<(), TransportError> {
+        let r = self.post(&format!("/v1/rounds/{round}/summary"), body)?;
+        if r.status.is_success() {
+            Ok(())
+        } else {
+            Err(refusal(&r))
+        }
+    }
+
+    fn latest_summary(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+        let r = self.get(&format!("/v1/anchors/{}", self.site))?;
+        if !r.status.is_success() {
+            return Err(refusal(&r));
+        }
+        let anchors: api::Anchors = Self::json(&r)?;
+        if anchors.site != self.site {
+            return Err(TransportError::Malformed("anchors of another site".into()));
+        }
+        anchors
+            .summaries
+            .iter()
+            .max_by_key(|(round, _)| *round)
+            .map(|(_, h)| {
+                hex::decode(h).map_err(|_| TransportError::Malformed("summary is not hex".into()))
+            })
+            .transpose()
+    }
+
+    fn round_model(&mut self, round: u64) -> Result<Option<[u8; 32]>, TransportError> {
+        let r = self.get(&api::round_path(round))?;
+        match r.status.as_u16() {
+            200 => {
+                let st: api::RoundStatus = Self::json(&r)?;
+                if st.round != round {
+                    return Err(TransportError::Malformed("status of another round".into()));
+                }
+                Ok(Some(hex32(&st.model_digest)?))
+            }
+            404 => Ok(None),
+            _ => Err(refusal(&r)),
+        }
+    }
+
+    fn result(
+        &mut self,
+        round: u64,
+        wait: Duration,
+    ) -> Result<Option<RoundResult>, TransportError> {
+        let r = self.get(&format!("{}{}", api::result_path(round), wait_query(wait)))?;
+        match r.status.as_u16() {
+            200 => {
+                let res: api::RoundResult = Self::json(&r)?;
+                if res.round != round {
+                    return Err(TransportError::Malformed("result of another round".into()));
+                }
+                Ok(Some(RoundResult {
+                    sum: res.sum,
+                    contributors: res.contributors,
+                    model_digest: None,
+                }))
+            }
+            425 => Ok(None),
+            _ => Err(refusal(&r)),
+        }
+    }
+}

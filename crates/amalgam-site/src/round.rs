@@ -1,0 +1,419 @@
+//! One round, as a site runs it (spec `protocol-spec/site-agent.md`):
+//!
+//! 1. rollback check (the aggregator's copy of this site's latest message of the round);
+//! 2. budget rules: the model chain, the abort cap, the ledger against the last uploaded
+//!    summary, then the charge (a site over its cap or the abort cap declines here, before
+//!    AdvertiseKeys, with a signed decline);
+//! 3. training under the permit, DDG encoding, the sealed encoded update persisted;
+//! 4. the masking protocol: every state persisted (sealed) before its upload is released,
+//!    a rollback check before each phase, the persisted phase deadline;
+//! 5. the published sum decoded, model_{r+1} computed here and compared with the
+//!    aggregator's, the round's secrets deleted, a signed ledger summary uploaded.
+
+use amalgam_dp::encoding::DdgCodec;
+use amalgam_dp::ledger::audit::Anchor;
+use amalgam_dp::ledger::{LedgerError, RoundRequest};
+use amalgam_dp::params::SiteCount;
+use amalgam_dp::sampler::SamplerKind;
+use amalgam_proto::codec::{Decode, Encode};
+use amalgam_proto::crypto::kdf::masking_round_context;
+use amalgam_proto::messages::ToAggregator;
+use amalgam_proto::site::{Outgoing, PhaseTimeout, Timestamp};
+use amalgam_proto::{Phase, Site};
+use rand_core::SeedableRng;
+
+use crate::agent::{SiteAgent, UPDATE};
+use crate::error::AgentError;
+use crate::model::{fedavg_step, model_digest};
+use crate::statements::{Decline, DeclineReason, LedgerSummary};
+use crate::trainer::{GlobalModel, Permits, RoundInfo, Trainer};
+use crate::transport::{Download, Transport};
+
+/// How a round ended for this site.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RoundOutcome {
+    /// The round finished; the site's computed model_{r+1} matched the aggregator's.
+    Completed {
+        /// Contributors of the sum.
+        contributors: Vec<u16>,
+        /// Digest of model_{r+1}.
+        model_digest: [u8; 32],
+    },
+    /// The round finished but the aggregator's model is not the one this site computed: the
+    /// site declines the next rounds.
+    ModelMismatch,
+    /// The site declined before AdvertiseKeys (signed decline sent; no charge, no dropout).
+    Declined(DeclineReason),
+    /// The round was aborted after this site's charge (counts against the abort cap).
+    Aborted,
+    /// The site was left out of a later phase's set (charged; its input may be in the sum).
+    Excluded,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The phase an upload answers.
+fn upload_phase(msg: &ToAggregator) -> Phase {
+    match msg {
+        ToAggregator::AdvertiseKeys(_) => Phase::AdvertiseKeys,
+        ToAggregator::ShareKeys(_) => Phase::ShareKeys,
+        ToAggregator::MaskedInput(_) => Phase::MaskedInput,
+        ToAggregator::ConsistencySignature(_) => Phase::ConsistencyCheck,
+        ToAggregator::UnmaskShares(_) => Phase::Unmasking,
+    }
+}
+
+impl SiteAgent {
+    /// Runs round `round` (train, charge, mask, decode, next model) against `transport`.
+    pub fn run_round<T: Transport + ?Sized, R: Trainer + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        trainer: &mut R,
+        round: u64,
+    ) -> Result<RoundOutcome, AgentError> {
+        let now = now_ms();
+        // A round with persisted state is resumed (before its deadline), never restarted.
+        if let Some(site) = self.restore_round(round, now)? {
+            self.rollback_check(transport, round, Some(&site))?;
+            if let Some(out) = site.resend() {
+                self.send(transport, &site, out)?;
+            }
+            return self.drive(transport, site);
+        }
+        self.rollback_check(transport, round, None)?;
+        if let Some(high_water) = self.high_water()?
+            && round <= high_water
+        {
+            return Err(AgentError::RoundReused { round, high_water });
+        }
+        if self.record.model_mismatch {
+            return self.decline(transport, round, DeclineReason::ModelMismatch);
+        }
+        if self.record.aborted >= self.rules.max_aborted_rounds {
+            return self.decline(transport, round, DeclineReason::AbortCapReached);
+        }
+        self.check_summary(transport)?;
+        // The model the aggregator binds this round to must be the one this site computed.
+        if let Some(served) = self.options.retry.run(|| transport.round_model(round))?
+            && served != self.record.model_digest
+        {
+            self.record.model_mismatch = true;
+            self.save()?;
+            return self.decline(transport, round, DeclineReason::ModelMismatch);
+        }
+
+        // The charge: every parameter from the manifest and the round id.
+        let params = self.rules.params;
+        let context_digest = self.rules.context_digest(&self.record.model_digest);
+        let round_context = masking_round_context(&context_digest, &params, round);
+        let request = RoundRequest::under(
+            self.rules.dp,
+            round,
+            self.rules.consortium_digest,
+            round_context,
+            SamplerKind::Fast,
+        );
+        let permit = match self.ledger.authorize(request) {
+            Ok(p) => p,
+            Err(LedgerError::BudgetExceeded { .. }) => {
+                return self.decline(transport, round, DeclineReason::BudgetExceeded);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.advance_high_water(round)?;
+        let permits = Permits {
+            round,
+            site_steps: permit.steps(),
+            epsilon_total: permit.epsilon_total().get(),
+            local_steps: self.rules.local_steps,
+        };
+        let codec = DdgCodec::new(self.rules.encoding(round))?;
+        let kind = self.rules.policy.kind();
+        let noise = codec.draw_noise(permit, kind)?;
+        // Training before joining: its duration never counts against a phase deadline.
+        let info = RoundInfo {
+            round,
+            campaign_digest: self.rules.campaign_digest,
+            local_steps: self.rules.local_steps,
+        };
+        let global = GlobalModel {
+            digest: self.record.model_digest,
+            values: &self.model,
+        };
+        let trained = trainer.train(global, &info, &permits)?;
+        if trained.update.len() != self.rules.model_len {
+            return Err(AgentError::Train(crate::trainer::TrainError::Shape {
+                expected: self.rules.model_len,
+                got: trained.update.len(),
+            }));
+        }
+        let update: Vec<f64> = trained.update.iter().map(|&v| f64::from(v)).collect();
+        codec.check_update(&update)?;
+        let encoded = codec.encode(noise, &update)?;
+        encoded.check_origin(&self.ledger.ledger_id(), kind)?;
+        let sealed = self.ledger.seal_update(&encoded)?;
+        self.store.put(UPDATE, &self.aad(round, 0), &sealed)?;
+        if let Some(f) = self.observer.as_mut() {
+            f(round, encoded.values());
+        }
+
+        let timeout = PhaseTimeout::from_millis(self.rules.phase_timeout_ms)?;
+        let mut site = Site::with_context_digest(
+            params,
+            self.rules.manifest.clone(),
+            context_digest,
+            round,
+            self.identity.clone(),
+            timeout,
+            &mut self.record.round_log,
+        )?;
+        self.save()?;
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut()).map_err(|_| AgentError::BadState("no OS randomness"))?;
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
+        let out = site.start(encoded.values().to_vec(), Timestamp(now_ms()), &mut rng)?;
+        drop(rng);
+        self.send(transport, &site, out)?;
+        self.drive(transport, site)
+    }
+
+    /// Persists the state that produced `out`, then releases and uploads it (retrying with
+    /// the identical bytes).
+    fn send<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        site: &Site,
+        out: Outgoing,
+    ) -> Result<(), AgentError> {
+        let snap = site.snapshot();
+        self.persist_snapshot(&snap)?;
+        let msg = out.release(&snap)?;
+        let phase = upload_phase(&msg);
+        let bytes = msg.to_bytes();
+        let round = site.round();
+        self.options
+            .retry
+            .run(|| transport.upload(round, phase, &bytes))?;
+        Ok(())
+    }
+
+    /// Waits for each download, checks for a rollback, answers, until the site is done.
+    fn drive<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        mut site: Site,
+    ) -> Result<RoundOutcome, AgentError> {
+        let round = site.round();
+        while !site.is_done() {
+            let now = now_ms();
+            if site.deadline().is_some_and(|d| Timestamp(now) > d) {
+                self.end_round(transport, round, false)?;
+                return Err(AgentError::Timeout(round));
+            }
+            let phase = site.phase();
+            let wait = self.options.poll_wait;
+            let got = self
+                .options
+                .retry
+                .run(|| transport.download(round, phase, wait))?;
+            match got {
+                Download::NotYet { retry_after } => {
+                    if let Some(d) = retry_after {
+                        std::thread::sleep(d.min(self.options.retry.max));
+                    }
+                }
+                Download::Excluded => {
+                    self.end_round(transport, round, false)?;
+                    return Ok(RoundOutcome::Excluded);
+                }
+                Download::Aborted => {
+                    self.end_round(transport, round, true)?;
+                    return Ok(RoundOutcome::Aborted);
+                }
+                Download::Message(bytes) => {
+                    self.rollback_check(transport, round, Some(&site))?;
+                    match site.handle_bytes(&bytes, Timestamp(now_ms())) {
+                        Ok(out) => self.send(transport, &site, out)?,
+                        Err(e) if site.is_done() => {
+                            // The protocol aborted or abandoned the round (spec §5.1).
+                            let snap = site.snapshot();
+                            self.persist_snapshot(&snap)?;
+                            self.end_round(transport, round, true)?;
+                            return Err(e.into());
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        self.finish(transport, round)
+    }
+
+    /// Fetches the published sum, computes model_{r+1} and checks the aggregator's.
+    fn finish<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        round: u64,
+    ) -> Result<RoundOutcome, AgentError> {
+        let wait = self.options.poll_wait;
+        let deadline = now_ms().saturating_add(self.rules.phase_timeout_ms);
+        let result = loop {
+            if let Some(r) = self.options.retry.run(|| transport.result(round, wait))? {
+                break r;
+            }
+            if now_ms() > deadline {
+                self.end_round(transport, round, false)?;
+                return Err(AgentError::Timeout(round));
+            }
+        };
+        let codec = DdgCodec::new(self.rules.encoding(round))?;
+        let decoded = codec.decode_sum(&result.sum)?;
+        SiteCount::new(result.contributors.len() as u32)?;
+        let next = fedavg_step(
+            &self.model,
+            &decoded,
+            result.contributors.len(),
+            self.rules.server_lr,
+        )?;
+        let digest = model_digest(&next);
+        let outcome = if result.model_digest.is_none_or(|d| d == digest) {
+            RoundOutcome::Completed {
+                contributors: result.contributors.clone(),
+                model_digest: digest,
+            }
+        } else {
+            self.record.model_mismatch = true;
+            RoundOutcome::ModelMismatch
+        };
+        self.model = next;
+        self.record.model_digest = digest;
+        self.end_round(transport, round, false)?;
+        Ok(outcome)
+    }
+
+    /// Deletes the round's secrets, counts an abort, persists, uploads the ledger summary.
+    fn end_round<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        round: u64,
+        aborted: bool,
+    ) -> Result<(), AgentError> {
+        if aborted {
+            self.record.aborted = self.record.aborted.saturating_add(1);
+        }
+        self.save()?;
+        self.store.delete_round(round)?;
+        self.upload_summary(transport, round)
+    }
+
+    /// Sends a signed decline (depends only on public parameters) and the ledger summary.
+    fn decline<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        round: u64,
+        reason: DeclineReason,
+    ) -> Result<RoundOutcome, AgentError> {
+        let body = Decline {
+            consortium_digest: self.rules.consortium_digest,
+            round,
+            site: self.site,
+            reason,
+        }
+        .sign(&self.identity);
+        self.options.retry.run(|| transport.decline(round, &body))?;
+        self.upload_summary(transport, round)?;
+        Ok(RoundOutcome::Declined(reason))
+    }
+
+    fn upload_summary<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        round: u64,
+    ) -> Result<(), AgentError> {
+        let anchor = self.ledger.anchor();
+        let body = LedgerSummary {
+            consortium_digest: self.rules.consortium_digest,
+            round,
+            site: self.site,
+            entries: anchor.entries as u64,
+            head: anchor.head,
+            epsilon: self.ledger.spent()?.get(),
+        }
+        .sign(&self.identity);
+        self.options
+            .retry
+            .run(|| transport.upload_summary(round, &body))?;
+        Ok(())
+    }
+
+    /// Before a charge: the ledger must not be behind the last summary this site uploaded,
+    /// and that summary's round must not be past this site's high-water mark.
+    fn check_summary<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+    ) -> Result<(), AgentError> {
+        let Some(bytes) = self.options.retry.run(|| transport.latest_summary())? else {
+            return Ok(());
+        };
+        let s = LedgerSummary::verify(&bytes, &self.identity.verifying_key())?;
+        if s.consortium_digest != self.rules.consortium_digest || s.site != self.site {
+            return Err(AgentError::LedgerBehind(
+                "the aggregator's summary is for another consortium or site".into(),
+            ));
+        }
+        let anchor = Anchor {
+            entries: usize::try_from(s.entries)
+                .map_err(|_| AgentError::LedgerBehind("entry count".into()))?,
+            head: s.head,
+        };
+        if let Err(e) = self.ledger.check_anchor(&anchor) {
+            self.advance_high_water(s.round)?;
+            return Err(AgentError::LedgerBehind(e.to_string()));
+        }
+        if self.high_water()?.is_none_or(|h| h < s.round) {
+            self.advance_high_water(s.round)?;
+            return Err(AgentError::RolledBack { round: s.round });
+        }
+        Ok(())
+    }
+
+    /// Refuses when the aggregator holds a message of `round` from this site that local
+    /// state is behind: no local state, or a last upload of an earlier phase or with other
+    /// bytes. Moves the high-water mark past the round.
+    fn rollback_check<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        round: u64,
+        site: Option<&Site>,
+    ) -> Result<(), AgentError> {
+        let Some(remote) = self.options.retry.run(|| transport.mine_latest(round))? else {
+            return Ok(());
+        };
+        let local = site.and_then(|s| s.resend().map(|o| (s, o)));
+        let consistent = match local {
+            None => false,
+            Some((s, out)) => {
+                let mine = out.release(&s.snapshot())?;
+                let mine_bytes = mine.to_bytes();
+                if mine_bytes == remote {
+                    true
+                } else {
+                    // The aggregator may be one message behind (a lost upload), never ahead.
+                    let theirs = ToAggregator::from_bytes(&remote, &self.rules.params)
+                        .map_err(|_| AgentError::BadState("aggregator's copy of our message"))?;
+                    upload_phase(&theirs) < upload_phase(&mine)
+                }
+            }
+        };
+        if consistent {
+            return Ok(());
+        }
+        self.advance_high_water(round)?;
+        self.store.delete_round(round)?;
+        Err(AgentError::RolledBack { round })
+    }
+}

@@ -1,0 +1,231 @@
+//! The two signed statements a site sends besides protocol messages: a decline (before
+//! AdvertiseKeys, so the site is never counted as a dropout) and a ledger summary (after each
+//! round, so the aggregator can serve it back as an anchor the site's ledger must not fall
+//! behind). Fixed-size canonical encodings, Ed25519 `verify_strict`, domain-separated.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+const DECLINE_DOMAIN: &[u8] = b"amalgam/v1/site/decline\0";
+const SUMMARY_DOMAIN: &[u8] = b"amalgam/v1/site/ledger-summary\0";
+
+/// Why a statement does not decode or verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StatementError {
+    /// Wrong length.
+    #[error("{what} must be {expected} bytes, got {got}")]
+    Length {
+        /// Statement kind.
+        what: &'static str,
+        /// Required length.
+        expected: usize,
+        /// Length given.
+        got: usize,
+    },
+    /// Unknown reason code.
+    #[error("unknown decline reason {0}")]
+    Reason(u8),
+    /// The ε field is not a non-negative number (or +∞).
+    #[error("epsilon in the summary is not a non-negative number")]
+    Epsilon,
+    /// The signature does not verify under the given key.
+    #[error("{0} signature does not verify")]
+    Signature(&'static str),
+}
+
+/// Why a site declines a round. Each depends only on public parameters (the manifest and the
+/// rounds the site took part in), so a decline reveals nothing about the site's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeclineReason {
+    /// Another round would exceed the site's ε cap.
+    BudgetExceeded = 1,
+    /// The site took part in `max_aborted_rounds` aborted rounds of this campaign.
+    AbortCapReached = 2,
+    /// The previous round's published model did not match the site's own computation.
+    ModelMismatch = 3,
+}
+
+impl DeclineReason {
+    fn from_code(c: u8) -> Result<Self, StatementError> {
+        Ok(match c {
+            1 => Self::BudgetExceeded,
+            2 => Self::AbortCapReached,
+            3 => Self::ModelMismatch,
+            other => return Err(StatementError::Reason(other)),
+        })
+    }
+}
+
+/// A signed decline of one round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decline {
+    /// The consortium.
+    pub consortium_digest: [u8; 32],
+    /// The round declined.
+    pub round: u64,
+    /// The site's index.
+    pub site: u16,
+    /// Why.
+    pub reason: DeclineReason,
+}
+
+impl Decline {
+    /// Encoded length: 32 + 8 + 2 + 1 + 64.
+    pub const LEN: usize = 107;
+
+    fn body(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(43);
+        b.extend_from_slice(&self.consortium_digest);
+        b.extend_from_slice(&self.round.to_be_bytes());
+        b.extend_from_slice(&self.site.to_be_bytes());
+        b.push(self.reason as u8);
+        b
+    }
+
+    /// Body ‖ signature over domain ‖ body.
+    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
+        let body = self.body();
+        let sig = key.sign(&[DECLINE_DOMAIN, &body].concat());
+        [body, sig.to_bytes().to_vec()].concat()
+    }
+
+    /// Decodes and verifies `bytes` under `key` (the manifest key of the claimed site).
+    pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Self, StatementError> {
+        if bytes.len() != Self::LEN {
+            return Err(StatementError::Length {
+                what: "decline",
+                expected: Self::LEN,
+                got: bytes.len(),
+            });
+        }
+        let (body, sig) = bytes.split_at(43);
+        let sig = Signature::from_slice(sig).map_err(|_| StatementError::Signature("decline"))?;
+        key.verify_strict(&[DECLINE_DOMAIN, body].concat(), &sig)
+            .map_err(|_| StatementError::Signature("decline"))?;
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&body[..32]);
+        let mut round = [0u8; 8];
+        round.copy_from_slice(&body[32..40]);
+        Ok(Self {
+            consortium_digest: digest,
+            round: u64::from_be_bytes(round),
+            site: u16::from_be_bytes([body[40], body[41]]),
+            reason: DeclineReason::from_code(body[42])?,
+        })
+    }
+}
+
+/// A signed summary of the site's ledger after a round: entry count, head, ε spent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LedgerSummary {
+    /// The consortium.
+    pub consortium_digest: [u8; 32],
+    /// The round just run.
+    pub round: u64,
+    /// The site's index.
+    pub site: u16,
+    /// Entries in the ledger.
+    pub entries: u64,
+    /// Hash of the last entry.
+    pub head: [u8; 32],
+    /// Cumulative ε of the privacy unit "site update per round" (+∞ without privacy).
+    pub epsilon: f64,
+}
+
+impl LedgerSummary {
+    /// Encoded length: 32 + 8 + 2 + 8 + 32 + 8 + 64.
+    pub const LEN: usize = 154;
+
+    fn body(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(90);
+        b.extend_from_slice(&self.consortium_digest);
+        b.extend_from_slice(&self.round.to_be_bytes());
+        b.extend_from_slice(&self.site.to_be_bytes());
+        b.extend_from_slice(&self.entries.to_be_bytes());
+        b.extend_from_slice(&self.head);
+        b.extend_from_slice(&self.epsilon.to_bits().to_be_bytes());
+        b
+    }
+
+    /// Body ‖ signature over domain ‖ body.
+    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
+        let body = self.body();
+        let sig = key.sign(&[SUMMARY_DOMAIN, &body].concat());
+        [body, sig.to_bytes().to_vec()].concat()
+    }
+
+    /// Decodes and verifies `bytes` under `key`.
+    pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Self, StatementError> {
+        if bytes.len() != Self::LEN {
+            return Err(StatementError::Length {
+                what: "ledger summary",
+                expected: Self::LEN,
+                got: bytes.len(),
+            });
+        }
+        let (body, sig) = bytes.split_at(90);
+        let sig = Signature::from_slice(sig).map_err(|_| StatementError::Signature("summary"))?;
+        key.verify_strict(&[SUMMARY_DOMAIN, body].concat(), &sig)
+            .map_err(|_| StatementError::Signature("summary"))?;
+        let u64_at = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&body[i..i + 8]);
+            u64::from_be_bytes(a)
+        };
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&body[..32]);
+        let mut head = [0u8; 32];
+        head.copy_from_slice(&body[50..82]);
+        let epsilon = f64::from_bits(u64_at(82));
+        if epsilon.is_nan() || epsilon < 0.0 {
+            return Err(StatementError::Epsilon);
+        }
+        Ok(Self {
+            consortium_digest: digest,
+            round: u64_at(32),
+            site: u16::from_be_bytes([body[40], body[41]]),
+            entries: u64_at(42),
+            head,
+            epsilon,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn statements_round_trip_and_refuse_tampering() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let other = SigningKey::from_bytes(&[2; 32]).verifying_key();
+        let d = Decline {
+            consortium_digest: [3; 32],
+            round: 9,
+            site: 4,
+            reason: DeclineReason::AbortCapReached,
+        };
+        let b = d.sign(&key);
+        assert_eq!(Decline::verify(&b, &key.verifying_key()).unwrap(), d);
+        assert!(Decline::verify(&b, &other).is_err());
+        let mut t = b.clone();
+        t[35] ^= 1;
+        assert!(Decline::verify(&t, &key.verifying_key()).is_err());
+        assert!(Decline::verify(&b[1..], &key.verifying_key()).is_err());
+        let s = LedgerSummary {
+            consortium_digest: [3; 32],
+            round: 9,
+            site: 4,
+            entries: 12,
+            head: [5; 32],
+            epsilon: 1.5,
+        };
+        let b = s.sign(&key);
+        assert_eq!(LedgerSummary::verify(&b, &key.verifying_key()).unwrap(), s);
+        let mut t = b.clone();
+        t[45] ^= 1;
+        assert!(LedgerSummary::verify(&t, &key.verifying_key()).is_err());
+        // A summary is never a decline (different domain and length).
+        assert!(Decline::verify(&b[..Decline::LEN], &key.verifying_key()).is_err());
+    }
+}
