@@ -6,6 +6,7 @@
 mod consortium;
 mod keys;
 mod ledger;
+mod serve;
 mod simulate;
 
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ enum Command {
     Keys(keys::Args),
     /// The co-signed consortium manifest: init, join, approve, sign, show.
     Consortium(consortium::Args),
+    /// Run the aggregator service (`amalgam serve --manifest M --key K --db DB --listen ADDR`).
+    Serve(serve::Args),
 }
 
 /// A failure with the exit status it maps to.
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Ledger(args) => ledger::run(&args).map_err(Failure::failed),
         Command::Keys(args) => keys::run(&args),
         Command::Consortium(args) => consortium::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
