@@ -71,6 +71,9 @@ pub enum StartError {
     Replay(#[from] ReplayError),
 }
 
+/// A mutation's value, whether it appended events, and the phase it closed with its survivors.
+type Mutated<T> = (T, bool, Option<(Phase, u32)>);
+
 struct Slot {
     state: Arc<Mutex<RoundState>>,
     changed: watch::Sender<u64>,
@@ -271,7 +274,7 @@ impl Service {
         let next_deadline = now_ms() + self.phase_ms();
         let k = self.0.accepted_uploads.load(Ordering::SeqCst);
         // Outer error: the append failed (fail-stop); inner: a refusal (nothing changed).
-        let out: Result<Result<(T, bool, Option<(Phase, u32)>), Problem>, String> =
+        let out: Result<Result<Mutated<T>, Problem>, String> =
             tokio::task::spawn_blocking(move || {
                 let mut g = guard;
                 let before = g.phase();
