@@ -71,6 +71,9 @@ pub enum StartError {
     Replay(#[from] ReplayError),
 }
 
+/// A mutation's value, whether it appended events, and the phase it closed with its survivors.
+type Mutated<T> = (T, bool, Option<(Phase, u32)>);
+
 struct Slot {
     state: Arc<Mutex<RoundState>>,
     changed: watch::Sender<u64>,
@@ -271,27 +274,41 @@ impl Service {
         let next_deadline = now_ms() + self.phase_ms();
         let k = self.0.accepted_uploads.load(Ordering::SeqCst);
         // Outer error: the append failed (fail-stop); inner: a refusal (nothing changed).
-        let out: Result<Result<(T, bool), Problem>, String> =
+        let out: Result<Result<Mutated<T>, Problem>, String> =
             tokio::task::spawn_blocking(move || {
                 let mut g = guard;
+                let before = g.phase();
                 let (value, events) = match f(&mut g, next_deadline) {
                     Ok(v) => v,
                     Err(p) => return Ok(Err(p)),
                 };
+                // A close happened: the closed phase's survivors are the next phase's expected.
+                let closed = (g.phase() != before).then(|| (before, g.status().expected));
                 if events.is_empty() {
-                    return Ok(Ok((value, false)));
+                    return Ok(Ok((value, false, closed)));
                 }
                 fault_point("before-commit", k + 1);
                 store.append_batch(events).map_err(|e| e.to_string())?;
                 fault_point("after-commit", k + 1);
-                Ok(Ok((value, true)))
+                Ok(Ok((value, true, closed)))
             })
             .await
             .map_err(|_| internal())?;
-        let (value, changed) = match out {
+        let (value, changed, closed) = match out {
             Ok(r) => r?,
             Err(e) => return Err(self.fail(&e)),
         };
+        if let Some((phase, survivors)) = closed
+            && let Some(seg) = amalgam_net::api::phase_segment(phase)
+        {
+            self.0
+                .metrics
+                .survivors
+                .get_or_create(&crate::metrics::PhaseLabel {
+                    phase: seg.to_owned(),
+                })
+                .set(i64::from(survivors));
+        }
         if changed {
             slot.changed.send_modify(|v| *v += 1);
         }
