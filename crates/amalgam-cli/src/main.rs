@@ -2,6 +2,8 @@
 
 mod ledger;
 mod simulate;
+#[cfg(feature = "train")]
+mod train;
 
 use std::process::ExitCode;
 
@@ -22,6 +24,14 @@ enum Command {
     Simulate(simulate::Args),
     /// Privacy-budget ledger tools (`amalgam ledger verify FILE --key HEX --anchor N:HEAD`).
     Ledger(ledger::Args),
+    /// Print the metrics of a saved model (`.json` from `amalgam experiment --save-model`, or a
+    /// scripted TorchScript `.pt`) on a CSV in the AI4I schema.
+    #[cfg(feature = "train")]
+    Evaluate(train::EvaluateArgs),
+    /// Run an in-process federated experiment (centralized, FedAvg, FedProx, fine-tuning,
+    /// local-only) over several seeded splits and report means with 95% intervals.
+    #[cfg(feature = "train")]
+    Experiment(train::ExperimentArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +39,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(&args),
         Command::Ledger(args) => ledger::run(&args),
+        #[cfg(feature = "train")]
+        Command::Evaluate(args) => train::evaluate(&args),
+        #[cfg(feature = "train")]
+        Command::Experiment(args) => train::experiment(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
