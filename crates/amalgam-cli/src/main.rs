@@ -9,6 +9,8 @@ mod ledger;
 mod serve;
 mod simulate;
 mod site;
+#[cfg(feature = "train")]
+mod train;
 
 use std::process::ExitCode;
 
@@ -37,6 +39,14 @@ enum Command {
     Site(site::Args),
     /// Run the aggregator service (`amalgam serve --manifest M --key K --db DB --listen ADDR`).
     Serve(serve::Args),
+    /// Print the metrics of a saved model (`.json` from `amalgam experiment --save-model`, or a
+    /// scripted TorchScript `.pt`) on a CSV in the AI4I schema.
+    #[cfg(feature = "train")]
+    Evaluate(train::EvaluateArgs),
+    /// Run an in-process federated experiment (centralized, FedAvg, FedProx, fine-tuning,
+    /// local-only) over several seeded splits and report means with 95% intervals.
+    #[cfg(feature = "train")]
+    Experiment(train::ExperimentArgs),
 }
 
 /// A failure with the exit status it maps to.
@@ -89,6 +99,10 @@ fn main() -> ExitCode {
         Command::Consortium(args) => consortium::run(&args),
         Command::Site(args) => site::run(&args),
         Command::Serve(args) => serve::run(&args),
+        #[cfg(feature = "train")]
+        Command::Evaluate(args) => train::evaluate(&args).map_err(Failure::failed),
+        #[cfg(feature = "train")]
+        Command::Experiment(args) => train::experiment(&args).map_err(Failure::failed),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
