@@ -211,12 +211,36 @@ fn keys_init_join_approve_sign_show_round_trip() {
             "show",
             "--signed",
             "consortium.signed",
+            "--key",
+            "k-s2",
             "--high-water",
             "hw.json",
             "--accept",
         ],
     );
     let s1b = fingerprint_of(&ok(d, &["keys", "gen", "--dir", "k-s1b"]));
+    // A party whose key epoch 1 does not list (it did not sign it) cannot accept it.
+    let out = amalgam(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "consortium.signed",
+            "--key",
+            "k-s1b",
+            "--high-water",
+            "hw-outsider.json",
+            "--accept",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "accepted an epoch without my key"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not list your key"));
+    assert!(!d.join("hw-outsider.json").exists());
     ok(
         d,
         &[
@@ -285,6 +309,8 @@ fn keys_init_join_approve_sign_show_round_trip() {
             "show",
             "--signed",
             "e2.signed",
+            "--key",
+            "k-s2",
             "--high-water",
             "hw.json",
             "--accept",
@@ -302,6 +328,8 @@ fn keys_init_join_approve_sign_show_round_trip() {
             "show",
             "--signed",
             "consortium.signed",
+            "--key",
+            "k-s2",
             "--high-water",
             "hw.json",
         ],

@@ -130,6 +130,13 @@ pub enum ManifestError {
         /// Fingerprint of the key.
         fingerprint: String,
     },
+    /// The manifest does not list this party's own key: it never signed it, so it must not
+    /// accept it (an aggregator alone could otherwise build a next epoch of itself and Sybils).
+    #[error("this manifest does not list your key {fingerprint}: you did not sign it, refusing it")]
+    NotListed {
+        /// Fingerprint of the party's own key.
+        fingerprint: String,
+    },
     /// `sign` without every other member's fingerprint verified out of band.
     #[error("refusing to sign: fingerprints not verified for {0}")]
     Unverified(String),
@@ -204,6 +211,7 @@ impl ManifestError {
                 | Self::ChainBroken { .. }
                 | Self::WrongConsortium { .. }
                 | Self::NotAMember { .. }
+                | Self::NotListed { .. }
                 | Self::Unverified(_)
         )
     }

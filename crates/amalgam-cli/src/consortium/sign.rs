@@ -90,7 +90,7 @@ pub fn run(a: &SignArgs) -> Result<(), Failure> {
     signed.write(&a.signed)?;
     let missing = signed.unsigned_members();
     if missing.is_empty() {
-        signed.verify(None)?;
+        signed.verify()?;
         println!(
             "{}: every member signed; the manifest is valid",
             a.signed.display()
