@@ -25,6 +25,9 @@ pub enum KeyError {
     /// The path is a symbolic link, which could point anywhere.
     #[error("{} is a symbolic link; give the key file itself", .0.display())]
     Symlink(PathBuf),
+    /// The key file changed between looking at its name and opening it.
+    #[error("{} was replaced while it was being opened; refusing it", .0.display())]
+    Swapped(PathBuf),
     /// A key already exists there; generating would overwrite a plant's identity.
     #[error("{} already exists; an identity key is never overwritten", .0.display())]
     Exists(PathBuf),
