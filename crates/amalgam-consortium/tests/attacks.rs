@@ -426,3 +426,110 @@ fn join_requests_prove_possession_and_bind_their_consortium() {
         Err(ManifestError::MissingSignature { .. })
     ));
 }
+
+/// Rotations out of canonical order (descending new key) give a second encoding of the same
+/// epoch; every member signing those bytes does not make them valid.
+#[test]
+fn rotations_out_of_canonical_order_are_refused() {
+    let c = consortium(20, 4, 0, 32);
+    let mut body = draft::next_epoch(&c.verified);
+    let mut new_keys = Vec::new();
+    for (i, old) in c.sites[..2].iter().enumerate() {
+        let new = seeded_key(20, 600 + i as u64);
+        let name = c
+            .verified
+            .member(&old.verifying_key())
+            .unwrap()
+            .name
+            .clone();
+        for m in &mut body.members {
+            if m.key == old.verifying_key() {
+                m.key = new.verifying_key();
+            }
+        }
+        body.rotations.push(RotationStatement::sign(
+            old,
+            "test-consortium",
+            &name,
+            2,
+            new.verifying_key(),
+        ));
+        new_keys.push(new);
+    }
+    body.normalise();
+    amalgam_consortium::validate::validate(&body).unwrap();
+    let mut reversed = body.clone();
+    reversed.rotations.reverse();
+    let e = amalgam_consortium::validate::validate(&reversed).unwrap_err();
+    assert!(matches!(e, ManifestError::Rotation { .. }), "{e}");
+
+    // The same, as bytes every member of epoch 2 signed.
+    let bytes = canonical::encode(&reversed);
+    let message = signed::signing_message(&bytes);
+    let mut signers: Vec<&IdentityKey> = c.sites[2..].iter().collect();
+    signers.push(&c.aggregator);
+    signers.extend(new_keys.iter());
+    let slots: Vec<Option<[u8; 64]>> = reversed
+        .members
+        .iter()
+        .map(|m| {
+            let k = signers.iter().find(|k| k.verifying_key() == m.key).unwrap();
+            Some(k.sign(&message).to_bytes())
+        })
+        .collect();
+    let file = file_with(&bytes, &slots);
+    let result = SignedManifest::from_bytes(&file).and_then(|s| s.verify());
+    assert!(
+        matches!(result, Err(ManifestError::Rotation { .. })),
+        "{result:?}"
+    );
+}
+
+/// Bidirectional overrides and zero-width characters would make the line a member reads
+/// before signing lie about who is listed; labels are printable ASCII only.
+#[test]
+fn names_with_bidi_overrides_or_invisible_characters_are_refused() {
+    let c = consortium(21, 4, 0, 32);
+    type Edit = fn(&mut ManifestBody);
+    let cases: [(&str, Edit); 5] = [
+        ("RLO in organisation", |b| {
+            b.members[0].organisation = "Plant \u{202E}HbmG".into()
+        }),
+        ("zero-width space in name", |b| {
+            b.members[0].name = "site\u{200B}-0".into()
+        }),
+        ("word joiner in name", |b| {
+            b.members[1].name = "a\u{2060}b".into()
+        }),
+        ("line separator in organisation", |b| {
+            b.members[1].organisation = "A\u{2028}B".into()
+        }),
+        ("Cyrillic look-alike in name", |b| {
+            b.members[2].name = "sit\u{0435}-2".into()
+        }),
+    ];
+    for (what, edit) in cases {
+        let mut body = draft::next_epoch(&c.verified);
+        edit(&mut body);
+        assert!(
+            matches!(
+                SignedManifest::from_body(body.clone()),
+                Err(ManifestError::Invalid(_))
+            ),
+            "{what} accepted"
+        );
+        // Also refused when it arrives as signed canonical bytes.
+        let bytes = canonical::encode(&body);
+        let decoded = canonical::decode(&bytes);
+        if let Ok(d) = decoded {
+            assert!(
+                amalgam_consortium::validate::validate(&d).is_err(),
+                "{what}"
+            );
+        }
+    }
+    // Plain ASCII with inner spaces and punctuation stays fine.
+    let mut body = draft::next_epoch(&c.verified);
+    body.members[0].organisation = "Acier & Fils S.A. (Lyon)".into();
+    SignedManifest::from_body(body).unwrap();
+}
