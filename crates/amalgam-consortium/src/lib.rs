@@ -46,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 pub mod canonical;
+pub mod diff;
 pub mod draft;
 pub mod error;
 pub mod flags;

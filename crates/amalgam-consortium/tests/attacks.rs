@@ -533,3 +533,46 @@ fn names_with_bidi_overrides_or_invisible_characters_are_refused() {
     body.members[0].organisation = "Acier & Fils S.A. (Lyon)".into();
     SignedManifest::from_body(body).unwrap();
 }
+
+/// A join draft that also loosens t, m, the trust model, the fallback and the DP budget:
+/// every one of those fields is listed, as well as the join itself.
+#[test]
+fn a_join_draft_cannot_hide_policy_changes() {
+    use amalgam_consortium::diff::changes_since;
+    let c = consortium(22, 5, 0, 32);
+    let me = c.sites[0].verifying_key();
+    let mut body = draft::next_epoch(&c.verified);
+    let newcomer = seeded_key(22, 400);
+    body.members.push(amalgam_consortium::Member {
+        name: "newcomer".into(),
+        organisation: "New Plant".into(),
+        roles: vec![amalgam_consortium::Role::Site],
+        key: newcomer.verifying_key(),
+    });
+    body.protocol.threshold -= 1;
+    body.protocol.min_cohort -= 1;
+    body.protocol.trust = amalgam_consortium::Trust::Curious;
+    body.dp.budget = amalgam_consortium::DpBudget::None;
+    body.normalise();
+    let fields: Vec<String> = changes_since(&c.verified, &body, &me)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.field)
+        .collect();
+    for f in [
+        "protocol.threshold",
+        "protocol.min_cohort",
+        "protocol.trust",
+        "dp.budget.kind",
+        "member.newcomer",
+    ] {
+        assert!(fields.iter().any(|x| x == f), "{f} not listed: {fields:?}");
+    }
+    // A draft that does not chain to the previous epoch is refused before any diff.
+    let mut unchained = body.clone();
+    unchained.prev_digest = Some([7; 32]);
+    assert!(matches!(
+        changes_since(&c.verified, &unchained, &me),
+        Err(ManifestError::ChainBroken { .. })
+    ));
+}

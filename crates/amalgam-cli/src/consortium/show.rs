@@ -221,6 +221,51 @@ fn to_text(
             fingerprint(&m.key)
         ));
     }
+    out.push_str(&policy_text(body));
+    if flags.is_empty() {
+        out.push_str("flags: none\n");
+    }
+    for f in flags {
+        let line = match f {
+            Flag::AggregatorOrganisationRunsDecryptor { organisation } => format!(
+                "FLAG: {organisation} runs the aggregator and a decryptor (counts against c_d)"
+            ),
+            Flag::DecryptorsShareOrganisation {
+                organisation,
+                decryptors,
+            } => format!(
+                "FLAG: {organisation} runs {decryptors} decryptors ({} count against c_d)",
+                decryptors - 1
+            ),
+            Flag::AggregatorOrganisationRunsSites {
+                organisation,
+                sites,
+            } => format!(
+                "FLAG: {organisation} runs the aggregator and {sites} site(s) (count against c)"
+            ),
+            Flag::Unverified {
+                name,
+                organisation,
+                fingerprint,
+            } => format!(
+                "FLAG: {name} ({organisation}) [{fingerprint}] not verified by you: count it against c"
+            ),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    match (is_signed, error) {
+        (true, None) => out.push_str("valid: every member signed\n"),
+        (true, Some(e)) => out.push_str(&format!("NOT VALID: {e}\n")),
+        (false, _) => out.push_str("draft: not signed (confers no authority)\n"),
+    }
+    out
+}
+
+/// The whole policy of `body` (everything but the member list), one section a line: what a
+/// member agrees to when it signs.
+pub(super) fn policy_text(body: &ManifestBody) -> String {
+    let mut out = String::new();
     let p = &body.protocol;
     out.push_str(&format!(
         "protocol: t = {}, c = {}, f = {}, m = {}, graph {:?}, aggregator {:?}\n",
@@ -259,42 +304,21 @@ fn to_text(
         c.training.rounds,
         c.weight_mode
     ));
-    if flags.is_empty() {
-        out.push_str("flags: none\n");
-    }
-    for f in flags {
-        let line = match f {
-            Flag::AggregatorOrganisationRunsDecryptor { organisation } => format!(
-                "FLAG: {organisation} runs the aggregator and a decryptor (counts against c_d)"
-            ),
-            Flag::DecryptorsShareOrganisation {
-                organisation,
-                decryptors,
-            } => format!(
-                "FLAG: {organisation} runs {decryptors} decryptors ({} count against c_d)",
-                decryptors - 1
-            ),
-            Flag::AggregatorOrganisationRunsSites {
-                organisation,
-                sites,
-            } => format!(
-                "FLAG: {organisation} runs the aggregator and {sites} site(s) (count against c)"
-            ),
-            Flag::Unverified {
-                name,
-                organisation,
-                fingerprint,
-            } => format!(
-                "FLAG: {name} ({organisation}) [{fingerprint}] not verified by you: count it against c"
-            ),
-        };
-        out.push_str(&line);
-        out.push('\n');
-    }
-    match (is_signed, error) {
-        (true, None) => out.push_str("valid: every member signed\n"),
-        (true, Some(e)) => out.push_str(&format!("NOT VALID: {e}\n")),
-        (false, _) => out.push_str("draft: not signed (confers no authority)\n"),
-    }
+    let t = &c.training;
+    out.push_str(&format!(
+        "training: {} local epochs, batch {}, {:?}, lr {}, mu {}, server lr {}, momentum {}\n",
+        t.local_epochs,
+        t.batch_size,
+        t.optimizer,
+        t.learning_rate,
+        t.mu,
+        t.server_lr,
+        t.server_momentum
+    ));
+    out.push_str(&format!(
+        "digests: parameter list {}, initial weights {}\n",
+        hex::encode(c.parameter_list_digest),
+        hex::encode(c.initial_weights_digest)
+    ));
     out
 }
