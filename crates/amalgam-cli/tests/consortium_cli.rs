@@ -211,12 +211,36 @@ fn keys_init_join_approve_sign_show_round_trip() {
             "show",
             "--signed",
             "consortium.signed",
+            "--key",
+            "k-s2",
             "--high-water",
             "hw.json",
             "--accept",
         ],
     );
     let s1b = fingerprint_of(&ok(d, &["keys", "gen", "--dir", "k-s1b"]));
+    // A party whose key epoch 1 does not list (it did not sign it) cannot accept it.
+    let out = amalgam(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "consortium.signed",
+            "--key",
+            "k-s1b",
+            "--high-water",
+            "hw-outsider.json",
+            "--accept",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "accepted an epoch without my key"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not list your key"));
+    assert!(!d.join("hw-outsider.json").exists());
     ok(
         d,
         &[
@@ -258,6 +282,10 @@ fn keys_init_join_approve_sign_show_round_trip() {
                 &format!("k-{name}"),
                 "--verified",
                 "verified2.txt",
+                "--previous",
+                "consortium.signed",
+                "--accept-changes",
+                "member.s1.key",
             ],
         );
     }
@@ -285,6 +313,8 @@ fn keys_init_join_approve_sign_show_round_trip() {
             "show",
             "--signed",
             "e2.signed",
+            "--key",
+            "k-s2",
             "--high-water",
             "hw.json",
             "--accept",
@@ -302,12 +332,130 @@ fn keys_init_join_approve_sign_show_round_trip() {
             "show",
             "--signed",
             "consortium.signed",
+            "--key",
+            "k-s2",
             "--high-water",
             "hw.json",
         ],
     );
     assert_eq!(out.status.code(), Some(4), "rollback to epoch 1 accepted");
     assert!(String::from_utf8_lossy(&out.stderr).contains("older than the accepted epoch 2"));
+
+    // A "join" draft that also raises sigma: the signer sees the diff against the previous
+    // epoch and must accept every changed field by name.
+    let s4 = fingerprint_of(&ok(d, &["keys", "gen", "--dir", "k-s4"]));
+    ok(
+        d,
+        &[
+            "consortium",
+            "init",
+            "--from",
+            "consortium.signed",
+            "--out",
+            "e3.toml",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "consortium",
+            "join",
+            "--manifest",
+            "e3.toml",
+            "--key",
+            "k-s4",
+            "--org",
+            "Org s4",
+            "--roles",
+            "site",
+            "--name",
+            "s4",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "consortium",
+            "approve",
+            "--manifest",
+            "e3.toml",
+            "--request",
+            "s4.join.toml",
+        ],
+    );
+    let text = std::fs::read_to_string(d.join("e3.toml")).unwrap();
+    let edited = text.replace("sigma = 4.0", "sigma = 0.5");
+    assert_ne!(text, edited);
+    std::fs::write(d.join("e3.toml"), edited).unwrap();
+    let mut fps3 = fps.clone();
+    fps3.push(s4);
+    std::fs::write(d.join("verified3.txt"), fps3.join("\n")).unwrap();
+    let sign3 = |extra: &[&str]| {
+        let mut args = vec![
+            "consortium",
+            "sign",
+            "--manifest",
+            "e3.toml",
+            "--signed",
+            "e3.signed",
+            "--key",
+            "k-s2",
+            "--verified",
+            "verified3.txt",
+        ];
+        args.extend_from_slice(extra);
+        amalgam(d, &args)
+    };
+    let out = sign3(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "epoch 2 signed without --previous"
+    );
+    assert!(!d.join("e3.signed").exists());
+    let out = sign3(&["--previous", "consortium.signed"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "changes signed without accepting them"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("dp.sigma: 4.0 -> 0.5"), "{stdout}");
+    assert!(stdout.contains("fallback allowed: false"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dp.sigma"));
+    let out = sign3(&[
+        "--previous",
+        "consortium.signed",
+        "--accept-changes",
+        "member.s4",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "an unlisted sigma change was signed"
+    );
+    assert!(!d.join("e3.signed").exists());
+    // A previous manifest the draft does not chain to is refused.
+    let out = sign3(&[
+        "--previous",
+        "e2.signed",
+        "--accept-changes",
+        "member.s4,dp.sigma",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!d.join("e3.signed").exists());
+    let out = sign3(&[
+        "--previous",
+        "consortium.signed",
+        "--accept-changes",
+        "dp.sigma,member.s4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(d.join("e3.signed").exists());
 
     // One flipped byte in the signed file: exit 4.
     let mut bytes = std::fs::read(d.join("consortium.signed")).unwrap();

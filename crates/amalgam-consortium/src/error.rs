@@ -25,6 +25,9 @@ pub enum KeyError {
     /// The path is a symbolic link, which could point anywhere.
     #[error("{} is a symbolic link; give the key file itself", .0.display())]
     Symlink(PathBuf),
+    /// The key file changed between looking at its name and opening it.
+    #[error("{} was replaced while it was being opened; refusing it", .0.display())]
+    Swapped(PathBuf),
     /// A key already exists there; generating would overwrite a plant's identity.
     #[error("{} already exists; an identity key is never overwritten", .0.display())]
     Exists(PathBuf),
@@ -130,6 +133,13 @@ pub enum ManifestError {
         /// Fingerprint of the key.
         fingerprint: String,
     },
+    /// The manifest does not list this party's own key: it never signed it, so it must not
+    /// accept it (an aggregator alone could otherwise build a next epoch of itself and Sybils).
+    #[error("this manifest does not list your key {fingerprint}: you did not sign it, refusing it")]
+    NotListed {
+        /// Fingerprint of the party's own key.
+        fingerprint: String,
+    },
     /// `sign` without every other member's fingerprint verified out of band.
     #[error("refusing to sign: fingerprints not verified for {0}")]
     Unverified(String),
@@ -204,6 +214,7 @@ impl ManifestError {
                 | Self::ChainBroken { .. }
                 | Self::WrongConsortium { .. }
                 | Self::NotAMember { .. }
+                | Self::NotListed { .. }
                 | Self::Unverified(_)
         )
     }

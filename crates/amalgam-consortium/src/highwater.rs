@@ -4,6 +4,15 @@
 //! File: JSON `{"format":1,"consortium":…,"epoch":N,"digest":HEX,"members":[{"name":…,"key":HEX}]}`
 //! written atomically (temp file, fsync, rename, fsync directory). The member keys let the
 //! next epoch's key rotations be checked against the keys this party knew.
+//!
+//! Only epochs that list the accepting party's own key are accepted: a valid epoch is signed
+//! by every member it lists, so a party only ever moves its mark to an epoch it signed itself.
+//! Without that rule the aggregator alone could build epoch H+1 = itself plus Sybils (all of
+//! whom sign), move an honest party's mark there, and make the real H+1 a "fork" forever.
+//!
+//! Updates are serialised by an exclusive lock on `.NAME.lock` beside the file; the mark is
+//! re-read and re-checked under the lock, so two concurrent `accept`s cannot both succeed
+//! from the same old mark.
 
 use std::path::Path;
 
@@ -63,12 +72,13 @@ impl EpochHighWater {
         }
     }
 
-    /// Reads the file; `Ok(None)` when it does not exist yet.
+    /// Reads the file; `Ok(None)` only when nothing is at `path` ("not found"). Any other
+    /// failure — permission denied, a path through a non-directory, a dangling symbolic link —
+    /// is an error: treating it as "no mark" would accept a rollback as first contact.
     pub fn load(path: &Path) -> Result<Option<Self>, ManifestError> {
-        if !path.exists() {
+        let Some(bytes) = fsutil::read_bounded_if_present(path, MAX_FILE)? else {
             return Ok(None);
-        }
-        let bytes = fsutil::read_bounded(path, MAX_FILE)?;
+        };
         let hw: Self = serde_json::from_slice(&bytes).map_err(|e| ManifestError::Parse {
             what: "epoch high-water file",
             reason: e.to_string(),
@@ -82,11 +92,19 @@ impl EpochHighWater {
         Ok(Some(hw))
     }
 
-    /// Records `m` as the highest accepted epoch, after checking again that it is this one or
-    /// its direct successor. Never lowers the mark.
-    pub fn accept(path: &Path, m: &VerifiedManifest) -> Result<(), ManifestError> {
+    /// Records `m` as the highest accepted epoch of the party whose own key is `me`, after
+    /// checking, under an exclusive lock and against the mark re-read under it, that `m` lists
+    /// `me` and is this epoch or its direct successor. Never lowers the mark. Without a mark
+    /// (first contact) any valid epoch listing `me` is accepted: trust on first use.
+    pub fn accept(
+        path: &Path,
+        m: &VerifiedManifest,
+        me: &VerifyingKey,
+    ) -> Result<(), ManifestError> {
+        require_listed(m.body(), me)?;
+        let _lock = fsutil::lock_sibling(path)?;
         if let Some(current) = Self::load(path)? {
-            current.check_successor(m.body(), &m.consortium_digest())?;
+            current.check_successor(m.body(), &m.consortium_digest(), me)?;
             if current.epoch == m.epoch() {
                 return Ok(());
             }
@@ -98,14 +116,17 @@ impl EpochHighWater {
         fsutil::write_atomic(path, &json)
     }
 
-    /// Whether `body` (with `digest`) may be accepted after this mark: the same epoch with the
-    /// same digest, or the next epoch chaining to this digest whose key changes all carry a
-    /// rotation statement by the old key.
+    /// Whether `body` (with `digest`) may be accepted after this mark by the party whose own
+    /// key is `me`: it lists `me`, and it is the same epoch with the same digest, or the next
+    /// epoch chaining to this digest whose key changes all carry a rotation statement by the
+    /// old key.
     pub fn check_successor(
         &self,
         body: &ManifestBody,
         digest: &[u8; 32],
+        me: &VerifyingKey,
     ) -> Result<(), ManifestError> {
+        require_listed(body, me)?;
         if body.consortium != self.consortium {
             return Err(ManifestError::WrongConsortium {
                 expected: self.consortium.clone(),
@@ -153,5 +174,16 @@ impl EpochHighWater {
             }
         }
         Ok(())
+    }
+}
+
+/// Refuses a manifest that does not list `me`: this party did not sign it.
+pub(crate) fn require_listed(body: &ManifestBody, me: &VerifyingKey) -> Result<(), ManifestError> {
+    if body.members.iter().any(|m| &m.key == me) {
+        Ok(())
+    } else {
+        Err(ManifestError::NotListed {
+            fingerprint: crate::key::fingerprint(me),
+        })
     }
 }

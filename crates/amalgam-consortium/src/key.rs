@@ -158,29 +158,29 @@ impl IdentityKey {
             check_dir(parent)?;
             path.to_path_buf()
         };
-        let meta = fs::symlink_metadata(&file_path).map_err(io(&file_path))?;
-        if meta.file_type().is_symlink() {
+        // Look at the name once without following links, open it once, then check the opened
+        // file itself (fstat): same inode as the name we looked at, a regular file, mode and
+        // size. A link or file swapped in between the look and the open is refused.
+        let named = fs::symlink_metadata(&file_path).map_err(io(&file_path))?;
+        if named.file_type().is_symlink() {
             return Err(KeyError::Symlink(file_path));
         }
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::Permissions {
-                what: "key file",
+        if !named.is_file() {
+            return Err(KeyError::Format {
                 path: file_path,
-                mode,
-                fix: 0o600,
+                reason: "not a regular file",
             });
         }
+        let file = fs::File::open(&file_path).map_err(io(&file_path))?;
+        let meta = file.metadata().map_err(io(&file_path))?;
+        check_opened(&file_path, &named, &meta)?;
         let format = |reason| KeyError::Format {
             path: file_path.clone(),
             reason,
         };
-        if meta.len() > MAX_KEY_FILE {
-            return Err(format("larger than a key file"));
-        }
         let mut text = Zeroizing::new(String::new());
-        fs::File::open(&file_path)
-            .and_then(|f| f.take(MAX_KEY_FILE).read_to_string(&mut text))
+        file.take(MAX_KEY_FILE)
+            .read_to_string(&mut text)
             .map_err(io(&file_path))?;
         let mut lines = text.lines();
         if lines.next() != Some(BEGIN) {
@@ -227,6 +227,37 @@ impl IdentityKey {
     pub fn to_ledger_key(&self) -> SigningKey {
         self.key.clone()
     }
+}
+
+/// Checks the metadata of the opened key file (`opened`, from fstat) against what the name
+/// pointed at before the open (`named`, from lstat) and against the key-file rules.
+fn check_opened(path: &Path, named: &fs::Metadata, opened: &fs::Metadata) -> Result<(), KeyError> {
+    use std::os::unix::fs::MetadataExt;
+    if named.dev() != opened.dev() || named.ino() != opened.ino() {
+        return Err(KeyError::Swapped(path.to_path_buf()));
+    }
+    if !opened.is_file() {
+        return Err(KeyError::Format {
+            path: path.to_path_buf(),
+            reason: "not a regular file",
+        });
+    }
+    let mode = opened.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            what: "key file",
+            path: path.to_path_buf(),
+            mode,
+            fix: 0o600,
+        });
+    }
+    if opened.len() > MAX_KEY_FILE {
+        return Err(KeyError::Format {
+            path: path.to_path_buf(),
+            reason: "larger than a key file",
+        });
+    }
+    Ok(())
 }
 
 fn check_dir(dir: &Path) -> Result<(), KeyError> {
@@ -279,4 +310,39 @@ pub fn normalise_fingerprint(text: &str) -> Option<String> {
         .collect();
     (cleaned.len() == FINGERPRINT_BYTES * 2 && cleaned.bytes().all(|b| b.is_ascii_hexdigit()))
         .then_some(cleaned)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The name was looked at (lstat), then another file was swapped in before the open: the
+    /// opened file's inode differs and the key is refused, whatever its mode.
+    #[test]
+    fn a_file_swapped_in_between_look_and_open_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        fs::write(&a, b"x").unwrap();
+        fs::write(&b, b"y").unwrap();
+        fs::set_permissions(&a, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(&b, fs::Permissions::from_mode(0o600)).unwrap();
+        let named = fs::symlink_metadata(&a).unwrap();
+        let opened = fs::File::open(&b).unwrap().metadata().unwrap();
+        assert!(matches!(
+            check_opened(&a, &named, &opened),
+            Err(KeyError::Swapped(_))
+        ));
+        // The mode is judged on the opened file, not on the name looked at.
+        fs::set_permissions(&b, fs::Permissions::from_mode(0o644)).unwrap();
+        let named_b = fs::symlink_metadata(&b).unwrap();
+        let opened_b = fs::File::open(&b).unwrap().metadata().unwrap();
+        assert!(matches!(
+            check_opened(&b, &named_b, &opened_b),
+            Err(KeyError::Permissions { .. })
+        ));
+        let opened_a = fs::File::open(&a).unwrap().metadata().unwrap();
+        check_opened(&a, &named, &opened_a).unwrap();
+    }
 }

@@ -31,12 +31,13 @@
 //! let dir = tempfile::tempdir()?;
 //! let mark = dir.path().join("epoch.json");
 //! let high_water = EpochHighWater::load(&mark)?;
-//! let manifest = SignedManifest::from_bytes(&bytes)?.verify(high_water.as_ref())?;
-//! EpochHighWater::accept(&mark, &manifest)?;
+//! let me = c.sites[2].verifying_key(); // this party's own identity
+//! // verify_for refuses a manifest that does not list `me` (this party did not sign it).
+//! let manifest = SignedManifest::from_bytes(&bytes)?.verify_for(&me, high_water.as_ref())?;
+//! EpochHighWater::accept(&mark, &manifest, &me)?;
 //!
 //! let params = manifest.round_params(0)?; // amalgam_proto::RoundParams, from the manifest only
 //! assert_eq!(params.n(), 5);
-//! let me = c.sites[2].verifying_key();
 //! assert_eq!(manifest.site_index(&me), Some(2));
 //! let _context = manifest.context_digest(&[0; 32]); // for Site::with_context_digest
 //! # }
@@ -45,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 pub mod canonical;
+pub mod diff;
 pub mod draft;
 pub mod error;
 pub mod flags;

@@ -137,12 +137,28 @@ impl SignedManifest {
         Ok(())
     }
 
-    /// Verifies: strict decoding, every rule, every member's signature over the exact bytes
-    /// (no quorum: one missing or bad signature refuses the manifest), and — given the highest
+    /// Verifies the manifest on its own: strict decoding, every rule, and every member's
+    /// signature over the exact bytes (no quorum: one missing or bad signature refuses it).
+    /// This says nothing about whether a given party should use it: a party calls
+    /// [`SignedManifest::verify_for`] with its own key and its high-water mark.
+    pub fn verify(&self) -> Result<VerifiedManifest, ManifestError> {
+        self.verify_inner(None)
+    }
+
+    /// Verifies as the party whose own key is `me`: everything [`SignedManifest::verify`]
+    /// checks, that the manifest lists `me` (so this party signed it), and — given the highest
     /// epoch this party accepted — the epoch chain and key rotations.
-    pub fn verify(
+    pub fn verify_for(
         &self,
+        me: &VerifyingKey,
         high_water: Option<&EpochHighWater>,
+    ) -> Result<VerifiedManifest, ManifestError> {
+        self.verify_inner(Some((me, high_water)))
+    }
+
+    fn verify_inner(
+        &self,
+        party: Option<(&VerifyingKey, Option<&EpochHighWater>)>,
     ) -> Result<VerifiedManifest, ManifestError> {
         let body = canonical::decode(&self.bytes)?;
         let derived: Derived = validate::validate(&body)?;
@@ -166,8 +182,11 @@ impl SignedManifest {
                 })?;
         }
         let digest = digest_of(&self.bytes);
-        if let Some(hw) = high_water {
-            hw.check_successor(&body, &digest)?;
+        if let Some((me, high_water)) = party {
+            crate::highwater::require_listed(&body, me)?;
+            if let Some(hw) = high_water {
+                hw.check_successor(&body, &digest, me)?;
+            }
         }
         VerifiedManifest::new(body, self.bytes.clone(), digest, derived)
     }

@@ -153,7 +153,7 @@ pub fn sign_all(body: ManifestBody, keys: &[&IdentityKey]) -> (SignedManifest, V
     for k in keys {
         signed.sign_as(k).expect("test key is a member");
     }
-    let verified = signed.verify(None).expect("every member signed");
+    let verified = signed.verify().expect("every member signed");
     (signed, verified)
 }
 

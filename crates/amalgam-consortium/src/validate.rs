@@ -27,6 +27,10 @@ pub struct Derived {
     pub dp: amalgam_dp::ledger::RoundParams,
 }
 
+/// Every label (consortium and campaign ids, member names, organisations, model names) is
+/// printable ASCII plus space (0x20..=0x7e), without surrounding spaces. Unicode is refused
+/// outright: bidirectional overrides (U+202E) reorder the line a member reads before signing,
+/// zero-width and look-alike characters make two different names print the same.
 fn check_text(what: &str, s: &str, max: usize) -> Result<(), ManifestError> {
     if s.is_empty() || s.len() > max {
         return Err(ManifestError::invalid(format!(
@@ -34,9 +38,10 @@ fn check_text(what: &str, s: &str, max: usize) -> Result<(), ManifestError> {
             s.len()
         )));
     }
-    if s.chars().any(char::is_control) || s.trim() != s {
+    if !s.bytes().all(|b| (0x20..=0x7e).contains(&b)) || s.trim() != s {
         return Err(ManifestError::invalid(format!(
-            "{what} {s:?} contains control characters or surrounding spaces"
+            "{what} {:?} must be printable ASCII and spaces, without surrounding spaces",
+            s.escape_default().to_string()
         )));
     }
     Ok(())
@@ -202,6 +207,13 @@ fn check_rotations(body: &ManifestBody) -> Result<(), ManifestError> {
             name: r.name.clone(),
             reason,
         };
+        // Canonical order (spec §3): strictly ascending new key, so one set of rotations has
+        // exactly one encoding and one digest.
+        if let Some(prev) = i.checked_sub(1).and_then(|j| body.rotations.get(j))
+            && prev.new_key.as_bytes() >= r.new_key.as_bytes()
+        {
+            return Err(fail("rotations must be in ascending new-key order"));
+        }
         if r.epoch != body.epoch {
             return Err(fail("the statement names another epoch"));
         }

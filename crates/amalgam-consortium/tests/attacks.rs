@@ -76,7 +76,7 @@ fn signature_by_a_non_member_is_refused() {
     slots[0] = Some(forged);
     let bad = SignedManifest::from_bytes(&file_with(bytes, &slots)).unwrap();
     assert!(matches!(
-        bad.verify(None),
+        bad.verify(),
         Err(ManifestError::BadSignature { .. })
     ));
     // Nor append it as an extra slot.
@@ -91,7 +91,7 @@ fn signature_by_a_non_member_is_refused() {
     let mut slots = slots_of(&c.signed);
     slots[1] = slots_of(&other.signed)[1];
     let bad = SignedManifest::from_bytes(&file_with(bytes, &slots)).unwrap();
-    assert!(bad.verify(None).is_err());
+    assert!(bad.verify().is_err());
 }
 
 #[test]
@@ -105,7 +105,7 @@ fn reordered_or_duplicated_members_are_refused() {
     swapped.members.swap(0, 1);
     let bytes = canonical::encode(&swapped);
     let s = SignedManifest::from_bytes(&file_with(&bytes, &vec![None; 5])).unwrap();
-    let e = s.verify(None).unwrap_err();
+    let e = s.verify().unwrap_err();
     assert!(e.to_string().contains("ascending key order"), "{e}");
     // The original signatures do not transfer to the re-ordered bytes either.
     let all: Vec<&IdentityKey> = sites.iter().chain([&agg]).collect();
@@ -113,7 +113,7 @@ fn reordered_or_duplicated_members_are_refused() {
     let mut slots = slots_of(&good);
     slots.swap(0, 1);
     let s = SignedManifest::from_bytes(&file_with(&bytes, &slots)).unwrap();
-    assert!(s.verify(None).is_err());
+    assert!(s.verify().is_err());
     // A duplicated member (same key twice).
     let mut dup = body.clone();
     let first = dup.members[0].clone();
@@ -121,7 +121,7 @@ fn reordered_or_duplicated_members_are_refused() {
     let s =
         SignedManifest::from_bytes(&file_with(&canonical::encode(&dup), &vec![None; 6])).unwrap();
     assert!(
-        s.verify(None)
+        s.verify()
             .unwrap_err()
             .to_string()
             .contains("ascending key order")
@@ -157,7 +157,7 @@ fn one_byte_changed_anywhere_changes_the_digest_and_breaks_every_signature() {
         let file = file_with(&b, &slots);
         assert!(
             SignedManifest::from_bytes(&file)
-                .and_then(|s| s.verify(None))
+                .and_then(|s| s.verify())
                 .is_err(),
             "byte {i} accepted"
         );
@@ -199,55 +199,56 @@ fn epochs_chain_and_never_go_back() {
     let dir = tempfile::tempdir().unwrap();
     let hw_path = dir.path().join("epoch.json");
     let c = consortium(16, 4, 0, 32);
+    let me = c.sites[0].verifying_key();
     assert_eq!(EpochHighWater::load(&hw_path).unwrap(), None);
-    EpochHighWater::accept(&hw_path, &c.verified).unwrap();
+    EpochHighWater::accept(&hw_path, &c.verified, &me).unwrap();
     let hw = EpochHighWater::load(&hw_path).unwrap().unwrap();
     assert_eq!(hw.epoch, 1);
     // The same epoch again (a restart) is fine.
-    c.signed.verify(Some(&hw)).unwrap();
+    c.signed.verify_for(&me, Some(&hw)).unwrap();
 
     // Epoch 2: a policy change.
     let e2 = next(&c, |b| b.max_aborted_rounds = 3);
-    let v2 = e2.verify(Some(&hw)).unwrap();
+    let v2 = e2.verify_for(&me, Some(&hw)).unwrap();
     assert_eq!(v2.epoch(), 2);
-    EpochHighWater::accept(&hw_path, &v2).unwrap();
+    EpochHighWater::accept(&hw_path, &v2, &me).unwrap();
     let hw2 = EpochHighWater::load(&hw_path).unwrap().unwrap();
     assert_eq!(hw2.epoch, 2);
 
     // The older epoch is refused now, and accept never lowers the mark.
     assert!(matches!(
-        c.signed.verify(Some(&hw2)),
+        c.signed.verify_for(&me, Some(&hw2)),
         Err(ManifestError::EpochRegressed {
             accepted: 2,
             got: 1
         })
     ));
-    assert!(EpochHighWater::accept(&hw_path, &c.verified).is_err());
+    assert!(EpochHighWater::accept(&hw_path, &c.verified, &me).is_err());
     assert_eq!(EpochHighWater::load(&hw_path).unwrap().unwrap().epoch, 2);
 
     // A second, different epoch 2 (a fork) is refused.
     let fork = next(&c, |b| b.max_aborted_rounds = 4);
     assert!(matches!(
-        fork.verify(Some(&hw2)),
+        fork.verify_for(&me, Some(&hw2)),
         Err(ManifestError::EpochForked { epoch: 2 })
     ));
 
     // An epoch 2 whose previous digest is not epoch 1's: broken chain.
     let broken = next(&c, |b| b.prev_digest = Some([9; 32]));
     assert!(matches!(
-        broken.verify(Some(&hw)),
+        broken.verify_for(&me, Some(&hw)),
         Err(ManifestError::ChainBroken { epoch: 2 })
     ));
     // Skipping an epoch cannot be checked: refused.
     let gap = next(&c, |b| b.epoch = 3);
     assert!(matches!(
-        gap.verify(Some(&hw)),
+        gap.verify_for(&me, Some(&hw)),
         Err(ManifestError::EpochGap { .. })
     ));
     // Another consortium's manifest is refused.
     let other = next(&c, |b| b.consortium = "other".into());
     assert!(matches!(
-        other.verify(Some(&hw)),
+        other.verify_for(&me, Some(&hw)),
         Err(ManifestError::WrongConsortium { .. })
     ));
 }
@@ -264,7 +265,7 @@ fn a_member_that_does_not_sign_is_not_in_the_epoch() {
         s.sign_as(k).unwrap();
     }
     assert!(matches!(
-        s.verify(None),
+        s.verify(),
         Err(ManifestError::MissingSignature { .. })
     ));
     // Re-issued without it: valid, and the leaver's key is no site any more.
@@ -277,7 +278,8 @@ fn a_member_that_does_not_sign_is_not_in_the_epoch() {
         s.sign_as(k).unwrap();
     }
     let hw = EpochHighWater::of(&c.verified);
-    let v = s.verify(Some(&hw)).unwrap();
+    let me = c.sites[0].verifying_key();
+    let v = s.verify_for(&me, Some(&hw)).unwrap();
     assert_eq!(v.site_index(&leaver), None);
     assert_eq!(v.sites().len(), 4);
 }
@@ -286,6 +288,7 @@ fn a_member_that_does_not_sign_is_not_in_the_epoch() {
 fn key_rotation_needs_the_old_keys_signature() {
     let c = consortium(18, 4, 0, 32);
     let hw = EpochHighWater::of(&c.verified);
+    let me = c.sites[0].verifying_key();
     let old = &c.sites[2];
     let new = seeded_key(18, 500);
     let name = c
@@ -317,7 +320,10 @@ fn key_rotation_needs_the_old_keys_signature() {
         })
     };
     // No statement: every current member (the new key included) signed, still refused.
-    let e = rotate(None).unwrap().verify(Some(&hw)).unwrap_err();
+    let e = rotate(None)
+        .unwrap()
+        .verify_for(&me, Some(&hw))
+        .unwrap_err();
     assert!(matches!(e, ManifestError::Rotation { .. }), "{e}");
     // A statement signed by the new key itself instead of the old one.
     let forged = RotationStatement::sign(&new, "test-consortium", &name, 2, new.verifying_key());
@@ -335,7 +341,7 @@ fn key_rotation_needs_the_old_keys_signature() {
         RotationStatement::sign(&stranger, "test-consortium", &name, 2, new.verifying_key());
     let s = rotate(Some(wrong_old)).unwrap();
     assert!(matches!(
-        s.verify(Some(&hw)),
+        s.verify_for(&me, Some(&hw)),
         Err(ManifestError::Rotation { .. })
     ));
     // A genuine statement for another epoch.
@@ -347,7 +353,10 @@ fn key_rotation_needs_the_old_keys_signature() {
     // The genuine statement: accepted, and the new key holds the same site index's role.
     let good = RotationStatement::sign(old, "test-consortium", &name, 2, new.verifying_key());
     assert!(good.verify("test-consortium"));
-    let v = rotate(Some(good)).unwrap().verify(Some(&hw)).unwrap();
+    let v = rotate(Some(good))
+        .unwrap()
+        .verify_for(&me, Some(&hw))
+        .unwrap();
     assert!(v.site_index(&new.verifying_key()).is_some());
     assert!(v.site_index(&old.verifying_key()).is_none());
 }
@@ -413,7 +422,157 @@ fn join_requests_prove_possession_and_bind_their_consortium() {
     let mut s = SignedManifest::from_body(draft_body).unwrap();
     s.sign_as(&newcomer).unwrap();
     assert!(matches!(
-        s.verify(None),
+        s.verify(),
         Err(ManifestError::MissingSignature { .. })
+    ));
+}
+
+/// Rotations out of canonical order (descending new key) give a second encoding of the same
+/// epoch; every member signing those bytes does not make them valid.
+#[test]
+fn rotations_out_of_canonical_order_are_refused() {
+    let c = consortium(20, 4, 0, 32);
+    let mut body = draft::next_epoch(&c.verified);
+    let mut new_keys = Vec::new();
+    for (i, old) in c.sites[..2].iter().enumerate() {
+        let new = seeded_key(20, 600 + i as u64);
+        let name = c
+            .verified
+            .member(&old.verifying_key())
+            .unwrap()
+            .name
+            .clone();
+        for m in &mut body.members {
+            if m.key == old.verifying_key() {
+                m.key = new.verifying_key();
+            }
+        }
+        body.rotations.push(RotationStatement::sign(
+            old,
+            "test-consortium",
+            &name,
+            2,
+            new.verifying_key(),
+        ));
+        new_keys.push(new);
+    }
+    body.normalise();
+    amalgam_consortium::validate::validate(&body).unwrap();
+    let mut reversed = body.clone();
+    reversed.rotations.reverse();
+    let e = amalgam_consortium::validate::validate(&reversed).unwrap_err();
+    assert!(matches!(e, ManifestError::Rotation { .. }), "{e}");
+
+    // The same, as bytes every member of epoch 2 signed.
+    let bytes = canonical::encode(&reversed);
+    let message = signed::signing_message(&bytes);
+    let mut signers: Vec<&IdentityKey> = c.sites[2..].iter().collect();
+    signers.push(&c.aggregator);
+    signers.extend(new_keys.iter());
+    let slots: Vec<Option<[u8; 64]>> = reversed
+        .members
+        .iter()
+        .map(|m| {
+            let k = signers.iter().find(|k| k.verifying_key() == m.key).unwrap();
+            Some(k.sign(&message).to_bytes())
+        })
+        .collect();
+    let file = file_with(&bytes, &slots);
+    let result = SignedManifest::from_bytes(&file).and_then(|s| s.verify());
+    assert!(
+        matches!(result, Err(ManifestError::Rotation { .. })),
+        "{result:?}"
+    );
+}
+
+/// Bidirectional overrides and zero-width characters would make the line a member reads
+/// before signing lie about who is listed; labels are printable ASCII only.
+#[test]
+fn names_with_bidi_overrides_or_invisible_characters_are_refused() {
+    let c = consortium(21, 4, 0, 32);
+    type Edit = fn(&mut ManifestBody);
+    let cases: [(&str, Edit); 5] = [
+        ("RLO in organisation", |b| {
+            b.members[0].organisation = "Plant \u{202E}HbmG".into()
+        }),
+        ("zero-width space in name", |b| {
+            b.members[0].name = "site\u{200B}-0".into()
+        }),
+        ("word joiner in name", |b| {
+            b.members[1].name = "a\u{2060}b".into()
+        }),
+        ("line separator in organisation", |b| {
+            b.members[1].organisation = "A\u{2028}B".into()
+        }),
+        ("Cyrillic look-alike in name", |b| {
+            b.members[2].name = "sit\u{0435}-2".into()
+        }),
+    ];
+    for (what, edit) in cases {
+        let mut body = draft::next_epoch(&c.verified);
+        edit(&mut body);
+        assert!(
+            matches!(
+                SignedManifest::from_body(body.clone()),
+                Err(ManifestError::Invalid(_))
+            ),
+            "{what} accepted"
+        );
+        // Also refused when it arrives as signed canonical bytes.
+        let bytes = canonical::encode(&body);
+        let decoded = canonical::decode(&bytes);
+        if let Ok(d) = decoded {
+            assert!(
+                amalgam_consortium::validate::validate(&d).is_err(),
+                "{what}"
+            );
+        }
+    }
+    // Plain ASCII with inner spaces and punctuation stays fine.
+    let mut body = draft::next_epoch(&c.verified);
+    body.members[0].organisation = "Acier & Fils S.A. (Lyon)".into();
+    SignedManifest::from_body(body).unwrap();
+}
+
+/// A join draft that also loosens t, m, the trust model, the fallback and the DP budget:
+/// every one of those fields is listed, as well as the join itself.
+#[test]
+fn a_join_draft_cannot_hide_policy_changes() {
+    use amalgam_consortium::diff::changes_since;
+    let c = consortium(22, 5, 0, 32);
+    let me = c.sites[0].verifying_key();
+    let mut body = draft::next_epoch(&c.verified);
+    let newcomer = seeded_key(22, 400);
+    body.members.push(amalgam_consortium::Member {
+        name: "newcomer".into(),
+        organisation: "New Plant".into(),
+        roles: vec![amalgam_consortium::Role::Site],
+        key: newcomer.verifying_key(),
+    });
+    body.protocol.threshold -= 1;
+    body.protocol.min_cohort -= 1;
+    body.protocol.trust = amalgam_consortium::Trust::Curious;
+    body.dp.budget = amalgam_consortium::DpBudget::None;
+    body.normalise();
+    let fields: Vec<String> = changes_since(&c.verified, &body, &me)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.field)
+        .collect();
+    for f in [
+        "protocol.threshold",
+        "protocol.min_cohort",
+        "protocol.trust",
+        "dp.budget.kind",
+        "member.newcomer",
+    ] {
+        assert!(fields.iter().any(|x| x == f), "{f} not listed: {fields:?}");
+    }
+    // A draft that does not chain to the previous epoch is refused before any diff.
+    let mut unchained = body.clone();
+    unchained.prev_digest = Some([7; 32]);
+    assert!(matches!(
+        changes_since(&c.verified, &unchained, &me),
+        Err(ManifestError::ChainBroken { .. })
     ));
 }

@@ -26,7 +26,7 @@ fn helper_consortium_verifies_and_derives_proto_params() {
     let back = SignedManifest::from_bytes(&c.signed.to_bytes()).unwrap();
     assert_eq!(back, c.signed);
     assert_eq!(
-        back.verify(None).unwrap().consortium_digest(),
+        back.verify().unwrap().consortium_digest(),
         v.consortium_digest()
     );
 }
@@ -54,11 +54,11 @@ fn missing_signature_refused() {
     for k in &sites {
         signed.sign_as(k).unwrap();
     }
-    match signed.verify(None) {
+    match signed.verify() {
         Err(ManifestError::MissingSignature { name, .. }) => assert_eq!(name, "aggregator"),
         other => panic!("{other:?}"),
     }
     signed.sign_as(&aggregator).unwrap();
-    assert!(signed.verify(None).is_ok());
+    assert!(signed.verify().is_ok());
     let _ = (sign_all, Role::Site);
 }

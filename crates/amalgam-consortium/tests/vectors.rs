@@ -124,7 +124,7 @@ fn vectors() -> BTreeMap<String, Value> {
 
 fn check(name: &str, v: &Value) {
     let file = hex::decode(v["signed_file"].as_str().unwrap()).unwrap();
-    let result = SignedManifest::from_bytes(&file).and_then(|s| s.verify(None));
+    let result = SignedManifest::from_bytes(&file).and_then(|s| s.verify());
     let expect = v["expect"].as_str().unwrap();
     match (expect, result) {
         ("valid", Ok(m)) => {

@@ -163,7 +163,7 @@ pub fn run(a: &InitArgs) -> Result<(), Failure> {
     }
     let body = match &a.from {
         Some(path) => {
-            let current = SignedManifest::read(path)?.verify(None)?;
+            let current = SignedManifest::read(path)?.verify()?;
             draft::next_epoch(&current)
         }
         None => fresh(a)?,

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use amalgam_consortium::flags::{Flag, flags, parse_verified};
-use amalgam_consortium::{EpochHighWater, ManifestBody, SignedManifest, draft, fingerprint};
+use amalgam_consortium::{
+    EpochHighWater, IdentityKey, ManifestBody, SignedManifest, draft, fingerprint,
+};
 use serde_json::json;
 
 use crate::Failure;
@@ -21,12 +23,16 @@ pub struct ShowArgs {
     /// The fingerprints this member verified: others are flagged as unverified.
     #[arg(long)]
     verified: Option<PathBuf>,
-    /// This party's epoch high-water file (verification then also checks the chain).
+    /// This party's key directory or key file: verification then also requires that the
+    /// manifest lists this key (this party signed it).
     #[arg(long)]
+    key: Option<PathBuf>,
+    /// This party's epoch high-water file (verification then also checks the chain).
+    #[arg(long, requires = "key")]
     high_water: Option<PathBuf>,
-    /// After a successful verification, record this epoch in --high-water (atomic write;
-    /// never lowers the mark).
-    #[arg(long, requires_all = ["high_water", "signed"])]
+    /// After a successful verification, record this epoch in --high-water (atomic write under
+    /// a lock; never lowers the mark; refuses an epoch that does not list --key).
+    #[arg(long, requires_all = ["high_water", "signed", "key"])]
     accept: bool,
     /// text or json.
     #[arg(long, default_value = "text")]
@@ -64,7 +70,14 @@ pub fn run(a: &ShowArgs) -> Result<(), Failure> {
         Some(p) => EpochHighWater::load(p)?,
         None => None,
     };
-    let verdict = signed.as_ref().map(|s| s.verify(high_water.as_ref()));
+    let me = match &a.key {
+        Some(p) => Some(IdentityKey::load(p)?.verifying_key()),
+        None => None,
+    };
+    let verdict = signed.as_ref().map(|s| match &me {
+        Some(me) => s.verify_for(me, high_water.as_ref()),
+        None => s.verify(),
+    });
     let flags = flags(&body, verified.as_deref());
     let unsigned: Vec<String> = signed
         .as_ref()
@@ -101,8 +114,26 @@ pub fn run(a: &ShowArgs) -> Result<(), Failure> {
     match verdict {
         Some(Err(e)) => Err(e.into()),
         Some(Ok(v)) if a.accept => {
-            if let Some(p) = &a.high_water {
-                EpochHighWater::accept(p, &v)?;
+            if let (Some(p), Some(me)) = (&a.high_water, &me) {
+                EpochHighWater::accept(p, &v, me)?;
+                // Shown on stderr so that `--format json` stays one JSON document.
+                if high_water.is_none() {
+                    eprintln!(
+                        "first contact: no earlier mark in {}; trusting epoch {} and these \
+                         identities on first use (check them out of band):",
+                        p.display(),
+                        v.epoch()
+                    );
+                } else {
+                    eprintln!(
+                        "accepted epoch {} in {}; identities now trusted:",
+                        v.epoch(),
+                        p.display()
+                    );
+                }
+                for m in v.members() {
+                    eprintln!("  {} ({}) {}", m.name, m.organisation, fingerprint(&m.key));
+                }
             }
             Ok(())
         }
@@ -190,6 +221,51 @@ fn to_text(
             fingerprint(&m.key)
         ));
     }
+    out.push_str(&policy_text(body));
+    if flags.is_empty() {
+        out.push_str("flags: none\n");
+    }
+    for f in flags {
+        let line = match f {
+            Flag::AggregatorOrganisationRunsDecryptor { organisation } => format!(
+                "FLAG: {organisation} runs the aggregator and a decryptor (counts against c_d)"
+            ),
+            Flag::DecryptorsShareOrganisation {
+                organisation,
+                decryptors,
+            } => format!(
+                "FLAG: {organisation} runs {decryptors} decryptors ({} count against c_d)",
+                decryptors - 1
+            ),
+            Flag::AggregatorOrganisationRunsSites {
+                organisation,
+                sites,
+            } => format!(
+                "FLAG: {organisation} runs the aggregator and {sites} site(s) (count against c)"
+            ),
+            Flag::Unverified {
+                name,
+                organisation,
+                fingerprint,
+            } => format!(
+                "FLAG: {name} ({organisation}) [{fingerprint}] not verified by you: count it against c"
+            ),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    match (is_signed, error) {
+        (true, None) => out.push_str("valid: every member signed\n"),
+        (true, Some(e)) => out.push_str(&format!("NOT VALID: {e}\n")),
+        (false, _) => out.push_str("draft: not signed (confers no authority)\n"),
+    }
+    out
+}
+
+/// The whole policy of `body` (everything but the member list), one section a line: what a
+/// member agrees to when it signs.
+pub(super) fn policy_text(body: &ManifestBody) -> String {
+    let mut out = String::new();
     let p = &body.protocol;
     out.push_str(&format!(
         "protocol: t = {}, c = {}, f = {}, m = {}, graph {:?}, aggregator {:?}\n",
@@ -228,42 +304,21 @@ fn to_text(
         c.training.rounds,
         c.weight_mode
     ));
-    if flags.is_empty() {
-        out.push_str("flags: none\n");
-    }
-    for f in flags {
-        let line = match f {
-            Flag::AggregatorOrganisationRunsDecryptor { organisation } => format!(
-                "FLAG: {organisation} runs the aggregator and a decryptor (counts against c_d)"
-            ),
-            Flag::DecryptorsShareOrganisation {
-                organisation,
-                decryptors,
-            } => format!(
-                "FLAG: {organisation} runs {decryptors} decryptors ({} count against c_d)",
-                decryptors - 1
-            ),
-            Flag::AggregatorOrganisationRunsSites {
-                organisation,
-                sites,
-            } => format!(
-                "FLAG: {organisation} runs the aggregator and {sites} site(s) (count against c)"
-            ),
-            Flag::Unverified {
-                name,
-                organisation,
-                fingerprint,
-            } => format!(
-                "FLAG: {name} ({organisation}) [{fingerprint}] not verified by you: count it against c"
-            ),
-        };
-        out.push_str(&line);
-        out.push('\n');
-    }
-    match (is_signed, error) {
-        (true, None) => out.push_str("valid: every member signed\n"),
-        (true, Some(e)) => out.push_str(&format!("NOT VALID: {e}\n")),
-        (false, _) => out.push_str("draft: not signed (confers no authority)\n"),
-    }
+    let t = &c.training;
+    out.push_str(&format!(
+        "training: {} local epochs, batch {}, {:?}, lr {}, mu {}, server lr {}, momentum {}\n",
+        t.local_epochs,
+        t.batch_size,
+        t.optimizer,
+        t.learning_rate,
+        t.mu,
+        t.server_lr,
+        t.server_momentum
+    ));
+    out.push_str(&format!(
+        "digests: parameter list {}, initial weights {}\n",
+        hex::encode(c.parameter_list_digest),
+        hex::encode(c.initial_weights_digest)
+    ));
     out
 }

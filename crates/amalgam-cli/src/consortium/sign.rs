@@ -29,6 +29,14 @@ pub struct SignArgs {
     /// Start a new collection when the signed file holds signatures over other bytes.
     #[arg(long)]
     restart: bool,
+    /// The previous epoch's signed manifest (required from epoch 2 on): it is verified, the
+    /// draft must chain to it, and every field the draft changes is shown.
+    #[arg(long)]
+    previous: Option<PathBuf>,
+    /// With --verified (no terminal): the exact list of changed fields this member accepts,
+    /// comma-separated as `sign` prints them (e.g. protocol.threshold,member.plant-c).
+    #[arg(long, value_delimiter = ',')]
+    accept_changes: Vec<String>,
 }
 
 /// Runs `consortium sign`.
@@ -61,6 +69,8 @@ pub fn run(a: &SignArgs) -> Result<(), Failure> {
             fingerprint(&m.key)
         );
     }
+    print!("{}", super::show::policy_text(&body));
+    review_changes(a, &body, &me)?;
     let verified = match &a.verified {
         Some(path) => {
             let text = super::read_small_text(path)?;
@@ -90,7 +100,7 @@ pub fn run(a: &SignArgs) -> Result<(), Failure> {
     signed.write(&a.signed)?;
     let missing = signed.unsigned_members();
     if missing.is_empty() {
-        signed.verify(None)?;
+        signed.verify()?;
         println!(
             "{}: every member signed; the manifest is valid",
             a.signed.display()
@@ -107,6 +117,81 @@ pub fn run(a: &SignArgs) -> Result<(), Failure> {
         );
     }
     Ok(())
+}
+
+/// From epoch 2 on: verifies the previous epoch, checks the draft chains to it, prints every
+/// changed field, and requires the changes to be accepted — by typing `yes` on a terminal, or
+/// (with `--verified`) by listing exactly the changed fields in `--accept-changes`.
+fn review_changes(
+    a: &SignArgs,
+    body: &amalgam_consortium::ManifestBody,
+    me: &ed25519_dalek::VerifyingKey,
+) -> Result<(), Failure> {
+    let refused = |message: String| Failure { code: 4, message };
+    let Some(path) = &a.previous else {
+        if body.epoch >= 2 {
+            return Err(Failure::usage(format!(
+                "epoch {} changes epoch {}: pass --previous SIGNED (that epoch's signed \
+                 manifest) to see what this draft changes",
+                body.epoch,
+                body.epoch - 1
+            )));
+        }
+        if !a.accept_changes.is_empty() {
+            return Err(Failure::usage("--accept-changes needs --previous"));
+        }
+        return Ok(());
+    };
+    if body.epoch < 2 {
+        return Err(Failure::usage(
+            "epoch 1 has no previous epoch: drop --previous",
+        ));
+    }
+    let prev = SignedManifest::read(path)?.verify()?;
+    let changes = amalgam_consortium::diff::changes_since(&prev, body, me)?;
+    if changes.is_empty() {
+        println!("changes since epoch {}: none", prev.epoch());
+    } else {
+        println!("changes since epoch {}:", prev.epoch());
+        for c in &changes {
+            println!("  {}: {} -> {}", c.field, c.before, c.after);
+        }
+    }
+    let mut changed: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
+    changed.sort_unstable();
+    let mut accepted: Vec<&str> = a.accept_changes.iter().map(|s| s.trim()).collect();
+    accepted.sort_unstable();
+    accepted.dedup();
+    if a.verified.is_some() || !std::io::stdin().is_terminal() {
+        if accepted != changed {
+            return Err(refused(format!(
+                "refusing to sign: the draft changes [{}] but --accept-changes lists [{}]; \
+                 list exactly the changed fields",
+                changed.join(","),
+                accepted.join(",")
+            )));
+        }
+        return Ok(());
+    }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    print!("Accept every change listed above? Type yes: ");
+    std::io::stdout()
+        .flush()
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(refused(
+            "refusing to sign: the changes were not accepted".into(),
+        ))
+    }
 }
 
 /// Asks, on the terminal, for each other member's fingerprint to be confirmed.
