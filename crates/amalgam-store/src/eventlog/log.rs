@@ -45,7 +45,7 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL) STRIC
 CREATE TABLE IF NOT EXISTS nonces(nonce BLOB PRIMARY KEY, expires INTEGER NOT NULL) STRICT;
 ";
 
-const ROW_COLUMNS: &str =
+pub(super) const ROW_COLUMNS: &str =
     "seq, round, kind, phase, sender, storage, body_len, body_sha256, response, row_hash";
 
 /// The writer side of an open event log (see [`super::EventLogHandle`] for the API).
@@ -54,12 +54,12 @@ pub struct EventLog {
     vault: BlobVault,
     public_dir: PathBuf,
     opts: EventLogOptions,
-    head_seq: u64,
-    head_hash: [u8; 32],
+    pub(super) head_seq: u64,
+    pub(super) head_hash: [u8; 32],
     /// Row hash and round of every committed row (index `seq - 1`), verified at open or
     /// computed by this writer: reads are checked against it, not against the file's own
     /// (rewritable) predecessor hashes.
-    chain: Vec<([u8; 32], u64)>,
+    pub(super) chain: Vec<([u8; 32], u64)>,
     anchor: Anchor,
     _lock: LockFile,
 }
@@ -107,72 +107,6 @@ impl EventLog {
         log.head_hash = hash;
         log.chain = chain;
         Ok(log)
-    }
-
-    /// Walks every row in order: sequence numbers 1.. without gaps and each row hash equal
-    /// to the recomputed chain. Returns the head and every row's (hash, round).
-    #[allow(clippy::type_complexity)]
-    fn verify_chain(&self) -> Result<(u64, [u8; 32], Vec<([u8; 32], u64)>)> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {ROW_COLUMNS} FROM events ORDER BY seq"))?;
-        let mut rows = stmt.query([])?;
-        let (mut seq, mut prev, mut chain) = (0u64, [0u8; 32], Vec::new());
-        while let Some(row) = rows.next()? {
-            let (meta, stored) = row_meta(row)?;
-            Self::check_link(seq, &prev, &meta, &stored)?;
-            seq = meta.seq;
-            prev = stored;
-            chain.push((stored, meta.round));
-        }
-        Ok((seq, prev, chain))
-    }
-
-    fn check_link(prev_seq: u64, prev: &[u8; 32], meta: &RowMeta, stored: &[u8; 32]) -> Result<()> {
-        if meta.seq != prev_seq + 1 {
-            return Err(tampered(
-                prev_seq + 1,
-                "row missing (gap in sequence numbers)",
-            ));
-        }
-        if meta.chain_hash(prev) != *stored {
-            return Err(tampered(meta.seq, "row hash does not match the chain"));
-        }
-        Ok(())
-    }
-
-    /// Checks a row read back against the chain this process verified or committed: its
-    /// recomputed hash must equal the known hash of its sequence number, chained from the
-    /// known predecessor. A row rewritten with its hashes recomputed is refused.
-    fn check_known(&self, meta: &RowMeta, stored: &[u8; 32]) -> Result<()> {
-        let known = usize::try_from(meta.seq - 1)
-            .ok()
-            .and_then(|i| self.chain.get(i))
-            .ok_or_else(|| tampered(meta.seq, "row was not committed by this writer"))?;
-        let prev = match meta.seq {
-            1 => [0; 32],
-            s => self.chain[(s - 2) as usize].0,
-        };
-        if *stored != known.0 || meta.chain_hash(&prev) != known.0 {
-            return Err(tampered(
-                meta.seq,
-                "row differs from the chain this writer committed",
-            ));
-        }
-        Ok(())
-    }
-
-    /// The first of `expected` sequence numbers missing from `found` (both ascending).
-    fn first_missing(expected: impl Iterator<Item = u64>, found: &[Event]) -> Option<u64> {
-        let mut found = found.iter().map(|e| e.seq).peekable();
-        for seq in expected {
-            if found.peek() == Some(&seq) {
-                found.next();
-            } else {
-                return Some(seq);
-            }
-        }
-        None
     }
 
     /// Rows matching `filter` (a WHERE clause over `params`), each checked against the known
@@ -540,23 +474,6 @@ impl EventLog {
     /// Crypto-shreds a round's secret bodies (see [`crate::BlobVault::shred_round`]).
     pub(crate) fn shred_round(&mut self, round: u64) -> Result<()> {
         self.vault.shred_round(round)
-    }
-
-    /// Checks that row `seq` exists and carries `hash` (an anchor kept elsewhere).
-    pub(crate) fn verify_anchor(&self, seq: u64, hash: &[u8; 32]) -> Result<()> {
-        if seq == 0 {
-            return Ok(());
-        }
-        if seq > self.head_seq {
-            return Err(tampered(
-                self.head_seq + 1,
-                "log ends before the anchored row (truncated)",
-            ));
-        }
-        if self.chain[(seq - 1) as usize].0 != *hash {
-            return Err(tampered(seq, "row hash differs from the anchor"));
-        }
-        Ok(())
     }
 
     pub(crate) fn head(&self) -> (u64, [u8; 32]) {

@@ -30,6 +30,7 @@ mod chain;
 mod log;
 mod meta;
 mod types;
+mod verify;
 
 use std::path::Path;
 use std::sync::mpsc;
