@@ -24,6 +24,33 @@ pub enum StoreError {
         /// What did not verify.
         what: &'static str,
     },
+    /// The store holds less than its anchor file records: rows were cut from the tail, the
+    /// write-ahead log (`<db>-wal`) was deleted while the process was down, or an older backup
+    /// was put back. Acknowledged commits are missing.
+    #[error(
+        "{} records {anchored} but the store holds only {found}: truncated tail, deleted write-ahead log or an old backup",
+        path.display()
+    )]
+    Truncated {
+        /// The anchor file.
+        path: PathBuf,
+        /// Sequence number (event log) or count (statement store) found.
+        found: u64,
+        /// What the anchor records.
+        anchored: u64,
+    },
+    /// The event log does not end where its anchor file says (`<db>.anchor`): a row at or
+    /// below the anchored head was rewritten (hashes recomputed), rows were appended that the
+    /// writer never committed, or the anchor file is missing or damaged.
+    #[error("{} does not match the event log at sequence number {seq}: {what}", path.display())]
+    AnchorMismatch {
+        /// The anchor file.
+        path: PathBuf,
+        /// The sequence number where log and anchor disagree.
+        seq: u64,
+        /// What disagreed.
+        what: &'static str,
+    },
     /// A file outside the event log (vault blob, sealed state, key, statement row) failed its
     /// integrity check: wrong length, bad header, or authentication failure.
     #[error("{} failed its integrity check: {what}", path.display())]

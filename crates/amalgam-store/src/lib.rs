@@ -3,7 +3,10 @@
 //!
 //! - [`EventLog`] / [`EventLogHandle`]: the aggregator's append-only SQLite event log
 //!   (uploads once each with their responses, phase-close decisions, every download's exact
-//!   bytes), hash-chained, single writer thread, exclusive lock, group commit.
+//!   bytes), hash-chained, its head kept in an anchor file (a cut tail, a deleted write-ahead
+//!   log or a rewritten chain is refused at open), single writer thread, exclusive lock,
+//!   group commit. The chain has no key: whoever rewrites every file, anchor included, wins
+//!   locally; [`EventLogHandle::head`] is for signed records kept elsewhere.
 //! - [`BlobVault`]: per-round ChaCha20-Poly1305 blob vault whose round key is deleted to
 //!   crypto-shred the round's secret bodies.
 //! - [`StateKey`], [`SealedStore`], [`StateAad`], [`HighWater`]: a site's secrets sealed at

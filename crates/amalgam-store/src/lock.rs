@@ -41,6 +41,24 @@ impl LockFile {
         }
     }
 
+    /// Locks `<path>.lock` like [`Self::acquire`], but waits for another holder instead of
+    /// refusing: for short read-check-write sections (a high-water mark's advance).
+    pub fn acquire_blocking(path: &Path) -> Result<Self> {
+        let lock_path = crate::sqlite::sibling(path, ".lock");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok(Self {
+            _file: file,
+            path: lock_path,
+        })
+    }
+
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -23,7 +23,7 @@ use crate::crypto;
 use crate::error::{Result, StoreError};
 use crate::fs::{
     atomic_write, parent_of, private_dir, random_key, read_bounded, read_key_file,
-    remove_if_present, sync_dir,
+    remove_if_present, sync_dir, write_temp,
 };
 
 const MAGIC: &[u8; 8] = b"AMSEAL\x00\x01";
@@ -44,17 +44,26 @@ impl std::fmt::Debug for StateKey {
 }
 
 impl StateKey {
-    /// Mints a key from OS randomness and writes it to `path` (mode 0600, atomically).
-    /// Refuses to overwrite an existing key file: that would orphan every sealed file.
+    /// Mints a key from OS randomness and writes it to `path` (mode 0600). Refuses to
+    /// overwrite an existing key file, which would orphan every sealed file: the key is
+    /// written and fsynced under a temporary name and then hard-linked to `path`, which
+    /// fails if `path` exists — also when another process creates it at the same moment.
     pub fn generate(path: &Path) -> Result<Self> {
-        if path.exists() {
-            return Err(StoreError::InvalidInput {
-                what: "state key path",
-                why: "a key file already exists there",
-            });
-        }
         let key = random_key()?;
-        atomic_write(path, key.as_ref(), 0o600)?;
+        let tmp = write_temp(path, &[key.as_ref()], 0o600)?;
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StoreError::InvalidInput {
+                    what: "state key path",
+                    why: "a key file already exists there",
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        sync_dir(parent_of(path))?;
         Ok(Self { key })
     }
 
@@ -72,9 +81,12 @@ impl StateKey {
     /// Loads the key at `path`, generating it first if there is none.
     pub fn load_or_generate(path: &Path) -> Result<Self> {
         if path.exists() {
-            Self::load(path)
-        } else {
-            Self::generate(path)
+            return Self::load(path);
+        }
+        match Self::generate(path) {
+            // Another process minted it between the check and the link: use that one.
+            Err(StoreError::InvalidInput { .. }) if path.exists() => Self::load(path),
+            other => other,
         }
     }
 }

@@ -7,6 +7,13 @@
 //! bytes for that round are [`StoreError::SecondStatement`]. A crash after the commit and
 //! before the signature left therefore never lets a second statement through.
 //!
+//! `<db>.anchor` (a [`HighWater`]) holds how many statements were recorded, raised after
+//! each commit; a database holding fewer is refused at open with [`StoreError::Truncated`]
+//! (restored from an older backup, write-ahead log deleted), because it would have
+//! forgotten a statement and let a second one through. A count rather than the highest
+//! round, since rounds need not be recorded in order. Restoring the database *and* its
+//! anchor from backups defeats this; the operations rules forbid restoring either.
+//!
 //! Seeds and per-piece sums go in the store's [`BlobVault`] (`<db>.vault/`), shredded at the
 //! round's deadline with [`BlobVault::shred_round`].
 
@@ -19,6 +26,7 @@ use crate::error::{Result, StoreError};
 use crate::eventlog::Durability;
 use crate::fault::fault_point;
 use crate::fs::{parent_of, refuse_network_fs};
+use crate::highwater::HighWater;
 use crate::lock::LockFile;
 use crate::sqlite::{check_schema, configure, durability, integrity_check, sibling};
 use crate::vault::BlobVault;
@@ -57,6 +65,9 @@ pub struct StatementStore {
     path: PathBuf,
     vault: BlobVault,
     max_statement: usize,
+    /// Statements recorded, as this store and its anchor know.
+    recorded: u64,
+    anchor: HighWater,
     _lock: LockFile,
 }
 
@@ -86,12 +97,27 @@ impl StatementStore {
         configure(&conn, path)?;
         check_schema(&conn, path, SCHEMA, SCHEMA_VERSION)?;
         integrity_check(&conn, path)?;
+        let anchor_path = sibling(path, ".anchor");
+        let mut anchor = HighWater::load(&anchor_path)?;
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM statements", [], |r| r.get(0))?;
+        let recorded = u64::try_from(count).unwrap_or(0);
+        if recorded < anchor.value() {
+            return Err(StoreError::Truncated {
+                path: anchor_path,
+                found: recorded,
+                anchored: anchor.value(),
+            });
+        }
+        // More rows than anchored: a crash between a commit and its anchor update.
+        anchor.advance(recorded)?;
         let vault = BlobVault::open(&sibling(path, ".vault"), DEFAULT_MAX_VAULT_BLOB)?;
         Ok(Self {
             conn,
             path: path.to_path_buf(),
             vault,
             max_statement: DEFAULT_MAX_STATEMENT,
+            recorded,
+            anchor,
             _lock: lock,
         })
     }
@@ -138,6 +164,9 @@ impl StatementStore {
         fault_point("statement-before-commit", round);
         tx.commit()?;
         fault_point("statement-after-commit", round);
+        // Before the caller may release its signature: the anchor now remembers this row.
+        self.recorded += 1;
+        self.anchor.advance(self.recorded)?;
         Ok(Recorded::New)
     }
 

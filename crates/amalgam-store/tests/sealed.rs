@@ -280,3 +280,67 @@ fn high_water_never_goes_backwards() {
     std::fs::write(&path, [0u8; 25]).unwrap();
     assert!(HighWater::load(&path).is_err());
 }
+
+#[test]
+fn second_high_water_instance_cannot_lower_the_mark() {
+    // Two instances loaded at 0 on one path (two processes, or a stale handle): the second
+    // must see the first's advance, not its own stale in-memory value.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("round.hw");
+    let mut a = HighWater::load(&path).unwrap();
+    let mut b = HighWater::load(&path).unwrap();
+    a.advance(10).unwrap();
+    match b.advance(5) {
+        Err(StoreError::Backwards {
+            current: 10,
+            requested: 5,
+            ..
+        }) => {}
+        other => panic!("stale instance lowered the mark: {other:?}"),
+    }
+    assert_eq!(HighWater::load(&path).unwrap().value(), 10);
+    assert_eq!(b.value(), 10, "the refusal taught b the stored mark");
+    b.advance(12).unwrap();
+    assert!(a.advance(11).is_err());
+    assert_eq!(HighWater::load(&path).unwrap().value(), 12);
+}
+
+#[test]
+fn racing_key_generations_leave_exactly_one_key() {
+    // Many threads generate the same key path at once: exactly one may succeed, and the file
+    // must hold that winner's key (a loser overwriting it would orphan the winner's files).
+    for attempt in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.key");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    StateKey::generate(&path).ok()
+                })
+            })
+            .collect();
+        let winners: Vec<StateKey> = threads
+            .into_iter()
+            .filter_map(|t| t.join().unwrap())
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "attempt {attempt}: keys minted over each other"
+        );
+        let sealed = dir.path().join("sealed");
+        let w = winners.into_iter().next().unwrap();
+        SealedStore::open(&sealed, w)
+            .unwrap()
+            .put("s", &aad(1, 1), b"x")
+            .unwrap();
+        let on_disk = SealedStore::open(&sealed, StateKey::load(&path).unwrap()).unwrap();
+        assert_eq!(
+            on_disk.get("s", &aad(1, 1)).unwrap().unwrap().as_slice(),
+            b"x"
+        );
+    }
+}

@@ -133,3 +133,33 @@ fn statement_limit_is_configurable() {
     ));
     assert_eq!(s.record_once(1, b"1234").unwrap(), Recorded::New);
 }
+
+#[test]
+fn database_restored_from_an_older_backup_is_refused() {
+    // Restoring the statement db alone from a backup would forget round 2's statement and
+    // let the decryptor sign a second, different one for it.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("statements.db");
+    let backup = dir.path().join("backup.db");
+    let mut s = StatementStore::open(&db).unwrap();
+    s.record_once(1, b"round 1 cohort").unwrap();
+    drop(s);
+    std::fs::copy(&db, &backup).unwrap();
+    let mut s = StatementStore::open(&db).unwrap();
+    s.record_once(2, b"round 2 cohort").unwrap();
+    drop(s);
+    let _ = std::fs::remove_file(dir.path().join("statements.db-wal"));
+    std::fs::copy(&backup, &db).unwrap();
+    match StatementStore::open(&db) {
+        Err(StoreError::Truncated {
+            found: 1,
+            anchored: 2,
+            ..
+        }) => {}
+        Err(other) => panic!("expected Truncated 1 < 2, got {other:?}"),
+        Ok(mut s) => panic!(
+            "restored db opened; a second statement is {:?}",
+            s.record_once(2, b"another cohort")
+        ),
+    }
+}

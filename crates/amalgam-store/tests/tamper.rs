@@ -378,10 +378,23 @@ fn no_single_bit_flip_of_the_db_file_is_accepted_as_a_different_log() {
 }
 
 #[test]
-fn truncated_tail_is_caught_by_an_anchor_only() {
+fn truncated_tail_with_its_old_anchor_file_is_caught_by_an_external_anchor() {
     let dir = tempfile::tempdir().unwrap();
-    let path = fixture(&dir);
+    let path = dir.path().join("events.db");
+    let anchor = dir.path().join("events.db.anchor");
     let h = open(&path).unwrap();
+    h.0.append_batch(vec![
+        public(1, EventKind::RoundOpen, 0, b"round one opens".to_vec()),
+        upload(1, 1, 10, b"small upload".to_vec()),
+        upload(1, 1, 11, bytes(1, 100_000)),
+    ])
+    .unwrap();
+    let old_anchor = std::fs::read(&anchor).unwrap();
+    h.0.append_batch(vec![
+        public(1, EventKind::PhaseClose, 1, bytes(2, 100_000)),
+        download(1, 2, 10, b"the download".to_vec()),
+    ])
+    .unwrap();
     let (seq, hash) = h.0.head().unwrap();
     assert_eq!(seq, 5);
     h.0.verify_anchor(seq, hash).unwrap();
@@ -393,13 +406,15 @@ fn truncated_tail_is_caught_by_an_anchor_only() {
         Err(StoreError::Tampered { seq: 5, .. })
     ));
     close(h);
-    // The attacker deletes the last two rows: the chain still verifies (a known limit)...
+    // The attacker deletes the last two rows and puts back the anchor file of that time:
+    // the chain and the local anchor agree (whoever rewrites every file wins locally)...
     raw(&path)
         .execute("DELETE FROM events WHERE seq >= 4", [])
         .unwrap();
+    std::fs::write(&anchor, old_anchor).unwrap();
     let h = open(&path).unwrap();
     assert_eq!(h.0.replay().unwrap().len(), 3);
-    // ...but the anchor does not.
+    // ...but a head kept outside the host (a signed round record) does not.
     assert!(matches!(
         h.0.verify_anchor(seq, hash),
         Err(StoreError::Tampered { seq: 4, .. })

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::anchor::{Anchor, AnchorState};
 use super::chain::{RowMeta, Storage, row_meta, tampered, to_i64};
 use super::types::{Durability, Event, EventKind, EventLogOptions, NewEvent, StoredUpload};
 use crate::crypto::sha256;
@@ -44,7 +45,7 @@ CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB NOT NULL) STRIC
 CREATE TABLE IF NOT EXISTS nonces(nonce BLOB PRIMARY KEY, expires INTEGER NOT NULL) STRICT;
 ";
 
-const ROW_COLUMNS: &str =
+pub(super) const ROW_COLUMNS: &str =
     "seq, round, kind, phase, sender, storage, body_len, body_sha256, response, row_hash";
 
 /// The writer side of an open event log (see [`super::EventLogHandle`] for the API).
@@ -53,8 +54,13 @@ pub struct EventLog {
     vault: BlobVault,
     public_dir: PathBuf,
     opts: EventLogOptions,
-    head_seq: u64,
-    head_hash: [u8; 32],
+    pub(super) head_seq: u64,
+    pub(super) head_hash: [u8; 32],
+    /// Row hash and round of every committed row (index `seq - 1`), verified at open or
+    /// computed by this writer: reads are checked against it, not against the file's own
+    /// (rewritable) predecessor hashes.
+    pub(super) chain: Vec<([u8; 32], u64)>,
+    anchor: Anchor,
     _lock: LockFile,
 }
 
@@ -91,63 +97,20 @@ impl EventLog {
             opts,
             head_seq: 0,
             head_hash: [0; 32],
+            chain: Vec::new(),
+            anchor: Anchor::new(sibling(path, ".anchor")),
             _lock: lock,
         };
-        let (seq, hash) = log.verify_chain()?;
+        let (seq, hash, chain) = log.verify_chain()?;
+        log.anchor.check_at_open((seq, hash))?;
         log.head_seq = seq;
         log.head_hash = hash;
+        log.chain = chain;
         Ok(log)
     }
 
-    /// Walks every row in order: sequence numbers 1.. without gaps and each row hash equal
-    /// to the recomputed chain. Returns the head.
-    fn verify_chain(&self) -> Result<(u64, [u8; 32])> {
-        let mut stmt = self
-            .conn
-            .prepare(&format!("SELECT {ROW_COLUMNS} FROM events ORDER BY seq"))?;
-        let mut rows = stmt.query([])?;
-        let (mut seq, mut prev) = (0u64, [0u8; 32]);
-        while let Some(row) = rows.next()? {
-            let (meta, stored) = row_meta(row)?;
-            Self::check_link(seq, &prev, &meta, &stored)?;
-            seq = meta.seq;
-            prev = stored;
-        }
-        Ok((seq, prev))
-    }
-
-    fn check_link(prev_seq: u64, prev: &[u8; 32], meta: &RowMeta, stored: &[u8; 32]) -> Result<()> {
-        if meta.seq != prev_seq + 1 {
-            return Err(tampered(
-                prev_seq + 1,
-                "row missing (gap in sequence numbers)",
-            ));
-        }
-        if meta.chain_hash(prev) != *stored {
-            return Err(tampered(meta.seq, "row hash does not match the chain"));
-        }
-        Ok(())
-    }
-
-    /// The stored hash of row `seq` (zeros for 0).
-    fn hash_of(&self, seq: u64) -> Result<[u8; 32]> {
-        if seq == 0 {
-            return Ok([0; 32]);
-        }
-        let h: Option<Vec<u8>> = self
-            .conn
-            .query_row(
-                "SELECT row_hash FROM events WHERE seq = ?1",
-                [to_i64(seq, "seq")?],
-                |r| r.get(0),
-            )
-            .optional()?;
-        h.and_then(|h| h.try_into().ok())
-            .ok_or_else(|| tampered(seq, "row missing (gap in sequence numbers)"))
-    }
-
-    /// Rows matching `filter` (a WHERE clause over `params`), each checked against its
-    /// predecessor's stored hash, with bodies loaded and verified.
+    /// Rows matching `filter` (a WHERE clause over `params`), each checked against the known
+    /// chain, with bodies loaded and verified.
     fn select_events(&mut self, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Event>> {
         let metas: Vec<(RowMeta, [u8; 32], Option<Vec<u8>>)> = {
             let mut stmt = self.conn.prepare(&format!(
@@ -162,14 +125,8 @@ impl EventLog {
             out
         };
         let mut events = Vec::with_capacity(metas.len());
-        let mut prev: Option<(u64, [u8; 32])> = None;
         for (meta, hash, inline) in metas {
-            let prev_hash = match prev {
-                Some((s, h)) if s + 1 == meta.seq => h,
-                _ => self.hash_of(meta.seq - 1)?,
-            };
-            Self::check_link(meta.seq - 1, &prev_hash, &meta, &hash)?;
-            prev = Some((meta.seq, hash));
+            self.check_known(&meta, &hash)?;
             events.push(self.load_body(meta, inline)?);
         }
         Ok(events)
@@ -334,12 +291,23 @@ impl EventLog {
             sync_dir(&self.public_dir)?;
         }
         let first = self.head_seq + 1;
-        let tx = self.conn.transaction()?;
+        let mut hashes = Vec::with_capacity(rows.len());
         let mut prev = self.head_hash;
+        for (meta, _) in &rows {
+            prev = meta.chain_hash(&prev);
+            hashes.push(prev);
+        }
+        let new_head = (self.head_seq + rows.len() as u64, prev);
+        // Before the commit, the anchor admits either head (a crash on either side of it);
+        // a batch refused below leaves the old head committed.
+        self.anchor.store(&AnchorState {
+            committed: (self.head_seq, self.head_hash),
+            pending: Some(new_head),
+        })?;
+        let tx = self.conn.transaction()?;
         let mut seqs = Vec::with_capacity(rows.len());
-        for (meta, body) in &rows {
+        for ((meta, body), hash) in rows.iter().zip(&hashes) {
             Self::refuse_duplicate(&tx, meta)?;
-            let hash = meta.chain_hash(&prev);
             tx.prepare_cached(
                 "INSERT INTO events(seq, round, kind, phase, sender, storage, body_len,
                     body_sha256, body, response, row_hash)
@@ -358,14 +326,22 @@ impl EventLog {
                 meta.response,
                 hash.as_slice(),
             ])?;
-            prev = hash;
             seqs.push(meta.seq);
         }
         fault_point("eventlog-before-commit", first);
         tx.commit()?;
         fault_point("eventlog-after-commit", first);
-        self.head_seq += seqs.len() as u64;
-        self.head_hash = prev;
+        self.head_seq = new_head.0;
+        self.head_hash = new_head.1;
+        self.chain
+            .extend(rows.iter().zip(&hashes).map(|((m, _), h)| (*h, m.round)));
+        // After it, only the new head: from now on a log without this commit (a deleted
+        // write-ahead log) is behind the anchor. If this write fails the commit still
+        // stands and the pending entry above already admits it; the next append rewrites it.
+        let _ = self.anchor.store(&AnchorState {
+            committed: new_head,
+            pending: None,
+        });
         Ok(seqs)
     }
 
@@ -406,20 +382,29 @@ impl EventLog {
 
     /// Every event, verified (chain and bodies), in order.
     pub(crate) fn replay(&mut self) -> Result<Vec<Event>> {
-        let (seq, hash) = self.verify_chain()?;
+        let (seq, hash, _) = self.verify_chain()?;
         if (seq, hash) != (self.head_seq, self.head_hash) {
             return Err(tampered(
                 seq,
                 "log head differs from the one this writer committed",
             ));
         }
-        self.select_events("", &[])
+        let events = self.select_events("", &[])?;
+        match Self::first_missing(1..=self.head_seq, &events) {
+            Some(seq) => Err(tampered(seq, "row missing (gap in sequence numbers)")),
+            None => Ok(events),
+        }
     }
 
     /// The events of one round, verified, in order.
     pub(crate) fn events_for_round(&mut self, round: u64) -> Result<Vec<Event>> {
         let r = to_i64(round, "round")?;
-        self.select_events("WHERE round = ?1", &[&r])
+        let events = self.select_events("WHERE round = ?1", &[&r])?;
+        let expected = (1..=self.head_seq).filter(|s| self.chain[(s - 1) as usize].1 == round);
+        match Self::first_missing(expected, &events) {
+            Some(seq) => Err(tampered(seq, "row of this round missing")),
+            None => Ok(events),
+        }
     }
 
     /// The stored upload for a key, its row hash checked.
@@ -482,31 +467,13 @@ impl EventLog {
             return Ok(None);
         };
         let (meta, hash) = meta?;
-        let prev = self.hash_of(meta.seq - 1)?;
-        Self::check_link(meta.seq - 1, &prev, &meta, &hash)?;
+        self.check_known(&meta, &hash)?;
         Ok(Some((meta, inline)))
     }
 
     /// Crypto-shreds a round's secret bodies (see [`crate::BlobVault::shred_round`]).
     pub(crate) fn shred_round(&mut self, round: u64) -> Result<()> {
         self.vault.shred_round(round)
-    }
-
-    /// Checks that row `seq` exists and carries `hash` (an anchor kept elsewhere).
-    pub(crate) fn verify_anchor(&self, seq: u64, hash: &[u8; 32]) -> Result<()> {
-        if seq == 0 {
-            return Ok(());
-        }
-        if seq > self.head_seq {
-            return Err(tampered(
-                self.head_seq + 1,
-                "log ends before the anchored row (truncated)",
-            ));
-        }
-        if self.hash_of(seq)? != *hash {
-            return Err(tampered(seq, "row hash differs from the anchor"));
-        }
-        Ok(())
     }
 
     pub(crate) fn head(&self) -> (u64, [u8; 32]) {

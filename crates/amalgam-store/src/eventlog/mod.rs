@@ -17,13 +17,20 @@
 //! An append is answered only after its transaction committed. `<db>.lock` keeps a second
 //! process off the database.
 //!
-//! Files: `<db>`, `<db>-wal`, `<db>-shm` (SQLite), `<db>.lock`, `<db>.vault/` (round keys and
+//! `<db>.anchor` records the committed head (see `anchor.rs`): at open a log behind it
+//! (cut tail, deleted `<db>-wal`) or different from it (rows rewritten with their hashes
+//! recomputed, rows appended) is refused; while open, every read is checked against the
+//! chain this process verified or committed, not against the file's own hashes.
+//!
+//! Files: `<db>`, `<db>-wal`, `<db>-shm` (SQLite), `<db>.lock`, `<db>.anchor`, `<db>.vault/` (round keys and
 //! sealed blobs, see [`crate::BlobVault`]), `<db>.blobs/` (public blobs).
 
+mod anchor;
 mod chain;
 mod log;
 mod meta;
 mod types;
+mod verify;
 
 use std::path::Path;
 use std::sync::mpsc;
