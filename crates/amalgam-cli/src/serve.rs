@@ -80,9 +80,10 @@ fn load(args: &Args) -> Result<(VerifiedManifest, IdentityKey, PathBuf), Failure
     };
     let hw_path = db.with_extension("epoch");
     let hw = EpochHighWater::load(&hw_path)?;
-    let manifest = SignedManifest::read(m)?.verify(hw.as_ref())?;
-    EpochHighWater::accept(&hw_path, &manifest)?;
     let key = IdentityKey::load(k)?;
+    let me = key.verifying_key();
+    let manifest = SignedManifest::read(m)?.verify_for(&me, hw.as_ref())?;
+    EpochHighWater::accept(&hw_path, &manifest, &me)?;
     if key.verifying_key() != manifest.aggregator().key {
         return Err(Failure {
             code: 4,

@@ -107,8 +107,9 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
             .map_err(|e| Failure::failed(format!("{:?}: {e}", a.state)))?;
     }
     let high_water = EpochHighWater::load(&hw_path)?;
-    let manifest = SignedManifest::read(&a.manifest)?.verify(high_water.as_ref())?;
-    EpochHighWater::accept(&hw_path, &manifest)?;
+    let me = identity.verifying_key();
+    let manifest = SignedManifest::read(&a.manifest)?.verify_for(&me, high_water.as_ref())?;
+    EpochHighWater::accept(&hw_path, &manifest, &me)?;
     let rules = ConsortiumRules::from_manifest(&manifest)?;
     let initial = match &a.initial_model {
         Some(p) => read_model(p, rules.model_len)?,
