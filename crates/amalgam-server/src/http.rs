@@ -380,12 +380,23 @@ async fn round_status(
     Ok(r)
 }
 
-async fn status(State(app): State<App>) -> ApiResult {
+/// Status and time need a member certificate: participation counts per phase are
+/// sensitive. Insecure mode (loopback development only) authenticates nobody and serves them.
+fn member_or_loopback_dev(app: &App, peer: Peer) -> Result<(), ApiError> {
+    if app.insecure {
+        return Ok(());
+    }
+    app.member(peer).map(|_| ())
+}
+
+async fn status(State(app): State<App>, Extension(peer): Extension<Peer>) -> ApiResult {
+    member_or_loopback_dev(&app, peer)?;
     Ok(Json(app.service.status().await).into_response())
 }
 
-async fn time() -> Json<ServerTime> {
-    Json(ServerTime { unix_ms: now_ms() })
+async fn time(State(app): State<App>, Extension(peer): Extension<Peer>) -> ApiResult {
+    member_or_loopback_dev(&app, peer)?;
+    Ok(Json(ServerTime { unix_ms: now_ms() }).into_response())
 }
 
 async fn not_found() -> ApiError {
