@@ -189,12 +189,9 @@ async fn upload(
         .map_err(|p| app.refuse(p))?;
     let bytes = read_bounded(&app, &headers, body, max).await?;
     let resp = app.service.upload(round, site, phase, bytes).await?;
-    Ok(bytes_response(
-        StatusCode::OK,
-        resp,
-        None,
-        "application/json",
-    ))
+    let k = app.service.accepted_uploads();
+    let r = bytes_response(StatusCode::OK, resp, None, "application/json");
+    Ok(crate::fault::after_response(r, k))
 }
 
 async fn download(

@@ -169,6 +169,12 @@ impl Service {
             .ok_or_else(|| Problem::new(ProblemCode::RoundUnknown, format!("no round {round}")))
     }
 
+    /// Uploads this process accepted (fresh ones, not identical re-sends): the fault
+    /// points' counter.
+    pub fn accepted_uploads(&self) -> u64 {
+        self.0.accepted_uploads.load(Ordering::SeqCst)
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
