@@ -77,6 +77,9 @@ pub enum AgentError {
     /// A signed statement from the aggregator does not verify.
     #[error(transparent)]
     Statement(#[from] StatementError),
+    /// The published result is inconsistent with the round (nothing was applied).
+    #[error("the aggregator's result is refused: {0}")]
+    BadResult(&'static str),
     /// Local state is malformed.
     #[error("local state {0} is malformed")]
     BadState(&'static str),

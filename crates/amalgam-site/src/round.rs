@@ -313,7 +313,36 @@ impl SiteAgent {
         let result = self
             .fetch_result(transport, round)?
             .ok_or(AgentError::Timeout(round))?;
-        self.apply_result(round, &result)
+        self.apply_result(round, &result, true)
+    }
+
+    /// The contributor list the FedAvg step divides by comes from the aggregator: it must be
+    /// manifest sites, strictly ascending, at least the threshold and the minimum cohort, and
+    /// hold this site when its input is in the sum (it finished Unmasking).
+    fn check_contributors(&self, result: &RoundResult, in_sum: bool) -> Result<(), AgentError> {
+        let c = &result.contributors;
+        let n = self.rules.params.n();
+        let least = self
+            .rules
+            .params
+            .t()
+            .max(usize::from(self.rules.params.min_cohort().get()));
+        if !c.windows(2).all(|w| w[0] < w[1]) || c.iter().any(|&s| usize::from(s) >= n) {
+            return Err(AgentError::BadResult(
+                "contributors are not distinct manifest sites",
+            ));
+        }
+        if c.len() < least {
+            return Err(AgentError::BadResult(
+                "fewer contributors than the threshold",
+            ));
+        }
+        if in_sum && !c.contains(&self.site) {
+            return Err(AgentError::BadResult(
+                "this site's input is in the sum but not listed",
+            ));
+        }
+        Ok(())
     }
 
     /// Long-polls the published result of `round`, at most the manifest's longest phase wait
@@ -343,7 +372,9 @@ impl SiteAgent {
         &mut self,
         round: u64,
         result: &RoundResult,
+        in_sum: bool,
     ) -> Result<RoundOutcome, AgentError> {
+        self.check_contributors(result, in_sum)?;
         let codec = DdgCodec::new(self.rules.encoding(round))?;
         let decoded = codec.decode_sum(&result.sum)?;
         SiteCount::new(result.contributors.len() as u32)?;
@@ -382,14 +413,16 @@ impl SiteAgent {
     ) -> Result<RoundOutcome, AgentError> {
         let mut completed = matches!(outcome, Ok(RoundOutcome::Completed { .. }));
         match &outcome {
-            Ok(RoundOutcome::Completed { .. } | RoundOutcome::ModelMismatch) => {}
+            // The result was fetched and refused (or applied): not fetched again.
+            Ok(RoundOutcome::Completed { .. } | RoundOutcome::ModelMismatch)
+            | Err(AgentError::BadResult(_) | AgentError::Model(_)) => {}
             Ok(RoundOutcome::Aborted) => {
                 // No result will come: model_r carries over to the next round.
                 self.record.model_round = round.saturating_add(1);
             }
             _ => {
                 if let Ok(Some(result)) = self.fetch_result(transport, round)
-                    && let Ok(o) = self.apply_result(round, &result)
+                    && let Ok(o) = self.apply_result(round, &result, false)
                 {
                     completed = matches!(o, RoundOutcome::Completed { .. });
                 }

@@ -26,6 +26,9 @@ enum Fault {
     Unreachable,
     /// Answers the round's model binding with 404.
     NoModel,
+    /// Publishes the result with this site left out of the contributors (no model digest
+    /// stated, as over HTTPS), shrinking n in the FedAvg step.
+    DropSelf(u16),
     /// None.
     Honest,
 }
@@ -78,6 +81,11 @@ impl Transport for Faulty {
                 detail: "round aborted".into(),
             }),
             Fault::Unreachable => Err(busy()),
+            Fault::DropSelf(me) => Ok(self.inner.result(r, w)?.map(|mut res| {
+                res.contributors.retain(|&s| s != me);
+                res.model_digest = None;
+                res
+            })),
             Fault::NoModel | Fault::Honest => self.inner.result(r, w),
         }
     }
@@ -265,4 +273,28 @@ fn a_round_bound_to_no_model_is_refused_before_the_charge() {
         .run_round(&mut t, &mut trainer, 1);
     assert!(matches!(r, Err(AgentError::RoundNotBound(1))), "{r:?}");
     assert_eq!(f.audit(0).accepted, 0);
+}
+
+#[test]
+fn a_contributor_list_without_this_site_is_refused_and_counts_as_an_abort() {
+    let mut f = capped();
+    let out = f.run(1, |f, i| Faulty {
+        inner: f.hub.transport(i),
+        fault: if i == 0 {
+            Fault::DropSelf(0)
+        } else {
+            Fault::Honest
+        },
+    });
+    assert!(
+        matches!(out[0], Err(AgentError::BadResult(_))),
+        "{:?}",
+        out[0]
+    );
+    let (_, digest) = f.agents[0].as_ref().unwrap().model();
+    assert_eq!(
+        digest,
+        amalgam_site::model::model_digest(&common::initial_model())
+    );
+    assert_eq!(f.agents[0].as_ref().unwrap().aborted_rounds(), 1);
 }
