@@ -25,9 +25,10 @@ use rand_core::SeedableRng;
 use crate::agent::{SiteAgent, UPDATE};
 use crate::error::AgentError;
 use crate::model::{fedavg_step, model_digest};
-use crate::statements::{Decline, DeclineReason, LedgerSummary};
+use crate::statements::{DeclineReason, LedgerSummary};
 use crate::trainer::{GlobalModel, Permits, RoundInfo, Trainer};
 use crate::transport::{Download, RoundResult, Transport};
+use amalgam_net::api;
 
 /// How a round ended for this site.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,20 +113,21 @@ impl SiteAgent {
         {
             return Err(AgentError::RoundReused { round, high_water });
         }
-        if self.record.model_mismatch {
-            return self.decline(transport, round, DeclineReason::ModelMismatch);
-        }
-        if self.record.aborted >= self.rules.max_aborted_rounds {
-            return self.decline(transport, round, DeclineReason::AbortCapReached);
-        }
-        self.check_summary(transport)?;
-        // The model the aggregator binds this round to must be the one this site computed.
-        // A round the aggregator does not bind to a model is not joined (no charge).
+        // A round the aggregator does not bind to a model is not joined (no charge); a decline
+        // is signed over the context the aggregator binds the round to.
         let served = self
             .options
             .retry
             .run(|| transport.round_model(round))?
             .ok_or(AgentError::RoundNotBound(round))?;
+        if self.record.model_mismatch {
+            return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
+        }
+        if self.record.aborted >= self.rules.max_aborted_rounds {
+            return self.decline(transport, round, &served, DeclineReason::AbortCapReached);
+        }
+        self.check_summary(transport)?;
+        // The model the aggregator binds this round to must be the one this site computed.
         if served != self.record.model_digest {
             // Only a site that holds model_r for this very round knows the aggregator is
             // wrong; one that missed a round declines this one and may follow a later one.
@@ -133,7 +135,7 @@ impl SiteAgent {
                 self.record.model_mismatch = true;
                 self.save()?;
             }
-            return self.decline(transport, round, DeclineReason::ModelMismatch);
+            return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
         }
 
         // The charge: every parameter from the manifest and the round id.
@@ -150,7 +152,7 @@ impl SiteAgent {
         let permit = match self.ledger.authorize(request) {
             Ok(p) => p,
             Err(LedgerError::BudgetExceeded { .. }) => {
-                return self.decline(transport, round, DeclineReason::BudgetExceeded);
+                return self.decline(transport, round, &served, DeclineReason::BudgetExceeded);
             }
             Err(e) => return Err(e.into()),
         };
@@ -440,20 +442,26 @@ impl SiteAgent {
         Ok(outcome)
     }
 
-    /// Sends a signed decline (depends only on public parameters) and the ledger summary.
+    /// Sends a signed decline and the ledger summary, and moves the high-water mark past the
+    /// round (a declined round id is never joined later, and the summary uploaded for it
+    /// does not read as a rollback at the next check). The decline is amalgam-net's
+    /// [`api::decline_message`] over the context the aggregator binds the round to, the
+    /// format its server verifies; it depends only on public parameters, and the reason
+    /// stays local (it is the round's outcome).
     fn decline<T: Transport + ?Sized>(
         &mut self,
         transport: &mut T,
         round: u64,
+        served: &[u8; 32],
         reason: DeclineReason,
     ) -> Result<RoundOutcome, AgentError> {
-        let body = Decline {
-            consortium_digest: self.rules.consortium_digest,
-            round,
-            site: self.site,
-            reason,
-        }
-        .sign(&self.identity);
+        use ed25519_dalek::Signer;
+        let context = self.rules.context_digest(served);
+        let body = self
+            .identity
+            .sign(&api::decline_message(&context, round))
+            .to_bytes();
+        self.advance_high_water(round)?;
         self.options.retry.run(|| transport.decline(round, &body))?;
         self.upload_summary(transport, round)?;
         Ok(RoundOutcome::Declined(reason))
