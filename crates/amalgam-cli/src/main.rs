@@ -6,6 +6,7 @@
 mod consortium;
 mod keys;
 mod ledger;
+mod serve;
 mod simulate;
 mod site;
 
@@ -34,6 +35,8 @@ enum Command {
     Consortium(consortium::Args),
     /// The site agent (`amalgam site run --manifest M --key K --state DIR --aggregator URL`).
     Site(site::Args),
+    /// Run the aggregator service (`amalgam serve --manifest M --key K --db DB --listen ADDR`).
+    Serve(serve::Args),
 }
 
 /// A failure with the exit status it maps to.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Keys(args) => keys::run(&args),
         Command::Consortium(args) => consortium::run(&args),
         Command::Site(args) => site::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -189,12 +189,9 @@ async fn upload(
         .map_err(|p| app.refuse(p))?;
     let bytes = read_bounded(&app, &headers, body, max).await?;
     let resp = app.service.upload(round, site, phase, bytes).await?;
-    Ok(bytes_response(
-        StatusCode::OK,
-        resp,
-        None,
-        "application/json",
-    ))
+    let k = app.service.accepted_uploads();
+    let r = bytes_response(StatusCode::OK, resp, None, "application/json");
+    Ok(crate::fault::after_response(r, k))
 }
 
 async fn download(
@@ -380,12 +377,23 @@ async fn round_status(
     Ok(r)
 }
 
-async fn status(State(app): State<App>) -> ApiResult {
+/// Status and time need a member certificate: participation counts per phase are
+/// sensitive. Insecure mode (loopback development only) authenticates nobody and serves them.
+fn member_or_loopback_dev(app: &App, peer: Peer) -> Result<(), ApiError> {
+    if app.insecure {
+        return Ok(());
+    }
+    app.member(peer).map(|_| ())
+}
+
+async fn status(State(app): State<App>, Extension(peer): Extension<Peer>) -> ApiResult {
+    member_or_loopback_dev(&app, peer)?;
     Ok(Json(app.service.status().await).into_response())
 }
 
-async fn time() -> Json<ServerTime> {
-    Json(ServerTime { unix_ms: now_ms() })
+async fn time(State(app): State<App>, Extension(peer): Extension<Peer>) -> ApiResult {
+    member_or_loopback_dev(&app, peer)?;
+    Ok(Json(ServerTime { unix_ms: now_ms() }).into_response())
 }
 
 async fn not_found() -> ApiError {

@@ -1,7 +1,9 @@
 //! Listeners: the TLS accept loop that authenticates each connection and hands its member key
 //! to the handlers, a plain loop for `--insecure` loopback development, and the metrics one.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::{Extension, Router};
@@ -17,9 +19,14 @@ use crate::http::Peer;
 pub struct ListenLimits {
     /// Concurrent connections (handshakes included); more are closed at once.
     pub max_connections: usize,
-    /// Time allowed for the TLS handshake.
+    /// Concurrent connections from one peer IP address (handshakes included), so that one
+    /// host cannot take every slot; more from that address are closed at once.
+    pub max_per_ip: usize,
+    /// Time allowed for the TLS handshake: short, because a slot is held before the peer is
+    /// authenticated.
     pub handshake_timeout: Duration,
-    /// Time allowed for a request's headers.
+    /// Time allowed for a request's headers, counted from when the server starts waiting for
+    /// them: on a kept-alive connection this is also the idle timeout between requests.
     pub header_timeout: Duration,
 }
 
@@ -27,8 +34,46 @@ impl Default for ListenLimits {
     fn default() -> Self {
         Self {
             max_connections: 512,
-            handshake_timeout: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(30),
+            max_per_ip: 16,
+            handshake_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Open connections per peer IP address.
+#[derive(Debug, Default, Clone)]
+struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One connection counted against its address; uncounted on drop.
+struct IpSlot {
+    table: PerIp,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(&self, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = t.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
         }
     }
 }
@@ -57,12 +102,17 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = PerIp::default();
     // Connection tasks live in this set: dropping the serving future ends them all.
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let (tcp, addr) = tokio::select! {
             a = listener.accept() => a?,
             Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let Some(ip_slot) = per_ip.take(addr.ip(), limits.max_per_ip) else {
+            tracing::warn!(%addr, "per-address connection limit reached; closing");
+            continue;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%addr, "connection limit reached; closing");
@@ -72,6 +122,7 @@ pub async fn serve_tls(
         let router = router.clone();
         conns.spawn(async move {
             let _permit = permit;
+            let _ip_slot = ip_slot;
             let stream =
                 match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(s)) => s,

@@ -10,7 +10,7 @@ use amalgam_proto::{Phase, SiteId};
 
 use crate::consortium::ConsortiumView;
 use crate::events::{Event, EventKind, KIND_DECLINE, NewEvent, as_new};
-use crate::round::RoundState;
+use crate::round::{RoundState, Window};
 
 /// A refused restore.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,16 +61,16 @@ pub fn replay(
             if rounds.contains_key(&e.round) {
                 return Err(err(e, "round opened twice"));
             }
-            let (digest, deadline) = match e.body.as_slice() {
-                [d @ .., a, b, c, dd, ee, f, g, h] if d.len() == 32 => {
-                    let mut md = [0u8; 32];
-                    md.copy_from_slice(d);
-                    (md, u64::from_be_bytes([*a, *b, *c, *dd, *ee, *f, *g, *h]))
-                }
-                _ => return Err(err(e, "malformed RoundOpen body")),
+            // model digest[32] ‖ window[16]; the window's bounds are checked by `open`.
+            let (digest, window) = match e.body.split_at_checked(32) {
+                Some((d, w)) => (<[u8; 32]>::try_from(d).ok(), Window::decode(w)),
+                None => (None, None),
+            };
+            let (Some(digest), Some(window)) = (digest, window) else {
+                return Err(err(e, "malformed RoundOpen body"));
             };
             let (state, ev) =
-                RoundState::open(consortium, e.round, digest, deadline).map_err(|r| err(e, r))?;
+                RoundState::open(consortium, e.round, digest, window).map_err(|r| err(e, r))?;
             same(e, &[ev], &events[i..])?;
             rounds.insert(e.round, state);
             i += 1;
@@ -100,15 +100,14 @@ pub fn replay(
                     .events
             }
             EventKind::PhaseClose => {
-                let next = <[u8; 8]>::try_from(e.body.as_slice())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| err(e, "malformed PhaseClose body"))?;
+                let next =
+                    Window::decode(&e.body).ok_or_else(|| err(e, "malformed PhaseClose body"))?;
                 state
                     .close(next, false)
                     .map_err(|x| err(e, format!("stored phase close fails on replay: {x}")))?
             }
             EventKind::RoundEnd => state
-                .close(0, true)
+                .close(state.window(), true)
                 .map_err(|x| err(e, format!("stored abort does not replay: {x}")))?,
             EventKind::Download | EventKind::RoundOpen | EventKind::Other(_) => {
                 return Err(err(e, "event out of place"));

@@ -18,7 +18,7 @@ use amalgam_proto::{
 use ed25519_dalek::{Signature, VerifyingKey};
 use sha2::{Digest, Sha256};
 
-use crate::consortium::ConsortiumView;
+use crate::consortium::{ConsortiumView, DeadlineBounds};
 use crate::events::{EventKind, KIND_DECLINE, NewEvent};
 use crate::limits::{MAX_SIGNED_BODY, max_upload_len};
 
@@ -71,7 +71,8 @@ pub struct RoundState {
     expected: BTreeSet<u16>,
     declined: BTreeMap<u16, [u8; 64]>,
     summaries: BTreeMap<u16, Vec<u8>>,
-    deadline_ms: u64,
+    window: Window,
+    bounds: DeadlineBounds,
     generation: u64,
     end: Option<RoundEnd>,
 }
@@ -120,14 +121,77 @@ fn proto_problem(e: &ProtoError) -> Problem {
     Problem::new(code, format!("{} ({})", e, e.code()))
 }
 
+/// A phase's time window, Unix ms: the instant it opened and its deadline. Persisted with the
+/// decision that opens the phase (16 bytes: opened ‖ deadline, big-endian), so a restart
+/// knows how long the phase may still last under the manifest's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// When the phase opened.
+    pub opened_ms: u64,
+    /// Its deadline.
+    pub deadline_ms: u64,
+}
+
+impl Window {
+    /// The 16 persisted bytes.
+    pub fn encode(&self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.opened_ms.to_be_bytes());
+        b[8..].copy_from_slice(&self.deadline_ms.to_be_bytes());
+        b
+    }
+
+    /// Parses exactly 16 bytes.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        let b = <[u8; 16]>::try_from(b).ok()?;
+        let (o, d) = b.split_at(8);
+        Some(Self {
+            opened_ms: u64::from_be_bytes(o.try_into().ok()?),
+            deadline_ms: u64::from_be_bytes(d.try_into().ok()?),
+        })
+    }
+
+    /// The latest deadline the manifest allows for this phase: opened + max.
+    fn latest_ms(&self, b: DeadlineBounds) -> u64 {
+        self.opened_ms
+            .saturating_add(b.max_s.max(b.min_s).saturating_mul(1000))
+    }
+
+    /// Refuses a window whose length is outside the manifest's bounds.
+    pub fn check(&self, b: DeadlineBounds) -> Result<(), String> {
+        let earliest = self.opened_ms.saturating_add(b.min_s.saturating_mul(1000));
+        if self.deadline_ms < earliest || self.deadline_ms > self.latest_ms(b) {
+            return Err(format!(
+                "phase deadline outside the manifest's bounds ({}..={} s after its opening)",
+                b.min_s, b.max_s
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a phase did not close.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseError {
+    /// The protocol refused the close (too few sites, unrecoverable secret...).
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    /// The next phase's window is outside the manifest's bounds.
+    #[error("{0}")]
+    Window(String),
+}
+
 impl RoundState {
-    /// Opens `round` bound to `model_digest`, first deadline `deadline_ms` (Unix ms).
+    /// Opens `round` bound to `model_digest`, first phase window `window` (within the
+    /// manifest's deadline bounds, else refused).
     pub fn open(
         consortium: &dyn ConsortiumView,
         round: u64,
         model_digest: [u8; 32],
-        deadline_ms: u64,
+        window: Window,
     ) -> Result<(Self, NewEvent), String> {
+        let bounds = consortium.deadline_bounds();
+        window.check(bounds)?;
         let params = consortium.round_params(round)?;
         let manifest = consortium.proto_manifest();
         let context_digest = consortium.context_digest(&model_digest);
@@ -137,7 +201,7 @@ impl RoundState {
             .filter(|&i| params.contains(SiteId(i)))
             .collect();
         let mut body = model_digest.to_vec();
-        body.extend_from_slice(&deadline_ms.to_be_bytes());
+        body.extend_from_slice(&window.encode());
         let event = NewEvent {
             round,
             kind: EventKind::RoundOpen,
@@ -161,7 +225,8 @@ impl RoundState {
                 expected,
                 declined: BTreeMap::new(),
                 summaries: BTreeMap::new(),
-                deadline_ms,
+                window,
+                bounds,
                 generation: 0,
                 end: None,
             },
@@ -189,13 +254,24 @@ impl RoundState {
 
     /// Deadline of the open phase, Unix ms (meaningless once ended).
     pub fn deadline_ms(&self) -> u64 {
-        self.deadline_ms
+        self.window.deadline_ms
     }
 
-    /// Moves the open phase's deadline (restart grace); not persisted: a later restart grants
-    /// the grace again from the logged deadline.
+    /// The open phase's window.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// Restart grace: moves the open phase's deadline to at least `deadline_ms`, but never
+    /// past the manifest's maximum phase length counted from the phase's persisted opening.
+    /// Not persisted; every restart recomputes it from the logged window, so repeated
+    /// restarts cannot stretch the phase beyond that bound.
     pub fn extend_deadline(&mut self, deadline_ms: u64) {
-        self.deadline_ms = self.deadline_ms.max(deadline_ms);
+        let cap = self
+            .window
+            .latest_ms(self.bounds)
+            .max(self.window.deadline_ms);
+        self.window.deadline_ms = self.window.deadline_ms.max(deadline_ms).min(cap);
     }
 
     /// Number of phase closes so far (a timer acts only on the generation it was set for).
@@ -413,14 +489,14 @@ impl RoundState {
     /// Closes the open phase with whoever answered. On success returns the close decision,
     /// the downloads and (last phase) the round's end. On failure: if `at_deadline`, the round
     /// aborts (one `RoundEnd` event); otherwise nothing changes and the error is returned.
-    pub fn close(
-        &mut self,
-        next_deadline_ms: u64,
-        at_deadline: bool,
-    ) -> Result<Vec<NewEvent>, ProtoError> {
+    ///
+    /// `next` is the next phase's window; outside the manifest's bounds it is refused
+    /// before anything changes.
+    pub fn close(&mut self, next: Window, at_deadline: bool) -> Result<Vec<NewEvent>, CloseError> {
         if self.end.is_some() {
             return Ok(Vec::new());
         }
+        next.check(self.bounds).map_err(CloseError::Window)?;
         let phase = self.agg.phase();
         match self.agg.close_phase() {
             Ok(step) => {
@@ -429,12 +505,12 @@ impl RoundState {
                     kind: EventKind::PhaseClose,
                     phase: phase.code(),
                     sender: None,
-                    body: next_deadline_ms.to_be_bytes().to_vec(),
+                    body: next.encode().to_vec(),
                     response: None,
                 }];
                 self.closed.insert(phase.code());
                 self.generation += 1;
-                self.deadline_ms = next_deadline_ms;
+                self.window = next;
                 match step {
                     AggregatorStep::Send(list) => {
                         self.expected = list.iter().map(|(to, _)| to.0).collect();
@@ -485,7 +561,7 @@ impl RoundState {
                     response: None,
                 }])
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -537,7 +613,7 @@ impl RoundState {
             phase: api::phase_segment(phase)
                 .map(str::to_owned)
                 .unwrap_or_else(|| phase.to_string().to_lowercase()),
-            deadline_ms: open.then_some(self.deadline_ms),
+            deadline_ms: open.then_some(self.window.deadline_ms),
             responded: if open {
                 self.agg.responded().len() as u32
             } else {

@@ -21,7 +21,7 @@ use crate::events::{EventStore, NewEvent};
 use crate::fault::fault_point;
 use crate::metrics::Metrics;
 use crate::replay::{ReplayError, replay};
-use crate::round::{Accepted, DownloadView, RoundEnd, RoundState};
+use crate::round::{Accepted, DownloadView, RoundEnd, RoundState, Window};
 
 /// Current UTC time, Unix milliseconds (deadlines are absolute UTC instants; waiting on them
 /// uses tokio's monotonic timers).
@@ -70,6 +70,9 @@ pub enum StartError {
     #[error(transparent)]
     Replay(#[from] ReplayError),
 }
+
+/// A mutation's value, whether it appended events, and the phase it closed with its survivors.
+type Mutated<T> = (T, bool, Option<(Phase, u32)>);
 
 struct Slot {
     state: Arc<Mutex<RoundState>>,
@@ -166,6 +169,12 @@ impl Service {
             .ok_or_else(|| Problem::new(ProblemCode::RoundUnknown, format!("no round {round}")))
     }
 
+    /// Uploads this process accepted (fresh ones, not identical re-sends): the fault
+    /// points' counter.
+    pub fn accepted_uploads(&self) -> u64 {
+        self.0.accepted_uploads.load(Ordering::SeqCst)
+    }
+
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
@@ -185,9 +194,18 @@ impl Service {
             * 1000
     }
 
+    /// A phase opening now: its window, the phase length clamped into the bounds.
+    fn next_window(&self) -> Window {
+        let opened_ms = now_ms();
+        Window {
+            opened_ms,
+            deadline_ms: opened_ms.saturating_add(self.phase_ms()),
+        }
+    }
+
     /// Opens `round` for `model_digest` (from the `ModelChain`).
     pub async fn open_round(&self, round: u64, model_digest: [u8; 32]) -> Result<(), Problem> {
-        let deadline = now_ms() + self.phase_ms();
+        let deadline = self.next_window();
         let (state, event) =
             RoundState::open(self.0.consortium.as_ref(), round, model_digest, deadline)
                 .map_err(|e| Problem::new(ProblemCode::BadRequest, e))?;
@@ -232,7 +250,7 @@ impl Service {
     async fn mutate<T: Send + 'static>(
         &self,
         round: u64,
-        f: impl FnOnce(&mut RoundState, u64) -> Result<(T, Vec<NewEvent>), Problem> + Send + 'static,
+        f: impl FnOnce(&mut RoundState, Window) -> Result<(T, Vec<NewEvent>), Problem> + Send + 'static,
     ) -> Result<T, Problem> {
         let r = self.mutate_inner(round, f).await;
         if let Err(p) = &r {
@@ -244,7 +262,7 @@ impl Service {
     async fn mutate_inner<T: Send + 'static>(
         &self,
         round: u64,
-        f: impl FnOnce(&mut RoundState, u64) -> Result<(T, Vec<NewEvent>), Problem> + Send + 'static,
+        f: impl FnOnce(&mut RoundState, Window) -> Result<(T, Vec<NewEvent>), Problem> + Send + 'static,
     ) -> Result<T, Problem> {
         if self.0.failed.load(Ordering::SeqCst) {
             return Err(
@@ -268,30 +286,44 @@ impl Service {
             .map_err(|_| busy())?;
         let guard = slot.state.clone().lock_owned().await;
         let store = self.0.store.clone();
-        let next_deadline = now_ms() + self.phase_ms();
+        let next_deadline = self.next_window();
         let k = self.0.accepted_uploads.load(Ordering::SeqCst);
         // Outer error: the append failed (fail-stop); inner: a refusal (nothing changed).
-        let out: Result<Result<(T, bool), Problem>, String> =
+        let out: Result<Result<Mutated<T>, Problem>, String> =
             tokio::task::spawn_blocking(move || {
                 let mut g = guard;
+                let before = g.phase();
                 let (value, events) = match f(&mut g, next_deadline) {
                     Ok(v) => v,
                     Err(p) => return Ok(Err(p)),
                 };
+                // A close happened: the closed phase's survivors are the next phase's expected.
+                let closed = (g.phase() != before).then(|| (before, g.status().expected));
                 if events.is_empty() {
-                    return Ok(Ok((value, false)));
+                    return Ok(Ok((value, false, closed)));
                 }
                 fault_point("before-commit", k + 1);
                 store.append_batch(events).map_err(|e| e.to_string())?;
                 fault_point("after-commit", k + 1);
-                Ok(Ok((value, true)))
+                Ok(Ok((value, true, closed)))
             })
             .await
             .map_err(|_| internal())?;
-        let (value, changed) = match out {
+        let (value, changed, closed) = match out {
             Ok(r) => r?,
             Err(e) => return Err(self.fail(&e)),
         };
+        if let Some((phase, survivors)) = closed
+            && let Some(seg) = amalgam_net::api::phase_segment(phase)
+        {
+            self.0
+                .metrics
+                .survivors
+                .get_or_create(&crate::metrics::PhaseLabel {
+                    phase: seg.to_owned(),
+                })
+                .set(i64::from(survivors));
+        }
         if changed {
             slot.changed.send_modify(|v| *v += 1);
         }

@@ -41,6 +41,15 @@ async fn seven_sites_two_dropouts_sum_is_exact() {
     assert_eq!(result.dropped, vec![1]);
     assert_eq!(result.sum, plaintext(&fx, &result.contributors));
     assert_ne!(result.sum, plaintext(&fx, &[0, 1, 2, 3, 4, 5, 6]));
+    let m = run.service.metrics().encode();
+    assert!(
+        m.contains("amalgam_phase_survivors{phase=\"share-keys\"} 7"),
+        "{m}"
+    );
+    assert!(
+        m.contains("amalgam_phase_survivors{phase=\"masked-input\"} 6"),
+        "{m}"
+    );
     run.stop().await;
 }
 

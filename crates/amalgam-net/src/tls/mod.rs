@@ -72,9 +72,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// The aggregator's server configuration: TLS 1.3, its bound certificate, client certificates
-/// checked by [`MemberVerifier`] against `member_keys` (raw Ed25519 public keys). A client
-/// without a certificate may connect but every member route refuses it (401
-/// `auth.no-client-cert`); a certificate over any other key fails the handshake.
+/// checked by [`MemberVerifier`] against `member_keys` (raw Ed25519 public keys). Client
+/// certificates are mandatory: a client without one, or with one over any other key, fails
+/// the handshake.
 pub fn server_config(
     identity: &TlsIdentity,
     member_keys: Vec<[u8; 32]>,

@@ -91,9 +91,10 @@ impl ClientCertVerifier for MemberVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        // A client without a certificate reaches the HTTP layer only to be told, with a
-        // problem document, that it is not authenticated; it can read nothing else.
-        false
+        // A client without a certificate fails the handshake: an unauthenticated peer never
+        // reaches the HTTP layer, so it cannot hold a connection slot beyond the short
+        // handshake timeout nor read the status (participation counts are sensitive).
+        true
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

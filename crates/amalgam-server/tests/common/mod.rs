@@ -106,6 +106,14 @@ pub struct Running {
 }
 
 pub async fn start(fx: &Fixture, store: Arc<dyn EventStore>) -> Result<Running, StartError> {
+    start_with(fx, store, ListenLimits::default()).await
+}
+
+pub async fn start_with(
+    fx: &Fixture,
+    store: Arc<dyn EventStore>,
+    limits: ListenLimits,
+) -> Result<Running, StartError> {
     amalgam_net::install_crypto_provider();
     let service = Service::start(fx.consortium.clone(), store, Fixture::config())?;
     let identity = tls::aggregator_identity(&fx.consortium.digest, 4_000_000_000, |m| {
@@ -119,12 +127,7 @@ pub async fn start(fx: &Fixture, store: Arc<dyn EventStore>) -> Result<Running, 
         service: service.clone(),
         insecure: false,
     };
-    let task = tokio::spawn(serve_tls(
-        listener,
-        tls_config,
-        router(app),
-        ListenLimits::default(),
-    ));
+    let task = tokio::spawn(serve_tls(listener, tls_config, router(app), limits));
     Ok(Running {
         addr,
         service,
@@ -153,6 +156,11 @@ impl Running {
             policy(),
         )
         .unwrap()
+    }
+
+    pub fn tls_for(&self, key: &SigningKey) -> rustls::ClientConfig {
+        let id = tls::member_identity(&tls::ed25519_pkcs8_from_seed(&key.to_bytes())).unwrap();
+        tls::client_config(&id, self.pin.clone()).unwrap()
     }
 
     pub fn anonymous(&self) -> ApiClient {

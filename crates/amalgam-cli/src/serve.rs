@@ -1,0 +1,206 @@
+//! `amalgam serve`: the aggregator. Verifies the manifest against the epoch high water,
+//! checks that `--key` is the aggregator identity the manifest pins, makes a fresh TLS key
+//! bound to it, replays the event log and serves the API; prints `READY https://<addr>` on
+//! stdout once listening (logs go to stderr, JSON when stdout is not a terminal).
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use amalgam_consortium::{EpochHighWater, IdentityKey, SignedManifest, VerifiedManifest};
+use amalgam_net::insecure::require_loopback_bind;
+use amalgam_net::tls;
+use amalgam_server::consortium::ConsortiumView;
+use amalgam_server::events::open_sqlite;
+use amalgam_server::http::{App, metrics_router, router};
+use amalgam_server::listen::{ListenLimits, serve_plain, serve_tls};
+use amalgam_server::{Service, ServiceConfig};
+
+use crate::Failure;
+
+/// Lifetime of the TLS certificate's identity binding; renewed by restarting (a new TLS key).
+const BINDING_DAYS: u64 = 30;
+
+/// `amalgam serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The co-signed consortium manifest.
+    #[arg(long, required_unless_present = "openapi")]
+    manifest: Option<PathBuf>,
+    /// The aggregator's identity key file (must be the manifest's aggregator).
+    #[arg(long, required_unless_present = "openapi")]
+    key: Option<PathBuf>,
+    /// The event log (SQLite; `<db>.lock` stops a second aggregator).
+    #[arg(long, required_unless_present = "openapi")]
+    db: Option<PathBuf>,
+    /// API listen address (port 0 picks one; the READY line names it).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// `/healthz` and `/metrics` listen address (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    metrics_listen: SocketAddr,
+    /// Per-site labels on metrics (off by default: lateness is information).
+    #[arg(long)]
+    metrics_site_labels: bool,
+    /// Open this round if the log does not have it yet.
+    #[arg(long)]
+    round: Option<u64>,
+    /// Hex model digest of `--round` (round 1 defaults to the campaign's initial weights).
+    #[arg(long)]
+    model_digest: Option<String>,
+    /// Length of each phase, seconds (clamped into the manifest's bounds).
+    #[arg(long, default_value_t = 300)]
+    phase_seconds: u64,
+    /// Plain HTTP on loopback for development: serves only status and time; no member route.
+    #[arg(long)]
+    insecure: bool,
+    /// Print the OpenAPI document and exit.
+    #[arg(long)]
+    openapi: bool,
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stdout().is_terminal() {
+        let _ = builder.try_init();
+    } else {
+        let _ = builder.json().try_init();
+    }
+}
+
+fn load(args: &Args) -> Result<(VerifiedManifest, IdentityKey, PathBuf), Failure> {
+    let (Some(m), Some(k), Some(db)) = (&args.manifest, &args.key, &args.db) else {
+        return Err(Failure::usage("--manifest, --key and --db are required"));
+    };
+    let hw_path = db.with_extension("epoch");
+    let hw = EpochHighWater::load(&hw_path)?;
+    let manifest = SignedManifest::read(m)?.verify(hw.as_ref())?;
+    EpochHighWater::accept(&hw_path, &manifest)?;
+    let key = IdentityKey::load(k)?;
+    if key.verifying_key() != manifest.aggregator().key {
+        return Err(Failure {
+            code: 4,
+            message: format!(
+                "{} is not the aggregator identity the manifest pins",
+                k.display()
+            ),
+        });
+    }
+    Ok((manifest, key, db.clone()))
+}
+
+/// Runs the command.
+pub fn run(args: &Args) -> Result<(), Failure> {
+    if args.openapi {
+        println!("{}", amalgam_server::openapi::json());
+        return Ok(());
+    }
+    amalgam_net::install_crypto_provider();
+    init_logs();
+    if args.insecure {
+        require_loopback_bind(&args.listen).map_err(|e| Failure::usage(e.to_string()))?;
+    }
+    require_loopback_bind(&args.metrics_listen)
+        .map_err(|e| Failure::usage(format!("metrics listener: {e} (metrics stay on loopback)")))?;
+    let (manifest, key, db) = load(args)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::failed(e.to_string()))?;
+    runtime.block_on(serve(args, manifest, key, db))
+}
+
+async fn serve(
+    args: &Args,
+    manifest: VerifiedManifest,
+    key: IdentityKey,
+    db: PathBuf,
+) -> Result<(), Failure> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let digest = manifest.consortium_digest();
+    let identity = tls::aggregator_identity(&digest, now + BINDING_DAYS * 86_400, |m| {
+        key.sign(m).to_bytes()
+    })
+    .map_err(|e| Failure::failed(e.to_string()))?;
+    drop(key);
+    let manifest = Arc::new(manifest);
+    let member_keys = manifest.member_keys();
+    let initial = manifest.campaign().initial_weights_digest;
+    let (log, _writer) = open_sqlite(&db).map_err(|e| Failure::failed(e.to_string()))?;
+    let config = ServiceConfig {
+        phase_seconds: args.phase_seconds,
+        metrics_site_labels: args.metrics_site_labels,
+        ..ServiceConfig::default()
+    };
+    let service = Service::start(manifest.clone(), Arc::new(log), config)
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    if let Some(r) = args.round {
+        let model = match (&args.model_digest, r) {
+            (Some(h), _) => {
+                let v = hex::decode(h).map_err(|_| Failure::usage("--model-digest is not hex"))?;
+                <[u8; 32]>::try_from(v.as_slice())
+                    .map_err(|_| Failure::usage("--model-digest is not 32 bytes"))?
+            }
+            (None, 1) => initial,
+            (None, _) => {
+                return Err(Failure::usage(
+                    "--model-digest is required for rounds after 1",
+                ));
+            }
+        };
+        if service.round_status(r).await.is_err() {
+            service
+                .open_round(r, model)
+                .await
+                .map_err(|p| Failure::failed(p.to_string()))?;
+        }
+    }
+    let api = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::failed(format!("{}: {e}", args.listen)))?;
+    let metrics = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|e| Failure::failed(format!("{}: {e}", args.metrics_listen)))?;
+    let api_addr = api
+        .local_addr()
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    let metrics_addr = metrics
+        .local_addr()
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    let limits = ListenLimits::default();
+    let app = App {
+        service: service.clone(),
+        insecure: args.insecure,
+    };
+    let api_task = if args.insecure {
+        tokio::spawn(serve_plain(api, router(app), limits))
+    } else {
+        let tls = tls::server_config(&identity, member_keys)
+            .map_err(|e| Failure::failed(e.to_string()))?;
+        tokio::spawn(serve_tls(api, tls, router(app), limits))
+    };
+    let metrics_task = tokio::spawn(serve_plain(
+        metrics,
+        metrics_router(service.clone()),
+        limits,
+    ));
+    let scheme = if args.insecure { "http" } else { "https" };
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "READY {scheme}://{api_addr}");
+    let _ = writeln!(out, "METRICS http://{metrics_addr}");
+    let _ = out.flush();
+    tracing::info!(%api_addr, %metrics_addr, epoch = manifest.epoch(), "aggregator serving");
+    tokio::select! {
+        r = api_task => Err(Failure::failed(format!("API listener stopped: {r:?}"))),
+        r = metrics_task => Err(Failure::failed(format!("metrics listener stopped: {r:?}"))),
+        _ = tokio::signal::ctrl_c() => {
+            service.shutdown().await;
+            Ok(())
+        }
+    }
+}
