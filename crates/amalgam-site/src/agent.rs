@@ -5,8 +5,9 @@
 //! State directory layout (0700): `state.key` (0600, the state key), `sealed/` (0700:
 //! `amalgam_store::SealedStore`, every file sealed with the state key and bound to the
 //! consortium, site, round, phase and format version; `round-<r>/` holds round r's secrets and
-//! is deleted when the round ends; agent-wide state lives under the reserved round
-//! [`AGENT_ROUND`]), `round.highwater` (one past the highest round id this site ever claimed
+//! is deleted when the round ends), `agent/` (0700: a second `SealedStore` under the same key
+//! holding agent-wide state, the record and the model, outside any round's namespace, so that
+//! no round id the aggregator names can delete it), `round.highwater` (one past the highest round id this site ever claimed
 //! or saw itself in; `amalgam_store::HighWater`) and the ε ledger
 //! ([`amalgam_dp::ledger::ledger_file_name`]).
 
@@ -26,9 +27,8 @@ use crate::rules::ConsortiumRules;
 
 /// Name of the state key file inside a state directory.
 pub const STATE_KEY_FILE: &str = "state.key";
-/// The sealed-store round that holds agent-wide state (record, model): no campaign reaches
-/// it (round ids are bounded by the manifest's `max_round`).
-pub const AGENT_ROUND: u64 = u64::MAX;
+/// The round of agent-wide state in its own store (`agent/`, never a round's store).
+const AGENT_ROUND: u64 = 0;
 /// Name of a round's protocol state (its phase is in the sealed header and the AAD).
 const STATE: &str = "state";
 /// Name of a round's sealed encoded update.
@@ -74,17 +74,22 @@ pub(crate) struct Record {
     pub(crate) model_mismatch: bool,
     /// Digest of the current global model.
     pub(crate) model_digest: [u8; 32],
+    /// The round the current model is model_r of: one past the round whose published result
+    /// produced it (or that aborted without one); 0 for the initial weights. Only when it is
+    /// the round being joined does a different bound model prove the aggregator wrong.
+    pub(crate) model_round: u64,
 }
 
 impl Record {
     fn to_bytes(&self) -> Vec<u8> {
         let log = self.round_log.to_bytes();
-        let mut b = Vec::with_capacity(log.len() + 41);
+        let mut b = Vec::with_capacity(log.len() + 49);
         b.extend_from_slice(&(log.len() as u32).to_be_bytes());
         b.extend_from_slice(&log);
         b.extend_from_slice(&self.aborted.to_be_bytes());
         b.push(u8::from(self.model_mismatch));
         b.extend_from_slice(&self.model_digest);
+        b.extend_from_slice(&self.model_round.to_be_bytes());
         b
     }
 
@@ -93,7 +98,7 @@ impl Record {
         let len =
             u32::from_be_bytes(b.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
         let log_end = 4usize.checked_add(len).ok_or_else(bad)?;
-        if b.len() != log_end + 4 + 1 + 32 {
+        if b.len() != log_end + 4 + 1 + 32 + 8 {
             return Err(bad());
         }
         let round_log = RoundLog::from_bytes(&b[4..log_end])?;
@@ -103,12 +108,14 @@ impl Record {
             1 => true,
             _ => return Err(bad()),
         };
-        let model_digest = b[log_end + 5..].try_into().map_err(|_| bad())?;
+        let model_digest = b[log_end + 5..log_end + 37].try_into().map_err(|_| bad())?;
+        let model_round = u64::from_be_bytes(b[log_end + 37..].try_into().map_err(|_| bad())?);
         Ok(Self {
             round_log,
             aborted,
             model_mismatch,
             model_digest,
+            model_round,
         })
     }
 }
@@ -120,6 +127,8 @@ pub struct SiteAgent {
     pub(crate) site: u16,
     pub(crate) dir: PathBuf,
     pub(crate) store: SealedStore,
+    /// Agent-wide state (record, model), apart from every round's namespace.
+    pub(crate) agent_store: SealedStore,
     pub(crate) ledger: Ledger,
     pub(crate) record: Record,
     pub(crate) model: Vec<f32>,
@@ -169,6 +178,10 @@ impl SiteAgent {
         amalgam_store::refuse_network_fs(dir)?;
         let key = StateKey::load_or_generate(&dir.join(STATE_KEY_FILE))?;
         let store = SealedStore::open(&dir.join("sealed"), key)?;
+        let agent_store = SealedStore::open(
+            &dir.join("agent"),
+            StateKey::load(&dir.join(STATE_KEY_FILE))?,
+        )?;
         let (mut ledger, _report) = Ledger::open(
             &dir.join(ledger_file_name(rules.policy.unit)),
             identity.clone(),
@@ -186,23 +199,25 @@ impl SiteAgent {
             site,
             dir: dir.to_owned(),
             store,
+            agent_store,
             ledger,
             record: Record {
                 round_log: RoundLog::new(),
                 aborted: 0,
                 model_mismatch: false,
                 model_digest: model_digest(initial_model),
+                model_round: 0,
             },
             model: initial_model.to_vec(),
             options,
             observer: None,
         };
         let aad = agent.aad(AGENT_ROUND, 0);
-        match agent.store.get(RECORD, &aad)? {
+        match agent.agent_store.get(RECORD, &aad)? {
             Some(bytes) => {
                 agent.record = Record::from_bytes(&bytes)?;
                 let model = agent
-                    .store
+                    .agent_store
                     .get(MODEL, &aad)?
                     .ok_or(AgentError::BadState("model missing"))?;
                 agent.model = decode_model(&model)?;
@@ -269,8 +284,10 @@ impl SiteAgent {
     /// Persists the record and the model (sealed, atomic).
     pub(crate) fn save(&self) -> Result<(), AgentError> {
         let aad = self.aad(AGENT_ROUND, 0);
-        self.store.put(MODEL, &aad, &encode_model(&self.model))?;
-        self.store.put(RECORD, &aad, &self.record.to_bytes())?;
+        self.agent_store
+            .put(MODEL, &aad, &encode_model(&self.model))?;
+        self.agent_store
+            .put(RECORD, &aad, &self.record.to_bytes())?;
         Ok(())
     }
 

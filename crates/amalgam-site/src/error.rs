@@ -32,6 +32,18 @@ pub enum AgentError {
         /// The mark.
         high_water: u64,
     },
+    /// The aggregator does not state the model it binds the round to (no 200 for the
+    /// round): the model-binding check cannot run, so the round is not joined.
+    #[error("round {0}: the aggregator does not state the model this round is bound to")]
+    RoundNotBound(u64),
+    /// The round id is above the manifest's `max_round`: no round of the campaign has it.
+    #[error("round {round} is above the campaign's last round id {max_round}")]
+    RoundOutOfRange {
+        /// The round.
+        round: u64,
+        /// The manifest's largest round id.
+        max_round: u64,
+    },
     /// A phase deadline passed: the round was abandoned.
     #[error("round {0}: a phase deadline passed; the round was abandoned")]
     Timeout(u64),
@@ -65,6 +77,9 @@ pub enum AgentError {
     /// A signed statement from the aggregator does not verify.
     #[error(transparent)]
     Statement(#[from] StatementError),
+    /// The published result is inconsistent with the round (nothing was applied).
+    #[error("the aggregator's result is refused: {0}")]
+    BadResult(&'static str),
     /// Local state is malformed.
     #[error("local state {0} is malformed")]
     BadState(&'static str),

@@ -13,13 +13,43 @@ use amalgam_proto::Phase;
 
 use crate::transport::{Download, RoundResult, Transport, TransportError};
 
-/// Largest JSON answer (status, result, anchors) read.
-const MAX_JSON: usize = 64 << 20;
+/// Largest answer of the small routes (status, round status, anchors, answers to uploads):
+/// these carry no vector.
+const MAX_SMALL: usize = 1 << 20;
+/// Largest problem `detail` shown, in characters.
+const MAX_DETAIL: usize = 512;
+
+/// Largest answer of the routes that carry a round's messages or its sum (downloads, the
+/// result, this site's latest message), from the manifest alone: a fixed allowance, a few
+/// KiB per site (keys, encrypted shares, unmask shares), and the sum as JSON (at most 21
+/// characters per u64 value) or the masked input (at most 8 bytes per value).
+pub fn max_message_answer(n: usize, d: usize) -> usize {
+    (64usize << 10)
+        .saturating_add(n.saturating_mul(8 << 10))
+        .saturating_add(d.saturating_mul(24))
+}
+
+/// The aggregator's problem text as it may be printed: control characters escaped, length
+/// bounded (it comes from the party the threat model distrusts).
+pub fn printable_detail(detail: &str) -> String {
+    let mut out = String::new();
+    for c in detail.chars().take(MAX_DETAIL) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// The HTTPS transport of one site.
 pub struct HttpTransport {
     rt: tokio::runtime::Runtime,
+    /// Small routes, answers bounded by [`MAX_SMALL`].
     client: ApiClient,
+    /// Message and result routes, answers bounded by [`max_message_answer`].
+    large: ApiClient,
     site: u16,
 }
 
@@ -48,7 +78,12 @@ fn refusal(r: &ApiResponse) -> TransportError {
     let status = r.status.as_u16();
     let (code, detail) = r.problem().map_or_else(
         || (format!("http.{status}"), String::new()),
-        |p| (p.code.as_str().to_owned(), p.detail),
+        |p| {
+            (
+                printable_detail(p.code.as_str()),
+                printable_detail(&p.detail),
+            )
+        },
     );
     match status {
         401 | 403 => TransportError::Auth(format!("{code}: {detail}")),
@@ -90,15 +125,34 @@ impl HttpTransport {
         };
         let tls =
             client_config(&tls_identity, pin).map_err(|e| TransportError::Auth(e.to_string()))?;
+        let params = manifest
+            .round_params(0)
+            .map_err(|e| TransportError::Malformed(e.to_string()))?;
+        let small_policy = RetryPolicy {
+            max_body: MAX_SMALL,
+            ..policy
+        };
+        let large_policy = RetryPolicy {
+            max_body: max_message_answer(params.n(), params.d()),
+            ..policy
+        };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| TransportError::Unreachable(e.to_string()))?;
-        let client = {
+        let (client, large) = {
             let _guard = rt.enter();
-            ApiClient::new(base_url, tls, policy).map_err(client_error)?
+            (
+                ApiClient::new(base_url, tls.clone(), small_policy).map_err(client_error)?,
+                ApiClient::new(base_url, tls, large_policy).map_err(client_error)?,
+            )
         };
-        Ok(Self { rt, client, site })
+        Ok(Self {
+            rt,
+            client,
+            large,
+            site,
+        })
     }
 
     /// `GET /v1/status`: the rounds the aggregator knows.
@@ -116,6 +170,10 @@ impl HttpTransport {
             .map_err(client_error)
     }
 
+    fn get_large(&self, path: &str) -> Result<ApiResponse, TransportError> {
+        self.rt.block_on(self.large.get(path)).map_err(client_error)
+    }
+
     fn post(&self, path: &str, body: &[u8]) -> Result<ApiResponse, TransportError> {
         self.rt
             .block_on(self.client.post(path, body.to_vec()))
@@ -128,9 +186,6 @@ impl HttpTransport {
     }
 
     fn json<T: serde::de::DeserializeOwned>(r: &ApiResponse) -> Result<T, TransportError> {
-        if r.body.len() > MAX_JSON {
-            return Err(TransportError::Malformed("JSON answer too large".into()));
-        }
         serde_json::from_slice(&r.body).map_err(|e| TransportError::Malformed(e.to_string()))
     }
 }
@@ -152,7 +207,7 @@ impl Transport for HttpTransport {
         wait: Duration,
     ) -> Result<Download, TransportError> {
         let path = format!("{}{}", Self::phase_path(round, phase)?, wait_query(wait));
-        let r = self.get(&path)?;
+        let r = self.get_large(&path)?;
         match r.status.as_u16() {
             200 => Ok(Download::Message(r.body)),
             204 => Ok(Download::Excluded),
@@ -169,7 +224,7 @@ impl Transport for HttpTransport {
     }
 
     fn mine_latest(&mut self, round: u64) -> Result<Option<Vec<u8>>, TransportError> {
-        let r = self.get(&api::mine_latest_path(round))?;
+        let r = self.get_large(&api::mine_latest_path(round))?;
         match r.status.as_u16() {
             200 => Ok(Some(r.body)),
             204 | 404 => Ok(None),
@@ -234,7 +289,7 @@ impl Transport for HttpTransport {
         round: u64,
         wait: Duration,
     ) -> Result<Option<RoundResult>, TransportError> {
-        let r = self.get(&format!("{}{}", api::result_path(round), wait_query(wait)))?;
+        let r = self.get_large(&format!("{}{}", api::result_path(round), wait_query(wait)))?;
         match r.status.as_u16() {
             200 => {
                 let res: api::RoundResult = Self::json(&r)?;
@@ -250,5 +305,26 @@ impl Transport for HttpTransport {
             425 => Ok(None),
             _ => Err(refusal(&r)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregator_detail_is_printed_with_control_characters_escaped() {
+        let shown = printable_detail("ok\u{1b}[2J\nforged line\r\u{7}");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.starts_with("ok\\u{1b}[2J\\n"), "{shown:?}");
+        assert_eq!(printable_detail(&"x".repeat(10_000)).len(), MAX_DETAIL);
+    }
+
+    #[test]
+    fn answer_bounds_follow_the_manifest_not_one_gib() {
+        let b = max_message_answer(5, 8);
+        assert!(b < MAX_SMALL, "{b}");
+        // A large round still bounds far below 1 GiB.
+        assert!(max_message_answer(100, 1 << 20) < 64 << 20);
     }
 }

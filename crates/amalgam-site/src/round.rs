@@ -25,9 +25,10 @@ use rand_core::SeedableRng;
 use crate::agent::{SiteAgent, UPDATE};
 use crate::error::AgentError;
 use crate::model::{fedavg_step, model_digest};
-use crate::statements::{Decline, DeclineReason, LedgerSummary};
+use crate::statements::{DeclineReason, LedgerSummary};
 use crate::trainer::{GlobalModel, Permits, RoundInfo, Trainer};
-use crate::transport::{Download, Transport};
+use crate::transport::{Download, RoundResult, Transport};
+use amalgam_net::api;
 
 /// How a round ended for this site.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +49,24 @@ pub enum RoundOutcome {
     Aborted,
     /// The site was left out of a later phase's set (charged; its input may be in the sum).
     Excluded,
+}
+
+/// Shortest interval between two polls of the same thing: an aggregator answering a long
+/// poll at once (or a 425 without `Retry-After`) cannot make the site loop hot.
+pub const MIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Sleeps so that polls started at `asked` are at least [`MIN_POLL`] apart, or the server's
+/// `Retry-After` (capped at `cap`) when it gave a longer one.
+fn pace(
+    asked: std::time::Instant,
+    retry_after: Option<std::time::Duration>,
+    cap: std::time::Duration,
+) {
+    let hint = retry_after.map_or(std::time::Duration::ZERO, |d| d.min(cap));
+    let left = MIN_POLL.saturating_sub(asked.elapsed()).max(hint);
+    if !left.is_zero() {
+        std::thread::sleep(left);
+    }
 }
 
 fn now_ms() -> u64 {
@@ -75,14 +94,18 @@ impl SiteAgent {
         trainer: &mut R,
         round: u64,
     ) -> Result<RoundOutcome, AgentError> {
+        if round > self.rules.max_round {
+            return Err(AgentError::RoundOutOfRange {
+                round,
+                max_round: self.rules.max_round,
+            });
+        }
         let now = now_ms();
         // A round with persisted state is resumed (before its deadline), never restarted.
         if let Some(site) = self.restore_round(round, now)? {
-            self.rollback_check(transport, round, Some(&site))?;
-            if let Some(out) = site.resend() {
-                self.send(transport, &site, out)?;
-            }
-            return self.drive(transport, site);
+            // Persisted state means the charge happened: every exit goes through the epilogue.
+            let outcome = self.resume(transport, round, site);
+            return self.conclude(transport, round, outcome);
         }
         self.rollback_check(transport, round, None)?;
         if let Some(high_water) = self.high_water()?
@@ -90,20 +113,29 @@ impl SiteAgent {
         {
             return Err(AgentError::RoundReused { round, high_water });
         }
+        // A round the aggregator does not bind to a model is not joined (no charge); a decline
+        // is signed over the context the aggregator binds the round to.
+        let served = self
+            .options
+            .retry
+            .run(|| transport.round_model(round))?
+            .ok_or(AgentError::RoundNotBound(round))?;
         if self.record.model_mismatch {
-            return self.decline(transport, round, DeclineReason::ModelMismatch);
+            return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
         }
         if self.record.aborted >= self.rules.max_aborted_rounds {
-            return self.decline(transport, round, DeclineReason::AbortCapReached);
+            return self.decline(transport, round, &served, DeclineReason::AbortCapReached);
         }
         self.check_summary(transport)?;
         // The model the aggregator binds this round to must be the one this site computed.
-        if let Some(served) = self.options.retry.run(|| transport.round_model(round))?
-            && served != self.record.model_digest
-        {
-            self.record.model_mismatch = true;
-            self.save()?;
-            return self.decline(transport, round, DeclineReason::ModelMismatch);
+        if served != self.record.model_digest {
+            // Only a site that holds model_r for this very round knows the aggregator is
+            // wrong; one that missed a round declines this one and may follow a later one.
+            if self.record.model_round == round {
+                self.record.model_mismatch = true;
+                self.save()?;
+            }
+            return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
         }
 
         // The charge: every parameter from the manifest and the round id.
@@ -120,11 +152,41 @@ impl SiteAgent {
         let permit = match self.ledger.authorize(request) {
             Ok(p) => p,
             Err(LedgerError::BudgetExceeded { .. }) => {
-                return self.decline(transport, round, DeclineReason::BudgetExceeded);
+                return self.decline(transport, round, &served, DeclineReason::BudgetExceeded);
             }
             Err(e) => return Err(e.into()),
         };
         self.advance_high_water(round)?;
+        // Charged from here on: whatever happens, the epilogue counts a round that did not
+        // complete against the abort cap and deletes its secrets.
+        let outcome = self.charged(transport, trainer, round, permit, context_digest);
+        self.conclude(transport, round, outcome)
+    }
+
+    /// Resumes a round from its persisted state.
+    fn resume<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        round: u64,
+        site: Site,
+    ) -> Result<RoundOutcome, AgentError> {
+        self.rollback_check(transport, round, Some(&site))?;
+        if let Some(out) = site.resend() {
+            self.send(transport, &site, out)?;
+        }
+        self.drive(transport, site)
+    }
+
+    /// The part of a round after its charge: train, encode, mask, drive, finish.
+    fn charged<T: Transport + ?Sized, R: Trainer + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        trainer: &mut R,
+        round: u64,
+        permit: amalgam_dp::ledger::RoundPermit,
+        context_digest: [u8; 32],
+    ) -> Result<RoundOutcome, AgentError> {
+        let params = self.rules.params;
         let permits = Permits {
             round,
             site_steps: permit.steps(),
@@ -211,29 +273,21 @@ impl SiteAgent {
         while !site.is_done() {
             let now = now_ms();
             if site.deadline().is_some_and(|d| Timestamp(now) > d) {
-                self.end_round(transport, round, false)?;
                 return Err(AgentError::Timeout(round));
             }
             let phase = site.phase();
             let wait = self.options.poll_wait;
+            let asked = std::time::Instant::now();
             let got = self
                 .options
                 .retry
                 .run(|| transport.download(round, phase, wait))?;
             match got {
                 Download::NotYet { retry_after } => {
-                    if let Some(d) = retry_after {
-                        std::thread::sleep(d.min(self.options.retry.max));
-                    }
+                    pace(asked, retry_after, self.options.retry.max)
                 }
-                Download::Excluded => {
-                    self.end_round(transport, round, false)?;
-                    return Ok(RoundOutcome::Excluded);
-                }
-                Download::Aborted => {
-                    self.end_round(transport, round, true)?;
-                    return Ok(RoundOutcome::Aborted);
-                }
+                Download::Excluded => return Ok(RoundOutcome::Excluded),
+                Download::Aborted => return Ok(RoundOutcome::Aborted),
                 Download::Message(bytes) => {
                     self.rollback_check(transport, round, Some(&site))?;
                     match site.handle_bytes(&bytes, Timestamp(now_ms())) {
@@ -242,7 +296,6 @@ impl SiteAgent {
                             // The protocol aborted or abandoned the round (spec §5.1).
                             let snap = site.snapshot();
                             self.persist_snapshot(&snap)?;
-                            self.end_round(transport, round, true)?;
                             return Err(e.into());
                         }
                         Err(e) => return Err(e.into()),
@@ -259,17 +312,71 @@ impl SiteAgent {
         transport: &mut T,
         round: u64,
     ) -> Result<RoundOutcome, AgentError> {
+        let result = self
+            .fetch_result(transport, round)?
+            .ok_or(AgentError::Timeout(round))?;
+        self.apply_result(round, &result, true)
+    }
+
+    /// The contributor list the FedAvg step divides by comes from the aggregator: it must be
+    /// manifest sites, strictly ascending, at least the threshold and the minimum cohort, and
+    /// hold this site when its input is in the sum (it finished Unmasking).
+    fn check_contributors(&self, result: &RoundResult, in_sum: bool) -> Result<(), AgentError> {
+        let c = &result.contributors;
+        let n = self.rules.params.n();
+        let least = self
+            .rules
+            .params
+            .t()
+            .max(usize::from(self.rules.params.min_cohort().get()));
+        if !c.windows(2).all(|w| w[0] < w[1]) || c.iter().any(|&s| usize::from(s) >= n) {
+            return Err(AgentError::BadResult(
+                "contributors are not distinct manifest sites",
+            ));
+        }
+        if c.len() < least {
+            return Err(AgentError::BadResult(
+                "fewer contributors than the threshold",
+            ));
+        }
+        if in_sum && !c.contains(&self.site) {
+            return Err(AgentError::BadResult(
+                "this site's input is in the sum but not listed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Long-polls the published result of `round`, at most the manifest's longest phase wait
+    /// (`None` when it did not come), never polling faster than [`MIN_POLL`].
+    fn fetch_result<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        round: u64,
+    ) -> Result<Option<RoundResult>, AgentError> {
         let wait = self.options.poll_wait;
         let deadline = now_ms().saturating_add(self.rules.phase_timeout_ms);
-        let result = loop {
+        loop {
+            let asked = std::time::Instant::now();
             if let Some(r) = self.options.retry.run(|| transport.result(round, wait))? {
-                break r;
+                return Ok(Some(r));
             }
             if now_ms() > deadline {
-                self.end_round(transport, round, false)?;
-                return Err(AgentError::Timeout(round));
+                return Ok(None);
             }
-        };
+            pace(asked, None, self.options.retry.max);
+        }
+    }
+
+    /// model_{r+1} from model_r (the model this site checked round r is bound to) and the
+    /// published sum; compared with the aggregator's statement of it, when it makes one.
+    fn apply_result(
+        &mut self,
+        round: u64,
+        result: &RoundResult,
+        in_sum: bool,
+    ) -> Result<RoundOutcome, AgentError> {
+        self.check_contributors(result, in_sum)?;
         let codec = DdgCodec::new(self.rules.encoding(round))?;
         let decoded = codec.decode_sum(&result.sum)?;
         SiteCount::new(result.contributors.len() as u32)?;
@@ -291,39 +398,70 @@ impl SiteAgent {
         };
         self.model = next;
         self.record.model_digest = digest;
-        self.end_round(transport, round, false)?;
+        self.record.model_round = round.saturating_add(1);
         Ok(outcome)
     }
 
-    /// Deletes the round's secrets, counts an abort, persists, uploads the ledger summary.
-    fn end_round<T: Transport + ?Sized>(
+    /// The epilogue of every charged round, on every exit path. A round that did not end
+    /// `Completed` counts against the abort cap, unless this site still obtained its published
+    /// result (an excluded, timed-out or disconnected site long-polls it and steps its model,
+    /// so that it can follow the next round). The count is persisted before returning, the
+    /// round's secrets are deleted, and the ledger summary uploaded.
+    fn conclude<T: Transport + ?Sized>(
         &mut self,
         transport: &mut T,
         round: u64,
-        aborted: bool,
-    ) -> Result<(), AgentError> {
-        if aborted {
+        outcome: Result<RoundOutcome, AgentError>,
+    ) -> Result<RoundOutcome, AgentError> {
+        let mut completed = matches!(outcome, Ok(RoundOutcome::Completed { .. }));
+        match &outcome {
+            // The result was fetched and refused (or applied): not fetched again.
+            Ok(RoundOutcome::Completed { .. } | RoundOutcome::ModelMismatch)
+            | Err(AgentError::BadResult(_) | AgentError::Model(_)) => {}
+            Ok(RoundOutcome::Aborted) => {
+                // No result will come: model_r carries over to the next round.
+                self.record.model_round = round.saturating_add(1);
+            }
+            _ => {
+                if let Ok(Some(result)) = self.fetch_result(transport, round)
+                    && let Ok(o) = self.apply_result(round, &result, false)
+                {
+                    completed = matches!(o, RoundOutcome::Completed { .. });
+                }
+            }
+        }
+        if !completed {
             self.record.aborted = self.record.aborted.saturating_add(1);
         }
-        self.save()?;
-        self.store.delete_round(round)?;
-        self.upload_summary(transport, round)
+        let saved = self.save();
+        let deleted = self.store.delete_round(round);
+        saved?;
+        deleted?;
+        let outcome = outcome?;
+        self.upload_summary(transport, round)?;
+        Ok(outcome)
     }
 
-    /// Sends a signed decline (depends only on public parameters) and the ledger summary.
+    /// Sends a signed decline and the ledger summary, and moves the high-water mark past the
+    /// round (a declined round id is never joined later, and the summary uploaded for it
+    /// does not read as a rollback at the next check). The decline is amalgam-net's
+    /// [`api::decline_message`] over the context the aggregator binds the round to, the
+    /// format its server verifies; it depends only on public parameters, and the reason
+    /// stays local (it is the round's outcome).
     fn decline<T: Transport + ?Sized>(
         &mut self,
         transport: &mut T,
         round: u64,
+        served: &[u8; 32],
         reason: DeclineReason,
     ) -> Result<RoundOutcome, AgentError> {
-        let body = Decline {
-            consortium_digest: self.rules.consortium_digest,
-            round,
-            site: self.site,
-            reason,
-        }
-        .sign(&self.identity);
+        use ed25519_dalek::Signer;
+        let context = self.rules.context_digest(served);
+        let body = self
+            .identity
+            .sign(&api::decline_message(&context, round))
+            .to_bytes();
+        self.advance_high_water(round)?;
         self.options.retry.run(|| transport.decline(round, &body))?;
         self.upload_summary(transport, round)?;
         Ok(RoundOutcome::Declined(reason))

@@ -28,6 +28,9 @@ pub struct ConsortiumRules {
     pub policy: BudgetPolicy,
     /// Per-phase wait, in milliseconds, within the manifest's deadline bounds.
     pub phase_timeout_ms: u64,
+    /// Largest round id of the campaign (`VerifiedManifest::max_round`): a site refuses any
+    /// round above it, whatever the aggregator lists.
+    pub max_round: u64,
     /// Aborted rounds a site takes part in per campaign before it declines every further round.
     pub max_aborted_rounds: u32,
     /// Digest of the campaign.
@@ -72,6 +75,7 @@ impl ConsortiumRules {
             dp: m.dp_round_params(),
             policy: m.budget_policy()?,
             phase_timeout_ms: u64::from(m.deadline_bounds().max_secs.max(1)) * 1000,
+            max_round: m.max_round(),
             max_aborted_rounds: m.max_aborted_rounds(),
             campaign_digest: h.finalize().into(),
             local_steps: campaign.training.local_epochs,

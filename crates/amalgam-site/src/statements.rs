@@ -1,11 +1,10 @@
-//! The two signed statements a site sends besides protocol messages: a decline (before
-//! AdvertiseKeys, so the site is never counted as a dropout) and a ledger summary (after each
+//! The signed statement a site sends besides protocol messages and declines (amalgam-net's
+//! `api::decline_message`): a ledger summary (after each
 //! round, so the aggregator can serve it back as an anchor the site's ledger must not fall
 //! behind). Fixed-size canonical encodings, Ed25519 `verify_strict`, domain-separated.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-const DECLINE_DOMAIN: &[u8] = b"amalgam/v1/site/decline\0";
 const SUMMARY_DOMAIN: &[u8] = b"amalgam/v1/site/ledger-summary\0";
 
 /// Why a statement does not decode or verify.
@@ -45,71 +44,18 @@ pub enum DeclineReason {
 }
 
 impl DeclineReason {
-    fn from_code(c: u8) -> Result<Self, StatementError> {
+    /// The reason's code (for logs; declines on the wire carry no reason).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The reason of a code.
+    pub fn from_code(c: u8) -> Result<Self, StatementError> {
         Ok(match c {
             1 => Self::BudgetExceeded,
             2 => Self::AbortCapReached,
             3 => Self::ModelMismatch,
             other => return Err(StatementError::Reason(other)),
-        })
-    }
-}
-
-/// A signed decline of one round.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decline {
-    /// The consortium.
-    pub consortium_digest: [u8; 32],
-    /// The round declined.
-    pub round: u64,
-    /// The site's index.
-    pub site: u16,
-    /// Why.
-    pub reason: DeclineReason,
-}
-
-impl Decline {
-    /// Encoded length: 32 + 8 + 2 + 1 + 64.
-    pub const LEN: usize = 107;
-
-    fn body(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(43);
-        b.extend_from_slice(&self.consortium_digest);
-        b.extend_from_slice(&self.round.to_be_bytes());
-        b.extend_from_slice(&self.site.to_be_bytes());
-        b.push(self.reason as u8);
-        b
-    }
-
-    /// Body ‖ signature over domain ‖ body.
-    pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
-        let body = self.body();
-        let sig = key.sign(&[DECLINE_DOMAIN, &body].concat());
-        [body, sig.to_bytes().to_vec()].concat()
-    }
-
-    /// Decodes and verifies `bytes` under `key` (the manifest key of the claimed site).
-    pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Self, StatementError> {
-        if bytes.len() != Self::LEN {
-            return Err(StatementError::Length {
-                what: "decline",
-                expected: Self::LEN,
-                got: bytes.len(),
-            });
-        }
-        let (body, sig) = bytes.split_at(43);
-        let sig = Signature::from_slice(sig).map_err(|_| StatementError::Signature("decline"))?;
-        key.verify_strict(&[DECLINE_DOMAIN, body].concat(), &sig)
-            .map_err(|_| StatementError::Signature("decline"))?;
-        let mut digest = [0u8; 32];
-        digest.copy_from_slice(&body[..32]);
-        let mut round = [0u8; 8];
-        round.copy_from_slice(&body[32..40]);
-        Ok(Self {
-            consortium_digest: digest,
-            round: u64::from_be_bytes(round),
-            site: u16::from_be_bytes([body[40], body[41]]),
-            reason: DeclineReason::from_code(body[42])?,
         })
     }
 }
@@ -199,19 +145,21 @@ mod tests {
     fn statements_round_trip_and_refuse_tampering() {
         let key = SigningKey::from_bytes(&[1; 32]);
         let other = SigningKey::from_bytes(&[2; 32]).verifying_key();
-        let d = Decline {
-            consortium_digest: [3; 32],
-            round: 9,
-            site: 4,
-            reason: DeclineReason::AbortCapReached,
-        };
-        let b = d.sign(&key);
-        assert_eq!(Decline::verify(&b, &key.verifying_key()).unwrap(), d);
-        assert!(Decline::verify(&b, &other).is_err());
-        let mut t = b.clone();
-        t[35] ^= 1;
-        assert!(Decline::verify(&t, &key.verifying_key()).is_err());
-        assert!(Decline::verify(&b[1..], &key.verifying_key()).is_err());
+        assert!(
+            LedgerSummary::verify(
+                &LedgerSummary {
+                    consortium_digest: [0; 32],
+                    round: 0,
+                    site: 0,
+                    entries: 0,
+                    head: [0; 32],
+                    epsilon: 0.0
+                }
+                .sign(&key),
+                &other
+            )
+            .is_err()
+        );
         let s = LedgerSummary {
             consortium_digest: [3; 32],
             round: 9,
@@ -225,7 +173,13 @@ mod tests {
         let mut t = b.clone();
         t[45] ^= 1;
         assert!(LedgerSummary::verify(&t, &key.verifying_key()).is_err());
-        // A summary is never a decline (different domain and length).
-        assert!(Decline::verify(&b[..Decline::LEN], &key.verifying_key()).is_err());
+        assert!(LedgerSummary::verify(&b[1..], &key.verifying_key()).is_err());
+        for r in [
+            DeclineReason::BudgetExceeded,
+            DeclineReason::AbortCapReached,
+            DeclineReason::ModelMismatch,
+        ] {
+            assert_eq!(DeclineReason::from_code(r.code()).unwrap(), r);
+        }
     }
 }

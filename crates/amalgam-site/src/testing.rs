@@ -13,7 +13,7 @@ use amalgam_proto::{Aggregator, AggregatorStep, Phase, SiteId};
 
 use crate::model::{fedavg_step, model_digest};
 use crate::rules::ConsortiumRules;
-use crate::statements::{Decline, LedgerSummary};
+use crate::statements::LedgerSummary;
 use crate::transport::{Download, RoundResult, Transport, TransportError};
 
 struct HubRound {
@@ -134,6 +134,21 @@ impl Hub {
 }
 
 impl HubState {
+    /// The model digest the hub binds new rounds to (a wrong one once the chain moved past
+    /// the initial model, when told to serve a wrong model).
+    fn served_digest(&self) -> [u8; 32] {
+        let wrong = self.wrong_model
+            && self
+                .rounds
+                .values()
+                .any(|r| matches!(r.result, Some(Ok(_))));
+        let mut digest = model_digest(&self.model);
+        if wrong {
+            digest[0] ^= 1;
+        }
+        digest
+    }
+
     fn round(&mut self, round: u64) -> Result<&mut HubRound, TransportError> {
         if !self.rounds.contains_key(&round) {
             let ctx = self.rules.context_digest(&model_digest(&self.model));
@@ -326,14 +341,11 @@ impl Transport for MemoryTransport {
             .key(SiteId(self.site))
             .copied()
             .ok_or_else(|| refused("auth.unknown-peer", "not a site"))?;
-        let d =
-            Decline::verify(body, &key).map_err(|e| refused("body.malformed", e.to_string()))?;
-        if d.round != round || d.site != self.site {
-            return Err(refused(
-                "body.malformed",
-                "decline for another round or site",
-            ));
-        }
+        let ctx = st.rules.context_digest(&st.served_digest());
+        let sig = ed25519_dalek::Signature::from_slice(body)
+            .map_err(|_| refused("body.malformed", "a decline is a 64-byte signature"))?;
+        key.verify_strict(&amalgam_net::api::decline_message(&ctx, round), &sig)
+            .map_err(|_| refused("body.malformed", "decline signature"))?;
         if st
             .round(round)?
             .uploads
@@ -367,12 +379,7 @@ impl Transport for MemoryTransport {
 
     fn round_model(&mut self, round: u64) -> Result<Option<[u8; 32]>, TransportError> {
         let mut st = self.hub.lock();
-        // A wrong model can only be served once the chain has moved past the initial one.
-        let wrong = st.wrong_model && st.rounds.values().any(|r| matches!(r.result, Some(Ok(_))));
-        let mut digest = model_digest(&st.model);
-        if wrong {
-            digest[0] ^= 1;
-        }
+        let digest = st.served_digest();
         st.round(round)?;
         Ok(Some(digest))
     }

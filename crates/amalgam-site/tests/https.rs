@@ -18,18 +18,16 @@ use amalgam_server::{Service, ServiceConfig};
 use amalgam_site::http::HttpTransport;
 use amalgam_site::model::model_digest;
 use amalgam_site::retry::RetryPolicy;
+use amalgam_site::statements::DeclineReason;
 use amalgam_site::{AgentOptions, ConsortiumRules, RoundOutcome, SiteAgent, SyntheticTrainer};
 
-#[test]
-fn five_site_agents_run_a_round_over_https() {
-    amalgam_net::install_crypto_provider();
-    let tc = consortium(21, 5, 0, 6);
-    let model = vec![0.25f32; 6];
-    let mut rules = ConsortiumRules::from_manifest(&tc.verified).unwrap();
-    rules.initial_weights_digest = Some(model_digest(&model));
+/// An in-process aggregator over mutual TLS for `tc`, with round 0 open on `model`.
+fn start_server(
+    tc: &amalgam_consortium::testing::TestConsortium,
+    model: &[f32],
+) -> (tokio::runtime::Runtime, Service, String) {
     let digest = tc.verified.consortium_digest();
     let view: Arc<dyn ConsortiumView> = Arc::new(tc.verified.clone());
-
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -64,27 +62,45 @@ fn five_site_agents_run_a_round_over_https() {
             router(app),
             ListenLimits::default(),
         ));
-        service.open_round(0, model_digest(&model)).await.unwrap();
+        service.open_round(0, model_digest(model)).await.unwrap();
         (service, addr)
     });
-    let base = format!("https://{addr}");
-    let root = tempfile::tempdir().unwrap();
-    let encoded = Arc::new(Mutex::new(vec![Vec::new(); 5]));
-    let options = AgentOptions {
+    (rt, service, format!("https://{addr}"))
+}
+
+fn options() -> AgentOptions {
+    AgentOptions {
         retry: RetryPolicy {
             base: Duration::from_millis(5),
             max: Duration::from_millis(200),
             attempts: 20,
         },
         poll_wait: Duration::from_secs(2),
-    };
-    let net_policy = amalgam_net::client::RetryPolicy {
+    }
+}
+
+fn net_policy() -> amalgam_net::client::RetryPolicy {
+    amalgam_net::client::RetryPolicy {
         attempts: 3,
         base: Duration::from_millis(5),
         max: Duration::from_millis(100),
         timeout: Duration::from_secs(30),
         max_body: 1 << 24,
-    };
+    }
+}
+
+#[test]
+fn five_site_agents_run_a_round_over_https() {
+    amalgam_net::install_crypto_provider();
+    let tc = consortium(21, 5, 0, 6);
+    let model = vec![0.25f32; 6];
+    let mut rules = ConsortiumRules::from_manifest(&tc.verified).unwrap();
+    rules.initial_weights_digest = Some(model_digest(&model));
+    let (rt, service, base) = start_server(&tc, &model);
+    let root = tempfile::tempdir().unwrap();
+    let encoded = Arc::new(Mutex::new(vec![Vec::new(); 5]));
+    let options = options();
+    let net_policy = net_policy();
     let handles: Vec<_> = (0..5usize)
         .map(|i| {
             let mut agent = SiteAgent::open(
@@ -129,5 +145,72 @@ fn five_site_agents_run_a_round_over_https() {
         })
         .collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]));
+    rt.block_on(service.shutdown());
+}
+
+/// A decline over the real server: the site over its ε cap signs amalgam-net's decline
+/// format, the server accepts it (a 400 here was the format mismatch), the round completes
+/// without it, and the declined round moves its high-water mark.
+#[test]
+fn an_over_budget_site_declines_over_https_and_the_round_completes_without_it() {
+    amalgam_net::install_crypto_provider();
+    let tc = consortium(22, 5, 0, 6);
+    let model = vec![0.25f32; 6];
+    let mut rules = ConsortiumRules::from_manifest(&tc.verified).unwrap();
+    rules.initial_weights_digest = Some(model_digest(&model));
+    let (rt, service, base) = start_server(&tc, &model);
+    let root = tempfile::tempdir().unwrap();
+    let handles: Vec<_> = (0..5usize)
+        .map(|i| {
+            let mut r = rules.clone();
+            if i == 4 {
+                r.policy = amalgam_dp::ledger::BudgetPolicy::site_level(
+                    amalgam_dp::params::Epsilon::new(1e-6).unwrap(),
+                    amalgam_dp::params::Delta::new(1e-9).unwrap(),
+                )
+                .unwrap();
+            }
+            let mut agent = SiteAgent::open(
+                &root.path().join(format!("s{i}")),
+                tc.sites[i].to_ledger_key(),
+                r,
+                &model,
+                options(),
+            )
+            .unwrap();
+            let mut t =
+                HttpTransport::new(&base, &tc.sites[i], &tc.verified, net_policy()).unwrap();
+            std::thread::spawn(move || {
+                let mut trainer = SyntheticTrainer {
+                    seed: [i as u8; 32],
+                    norm: 0.5,
+                };
+                let out = agent.run_round(&mut t, &mut trainer, 0);
+                (out, agent.last_round().unwrap())
+            })
+        })
+        .collect();
+    let outcomes: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        matches!(
+            outcomes[4].0,
+            Ok(RoundOutcome::Declined(DeclineReason::BudgetExceeded))
+        ),
+        "{:?}",
+        outcomes[4].0
+    );
+    assert_eq!(
+        outcomes[4].1,
+        Some(0),
+        "the declined round moves the high-water mark"
+    );
+    for (o, _) in &outcomes[..4] {
+        assert!(matches!(o, Ok(RoundOutcome::Completed { .. })), "{o:?}");
+    }
+    let result = rt
+        .block_on(service.result(0, Duration::from_secs(1)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(result.contributors, vec![0, 1, 2, 3]);
     rt.block_on(service.shutdown());
 }

@@ -62,6 +62,8 @@ impl Transport for Recording {
 
 /// Delivers uploads up to and including `phase`, then "crashes": the answer to that upload
 /// is lost and every later call fails, without the aggregator noticing.
+/// The process dies (a panic unwinds out of `run_round`, so no epilogue runs: what a kill
+/// leaves on disk) once `phase`'s upload reached the aggregator.
 struct CrashAfter {
     inner: MemoryTransport,
     phase: Phase,
@@ -70,13 +72,11 @@ struct CrashAfter {
 
 impl Transport for CrashAfter {
     fn upload(&mut self, round: u64, phase: Phase, body: &[u8]) -> Result<(), TransportError> {
-        if self.crashed {
-            return Err(TransportError::Unreachable("crashed".into()));
-        }
+        assert!(!self.crashed, "used after the crash");
         self.inner.upload(round, phase, body)?;
         if phase == self.phase {
             self.crashed = true;
-            return Err(TransportError::Unreachable("crashed".into()));
+            panic!("simulated crash");
         }
         Ok(())
     }
@@ -101,6 +101,14 @@ impl Transport for CrashAfter {
     fn result(&mut self, r: u64, w: Duration) -> Result<Option<RoundResult>, TransportError> {
         self.inner.result(r, w)
     }
+}
+
+/// Runs `round` until the simulated crash.
+fn crash_in(agent: &mut amalgam_site::SiteAgent, crash: &mut CrashAfter, round: u64) {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        agent.run_round(crash, &mut trainer(agent.site()), round)
+    }));
+    assert!(r.is_err() && crash.crashed, "no crash");
 }
 
 fn trainer(i: u16) -> SyntheticTrainer {
@@ -168,8 +176,7 @@ fn a_crashed_site_resumes_from_disk_and_re_sends_identical_bytes() {
         phase: Phase::MaskedInput,
         crashed: false,
     };
-    let r = agent.run_round(&mut crash, &mut trainer(0), 1);
-    assert!(matches!(r, Err(AgentError::Transport(_))), "{r:?}");
+    crash_in(&mut agent, &mut crash, 1);
     drop(agent);
     f.reopen(0);
     // Restored from its sealed state: re-sends the identical masked input (a different one
@@ -210,7 +217,7 @@ fn a_state_file_moved_to_another_round_or_phase_does_not_open() {
         phase: Phase::AdvertiseKeys,
         crashed: false,
     };
-    assert!(agent.run_round(&mut crash, &mut trainer(0), 1).is_err());
+    crash_in(&mut agent, &mut crash, 1);
     drop(agent);
     let sealed = f.dir(0).join("sealed");
     let state = sealed.join("round-1").join("state.sealed");

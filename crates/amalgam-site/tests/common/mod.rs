@@ -50,6 +50,7 @@ pub fn rules(n: u16, t: u16, seed: u8) -> (ConsortiumRules, Consortium) {
         dp,
         policy: policy(1e6),
         phase_timeout_ms: 60_000,
+        max_round: 1000,
         max_aborted_rounds: 3,
         campaign_digest: [5; 32],
         local_steps: 10,
