@@ -6,6 +6,8 @@
 //! through the protocol crate's mask PRG (`amalgam_proto::crypto::prg`). Criterion stores each benchmark's estimates on disk; after a
 //! group has run, [`report_ratio`] reads both medians back and prints the ratio.
 
+pub mod service;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -105,7 +107,8 @@ pub fn report_per_unit(label: &str, subject: (&str, &str), units: f64, unit: &st
     append_record(&line);
 }
 
-fn append_record(line: &str) {
+/// Appends `line` to `criterion_home()/amalgam-ratios.txt` (the record every bench keeps).
+pub fn append_record(line: &str) {
     use std::io::Write;
     let path = criterion_home().join("amalgam-ratios.txt");
     if let Ok(mut f) = std::fs::OpenOptions::new()
