@@ -27,9 +27,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use amalgam_benches::service::fixture::{self, MODEL};
-use amalgam_benches::service::{Deployment, live::PHASES, os_seed, record};
-use amalgam_net::api::{self, RoundResult};
-use amalgam_proto::{RoundParams, SiteId, sim};
+use amalgam_benches::service::{Deployment, os_seed, record};
+use amalgam_proto::{RoundParams, sim};
 use amalgam_server::events::{EventStore, open_sqlite};
 use sha2::{Digest, Sha256};
 
@@ -240,56 +239,6 @@ fn line_of(out: &mut BufReader<std::process::ChildStdout>, prefix: &str) -> Vec<
     }
 }
 
-/// Drives the recorded round through the server at `base`; returns the wall time and the
-/// result.
-async fn drive(dep: &Deployment, base: &str, rec: record::Recorded) -> (f64, RoundResult) {
-    let n = dep.params.n();
-    let clients: Vec<_> = (0..n).map(|i| dep.client(base, SiteId(i as u16))).collect();
-    let start = Instant::now();
-    let tasks: Vec<_> = clients
-        .iter()
-        .cloned()
-        .zip(rec.uploads.into_iter().zip(rec.downloads))
-        .enumerate()
-        .map(|(i, (client, (ups, downs)))| {
-            tokio::spawn(async move {
-                for (k, (phase, up)) in PHASES.iter().zip(ups).enumerate() {
-                    let path = api::masking_path(1, *phase).ok_or("phase without a route")?;
-                    let r = client.post(&path, up).await.map_err(|e| e.to_string())?;
-                    if r.status != 200 {
-                        return Err(format!("site {i} {phase} upload: {}", r.status));
-                    }
-                    let Some(want) = downs.get(k) else {
-                        break;
-                    };
-                    let r = client
-                        .get(&format!("{path}?wait=60"))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if r.status != 200 || &r.body != want {
-                        return Err(format!(
-                            "site {i} {phase}: download differs from the record ({})",
-                            r.status
-                        ));
-                    }
-                }
-                Ok::<(), String>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("{e}"),
-            Err(e) => panic!("site task: {e}"),
-        }
-    }
-    let (result, _) = amalgam_benches::service::live::fetch_result(&clients[0], 1)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    (start.elapsed().as_secs_f64(), result)
-}
-
 fn drive_all(a: &Args) {
     let seed = os_seed();
     let p = params(a);
@@ -312,7 +261,11 @@ fn drive_all(a: &Args) {
         .unwrap_or_else(|| panic!("no port"));
     let pid = server.id().to_string();
     let rt = runtime();
-    let (wall_s, result) = rt.block_on(drive(&dep, &format!("https://127.0.0.1:{port}"), rec));
+    let (wall_s, result) = rt.block_on(record::replay(
+        &dep,
+        &format!("https://127.0.0.1:{port}"),
+        rec,
+    ));
     assert_eq!(
         sum_digest(&result.sum),
         want_sum,

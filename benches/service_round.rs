@@ -375,6 +375,12 @@ fn report_split(label: &str, n: u16, d: u32, events: &[Event], result_len: usize
         per_site as f64 / dv,
         result_len as f64 / dv
     );
+    let bodies: usize = events.iter().map(|e| e.body.len()).sum();
+    let bytes = format!(
+        "{bytes}\nthe round's log: {} events in {} transactions, {bodies} body bytes",
+        events.len(),
+        batches_of(events).len()
+    );
     println!("{table}\n{bytes}");
     append_record(&bytes);
     let path = amalgam_benches::criterion_home().join("service_round_split.md");

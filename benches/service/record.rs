@@ -10,6 +10,10 @@ use amalgam_proto::{Aggregator, AggregatorStep, Phase, Site, SiteId, sim};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
+use std::time::Instant;
+
+use amalgam_net::api::{self, RoundResult};
+
 use super::fixture::Deployment;
 use super::live::PHASES;
 
@@ -116,5 +120,106 @@ pub fn record(dep: &Deployment, round: u64, inputs: Vec<Vec<u64>>, threads: usiz
         uploads,
         downloads,
         sum,
+    }
+}
+
+/// Drives the recorded round through the aggregator at `base`, every site on its own client
+/// and task: upload, long-poll the download (refused unless it is the recorded one byte for
+/// byte), upload the next; then one result download. Returns the wall time (seconds, first
+/// upload to result) and the result.
+pub async fn replay(dep: &Deployment, base: &str, rec: Recorded) -> (f64, RoundResult) {
+    let n = dep.params.n();
+    let clients: Vec<_> = (0..n).map(|i| dep.client(base, SiteId(i as u16))).collect();
+    let start = Instant::now();
+    let tasks: Vec<_> = clients
+        .iter()
+        .cloned()
+        .zip(rec.uploads.into_iter().zip(rec.downloads))
+        .enumerate()
+        .map(|(i, (client, (ups, downs)))| {
+            tokio::spawn(async move {
+                for (k, (phase, up)) in PHASES.iter().zip(ups).enumerate() {
+                    let path = api::masking_path(1, *phase).ok_or("phase without a route")?;
+                    let r = client.post(&path, up).await.map_err(|e| e.to_string())?;
+                    if r.status != 200 {
+                        return Err(format!("site {i} {phase} upload: {}", r.status));
+                    }
+                    let Some(want) = downs.get(k) else {
+                        break;
+                    };
+                    let r = client
+                        .get(&format!("{path}?wait=60"))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if r.status != 200 || &r.body != want {
+                        return Err(format!(
+                            "site {i} {phase}: download differs from the record ({})",
+                            r.status
+                        ));
+                    }
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("{e}"),
+            Err(e) => panic!("site task: {e}"),
+        }
+    }
+    let (result, _) = super::live::fetch_result(&clients[0], 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    (start.elapsed().as_secs_f64(), result)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+
+    use amalgam_proto::RoundParams;
+    use amalgam_server::events::MemoryStore;
+
+    use super::*;
+    use crate::service::{fixture, os_seed};
+
+    fn recorded() -> (Deployment, Recorded, Vec<u64>) {
+        let params = RoundParams::exact(5, 4, 16, 300).unwrap();
+        let dep = Deployment::new(params, os_seed());
+        let inputs = sim::random_inputs(&params, &os_seed());
+        let all: Vec<SiteId> = (0..5).map(SiteId).collect();
+        let want = sim::plaintext_sum(&params, &inputs, &all);
+        let rec = record(&dep, 1, inputs, 2);
+        (dep, rec, want)
+    }
+
+    /// The load generator's premise: the server, sent the recorded uploads, serves exactly
+    /// the recorded downloads and publishes the plaintext sum.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_serves_the_recorded_round() {
+        let (dep, rec, want) = recorded();
+        assert_eq!(rec.sum, want);
+        let run = fixture::start(&dep, Arc::new(MemoryStore::new()), None, 0).await;
+        run.service.open_round(1, fixture::MODEL).await.unwrap();
+        let (_, result) = replay(&dep, &run.base(), rec).await;
+        assert_eq!(result.sum, want);
+        assert_eq!(result.contributors, vec![0, 1, 2, 3, 4]);
+        run.stop().await;
+    }
+
+    /// A record the server does not reproduce is a failed run, not a measurement.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[should_panic(expected = "download differs from the record")]
+    async fn a_download_unlike_the_record_fails_the_run() {
+        let (dep, mut rec, _) = recorded();
+        let last = rec.downloads[2][1].len() - 1;
+        rec.downloads[2][1][last] ^= 1;
+        let run = fixture::start(&dep, Arc::new(MemoryStore::new()), None, 0).await;
+        run.service.open_round(1, fixture::MODEL).await.unwrap();
+        let _ = replay(&dep, &run.base(), rec).await;
     }
 }
