@@ -131,39 +131,40 @@ pub async fn replay(dep: &Deployment, base: &str, rec: Recorded) -> (f64, RoundR
     let n = dep.params.n();
     let clients: Vec<_> = (0..n).map(|i| dep.client(base, SiteId(i as u16))).collect();
     let start = Instant::now();
-    let tasks: Vec<_> = clients
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, (client, (ups, downs))) in clients
         .iter()
         .cloned()
         .zip(rec.uploads.into_iter().zip(rec.downloads))
         .enumerate()
-        .map(|(i, (client, (ups, downs)))| {
-            tokio::spawn(async move {
-                for (k, (phase, up)) in PHASES.iter().zip(ups).enumerate() {
-                    let path = api::masking_path(1, *phase).ok_or("phase without a route")?;
-                    let r = client.post(&path, up).await.map_err(|e| e.to_string())?;
-                    if r.status != 200 {
-                        return Err(format!("site {i} {phase} upload: {}", r.status));
-                    }
-                    let Some(want) = downs.get(k) else {
-                        break;
-                    };
-                    let r = client
-                        .get(&format!("{path}?wait=60"))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if r.status != 200 || &r.body != want {
-                        return Err(format!(
-                            "site {i} {phase}: download differs from the record ({})",
-                            r.status
-                        ));
-                    }
+    {
+        tasks.spawn(async move {
+            for (k, (phase, up)) in PHASES.iter().zip(ups).enumerate() {
+                let path = api::masking_path(1, *phase).ok_or("phase without a route")?;
+                let r = client.post(&path, up).await.map_err(|e| e.to_string())?;
+                if r.status != 200 {
+                    return Err(format!("site {i} {phase} upload: {}", r.status));
                 }
-                Ok::<(), String>(())
-            })
-        })
-        .collect();
-    for t in tasks {
-        match t.await {
+                let Some(want) = downs.get(k) else {
+                    break;
+                };
+                let r = client
+                    .get(&format!("{path}?wait=60"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.status != 200 || &r.body != want {
+                    return Err(format!(
+                        "site {i} {phase}: download differs from the record ({})",
+                        r.status
+                    ));
+                }
+            }
+            Ok::<(), String>(())
+        });
+    }
+    // Fail at the first site that fails (the others would wait out their long-polls).
+    while let Some(t) = tasks.join_next().await {
+        match t {
             Ok(Ok(())) => {}
             Ok(Err(e)) => panic!("{e}"),
             Err(e) => panic!("site task: {e}"),
