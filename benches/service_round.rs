@@ -24,7 +24,9 @@ use amalgam_net::api::RoundResult;
 use amalgam_net::client::ApiClient;
 use amalgam_proto::crypto::sign::{sign_message, verify_message};
 use amalgam_proto::{Phase, RoundParams, SiteId, packing, sim};
-use amalgam_server::events::{Event, EventKind, EventStore, NewEvent, as_new, open_sqlite};
+use amalgam_server::events::{
+    Event, EventKind, EventStore, MemoryStore, NewEvent, as_new, open_sqlite,
+};
 use criterion::{BenchmarkId, Criterion};
 use ed25519_dalek::SigningKey;
 use std::hint::black_box;
@@ -55,6 +57,8 @@ struct Bench {
     dep: Arc<Deployment>,
     run: Running,
     clients: Vec<ApiClient>,
+    /// A second aggregator with an in-memory log and its own clients: the round unpersisted.
+    mem: (Running, Vec<ApiClient>),
     inputs: Vec<Vec<u64>>,
     packed: Vec<Vec<u8>>,
     plaintext: Vec<u64>,
@@ -63,6 +67,14 @@ struct Bench {
 
 impl Bench {
     fn masking_round(&self) -> (RoundResult, usize, Duration) {
+        self.masking_round_on(&self.run, &self.clients)
+    }
+
+    fn masking_round_on(
+        &self,
+        run: &Running,
+        clients: &[ApiClient],
+    ) -> (RoundResult, usize, Duration) {
         let round = self.rounds.fetch_add(1, Ordering::SeqCst);
         let setup = live::RoundSetup {
             params: self.dep.params,
@@ -70,12 +82,12 @@ impl Bench {
             context: self.dep.context(),
             round,
         };
-        let work: Vec<_> = (0..self.clients.len())
+        let work: Vec<_> = (0..clients.len())
             .map(|i| {
                 let id = SiteId(i as u16);
                 (
                     self.dep.site_key(id),
-                    self.clients[i].clone(),
+                    clients[i].clone(),
                     self.inputs[i].clone(),
                     os_seed(),
                 )
@@ -85,7 +97,7 @@ impl Bench {
         let (result, len) = self
             .rt
             .block_on(async {
-                if let Err(p) = self.run.service.open_round(round, MODEL).await {
+                if let Err(p) = run.service.open_round(round, MODEL).await {
                     panic!("open round {round}: {p:?}");
                 }
                 let tasks: Vec<_> = work
@@ -101,7 +113,7 @@ impl Bench {
                         Err(e) => panic!("site task: {e}"),
                     }
                 }
-                live::fetch_result(&self.clients[0], round).await
+                live::fetch_result(&clients[0], round).await
             })
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
         let took = start.elapsed();
@@ -194,6 +206,10 @@ fn main() {
     ));
     let run = rt.block_on(fixture::start(&dep, store.clone(), Some(floors), 0));
     let clients = (0..n).map(|i| dep.client(&run.base(), SiteId(i))).collect();
+    let mem_run = rt.block_on(fixture::start(&dep, Arc::new(MemoryStore::new()), None, 0));
+    let mem_clients = (0..n)
+        .map(|i| dep.client(&mem_run.base(), SiteId(i)))
+        .collect();
     let inputs = sim::random_inputs(&params, &os_seed());
     let all: Vec<SiteId> = (0..n).map(SiteId).collect();
     let bench = Bench {
@@ -202,6 +218,7 @@ fn main() {
         inputs,
         clients,
         run,
+        mem: (mem_run, mem_clients),
         dep: dep.clone(),
         rt,
         rounds: AtomicU64::new(1),
@@ -270,6 +287,15 @@ fn main() {
             }
         })
     });
+    // Not a component: the whole round with an in-memory log, against the unpersisted floor,
+    // to see how much of the ratio persistence is.
+    split.bench_function(BenchmarkId::new("round_unpersisted", &label), |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| bench.masking_round_on(&bench.mem.0, &bench.mem.1).2)
+                .sum()
+        })
+    });
     split.bench_function(BenchmarkId::new("tls_http_sum", &label), |b| {
         b.iter_custom(|iters| (0..iters).map(|_| bench.floor_round("/floor/mem").1).sum())
     });
@@ -311,6 +337,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         c.final_summary();
         bench.rt.block_on(bench.run.stop());
+        bench.rt.block_on(bench.mem.0.stop());
         return;
     }
     report_ratio(
@@ -319,9 +346,16 @@ fn main() {
         ("service_round", &format!("floor/{label}")),
         1.5,
     );
+    report_ratio(
+        &format!("service round n={n} d={d}, both unpersisted (in-memory log)"),
+        ("service_split", &format!("round_unpersisted/{label}")),
+        ("service_split", &format!("tls_http_sum/{label}")),
+        1.5,
+    );
     report_split(&label, n, d, &events, result_len);
     c.final_summary();
     bench.rt.block_on(bench.run.stop());
+    bench.rt.block_on(bench.mem.0.stop());
 }
 
 /// Writes the split table (component medians and their share of the round's median) and the
@@ -348,6 +382,13 @@ fn report_split(label: &str, n: u16, d: u32, events: &[Event], result_len: usize
         floor / 1e6,
         100.0 * floor / round
     );
+    if let Some(m) = med("service_split", "round_unpersisted") {
+        table += &format!(
+            "| round with an in-memory log (not a component) | {:.1} ms | {:.0} % |\n",
+            m / 1e6,
+            100.0 * m / round
+        );
+    }
     let mut accounted = 0.0;
     for (what, id) in parts {
         if let Some(m) = med("service_split", id) {
