@@ -21,6 +21,7 @@
 
 pub mod agent;
 pub mod error;
+pub mod fault;
 pub mod http;
 pub mod model;
 pub mod retry;
