@@ -230,3 +230,16 @@ fn a_site_restored_from_an_older_state_copy_refuses_the_round() {
     // Four contributors' five uploads; site 2's AdvertiseKeys and ShareKeys.
     check_round(&w, s, &[0, 1, 3, 4], 4 * 5 + 2, PHASE);
 }
+
+#[test]
+fn the_409_detector_sees_a_conflict_in_the_metrics_text() {
+    // The "no 409" assertions above are only as good as this filter.
+    let text = "# HELP amalgam_rejected_requests Refused requests by problem code\n\
+                amalgam_rejected_requests_total{reason=\"not-yet\"} 7\n\
+                amalgam_rejected_requests_total{reason=\"peer.duplicate\"} 1\n\
+                amalgam_rejected_requests_total{reason=\"round.wrong-phase\"} 0\n";
+    assert_eq!(
+        conflicts(text),
+        vec!["amalgam_rejected_requests_total{reason=\"peer.duplicate\"} 1".to_owned()]
+    );
+}
