@@ -95,8 +95,17 @@ fn aggregator_killed_after_response_in_unmasking() {
 #[test]
 #[ignore = "sweep: every k of every aggregator point (75 rounds, several minutes)"]
 fn aggregator_killed_at_every_point_and_k() {
+    // `AMALGAM_SWEEP_K=<lo>-<hi>` narrows the sweep to those k (to rerun a failure).
+    let (lo, hi) = std::env::var("AMALGAM_SWEEP_K")
+        .ok()
+        .and_then(|v| {
+            let (a, b) = v.split_once('-')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or((1, ALL_UPLOADS as u64));
     for point in ["before-commit", "after-commit", "after-response"] {
-        for k in 1..=ALL_UPLOADS as u64 {
+        for k in lo..=hi {
+            eprintln!("aggregator killed at {point} {k}");
             aggregator_killed_at(point, k, 500 + k, false);
         }
     }
@@ -129,6 +138,7 @@ fn site_killed_after_send_unmasking() {
 fn site_killed_at_every_point_of_every_phase() {
     for (i, p) in PHASES.iter().enumerate() {
         let seg = amalgam_net::api::phase_segment(*p).unwrap();
+        eprintln!("site killed after persist/send of {seg}");
         site_killed_at("persist", seg, 600 + i as u64);
         site_killed_at("send", seg, 610 + i as u64);
     }

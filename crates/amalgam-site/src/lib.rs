@@ -17,7 +17,8 @@
 //!
 //! The core is synchronous and transport-independent: [`testing`] runs whole rounds in
 //! memory against `amalgam_proto::Aggregator`; [`http::HttpTransport`] drives the same core
-//! over mutually authenticated HTTPS.
+//! over mutually authenticated HTTPS. [`fault`] holds the crash-test points (feature
+//! `fault-points`, test builds only) at which a harness kills the agent.
 
 pub mod agent;
 pub mod error;
