@@ -135,6 +135,10 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
         AgentOptions::default(),
     )
     .map_err(agent_failure)?;
+    // Crash tests only (feature `fault-points`): the harness's view of each encoded update.
+    if let Some(observer) = amalgam_site::fault::encoded_observer_from_env() {
+        agent.set_encoded_observer(observer);
+    }
     let mut transport = HttpTransport::new(
         &a.aggregator,
         &identity,
@@ -142,8 +146,14 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
         amalgam_net::client::RetryPolicy::default(),
     )
     .map_err(|e| agent_failure(e.into()))?;
+    // A round interrupted by a crash is resumed first (its state is on disk; the high-water
+    // mark is already at it, so it is not found among the rounds above it).
+    let mut resume = agent.unfinished_round().map_err(agent_failure)?;
     for _ in 0..a.rounds {
-        let round = next_round(&mut transport, &agent, a.wait_for_round)?;
+        let round = match resume.take() {
+            Some(r) => r,
+            None => next_round(&mut transport, &agent, a.wait_for_round)?,
+        };
         let outcome = agent
             .run_round(&mut transport, &mut trainer, round)
             .map_err(agent_failure)?;

@@ -188,8 +188,10 @@ async fn upload(
         .await
         .map_err(|p| app.refuse(p))?;
     let bytes = read_bounded(&app, &headers, body, max).await?;
-    let resp = app.service.upload(round, site, phase, bytes).await?;
-    let k = app.service.accepted_uploads();
+    let (resp, k) = app
+        .service
+        .upload_counted(round, site, phase, bytes)
+        .await?;
     let r = bytes_response(StatusCode::OK, resp, None, "application/json");
     Ok(crate::fault::after_response(r, k))
 }

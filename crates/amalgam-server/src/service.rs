@@ -338,7 +338,23 @@ impl Service {
         phase: Phase,
         body: Vec<u8>,
     ) -> Result<Vec<u8>, Problem> {
+        Ok(self.upload_counted(round, site, phase, body).await?.0)
+    }
+
+    /// [`Service::upload`], also returning the fault points' counter for it: this upload's
+    /// number among those this process accepted (or, for an identical re-send, the count so
+    /// far). The count moves under the round's lock, together with the upload, so that the
+    /// k of `before-commit`, `after-commit` and `after-response` name one upload each
+    /// whatever the concurrency (a count taken after the lock was released could skip a k).
+    pub async fn upload_counted(
+        &self,
+        round: u64,
+        site: SiteId,
+        phase: Phase,
+        body: Vec<u8>,
+    ) -> Result<(Vec<u8>, u64), Problem> {
         let len = body.len() as u64;
+        let inner = self.0.clone();
         let r = self
             .mutate(round, move |st, next| {
                 let Accepted {
@@ -353,12 +369,16 @@ impl Service {
                     }
                 }
                 let fresh = !events.is_empty();
-                Ok(((response, fresh), events))
+                let k = if fresh {
+                    inner.accepted_uploads.fetch_add(1, Ordering::SeqCst) + 1
+                } else {
+                    inner.accepted_uploads.load(Ordering::SeqCst)
+                };
+                Ok(((response, fresh, k), events))
             })
             .await;
-        let (response, fresh) = r?;
+        let (response, fresh, k) = r?;
         if fresh {
-            self.0.accepted_uploads.fetch_add(1, Ordering::SeqCst);
             self.0.metrics.bytes_in.inc_by(len);
             if let Some(f) = &self.0.metrics.uploads_by_site {
                 f.get_or_create(&crate::metrics::SiteLabel {
@@ -367,7 +387,7 @@ impl Service {
                 .inc();
             }
         }
-        Ok(response)
+        Ok((response, k))
     }
 
     /// A signed decline.

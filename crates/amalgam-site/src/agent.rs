@@ -265,6 +265,19 @@ impl SiteAgent {
         self.high_water()
     }
 
+    /// The latest round this site holds persisted masking state of: it was charged for it and
+    /// stopped (a crash, a kill) before the round's epilogue deleted that state. `run_round`
+    /// resumes such a round from that state (or refuses it when the aggregator's copy shows
+    /// the state is older than what it sent); a restarted agent runs it before any new round.
+    pub fn unfinished_round(&self) -> Result<Option<u64>, AgentError> {
+        for round in self.store.rounds()?.into_iter().rev() {
+            if self.store.stored_aad(STATE, round)?.is_some() {
+                return Ok(Some(round));
+            }
+        }
+        Ok(None)
+    }
+
     /// Rounds this site was charged for that did not complete.
     pub fn aborted_rounds(&self) -> u32 {
         self.record.aborted

@@ -17,10 +17,12 @@
 //!
 //! The core is synchronous and transport-independent: [`testing`] runs whole rounds in
 //! memory against `amalgam_proto::Aggregator`; [`http::HttpTransport`] drives the same core
-//! over mutually authenticated HTTPS.
+//! over mutually authenticated HTTPS. [`fault`] holds the crash-test points (feature
+//! `fault-points`, test builds only) at which a harness kills the agent.
 
 pub mod agent;
 pub mod error;
+pub mod fault;
 pub mod http;
 pub mod model;
 pub mod retry;

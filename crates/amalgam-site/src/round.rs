@@ -257,9 +257,12 @@ impl SiteAgent {
         let phase = upload_phase(&msg);
         let bytes = msg.to_bytes();
         let round = site.round();
+        // Releasing is local: nothing has left the site at this point.
+        crate::fault::site_point("persist", phase, round);
         self.options
             .retry
             .run(|| transport.upload(round, phase, &bytes))?;
+        crate::fault::site_point("send", phase, round);
         Ok(())
     }
 
