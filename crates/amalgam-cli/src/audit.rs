@@ -126,7 +126,8 @@ pub fn charges(bytes: &[u8]) -> Result<Vec<Charge>, Failure> {
     Ok(out)
 }
 
-fn ledger_row(f: &LedgerFinding) -> Row {
+/// A ledger finding as a row.
+pub fn ledger_row(f: &LedgerFinding) -> Row {
     let text = format!("{f:?}");
     let code = text
         .split(|c: char| !c.is_alphanumeric())
@@ -153,7 +154,7 @@ fn row(severity: &'static str, code: &str, detail: String) -> Row {
 }
 
 /// The site's summaries as the aggregator holds them or a saved copy, parsed strictly.
-fn load_anchors_file(path: &Path) -> Result<api::Anchors, Failure> {
+pub fn load_anchors_file(path: &Path) -> Result<api::Anchors, Failure> {
     let meta =
         std::fs::metadata(path).map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;
     if meta.len() > MAX_ANCHORS_FILE {
@@ -173,9 +174,18 @@ fn load_anchors_file(path: &Path) -> Result<api::Anchors, Failure> {
     })
 }
 
+/// The site's manifest key.
+pub fn site_key(manifest: &VerifiedManifest, site: u16) -> Result<VerifyingKey, Failure> {
+    manifest
+        .sites()
+        .get(usize::from(site))
+        .map(|m| m.key)
+        .ok_or_else(|| Failure::usage(format!("the manifest has no site {site}")))
+}
+
 /// Verifies each summary under the site's key and for this consortium and site; the good
 /// ones become anchors, the others findings (the aggregator's copy is not the site's word).
-fn summaries_to_anchors(
+pub fn summaries_to_anchors(
     sets: &[api::Anchors],
     site: u16,
     key: &VerifyingKey,
@@ -272,11 +282,7 @@ pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
         })?,
         (None, None) => return Err(Failure::usage("--site (or a site's --key) is required")),
     };
-    let site_key = manifest
-        .sites()
-        .get(usize::from(site))
-        .map(|m| m.key)
-        .ok_or_else(|| Failure::usage(format!("the manifest has no site {site}")))?;
+    let site_key = site_key(&manifest, site)?;
     let ledger = match (s.path("ledger", a.ledger.as_deref())?, &state) {
         (Some(l), _) => l,
         (None, Some(dir)) => dir.join(ledger_file_name(manifest.budget_policy()?.unit)),

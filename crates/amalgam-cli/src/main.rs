@@ -14,6 +14,7 @@ mod config;
 mod consortium;
 mod keys;
 mod ledger;
+mod report;
 mod round;
 mod serve;
 mod simulate;
@@ -52,6 +53,9 @@ enum Command {
     /// Audit a site's ε ledger against its published anchors (`--transcripts`: every signed
     /// upload has a charge).
     Audit(audit::Args),
+    /// The privacy report (`amalgam report privacy`), from verified ledgers, manifests and
+    /// signed summaries.
+    Report(report::Args),
     /// A round as the aggregator reports it: `status`, `watch`, `wait`.
     Round(round::Args),
     /// Run the aggregator service (`amalgam serve --manifest M --key K --db DB --listen ADDR`).
@@ -137,6 +141,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Round(args) => round::run(&args, &config(cfg)?),
         Command::Audit(args) => audit::run(&args, &config(cfg)?),
+        Command::Report(args) => report::run(&args, &config(cfg)?),
         Command::Simulate(args) => simulate::run(&args).map_err(Failure::failed),
         Command::Ledger(args) => ledger::run(&args).map_err(Failure::failed),
         Command::Keys(args) => keys::run(&args),
