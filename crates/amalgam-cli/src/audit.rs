@@ -174,6 +174,12 @@ pub fn load_anchors_file(path: &Path) -> Result<api::Anchors, Failure> {
     })
 }
 
+/// The site agent's own directory inside the `--state` directory of `amalgam site run`
+/// (`state.key`, `sealed/`, the ledger; `epoch.highwater` stays in the state directory).
+pub fn agent_dir(state: &Path) -> PathBuf {
+    state.join("agent")
+}
+
 /// The site's manifest key.
 pub fn site_key(manifest: &VerifiedManifest, site: u16) -> Result<VerifyingKey, Failure> {
     manifest
@@ -242,7 +248,7 @@ pub fn summaries_to_anchors(
 /// Rounds whose state the site agent persisted (`sealed/round-<r>`): state is written only
 /// after the round's charge, so each needs an accepted charge.
 fn persisted_rounds(state: &Path) -> Result<Vec<u64>, Failure> {
-    let dir = state.join("sealed");
+    let dir = agent_dir(state).join("sealed");
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -285,7 +291,7 @@ pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
     let site_key = site_key(&manifest, site)?;
     let ledger = match (s.path("ledger", a.ledger.as_deref())?, &state) {
         (Some(l), _) => l,
-        (None, Some(dir)) => dir.join(ledger_file_name(manifest.budget_policy()?.unit)),
+        (None, Some(dir)) => agent_dir(dir).join(ledger_file_name(manifest.budget_policy()?.unit)),
         (None, None) => return Err(Failure::usage("--ledger or --state is required")),
     };
     let mut rows = Vec::new();

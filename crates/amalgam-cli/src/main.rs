@@ -12,6 +12,7 @@ mod aggregator;
 mod audit;
 mod config;
 mod consortium;
+mod doctor;
 mod keys;
 mod ledger;
 mod report;
@@ -146,7 +147,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Ledger(args) => ledger::run(&args).map_err(Failure::failed),
         Command::Keys(args) => keys::run(&args),
         Command::Consortium(args) => consortium::run(&args),
-        Command::Site(args) => site::run(&args),
+        Command::Site(args) => site::run(&args, cfg),
         Command::Serve(args) => serve::run(&args),
         #[cfg(feature = "train")]
         Command::Evaluate(args) => train::evaluate(&args).map_err(Failure::failed),

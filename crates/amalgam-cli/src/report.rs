@@ -146,7 +146,9 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
     };
     let ledger = match (s.path("ledger", a.ledger.as_deref())?, &a.state) {
         (Some(l), _) => Some(l),
-        (None, Some(dir)) => Some(dir.join(ledger_file_name(manifest.budget_policy()?.unit))),
+        (None, Some(dir)) => Some(
+            crate::audit::agent_dir(dir).join(ledger_file_name(manifest.budget_policy()?.unit)),
+        ),
         (None, None) => None,
     };
     if ledger.is_none() && !a.consortium {

@@ -176,11 +176,11 @@ fn a_persisted_round_without_a_charge_is_an_upload_without_charge() {
     let (_, summaries) = charged(d, &c, &[1]);
     write_anchors(d, &c, &summaries);
     // Round 1 was charged: its persisted state is accounted for.
-    std::fs::create_dir_all(d.join("state/sealed/round-1")).unwrap();
+    std::fs::create_dir_all(d.join("state/agent/sealed/round-1")).unwrap();
     let (out, _) = audit(d, &["--transcripts"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // Round 2 holds signed state the ledger never charged.
-    std::fs::create_dir_all(d.join("state/sealed/round-2")).unwrap();
+    std::fs::create_dir_all(d.join("state/agent/sealed/round-2")).unwrap();
     let (out, v) = audit(d, &["--transcripts"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert_eq!(codes(&v), vec!["PersistedRoundWithoutCharge".to_string()]);

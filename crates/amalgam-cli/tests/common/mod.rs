@@ -42,7 +42,7 @@ pub fn charged(
     c: &TestConsortium,
     rounds: &[u64],
 ) -> (PathBuf, Vec<(u64, LedgerSummary)>) {
-    let state = dir.join("state");
+    let state = dir.join("state/agent");
     std::fs::create_dir_all(&state).unwrap();
     let policy = c.verified.budget_policy().unwrap();
     let path = state.join(ledger_file_name(policy.unit));
