@@ -51,6 +51,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "key",
             "aggregator",
             "ledger",
+            "state",
             "anchors",
             "format",
         ],

@@ -144,7 +144,8 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
         (None, Some(k)) => manifest.site_index(&k.verifying_key()),
         (None, None) => None,
     };
-    let ledger = match (s.path("ledger", a.ledger.as_deref())?, &a.state) {
+    let state = s.path("state", a.state.as_deref())?;
+    let ledger = match (s.path("ledger", a.ledger.as_deref())?, &state) {
         (Some(l), _) => Some(l),
         (None, Some(dir)) => Some(
             crate::audit::agent_dir(dir).join(ledger_file_name(manifest.budget_policy()?.unit)),

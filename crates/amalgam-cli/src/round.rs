@@ -107,7 +107,11 @@ fn context(a: &RoundArgs, config: &Config) -> Result<Ctx, Failure> {
     let timeout = Duration::from_secs(s.u64("timeout", a.timeout)?.unwrap_or(3600));
     let interval = Duration::from_secs(s.u64("interval", a.interval)?.unwrap_or(2).max(1));
     let member = Member::load(&manifest, &key)?;
-    let agg = Aggregator::connect(&url, &member, insecure, MAX_SMALL)?;
+    // The result carries the sum (JSON, up to 21 characters a value): bound the answer by
+    // the manifest's sizes, as the site agent does.
+    let params = member.manifest.round_params(0)?;
+    let max = amalgam_site::http::max_message_answer(params.n(), params.d()).max(MAX_SMALL);
+    let agg = Aggregator::connect(&url, &member, insecure, max)?;
     Ok(Ctx {
         agg,
         round: a.round,

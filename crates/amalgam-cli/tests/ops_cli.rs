@@ -382,6 +382,28 @@ fn site_doctor_passes_a_healthy_site_and_names_each_provoked_problem() {
     );
     chmod(&d.join("state"), 0o700);
 
+    // A manifest that forks from the epoch this site accepted (same keys and epoch, other
+    // content): the manifest row names it, and doctor does not move the mark.
+    let forked = testing::consortium(65, 5, 0, 32);
+    let hw = d.join("state/epoch.highwater");
+    amalgam_consortium::EpochHighWater::accept(
+        &hw,
+        &forked.verified,
+        &forked.sites[0].verifying_key(),
+    )
+    .unwrap();
+    let before = std::fs::read(&hw).unwrap();
+    let (out, v) = doctor(d, &server.url);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let p = problems(&v);
+    assert!(
+        p.iter()
+            .any(|(c, detail, _)| c == "manifest" && detail.contains("epoch")),
+        "{p:?}"
+    );
+    assert_eq!(std::fs::read(&hw).unwrap(), before);
+    std::fs::remove_file(&hw).unwrap();
+
     // Nothing listening at the address.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
