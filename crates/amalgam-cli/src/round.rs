@@ -77,6 +77,10 @@ struct View {
     model_digest: String,
     aborted: Option<String>,
     result: Option<ResultSummary>,
+    /// `watch`/`wait`: the sites that went on from each phase seen closing (the next phase's
+    /// expected count; the contributors for the last), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    survivors: Vec<(String, u32)>,
 }
 
 /// The published result, without the sum's values.
@@ -181,6 +185,7 @@ fn view(ctx: &Ctx, s: RoundStatus, now_ms: u64) -> View {
         model_digest: s.model_digest,
         aborted: s.aborted.map(|a| amalgam_site::http::printable_detail(&a)),
         result,
+        survivors: Vec::new(),
     }
 }
 
@@ -206,6 +211,14 @@ fn text(v: &View) -> String {
     out.push_str(&format!("model: {}\n", v.model_digest));
     if let Some(a) = &v.aborted {
         out.push_str(&format!("aborted: {a}\n"));
+    }
+    if !v.survivors.is_empty() {
+        let steps: Vec<String> = v
+            .survivors
+            .iter()
+            .map(|(p, n)| format!("{} {n}", amalgam_site::http::printable_detail(p)))
+            .collect();
+        out.push_str(&format!("survivors per phase: {}\n", steps.join(", ")));
     }
     if let Some(r) = &v.result {
         out.push_str(&format!(
@@ -267,12 +280,23 @@ fn follow(ctx: &Ctx, show: bool) -> Result<(), Failure> {
     let bar = (show && ctx.format == Format::Text && std::io::stderr().is_terminal())
         .then(indicatif::ProgressBar::no_length);
     let mut last: Option<(String, u32, u32)> = None;
+    let mut survivors: Vec<(String, u32)> = Vec::new();
     let mut round = ctx.round;
     loop {
         let (s, now) = fetch(&ctx.agg, round)?;
         round = Some(s.round);
         let key = (s.phase.clone(), s.responded, s.expected);
-        if show && last.as_ref() != Some(&key) {
+        let prev_phase = last.as_ref().map(|(p, _, _)| p.clone());
+        if let Some(prev) = &prev_phase
+            && *prev != s.phase
+            && s.phase != "aborted"
+            && s.phase != "finished"
+        {
+            survivors.push((prev.clone(), s.expected));
+        }
+        let changed = last.as_ref() != Some(&key);
+        last = Some(key);
+        if show && changed {
             match (&bar, ctx.format) {
                 (Some(b), _) => {
                     b.set_length(u64::from(s.expected));
@@ -293,16 +317,22 @@ fn follow(ctx: &Ctx, show: bool) -> Result<(), Failure> {
                     s.expected
                 ),
             }
-            last = Some(key);
         }
         if let Some(end) = outcome(&s.phase, s.round) {
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
+            let mut v = view(ctx, s, now);
+            if let (Some(prev), Some(r)) = (&prev_phase, &v.result)
+                && prev != "finished"
+            {
+                survivors.push((prev.clone(), r.contributors.len() as u32));
+            }
+            v.survivors = survivors;
             if show && ctx.format == Format::Text {
-                print!("{}", text(&view(ctx, s, now)));
+                print!("{}", text(&v));
             } else if !show && ctx.format == Format::Json {
-                print_json(&view(ctx, s, now))?;
+                print_json(&v)?;
             }
             return end;
         }

@@ -469,7 +469,9 @@ fn setup_zero(d: &Path) {
     let (signed, _) = sign_all(b, &keys);
     signed.write(&d.join("consortium.manifest")).unwrap();
     agg.save(&d.join("agg")).unwrap();
-    sites[0].save(&d.join("site0")).unwrap();
+    for (i, k) in sites.iter().enumerate() {
+        k.save(&d.join(format!("site{i}"))).unwrap();
+    }
 }
 
 fn codes(v: &serde_json::Value) -> Vec<String> {
@@ -579,4 +581,53 @@ fn audit_transcripts_against_the_aggregator_find_an_upload_without_a_charge() {
     let out = amalgam(d, &args, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn round_wait_exits_0_when_every_site_completes_the_round() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup_zero(d);
+    let server = serve(d, "30");
+    let sites: Vec<_> = (0..5)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_amalgam"))
+                .current_dir(d)
+                .args(["site", "run", "--manifest", "consortium.manifest", "--key"])
+                .arg(format!("site{i}/identity.key"))
+                .arg("--state")
+                .arg(format!("state{i}"))
+                .args(["--aggregator", &server.url, "--synthetic-trainer"])
+                .arg(format!("{:02x}", i + 1))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut args = vec!["round", "watch"];
+    args.extend(member_args(&server.url));
+    args.extend(["--round", "1", "--timeout", "300", "--interval", "1"]);
+    let out = amalgam(d, &args, &[]);
+    for mut s in sites {
+        let _ = s.wait();
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(t.contains("round 1: finished"), "{t}");
+    assert!(t.contains("result: 5 contributors [0, 1, 2, 3, 4]"), "{t}");
+    // Every phase watch saw closing kept all five sites (phases closed faster than a poll
+    // are not listed).
+    if let Some(line) = t.lines().find(|l| l.starts_with("survivors per phase: ")) {
+        let steps = line.trim_start_matches("survivors per phase: ");
+        assert!(steps.split(", ").all(|s| s.ends_with(" 5")), "{t}");
+    }
+    let mut args = vec!["round", "wait"];
+    args.extend(member_args(&server.url));
+    args.extend(["--format", "json"]);
+    let out = amalgam(d, &args, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["phase"], "finished");
+    assert_eq!(v["result"]["contributors"].as_array().unwrap().len(), 5);
 }
