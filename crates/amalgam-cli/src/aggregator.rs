@@ -101,6 +101,11 @@ impl Aggregator {
         insecure: bool,
         max_body: usize,
     ) -> Result<Self, Failure> {
+        if !insecure && !url.starts_with("https://") {
+            return Err(Failure::usage(format!(
+                "{url}: the aggregator is https://host:port (plain http only with --insecure, on loopback)"
+            )));
+        }
         amalgam_net::install_crypto_provider();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -37,6 +37,10 @@ fn setup(dir: &Path, seed: u64) -> testing::TestConsortium {
 /// taking part, AdvertiseKeys closes empty at its deadline and the round aborts (5 s is the
 /// manifest's minimum; 600 s keeps the round open for the whole test).
 fn serve(dir: &Path, phase: &str) -> Server {
+    serve_with(dir, phase, &[])
+}
+
+fn serve_with(dir: &Path, phase: &str, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_amalgam"))
         .current_dir(dir)
         .args([
@@ -52,6 +56,7 @@ fn serve(dir: &Path, phase: &str) -> Server {
             "--phase-seconds",
             phase,
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -630,4 +635,28 @@ fn round_wait_exits_0_when_every_site_completes_the_round() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["phase"], "finished");
     assert_eq!(v["result"]["contributors"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn round_status_over_plain_http_on_loopback_with_insecure_from_the_environment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup(d, 68);
+    let server = serve_with(d, "600", &["--insecure"]);
+    assert!(
+        server.url.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let mut args = vec!["round", "status"];
+    args.extend(member_args(&server.url));
+    // Without --insecure the https-only client refuses the plain URL.
+    let out = amalgam(d, &args, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only with --insecure"));
+    let out = amalgam(d, &args, &[("AMALGAM_ROUND_INSECURE", "true")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("round 1: advertise-keys"));
+    let out = amalgam(d, &args, &[("AMALGAM_ROUND_INSECURE", "yes")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
