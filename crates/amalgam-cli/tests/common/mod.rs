@@ -11,6 +11,8 @@ use amalgam_dp::sampler::SamplerKind;
 use amalgam_net::api::Anchors;
 use amalgam_site::statements::LedgerSummary;
 
+pub mod server;
+
 pub fn amalgam(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_amalgam"))
         .current_dir(dir)
