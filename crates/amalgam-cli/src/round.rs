@@ -177,12 +177,12 @@ fn view(ctx: &Ctx, s: RoundStatus, now_ms: u64) -> View {
         deadline_in_s: s
             .deadline_ms
             .map(|d| (i128::from(d) - i128::from(now_ms)).clamp(-(1 << 40), 1 << 40) as i64 / 1000),
-        scheme: s.scheme,
-        phase: s.phase,
+        scheme: amalgam_site::http::printable_detail(&s.scheme),
+        phase: amalgam_site::http::printable_detail(&s.phase),
         deadline_ms: s.deadline_ms,
         responded: s.responded,
         expected: s.expected,
-        model_digest: s.model_digest,
+        model_digest: amalgam_site::http::printable_detail(&s.model_digest),
         aborted: s.aborted.map(|a| amalgam_site::http::printable_detail(&a)),
         result,
         survivors: Vec::new(),
@@ -190,12 +190,7 @@ fn view(ctx: &Ctx, s: RoundStatus, now_ms: u64) -> View {
 }
 
 fn text(v: &View) -> String {
-    let mut out = format!(
-        "round {}: {} ({})\n",
-        v.round,
-        amalgam_site::http::printable_detail(&v.phase),
-        v.scheme
-    );
+    let mut out = format!("round {}: {} ({})\n", v.round, v.phase, v.scheme);
     if let (Some(d), Some(left)) = (v.deadline_ms, v.deadline_in_s) {
         out.push_str(&format!(
             "deadline: {} (in {left} s by the aggregator's clock)\n",
@@ -301,7 +296,11 @@ fn follow(ctx: &Ctx, show: bool) -> Result<(), Failure> {
                 (Some(b), _) => {
                     b.set_length(u64::from(s.expected));
                     b.set_position(u64::from(s.responded));
-                    b.set_message(format!("round {} {}", s.round, s.phase));
+                    b.set_message(format!(
+                        "round {} {}",
+                        s.round,
+                        amalgam_site::http::printable_detail(&s.phase)
+                    ));
                 }
                 (None, Format::Json) => {
                     let line = serde_json::to_string(&view(ctx, s.clone(), now))
