@@ -184,3 +184,60 @@ fn site_doctor_passes_a_healthy_site_and_names_each_provoked_problem() {
     let t = String::from_utf8_lossy(&out.stdout);
     assert!(t.contains("problem") && t.contains("fix: chmod 600"), "{t}");
 }
+
+/// An aggregator stand-in: the pinned identity's TLS binding and the member verifier of the
+/// real listener, serving only `/v1/time`, `offset_ms` off this host's clock.
+fn skewed_time_server(
+    rt: &tokio::runtime::Runtime,
+    c: &testing::TestConsortium,
+    offset_ms: i64,
+) -> String {
+    use amalgam_net::api::ServerTime;
+    use amalgam_net::tls;
+    use amalgam_server::consortium::ConsortiumView;
+    use amalgam_server::listen::{ListenLimits, serve_tls};
+    amalgam_net::install_crypto_provider();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let identity = tls::aggregator_identity(
+        &c.verified.consortium_digest(),
+        now.as_secs() + 86_400,
+        |m| c.aggregator.sign(m).to_bytes(),
+    )
+    .unwrap();
+    let config = tls::server_config(&identity, c.verified.member_keys()).unwrap();
+    let skewed = (now.as_millis() as i64 + offset_ms) as u64;
+    let router = axum::Router::new().route(
+        amalgam_net::api::TIME,
+        axum::routing::get(move || async move { axum::Json(ServerTime { unix_ms: skewed }) }),
+    );
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_tls(listener, config, router, ListenLimits::default()));
+        format!("https://{addr}")
+    })
+}
+
+#[test]
+fn an_aggregator_clock_an_hour_off_is_a_clock_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let c = setup(d, 69);
+    std::fs::create_dir(d.join("state")).unwrap();
+    chmod(&d.join("state"), 0o700);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = skewed_time_server(&rt, &c, 3_600_000);
+    let (out, v) = doctor(d, &url);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let p = problems(&v);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, "clock");
+    assert!(p[0].1.contains("behind the aggregator"), "{p:?}");
+    // Two minutes off is within the bound.
+    let url = skewed_time_server(&rt, &c, -120_000);
+    let (out, v) = doctor(d, &url);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(problems(&v), vec![]);
+}
