@@ -395,7 +395,7 @@ fn ledger_check(
         problem(
             "ledger",
             format!("audit findings: {}", critical.join("; ")),
-            "run `amalgam audit --transcripts` for the rows; the agent refuses to charge a ledger that does not verify",
+            "run `amalgam audit --transcripts` for the rows; the site agent refuses to charge a ledger that does not verify",
         )
     } else if !report.findings.is_empty() {
         warning(

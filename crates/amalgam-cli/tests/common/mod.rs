@@ -1,4 +1,4 @@
-//! Shared helpers of the operator-command tests: the binary, a test consortium, a site
+//! Shared fixtures of the operator-command tests: the binary, a test consortium, a site
 //! ledger charged for given rounds and the signed summaries it published.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
