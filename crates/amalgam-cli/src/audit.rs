@@ -73,6 +73,19 @@ pub struct Row {
     pub detail: String,
 }
 
+/// A verified summary as printed.
+#[derive(Debug, Serialize)]
+pub struct SummaryRow {
+    /// Its round.
+    pub round: u64,
+    /// Ledger entries it names.
+    pub entries: u64,
+    /// ε it states; absent when unbounded (JSON has no +∞).
+    pub epsilon: Option<f64>,
+    /// True when it states ε = +∞ (a round ran without differential privacy).
+    pub unbounded: bool,
+}
+
 /// What `amalgam audit` prints.
 #[derive(Debug, Serialize)]
 pub struct Outcome {
@@ -84,8 +97,8 @@ pub struct Outcome {
     pub ledger: String,
     /// The audit of the ledger.
     pub report: AuditReport,
-    /// Verified summaries used as anchors: (round, entries, ε stated).
-    pub summaries: Vec<(u64, u64, f64)>,
+    /// Verified summaries used as anchors.
+    pub summaries: Vec<SummaryRow>,
     /// Rounds whose uploads were cross-checked (`--transcripts`).
     pub transcripts_checked: Vec<u64>,
     /// Every finding, the ledger's first.
@@ -335,21 +348,13 @@ pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
     let report = audit_bytes(&bytes, &site_key, &anchors)
         .map_err(|e| Failure::failed(format!("{}: {e}", ledger.display())))?;
     let mut findings: Vec<Row> = report.findings.iter().map(ledger_row).collect();
-    // A summary stating the ledger's present length must state its recomputed ε.
-    for s in &summaries {
-        if s.entries as usize == report.entries
-            && report.private
-            && (s.epsilon - report.epsilon_total).abs() > 1e-9 * report.epsilon_total.max(1.0)
-        {
-            rows.push(row(
-                "critical",
-                "SummaryEpsilonMismatch",
-                format!(
-                    "round {}: the summary states epsilon {} where the ledger recomputes {}",
-                    s.round, s.epsilon, report.epsilon_total
-                ),
-            ));
-        }
+    // Each summary's ε at the prefix it names, the summaries never going backwards, and one
+    // for the newest round the site contributed to (the aggregator's published results).
+    crate::summaries::check_monotone(&summaries, &mut rows);
+    crate::summaries::check_epsilon(&bytes, &site_key, &summaries, &mut rows);
+    if let Some((agg, _)) = &agg {
+        let newest = crate::summaries::newest_contribution(agg, site)?;
+        crate::summaries::check_fresh(&summaries, site, newest, &mut rows);
     }
     let mut transcripts_checked = Vec::new();
     if a.transcripts {
@@ -426,7 +431,12 @@ pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
         ledger: ledger.display().to_string(),
         summaries: summaries
             .iter()
-            .map(|s| (s.round, s.entries, s.epsilon))
+            .map(|s| SummaryRow {
+                round: s.round,
+                entries: s.entries,
+                epsilon: s.epsilon.is_finite().then_some(s.epsilon),
+                unbounded: s.epsilon.is_infinite(),
+            })
             .collect(),
         report,
         transcripts_checked,

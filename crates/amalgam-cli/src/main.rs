@@ -20,6 +20,7 @@ mod round;
 mod serve;
 mod simulate;
 mod site;
+mod summaries;
 #[cfg(feature = "train")]
 mod train;
 

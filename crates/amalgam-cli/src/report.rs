@@ -19,6 +19,7 @@ use crate::audit::{
     Row, ledger_row, load_anchors_file, site_key, summaries_to_anchors, verified_manifest,
 };
 use crate::config::{Config, Format, print_json};
+use crate::summaries;
 
 /// `amalgam report …`.
 #[derive(Debug, clap::Args)]
@@ -80,7 +81,10 @@ struct SiteBudget {
     /// Round of the latest summary.
     as_of_round: Option<u64>,
     epsilon_cap: Option<f64>,
+    /// ε spent; absent when unknown or unbounded (JSON has no +∞).
     epsilon_spent: Option<f64>,
+    /// True when a round ran without differential privacy: ε is unbounded.
+    epsilon_unbounded: bool,
     epsilon_remaining: Option<f64>,
 }
 
@@ -161,6 +165,7 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
         .iter()
         .map(|f| load_anchors_file(f))
         .collect::<Result<_, _>>()?;
+    let mut agg = None;
     if let Some(u) = &url {
         let Some(identity) = identity else {
             return Err(Failure::usage(
@@ -171,15 +176,16 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
             manifest: manifest.clone(),
             identity,
         };
-        let agg = Aggregator::connect(u, &member, false, MAX_SMALL)?;
+        let conn = Aggregator::connect(u, &member, false, MAX_SMALL)?;
         let wanted: Vec<u16> = if a.consortium {
             (0..manifest.sites().len() as u16).collect()
         } else {
             site.into_iter().collect()
         };
         for i in wanted {
-            sets.push(agg.json(&format!("/v1/anchors/{i}"))?);
+            sets.push(conn.json(&format!("/v1/anchors/{i}"))?);
         }
+        agg = Some(conn);
     }
     let policy = manifest.budget_policy()?;
     let cap = match policy.budget {
@@ -199,7 +205,13 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
             ));
         };
         let key = site_key(&manifest, site)?;
-        let set: Vec<api::Anchors> = sets.iter().filter(|s| s.site == site).cloned().collect();
+        // Every set is checked: one naming another site is a finding, not silently dropped
+        // (with --consortium the other sites' sets are read below).
+        let set: Vec<api::Anchors> = sets
+            .iter()
+            .filter(|s| s.site == site || !a.consortium)
+            .cloned()
+            .collect();
         let summaries = summaries_to_anchors(&set, site, &key, &digest, &mut caveats);
         let anchors: Vec<Anchor> = summaries
             .iter()
@@ -212,6 +224,12 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
             read_file(path).map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;
         let report = audit_bytes(&bytes, &key, &anchors)
             .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;
+        summaries::check_monotone(&summaries, &mut caveats);
+        summaries::check_epsilon(&bytes, &key, &summaries, &mut caveats);
+        if let Some(agg) = &agg {
+            let newest = summaries::newest_contribution(agg, site)?;
+            summaries::check_fresh(&summaries, site, newest, &mut caveats);
+        }
         let critical: Vec<Row> = report
             .findings
             .iter()
@@ -251,7 +269,8 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
             source: "ledger",
             as_of_round: summaries.last().map(|s| s.round),
             epsilon_cap: cap,
-            epsilon_spent: spent.or(Some(f64::INFINITY)),
+            epsilon_spent: spent,
+            epsilon_unbounded: spent.is_none(),
             epsilon_remaining: cap.zip(spent).map(|(c, s)| (c - s).max(0.0)),
         });
     }
@@ -262,9 +281,13 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
                 continue;
             }
             let set: Vec<api::Anchors> = sets.iter().filter(|s| s.site == i).cloned().collect();
-            let latest = summaries_to_anchors(&set, i, &m.key, &digest, &mut caveats)
-                .into_iter()
-                .next_back();
+            let verified = summaries_to_anchors(&set, i, &m.key, &digest, &mut caveats);
+            summaries::check_monotone(&verified, &mut caveats);
+            if let Some(agg) = &agg {
+                let newest = summaries::newest_contribution(agg, i)?;
+                summaries::check_fresh(&verified, i, newest, &mut caveats);
+            }
+            let latest = verified.into_iter().next_back();
             sites.push(SiteBudget {
                 site: i,
                 name: m.name.clone(),
@@ -272,13 +295,28 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
                 source: "summary",
                 as_of_round: latest.map(|s| s.round),
                 epsilon_cap: cap,
-                epsilon_spent: latest.map(|s| s.epsilon),
+                epsilon_spent: latest.map(|s| s.epsilon).filter(|e| e.is_finite()),
+                epsilon_unbounded: latest.is_some_and(|s| s.epsilon.is_infinite()),
                 epsilon_remaining: cap
-                    .zip(latest.map(|s| s.epsilon))
+                    .zip(latest.map(|s| s.epsilon).filter(|e| e.is_finite()))
                     .map(|(c, s)| (c - s).max(0.0)),
             });
         }
         sites.sort_by_key(|s| s.site);
+        // A site's summaries that go backwards, or stop before the newest round it took part
+        // in, would show less ε than it spent: refused rather than printed. (A summary that
+        // does not verify is only a caveat: that site's spend is then shown as unknown.)
+        let bad: Vec<String> = caveats
+            .iter()
+            .filter(|r| r.code == "SummaryRegressed" || r.code == "SummaryMissing")
+            .map(|r| format!("{}: {}", r.code, r.detail))
+            .collect();
+        if !bad.is_empty() {
+            return Err(Failure::failed(format!(
+                "the sites' summaries do not verify; refused, nothing reported: {}",
+                bad.join("; ")
+            )));
+        }
     }
     let page = Page {
         consortium: manifest.consortium().to_string(),
@@ -409,7 +447,11 @@ fn render(p: &Page) -> String {
             s.source,
             s.as_of_round.map_or_else(|| "-".into(), |r| r.to_string()),
             num(s.epsilon_cap),
-            num(s.epsilon_spent),
+            if s.epsilon_unbounded {
+                "unbounded".into()
+            } else {
+                num(s.epsilon_spent)
+            },
             num(s.epsilon_remaining)
         ));
     }
