@@ -3,7 +3,8 @@
 //! ledger summaries, fetched from the aggregator (`--aggregator`) or from a saved copy of
 //! `GET /v1/anchors/{site}` (`--anchors FILE`). With `--transcripts`, every upload the site
 //! signed (what the aggregator holds for it, and the round state persisted in its state
-//! directory) must have an accepted charge in the ledger. Findings are rows with a severity;
+//! directory) must have an accepted charge in the ledger; an upload is evidence against the
+//! site only when its signature re-verifies under the site's manifest key. Findings are rows with a severity;
 //! any finding exits 1.
 
 use std::collections::BTreeSet;
@@ -65,7 +66,8 @@ pub struct Args {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Row {
     /// `critical` (integrity: the ledger or a transcript cannot be trusted) or `compliance`
-    /// (the ledger's own history says something an auditor must see).
+    /// (the ledger's own history says something an auditor must see) or `unverified` (the
+    /// aggregator's copy of something the audit cannot re-verify: a lead, not proof).
     pub severity: &'static str,
     /// Stable code (the ledger finding's name, or one of this command's).
     pub code: String,
@@ -283,6 +285,59 @@ fn persisted_rounds(state: &Path) -> Result<Vec<u64>, Failure> {
     Ok(out)
 }
 
+/// An upload the aggregator holds for a round the ledger has no charge for. Only a key
+/// advertisement can be re-verified offline (its signature covers the round context, which
+/// the manifest and the round's served model digest give; later phases sign the session id,
+/// derived from every site's advertisement): a valid signature makes it critical evidence
+/// against the site, a bad one is the aggregator's fabrication, any other kind is a lead
+/// (severity `unverified`) to confirm from the site's own records.
+fn upload_without_charge(
+    m: &ToAggregator,
+    manifest: &VerifiedManifest,
+    key: &VerifyingKey,
+    served: Option<[u8; 32]>,
+    r: u64,
+) -> Row {
+    let ToAggregator::AdvertiseKeys(adv) = m else {
+        return row(
+            "unverified",
+            "UploadWithoutCharge",
+            format!(
+                "round {r}: the aggregator holds a {} as the site's but the ledger has no accepted charge for the round (its signature cannot be re-verified offline: confirm with the site's records)",
+                m.name()
+            ),
+        );
+    };
+    let verified = match (served, manifest.round_params(r)) {
+        (Some(model), Ok(params)) => {
+            let context = amalgam_proto::crypto::kdf::masking_round_context(
+                &manifest.context_digest(&model),
+                &params,
+                r,
+            );
+            amalgam_proto::crypto::sign::verify_message(key, &context, &adv.body(), &adv.signature)
+        }
+        _ => false,
+    };
+    if verified {
+        row(
+            "critical",
+            "UploadWithoutCharge",
+            format!(
+                "round {r}: the site signed a key advertisement (signature verified under its manifest key) but the ledger has no accepted charge for the round"
+            ),
+        )
+    } else {
+        row(
+            "critical",
+            "UploadForged",
+            format!(
+                "round {r}: the aggregator's copy of the site's key advertisement does not verify under the site's manifest key: the aggregator's evidence, not the site's"
+            ),
+        )
+    }
+}
+
 /// Runs `amalgam audit`; exit 1 when there is any finding.
 pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
     let s = config.section("audit");
@@ -358,9 +413,10 @@ pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
     }
     let mut transcripts_checked = Vec::new();
     if a.transcripts {
+        // A charge counts for round r of this consortium manifest only.
         let accepted: BTreeSet<u64> = charges(&bytes)?
             .iter()
-            .filter(|c| c.decision == Decision::Accepted)
+            .filter(|c| c.decision == Decision::Accepted && c.request.manifest_digest == digest)
             .map(|c| c.request.round_id)
             .collect();
         let mut sources = 0;
@@ -388,6 +444,9 @@ pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
             sources += 1;
             for st in agg.status()?.rounds {
                 let r = st.round;
+                let served = hex::decode(&st.model_digest)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok());
                 let resp = agg.get(&api::mine_latest_path(r))?;
                 match resp.status.as_u16() {
                     204 | 404 => continue,
@@ -407,11 +466,9 @@ pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
                         "UploadMisattributed",
                         format!("round {r}: the aggregator holds a {} of site {} round {} as this site's", m.name(), m.sender().0, m.round()),
                     )),
-                    Ok(m) if !accepted.contains(&r) => rows.push(row(
-                        "critical",
-                        "UploadWithoutCharge",
-                        format!("round {r}: the site uploaded {} but the ledger has no accepted charge for the round", m.name()),
-                    )),
+                    Ok(m) if !accepted.contains(&r) => {
+                        rows.push(upload_without_charge(&m, &manifest, &site_key, served, r))
+                    }
                     Ok(_) => {}
                 }
             }
@@ -490,4 +547,63 @@ fn render(o: &Outcome) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use amalgam_proto::messages::AdvertiseKeys;
+    use amalgam_proto::params::SiteId;
+
+    fn advert(c: &amalgam_consortium::testing::TestConsortium, model: &[u8; 32]) -> AdvertiseKeys {
+        let m = &c.verified;
+        let context = amalgam_proto::crypto::kdf::masking_round_context(
+            &m.context_digest(model),
+            &m.round_params(1).unwrap(),
+            1,
+        );
+        let mut a = AdvertiseKeys {
+            round: 1,
+            sender: SiteId(0),
+            c_pk: [7; 32],
+            s_pk: [8; 32],
+            signature: [0; 64],
+        };
+        a.signature = amalgam_proto::crypto::sign::sign_message(
+            &c.sites[0].to_ledger_key(),
+            &context,
+            &a.body(),
+        );
+        a
+    }
+
+    #[test]
+    fn only_a_verified_advertisement_is_evidence_against_the_site() {
+        let c = amalgam_consortium::testing::consortium(71, 5, 0, 64);
+        let key = site_key(&c.verified, 0).unwrap();
+        let model = [3; 32];
+        let good = ToAggregator::AdvertiseKeys(advert(&c, &model));
+        let r = upload_without_charge(&good, &c.verified, &key, Some(model), 1);
+        assert_eq!(
+            (r.severity, r.code.as_str()),
+            ("critical", "UploadWithoutCharge")
+        );
+        // The aggregator names another served model, or alters the signature: its copy does
+        // not verify, and the finding is against it.
+        let r = upload_without_charge(&good, &c.verified, &key, Some([4; 32]), 1);
+        assert_eq!(r.code, "UploadForged");
+        let mut bad = advert(&c, &model);
+        bad.signature[0] ^= 1;
+        let r = upload_without_charge(
+            &ToAggregator::AdvertiseKeys(bad),
+            &c.verified,
+            &key,
+            Some(model),
+            1,
+        );
+        assert_eq!(r.code, "UploadForged");
+        let r = upload_without_charge(&good, &c.verified, &key, None, 1);
+        assert_eq!(r.code, "UploadForged");
+    }
 }

@@ -111,6 +111,17 @@ fn audit_transcripts_against_the_aggregator_find_an_upload_without_a_charge() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let c = codes(&v);
     assert!(c.contains(&"UploadWithoutCharge".to_string()), "{c:?}");
+    // The site's key advertisement verified under its manifest key: critical evidence, not a
+    // lead and not `UploadForged`.
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "UploadWithoutCharge" && f["severity"] == "critical"),
+        "{v}"
+    );
+    assert!(!c.contains(&"UploadForged".to_string()), "{c:?}");
     assert!(c.contains(&"Truncated".to_string()), "{c:?}");
     // A tampered ledger is refused by the report.
     let out = amalgam(d, &args, &[]);
