@@ -170,23 +170,37 @@ fn row(severity: &'static str, code: &str, detail: String) -> Row {
 
 /// The site's summaries as the aggregator holds them or a saved copy, parsed strictly.
 pub fn load_anchors_file(path: &Path) -> Result<api::Anchors, Failure> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;
-    if meta.len() > MAX_ANCHORS_FILE {
-        return Err(Failure::failed(format!(
-            "{}: {} bytes, above the {MAX_ANCHORS_FILE} an anchors file may hold",
-            path.display(),
-            meta.len()
-        )));
-    }
-    let bytes =
-        std::fs::read(path).map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;
+    let bytes = crate::config::read_bounded(path, MAX_ANCHORS_FILE)
+        .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;
     serde_json::from_slice(&bytes).map_err(|e| {
         Failure::failed(format!(
             "{}: not a saved GET /v1/anchors answer: {e}",
             path.display()
         ))
     })
+}
+
+/// The ledger named explicitly: `--ledger`; none when `--state` is a flag (a flag beats a
+/// ledger from the environment or the file: the directory named on the command line is the
+/// one audited); else the environment's or the file's `ledger`. `None`: the ledger in the
+/// state directory.
+pub fn ledger_path(
+    s: &crate::config::Section<'_>,
+    ledger_flag: Option<&Path>,
+    state_flag: Option<&Path>,
+    state: &Option<PathBuf>,
+) -> Result<Option<PathBuf>, Failure> {
+    if let Some(l) = ledger_flag {
+        return Ok(Some(l.to_path_buf()));
+    }
+    if state_flag.is_some() {
+        return Ok(None);
+    }
+    let l = s.path("ledger", None)?;
+    if l.is_none() && state.is_none() {
+        return Err(Failure::usage("--ledger or --state is required"));
+    }
+    Ok(l)
 }
 
 /// The site agent's own directory inside the `--state` directory of `amalgam site run`
@@ -357,10 +371,14 @@ pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
         (None, None) => return Err(Failure::usage("--site (or a site's --key) is required")),
     };
     let site_key = site_key(&manifest, site)?;
-    let ledger = match (s.path("ledger", a.ledger.as_deref())?, &state) {
-        (Some(l), _) => l,
-        (None, Some(dir)) => agent_dir(dir).join(ledger_file_name(manifest.budget_policy()?.unit)),
-        (None, None) => return Err(Failure::usage("--ledger or --state is required")),
+    let ledger = match ledger_path(&s, a.ledger.as_deref(), a.state.as_deref(), &state)? {
+        Some(l) => l,
+        None => agent_dir(
+            state
+                .as_deref()
+                .ok_or_else(|| Failure::usage("--ledger or --state is required"))?,
+        )
+        .join(ledger_file_name(manifest.budget_policy()?.unit)),
     };
     let mut rows = Vec::new();
     let mut sets = Vec::new();

@@ -84,10 +84,13 @@ pub enum Origin {
 }
 
 impl Config {
-    /// Loads `explicit`, or `./amalgam.toml` if it exists, or nothing.
-    pub fn load(explicit: Option<&Path>) -> Result<Self, Failure> {
+    /// Loads `explicit`, or (when `auto`) `./amalgam.toml` if it exists, or nothing. The file
+    /// in effect is named on stderr. The audit commands pass `auto = false`: a file left in the
+    /// working directory must not choose what an auditor audits.
+    pub fn load(explicit: Option<&Path>, auto: bool) -> Result<Self, Failure> {
         let path = match explicit {
             Some(p) => p.to_path_buf(),
+            None if !auto => return Ok(Self::default()),
             None => {
                 let p = PathBuf::from(DEFAULT_FILE);
                 if !p.exists() {
@@ -96,17 +99,11 @@ impl Config {
                 p
             }
         };
-        let meta = std::fs::metadata(&path)
+        let bytes = read_bounded(&path, MAX_FILE)
             .map_err(|e| Failure::usage(format!("config {}: {e}", path.display())))?;
-        if meta.len() > MAX_FILE {
-            return Err(Failure::usage(format!(
-                "config {}: {} bytes, more than the {MAX_FILE} a configuration may hold",
-                path.display(),
-                meta.len()
-            )));
-        }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Failure::usage(format!("config {}: {e}", path.display())))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Failure::usage(format!("config {}: not UTF-8", path.display())))?;
+        eprintln!("amalgam: config {}", path.display());
         Self::parse(&text, Some(path))
     }
 
@@ -192,6 +189,21 @@ pub struct Section<'a> {
     section: &'static str,
 }
 
+/// At most `limit` bytes of `path` (a FIFO or a device is not trusted to report its size):
+/// more is an error.
+pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > limit {
+        return Err(format!("more than the {limit} bytes it may hold"));
+    }
+    Ok(bytes)
+}
+
 /// The environment variable of a setting: `AMALGAM_<SECTION>_<KEY>` upper-cased.
 pub fn env_name(section: &str, key: &str) -> String {
     format!("AMALGAM_{}_{}", section, key).to_uppercase()
@@ -222,6 +234,11 @@ impl Section<'_> {
 
     /// A text setting: flag > environment > file.
     pub fn string(&self, key: &str, flag: Option<&str>) -> Result<Option<String>, Failure> {
+        Ok(self.lookup(key, flag)?.map(|(v, _)| v))
+    }
+
+    /// A text setting and where it came from.
+    fn lookup(&self, key: &str, flag: Option<&str>) -> Result<Option<(String, Origin)>, Failure> {
         debug_assert!(
             SCHEMA
                 .iter()
@@ -251,7 +268,7 @@ impl Section<'_> {
         if SECRET_KEYS.contains(&key) {
             refuse_inline_secret(&self.where_(key, origin), &value)?;
         }
-        Ok(Some(value))
+        Ok(Some((value, origin)))
     }
 
     /// A path setting.
@@ -263,7 +280,17 @@ impl Section<'_> {
             ),
             None => None,
         };
-        Ok(self.string(key, flag)?.map(PathBuf::from))
+        // A relative path in the file means relative to the file, not to wherever the command
+        // happens to run.
+        Ok(self.lookup(key, flag)?.map(|(v, origin)| {
+            let p = PathBuf::from(v);
+            match (origin, &self.config.source) {
+                (Origin::File, Some(src)) if p.is_relative() => {
+                    src.parent().map_or_else(|| p.clone(), |dir| dir.join(&p))
+                }
+                _ => p,
+            }
+        }))
     }
 
     /// A required path setting, naming every way to give it when absent.

@@ -134,16 +134,16 @@ fn main() -> ExitCode {
 
 /// The configuration file, read only by the commands that use it (a broken file must not
 /// stop `keys gen` or `serve`).
-fn config(cli_config: Option<&std::path::Path>) -> Result<config::Config, Failure> {
-    config::Config::load(cli_config)
+fn config(cli_config: Option<&std::path::Path>, auto: bool) -> Result<config::Config, Failure> {
+    config::Config::load(cli_config, auto)
 }
 
 fn dispatch(cli: Cli) -> Result<(), Failure> {
     let cfg = cli.config.as_deref();
     match cli.command {
-        Command::Round(args) => round::run(&args, &config(cfg)?),
-        Command::Audit(args) => audit::run(&args, &config(cfg)?),
-        Command::Report(args) => report::run(&args, &config(cfg)?),
+        Command::Round(args) => round::run(&args, &config(cfg, true)?),
+        Command::Audit(args) => audit::run(&args, &config(cfg, false)?),
+        Command::Report(args) => report::run(&args, &config(cfg, false)?),
         Command::Simulate(args) => simulate::run(&args).map_err(Failure::failed),
         Command::Ledger(args) => ledger::run(&args).map_err(Failure::failed),
         Command::Keys(args) => keys::run(&args),

@@ -149,12 +149,20 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
         (None, None) => None,
     };
     let state = s.path("state", a.state.as_deref())?;
-    let ledger = match (s.path("ledger", a.ledger.as_deref())?, &state) {
-        (Some(l), _) => Some(l),
-        (None, Some(dir)) => Some(
-            crate::audit::agent_dir(dir).join(ledger_file_name(manifest.budget_policy()?.unit)),
-        ),
-        (None, None) => None,
+    let policy_unit = manifest.budget_policy()?.unit;
+    let ledger = if a.ledger.is_none()
+        && a.state.is_none()
+        && state.is_none()
+        && s.path("ledger", None)?.is_none()
+    {
+        None
+    } else {
+        match crate::audit::ledger_path(&s, a.ledger.as_deref(), a.state.as_deref(), &state)? {
+            Some(l) => Some(l),
+            None => state
+                .as_deref()
+                .map(|dir| crate::audit::agent_dir(dir).join(ledger_file_name(policy_unit))),
+        }
     };
     if ledger.is_none() && !a.consortium {
         return Err(Failure::usage(

@@ -93,7 +93,7 @@ fn read_model(path: &Path, len: usize) -> Result<Vec<f32>, Failure> {
 pub fn run(args: &Args, config: Option<&Path>) -> Result<(), Failure> {
     match &args.command {
         Command::Run(a) => run_rounds(a),
-        Command::Doctor(a) => crate::doctor::run(a, &crate::config::Config::load(config)?),
+        Command::Doctor(a) => crate::doctor::run(a, &crate::config::Config::load(config, true)?),
     }
 }
 
