@@ -168,12 +168,24 @@ impl Config {
 /// A secret setting that is not a path: 32+ hex digits, PEM armour, or a long run of base64.
 pub fn refuse_inline_secret(what: &str, value: &str) -> Result<(), Failure> {
     let v = value.trim();
-    let hex_run = v.len() >= 32 && v.chars().all(|c| c.is_ascii_hexdigit());
+    // Hex, also as `0x…` or with `:`/`-`/space separators between bytes.
+    let bare: String = v
+        .strip_prefix("0x")
+        .or_else(|| v.strip_prefix("0X"))
+        .unwrap_or(v)
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | ' '))
+        .collect();
+    let hex_run = bare.len() >= 32 && bare.chars().all(|c| c.is_ascii_hexdigit());
     let pem = v.contains("-----BEGIN") || v.contains('\n');
+    // Standard and URL-safe base64. A path may hold `/` and `-` too, so a value starting like
+    // a path (`/`, `./`, `~`) is taken for one; base64 rarely starts with `/` (1 in 64).
+    let pathlike = v.starts_with('/') || v.starts_with("./") || v.starts_with('~');
     let b64_run = v.len() >= 40
         && v.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '=')
-        && !v.contains('.');
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-'))
+        && !v.contains('.')
+        && !pathlike;
     if hex_run || pem || b64_run {
         return Err(Failure::usage(format!(
             "{what} looks like an inline key: secrets are given as file paths, never as values"
@@ -443,6 +455,24 @@ mod tests {
         assert!(Config::parse(pem, None).is_err());
         let b64 = "[doctor]\nkey = \"MC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\"\n";
         assert!(Config::parse(b64, None).is_err());
+        // '/' inside standard base64, URL-safe '-'/'_', 0x-hex and colon-separated hex.
+        for v in [
+            "MC4CAQAwBQYDK2VwBCIEIJ/DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF",
+            "MC4CAQAwBQYDK2VwBCIEIJ-DYvh6SEqVTm50DFtMDoQikTmiCq_rVv9mWG9qfSnF",
+            &format!("0x{hex}"),
+            &["ab"; 32].join(":"),
+        ] {
+            let text = format!("[doctor]\nkey = \"{v}\"\n");
+            assert!(Config::parse(&text, None).is_err(), "{v}");
+        }
+        // Paths with '/' and '-' but no '.' are still paths.
+        assert!(
+            Config::parse(
+                "[doctor]\nkey = \"/srv/amalgam/site-a/keys/identity_key_file\"\n",
+                None
+            )
+            .is_ok()
+        );
         let ok = Config::parse(
             "[round]\nkey = \"/etc/amalgam/site-a/identity.key\"\n",
             None,

@@ -524,3 +524,14 @@ fn html(title: &str, text: &str) -> String {
         esc(text)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn html_escapes_markup_in_the_title_and_the_text() {
+        let page = super::html("a<b>\"c\"", "site <script>alert(1)</script> & co");
+        assert!(!page.contains("<script>") && !page.contains("a<b>"));
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; co"));
+        assert!(page.contains("a&lt;b&gt;&quot;c&quot;"));
+    }
+}
