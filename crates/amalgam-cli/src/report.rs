@@ -238,16 +238,32 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
             let newest = summaries::newest_contribution(agg, site)?;
             summaries::check_fresh(&summaries, site, newest, &mut caveats);
         }
+        // With an aggregator to ask, a ledger no summary anchors is not reported either (the
+        // aggregator's silence would otherwise pass for a clean ledger).
         let critical: Vec<Row> = report
             .findings
             .iter()
-            .filter(|f| !f.is_compliance_only())
+            .filter(|f| {
+                !f.is_compliance_only()
+                    || (agg.is_some()
+                        && matches!(f, amalgam_dp::ledger::audit::Finding::Unanchored))
+            })
             .map(ledger_row)
             .collect();
-        if !critical.is_empty() || caveats.iter().any(|r| r.severity == "critical") {
+        // Summaries the aggregator holds that are not the site's word (bad signature, filed
+        // under another round or site) are the aggregator's fault: caveats, never a reason to
+        // refuse the site's own report. What the site signed and contradicts its ledger is.
+        let site_fault = |r: &Row| {
+            r.severity == "critical"
+                && !matches!(
+                    r.code.as_str(),
+                    "SummaryUnverifiable" | "SummaryMisfiled" | "AnchorsOfAnotherSite"
+                )
+        };
+        if !critical.is_empty() || caveats.iter().any(site_fault) {
             let all: Vec<String> = critical
                 .iter()
-                .chain(caveats.iter())
+                .chain(caveats.iter().filter(|r| site_fault(r)))
                 .map(|r| r.code.clone())
                 .collect();
             return Err(Failure::failed(format!(

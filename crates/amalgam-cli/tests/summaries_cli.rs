@@ -113,3 +113,32 @@ fn summaries_that_agree_with_every_prefix_pass() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(v["summaries"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn a_junk_summary_from_the_aggregator_does_not_block_the_sites_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let c = consortium(d);
+    let (_, summaries) = charged(d, &c, &[1, 2]);
+    write_anchors(d, &c, &summaries);
+    // The aggregator's copy adds bytes that are no summary of anyone's.
+    let path = d.join("anchors.json");
+    let mut a: amalgam_net::api::Anchors =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    a.summaries.push((3, "00".repeat(154)));
+    std::fs::write(&path, serde_json::to_vec(&a).unwrap()).unwrap();
+    let (out, v) = run(d, &["report", "privacy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        v["caveats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["code"] == "SummaryUnverifiable"),
+        "{v}"
+    );
+    // The audit still lists it (exit 1): the auditor sees every row.
+    let (out, v) = run(d, &["audit"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(codes(&v).contains(&"SummaryUnverifiable".to_string()));
+}
