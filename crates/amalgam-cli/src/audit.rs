@@ -423,6 +423,7 @@ pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
     let mut findings: Vec<Row> = report.findings.iter().map(ledger_row).collect();
     // Each summary's ε at the prefix it names, the summaries never going backwards, and one
     // for the newest round the site contributed to (the aggregator's published results).
+    crate::summaries::check_manifest(&report, &digest, &mut rows);
     crate::summaries::check_monotone(&summaries, &mut rows);
     crate::summaries::check_epsilon(&bytes, &site_key, &summaries, &mut rows);
     if let Some((agg, _)) = &agg {

@@ -232,6 +232,7 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
             read_file(path).map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;
         let report = audit_bytes(&bytes, &key, &anchors)
             .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;
+        summaries::check_manifest(&report, &digest, &mut caveats);
         summaries::check_monotone(&summaries, &mut caveats);
         summaries::check_epsilon(&bytes, &key, &summaries, &mut caveats);
         if let Some(agg) = &agg {
@@ -350,7 +351,7 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
         adjacency: format!("{:?}", reported_policy.adjacency),
         accountant: format!("{:?}", reported_policy.accountant),
         delta: reported_policy.delta().map(|d| d.get()),
-        mechanism_matches_manifest: mechanism.is_none_or(|p| p == manifest.dp_round_params()),
+        mechanism_matches_manifest: mechanism.is_some_and(|p| p == manifest.dp_round_params()),
         mechanism,
         sites,
         keys: keys(&manifest),

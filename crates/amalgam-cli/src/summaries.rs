@@ -116,6 +116,36 @@ pub fn check_epsilon(
     }
 }
 
+/// The ledger's latest epoch entry must name the manifest given: a ledger whose epoch in
+/// force is another manifest's (an older epoch, another consortium) does not report on this
+/// one (`ManifestNotInForce`).
+pub fn check_manifest(
+    report: &amalgam_dp::ledger::audit::AuditReport,
+    digest: &[u8; 32],
+    rows: &mut Vec<Row>,
+) {
+    let latest = report.events.iter().rev().find_map(|e| match e {
+        amalgam_dp::ledger::audit::Event::Epoch {
+            epoch,
+            manifest_digest,
+            ..
+        } => Some((*epoch, manifest_digest.clone())),
+        _ => None,
+    });
+    let want = hex::encode(digest);
+    match latest {
+        Some((_, d)) if d == want => {}
+        Some((epoch, d)) => rows.push(critical(
+            "ManifestNotInForce",
+            format!("the ledger's latest epoch entry (epoch {epoch}) names manifest {d}, not the given {want}"),
+        )),
+        None => rows.push(critical(
+            "ManifestNotInForce",
+            format!("the ledger has no epoch entry: manifest {want} was never in force for it"),
+        )),
+    }
+}
+
 /// ε as text (`unbounded` for +∞).
 pub fn shown(eps: f64) -> String {
     if eps.is_infinite() {
