@@ -152,27 +152,43 @@ fn fetch(agg: &Aggregator, round: Option<u64>) -> Result<(RoundStatus, u64), Fai
     }
 }
 
-fn result_summary(ctx: &Ctx, round: u64) -> Option<ResultSummary> {
+/// The published result of a finished round. Only "no result" (404) is `None`: a refusal
+/// (401/403), a pin failure or a malformed answer is an error, never a silent exit 0.
+fn result_summary(ctx: &Ctx, round: u64) -> Result<Option<ResultSummary>, Failure> {
     if ctx.insecure {
-        return None;
+        return Ok(None);
     }
-    let r: RoundResult = ctx
-        .agg
-        .json(&format!("{}?wait=1", api::result_path(round)))
-        .ok()?;
-    (r.round == round).then_some(ResultSummary {
+    let path = format!("{}?wait=1", api::result_path(round));
+    let resp = ctx.agg.get(&path)?;
+    if resp.status.as_u16() == 404 {
+        return Ok(None);
+    }
+    if !resp.status.is_success() {
+        return Err(crate::aggregator::refusal(&ctx.agg.url, &path, &resp));
+    }
+    let r: RoundResult = serde_json::from_slice(&resp.body)
+        .map_err(|e| Failure::failed(format!("{}{path}: malformed answer: {e}", ctx.agg.url)))?;
+    if r.round != round {
+        return Err(Failure::failed(format!(
+            "{}{path}: the result is round {}'s",
+            ctx.agg.url, r.round
+        )));
+    }
+    Ok(Some(ResultSummary {
         contributors: r.contributors,
         dropped: r.dropped,
         blamed: r.blamed,
         sum_len: r.sum.len(),
-    })
+    }))
 }
 
-fn view(ctx: &Ctx, s: RoundStatus, now_ms: u64) -> View {
-    let result = (s.phase == "finished")
-        .then(|| result_summary(ctx, s.round))
-        .flatten();
-    View {
+fn view(ctx: &Ctx, s: RoundStatus, now_ms: u64) -> Result<View, Failure> {
+    let result = if s.phase == "finished" {
+        result_summary(ctx, s.round)?
+    } else {
+        None
+    };
+    Ok(View {
         round: s.round,
         deadline_in_s: s
             .deadline_ms
@@ -186,7 +202,7 @@ fn view(ctx: &Ctx, s: RoundStatus, now_ms: u64) -> View {
         aborted: s.aborted.map(|a| amalgam_site::http::printable_detail(&a)),
         result,
         survivors: Vec::new(),
-    }
+    })
 }
 
 fn text(v: &View) -> String {
@@ -260,7 +276,7 @@ fn outcome(phase: &str, round: u64) -> Option<Result<(), Failure>> {
 
 fn status(ctx: &Ctx) -> Result<(), Failure> {
     let (s, now) = fetch(&ctx.agg, ctx.round)?;
-    let v = view(ctx, s, now);
+    let v = view(ctx, s, now)?;
     match ctx.format {
         Format::Json => print_json(&v),
         Format::Text => {
@@ -303,7 +319,7 @@ fn follow(ctx: &Ctx, show: bool) -> Result<(), Failure> {
                     ));
                 }
                 (None, Format::Json) => {
-                    let line = serde_json::to_string(&view(ctx, s.clone(), now))
+                    let line = serde_json::to_string(&view(ctx, s.clone(), now)?)
                         .map_err(|e| Failure::failed(e.to_string()))?;
                     println!("{line}");
                 }
@@ -321,7 +337,7 @@ fn follow(ctx: &Ctx, show: bool) -> Result<(), Failure> {
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
-            let mut v = view(ctx, s, now);
+            let mut v = view(ctx, s, now)?;
             if let (Some(prev), Some(r)) = (&prev_phase, &v.result)
                 && prev != "finished"
             {
