@@ -42,9 +42,12 @@ struct VerifyArgs {
     /// accepted charge at that anchor is a finding (a ledger cut back or forked after upload).
     #[arg(long = "published")]
     published: Vec<String>,
-    /// Print the full report as JSON instead of text.
+    /// Print the full report as JSON instead of text (the same as `--format json`).
     #[arg(long)]
     json: bool,
+    /// Output format.
+    #[arg(long, value_enum)]
+    format: Option<crate::config::Format>,
 }
 
 /// Runs `amalgam ledger …`.
@@ -76,7 +79,7 @@ fn verify(args: &VerifyArgs) -> Result<(), String> {
     let bytes = read_file(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let report = audit_published(&bytes, &key, &anchors, &published)
         .map_err(|e| format!("{}: {e}", args.file.display()))?;
-    if args.json {
+    if args.json || args.format == Some(crate::config::Format::Json) {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{text}");
     } else {
@@ -189,6 +192,7 @@ mod tests {
             anchors,
             published: vec![],
             json: false,
+            format: None,
         }
     }
 

@@ -1,14 +1,26 @@
 //! `amalgam`: the command-line tool of the Amalgam secure-aggregation service.
 //!
-//! Exit status: 0 success, 1 failure, 2 usage error, 4 authentication failure (a signature,
-//! epoch chain or key rotation that does not verify, or a fingerprint not verified).
+//! Exit status: 0 success, 1 failure, 2 usage error, 3 timeout, 4 authentication failure (a
+//! signature, epoch chain or key rotation that does not verify, a fingerprint not verified, a
+//! pin mismatch or a refused member), 5 aggregator unreachable, 6 budget exceeded.
+//!
+//! The operator's read commands (`round`, `audit`, `report`, `site doctor`) also read the
+//! configuration file (`--config`, default `./amalgam.toml`; see `config.rs` and
+//! `protocol-spec/operations.md`).
 
+mod aggregator;
+mod audit;
+mod config;
 mod consortium;
+mod doctor;
 mod keys;
 mod ledger;
+mod report;
+mod round;
 mod serve;
 mod simulate;
 mod site;
+mod summaries;
 #[cfg(feature = "train")]
 mod train;
 
@@ -20,6 +32,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "amalgam", version, about)]
 struct Cli {
+    /// Configuration file for the read commands (default `./amalgam.toml` when present).
+    #[arg(long, global = true)]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +52,14 @@ enum Command {
     Consortium(consortium::Args),
     /// The site agent (`amalgam site run --manifest M --key K --state DIR --aggregator URL`).
     Site(site::Args),
+    /// Audit a site's ε ledger against its published anchors (`--transcripts`: every signed
+    /// upload has a charge).
+    Audit(audit::Args),
+    /// The privacy report (`amalgam report privacy`), from verified ledgers, manifests and
+    /// signed summaries.
+    Report(report::Args),
+    /// A round as the aggregator reports it: `status`, `watch`, `wait`.
+    Round(round::Args),
     /// Run the aggregator service (`amalgam serve --manifest M --key K --db DB --listen ADDR`).
     Serve(serve::Args),
     /// Print the metrics of a saved model (`.json` from `amalgam experiment --save-model`, or a
@@ -52,13 +75,20 @@ enum Command {
 /// A failure with the exit status it maps to.
 #[derive(Debug)]
 pub struct Failure {
-    /// 1 failed, 2 usage, 4 authentication.
+    /// 1 failed, 2 usage, 3 timeout, 4 authentication, 5 unreachable, 6 budget exceeded.
     pub code: u8,
     /// What to print.
     pub message: String,
 }
 
 impl Failure {
+    /// A failure with an explicit exit status.
+    pub fn with(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
     /// Exit status 1.
     pub fn failed(message: impl Into<String>) -> Self {
         Self {
@@ -92,23 +122,37 @@ impl From<amalgam_consortium::KeyError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Simulate(args) => simulate::run(&args).map_err(Failure::failed),
-        Command::Ledger(args) => ledger::run(&args).map_err(Failure::failed),
-        Command::Keys(args) => keys::run(&args),
-        Command::Consortium(args) => consortium::run(&args),
-        Command::Site(args) => site::run(&args),
-        Command::Serve(args) => serve::run(&args),
-        #[cfg(feature = "train")]
-        Command::Evaluate(args) => train::evaluate(&args).map_err(Failure::failed),
-        #[cfg(feature = "train")]
-        Command::Experiment(args) => train::experiment(&args).map_err(Failure::failed),
-    };
+    let result = dispatch(cli);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("amalgam: {}", f.message);
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// The configuration file, read only by the commands that use it (a broken file must not
+/// stop `keys gen` or `serve`).
+fn config(cli_config: Option<&std::path::Path>, auto: bool) -> Result<config::Config, Failure> {
+    config::Config::load(cli_config, auto)
+}
+
+fn dispatch(cli: Cli) -> Result<(), Failure> {
+    let cfg = cli.config.as_deref();
+    match cli.command {
+        Command::Round(args) => round::run(&args, &config(cfg, true)?),
+        Command::Audit(args) => audit::run(&args, &config(cfg, false)?),
+        Command::Report(args) => report::run(&args, &config(cfg, false)?),
+        Command::Simulate(args) => simulate::run(&args).map_err(Failure::failed),
+        Command::Ledger(args) => ledger::run(&args).map_err(Failure::failed),
+        Command::Keys(args) => keys::run(&args),
+        Command::Consortium(args) => consortium::run(&args),
+        Command::Site(args) => site::run(&args, cfg),
+        Command::Serve(args) => serve::run(&args),
+        #[cfg(feature = "train")]
+        Command::Evaluate(args) => train::evaluate(&args).map_err(Failure::failed),
+        #[cfg(feature = "train")]
+        Command::Experiment(args) => train::experiment(&args).map_err(Failure::failed),
     }
 }

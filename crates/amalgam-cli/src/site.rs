@@ -27,6 +27,8 @@ pub struct Args {
 enum Command {
     /// Join the consortium's rounds: train, charge the ledger, mask, compute the next model.
     Run(RunArgs),
+    /// Check what would stop this site from taking part: rows of problem and how to fix it.
+    Doctor(crate::doctor::Args),
 }
 
 /// `amalgam site run`.
@@ -87,10 +89,11 @@ fn read_model(path: &Path, len: usize) -> Result<Vec<f32>, Failure> {
         .collect())
 }
 
-/// Runs the subcommand.
-pub fn run(args: &Args) -> Result<(), Failure> {
+/// Runs the subcommand; `config` is the `--config` file, read only by `doctor`.
+pub fn run(args: &Args, config: Option<&Path>) -> Result<(), Failure> {
     match &args.command {
         Command::Run(a) => run_rounds(a),
+        Command::Doctor(a) => crate::doctor::run(a, &crate::config::Config::load(config, true)?),
     }
 }
 

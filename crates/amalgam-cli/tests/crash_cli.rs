@@ -8,11 +8,11 @@
 //! every aggregator point, every site point of every phase.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod harness;
 
-use common::check_round;
-use common::proc::Proc;
-use common::world::{PHASES, STEP, World, conflicts, expect_completed, metrics};
+use harness::check_round;
+use harness::proc::Proc;
+use harness::world::{PHASES, STEP, World, conflicts, expect_completed, metrics};
 
 /// Uploads of a round without dropouts: 5 sites × 5 phases.
 const ALL_UPLOADS: usize = 25;

@@ -4,10 +4,10 @@
 //! dropout and with two of six sites killed after ShareKeys (their masks are removed in Unmasking).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod harness;
 
-use common::world::{World, expect_completed};
-use common::{check_round, world::STEP};
+use harness::world::{World, expect_completed};
+use harness::{check_round, world::STEP};
 
 /// Phase length (seconds) when a phase must close on its deadline.
 const SHORT: u64 = 15;

@@ -1,87 +1,103 @@
-//! The crash-test harness shared by `round_cli.rs` and `crash_cli.rs`: real `amalgam`
-//! processes over real HTTPS on loopback ports announced on READY lines, parked at fault
-//! points (`AMALGAM_FAULT=<point>:<k>`, the binary is built with feature `fault-points` for
-//! these tests), SIGKILLed and restarted. Spec: `protocol-spec/persistence.md`, "Crash
-//! testing".
-//!
-//! Every wait is bounded ([`world::STEP`]); a process left running is killed on drop.
+//! Shared fixtures of the operator-command tests: the binary, a test consortium, a site
+//! ledger charged for given rounds and the signed summaries it published.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod decryptor;
-pub mod proc;
-pub mod world;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
-use amalgam_proto::Phase;
-use amalgam_server::events::EventKind;
+use amalgam_consortium::testing::{self, TestConsortium};
+use amalgam_dp::ledger::{Ledger, ledger_file_name};
+use amalgam_dp::sampler::SamplerKind;
+use amalgam_net::api::Anchors;
+use amalgam_site::statements::LedgerSummary;
 
-use world::{Server, World, rows, sha256, upload_rows};
+pub mod server;
 
-/// The checks every round ends with, on a running aggregator `s` whose round 1 finished:
-///
-/// - the published sum equals the plaintext sum of exactly `contributors`' encoded updates;
-/// - after a SIGKILL, the event log holds `uploads` upload rows, each (phase, site) once,
-///   every contributor's MaskedInput among them, and one RoundEnd;
-/// - every download served now is the one the log recorded (same SHA-256), and a restarted
-///   aggregator serves every download and the result byte-identical.
-///
-/// Returns the restarted aggregator.
-pub fn check_round(
-    w: &World,
-    mut s: Server,
-    contributors: &[u16],
-    uploads: usize,
-    phase_seconds: u64,
-) -> Server {
-    let result = w.result(&s.url);
-    assert_eq!(result.contributors, contributors, "contributors");
-    assert_eq!(
-        result.sum,
-        w.plaintext_sum(contributors),
-        "published sum != plaintext sum"
-    );
-    let before = w.downloads(&s.url);
-    assert!(!before.is_empty(), "no download served");
-    s.proc.kill();
+pub fn amalgam(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_amalgam"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
 
-    let events = w.log();
-    let up = upload_rows(&events);
-    assert!(
-        up.values().all(|&c| c == 1),
-        "an upload counted twice: {up:?}"
-    );
-    assert_eq!(up.values().sum::<usize>(), uploads, "upload rows: {up:?}");
-    for &c in contributors {
-        assert!(
-            up.contains_key(&(Phase::MaskedInput.code(), u32::from(c))),
-            "contributor {c} has no MaskedInput row"
-        );
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The consortium, written to `dir/consortium.manifest`.
+pub fn consortium(dir: &Path) -> TestConsortium {
+    let c = testing::consortium(71, 5, 0, 64);
+    c.signed.write(&dir.join("consortium.manifest")).unwrap();
+    c
+}
+
+/// Site 0's ledger in `dir/state` charged for `rounds`; the signed summary after each round.
+pub fn charged(
+    dir: &Path,
+    c: &TestConsortium,
+    rounds: &[u64],
+) -> (PathBuf, Vec<(u64, LedgerSummary)>) {
+    let state = dir.join("state/agent");
+    std::fs::create_dir_all(&state).unwrap();
+    let policy = c.verified.budget_policy().unwrap();
+    let path = state.join(ledger_file_name(policy.unit));
+    let key = c.sites[0].to_ledger_key();
+    let (mut ledger, _) = Ledger::open(&path, key.clone(), policy).unwrap();
+    ledger
+        .record_epoch(
+            c.verified.consortium_digest(),
+            c.verified.epoch(),
+            c.verified.dp_round_params(),
+        )
+        .unwrap();
+    let mut summaries = Vec::new();
+    for &r in rounds {
+        let req = c
+            .verified
+            .dp_round_request(r, &[0; 32], SamplerKind::Fast)
+            .unwrap();
+        ledger.authorize(req).unwrap();
+        let a = ledger.anchor();
+        summaries.push((
+            r,
+            LedgerSummary {
+                consortium_digest: c.verified.consortium_digest(),
+                round: r,
+                site: 0,
+                entries: a.entries as u64,
+                head: a.head,
+                epsilon: ledger.spent().unwrap().get(),
+            },
+        ));
     }
-    assert_eq!(rows(&events, EventKind::RoundEnd), 1, "RoundEnd rows");
-    for ((site, phase), bytes) in &before {
-        let recorded: Vec<_> = events
+    (path, summaries)
+}
+
+pub fn write_anchors(dir: &Path, c: &TestConsortium, summaries: &[(u64, LedgerSummary)]) {
+    write_site_anchors(&dir.join("anchors.json"), c, 0, summaries);
+}
+
+/// Site `site`'s summaries, signed with its key, as a saved `GET /v1/anchors/{site}` answer.
+pub fn write_site_anchors(
+    file: &Path,
+    c: &TestConsortium,
+    site: u16,
+    summaries: &[(u64, LedgerSummary)],
+) {
+    let key = c.sites[usize::from(site)].to_ledger_key();
+    let anchors = Anchors {
+        site,
+        summaries: summaries
             .iter()
-            .filter(|e| {
-                e.kind == EventKind::Download && e.sender == Some(*site as u32) && e.phase == *phase
-            })
-            .collect();
-        assert_eq!(
-            recorded.len(),
-            1,
-            "download rows for site {site} phase {phase}"
-        );
-        assert_eq!(
-            recorded[0].body_sha256,
-            sha256(bytes),
-            "site {site} phase {phase}: served bytes are not the recorded ones"
-        );
-    }
-
-    let s2 = w.serve(&s.addr(), phase_seconds, None);
-    assert_eq!(
-        w.downloads(&s2.url),
-        before,
-        "re-delivery is not byte-identical"
-    );
-    assert_eq!(w.result(&s2.url), result, "result changed across a restart");
-    s2
+            .map(|(r, s)| (*r, hex::encode(s.sign(&key))))
+            .collect(),
+    };
+    std::fs::write(file, serde_json::to_vec(&anchors).unwrap()).unwrap();
 }
