@@ -1,0 +1,89 @@
+//! Committee members as outbound mTLS clients of the real in-process aggregator: a fallback
+//! round whose decoded sum equals the plaintext sum, one member offline, seeds shredded.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::needless_range_loop)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use amalgam_decryptor::{DecryptorAgent, Member, Outcome, Patience};
+use amalgam_net::fallback_api::{FallbackResult, fallback_path};
+use amalgam_server::events::MemoryStore;
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_members_complete_a_round_over_https_with_one_offline() {
+    let fx = Fixture::new(true);
+    let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
+    run.fallback.open_round(ROUND).await.unwrap();
+    let xs = inputs();
+    for i in 0..SITES {
+        let r = run
+            .client_for(&fx.sites[i])
+            .post(
+                &fallback_path(ROUND, "upload"),
+                site_upload(&fx, ROUND, i, &xs[i]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.problem());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut tasks = Vec::new();
+    // Member 3 is offline; Q = 3.
+    for j in 0..3 {
+        let (a, b) = fx.members[j];
+        let member = Member::open(&dir.path().join(format!("m{j}.db")), j, a, b).unwrap();
+        let sites = fx.sites.clone();
+        let members = fx.members.clone();
+        let setups: amalgam_decryptor::SetupFn = Arc::new(move |r| {
+            let f = Fixture {
+                sites: sites.clone(),
+                members: members.clone(),
+                ..Fixture::new(true)
+            };
+            Ok(f.setup(r))
+        });
+        let mut agent = DecryptorAgent::new(
+            member,
+            run.client_for(&fx.member_key(j)),
+            setups,
+            Patience {
+                long_poll: Duration::from_secs(10),
+                poll: Duration::from_millis(50),
+                max_polls: 400,
+            },
+        );
+        tasks.push(tokio::spawn(async move {
+            let out = agent.serve_round(ROUND).await;
+            let shredded = agent.member_mut().is_shredded(ROUND);
+            (out, shredded)
+        }));
+    }
+    // The members wait for the statement; the cohort closes now (the deadline's close).
+    run.fallback.close_now(ROUND).await.unwrap();
+    let mut released = 0;
+    for t in tasks {
+        let (out, shredded) = t.await.unwrap();
+        let cohort = vec![0, 1, 2, 3, 4];
+        match out.unwrap() {
+            Outcome::Released { cohort: c } => {
+                assert_eq!(c, cohort);
+                released += 1;
+            }
+            // Two releases (t_c = 2) cover every piece; a third may arrive after the end.
+            Outcome::FinishedWithout { cohort: c } => assert_eq!(c, cohort),
+        }
+        assert!(shredded, "seeds shredded once the round is done");
+    }
+    assert!(released >= 2);
+    let r = run
+        .client_for(&fx.sites[2])
+        .get(&(fallback_path(ROUND, "result") + "?wait=5"))
+        .await
+        .unwrap();
+    let res: FallbackResult = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(res.sum, plain_sum(&xs.iter().collect::<Vec<_>>()));
+    run.stop().await;
+}
