@@ -337,3 +337,41 @@ async fn asynchronous_round_with_sites_and_a_member_offline() {
     assert_eq!(res.sum, plain_sum(&[&xs[0], &xs[2], &xs[4]]));
     run.stop().await;
 }
+
+/// A masking round forced to abort (the aggregator drops everything; nobody advertises before
+/// the deadline) is completed through the fallback where the policy allows it, under a new
+/// round id; a round that did not abort is never re-run; a policy that forbids the fallback
+/// opens nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_masking_round_is_rerun_through_the_fallback_only_where_allowed() {
+    for allowed in [true, false] {
+        let fx = Fixture::new(allowed);
+        let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
+        run.service.open_round(1, MODEL.1).await.unwrap();
+        run.service.open_round(2, MODEL.1).await.unwrap();
+        // Round 2 is still running: no re-run.
+        let e = run.fallback.open_rerun(&run.service, 2).await.unwrap_err();
+        assert_eq!(e.code, ProblemCode::RoundWrongPhase);
+        // Round 1 aborts at its deadline with nobody in.
+        let _ = run.service.close_phase_now(1).await;
+        assert!(run.service.round_status(1).await.unwrap().aborted.is_some());
+        let r = run.fallback.open_rerun(&run.service, 1).await;
+        if !allowed {
+            assert!(r.unwrap_err().detail.contains("forbids"));
+            run.stop().await;
+            continue;
+        }
+        assert_eq!(r.unwrap(), ROUND);
+        // Only once.
+        assert!(run.fallback.open_rerun(&run.service, 1).await.is_err());
+        let xs = inputs();
+        for i in 0..SITES {
+            upload(&run, &fx, i, site_upload(&fx, ROUND, i, &xs[i])).await;
+        }
+        run.fallback.close_now(ROUND).await.unwrap();
+        committee(&fx, &run, &[1, 2, 3], &[2, 3]).await;
+        let res = result(&run, &fx).await;
+        assert_eq!(res.sum, plain_sum(&xs.iter().collect::<Vec<_>>()));
+        run.stop().await;
+    }
+}

@@ -157,6 +157,28 @@ impl FallbackService {
         Ok(())
     }
 
+    /// Opens the fallback re-run of masking round `masking_round`, only once that round
+    /// aborted (a masking round that finished, or is still running, is never re-run: two sums
+    /// of one round would differ by their noise). The new round id is
+    /// `FALLBACK_ROUND_BASE + masking_round`; the policy check is [`Self::open_round`]'s.
+    pub async fn open_rerun(
+        &self,
+        masking: &crate::Service,
+        masking_round: u64,
+    ) -> Result<u64, Problem> {
+        let round = amalgam_net::fallback_api::fallback_round_of(masking_round)
+            .ok_or_else(|| Problem::new(ProblemCode::RoundWrongScheme, "not a masking round id"))?;
+        let status = masking.round_status(masking_round).await?;
+        if status.aborted.is_none() {
+            return Err(Problem::new(
+                ProblemCode::RoundWrongPhase,
+                format!("masking round {masking_round} did not abort; it is not re-run"),
+            ));
+        }
+        self.open_round(round).await?;
+        Ok(round)
+    }
+
     /// Fresh (non-repeat) requests this process accepted: the fault points' counter.
     pub fn accepted(&self) -> u64 {
         self.0.accepted.load(Ordering::SeqCst)
