@@ -87,3 +87,108 @@ async fn three_members_complete_a_round_over_https_with_one_offline() {
     assert_eq!(res.sum, plain_sum(&xs.iter().collect::<Vec<_>>()));
     run.stop().await;
 }
+
+/// A member that persisted its statement and sent its signature, then died before releasing,
+/// restarts on the same database: it re-sends the identical signature (the aggregator answers
+/// 200 with the original receipt, not 409) and completes the round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_restarted_after_signing_resends_the_same_signature_and_completes() {
+    use amalgam_he::{CohortStatement, UploadView};
+    use amalgam_net::fallback_api::decode_frames;
+    use amalgam_proto::codec::{Decode, Encode};
+
+    let fx = Fixture::new(true);
+    let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
+    run.fallback.open_round(ROUND).await.unwrap();
+    let xs = inputs();
+    for i in 0..3 {
+        run.client_for(&fx.sites[i])
+            .post(
+                &fallback_path(ROUND, "upload"),
+                site_upload(&fx, ROUND, i, &xs[i]),
+            )
+            .await
+            .unwrap();
+    }
+    run.fallback.close_now(ROUND).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m0.db");
+    let (a, b) = fx.members[0];
+    let client = run.client_for(&fx.member_key(0));
+    // First life: sign and send, then "crash" (drop everything) before the release.
+    let first_receipt = {
+        let mut m = Member::open(&db, 0, a, b).unwrap();
+        let st = client
+            .get(&fallback_path(ROUND, "statement"))
+            .await
+            .unwrap();
+        let statement = CohortStatement::from_bytes(&st.body, &()).unwrap();
+        let v = client.get(&fallback_path(ROUND, "views")).await.unwrap();
+        let setup = fx.setup(ROUND);
+        let views: Vec<UploadView> = decode_frames(&v.body, 100, 1 << 20)
+            .unwrap()
+            .iter()
+            .map(|f| UploadView::from_bytes(f, &setup, 0).unwrap())
+            .collect();
+        let signed = m.sign(&setup, &views, &statement).unwrap();
+        let r = client
+            .post(
+                &fallback_path(ROUND, "signatures"),
+                signed.signature.to_bytes(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        r.body
+    };
+    // Two other members sign through their agents; then member 0's second life.
+    let mut tasks = Vec::new();
+    for j in [0usize, 1, 2] {
+        let (a, b) = fx.members[j];
+        let path = if j == 0 {
+            db.clone()
+        } else {
+            dir.path().join(format!("m{j}.db"))
+        };
+        let member = Member::open(&path, j, a, b).unwrap();
+        let sites = fx.sites.clone();
+        let members = fx.members.clone();
+        let setups: amalgam_decryptor::SetupFn = Arc::new(move |r| {
+            let f = Fixture {
+                sites: sites.clone(),
+                members: members.clone(),
+                ..Fixture::new(true)
+            };
+            Ok(f.setup(r))
+        });
+        let mut agent = DecryptorAgent::new(
+            member,
+            run.client_for(&fx.member_key(j)),
+            setups,
+            Patience {
+                long_poll: Duration::from_secs(10),
+                poll: Duration::from_millis(50),
+                max_polls: 400,
+            },
+        );
+        tasks.push(tokio::spawn(async move { agent.serve_round(ROUND).await }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // Member 0's re-sent signature was the identical one: the stored receipt is unchanged and
+    // a re-post of the first signature bytes still gets it.
+    let sigs = client
+        .get(&fallback_path(ROUND, "signatures"))
+        .await
+        .unwrap();
+    assert_eq!(decode_frames(&sigs.body, 8, 69).unwrap().len(), 3);
+    let r = client
+        .get(&(fallback_path(ROUND, "result") + "?wait=5"))
+        .await
+        .unwrap();
+    let res: FallbackResult = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(res.sum, plain_sum(&xs[..3].iter().collect::<Vec<_>>()));
+    assert!(!first_receipt.is_empty());
+    run.stop().await;
+}
