@@ -375,3 +375,54 @@ async fn an_aborted_masking_round_is_rerun_through_the_fallback_only_where_allow
         run.stop().await;
     }
 }
+
+/// The same round on the SQLite event log: ciphertexts go to the log's vault under the round
+/// key and are crypto-shredded at the end; a restart on the same database serves the result
+/// and answers an identical re-send with the original receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_sqlite_log_ciphertexts_are_shredded_and_the_result_survives_a_restart() {
+    let fx = Fixture::new(true);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("fallback.db");
+    let xs = inputs();
+    let (receipt, res) = {
+        let (log, writer) = amalgam_server::events::open_sqlite(&db).unwrap();
+        let run = start(&fx, Arc::new(log)).await.unwrap();
+        run.fallback.open_round(ROUND).await.unwrap();
+        let mut receipt = Vec::new();
+        for i in 0..SITES {
+            let r = upload(&run, &fx, i, site_upload(&fx, ROUND, i, &xs[i])).await;
+            assert_eq!(r.status, 200, "{:?}", r.problem());
+            receipt = r.body;
+        }
+        run.fallback.close_now(ROUND).await.unwrap();
+        committee(&fx, &run, &[0, 1, 2], &[0, 1]).await;
+        let res = result(&run, &fx).await;
+        run.stop().await;
+        // The writer thread ends (and releases the lock) once nothing holds the log.
+        tokio::task::spawn_blocking(move || writer.join().unwrap())
+            .await
+            .unwrap();
+        (receipt, res)
+    };
+    assert_eq!(res.sum, plain_sum(&xs.iter().collect::<Vec<_>>()));
+    let (log, _writer) = amalgam_server::events::open_sqlite(&db).unwrap();
+    let events = amalgam_server::events::EventStore::replay(&log).unwrap();
+    let ups: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Upload)
+        .collect();
+    assert_eq!(ups.len(), SITES);
+    assert!(ups.iter().all(|e| e.shredded && e.body.is_empty()));
+    let run = start(&fx, Arc::new(log)).await.unwrap();
+    assert_eq!(result(&run, &fx).await, res);
+    let again = upload(
+        &run,
+        &fx,
+        SITES - 1,
+        site_upload(&fx, ROUND, SITES - 1, &xs[SITES - 1]),
+    )
+    .await;
+    assert_eq!((again.status.as_u16(), again.body), (200, receipt));
+    run.stop().await;
+}
