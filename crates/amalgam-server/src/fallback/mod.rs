@@ -14,6 +14,7 @@
 //! * [`http`]: the routes and their role checks; [`replay`]: restart.
 
 pub mod http;
+pub mod openapi;
 pub mod replay;
 pub mod service;
 pub mod setup;
