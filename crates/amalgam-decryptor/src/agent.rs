@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use amalgam_he::{CohortStatement, RoundSetup, StatementSignature, UploadView};
 use amalgam_net::client::{ApiClient, ApiResponse};
-use amalgam_net::fallback_api::{MAX_FRAMES, decode_frames, fallback_path};
+use amalgam_net::fallback_api::{MAX_FRAMES, decode_frames, fallback_path, is_fallback_round};
 use amalgam_proto::codec::{Decode, Encode};
 use amalgam_store::fault::fault_point;
 
@@ -62,6 +62,7 @@ pub struct DecryptorAgent {
     member: std::sync::Mutex<Member>,
     client: ApiClient,
     setups: SetupFn,
+    fallback_allowed: bool,
     patience: Patience,
 }
 
@@ -85,12 +86,21 @@ fn ok(r: &ApiResponse, what: &str) -> Result<(), DecryptorError> {
 }
 
 impl DecryptorAgent {
-    /// A member talking to the aggregator through `client`.
-    pub fn new(member: Member, client: ApiClient, setups: SetupFn, patience: Patience) -> Self {
+    /// A member talking to the aggregator through `client`. `fallback_allowed` is the fallback
+    /// policy of the member's own verified manifest (never the aggregator's word): where it is
+    /// false, no round is served.
+    pub fn new(
+        member: Member,
+        client: ApiClient,
+        setups: SetupFn,
+        fallback_allowed: bool,
+        patience: Patience,
+    ) -> Self {
         Self {
             member: std::sync::Mutex::new(member),
             client,
             setups,
+            fallback_allowed,
             patience,
         }
     }
@@ -168,6 +178,14 @@ impl DecryptorAgent {
     /// this again: the recorded statement makes it re-send the identical signature, and a
     /// different statement is refused.
     pub async fn serve_round(&mut self, round: u64) -> Result<Outcome, DecryptorError> {
+        // Checked here, before anything is fetched: the aggregator is not trusted with the
+        // policy or with the id range.
+        if !self.fallback_allowed {
+            return Err(DecryptorError::PolicyForbids { round });
+        }
+        if !is_fallback_round(round) {
+            return Err(DecryptorError::NotAFallbackRound { round });
+        }
         let setup = (self.setups)(round).map_err(DecryptorError::Setup)?;
         let bytes = self.statement(round).await?;
         let statement = CohortStatement::from_bytes(&bytes, &())

@@ -34,6 +34,20 @@ pub enum DecryptorError {
         /// The aggregator's public reason.
         why: String,
     },
+    /// The round id is not a fallback round id (below 2^32: a masking round). A member never
+    /// signs for it, whatever the aggregator asks.
+    #[error("round {round} is a masking round id; only ids at or above 2^32 are fallback rounds")]
+    NotAFallbackRound {
+        /// The round.
+        round: u64,
+    },
+    /// The member's own copy of the manifest forbids fallback rounds: it serves none, whatever
+    /// the aggregator asks.
+    #[error("the manifest's fallback policy forbids fallback rounds; round {round} is not served")]
+    PolicyForbids {
+        /// The round.
+        round: u64,
+    },
     /// The round's setup could not be derived.
     #[error("round setup: {0}")]
     Setup(String),

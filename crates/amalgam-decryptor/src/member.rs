@@ -9,6 +9,7 @@ use amalgam_he::{
     CohortStatement, Decryptor, MemberRoundRecord, MemberSecrets, PieceSumRelease, RoundSetup,
     StatementSignature, UploadView,
 };
+use amalgam_net::fallback_api::is_fallback_round;
 use amalgam_proto::codec::Encode;
 use amalgam_store::fault::fault_point;
 use amalgam_store::{Recorded, StatementStore, StoreError};
@@ -82,7 +83,8 @@ impl Member {
     /// commits the statement as the round's only one, and only then signs. A restart that is
     /// given the identical statement produces the identical signature (Ed25519 is
     /// deterministic); a different statement for a round already recorded is refused with
-    /// [`DecryptorError::SecondStatement`] before anything is signed.
+    /// [`DecryptorError::SecondStatement`] before anything is signed. A masking round id
+    /// (below 2^32) is refused with [`DecryptorError::NotAFallbackRound`].
     pub fn sign(
         &mut self,
         setup: &RoundSetup,
@@ -90,6 +92,11 @@ impl Member {
         statement: &CohortStatement,
     ) -> Result<Signed, DecryptorError> {
         let round = setup.round();
+        // The member checks the id range itself: the aggregator is not trusted to keep the
+        // masking and fallback id spaces apart.
+        if !is_fallback_round(round) {
+            return Err(DecryptorError::NotAFallbackRound { round });
+        }
         let bytes = statement.to_bytes();
         if let Some(prev) = self.store.statement(round)?
             && prev != bytes

@@ -16,7 +16,7 @@ use common::*;
 async fn three_members_complete_a_round_over_https_with_one_offline() {
     let fx = Fixture::new(true);
     let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
-    run.fallback.open_round(ROUND).await.unwrap();
+    run.open_fallback().await.unwrap();
     let xs = inputs();
     for i in 0..SITES {
         let r = run
@@ -49,6 +49,7 @@ async fn three_members_complete_a_round_over_https_with_one_offline() {
             member,
             run.client_for(&fx.member_key(j)),
             setups,
+            true,
             Patience {
                 long_poll: Duration::from_secs(10),
                 poll: Duration::from_millis(50),
@@ -99,7 +100,7 @@ async fn a_member_restarted_after_signing_resends_the_same_signature_and_complet
 
     let fx = Fixture::new(true);
     let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
-    run.fallback.open_round(ROUND).await.unwrap();
+    run.open_fallback().await.unwrap();
     let xs = inputs();
     for i in 0..3 {
         run.client_for(&fx.sites[i])
@@ -165,6 +166,7 @@ async fn a_member_restarted_after_signing_resends_the_same_signature_and_complet
             member,
             run.client_for(&fx.member_key(j)),
             setups,
+            true,
             Patience {
                 long_poll: Duration::from_secs(10),
                 poll: Duration::from_millis(50),
@@ -190,5 +192,44 @@ async fn a_member_restarted_after_signing_resends_the_same_signature_and_complet
     let res: FallbackResult = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(res.sum, plain_sum(&xs[..3].iter().collect::<Vec<_>>()));
     assert!(!first_receipt.is_empty());
+    run.stop().await;
+}
+
+/// A member whose own manifest forbids the fallback serves no round, even one the aggregator
+/// opened; and a masking round id is refused before anything is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_checks_the_policy_and_the_id_range_itself() {
+    let fx = Fixture::new(true);
+    let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
+    run.open_fallback().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (allowed, round) in [(false, ROUND), (true, 1)] {
+        let (a, b) = fx.members[0];
+        let member = Member::open(&dir.path().join(format!("{allowed}.db")), 0, a, b).unwrap();
+        let setups: amalgam_decryptor::SetupFn = Arc::new(|r| Ok(Fixture::new(true).setup(r)));
+        let mut agent = DecryptorAgent::new(
+            member,
+            run.client_for(&fx.member_key(0)),
+            setups,
+            allowed,
+            Patience::default(),
+        );
+        let e = agent.serve_round(round).await.unwrap_err();
+        if allowed {
+            assert!(
+                matches!(
+                    e,
+                    amalgam_decryptor::DecryptorError::NotAFallbackRound { round: 1 }
+                ),
+                "{e}"
+            );
+        } else {
+            assert!(
+                matches!(e, amalgam_decryptor::DecryptorError::PolicyForbids { .. }),
+                "{e}"
+            );
+        }
+        assert_eq!(agent.member_mut().recorded(round).unwrap(), None);
+    }
     run.stop().await;
 }

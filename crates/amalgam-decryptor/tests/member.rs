@@ -108,3 +108,23 @@ fn a_statement_naming_an_unadmitted_or_tampered_upload_is_refused_and_not_record
     let three = statement(&fx, &ups, &[0, 1, 2]);
     m.sign(&setup, &views, &three).unwrap();
 }
+
+/// The aggregator asks a member to sign for a masking round id (below 2^32): the member
+/// refuses on its own, and nothing is recorded for that id.
+#[test]
+fn a_masking_round_id_is_never_signed_whatever_the_aggregator_asks() {
+    let fx = Fixture::new(true);
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = fx.members[1];
+    let mut m = Member::open(&dir.path().join("d.db"), 1, a, b).unwrap();
+    let masking = ROUND - amalgam_net::fallback_api::FALLBACK_ROUND_BASE;
+    let setup = fx.setup(masking);
+    let e = m
+        .sign(&setup, &[], &CohortStatement { members: vec![] })
+        .unwrap_err();
+    assert!(
+        matches!(e, DecryptorError::NotAFallbackRound { round } if round == masking),
+        "{e}"
+    );
+    assert_eq!(m.recorded(masking).unwrap(), None);
+}

@@ -59,7 +59,7 @@ async fn fallback_round_sum_equals_plaintext_sum_and_ciphertexts_are_shredded() 
     let fx = Fixture::new(true);
     let store = MemoryStore::new();
     let run = start(&fx, Arc::new(store.clone())).await.unwrap();
-    run.fallback.open_round(ROUND).await.unwrap();
+    run.open_fallback().await.unwrap();
     let xs = inputs();
     for i in 0..SITES {
         let r = upload(&run, &fx, i, site_upload(&fx, ROUND, i, &xs[i])).await;
@@ -107,7 +107,7 @@ async fn fallback_round_sum_equals_plaintext_sum_and_ciphertexts_are_shredded() 
 async fn roles_are_enforced_on_every_fallback_route() {
     let fx = Fixture::new(true);
     let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
-    run.fallback.open_round(ROUND).await.unwrap();
+    run.open_fallback().await.unwrap();
     let x = inputs();
     let member = run.client_for(&fx.member_key(0));
     // A decryptor presenting a site's route.
@@ -167,7 +167,7 @@ async fn refusals_leave_the_round_unchanged_and_resends_are_idempotent() {
     let fx = Fixture::new(true);
     let store = MemoryStore::new();
     let run = start(&fx, Arc::new(store.clone())).await.unwrap();
-    run.fallback.open_round(ROUND).await.unwrap();
+    run.open_fallback().await.unwrap();
     let x = inputs();
     let good = site_upload(&fx, ROUND, 0, &x[0]);
     let first = upload(&run, &fx, 0, good.clone()).await;
@@ -231,7 +231,7 @@ async fn refusals_leave_the_round_unchanged_and_resends_are_idempotent() {
 async fn a_policy_that_forbids_the_fallback_opens_no_fallback_round() {
     let fx = Fixture::new(false);
     let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
-    let e = run.fallback.open_round(ROUND).await.unwrap_err();
+    let e = run.open_fallback().await.unwrap_err();
     assert!(e.detail.contains("forbids"), "{}", e.detail);
     let r = upload(&run, &fx, 0, site_upload(&fx, ROUND, 0, &inputs()[0])).await;
     assert_eq!(
@@ -242,7 +242,12 @@ async fn a_policy_that_forbids_the_fallback_opens_no_fallback_round() {
     // Allowed, but a masking round id is never a fallback round.
     let fx = Fixture::new(true);
     let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
-    assert!(run.fallback.open_round(1).await.is_err());
+    let e = run
+        .fallback
+        .open_rerun(&run.service, ROUND)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ProblemCode::RoundWrongScheme);
     run.stop().await;
 }
 
@@ -251,7 +256,7 @@ async fn restart_mid_round_reverifies_and_continues() {
     let fx = Fixture::new(true);
     let store = MemoryStore::new();
     let run = start(&fx, Arc::new(store.clone())).await.unwrap();
-    run.fallback.open_round(ROUND).await.unwrap();
+    run.open_fallback().await.unwrap();
     let xs = inputs();
     let mut receipts = Vec::new();
     for i in 0..3 {
@@ -284,7 +289,7 @@ async fn a_tampered_upload_in_the_log_refuses_the_start() {
     let fx = Fixture::new(true);
     let store = MemoryStore::new();
     let run = start(&fx, Arc::new(store.clone())).await.unwrap();
-    run.fallback.open_round(ROUND).await.unwrap();
+    run.open_fallback().await.unwrap();
     let xs = inputs();
     upload(&run, &fx, 0, site_upload(&fx, ROUND, 0, &xs[0])).await;
     run.stop().await;
@@ -311,7 +316,7 @@ async fn asynchronous_round_with_sites_and_a_member_offline() {
     let mut fx = Fixture::new(true);
     fx.target = Some(3);
     let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
-    run.fallback.open_round(ROUND).await.unwrap();
+    run.open_fallback().await.unwrap();
     let xs = inputs();
     // Sites 4, 0 and 2 submit at different times; the cohort closes at the third.
     let st = run
@@ -388,7 +393,7 @@ async fn on_the_sqlite_log_ciphertexts_are_shredded_and_the_result_survives_a_re
     let (receipt, res) = {
         let (log, writer) = amalgam_server::events::open_sqlite(&db).unwrap();
         let run = start(&fx, Arc::new(log)).await.unwrap();
-        run.fallback.open_round(ROUND).await.unwrap();
+        run.open_fallback().await.unwrap();
         let mut receipt = Vec::new();
         for i in 0..SITES {
             let r = upload(&run, &fx, i, site_upload(&fx, ROUND, i, &xs[i])).await;
@@ -424,5 +429,27 @@ async fn on_the_sqlite_log_ciphertexts_are_shredded_and_the_result_survives_a_re
     )
     .await;
     assert_eq!((again.status.as_u16(), again.body), (200, receipt));
+    run.stop().await;
+}
+
+/// The attacker's move: open masking round X at a fallback id (so that masking round X and
+/// fallback round X coexist and share a round id). The masking service refuses every id at or
+/// above 2^32 with a specific code, and nothing is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_masking_service_refuses_fallback_round_ids() {
+    let fx = Fixture::new(true);
+    let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
+    for id in [
+        ROUND,
+        amalgam_net::fallback_api::FALLBACK_ROUND_BASE,
+        u64::MAX,
+    ] {
+        let e = run.service.open_round(id, MODEL.1).await.unwrap_err();
+        assert_eq!(e.code, ProblemCode::RoundWrongScheme, "{}", e.detail);
+        assert!(run.service.round_status(id).await.is_err());
+    }
+    // The fallback round opened the only way there is stays the only round with its id.
+    assert_eq!(run.open_fallback().await.unwrap(), ROUND);
+    assert!(run.service.open_round(ROUND, MODEL.1).await.is_err());
     run.stop().await;
 }

@@ -191,6 +191,15 @@ pub async fn start(fx: &Fixture, store: Arc<dyn FallbackLog>) -> Result<Running,
 }
 
 impl Running {
+    /// Opens fallback round `ROUND` the only way there is: masking round `ROUND − 2^32`
+    /// opens, aborts with nobody in, and its re-run opens.
+    pub async fn open_fallback(&self) -> Result<u64, amalgam_net::Problem> {
+        let masking = ROUND - FALLBACK_ROUND_BASE;
+        self.service.open_round(masking, MODEL.1).await?;
+        self.service.close_phase_now(masking).await?;
+        self.fallback.open_rerun(&self.service, masking).await
+    }
+
     pub fn client_for(&self, key: &SigningKey) -> ApiClient {
         let id = tls::member_identity(&tls::ed25519_pkcs8_from_seed(&key.to_bytes())).unwrap();
         ApiClient::new(

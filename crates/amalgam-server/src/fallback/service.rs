@@ -135,8 +135,10 @@ impl FallbackService {
     }
 
     /// Opens fallback round `round` (refused unless the manifest's policy allows it and the id
-    /// is a fallback id; a second open of the same id is refused).
-    pub async fn open_round(&self, round: u64) -> Result<(), Problem> {
+    /// is a fallback id; a second open of the same id is refused). Private: the only way to
+    /// open a fallback round is [`Self::open_rerun`], which first checks that the masking round
+    /// aborted.
+    async fn open_round(&self, round: u64) -> Result<(), Problem> {
         let window = self.next_window();
         let bounds = self.0.consortium.deadline_bounds();
         let setups = self.0.setups.clone();
@@ -160,7 +162,7 @@ impl FallbackService {
     /// Opens the fallback re-run of masking round `masking_round`, only once that round
     /// aborted (a masking round that finished, or is still running, is never re-run: two sums
     /// of one round would differ by their noise). The new round id is
-    /// `FALLBACK_ROUND_BASE + masking_round`; the policy check is [`Self::open_round`]'s.
+    /// `FALLBACK_ROUND_BASE + masking_round`; the manifest's policy and the id range are checked again when the round opens.
     pub async fn open_rerun(
         &self,
         masking: &crate::Service,
