@@ -192,6 +192,24 @@ impl DecryptorAgent {
             .map_err(|e| DecryptorError::Answer(format!("statement: {e}")))?;
         let views = self.views(&setup).await?;
         let signed = self.member_mut().sign(&setup, &views, &statement)?;
+        // From here on the round's seeds are in the vault: every way out of the round shreds
+        // them, failures included (a refused signature or release, an unreachable aggregator,
+        // no quorum in time). A member that gives up never leaves seeds beside their key; the
+        // price is that it cannot take part in the round again.
+        let out = self.finish(round, &signed, &statement).await;
+        let shred = self.member_mut().shred(round);
+        let out = out?;
+        shred?;
+        Ok(out)
+    }
+
+    /// The part of a round after signing: post the signature, wait for a quorum, release.
+    async fn finish(
+        &mut self,
+        round: u64,
+        signed: &crate::member::Signed,
+        statement: &CohortStatement,
+    ) -> Result<Outcome, DecryptorError> {
         let r = self
             .client
             .post(
@@ -204,7 +222,7 @@ impl DecryptorAgent {
         let mut polls = 0;
         let release = loop {
             let sigs = self.signatures(round).await?;
-            match self.member_mut().release(&signed, &sigs) {
+            match self.member_mut().release(signed, &sigs) {
                 Ok(rel) => break rel,
                 Err(DecryptorError::Protocol(amalgam_he::HeError::NoQuorum { .. }))
                     if polls < self.patience.max_polls =>
@@ -222,12 +240,10 @@ impl DecryptorAgent {
         let cohort = statement.sites().map(|s| s.0).collect();
         if r.status.as_u16() == 410 {
             // Finished (or aborted) without this release: nothing more to do with the seeds.
-            self.member_mut().shred(round)?;
             return Ok(Outcome::FinishedWithout { cohort });
         }
         ok(&r, "release")?;
         fault_point("after-release", round);
-        self.member_mut().shred(round)?;
         Ok(Outcome::Released { cohort })
     }
 }

@@ -79,8 +79,8 @@ impl Member {
     }
 
     /// Admits `views`, checks `statement` (every named upload admitted with its digest, cohort
-    /// bounds, no repeated seed), stores the admitted seeds encrypted in the round vault,
-    /// commits the statement as the round's only one, and only then signs. A restart that is
+    /// bounds, no repeated seed), commits the statement as the round's only one, stores the
+    /// admitted seeds encrypted in the round vault, and only then hands out the signature. A restart that is
     /// given the identical statement produces the identical signature (Ed25519 is
     /// deterministic); a different statement for a round already recorded is refused with
     /// [`DecryptorError::SecondStatement`] before anything is signed. A masking round id
@@ -119,8 +119,9 @@ impl Member {
             }
         }
         let pending = d.sign(statement)?;
-        // Seeds at rest: encrypted under the round's vault key, shredded at the round's end.
-        self.store.vault().put(round, pending.state())?;
+        // The statement is committed first, the seeds stored after: a refused record leaves no
+        // seeds behind. A crash between the two is harmless: the restart is given the same
+        // statement, rebuilds the seeds from the views and stores them then.
         match self.store.record_once(round, &bytes) {
             Ok(Recorded::New | Recorded::Same) => {}
             Err(StoreError::SecondStatement { round }) => {
@@ -128,6 +129,8 @@ impl Member {
             }
             Err(e) => return Err(e.into()),
         }
+        // Seeds at rest: encrypted under the round's vault key, shredded at the round's end.
+        self.store.vault().put(round, pending.state())?;
         fault_point("after-statement-persisted", round);
         let signature = pending.persisted();
         Ok(Signed {

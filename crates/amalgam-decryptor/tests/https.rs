@@ -233,3 +233,65 @@ async fn a_member_checks_the_policy_and_the_id_range_itself() {
     }
     run.stop().await;
 }
+
+/// The aggregator withholds the other signatures: the member gives up (no quorum within its
+/// patience) with an error, and its seeds are shredded all the same — never left on disk next
+/// to their key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_gives_up_shreds_its_seeds() {
+    let fx = Fixture::new(true);
+    let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
+    run.open_fallback().await.unwrap();
+    let xs = inputs();
+    for i in 0..SITES {
+        let r = run
+            .client_for(&fx.sites[i])
+            .post(
+                &fallback_path(ROUND, "upload"),
+                site_upload(&fx, ROUND, i, &xs[i]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{:?}", r.problem());
+    }
+    run.fallback.close_now(ROUND).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = fx.members[0];
+    let member = Member::open(&dir.path().join("m0.db"), 0, a, b).unwrap();
+    let sites = fx.sites.clone();
+    let members = fx.members.clone();
+    let setups: amalgam_decryptor::SetupFn = Arc::new(move |r| {
+        let f = Fixture {
+            sites: sites.clone(),
+            members: members.clone(),
+            ..Fixture::new(true)
+        };
+        Ok(f.setup(r))
+    });
+    let mut agent = DecryptorAgent::new(
+        member,
+        run.client_for(&fx.member_key(0)),
+        setups,
+        true,
+        Patience {
+            long_poll: Duration::from_secs(5),
+            poll: Duration::from_millis(1),
+            max_polls: 0,
+        },
+    );
+    // Alone, member 0 never sees Q = 3 signatures.
+    let e = agent.serve_round(ROUND).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            amalgam_decryptor::DecryptorError::Protocol(amalgam_he::HeError::NoQuorum { .. })
+        ),
+        "{e}"
+    );
+    assert!(agent.member_mut().recorded(ROUND).unwrap().is_some());
+    assert!(
+        agent.member_mut().is_shredded(ROUND),
+        "seeds shredded on failure"
+    );
+    run.stop().await;
+}
