@@ -96,6 +96,16 @@ async fn fallback_round_sum_equals_plaintext_sum_and_ciphertexts_are_shredded() 
             .filter(|e| matches!(e.kind, EventKind::Summary | EventKind::PhaseClose))
             .all(|e| !e.shredded && !e.body.is_empty())
     );
+    // The round ended: its views (seed boxes) are gone from memory, 410 to any member.
+    let r = run
+        .client_for(&fx.member_key(3))
+        .get(&fallback_path(ROUND, "views"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status.as_u16(), code(&r)),
+        (410, ProblemCode::RoundClosed)
+    );
     // A restart after the end: the result is still served from the public record.
     run.stop().await;
     let run = start(&fx, Arc::new(store.clone())).await.unwrap();

@@ -192,7 +192,9 @@ async fn views(
     let round = parse_round(&round)?;
     let member = app.decryptor(peer, round).await?;
     Ok(binary(
-        app.service.with_round(round, |st| st.views(member)).await?,
+        app.service
+            .with_round(round, |st| st.views(member))
+            .await??,
     ))
 }
 

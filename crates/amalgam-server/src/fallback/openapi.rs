@@ -49,7 +49,15 @@ pub(crate) const DOCS: &[Doc] = &[
         id: "fallback_views",
         summary: "The decryptor's UploadViews (framed): boxes and digests, never a ciphertext",
         ok: &[(200, "framed UploadView bytes")],
-        problems: COMMON,
+        problems: &[
+            P::AuthNoClientCert,
+            P::AuthWrongRole,
+            P::RoundUnknown,
+            P::RoundWrongScheme,
+            P::BadRequest,
+            P::RoundClosed,
+            P::ServerBusy,
+        ],
     },
     Doc {
         path: f::FALLBACK_STATEMENT,

@@ -50,7 +50,7 @@ struct Inner {
     rounds: Arc<Mutex<Rounds>>,
     changed: watch::Sender<u64>,
     config: ServiceConfig,
-    failed: AtomicBool,
+    failed: Arc<AtomicBool>,
     accepted: std::sync::atomic::AtomicU64,
 }
 
@@ -108,7 +108,7 @@ impl FallbackService {
             rounds: Arc::new(Mutex::new(rounds)),
             changed: watch::channel(0).0,
             config,
-            failed: AtomicBool::new(false),
+            failed: Arc::new(AtomicBool::new(false)),
             accepted: std::sync::atomic::AtomicU64::new(0),
         }));
         for r in open {
@@ -199,6 +199,7 @@ impl FallbackService {
         let guard = self.0.rounds.clone().lock_owned().await;
         let store = self.0.store.clone();
         let k = self.accepted() + 1;
+        let failed = self.0.failed.clone();
         let out: Result<Result<(T, Vec<u64>), Problem>, String> =
             tokio::task::spawn_blocking(move || {
                 let mut g = guard;
@@ -215,7 +216,13 @@ impl FallbackService {
                     .map(|e| e.round)
                     .collect();
                 fault_point("fallback-before-commit", k);
-                store.append_batch(events).map_err(|e| e.to_string())?;
+                // `f` mutated the rounds in place. If the commit fails they hold state the log
+                // does not: the flag is raised before the lock is released, so no request (read
+                // or write) is ever answered from it; the restart rebuilds from the log.
+                if let Err(e) = store.append_batch(events) {
+                    failed.store(true, Ordering::SeqCst);
+                    return Err(e.to_string());
+                }
                 fault_point("fallback-after-commit", k);
                 // The end is committed: shred the round's ciphertexts and releases now. A
                 // failure here is finished at the next start (ended rounds are shredded).
@@ -343,6 +350,13 @@ impl FallbackService {
         f: impl FnOnce(&FallbackRound) -> T,
     ) -> Result<T, Problem> {
         let g = self.0.rounds.lock().await;
+        // Checked under the lock: a failed commit raises the flag before releasing it.
+        if self.0.failed.load(Ordering::SeqCst) {
+            return Err(
+                Problem::new(ProblemCode::ServerBusy, "storage failed; restart pending")
+                    .retry_after(30),
+            );
+        }
         g.get(&round).map(f).ok_or_else(|| unknown(round))
     }
 

@@ -315,6 +315,7 @@ impl FallbackRound {
 
     fn abort(&mut self, reason: &str) -> Vec<NewEvent> {
         self.end = Some(FallbackEnd::Aborted(reason.to_owned()));
+        self.forget_secrets();
         self.generation += 1;
         let mut body = vec![1u8];
         body.extend_from_slice(reason.as_bytes());
@@ -370,14 +371,28 @@ impl FallbackRound {
 
     /// The views for decryptor `member` (framed `UploadView`s): boxes and digests, never
     /// bodies.
-    pub fn views(&self, member: usize) -> Vec<u8> {
+    /// Refused with 410 once the round ended: its aggregation state is dropped then.
+    pub fn views(&self, member: usize) -> Result<Vec<u8>, Problem> {
+        if self.end.is_some() {
+            return Err(Problem::new(
+                ProblemCode::RoundClosed,
+                "the round ended; its views are gone",
+            ));
+        }
         let views: Vec<Vec<u8>> = self
             .agg
             .views_for(member)
             .iter()
             .map(Encode::to_bytes)
             .collect();
-        encode_frames(&views)
+        Ok(encode_frames(&views))
+    }
+
+    /// Drops the ended round's aggregation state (ciphertext sums, seed boxes, piece sums),
+    /// so that nothing of it stays in memory after the shred: an aborted round with a single
+    /// upload would otherwise keep that site's ciphertext as its body sum.
+    fn forget_secrets(&mut self) {
+        self.agg = HeAggregator::new(self.setup.clone(), Closing::OnDeadline);
     }
 
     /// The statement bytes, once closed.
@@ -492,6 +507,7 @@ impl FallbackRound {
                 let mut body = vec![0u8];
                 body.extend_from_slice(&serde_json::to_vec(&result).unwrap_or_default());
                 self.end = Some(FallbackEnd::Finished(result));
+                self.forget_secrets();
                 self.generation += 1;
                 events.push(NewEvent {
                     round: self.round,
@@ -605,6 +621,7 @@ impl FallbackRound {
                     1 => FallbackEnd::Aborted(String::from_utf8_lossy(rest).into_owned()),
                     _ => return Err("unknown round end".into()),
                 });
+                self.forget_secrets();
             }
             _ => return Err("event out of place".into()),
         }
