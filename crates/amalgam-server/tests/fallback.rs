@@ -153,6 +153,15 @@ async fn roles_are_enforced_on_every_fallback_route() {
             "{what}"
         );
     }
+    // Nor does a site learn which fallback rounds exist: a round never opened is 403 too.
+    for what in ["views", "signatures"] {
+        let r = site.get(&fallback_path(ROUND + 1, what)).await.unwrap();
+        assert_eq!(
+            (r.status.as_u16(), code(&r)),
+            (403, ProblemCode::AuthWrongRole),
+            "{what} of an unopened round"
+        );
+    }
     // The relay carries no ciphertext: a view is far smaller than an upload.
     upload(&run, &fx, 0, site_upload(&fx, ROUND, 0, &x[0])).await;
     let views = member.get(&fallback_path(ROUND, "views")).await.unwrap();

@@ -80,17 +80,20 @@ impl FallbackApp {
 
     async fn decryptor(&self, peer: Peer, round: u64) -> Result<usize, ApiError> {
         let key = self.key(peer)?;
-        let index = self
-            .service
-            .with_round(round, |st| st.member_index(&key))
-            .await?;
-        match (self.consortium.role_of(&key), index) {
-            (Some(MemberRole::Decryptor), Some(j)) => Ok(j),
-            _ => Err(problem(
+        let wrong_role = || {
+            problem(
                 ProblemCode::AuthWrongRole,
                 "only the round's committee members may use this route",
-            )),
+            )
+        };
+        // The role first: a site must not learn from 404 vs 403 which fallback rounds exist.
+        if !matches!(self.consortium.role_of(&key), Some(MemberRole::Decryptor)) {
+            return Err(wrong_role());
         }
+        self.service
+            .with_round(round, |st| st.member_index(&key))
+            .await?
+            .ok_or_else(wrong_role)
     }
 }
 

@@ -34,7 +34,7 @@ pub const KIND_RELEASE: u16 = 0x40;
 pub const DECRYPTOR_SENDER: u32 = 0x1_0000;
 
 /// An accepted request: the response bytes and the events to append before they leave
-/// (none for an identical re-send).
+/// (none for an identical re-send). `Debug` goes through [`NewEvent`]'s, which redacts bodies.
 #[derive(Debug)]
 pub struct Accepted {
     /// The response body.
