@@ -150,7 +150,8 @@ impl DecryptorAgent {
             .get(&fallback_path(setup.round(), "views"))
             .await?;
         ok(&r, "views")?;
-        let frames = decode_frames(&r.body, MAX_FRAMES, 1 << 20)
+        // At most one view per site of the setup (never the codec's generic frame limit).
+        let frames = decode_frames(&r.body, setup.sites().len().min(MAX_FRAMES), 1 << 20)
             .map_err(|e| DecryptorError::Answer(e.to_string()))?;
         let index = self.index();
         let mut views = Vec::with_capacity(frames.len());
