@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod client;
+pub mod fallback_api;
 pub mod insecure;
 pub mod problem;
 pub mod tls;

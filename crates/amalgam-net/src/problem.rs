@@ -53,6 +53,9 @@ codes! {
     RoundUnknown = "round.unknown", 404, "unknown round";
     /// The round is not collecting this phase.
     RoundWrongPhase = "round.wrong-phase", 409, "wrong phase";
+    /// A fallback route on a masking round id (or the reverse): the scheme is derived from
+    /// the round id and the manifest's fallback policy, never chosen by a request.
+    RoundWrongScheme = "round.wrong-scheme", 409, "wrong scheme for this round";
     /// The round is finished or aborted.
     RoundClosed = "round.closed", 410, "round closed";
     /// Body larger than the phase's maximum.

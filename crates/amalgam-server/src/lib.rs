@@ -17,6 +17,7 @@
 
 pub mod consortium;
 pub mod events;
+pub mod fallback;
 pub mod fault;
 pub mod http;
 pub mod limits;

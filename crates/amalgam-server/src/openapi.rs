@@ -7,13 +7,13 @@ use amalgam_net::api;
 use utoipa::openapi::path::{HttpMethod, Operation, OperationBuilder, Paths};
 use utoipa::openapi::{Info, OpenApi, Response};
 
-struct Doc {
-    path: &'static str,
-    method: HttpMethod,
-    id: &'static str,
-    summary: &'static str,
-    ok: &'static [(u16, &'static str)],
-    problems: &'static [P],
+pub(crate) struct Doc {
+    pub(crate) path: &'static str,
+    pub(crate) method: HttpMethod,
+    pub(crate) id: &'static str,
+    pub(crate) summary: &'static str,
+    pub(crate) ok: &'static [(u16, &'static str)],
+    pub(crate) problems: &'static [P],
 }
 
 const AUTH: &[P] = &[
@@ -176,7 +176,7 @@ fn operation(d: &Doc) -> Operation {
 /// The document.
 pub fn document() -> OpenApi {
     let mut paths = Paths::new();
-    for d in DOCS {
+    for d in DOCS.iter().chain(crate::fallback::openapi::DOCS) {
         paths.add_path_operation(d.path, vec![d.method.clone()], operation(d));
     }
     OpenApi::new(

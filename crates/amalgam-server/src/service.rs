@@ -204,7 +204,18 @@ impl Service {
     }
 
     /// Opens `round` for `model_digest` (from the `ModelChain`).
+    /// Ids at or above `FALLBACK_ROUND_BASE` are refused: they belong to the fallback scheme,
+    /// and a masking round and a fallback round must never share an id (two sums under one
+    /// round id would share noise).
     pub async fn open_round(&self, round: u64, model_digest: [u8; 32]) -> Result<(), Problem> {
+        if amalgam_net::fallback_api::is_fallback_round(round) {
+            return Err(Problem::new(
+                ProblemCode::RoundWrongScheme,
+                format!(
+                    "round {round} is a fallback round id (at or above 2^32); masking rounds use ids below"
+                ),
+            ));
+        }
         let deadline = self.next_window();
         let (state, event) =
             RoundState::open(self.0.consortium.as_ref(), round, model_digest, deadline)

@@ -2,8 +2,11 @@
 //!
 //! Upload bodies (masked inputs, and above all homomorphic-fallback ciphertexts, which a
 //! decryptor quorum could open) are as sensitive as plaintexts, so they are stored encrypted
-//! under a random key per round, and deleting that key erases the round's bodies for good —
-//! including every copy that backups, file-system journals or a replaced disk still hold.
+//! under a random key per round, and deleting that key erases the round's bodies — including
+//! copies of the blobs that file-system journals or a replaced disk still hold. Not copies of
+//! the key: the key file lies in the same directory, so a backup or snapshot of the vault
+//! directory taken before the shred keeps both and stays readable. Vault directories must be
+//! excluded from backups.
 //!
 //! Layout of a vault directory (mode 0700):
 //! - `round-<r>.key`: the round's 32-byte key, mode 0600, minted from OS randomness on the

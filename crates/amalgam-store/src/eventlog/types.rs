@@ -60,8 +60,9 @@ impl EventKind {
     }
 }
 
-/// An event to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An event to append. `Debug` shows body and response lengths only: a body may be a round
+/// secret (a fallback ciphertext, a piece-sum release) and must not reach a log line.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewEvent {
     /// The round it belongs to (at most `i64::MAX`).
     pub round: u64,
@@ -77,8 +78,8 @@ pub struct NewEvent {
     pub response: Option<Vec<u8>>,
 }
 
-/// A stored, verified event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A stored, verified event. `Debug` redacts the body and response as [`NewEvent`]'s does.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Event {
     /// Its sequence number (1, 2, 3... with no gaps).
     pub seq: u64,
@@ -99,6 +100,73 @@ pub struct Event {
     /// True when the body was a round secret and its round was shredded: `body` is empty
     /// and only its digest remains.
     pub shredded: bool,
+}
+
+impl core::fmt::Debug for NewEvent {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NewEvent")
+            .field("round", &self.round)
+            .field("kind", &self.kind)
+            .field("phase", &self.phase)
+            .field("sender", &self.sender)
+            .field("body_len", &self.body.len())
+            .field("response_len", &self.response.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+impl core::fmt::Debug for Event {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Event")
+            .field("seq", &self.seq)
+            .field("round", &self.round)
+            .field("kind", &self.kind)
+            .field("phase", &self.phase)
+            .field("sender", &self.sender)
+            .field("body_len", &self.body.len())
+            .field("body_sha256", &hex::encode(self.body_sha256))
+            .field("response_len", &self.response.as_ref().map(Vec::len))
+            .field("shredded", &self.shredded)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    /// A secret body never reaches `Debug` output.
+    #[test]
+    fn debug_redacts_bodies_and_responses() {
+        let secret = vec![0xAB; 40];
+        let e = NewEvent {
+            round: 1,
+            kind: EventKind::Upload,
+            phase: 0,
+            sender: Some(2),
+            body: secret.clone(),
+            response: Some(vec![0xCD; 8]),
+        };
+        let out = format!("{e:?}");
+        assert!(out.contains("body_len: 40"), "{out}");
+        assert!(!out.contains("171") && !out.contains("205"), "{out}");
+        let s = Event {
+            seq: 1,
+            round: 1,
+            kind: EventKind::Upload,
+            phase: 0,
+            sender: Some(2),
+            body: secret,
+            body_sha256: [0; 32],
+            response: None,
+            shredded: false,
+        };
+        let out = format!("{s:?}");
+        assert!(
+            out.contains("body_len: 40") && !out.contains("171"),
+            "{out}"
+        );
+    }
 }
 
 /// What the log holds for an upload key: enough to answer an identical re-send with the

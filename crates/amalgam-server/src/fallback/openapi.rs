@@ -1,0 +1,128 @@
+//! The fallback routes in the OpenAPI document (from the same route constants the router
+//! uses; a test checks each is documented).
+
+use amalgam_net::ProblemCode as P;
+use amalgam_net::fallback_api as f;
+use utoipa::openapi::path::HttpMethod;
+
+use crate::openapi::Doc;
+
+const COMMON: &[P] = &[
+    P::AuthNoClientCert,
+    P::AuthWrongRole,
+    P::RoundUnknown,
+    P::RoundWrongScheme,
+    P::BadRequest,
+];
+
+const POSTED: &[P] = &[
+    P::AuthNoClientCert,
+    P::AuthWrongRole,
+    P::RoundUnknown,
+    P::RoundWrongScheme,
+    P::BadRequest,
+    P::BodyTooLarge,
+    P::BodyMalformed,
+    P::ProtocolRefused,
+    P::PeerDuplicate,
+    P::RoundWrongPhase,
+    P::RoundClosed,
+    P::ServerBusy,
+];
+
+/// The fallback operations.
+pub(crate) const DOCS: &[Doc] = &[
+    Doc {
+        path: f::FALLBACK_UPLOAD,
+        method: HttpMethod::Post,
+        id: "fallback_upload",
+        summary: "A site's SignedUpload (type 0x48), exactly the length computed from the round setup",
+        ok: &[(
+            200,
+            "UploadReceipt (JSON); identical re-send gets the same body",
+        )],
+        problems: POSTED,
+    },
+    Doc {
+        path: f::FALLBACK_VIEWS,
+        method: HttpMethod::Get,
+        id: "fallback_views",
+        summary: "The decryptor's UploadViews (framed): boxes and digests, never a ciphertext",
+        ok: &[(200, "framed UploadView bytes")],
+        problems: &[
+            P::AuthNoClientCert,
+            P::AuthWrongRole,
+            P::RoundUnknown,
+            P::RoundWrongScheme,
+            P::BadRequest,
+            P::RoundClosed,
+            P::ServerBusy,
+        ],
+    },
+    Doc {
+        path: f::FALLBACK_STATEMENT,
+        method: HttpMethod::Get,
+        id: "fallback_statement",
+        summary: "The cohort statement once the cohort closed (long-poll ?wait=)",
+        ok: &[(200, "CohortStatement bytes (type 0x4a)")],
+        problems: &[
+            P::AuthNoClientCert,
+            P::RoundUnknown,
+            P::RoundWrongScheme,
+            P::NotYet,
+            P::RoundClosed,
+        ],
+    },
+    Doc {
+        path: f::FALLBACK_SIGNATURES,
+        method: HttpMethod::Post,
+        id: "fallback_signature",
+        summary: "A decryptor's StatementSignature (type 0x4b, 69 bytes) on the closed statement",
+        ok: &[(200, "UploadReceipt (JSON)")],
+        problems: POSTED,
+    },
+    Doc {
+        path: f::FALLBACK_SIGNATURES,
+        method: HttpMethod::Get,
+        id: "fallback_signatures",
+        summary: "Every collected statement signature (framed), by member",
+        ok: &[(200, "framed StatementSignature bytes")],
+        problems: COMMON,
+    },
+    Doc {
+        path: f::FALLBACK_RELEASE,
+        method: HttpMethod::Post,
+        id: "fallback_release",
+        summary: "A decryptor's PieceSumRelease (type 0x4c)",
+        ok: &[(200, "UploadReceipt (JSON)")],
+        problems: POSTED,
+    },
+    Doc {
+        path: f::FALLBACK_RESULT,
+        method: HttpMethod::Get,
+        id: "fallback_result",
+        summary: "The decoded sum and cohort (long-poll ?wait=); nothing else of the round",
+        ok: &[(200, "FallbackResult (JSON)")],
+        problems: &[
+            P::AuthNoClientCert,
+            P::RoundUnknown,
+            P::RoundWrongScheme,
+            P::NotYet,
+            P::RoundClosed,
+        ],
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_fallback_route_is_documented() {
+        let doc = crate::openapi::document();
+        for r in amalgam_net::fallback_api::FALLBACK_ROUTES {
+            assert!(doc.paths.paths.contains_key(*r), "{r} undocumented");
+        }
+        let item = &doc.paths.paths[amalgam_net::fallback_api::FALLBACK_SIGNATURES];
+        assert!(item.get.is_some() && item.post.is_some());
+        assert!(crate::openapi::json().contains("round.wrong-scheme"));
+    }
+}
