@@ -90,11 +90,13 @@ fn sha(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-fn receipt(round: u64, phase: &str, body: &[u8]) -> Vec<u8> {
+/// The receipt for an accepted body, from its SHA-256 (computed once by the caller, which
+/// also keeps it for the idempotency check).
+fn receipt(round: u64, phase: &str, body_sha256: &[u8; 32]) -> Vec<u8> {
     serde_json::to_vec(&UploadReceipt {
         round,
         phase: phase.to_owned(),
-        sha256: hex::encode(sha(body)),
+        sha256: hex::encode(body_sha256),
     })
     .unwrap_or_default()
 }
@@ -366,9 +368,10 @@ impl RoundState {
             ));
         }
         self.agg.receive(msg).map_err(|e| proto_problem(&e))?;
-        let response = receipt(self.round, seg, bytes);
+        let digest = sha(bytes);
+        let response = receipt(self.round, seg, &digest);
         self.accepted
-            .insert((phase.code(), site.0), (sha(bytes), response.clone()));
+            .insert((phase.code(), site.0), (digest, response.clone()));
         self.latest.insert(site.0, bytes.to_vec());
         Ok(Accepted {
             events: vec![NewEvent {
@@ -389,7 +392,7 @@ impl RoundState {
         if let Some(prev) = self.declined.get(&site.0) {
             return if prev.as_slice() == signature {
                 Ok(Accepted {
-                    response: receipt(self.round, "decline", signature),
+                    response: receipt(self.round, "decline", &sha(signature)),
                     events: Vec::new(),
                 })
             } else {
@@ -435,7 +438,7 @@ impl RoundState {
         })?;
         self.declined.insert(site.0, sig);
         self.expected.remove(&site.0);
-        let response = receipt(self.round, "decline", signature);
+        let response = receipt(self.round, "decline", &sha(signature));
         Ok(Accepted {
             events: vec![NewEvent {
                 round: self.round,
@@ -458,7 +461,7 @@ impl RoundState {
                 format!("a summary is 1..={MAX_SIGNED_BODY} bytes"),
             ));
         }
-        let response = receipt(self.round, "summary", bytes);
+        let response = receipt(self.round, "summary", &sha(bytes));
         if let Some(prev) = self.summaries.get(&site.0) {
             return if prev.as_slice() == bytes {
                 Ok(Accepted {

@@ -1,18 +1,16 @@
 //! The writer-owned side of the event log: the SQLite connection, the round vault, the
 //! public blob directory and the chain head. Only the writer thread touches it.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::anchor::{Anchor, AnchorState};
+use super::anchor::Anchor;
 use super::chain::{RowMeta, Storage, row_meta, tampered, to_i64};
 use super::types::{Durability, Event, EventKind, EventLogOptions, NewEvent, StoredUpload};
 use crate::crypto::sha256;
 use crate::error::{Result, StoreError};
-use crate::fault::fault_point;
-use crate::fs::{parent_of, private_dir, read_bounded, refuse_network_fs, sync_dir, write_temp};
+use crate::fs::{parent_of, private_dir, read_bounded, refuse_network_fs};
 use crate::lock::LockFile;
 use crate::sqlite::{check_schema, configure, durability, integrity_check, sibling};
 use crate::vault::BlobVault;
@@ -51,16 +49,16 @@ pub(super) const ROW_COLUMNS: &str =
 /// The writer side of an open event log (see [`super::EventLogHandle`] for the API).
 pub struct EventLog {
     pub(super) conn: Connection,
-    vault: BlobVault,
-    public_dir: PathBuf,
-    opts: EventLogOptions,
+    pub(super) vault: BlobVault,
+    pub(super) public_dir: PathBuf,
+    pub(super) opts: EventLogOptions,
     pub(super) head_seq: u64,
     pub(super) head_hash: [u8; 32],
     /// Row hash and round of every committed row (index `seq - 1`), verified at open or
     /// computed by this writer: reads are checked against it, not against the file's own
     /// (rewritable) predecessor hashes.
     pub(super) chain: Vec<([u8; 32], u64)>,
-    anchor: Anchor,
+    pub(super) anchor: Anchor,
     _lock: LockFile,
 }
 
@@ -189,12 +187,12 @@ impl EventLog {
         })
     }
 
-    fn public_blob_path(&self, digest: &[u8; 32]) -> PathBuf {
+    pub(super) fn public_blob_path(&self, digest: &[u8; 32]) -> PathBuf {
         self.public_dir
             .join(format!("{}.blob", hex::encode(digest)))
     }
 
-    fn validate(&self, ev: &NewEvent) -> Result<()> {
+    pub(super) fn validate(&self, ev: &NewEvent) -> Result<()> {
         to_i64(ev.round, "round")?;
         if ev.body.len() > self.opts.max_body {
             return Err(StoreError::TooLarge {
@@ -224,128 +222,7 @@ impl EventLog {
         Ok(())
     }
 
-    /// Appends `events` in one transaction; returns their sequence numbers once committed.
-    /// Blob files are written and fsynced before the transaction, so a committed row never
-    /// names a blob that is not durable. Nothing is appended if any event is refused.
-    pub(crate) fn append_batch(&mut self, events: Vec<NewEvent>) -> Result<Vec<u64>> {
-        if events.len() > self.opts.max_batch {
-            return Err(StoreError::TooLarge {
-                what: "event batch",
-                len: events.len() as u64,
-                max: self.opts.max_batch as u64,
-            });
-        }
-        for ev in &events {
-            self.validate(ev)?;
-        }
-        // Keys must exist (durably) before sealed rows commit; a round with sealed rows but
-        // no key file is refused rather than given a fresh key.
-        for ev in events.iter().filter(|e| e.kind.is_secret()) {
-            if !self.vault.has_key(ev.round) && self.round_has_secrets(ev.round)? {
-                return Err(StoreError::KeyMissing { round: ev.round });
-            }
-        }
-        let mut rows = Vec::with_capacity(events.len());
-        let mut synced_rounds = Vec::new();
-        let mut public_written = false;
-        for (i, ev) in events.into_iter().enumerate() {
-            let secret = ev.kind.is_secret();
-            let inline = ev.body.len() <= self.opts.inline_max;
-            let storage = Storage::choose(secret, inline);
-            let digest = sha256(&ev.body);
-            let stored_body = match storage {
-                Storage::InlinePlain => Some(ev.body.clone()),
-                Storage::InlineSealed => Some(self.vault.seal(ev.round, &digest, &ev.body)?),
-                Storage::BlobPlain => {
-                    let path = self.public_blob_path(&digest);
-                    let tmp = write_temp(&path, &[&ev.body], 0o600)?;
-                    fs::rename(&tmp, &path)?;
-                    public_written = true;
-                    None
-                }
-                Storage::BlobSealed => {
-                    self.vault.write_unsynced(ev.round, &digest, &ev.body)?;
-                    if !synced_rounds.contains(&ev.round) {
-                        synced_rounds.push(ev.round);
-                    }
-                    None
-                }
-            };
-            let meta = RowMeta {
-                seq: self.head_seq + 1 + i as u64,
-                round: ev.round,
-                kind: ev.kind,
-                phase: ev.phase,
-                sender: ev.sender,
-                storage,
-                body_len: ev.body.len() as u64,
-                body_sha256: digest,
-                response: ev.response,
-            };
-            rows.push((meta, stored_body));
-        }
-        for r in synced_rounds {
-            self.vault.sync_round(r)?;
-        }
-        if public_written {
-            sync_dir(&self.public_dir)?;
-        }
-        let first = self.head_seq + 1;
-        let mut hashes = Vec::with_capacity(rows.len());
-        let mut prev = self.head_hash;
-        for (meta, _) in &rows {
-            prev = meta.chain_hash(&prev);
-            hashes.push(prev);
-        }
-        let new_head = (self.head_seq + rows.len() as u64, prev);
-        // Before the commit, the anchor admits either head (a crash on either side of it);
-        // a batch refused below leaves the old head committed.
-        self.anchor.store(&AnchorState {
-            committed: (self.head_seq, self.head_hash),
-            pending: Some(new_head),
-        })?;
-        let tx = self.conn.transaction()?;
-        let mut seqs = Vec::with_capacity(rows.len());
-        for ((meta, body), hash) in rows.iter().zip(&hashes) {
-            Self::refuse_duplicate(&tx, meta)?;
-            tx.prepare_cached(
-                "INSERT INTO events(seq, round, kind, phase, sender, storage, body_len,
-                    body_sha256, body, response, row_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(params![
-                to_i64(meta.seq, "seq")?,
-                to_i64(meta.round, "round")?,
-                meta.kind.code(),
-                meta.phase,
-                meta.sender,
-                meta.storage as u8,
-                to_i64(meta.body_len, "body length")?,
-                meta.body_sha256.as_slice(),
-                body,
-                meta.response,
-                hash.as_slice(),
-            ])?;
-            seqs.push(meta.seq);
-        }
-        fault_point("eventlog-before-commit", first);
-        tx.commit()?;
-        fault_point("eventlog-after-commit", first);
-        self.head_seq = new_head.0;
-        self.head_hash = new_head.1;
-        self.chain
-            .extend(rows.iter().zip(&hashes).map(|((m, _), h)| (*h, m.round)));
-        // After it, only the new head: from now on a log without this commit (a deleted
-        // write-ahead log) is behind the anchor. If this write fails the commit still
-        // stands and the pending entry above already admits it; the next append rewrites it.
-        let _ = self.anchor.store(&AnchorState {
-            committed: new_head,
-            pending: None,
-        });
-        Ok(seqs)
-    }
-
-    fn round_has_secrets(&self, round: u64) -> Result<bool> {
+    pub(super) fn round_has_secrets(&self, round: u64) -> Result<bool> {
         let n: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM events WHERE round = ?1 AND storage IN (1, 3)",
             [to_i64(round, "round")?],
@@ -354,7 +231,7 @@ impl EventLog {
         Ok(n > 0)
     }
 
-    fn refuse_duplicate(tx: &rusqlite::Transaction<'_>, meta: &RowMeta) -> Result<()> {
+    pub(super) fn refuse_duplicate(tx: &Connection, meta: &RowMeta) -> Result<()> {
         let kind = match meta.kind {
             EventKind::Upload => "upload",
             EventKind::Download => "download",

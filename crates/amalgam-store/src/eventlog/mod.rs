@@ -27,6 +27,7 @@
 
 mod anchor;
 mod chain;
+mod group;
 mod log;
 mod meta;
 mod types;
@@ -44,7 +45,57 @@ pub use types::{
 
 use crate::error::{Result, StoreError};
 
-type Job = Box<dyn FnOnce(&mut EventLog) + Send>;
+/// Most batches one group commit takes from the queue (the rest wait for the next one).
+const MAX_GROUP: usize = 64;
+
+type Reply = Box<dyn FnOnce(Result<Vec<u64>>) + Send>;
+
+/// What the writer thread is asked to do.
+enum Job {
+    /// An append, answered after the commit holding it; appends queued together are
+    /// committed together (group commit, `group.rs`).
+    Append(Vec<NewEvent>, Reply),
+    /// Anything else, run alone in queue order.
+    Call(Box<dyn FnOnce(&mut EventLog) + Send>),
+}
+
+/// The writer thread's loop: runs jobs in queue order; an append takes every append queued
+/// right behind it (up to [`MAX_GROUP`], stopping at the first other job) into one commit.
+fn writer(mut log: EventLog, rx: mpsc::Receiver<Job>) {
+    let mut next: Option<Job> = None;
+    loop {
+        let job = match next.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match job {
+            Job::Call(f) => f(&mut log),
+            Job::Append(events, reply) => {
+                let mut batches = vec![events];
+                let mut replies = vec![reply];
+                while batches.len() < MAX_GROUP {
+                    match rx.try_recv() {
+                        Ok(Job::Append(events, reply)) => {
+                            batches.push(events);
+                            replies.push(reply);
+                        }
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                for (result, reply) in log.append_group(batches).into_iter().zip(replies) {
+                    reply(result);
+                }
+            }
+        }
+    }
+}
 
 /// A cloneable handle to the event log's writer thread. The thread ends (closing the
 /// database and releasing the lock) when every handle is dropped.
@@ -61,15 +112,11 @@ impl EventLog {
     /// Opens (creating) the log at `path`, verifies its hash chain, and starts the writer
     /// thread. [`StoreError::Locked`] when another process or handle has it open.
     pub fn open(path: &Path, opts: EventLogOptions) -> Result<(EventLogHandle, JoinHandle<()>)> {
-        let mut log = EventLog::open_local(path, opts)?;
+        let log = EventLog::open_local(path, opts)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("amalgam-eventlog".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    job(&mut log);
-                }
-            })?;
+            .spawn(move || writer(log, rx))?;
         Ok((EventLogHandle { tx }, thread))
     }
 }
@@ -81,9 +128,9 @@ impl EventLogHandle {
     ) -> Result<T> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.tx
-            .send(Box::new(move |log| {
+            .send(Job::Call(Box::new(move |log| {
                 let _ = reply.send(f(log));
-            }))
+            })))
             .map_err(|_| StoreError::Closed)?;
         answer.recv().map_err(|_| StoreError::Closed)?
     }
@@ -94,22 +141,54 @@ impl EventLogHandle {
     ) -> Result<T> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx
-            .send(Box::new(move |log| {
+            .send(Job::Call(Box::new(move |log| {
                 let _ = reply.send(f(log));
-            }))
+            })))
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Appends `events` in one transaction (group commit) and returns their sequence numbers
-    /// after the commit. All or nothing: one refused event refuses the batch.
+    /// Appends `events` and returns their sequence numbers after the commit that holds them.
+    /// All or nothing: one refused event refuses the batch (and only this batch). Batches
+    /// queued while the writer is busy share one transaction, one blob-directory sync and
+    /// one anchor bracket (group commit); they are chained in the order they were queued.
     pub fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<u64>> {
-        self.call(move |log| log.append_batch(events))
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.tx
+            .send(Job::Append(
+                events,
+                Box::new(move |r| {
+                    let _ = reply.send(r);
+                }),
+            ))
+            .map_err(|_| StoreError::Closed)?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `events` for the next group commit and returns at once; the receiver answers
+    /// after the commit, as [`Self::append_batch`] does. A caller holding a lock can queue
+    /// under it (fixing its place in the chain) and release the lock before the commit.
+    pub fn queue_append(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<u64>>>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job::Append(
+                events,
+                Box::new(move |r| {
+                    let _ = reply.send(r);
+                }),
+            ))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(answer)
     }
 
     /// [`Self::append_batch`] for async callers (the caller's task waits, no thread blocks).
     pub async fn append_batch_async(&self, events: Vec<NewEvent>) -> Result<Vec<u64>> {
-        self.call_async(move |log| log.append_batch(events)).await
+        self.queue_append(events)?
+            .await
+            .map_err(|_| StoreError::Closed)?
     }
 
     /// Appends one event; its sequence number after commit.
