@@ -42,6 +42,8 @@ pub enum DownloadView {
     NotYet,
     /// The round aborted before this phase closed.
     Closed,
+    /// The round ended and its secret bodies were crypto-shredded: nothing can be re-sent.
+    Shredded,
 }
 
 /// An accepted (or repeated) request: the response and the events to persist first.
@@ -75,6 +77,8 @@ pub struct RoundState {
     bounds: DeadlineBounds,
     generation: u64,
     end: Option<RoundEnd>,
+    /// The round's secret bodies (uploads, downloads, declines) were crypto-shredded.
+    shredded: bool,
 }
 
 impl core::fmt::Debug for RoundState {
@@ -229,6 +233,7 @@ impl RoundState {
                 bounds,
                 generation: 0,
                 end: None,
+                shredded: false,
             },
             event,
         ))
@@ -248,8 +253,40 @@ impl RoundState {
     pub fn phase(&self) -> Phase {
         match &self.end {
             Some(RoundEnd::Aborted(_)) => Phase::Aborted,
-            _ => self.agg.phase(),
+            Some(RoundEnd::Finished(_)) => Phase::Finished,
+            None => self.agg.phase(),
         }
+    }
+
+    /// The model digest the round is bound to.
+    pub fn model_digest(&self) -> [u8; 32] {
+        self.model_digest
+    }
+
+    /// Whether the round's secret bodies were crypto-shredded.
+    pub fn is_shredded(&self) -> bool {
+        self.shredded
+    }
+
+    /// After the round's key was shredded in the log: the secret bodies held in memory go
+    /// too (downloads, latest uploads); digests, receipts, declines' existence and the result
+    /// stay. Only an ended round can be shredded.
+    pub fn mark_shredded(&mut self) {
+        if self.end.is_some() {
+            self.shredded = true;
+            self.downloads.clear();
+            self.latest.clear();
+        }
+    }
+
+    /// Rebuilds an ended round whose secret bodies were shredded from its public record
+    /// (its `RoundEnd` body): nothing of it can be re-verified, the result is the log's.
+    pub fn restore_shredded(&mut self, end_body: &[u8]) -> Result<(), String> {
+        self.end = Some(decode_end(end_body)?);
+        self.expected.clear();
+        self.generation += 1;
+        self.shredded = true;
+        Ok(())
     }
 
     /// Deadline of the open phase, Unix ms (meaningless once ended).
@@ -530,12 +567,17 @@ impl RoundState {
                     AggregatorStep::Finished(out) => {
                         self.expected.clear();
                         self.end = Some(RoundEnd::Finished(out));
+                        // The published result is the public record: it survives shredding.
+                        let mut body = vec![0];
+                        if let Some(r) = self.result() {
+                            body.extend(serde_json::to_vec(&r).unwrap_or_default());
+                        }
                         events.push(NewEvent {
                             round: self.round,
                             kind: EventKind::RoundEnd,
                             phase: Phase::Finished.code(),
                             sender: None,
-                            body: vec![0],
+                            body,
                             response: None,
                         });
                     }
@@ -567,6 +609,14 @@ impl RoundState {
 
     /// The download of `phase` for `site`.
     pub fn download(&self, site: SiteId, phase: Phase) -> DownloadView {
+        if self.shredded {
+            // An aborted round answers as aborted (the site counts it so); a finished one
+            // says its messages are gone (the site fetches the result instead).
+            return match self.end {
+                Some(RoundEnd::Aborted(_)) => DownloadView::Closed,
+                _ => DownloadView::Shredded,
+            };
+        }
         if let Some(b) = self.downloads.get(&(phase.code(), site.0)) {
             return DownloadView::Ready(b.clone());
         }
@@ -635,5 +685,27 @@ fn closed_problem(end: &RoundEnd) -> Problem {
         RoundEnd::Aborted(r) => {
             Problem::new(ProblemCode::RoundClosed, format!("the round aborted: {r}"))
         }
+    }
+}
+
+/// Parses a `RoundEnd` body: `0 ‖ JSON RoundResult` (finished) or `1 ‖ reason` (aborted).
+fn decode_end(body: &[u8]) -> Result<RoundEnd, String> {
+    use amalgam_proto::{AggregateOutput, SiteId};
+    match body.split_first() {
+        Some((0, json)) => {
+            let r: RoundResult =
+                serde_json::from_slice(json).map_err(|e| format!("RoundEnd result: {e}"))?;
+            let ids = |v: &[u16]| v.iter().map(|&s| SiteId(s)).collect::<Vec<_>>();
+            Ok(RoundEnd::Finished(AggregateOutput {
+                sum: r.sum,
+                contributors: ids(&r.contributors),
+                dropped: ids(&r.dropped),
+                blamed: ids(&r.blamed),
+            }))
+        }
+        Some((1, reason)) => Ok(RoundEnd::Aborted(
+            String::from_utf8(reason.to_vec()).map_err(|_| "RoundEnd reason is not UTF-8")?,
+        )),
+        _ => Err("malformed RoundEnd body".into()),
     }
 }

@@ -24,7 +24,7 @@ use rand_core::SeedableRng;
 
 use crate::agent::{SiteAgent, UPDATE};
 use crate::error::AgentError;
-use crate::model::{fedavg_step, model_digest};
+use crate::model::{model_digest, model_from_bytes, next_model};
 use crate::statements::{DeclineReason, LedgerSummary};
 use crate::trainer::{GlobalModel, Permits, RoundInfo, Trainer};
 use crate::transport::{Download, RoundResult, Transport};
@@ -134,8 +134,14 @@ impl SiteAgent {
             if self.record.model_round == round {
                 self.record.model_mismatch = true;
                 self.save()?;
+                return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
             }
-            return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
+            // A site that missed a result may adopt the served model, only if its bytes
+            // hash to the round's bound digest (the consistency check then fails unless
+            // every participant is bound to that same digest).
+            if !self.adopt_served_model(transport, round, &served)? {
+                return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
+            }
         }
 
         // The charge: every parameter from the manifest and the round id.
@@ -377,12 +383,12 @@ impl SiteAgent {
         in_sum: bool,
     ) -> Result<RoundOutcome, AgentError> {
         self.check_contributors(result, in_sum)?;
-        let codec = DdgCodec::new(self.rules.encoding(round))?;
-        let decoded = codec.decode_sum(&result.sum)?;
         SiteCount::new(result.contributors.len() as u32)?;
-        let next = fedavg_step(
+        // The aggregator computes model_{r+1} with this same function.
+        let next = next_model(
+            self.rules.encoding(round),
             &self.model,
-            &decoded,
+            &result.sum,
             result.contributors.len(),
             self.rules.server_lr,
         )?;
@@ -400,6 +406,31 @@ impl SiteAgent {
         self.record.model_digest = digest;
         self.record.model_round = round.saturating_add(1);
         Ok(outcome)
+    }
+
+    /// Fetches the model the aggregator binds `round` to and adopts it when its canonical
+    /// bytes have the campaign's length and hash to `served`; `false` (nothing changed) when
+    /// the aggregator serves none or one that does not verify.
+    fn adopt_served_model<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        round: u64,
+        served: &[u8; 32],
+    ) -> Result<bool, AgentError> {
+        let Some(bytes) = self.options.retry.run(|| transport.model(round))? else {
+            return Ok(false);
+        };
+        let Ok(values) = model_from_bytes(&bytes, self.rules.model_len) else {
+            return Ok(false);
+        };
+        if model_digest(&values) != *served || values.iter().any(|v| !v.is_finite()) {
+            return Ok(false);
+        }
+        self.model = values;
+        self.record.model_digest = *served;
+        self.record.model_round = round;
+        self.save()?;
+        Ok(true)
     }
 
     /// The epilogue of every charged round, on every exit path. A round that did not end
