@@ -63,6 +63,19 @@ struct Server {
     service: Service,
     base: String,
     campaign: tokio::task::JoinHandle<Result<Position, campaign::CampaignError>>,
+    store: MemoryStore,
+    view: Arc<dyn ConsortiumView>,
+    rules: Arc<dyn CampaignRules>,
+}
+
+fn config() -> ServiceConfig {
+    ServiceConfig {
+        phase_seconds: 5,
+        restart_grace_seconds: 60,
+        workers: 2,
+        queue: 64,
+        metrics_site_labels: false,
+    }
 }
 
 /// The aggregator over mutual TLS, running the campaign (phases of 5 s, the manifest's
@@ -77,19 +90,9 @@ fn start(tc: &TestConsortium) -> Server {
         .enable_all()
         .build()
         .unwrap();
+    let store = MemoryStore::new();
     let (service, base, campaign) = rt.block_on(async {
-        let service = Service::start(
-            view.clone(),
-            Arc::new(MemoryStore::new()),
-            ServiceConfig {
-                phase_seconds: 5,
-                restart_grace_seconds: 60,
-                workers: 2,
-                queue: 64,
-                metrics_site_labels: false,
-            },
-        )
-        .unwrap();
+        let service = Service::start(view.clone(), Arc::new(store.clone()), config()).unwrap();
         let identity =
             tls::aggregator_identity(&digest, 4_000_000_000, |m| tc.aggregator.sign(m).to_bytes())
                 .unwrap();
@@ -106,7 +109,7 @@ fn start(tc: &TestConsortium) -> Server {
             router(app),
             ListenLimits::default(),
         ));
-        let campaign = campaign::start(service.clone(), rules, initial())
+        let campaign = campaign::start(service.clone(), rules.clone(), initial())
             .await
             .unwrap();
         (service, format!("https://{addr}"), campaign)
@@ -116,6 +119,9 @@ fn start(tc: &TestConsortium) -> Server {
         service,
         base,
         campaign,
+        store,
+        view,
+        rules,
     }
 }
 
@@ -257,7 +263,56 @@ fn campaign(seed: u64, absent: &[&[u16]], ids: u64) {
             .count();
         assert_eq!(aborted_here, joined_aborted, "site {i}");
     }
+    // Every ended round was crypto-shredded once its result was in the log: no secret body
+    // is left, a re-delivery says so, the result stays.
+    let events = server.store.events();
+    for e in events.iter().filter(|e| e.kind.is_secret()) {
+        assert!(
+            e.shredded && e.body.is_empty(),
+            "event {} kept its body",
+            e.seq
+        );
+    }
+    let first = server.rt.block_on(server.service.download(
+        0,
+        amalgam_proto::SiteId(0),
+        amalgam_proto::Phase::AdvertiseKeys,
+        Duration::ZERO,
+    ));
+    assert_eq!(
+        first.unwrap().0,
+        amalgam_server::round::DownloadView::Shredded
+    );
+    // A restart replays the shredded log: the same results, and the campaign recomputes the
+    // same chain from the initial weights and the logged results.
     server.rt.block_on(server.service.shutdown());
+    let results: Vec<_> = (0..ids)
+        .map(|r| {
+            server
+                .rt
+                .block_on(server.service.result(r, Duration::ZERO))
+                .unwrap()
+        })
+        .collect();
+    drop(server.service);
+    let again = server.rt.block_on(async {
+        let svc = Service::start(
+            server.view.clone(),
+            Arc::new(server.store.clone()),
+            config(),
+        )
+        .unwrap();
+        for (r, want) in results.iter().enumerate() {
+            assert_eq!(&svc.result(r as u64, Duration::ZERO).await.unwrap(), want);
+        }
+        let pos = campaign::resume(&svc, server.rules.as_ref(), initial())
+            .await
+            .unwrap();
+        svc.shutdown().await;
+        pos
+    });
+    assert_eq!((again.round, again.completed), (ids, 3));
+    assert_eq!(model_digest(&again.model), server_final);
 }
 
 #[test]
