@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use amalgam_net::api::{self, RoundResult, RoundStatus, UploadReceipt};
+use amalgam_net::summary::LedgerSummary;
 use amalgam_net::{Problem, ProblemCode};
 use amalgam_proto::codec::{Decode, Encode};
 use amalgam_proto::error::{Error as ProtoError, Misbehaviour};
@@ -486,9 +487,17 @@ impl RoundState {
         })
     }
 
-    /// A site's signed ledger summary (opaque here, bounded; its signature is the ledger's
-    /// format and is verified by whoever reads the anchors). One per site and round.
-    pub fn summary(&mut self, site: SiteId, bytes: &[u8]) -> Result<Accepted, Problem> {
+    /// A site's signed ledger summary (amalgam-net's [`LedgerSummary`]), verified before it is
+    /// stored: signed by that site's manifest key, naming this consortium (`consortium`), this
+    /// round and that site, with an entry count not below `min_entries` (the site's previous
+    /// accepted summary). One per site and round; a refusal changes nothing.
+    pub fn summary(
+        &mut self,
+        site: SiteId,
+        bytes: &[u8],
+        consortium: &[u8; 32],
+        min_entries: u64,
+    ) -> Result<Accepted, Problem> {
         if bytes.is_empty() || bytes.len() > MAX_SIGNED_BODY {
             return Err(Problem::new(
                 ProblemCode::BodyTooLarge,
@@ -508,6 +517,32 @@ impl RoundState {
                     "a different summary was accepted",
                 ))
             };
+        }
+        let invalid = |why: String| Problem::new(ProblemCode::SummaryInvalid, why);
+        let key = self.manifest.key(site).ok_or_else(|| {
+            Problem::new(ProblemCode::AuthUnknownPeer, "site not in the manifest")
+        })?;
+        let s = LedgerSummary::verify(bytes, key).map_err(|e| invalid(e.to_string()))?;
+        if s.consortium_digest != *consortium {
+            return Err(invalid("the summary names another consortium".into()));
+        }
+        if s.round != self.round {
+            return Err(invalid(format!(
+                "the summary is for round {}, posted to round {}",
+                s.round, self.round
+            )));
+        }
+        if s.site != site.0 {
+            return Err(invalid("the summary names another site".into()));
+        }
+        if s.entries < min_entries {
+            return Err(Problem::new(
+                ProblemCode::SummaryRegressed,
+                format!(
+                    "the summary has {} ledger entries, this site's previous one {min_entries}",
+                    s.entries
+                ),
+            ));
         }
         self.summaries.insert(site.0, bytes.to_vec());
         Ok(Accepted {
@@ -632,6 +667,13 @@ impl RoundState {
     /// The latest upload `site` sent in this round.
     pub fn latest_of(&self, site: SiteId) -> Option<&[u8]> {
         self.latest.get(&site.0).map(Vec::as_slice)
+    }
+
+    /// The ledger entry count of `site`'s stored summary of this round (verified when stored).
+    pub fn summary_entries(&self, site: SiteId) -> Option<u64> {
+        let b = self.summaries.get(&site.0)?;
+        let key = self.manifest.key(site)?;
+        LedgerSummary::verify(b, key).ok().map(|s| s.entries)
     }
 
     /// Stored summary of `site`.

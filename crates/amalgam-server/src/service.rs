@@ -93,6 +93,9 @@ struct Inner {
     accepted_uploads: AtomicU64,
     timers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     chain: RwLock<ModelChain>,
+    /// Each site's ledger entry count in its latest accepted summary (summaries may not
+    /// regress).
+    summary_entries: std::sync::Mutex<BTreeMap<u16, u64>>,
 }
 
 /// The aggregator service (cheap to clone).
@@ -119,6 +122,19 @@ impl Service {
     ) -> Result<Self, StartError> {
         let events = store.replay()?;
         let mut rounds = replay(consortium.as_ref(), &events)?;
+        let mut summary_entries = BTreeMap::new();
+        for e in events
+            .iter()
+            .filter(|e| e.kind == crate::events::EventKind::Summary)
+        {
+            if let Some(site) = e.sender.and_then(|s| u16::try_from(s).ok())
+                && let Some(n) = rounds
+                    .get(&e.round)
+                    .and_then(|st| st.summary_entries(SiteId(site)))
+            {
+                summary_entries.insert(site, n);
+            }
+        }
         let grace = now_ms().saturating_add(config.restart_grace_seconds.saturating_mul(1000));
         let mut slots = BTreeMap::new();
         let mut chain = ModelChain::new();
@@ -144,6 +160,7 @@ impl Service {
             accepted_uploads: AtomicU64::new(0),
             timers: std::sync::Mutex::new(Vec::new()),
             chain: RwLock::new(chain),
+            summary_entries: std::sync::Mutex::new(summary_entries),
         };
         let svc = Service(Arc::new(inner));
         for slot in svc.slots() {
@@ -420,11 +437,31 @@ impl Service {
         site: SiteId,
         body: Vec<u8>,
     ) -> Result<Vec<u8>, Problem> {
-        self.mutate(round, move |st, _| {
-            let a = st.summary(site, &body)?;
-            Ok((a.response, a.events))
-        })
-        .await
+        let digest = self.0.consortium.consortium_digest();
+        let min = self
+            .0
+            .summary_entries
+            .lock()
+            .map_err(|_| internal())?
+            .get(&site.0)
+            .copied()
+            .unwrap_or(0);
+        let (response, entries) = self
+            .mutate(round, move |st, _| {
+                let a = st.summary(site, &body, &digest, min)?;
+                let entries = (!a.events.is_empty())
+                    .then(|| st.summary_entries(site))
+                    .flatten();
+                Ok(((a.response, entries), a.events))
+            })
+            .await?;
+        if let Some(n) = entries
+            && let Ok(mut m) = self.0.summary_entries.lock()
+        {
+            let e = m.entry(site.0).or_insert(0);
+            *e = (*e).max(n);
+        }
+        Ok(response)
     }
 
     /// Closes the open phase of `round` as its deadline does (operator action, and the

@@ -348,3 +348,74 @@ fn the_model_route_serves_the_bound_model() {
     server.campaign.abort();
     server.rt.block_on(server.service.shutdown());
 }
+
+/// The server verifies each ledger summary before storing it: a forged one (another site's
+/// key), one for another round or consortium, or one whose entry count is below the site's
+/// previous summary is refused with a specific status and nothing is stored; the anchors
+/// route serves only verified summaries.
+#[test]
+fn forged_or_regressing_summaries_are_refused() {
+    use amalgam_site::statements::LedgerSummary;
+    amalgam_net::install_crypto_provider();
+    let tc = campaign_consortium(64, 3);
+    let server = start(&tc);
+    let mut t = HttpTransport::new(&server.base, &tc.sites[0], &tc.verified, net_policy()).unwrap();
+    wait_open(&mut t, 0);
+    server.campaign.abort();
+    server
+        .rt
+        .block_on(server.service.open_round(4, [9; 32]))
+        .unwrap();
+    let digest = tc.verified.consortium_digest();
+    let summary = |round, site, entries, consortium| LedgerSummary {
+        consortium_digest: consortium,
+        round,
+        site,
+        entries,
+        head: [7; 32],
+        epsilon: 0.5,
+    };
+    let me = tc.sites[0].to_ledger_key();
+    let other = tc.sites[1].to_ledger_key();
+    let refused = |r: Result<(), amalgam_site::TransportError>| match r {
+        Err(amalgam_site::TransportError::Refused { code, .. }) => code,
+        other => {
+            eprintln!("not refused: {other:?}");
+            panic!("not refused: {other:?}")
+        }
+    };
+    // Signed by another site's key, for another round, consortium or site.
+    let forged = summary(0, 0, 3, digest).sign(&other);
+    assert_eq!(refused(t.upload_summary(0, &forged)), "summary.invalid");
+    let wrong_round = summary(4, 0, 3, digest).sign(&me);
+    assert_eq!(
+        refused(t.upload_summary(0, &wrong_round)),
+        "summary.invalid"
+    );
+    let wrong_consortium = summary(0, 0, 3, [1; 32]).sign(&me);
+    assert_eq!(
+        refused(t.upload_summary(0, &wrong_consortium)),
+        "summary.invalid"
+    );
+    let wrong_site = summary(0, 1, 3, digest).sign(&me);
+    assert_eq!(refused(t.upload_summary(0, &wrong_site)), "summary.invalid");
+    assert_eq!(
+        refused(t.upload_summary(0, b"not a summary")),
+        "summary.invalid"
+    );
+    assert!(t.latest_summary().unwrap().is_none(), "nothing stored");
+    // A genuine one is stored and served; a later one may not have fewer entries.
+    let good = summary(0, 0, 3, digest).sign(&me);
+    t.upload_summary(0, &good).unwrap();
+    assert_eq!(t.latest_summary().unwrap(), Some(good.clone()));
+    let regressed = summary(4, 0, 2, digest).sign(&me);
+    assert_eq!(
+        refused(t.upload_summary(4, &regressed)),
+        "summary.regressed"
+    );
+    assert_eq!(t.latest_summary().unwrap(), Some(good));
+    let next = summary(4, 0, 3, digest).sign(&me);
+    t.upload_summary(4, &next).unwrap();
+    assert_eq!(t.latest_summary().unwrap(), Some(next));
+    server.rt.block_on(server.service.shutdown());
+}

@@ -144,7 +144,7 @@ fn ensure(ok: bool, case: &str) {
 fn attack(when: When) {
     for split in 1u8..32 {
         let mut f = Fixture::with(5, 4, |_, mut r| {
-            r.phase_timeout_ms = 600;
+            r.phase_timeout_ms = 2000;
             r
         });
         let len = f.rules.model_len;
