@@ -24,7 +24,7 @@ use rand_core::SeedableRng;
 
 use crate::agent::{SiteAgent, UPDATE};
 use crate::error::AgentError;
-use crate::model::{model_digest, model_from_bytes, next_model};
+use crate::model::{model_digest, next_model};
 use crate::statements::{DeclineReason, LedgerSummary};
 use crate::trainer::{GlobalModel, Permits, RoundInfo, Trainer};
 use crate::transport::{Download, RoundResult, Transport};
@@ -136,10 +136,10 @@ impl SiteAgent {
                 self.save()?;
                 return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
             }
-            // A site that missed a result may adopt the served model, only if its bytes
-            // hash to the round's bound digest (the consistency check then fails unless
-            // every participant is bound to that same digest).
-            if !self.adopt_served_model(transport, round, &served)? {
+            // A site that missed a result follows the served model only if it recomputes it
+            // from the chain itself (site-agent.md §5/§6): the aggregator's bytes or word
+            // never move the model.
+            if !self.catch_up(transport, round, &served)? {
                 return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
             }
         }
@@ -408,25 +408,53 @@ impl SiteAgent {
         Ok(outcome)
     }
 
-    /// Fetches the model the aggregator binds `round` to and adopts it when its canonical
-    /// bytes have the campaign's length and hash to `served`; `false` (nothing changed) when
-    /// the aggregator serves none or one that does not verify.
-    fn adopt_served_model<T: Transport + ?Sized>(
+    /// Recomputes the model for `round` from the one this site holds: for each round k in
+    /// `model_round..round`, the published result of k steps the model with [`next_model`];
+    /// a round without a result (aborted, or an id never opened) leaves it unchanged, so
+    /// skipping or aborting rounds can never move the model off the chain. Adopts the
+    /// recomputed model when its digest is the one `round` is bound to; `false` (nothing
+    /// changed) otherwise, and when a result is not yet published or does not verify.
+    fn catch_up<T: Transport + ?Sized>(
         &mut self,
         transport: &mut T,
         round: u64,
         served: &[u8; 32],
     ) -> Result<bool, AgentError> {
-        let Some(bytes) = self.options.retry.run(|| transport.model(round))? else {
-            return Ok(false);
-        };
-        let Ok(values) = model_from_bytes(&bytes, self.rules.model_len) else {
-            return Ok(false);
-        };
-        if model_digest(&values) != *served || values.iter().any(|v| !v.is_finite()) {
+        let mut model = self.model.clone();
+        for k in self.record.model_round..round {
+            let result = match self
+                .options
+                .retry
+                .run(|| transport.result(k, std::time::Duration::ZERO))
+            {
+                Ok(Some(r)) => r,
+                // Round k is already over (a later one is open): a result not published is
+                // unprovable, the site does not guess.
+                Ok(None) => return Ok(false),
+                // No result for k (aborted, never opened): model_k carries over.
+                Err(crate::transport::TransportError::Refused { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if self.check_contributors(&result, false).is_err()
+                || SiteCount::new(result.contributors.len() as u32).is_err()
+            {
+                return Ok(false);
+            }
+            model = match next_model(
+                self.rules.encoding(k),
+                &model,
+                &result.sum,
+                result.contributors.len(),
+                self.rules.server_lr,
+            ) {
+                Ok(m) => m,
+                Err(_) => return Ok(false),
+            };
+        }
+        if model_digest(&model) != *served || model.iter().any(|v| !v.is_finite()) {
             return Ok(false);
         }
-        self.model = values;
+        self.model = model;
         self.record.model_digest = *served;
         self.record.model_round = round;
         self.save()?;
