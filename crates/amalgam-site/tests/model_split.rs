@@ -1,10 +1,12 @@
 //! The model-inconsistency attack: the aggregator shows one global model to some sites and
 //! another to the rest, to run them on different models (and learn how one update reacts to
-//! two models). Searched exhaustively over which sites get the second model (every non-empty
-//! subset of the five) and when (the digest a round is bound to, or the digest stated with the
+//! two models). Searched over which sites get the second model (by default one, two and all
+//! but one of the five; every non-empty subset under `--ignored`) and when (the digest a round is bound to, or the digest stated with the
 //! previous round's result). In every case the sites shown the other model detect it, set
 //! their persistent mismatch flag and never complete a round on it; the others stay on the
-//! honest chain.
+//! honest chain. With one site lied to, the four others are a threshold and must complete
+//! (no abort or timeout accepted). Lies at a round k >= 1 to a site behind the chain are in
+//! `catch_up.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -141,8 +143,8 @@ fn ensure(ok: bool, case: &str) {
     }
 }
 
-fn attack(when: When) {
-    for split in 1u8..32 {
+fn attack(when: When, splits: &[u8]) {
+    for &split in splits {
         let mut f = Fixture::with(5, 4, |_, mut r| {
             r.phase_timeout_ms = 2000;
             r
@@ -165,12 +167,29 @@ fn attack(when: When) {
     }
 }
 
+/// The representative splits run by default: one site, two sites, all but one shown the
+/// other model. The full sweep (31 splits × 2) takes minutes on a loaded machine and runs
+/// with `cargo test -- --ignored`.
+const SPLITS: [u8; 3] = [0b00001, 0b00011, 0b01111];
+
 #[test]
 fn two_bound_models_are_detected_by_every_site_shown_the_other() {
-    attack(When::Bind);
+    attack(When::Bind, &SPLITS);
 }
 
 #[test]
 fn two_stated_next_models_are_detected_by_every_site_shown_the_other() {
-    attack(When::Statement);
+    attack(When::Statement, &SPLITS);
+}
+
+#[test]
+#[ignore = "full sweep over every split, minutes; run with --ignored"]
+fn every_split_of_two_bound_models_is_detected() {
+    attack(When::Bind, &(1u8..32).collect::<Vec<_>>());
+}
+
+#[test]
+#[ignore = "full sweep over every split, minutes; run with --ignored"]
+fn every_split_of_two_stated_next_models_is_detected() {
+    attack(When::Statement, &(1u8..32).collect::<Vec<_>>());
 }
