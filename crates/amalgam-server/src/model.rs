@@ -27,6 +27,17 @@ impl ModelChain {
         Self::default()
     }
 
+    /// Whether [`ModelChain::set`] would accept `digest` for `round` (nothing changes): lets
+    /// a caller refuse before it persists, and set only after the append commits.
+    pub fn check(&self, round: u64, digest: &[u8; 32]) -> Result<(), String> {
+        match self.digests.get(&round) {
+            Some(d) if d != digest => {
+                Err(format!("round {round} already has another model digest"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Records round `round`'s digest. Refuses to change a digest already set.
     pub fn set(&mut self, round: u64, digest: [u8; 32]) -> Result<(), String> {
         match self.digests.get(&round) {
@@ -74,6 +85,10 @@ mod tests {
             c.set_model(r, &[r as f32]).unwrap();
         }
         assert!(c.set(3, [0; 32]).is_err());
+        // check refuses the same and changes nothing.
+        assert!(c.check(3, &[0; 32]).is_err());
+        assert!(c.check(10, &[7; 32]).is_ok());
+        assert_eq!(c.digest(10), None);
         assert_eq!(c.digest(3), Some(model_digest(&[3.0])));
         assert!(c.model_bytes(5).is_none());
         assert_eq!(c.model_bytes(9).unwrap().as_slice(), 9f32.to_le_bytes());

@@ -277,7 +277,24 @@ impl RoundState {
             self.shredded = true;
             self.downloads.clear();
             self.latest.clear();
+            // The protocol state holds the masked inputs, encrypted key shares and unmask
+            // shares; the accepted responses hold the rest: none stay after the shred.
+            self.accepted.clear();
+            if let Ok(empty) = Aggregator::with_context_digest(
+                self.params,
+                self.manifest.clone(),
+                self.context_digest,
+                self.round,
+            ) {
+                self.agg = empty;
+            }
         }
+    }
+
+    /// How many message bodies of the round this state still holds in memory (accepted
+    /// responses, latest uploads, served downloads): none once shredded.
+    pub fn held_bodies(&self) -> usize {
+        self.accepted.len() + self.latest.len() + self.downloads.len()
     }
 
     /// Rebuilds an ended round whose secret bodies were shredded from its public record

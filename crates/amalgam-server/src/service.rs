@@ -245,15 +245,22 @@ impl Service {
         }
         self.0
             .chain
-            .write()
+            .read()
             .map_err(|_| internal())?
-            .set(round, model_digest)
+            .check(round, &model_digest)
             .map_err(|e| Problem::new(ProblemCode::BadRequest, e))?;
         let store = self.0.store.clone();
         tokio::task::spawn_blocking(move || store.append_batch(vec![event]))
             .await
             .map_err(|_| internal())?
             .map_err(|e| self.fail(&e.to_string()))?;
+        // Only once the open is in the log: a failed append leaves no digest fixed in memory.
+        self.0
+            .chain
+            .write()
+            .map_err(|_| internal())?
+            .set(round, model_digest)
+            .map_err(|e| Problem::new(ProblemCode::BadRequest, e))?;
         let slot = Arc::new(Self::slot(state));
         self.0
             .rounds
