@@ -44,7 +44,13 @@ pub struct Args {
     /// Per-site labels on metrics (off by default: lateness is information).
     #[arg(long)]
     metrics_site_labels: bool,
-    /// Open this round if the log does not have it yet.
+    /// Run the manifest's campaign from these initial weights (little-endian f32 values in
+    /// parameter order; their digest must be the campaign's): round 0 opens on them, each
+    /// later round on the model the previous round's sum produced, until the campaign ends.
+    #[arg(long, conflicts_with_all = ["round", "model_digest"])]
+    initial_model: Option<PathBuf>,
+    /// Open this round if the log does not have it yet (a single round, for tests and
+    /// manual operation; superseded by `--initial-model`).
     #[arg(long)]
     round: Option<u64>,
     /// Hex model digest of `--round` (round 1 defaults to the campaign's initial weights).
@@ -140,6 +146,18 @@ async fn serve(
     };
     let service = Service::start(manifest.clone(), Arc::new(log), config)
         .map_err(|e| Failure::failed(e.to_string()))?;
+    let mut campaign = None;
+    if let Some(path) = &args.initial_model {
+        use amalgam_server::campaign::{self, CampaignRules};
+        let len = CampaignRules::model_len(manifest.as_ref());
+        let initial = read_initial(path, len)?;
+        let rules: Arc<dyn CampaignRules> = manifest.clone();
+        campaign = Some(
+            campaign::start(service.clone(), rules, initial)
+                .await
+                .map_err(|e| Failure::failed(e.to_string()))?,
+        );
+    }
     if let Some(r) = args.round {
         let model = match (&args.model_digest, r) {
             (Some(h), _) => {
@@ -196,12 +214,44 @@ async fn serve(
     let _ = writeln!(out, "METRICS http://{metrics_addr}");
     let _ = out.flush();
     tracing::info!(%api_addr, %metrics_addr, epoch = manifest.epoch(), "aggregator serving");
+    let campaign_task = async {
+        match campaign {
+            Some(t) => t.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         r = api_task => Err(Failure::failed(format!("API listener stopped: {r:?}"))),
+        r = campaign_task => match r {
+            // The campaign is complete; its rounds stay served until the operator stops.
+            Ok(Ok(_)) => {
+                let _ = tokio::signal::ctrl_c().await;
+                service.shutdown().await;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(Failure::failed(e.to_string())),
+            Err(e) => Err(Failure::failed(format!("campaign task: {e}"))),
+        },
         r = metrics_task => Err(Failure::failed(format!("metrics listener stopped: {r:?}"))),
         _ = tokio::signal::ctrl_c() => {
             service.shutdown().await;
             Ok(())
         }
     }
+}
+
+/// Reads the initial weights file: exactly 4 bytes per parameter (checked on the file's
+/// size before reading), canonical little-endian f32.
+fn read_initial(path: &std::path::Path, len: usize) -> Result<Vec<f32>, Failure> {
+    let want = (len as u64).saturating_mul(4);
+    let meta = std::fs::metadata(path).map_err(|e| Failure::failed(format!("{path:?}: {e}")))?;
+    if meta.len() != want {
+        return Err(Failure::failed(format!(
+            "{path:?} holds {} bytes; the campaign's {len} f32 values need {want}",
+            meta.len()
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Failure::failed(format!("{path:?}: {e}")))?;
+    amalgam_consortium::global_model::model_from_bytes(&bytes, len)
+        .map_err(|e| Failure::failed(format!("{path:?}: {e}")))
 }

@@ -178,7 +178,9 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The lowest round the aggregator has open above this site's high-water mark.
+/// The lowest round the aggregator has open above this site's high-water mark. A skipped
+/// id does not move the model: the agent recomputes it from published results and declines
+/// a round bound to any other (site-agent.md §5).
 fn next_round(t: &mut HttpTransport, agent: &SiteAgent, wait_s: u64) -> Result<u64, Failure> {
     let start = Instant::now();
     loop {

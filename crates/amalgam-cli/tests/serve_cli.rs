@@ -77,3 +77,40 @@ fn serve_refuses_a_key_that_is_not_the_pinned_aggregator() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--initial-model` runs the campaign only from the weights the campaign pins: a file of
+/// the wrong size or with another digest is refused before anything is served.
+#[test]
+fn serve_refuses_initial_weights_the_campaign_does_not_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = testing::consortium(3, 5, 0, 64);
+    let manifest = dir.path().join("consortium.manifest");
+    c.signed.write(&manifest).unwrap();
+    let keys = dir.path().join("agg-key");
+    c.aggregator.save(&keys).unwrap();
+    let serve = |weights: &[u8]| {
+        let file = dir.path().join("initial.f32");
+        std::fs::write(&file, weights).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_amalgam"))
+            .arg("serve")
+            .arg("--manifest")
+            .arg(&manifest)
+            .arg("--key")
+            .arg(keys.join("identity.key"))
+            .arg("--db")
+            .arg(dir.path().join("events.db"))
+            .arg("--initial-model")
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    // 64 zeros: the right size, not the pinned digest ([2; 32] in the test manifest).
+    let out = serve(&[0u8; 256]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("initial weights"), "{err}");
+    let out = serve(&[0u8; 255]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("need 256"), "{err}");
+}

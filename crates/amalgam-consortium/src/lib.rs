@@ -11,6 +11,8 @@
 //! * [`EpochHighWater`]: the highest epoch accepted, persisted; older, forked or unchained
 //!   epochs are refused. [`RotationStatement`]: old key signs new key.
 //! * [`draft`]: the TOML draft and signed join requests (approving one confers no authority).
+//! * [`global_model`]: model_{r+1} from model_r and a round's published sum, and the model
+//!   digest: the one implementation the aggregator and every site run.
 //! * [`flags`]: who could collude by construction (aggregator and decryptor of one
 //!   organisation, two decryptors of one organisation, unverified identities).
 //!
@@ -51,6 +53,7 @@ pub mod draft;
 pub mod error;
 pub mod flags;
 mod fsutil;
+pub mod global_model;
 pub mod highwater;
 pub mod key;
 pub mod labels;

@@ -21,6 +21,9 @@ pub const MINE_LATEST: &str = "/v1/rounds/{round}/mine/latest";
 pub const SUMMARY: &str = "/v1/rounds/{round}/summary";
 /// Signed decline before AdvertiseKeys (POST, opaque signed bytes).
 pub const DECLINE: &str = "/v1/rounds/{round}/decline";
+/// The global model round `{round}` is bound to (GET, its canonical little-endian f32 bytes;
+/// header [`HEADER_MODEL_DIGEST`]), for a site that missed the previous round's result.
+pub const MODEL: &str = "/v1/rounds/{round}/model";
 /// Every stored summary of a site (JSON [`Anchors`]).
 pub const ANCHORS: &str = "/v1/anchors/{site}";
 /// Liveness, on the metrics listener.
@@ -38,6 +41,7 @@ pub const API_ROUTES: &[&str] = &[
     MINE_LATEST,
     SUMMARY,
     DECLINE,
+    MODEL,
     ANCHORS,
 ];
 
@@ -86,6 +90,14 @@ pub fn result_path(round: u64) -> String {
 pub fn mine_latest_path(round: u64) -> String {
     format!("/v1/rounds/{round}/mine/latest")
 }
+
+/// `/v1/rounds/{round}/model`.
+pub fn model_path(round: u64) -> String {
+    format!("/v1/rounds/{round}/model")
+}
+
+/// Hex digest of the model a model answer carries.
+pub const HEADER_MODEL_DIGEST: &str = "amalgam-model-digest";
 
 /// `/v1/rounds/{round}`.
 pub fn round_path(round: u64) -> String {

@@ -7,7 +7,8 @@
 //!   aggregator's TLS key is separate and renewable, bound to its pinned identity key by a
 //!   signed certificate extension ([`tls::binding`]).
 //! * [`problem`]: RFC 9457 problem+json with stable codes.
-//! * [`api`]: route constants, headers and the JSON status types of the HTTP API.
+//! * [`api`]: route constants, headers and the JSON status types of the HTTP API;
+//!   [`summary`]: the signed ledger summary sites post and the server verifies.
 //! * [`client`]: a reqwest client over the pinned TLS configuration with retries, jittered
 //!   backoff and `Retry-After`, re-sending identical bytes.
 //! * [`insecure`]: the loopback-only development mode and its checks.
@@ -17,6 +18,7 @@ pub mod client;
 pub mod fallback_api;
 pub mod insecure;
 pub mod problem;
+pub mod summary;
 pub mod tls;
 
 pub use problem::{Problem, ProblemCode};

@@ -58,6 +58,16 @@ codes! {
     RoundWrongScheme = "round.wrong-scheme", 409, "wrong scheme for this round";
     /// The round is finished or aborted.
     RoundClosed = "round.closed", 410, "round closed";
+    /// The round ended and its secret bodies (downloads, uploads) were crypto-shredded:
+    /// they cannot be delivered again; its result stays available.
+    RoundShredded = "round.shredded", 410, "round shredded";
+    /// The aggregator does not hold this round's global model (not a campaign round, or an
+    /// older model no longer kept).
+    ModelUnavailable = "model.unavailable", 404, "model not available";
+    /// A ledger summary that does not verify (signature, consortium, round or site).
+    SummaryInvalid = "summary.invalid", 422, "invalid ledger summary";
+    /// A ledger summary whose entry count is below the site's previous one.
+    SummaryRegressed = "summary.regressed", 409, "ledger summary regressed";
     /// Body larger than the phase's maximum.
     BodyTooLarge = "body.too-large", 413, "body too large";
     /// Body that does not decode.

@@ -50,8 +50,12 @@ pub enum StoreFailure {
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` in one transaction; returns after it committed.
     fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, StoreFailure>;
-    /// Every event, verified, in order.
+    /// Every event, verified, in order (a shredded round's secret bodies come back empty,
+    /// `shredded: true`).
     fn replay(&self) -> Result<Vec<Event>, StoreFailure>;
+    /// Crypto-shreds `round`'s secret bodies (uploads, downloads, declines): their key is
+    /// deleted, digests and the public record stay. Idempotent.
+    fn shred_round(&self, round: u64) -> Result<(), StoreFailure>;
 }
 
 #[derive(Debug, Default)]
@@ -195,6 +199,17 @@ impl EventStore for MemoryStore {
         }
         Ok(g.events.clone())
     }
+
+    fn shred_round(&self, round: u64) -> Result<(), StoreFailure> {
+        let mut g = self.lock()?;
+        for e in g.events.iter_mut().filter(|e| e.round == round) {
+            if e.kind.is_secret() {
+                e.body.clear();
+                e.shredded = true;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The SQLite event log.
@@ -218,6 +233,10 @@ impl EventStore for EventLogHandle {
 
     fn replay(&self) -> Result<Vec<Event>, StoreFailure> {
         EventLogHandle::replay(self).map_err(store_failure)
+    }
+
+    fn shred_round(&self, round: u64) -> Result<(), StoreFailure> {
+        EventLogHandle::shred_round(self, round).map_err(store_failure)
     }
 }
 

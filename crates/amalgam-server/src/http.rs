@@ -241,7 +241,44 @@ async fn download(
                 "the round aborted before this phase closed",
             )));
         }
+        DownloadView::Shredded => {
+            return Err(app.refuse(Problem::new(
+                ProblemCode::RoundShredded,
+                "the round ended and its messages were erased; its result stays available",
+            )));
+        }
     })
+}
+
+/// `GET /v1/rounds/{r}/model`: model_r's canonical bytes and digest, for any member.
+async fn model(
+    State(app): State<App>,
+    Extension(peer): Extension<Peer>,
+    Path(round): Path<String>,
+) -> ApiResult {
+    app.member(peer)?;
+    let round = parse_round(&round)?;
+    let digest = app
+        .service
+        .with_round(round, |st| st.model_digest())
+        .await
+        .map_err(|p| app.refuse(p))?;
+    let Some(bytes) = app.service.model_bytes(round) else {
+        return Err(app.refuse(Problem::new(
+            ProblemCode::ModelUnavailable,
+            format!("the model of round {round} is not held here"),
+        )));
+    };
+    let mut r = bytes_response(
+        StatusCode::OK,
+        bytes.as_ref().clone(),
+        None,
+        "application/octet-stream",
+    );
+    if let Ok(v) = HeaderValue::from_str(&hex::encode(digest)) {
+        r.headers_mut().insert(api::HEADER_MODEL_DIGEST, v);
+    }
+    Ok(r)
 }
 
 async fn result(
@@ -413,6 +450,7 @@ pub fn router(app: App) -> Router {
         .route(api::MINE_LATEST, get(mine_latest))
         .route(api::SUMMARY, axum::routing::post(summary))
         .route(api::DECLINE, axum::routing::post(decline))
+        .route(api::MODEL, get(model))
         .route(api::ANCHORS, get(anchors))
         .fallback(not_found)
         .with_state(app)

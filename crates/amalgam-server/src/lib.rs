@@ -12,9 +12,11 @@
 //! * [`service`]: the async layer: locks, bounded worker pool, timers, long-polls.
 //! * [`http`]: routes and problem+json; [`listen`]: TLS accept loop that binds each
 //!   connection to its member.
-//! * [`model`]: the chain of model digests rounds are bound to.
+//! * [`campaign`]: successive rounds, each bound to the model the previous one produced;
+//!   [`model`]: the chain of model digests (and the latest models) rounds are bound to.
 //! * [`metrics`], [`openapi`], [`fault`].
 
+pub mod campaign;
 pub mod consortium;
 pub mod events;
 pub mod fallback;

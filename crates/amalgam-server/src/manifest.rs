@@ -48,3 +48,34 @@ impl ConsortiumView for VerifiedManifest {
         }
     }
 }
+
+impl crate::campaign::CampaignRules for VerifiedManifest {
+    fn initial_digest(&self) -> [u8; 32] {
+        self.campaign().initial_weights_digest
+    }
+    fn model_len(&self) -> usize {
+        usize::try_from(self.campaign().parameter_count.get()).unwrap_or(usize::MAX)
+    }
+    fn rounds(&self) -> u64 {
+        u64::from(self.campaign().training.rounds)
+    }
+    fn max_round(&self) -> u64 {
+        VerifiedManifest::max_round(self)
+    }
+    fn next_model(
+        &self,
+        round: u64,
+        model: &[f32],
+        result: &amalgam_proto::AggregateOutput,
+    ) -> Result<Vec<f32>, String> {
+        use amalgam_consortium::global_model::{encoding_params, next_model};
+        next_model(
+            encoding_params(self, round),
+            model,
+            &result.sum,
+            result.contributors.len(),
+            self.campaign().training.server_lr,
+        )
+        .map_err(|e| e.to_string())
+    }
+}

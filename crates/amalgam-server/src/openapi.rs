@@ -89,6 +89,7 @@ const DOCS: &[Doc] = &[
             P::BadRequest,
             P::NotYet,
             P::RoundClosed,
+            P::RoundShredded,
         ],
     },
     Doc {
@@ -124,6 +125,21 @@ const DOCS: &[Doc] = &[
             P::RoundUnknown,
             P::PeerDuplicate,
             P::BodyTooLarge,
+            P::SummaryInvalid,
+            P::SummaryRegressed,
+        ],
+    },
+    Doc {
+        path: api::MODEL,
+        method: HttpMethod::Get,
+        id: "model",
+        summary: "The global model the round is bound to (little-endian f32 bytes; digest header)",
+        ok: &[(200, "model bytes")],
+        problems: &[
+            P::AuthNoClientCert,
+            P::RoundUnknown,
+            P::ModelUnavailable,
+            P::BadRequest,
         ],
     },
     Doc {

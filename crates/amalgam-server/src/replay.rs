@@ -54,6 +54,15 @@ pub fn replay(
     events: &[Event],
 ) -> Result<BTreeMap<u64, RoundState>, ReplayError> {
     let mut rounds: BTreeMap<u64, RoundState> = BTreeMap::new();
+    // Rounds whose secret bodies were shredded replay from their public record only.
+    let shredded: std::collections::BTreeSet<u64> = events
+        .iter()
+        .filter(|e| e.shredded)
+        .map(|e| e.round)
+        .collect();
+    // Each site's summaries must not regress, in log order (as when they were accepted).
+    let mut entries = BTreeMap::new();
+    let digest = consortium.consortium_digest();
     let mut i = 0;
     while i < events.len() {
         let e = &events[i];
@@ -79,6 +88,27 @@ pub fn replay(
         let state = rounds
             .get_mut(&e.round)
             .ok_or_else(|| err(e, "event for a round that was never opened"))?;
+        if e.kind == EventKind::Summary {
+            let site = site_of(e)?;
+            let min = entries.get(&site.0).copied().unwrap_or(0);
+            let a = state
+                .summary(site, &e.body, &digest, min)
+                .map_err(|p| err(e, format!("stored summary refused on replay: {p}")))?;
+            same(e, &a.events, &events[i..])?;
+            if a.events.is_empty() {
+                return Err(err(e, "logged event replays as a repeat"));
+            }
+            if let Some(n) = state.summary_entries(site) {
+                entries.insert(site.0, n);
+            }
+            i += 1;
+            continue;
+        }
+        if shredded.contains(&e.round) {
+            replay_shredded(state, e)?;
+            i += 1;
+            continue;
+        }
         let produced = match e.kind {
             EventKind::Upload => {
                 let phase = Phase::from_code(e.phase).ok_or_else(|| err(e, "unknown phase"))?;
@@ -93,12 +123,6 @@ pub fn replay(
                     .map_err(|p| err(e, format!("stored decline refused on replay: {p}")))?
                     .events
             }
-            EventKind::Summary => {
-                state
-                    .summary(site_of(e)?, &e.body)
-                    .map_err(|p| err(e, format!("stored summary refused on replay: {p}")))?
-                    .events
-            }
             EventKind::PhaseClose => {
                 let next =
                     Window::decode(&e.body).ok_or_else(|| err(e, "malformed PhaseClose body"))?;
@@ -109,7 +133,10 @@ pub fn replay(
             EventKind::RoundEnd => state
                 .close(state.window(), true)
                 .map_err(|x| err(e, format!("stored abort does not replay: {x}")))?,
-            EventKind::Download | EventKind::RoundOpen | EventKind::Other(_) => {
+            EventKind::Download
+            | EventKind::RoundOpen
+            | EventKind::Summary
+            | EventKind::Other(_) => {
                 return Err(err(e, "event out of place"));
             }
         };
@@ -120,4 +147,25 @@ pub fn replay(
         i += produced.len();
     }
     Ok(rounds)
+}
+
+/// One event of a shredded round: its uploads, downloads and declines cannot be verified
+/// again (only their digests remain) and its closes cannot be re-executed; the round is
+/// rebuilt from its `RoundEnd` (the published result or the abort reason) and its summaries.
+fn replay_shredded(state: &mut RoundState, e: &Event) -> Result<(), ReplayError> {
+    match e.kind {
+        EventKind::Upload | EventKind::Download | EventKind::Other(KIND_DECLINE) => Ok(()),
+        EventKind::PhaseClose => Window::decode(&e.body)
+            .map(|_| ())
+            .ok_or_else(|| err(e, "malformed PhaseClose body")),
+        EventKind::RoundEnd => {
+            if state.end().is_some() {
+                return Err(err(e, "round ended twice"));
+            }
+            state.restore_shredded(&e.body).map_err(|r| err(e, r))
+        }
+        EventKind::Summary | EventKind::RoundOpen | EventKind::Other(_) => {
+            Err(err(e, "event out of place"))
+        }
+    }
 }

@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use amalgam_net::api::{self, RoundResult, RoundStatus, UploadReceipt};
+use amalgam_net::summary::LedgerSummary;
 use amalgam_net::{Problem, ProblemCode};
 use amalgam_proto::codec::{Decode, Encode};
 use amalgam_proto::error::{Error as ProtoError, Misbehaviour};
@@ -42,6 +43,8 @@ pub enum DownloadView {
     NotYet,
     /// The round aborted before this phase closed.
     Closed,
+    /// The round ended and its secret bodies were crypto-shredded: nothing can be re-sent.
+    Shredded,
 }
 
 /// An accepted (or repeated) request: the response and the events to persist first.
@@ -75,6 +78,8 @@ pub struct RoundState {
     bounds: DeadlineBounds,
     generation: u64,
     end: Option<RoundEnd>,
+    /// The round's secret bodies (uploads, downloads, declines) were crypto-shredded.
+    shredded: bool,
 }
 
 impl core::fmt::Debug for RoundState {
@@ -231,6 +236,7 @@ impl RoundState {
                 bounds,
                 generation: 0,
                 end: None,
+                shredded: false,
             },
             event,
         ))
@@ -250,8 +256,57 @@ impl RoundState {
     pub fn phase(&self) -> Phase {
         match &self.end {
             Some(RoundEnd::Aborted(_)) => Phase::Aborted,
-            _ => self.agg.phase(),
+            Some(RoundEnd::Finished(_)) => Phase::Finished,
+            None => self.agg.phase(),
         }
+    }
+
+    /// The model digest the round is bound to.
+    pub fn model_digest(&self) -> [u8; 32] {
+        self.model_digest
+    }
+
+    /// Whether the round's secret bodies were crypto-shredded.
+    pub fn is_shredded(&self) -> bool {
+        self.shredded
+    }
+
+    /// After the round's key was shredded in the log: the secret bodies held in memory go
+    /// too (downloads, latest uploads); digests, receipts, declines' existence and the result
+    /// stay. Only an ended round can be shredded.
+    pub fn mark_shredded(&mut self) {
+        if self.end.is_some() {
+            self.shredded = true;
+            self.downloads.clear();
+            self.latest.clear();
+            // The protocol state holds the masked inputs, encrypted key shares and unmask
+            // shares; the accepted responses hold the rest: none stay after the shred.
+            self.accepted.clear();
+            if let Ok(empty) = Aggregator::with_context_digest(
+                self.params,
+                self.manifest.clone(),
+                self.context_digest,
+                self.round,
+            ) {
+                self.agg = empty;
+            }
+        }
+    }
+
+    /// How many message bodies of the round this state still holds in memory (accepted
+    /// responses, latest uploads, served downloads): none once shredded.
+    pub fn held_bodies(&self) -> usize {
+        self.accepted.len() + self.latest.len() + self.downloads.len()
+    }
+
+    /// Rebuilds an ended round whose secret bodies were shredded from its public record
+    /// (its `RoundEnd` body): nothing of it can be re-verified, the result is the log's.
+    pub fn restore_shredded(&mut self, end_body: &[u8]) -> Result<(), String> {
+        self.end = Some(decode_end(end_body)?);
+        self.expected.clear();
+        self.generation += 1;
+        self.shredded = true;
+        Ok(())
     }
 
     /// Deadline of the open phase, Unix ms (meaningless once ended).
@@ -452,9 +507,17 @@ impl RoundState {
         })
     }
 
-    /// A site's signed ledger summary (opaque here, bounded; its signature is the ledger's
-    /// format and is verified by whoever reads the anchors). One per site and round.
-    pub fn summary(&mut self, site: SiteId, bytes: &[u8]) -> Result<Accepted, Problem> {
+    /// A site's signed ledger summary (amalgam-net's [`LedgerSummary`]), verified before it is
+    /// stored: signed by that site's manifest key, naming this consortium (`consortium`), this
+    /// round and that site, with an entry count not below `min_entries` (the site's previous
+    /// accepted summary). One per site and round; a refusal changes nothing.
+    pub fn summary(
+        &mut self,
+        site: SiteId,
+        bytes: &[u8],
+        consortium: &[u8; 32],
+        min_entries: u64,
+    ) -> Result<Accepted, Problem> {
         if bytes.is_empty() || bytes.len() > MAX_SIGNED_BODY {
             return Err(Problem::new(
                 ProblemCode::BodyTooLarge,
@@ -474,6 +537,32 @@ impl RoundState {
                     "a different summary was accepted",
                 ))
             };
+        }
+        let invalid = |why: String| Problem::new(ProblemCode::SummaryInvalid, why);
+        let key = self.manifest.key(site).ok_or_else(|| {
+            Problem::new(ProblemCode::AuthUnknownPeer, "site not in the manifest")
+        })?;
+        let s = LedgerSummary::verify(bytes, key).map_err(|e| invalid(e.to_string()))?;
+        if s.consortium_digest != *consortium {
+            return Err(invalid("the summary names another consortium".into()));
+        }
+        if s.round != self.round {
+            return Err(invalid(format!(
+                "the summary is for round {}, posted to round {}",
+                s.round, self.round
+            )));
+        }
+        if s.site != site.0 {
+            return Err(invalid("the summary names another site".into()));
+        }
+        if s.entries < min_entries {
+            return Err(Problem::new(
+                ProblemCode::SummaryRegressed,
+                format!(
+                    "the summary has {} ledger entries, this site's previous one {min_entries}",
+                    s.entries
+                ),
+            ));
         }
         self.summaries.insert(site.0, bytes.to_vec());
         Ok(Accepted {
@@ -533,12 +622,17 @@ impl RoundState {
                     AggregatorStep::Finished(out) => {
                         self.expected.clear();
                         self.end = Some(RoundEnd::Finished(out));
+                        // The published result is the public record: it survives shredding.
+                        let mut body = vec![0];
+                        if let Some(r) = self.result() {
+                            body.extend(serde_json::to_vec(&r).unwrap_or_default());
+                        }
                         events.push(NewEvent {
                             round: self.round,
                             kind: EventKind::RoundEnd,
                             phase: Phase::Finished.code(),
                             sender: None,
-                            body: vec![0],
+                            body,
                             response: None,
                         });
                     }
@@ -570,6 +664,14 @@ impl RoundState {
 
     /// The download of `phase` for `site`.
     pub fn download(&self, site: SiteId, phase: Phase) -> DownloadView {
+        if self.shredded {
+            // An aborted round answers as aborted (the site counts it so); a finished one
+            // says its messages are gone (the site fetches the result instead).
+            return match self.end {
+                Some(RoundEnd::Aborted(_)) => DownloadView::Closed,
+                _ => DownloadView::Shredded,
+            };
+        }
         if let Some(b) = self.downloads.get(&(phase.code(), site.0)) {
             return DownloadView::Ready(b.clone());
         }
@@ -585,6 +687,13 @@ impl RoundState {
     /// The latest upload `site` sent in this round.
     pub fn latest_of(&self, site: SiteId) -> Option<&[u8]> {
         self.latest.get(&site.0).map(Vec::as_slice)
+    }
+
+    /// The ledger entry count of `site`'s stored summary of this round (verified when stored).
+    pub fn summary_entries(&self, site: SiteId) -> Option<u64> {
+        let b = self.summaries.get(&site.0)?;
+        let key = self.manifest.key(site)?;
+        LedgerSummary::verify(b, key).ok().map(|s| s.entries)
     }
 
     /// Stored summary of `site`.
@@ -638,5 +747,27 @@ fn closed_problem(end: &RoundEnd) -> Problem {
         RoundEnd::Aborted(r) => {
             Problem::new(ProblemCode::RoundClosed, format!("the round aborted: {r}"))
         }
+    }
+}
+
+/// Parses a `RoundEnd` body: `0 ‖ JSON RoundResult` (finished) or `1 ‖ reason` (aborted).
+fn decode_end(body: &[u8]) -> Result<RoundEnd, String> {
+    use amalgam_proto::{AggregateOutput, SiteId};
+    match body.split_first() {
+        Some((0, json)) => {
+            let r: RoundResult =
+                serde_json::from_slice(json).map_err(|e| format!("RoundEnd result: {e}"))?;
+            let ids = |v: &[u16]| v.iter().map(|&s| SiteId(s)).collect::<Vec<_>>();
+            Ok(RoundEnd::Finished(AggregateOutput {
+                sum: r.sum,
+                contributors: ids(&r.contributors),
+                dropped: ids(&r.dropped),
+                blamed: ids(&r.blamed),
+            }))
+        }
+        Some((1, reason)) => Ok(RoundEnd::Aborted(
+            String::from_utf8(reason.to_vec()).map_err(|_| "RoundEnd reason is not UTF-8")?,
+        )),
+        _ => Err("malformed RoundEnd body".into()),
     }
 }

@@ -20,6 +20,7 @@ use crate::consortium::ConsortiumView;
 use crate::events::{EventStore, NewEvent};
 use crate::fault::fault_point;
 use crate::metrics::Metrics;
+use crate::model::ModelChain;
 use crate::replay::{ReplayError, replay};
 use crate::round::{Accepted, DownloadView, RoundEnd, RoundState, Window};
 
@@ -91,6 +92,10 @@ struct Inner {
     failed: AtomicBool,
     accepted_uploads: AtomicU64,
     timers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    chain: RwLock<ModelChain>,
+    /// Each site's ledger entry count in its latest accepted summary (summaries may not
+    /// regress).
+    summary_entries: std::sync::Mutex<BTreeMap<u16, u64>>,
 }
 
 /// The aggregator service (cheap to clone).
@@ -117,12 +122,30 @@ impl Service {
     ) -> Result<Self, StartError> {
         let events = store.replay()?;
         let mut rounds = replay(consortium.as_ref(), &events)?;
+        let mut summary_entries = BTreeMap::new();
+        for e in events
+            .iter()
+            .filter(|e| e.kind == crate::events::EventKind::Summary)
+        {
+            if let Some(site) = e.sender.and_then(|s| u16::try_from(s).ok())
+                && let Some(n) = rounds
+                    .get(&e.round)
+                    .and_then(|st| st.summary_entries(SiteId(site)))
+            {
+                summary_entries.insert(site, n);
+            }
+        }
         let grace = now_ms().saturating_add(config.restart_grace_seconds.saturating_mul(1000));
         let mut slots = BTreeMap::new();
+        let mut chain = ModelChain::new();
         for (r, mut st) in std::mem::take(&mut rounds) {
             if st.end().is_none() {
                 st.extend_deadline(grace);
+            } else if !st.is_shredded() {
+                // Ended before a crash let it be shredded: the result is in the log.
+                shred(store.as_ref(), &mut st);
             }
+            let _ = chain.set(r, st.model_digest());
             slots.insert(r, Arc::new(Self::slot(st)));
         }
         let inner = Inner {
@@ -136,6 +159,8 @@ impl Service {
             failed: AtomicBool::new(false),
             accepted_uploads: AtomicU64::new(0),
             timers: std::sync::Mutex::new(Vec::new()),
+            chain: RwLock::new(chain),
+            summary_entries: std::sync::Mutex::new(summary_entries),
         };
         let svc = Service(Arc::new(inner));
         for slot in svc.slots() {
@@ -229,11 +254,24 @@ impl Service {
                 ));
             }
         }
+        self.0
+            .chain
+            .read()
+            .map_err(|_| internal())?
+            .check(round, &model_digest)
+            .map_err(|e| Problem::new(ProblemCode::BadRequest, e))?;
         let store = self.0.store.clone();
         tokio::task::spawn_blocking(move || store.append_batch(vec![event]))
             .await
             .map_err(|_| internal())?
             .map_err(|e| self.fail(&e.to_string()))?;
+        // Only once the open is in the log: a failed append leaves no digest fixed in memory.
+        self.0
+            .chain
+            .write()
+            .map_err(|_| internal())?
+            .set(round, model_digest)
+            .map_err(|e| Problem::new(ProblemCode::BadRequest, e))?;
         let slot = Arc::new(Self::slot(state));
         self.0
             .rounds
@@ -313,9 +351,15 @@ impl Service {
                 if events.is_empty() {
                     return Ok(Ok((value, false, closed)));
                 }
+                let ended = g.end().is_some() && !g.is_shredded();
                 fault_point("before-commit", k + 1);
                 store.append_batch(events).map_err(|e| e.to_string())?;
                 fault_point("after-commit", k + 1);
+                if ended {
+                    // The result is persisted: the round's secret bodies are not needed
+                    // any more, and are erased for good.
+                    shred(store.as_ref(), &mut g);
+                }
                 Ok(Ok((value, true, closed)))
             })
             .await
@@ -431,11 +475,31 @@ impl Service {
         site: SiteId,
         body: Vec<u8>,
     ) -> Result<Vec<u8>, Problem> {
-        self.mutate(round, move |st, _| {
-            let a = st.summary(site, &body)?;
-            Ok((a.response, a.events))
-        })
-        .await
+        let digest = self.0.consortium.consortium_digest();
+        let min = self
+            .0
+            .summary_entries
+            .lock()
+            .map_err(|_| internal())?
+            .get(&site.0)
+            .copied()
+            .unwrap_or(0);
+        let (response, entries) = self
+            .mutate(round, move |st, _| {
+                let a = st.summary(site, &body, &digest, min)?;
+                let entries = (!a.events.is_empty())
+                    .then(|| st.summary_entries(site))
+                    .flatten();
+                Ok(((a.response, entries), a.events))
+            })
+            .await?;
+        if let Some(n) = entries
+            && let Ok(mut m) = self.0.summary_entries.lock()
+        {
+            let e = m.entry(site.0).or_insert(0);
+            *e = (*e).max(n);
+        }
+        Ok(response)
     }
 
     /// Closes the open phase of `round` as its deadline does (operator action, and the
@@ -619,6 +683,46 @@ impl Service {
             }
         }
         out
+    }
+}
+
+/// Crypto-shreds an ended round in the log, then drops its secret bodies from memory. A
+/// failure is logged and retried at the next start (the round stays readable meanwhile).
+fn shred(store: &dyn EventStore, st: &mut RoundState) {
+    match store.shred_round(st.round()) {
+        Ok(()) => st.mark_shredded(),
+        Err(e) => tracing::error!(round = st.round(), error = %e, "could not shred the round"),
+    }
+}
+
+impl Service {
+    /// Records round `round`'s model values (model_r) for the model route; the digest must
+    /// be the one the round is (or will be) opened with.
+    pub fn publish_model(&self, round: u64, values: &[f32]) -> Result<(), String> {
+        self.0
+            .chain
+            .write()
+            .map_err(|_| "model chain poisoned".to_string())?
+            .set_model(round, values)
+    }
+
+    /// The canonical bytes of round `round`'s model, while held.
+    pub fn model_bytes(&self, round: u64) -> Option<Arc<Vec<u8>>> {
+        self.0.chain.read().ok()?.model_bytes(round)
+    }
+
+    /// The ids of every round the service knows, ascending.
+    pub fn round_ids(&self) -> Vec<u64> {
+        self.0
+            .rounds
+            .read()
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits up to `wait` for `round` to end; its end once it has.
+    pub async fn wait_end(&self, round: u64, wait: Duration) -> Result<Option<RoundEnd>, Problem> {
+        self.wait_for(round, wait, |st| st.end().cloned()).await
     }
 }
 

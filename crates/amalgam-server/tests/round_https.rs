@@ -15,11 +15,27 @@ async fn five_sites_no_dropout_sum_is_exact() {
     let fx = Fixture::new();
     let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
     run.service.open_round(ROUND, MODEL).await.unwrap();
+    let fresh = run
+        .service
+        .with_round(ROUND, |st| st.protocol_snapshot())
+        .await
+        .unwrap();
     let mut sites: Vec<TestSite> = (0..5).map(|i| TestSite::new(&fx, &run, i)).collect();
     let (result, _) = drive(&fx, &run, &mut sites, &[None; 5], Phase::AdvertiseKeys).await;
     assert_eq!(result.contributors, vec![0, 1, 2, 3, 4]);
     assert_eq!(result.sum, plaintext(&fx, &result.contributors));
     assert!(result.dropped.is_empty());
+    // Shredded: no masked input, key share or unmask share is left in memory.
+    let (shredded, snapshot, held) = run
+        .service
+        .with_round(ROUND, |st| {
+            (st.is_shredded(), st.protocol_snapshot(), st.held_bodies())
+        })
+        .await
+        .unwrap();
+    assert!(shredded);
+    assert!(snapshot == fresh, "the protocol state outlives the shred");
+    assert_eq!(held, 0);
     run.stop().await;
 }
 

@@ -218,6 +218,10 @@ impl Transport for HttpTransport {
                 TransportError::Refused { code, .. } if code == "round.closed" => {
                     Ok(Download::Aborted)
                 }
+                // Ended and erased: nothing more for this site; its result stays available.
+                TransportError::Refused { code, .. } if code == "round.shredded" => {
+                    Ok(Download::Excluded)
+                }
                 e => Err(e),
             },
         }
@@ -279,6 +283,15 @@ impl Transport for HttpTransport {
                 }
                 Ok(Some(hex32(&st.model_digest)?))
             }
+            404 => Ok(None),
+            _ => Err(refusal(&r)),
+        }
+    }
+
+    fn model(&mut self, round: u64) -> Result<Option<Vec<u8>>, TransportError> {
+        let r = self.get_large(&api::model_path(round))?;
+        match r.status.as_u16() {
+            200 => Ok(Some(r.body)),
             404 => Ok(None),
             _ => Err(refusal(&r)),
         }

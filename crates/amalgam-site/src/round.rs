@@ -24,7 +24,7 @@ use rand_core::SeedableRng;
 
 use crate::agent::{SiteAgent, UPDATE};
 use crate::error::AgentError;
-use crate::model::{fedavg_step, model_digest};
+use crate::model::{model_digest, next_model};
 use crate::statements::{DeclineReason, LedgerSummary};
 use crate::trainer::{GlobalModel, Permits, RoundInfo, Trainer};
 use crate::transport::{Download, RoundResult, Transport};
@@ -134,8 +134,14 @@ impl SiteAgent {
             if self.record.model_round == round {
                 self.record.model_mismatch = true;
                 self.save()?;
+                return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
             }
-            return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
+            // A site that missed a result follows the served model only if it recomputes it
+            // from the chain itself (site-agent.md §5/§6): the aggregator's bytes or word
+            // never move the model.
+            if !self.catch_up(transport, round, &served)? {
+                return self.decline(transport, round, &served, DeclineReason::ModelMismatch);
+            }
         }
 
         // The charge: every parameter from the manifest and the round id.
@@ -380,12 +386,12 @@ impl SiteAgent {
         in_sum: bool,
     ) -> Result<RoundOutcome, AgentError> {
         self.check_contributors(result, in_sum)?;
-        let codec = DdgCodec::new(self.rules.encoding(round))?;
-        let decoded = codec.decode_sum(&result.sum)?;
         SiteCount::new(result.contributors.len() as u32)?;
-        let next = fedavg_step(
+        // The aggregator computes model_{r+1} with this same function.
+        let next = next_model(
+            self.rules.encoding(round),
             &self.model,
-            &decoded,
+            &result.sum,
             result.contributors.len(),
             self.rules.server_lr,
         )?;
@@ -403,6 +409,59 @@ impl SiteAgent {
         self.record.model_digest = digest;
         self.record.model_round = round.saturating_add(1);
         Ok(outcome)
+    }
+
+    /// Recomputes the model for `round` from the one this site holds: for each round k in
+    /// `model_round..round`, the published result of k steps the model with [`next_model`];
+    /// a round without a result (aborted, or an id never opened) leaves it unchanged, so
+    /// skipping or aborting rounds can never move the model off the chain. Adopts the
+    /// recomputed model when its digest is the one `round` is bound to; `false` (nothing
+    /// changed) otherwise, and when a result is not yet published or does not verify.
+    fn catch_up<T: Transport + ?Sized>(
+        &mut self,
+        transport: &mut T,
+        round: u64,
+        served: &[u8; 32],
+    ) -> Result<bool, AgentError> {
+        let mut model = self.model.clone();
+        for k in self.record.model_round..round {
+            let result = match self
+                .options
+                .retry
+                .run(|| transport.result(k, std::time::Duration::ZERO))
+            {
+                Ok(Some(r)) => r,
+                // Round k is already over (a later one is open): a result not published is
+                // unprovable, the site does not guess.
+                Ok(None) => return Ok(false),
+                // No result for k (aborted, never opened): model_k carries over.
+                Err(crate::transport::TransportError::Refused { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if self.check_contributors(&result, false).is_err()
+                || SiteCount::new(result.contributors.len() as u32).is_err()
+            {
+                return Ok(false);
+            }
+            model = match next_model(
+                self.rules.encoding(k),
+                &model,
+                &result.sum,
+                result.contributors.len(),
+                self.rules.server_lr,
+            ) {
+                Ok(m) => m,
+                Err(_) => return Ok(false),
+            };
+        }
+        if model_digest(&model) != *served || model.iter().any(|v| !v.is_finite()) {
+            return Ok(false);
+        }
+        self.model = model;
+        self.record.model_digest = *served;
+        self.record.model_round = round;
+        self.save()?;
+        Ok(true)
     }
 
     /// The epilogue of every charged round, on every exit path. A round that did not end

@@ -7,11 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use amalgam_dp::encoding::DdgCodec;
 use amalgam_proto::codec::Encode;
 use amalgam_proto::{Aggregator, AggregatorStep, Phase, SiteId};
 
-use crate::model::{fedavg_step, model_digest};
+use crate::model::{model_digest, next_model};
 use crate::rules::ConsortiumRules;
 use crate::statements::LedgerSummary;
 use crate::transport::{Download, RoundResult, Transport, TransportError};
@@ -185,8 +184,7 @@ impl HubState {
         let gone = self.gone.get(&round).cloned().unwrap_or_default();
         let abort_at = self.abort_at.get(&round).copied();
         let wrong = self.wrong_model;
-        let codec = DdgCodec::new(self.rules.encoding(round))
-            .map_err(|e| refused("server", e.to_string()))?;
+        let encoding = self.rules.encoding(round);
         let server_lr = self.rules.server_lr;
         let model = self.model.clone();
         let r = self.round(round)?;
@@ -216,10 +214,14 @@ impl HubState {
                 r.open = r.agg.phase();
             }
             Ok(AggregatorStep::Finished(out)) => {
-                let next = codec
-                    .decode_sum(&out.sum)
-                    .ok()
-                    .and_then(|s| fedavg_step(&model, &s, out.contributors.len(), server_lr).ok());
+                let next = next_model(
+                    encoding,
+                    &model,
+                    &out.sum,
+                    out.contributors.len(),
+                    server_lr,
+                )
+                .ok();
                 let Some(next) = next else {
                     r.result = Some(Err(()));
                     return Ok(());

@@ -91,4 +91,10 @@ pub trait Transport: Send {
     /// Long-polls (up to `wait`) for the published result of `round`.
     fn result(&mut self, round: u64, wait: Duration)
     -> Result<Option<RoundResult>, TransportError>;
+    /// The canonical bytes of the global model the aggregator binds `round` to
+    /// (`GET /v1/rounds/{r}/model`; `None` when it does not serve one). Untrusted: the agent
+    /// adopts them only if they hash to the round's bound digest.
+    fn model(&mut self, _round: u64) -> Result<Option<Vec<u8>>, TransportError> {
+        Ok(None)
+    }
 }
