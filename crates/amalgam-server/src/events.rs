@@ -131,22 +131,6 @@ impl MemoryStore {
         }
     }
 
-    /// Crypto-shreds `round` as the SQLite log's vault does: every secret body of the round
-    /// is dropped (digests, public bodies and responses stay) and later replays mark them
-    /// shredded.
-    pub fn shred_round(&self, round: u64) -> Result<(), StoreFailure> {
-        let mut g = self.lock()?;
-        for e in g
-            .events
-            .iter_mut()
-            .filter(|e| e.round == round && e.kind.is_secret())
-        {
-            e.body.clear();
-            e.shredded = true;
-        }
-        Ok(())
-    }
-
     /// Every stored event (unverified), for tests.
     pub fn events(&self) -> Vec<Event> {
         self.inner

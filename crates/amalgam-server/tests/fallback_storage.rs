@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use amalgam_net::ProblemCode;
 use amalgam_net::fallback_api::fallback_path;
 use amalgam_server::events::{Event, EventStore, MemoryStore, NewEvent, StoreFailure};
-use amalgam_server::fallback::service::FallbackLog;
 use fb::*;
 
 /// The memory log, whose appends fail once `broken` is set.
@@ -30,11 +29,8 @@ impl EventStore for BreakingLog {
     fn replay(&self) -> Result<Vec<Event>, StoreFailure> {
         self.inner.replay()
     }
-}
-
-impl FallbackLog for BreakingLog {
     fn shred_round(&self, round: u64) -> Result<(), StoreFailure> {
-        FallbackLog::shred_round(&self.inner, round)
+        self.inner.shred_round(round)
     }
 }
 

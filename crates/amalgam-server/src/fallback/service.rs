@@ -18,28 +18,17 @@ use super::replay::replay;
 use super::setup::FallbackSetups;
 use super::state::{Accepted, FallbackRound};
 use crate::consortium::ConsortiumView;
-use crate::events::{EventLogHandle, EventStore, MemoryStore, NewEvent, StoreFailure};
+use crate::events::{EventStore, NewEvent};
 use crate::fault::fault_point;
 use crate::round::Window;
 use crate::service::{ServiceConfig, StartError, now_ms};
 
-/// The fallback's event log: an [`EventStore`] that can crypto-shred a round.
-pub trait FallbackLog: EventStore {
-    /// Deletes the round key of `round` (its secret bodies become unreadable).
-    fn shred_round(&self, round: u64) -> Result<(), StoreFailure>;
-}
+/// The fallback's event log: any [`EventStore`] (every event store can crypto-shred a round,
+/// [`EventStore::shred_round`]); kept as its own name so the fallback's signatures say which
+/// log they expect.
+pub trait FallbackLog: EventStore {}
 
-impl FallbackLog for MemoryStore {
-    fn shred_round(&self, round: u64) -> Result<(), StoreFailure> {
-        MemoryStore::shred_round(self, round)
-    }
-}
-
-impl FallbackLog for EventLogHandle {
-    fn shred_round(&self, round: u64) -> Result<(), StoreFailure> {
-        EventLogHandle::shred_round(self, round).map_err(|e| StoreFailure::Io(e.to_string()))
-    }
-}
+impl<T: EventStore + ?Sized> FallbackLog for T {}
 
 type Rounds = BTreeMap<u64, FallbackRound>;
 
