@@ -154,7 +154,13 @@ pub fn replay(
 /// rebuilt from its `RoundEnd` (the published result or the abort reason) and its summaries.
 fn replay_shredded(state: &mut RoundState, e: &Event) -> Result<(), ReplayError> {
     match e.kind {
-        EventKind::Upload | EventKind::Download | EventKind::Other(KIND_DECLINE) => Ok(()),
+        // The idempotency record survives the shred: digest and receipt, no body.
+        EventKind::Upload => {
+            let phase = Phase::from_code(e.phase).ok_or_else(|| err(e, "unknown phase"))?;
+            state.restore_accepted(phase, site_of(e)?, e.body_sha256);
+            Ok(())
+        }
+        EventKind::Download | EventKind::Other(KIND_DECLINE) => Ok(()),
         EventKind::PhaseClose => Window::decode(&e.body)
             .map(|_| ())
             .ok_or_else(|| err(e, "malformed PhaseClose body")),

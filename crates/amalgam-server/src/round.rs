@@ -280,8 +280,9 @@ impl RoundState {
             self.downloads.clear();
             self.latest.clear();
             // The protocol state holds the masked inputs, encrypted key shares and unmask
-            // shares; the accepted responses hold the rest: none stay after the shred.
-            self.accepted.clear();
+            // shares: none stay after the shred. The idempotency record stays: it holds only
+            // each accepted body's SHA-256 and its receipt (built from that digest), so an
+            // identical re-send after the end still gets 200 with the original response.
             if let Ok(empty) = Aggregator::with_context_digest(
                 self.params,
                 self.manifest.clone(),
@@ -293,10 +294,21 @@ impl RoundState {
         }
     }
 
-    /// How many message bodies of the round this state still holds in memory (accepted
-    /// responses, latest uploads, served downloads): none once shredded.
+    /// How many message bodies of the round this state still holds in memory (latest
+    /// uploads, served downloads): none once shredded. The idempotency record (digests and
+    /// receipts, no bodies) is not counted.
     pub fn held_bodies(&self) -> usize {
-        self.accepted.len() + self.latest.len() + self.downloads.len()
+        self.latest.len() + self.downloads.len()
+    }
+
+    /// Rebuilds the idempotency record of one upload of a shredded round from its logged
+    /// digest: the receipt is a function of the digest, so the original response is exact.
+    pub fn restore_accepted(&mut self, phase: Phase, site: SiteId, body_sha256: [u8; 32]) {
+        if let Some(seg) = api::phase_segment(phase) {
+            let response = receipt(self.round, seg, &body_sha256);
+            self.accepted
+                .insert((phase.code(), site.0), (body_sha256, response));
+        }
     }
 
     /// Rebuilds an ended round whose secret bodies were shredded from its public record
