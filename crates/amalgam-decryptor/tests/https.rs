@@ -2,6 +2,9 @@
 //! round whose decoded sum equals the plaintext sum, one member offline, seeds shredded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::needless_range_loop)]
 
+// The fallback fixture (consortium, committee, in-process aggregator over HTTPS) is the
+// aggregator tests' own, shared rather than copied.
+#[path = "../../amalgam-server/tests/fb/mod.rs"]
 mod common;
 
 use std::sync::Arc;

@@ -3,6 +3,9 @@
 //! and durable, seeds shredded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+// The fallback fixture (consortium, committee, in-process aggregator over HTTPS) is the
+// aggregator tests' own, shared rather than copied.
+#[path = "../../amalgam-server/tests/fb/mod.rs"]
 mod common;
 
 use amalgam_decryptor::{DecryptorError, Member};
