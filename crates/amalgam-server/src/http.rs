@@ -125,18 +125,18 @@ fn parse_wait(q: Option<String>) -> Duration {
 }
 
 /// Reads at most `max` bytes of `body`: 413 from the declared length before reading, or as
-/// soon as the stream passes the bound (nothing beyond it is buffered).
-async fn read_bounded(
-    app: &App,
+/// soon as the stream passes the bound (nothing beyond it is buffered). Shared by the masking
+/// and fallback routers, which each report the refusal their own way.
+pub(crate) async fn read_bounded_body(
     headers: &HeaderMap,
     body: Body,
     max: usize,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<u8>, Problem> {
     let too_large = || {
-        app.refuse(Problem::new(
+        Problem::new(
             ProblemCode::BodyTooLarge,
             format!("body exceeds the {max}-byte bound of this route and round"),
-        ))
+        )
     };
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -149,11 +149,23 @@ async fn read_bounded(
     match Limited::new(body, max).collect().await {
         Ok(c) => Ok(c.to_bytes().to_vec()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(app.refuse(Problem::new(
+        Err(_) => Err(Problem::new(
             ProblemCode::BodyMalformed,
             "body could not be read",
-        ))),
+        )),
     }
+}
+
+/// [`read_bounded_body`], a refusal counted in the masking router's metrics.
+async fn read_bounded(
+    app: &App,
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+) -> Result<Vec<u8>, ApiError> {
+    read_bounded_body(headers, body, max)
+        .await
+        .map_err(|p| app.refuse(p))
 }
 
 fn bytes_response(

@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use http_body_util::{BodyExt, Limited};
 
 use super::service::FallbackService;
 use crate::consortium::{ConsortiumView, MemberRole};
@@ -122,31 +121,11 @@ fn parse_wait(q: Option<String>) -> Duration {
     Duration::from_secs(secs)
 }
 
-/// Reads at most `max` bytes: 413 from the declared length before reading, or as soon as the
-/// stream passes the bound.
+/// [`crate::http::read_bounded_body`], the refusal answered as is.
 async fn read_bounded(headers: &HeaderMap, body: Body, max: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        problem(
-            ProblemCode::BodyTooLarge,
-            format!("body exceeds the {max}-byte bound of this route and round"),
-        )
-    };
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > max as u64
-    {
-        return Err(too_large());
-    }
-    match Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes().to_vec()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(problem(
-            ProblemCode::BodyMalformed,
-            "body could not be read",
-        )),
-    }
+    crate::http::read_bounded_body(headers, body, max)
+        .await
+        .map_err(ApiError)
 }
 
 fn binary(body: Vec<u8>) -> Response {
