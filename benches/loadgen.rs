@@ -2,8 +2,12 @@
 //! HTTPS (one mutual-TLS client certificate per site), with every upload precomputed.
 //!
 //! ```text
-//! loadgen [--sites N] [--values D] [--bits B] [--threads T] [--dir PATH] [--json FILE]
+//! loadgen [--scheme masking|fallback] [--sites N] [--values D] [--bits B] [--threads T]
+//!         [--concurrency C] [--dir PATH] [--json FILE]
 //! ```
+//!
+//! `--scheme masking` (the default) is described below; `--scheme fallback` runs one
+//! homomorphic-fallback round instead (`loadgen_fallback.rs`).
 //!
 //! 1. Records one round in memory (`service::record`): each site's five uploads and the
 //!    downloads the aggregator will serve.
@@ -26,6 +30,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod loadgen_fallback;
+
 use amalgam_benches::service::fixture::{self, MODEL};
 use amalgam_benches::service::{Deployment, os_seed, record};
 use amalgam_proto::{RoundParams, sim};
@@ -35,6 +41,8 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone)]
 struct Args {
     mode: String,
+    scheme: String,
+    concurrency: usize,
     sites: u16,
     values: u32,
     bits: u8,
@@ -46,6 +54,8 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         mode: "drive".into(),
+        scheme: "masking".into(),
+        concurrency: 64,
         sites: 10,
         values: 4096,
         bits: 16,
@@ -66,6 +76,8 @@ fn parse_args() -> Result<Args, String> {
             "--values" => a.values = v.parse().map_err(|e| bad(&e))?,
             "--bits" => a.bits = v.parse().map_err(|e| bad(&e))?,
             "--threads" => a.threads = v.parse().map_err(|e| bad(&e))?,
+            "--concurrency" => a.concurrency = v.parse().map_err(|e| bad(&e))?,
+            "--scheme" if v == "masking" || v == "fallback" => a.scheme = v,
             "--dir" => a.dir = v.into(),
             "--json" => a.json = Some(v.into()),
             _ => return Err(format!("unknown argument {k}")),
@@ -212,6 +224,7 @@ fn child(
             &a.values.to_string(),
         ])
         .args(["--bits", &a.bits.to_string()])
+        .args(["--scheme", &a.scheme])
         .arg("--dir")
         .arg(dir)
         .stdin(Stdio::piped())
@@ -317,9 +330,12 @@ fn main() {
         eprintln!("loadgen: {e}");
         std::process::exit(2)
     });
-    match a.mode.as_str() {
-        "serve" => serve(&a),
-        "restore" => restore(&a),
+    match (a.scheme.as_str(), a.mode.as_str()) {
+        ("fallback", "serve") => loadgen_fallback::serve(&a),
+        ("fallback", "restore") => loadgen_fallback::restore(&a),
+        ("fallback", _) => loadgen_fallback::drive_all(&a),
+        (_, "serve") => serve(&a),
+        (_, "restore") => restore(&a),
         _ => drive_all(&a),
     }
 }

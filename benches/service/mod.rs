@@ -6,9 +6,12 @@
 //! * [`fixture`]: the deployment (consortium, TLS identities, service settings, listener).
 //! * [`floor`]: one upload per site, the same packed summation, one download.
 //! * [`live`]: sites running `amalgam_proto::Site` over the API, computing as they go.
+//! * [`fallback`]: the homomorphic fallback's aggregator, precomputed site uploads and an
+//!   in-process decryptor committee over the same kind of connections.
 //! * [`record`]: one round run in memory first, so that a load generator can replay each
 //!   site's uploads over HTTPS without computing them while it is measured.
 
+pub mod fallback;
 pub mod fixture;
 pub mod floor;
 pub mod live;
