@@ -65,6 +65,7 @@ pub fn encode(body: &ManifestBody) -> Vec<u8> {
             w.u16(c.threshold);
             w.u16(c.quorum);
             w.u16(c.corrupt);
+            w.u32(c.key_period_rounds);
         }
         None => w.u8(0),
     }
@@ -240,6 +241,7 @@ fn decode_inner(bytes: &[u8]) -> Result<ManifestBody, DecodeError> {
             threshold: r.u16("committee.threshold")?,
             quorum: r.u16("committee.quorum")?,
             corrupt: r.u16("committee.corrupt")?,
+            key_period_rounds: r.u32("committee.key_period_rounds")?,
         })
     } else {
         None

@@ -13,6 +13,8 @@
 //! * [`draft`]: the TOML draft and signed join requests (approving one confers no authority).
 //! * [`global_model`]: model_{r+1} from model_r and a round's published sum, and the model
 //!   digest: the one implementation the aggregator and every site run.
+//! * [`period_key`] / [`fallback`]: a decryptor's box key per key period, signed by its
+//!   identity key, and a fallback round's setup from the manifest and those certificates only.
 //! * [`flags`]: who could collude by construction (aggregator and decryptor of one
 //!   organisation, two decryptors of one organisation, unverified identities).
 //!
@@ -51,6 +53,7 @@ pub mod canonical;
 pub mod diff;
 pub mod draft;
 pub mod error;
+pub mod fallback;
 pub mod flags;
 mod fsutil;
 pub mod global_model;
@@ -58,6 +61,7 @@ pub mod highwater;
 pub mod key;
 pub mod labels;
 pub mod model;
+pub mod period_key;
 pub mod rotation;
 pub mod signed;
 #[cfg(feature = "test-support")]
@@ -67,12 +71,14 @@ pub mod verified;
 
 pub use draft::JoinRequest;
 pub use error::{KeyError, ManifestError};
+pub use fallback::{FallbackSetupError, fallback_setup};
 pub use highwater::EpochHighWater;
 pub use key::{IdentityKey, fingerprint};
 pub use model::{
     Campaign, CommitteePolicy, DeadlineBounds, DpBudget, DpPolicy, FallbackPolicy, Graph,
     ManifestBody, Member, ModelRef, ProtocolPolicy, Role, TrainingConfig, Trust, WeightMode,
 };
+pub use period_key::PeriodCertificate;
 pub use rotation::RotationStatement;
 pub use signed::SignedManifest;
 pub use verified::VerifiedManifest;

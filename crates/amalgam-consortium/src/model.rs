@@ -132,6 +132,20 @@ pub struct CommitteePolicy {
     pub quorum: u16,
     /// Corrupt decryptors tolerated c_d.
     pub corrupt: u16,
+    /// Rounds per key period P (1..=2^20): member j's box key of period p = round / P is
+    /// valid for rounds [p·P, (p+1)·P) only, so a box secret is destroyed after at most P
+    /// rounds and a later compromise opens no older transcript.
+    #[serde(default = "default_key_period_rounds")]
+    pub key_period_rounds: u32,
+}
+
+/// Default rounds per key period.
+pub const DEFAULT_KEY_PERIOD_ROUNDS: u32 = 16;
+/// Longest key period, rounds.
+pub const MAX_KEY_PERIOD_ROUNDS: u32 = 1 << 20;
+
+fn default_key_period_rounds() -> u32 {
+    DEFAULT_KEY_PERIOD_ROUNDS
 }
 
 /// The DP budget of each site's ledger.

@@ -79,12 +79,14 @@ pub fn body(
                 threshold: k / 2 + 1,
                 quorum: k,
                 corrupt: 1,
+                key_period_rounds: DEFAULT_KEY_PERIOD_ROUNDS,
             }
         } else {
             CommitteePolicy {
                 threshold: k,
                 quorum: k,
                 corrupt: 0,
+                key_period_rounds: DEFAULT_KEY_PERIOD_ROUNDS,
             }
         }
     });

@@ -165,6 +165,8 @@ fn check_committee(body: &ManifestBody) -> Result<(), ManifestError> {
                 Some("c_d < t_c is required: c_d members would hold every piece")
             } else if 2 * q <= size + cd {
                 Some("2Q - size > c_d is required: two quorums could sign two cohorts")
+            } else if !(1..=MAX_KEY_PERIOD_ROUNDS).contains(&c.key_period_rounds) {
+                Some("key_period_rounds must be 1..=1048576")
             } else {
                 None
             };

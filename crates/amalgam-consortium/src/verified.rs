@@ -143,6 +143,12 @@ impl VerifiedManifest {
         Ok(self.derived.proto)
     }
 
+    /// The encoded update length d (the parameter count padded to a power of two, as the DDG
+    /// encoding emits it): the masking vector length and the fallback's KAHE d.
+    pub fn encoded_len(&self) -> usize {
+        self.derived.proto.d()
+    }
+
     /// The DP parameters every charge of this epoch names (amalgam-dp's `Ledger::record_epoch`).
     pub fn dp_round_params(&self) -> amalgam_dp::ledger::RoundParams {
         self.derived.dp

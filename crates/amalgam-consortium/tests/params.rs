@@ -137,6 +137,43 @@ fn committee_rules_are_amalgam_hes() {
 }
 
 #[test]
+fn key_period_is_bounded_and_bound_into_the_digest() {
+    let agg = seeded_key(23, 0);
+    let sites: Vec<_> = (1..=5).map(|i| seeded_key(23, i)).collect();
+    let dec: Vec<_> = (10..14).map(|i| seeded_key(23, i)).collect();
+    let ok = testing::body(&sites, &agg, &dec, 16);
+    assert_eq!(
+        ok.committee.unwrap().key_period_rounds,
+        amalgam_consortium::model::DEFAULT_KEY_PERIOD_ROUNDS
+    );
+    let with_period = |p: u32| {
+        let mut b = ok.clone();
+        b.committee.as_mut().unwrap().key_period_rounds = p;
+        SignedManifest::from_body(b)
+    };
+    for bad in [0, (1 << 20) + 1, u32::MAX] {
+        let e = with_period(bad).unwrap_err().to_string();
+        assert!(e.contains("key_period_rounds"), "{bad}: {e}");
+    }
+    let one = with_period(1).unwrap();
+    let max = with_period(1 << 20).unwrap();
+    // The period is signed: the canonical bytes, so the digest members sign, differ.
+    assert_ne!(one.canonical_bytes(), max.canonical_bytes());
+    assert_ne!(
+        amalgam_consortium::signed::digest_of(one.canonical_bytes()),
+        amalgam_consortium::signed::digest_of(max.canonical_bytes())
+    );
+    // A draft written before the field existed reads as the default period.
+    let text = amalgam_consortium::draft::draft_text(&ok).unwrap();
+    let legacy = text.replace("key_period_rounds = 16\n", "");
+    assert_ne!(legacy, text, "the draft names the period");
+    assert_eq!(
+        amalgam_consortium::draft::parse_draft(&legacy).unwrap(),
+        amalgam_consortium::draft::parse_draft(&text).unwrap()
+    );
+}
+
+#[test]
 fn flags_name_organisations_that_could_collude() {
     let mut b = base();
     // The aggregator's organisation also runs a decryptor and a site; two decryptors share one.

@@ -74,12 +74,19 @@ fn vectors() -> BTreeMap<String, Value> {
             "expect": "missing_signature",
         }),
     );
-    // The lowest bit of σ flipped (body offset 85: magic 5, consortium 19, epoch 8, prev 1,
-    // protocol 12, committee 7, unit 1, budget 17, clip 8, then σ's last byte): still a valid
+    // The lowest bit of σ flipped (body offset 89: magic 5, consortium 19, epoch 8, prev 1,
+    // protocol 12, committee 11, unit 1, budget 17, clip 8, then σ's last byte): still a valid
     // manifest, so only the signatures can catch it.
     let mut flipped = file.clone();
-    let at = 27 + 4 + 85;
+    let at = 27 + 4 + 89;
     flipped[at] ^= 0x01;
+    // The flip must land on σ and nothing else, or the vector would test another refusal.
+    let flipped_body = canonical::decode(&flipped[27 + 4..27 + 4 + body_len]).unwrap();
+    let mut expected = v.body().clone();
+    expected.dp.sigma =
+        amalgam_dp::params::Sigma::new(f64::from_bits(v.body().dp.sigma.get().to_bits() ^ 1))
+            .unwrap();
+    assert_eq!(flipped_body, expected, "the flipped byte is not sigma's");
     out.insert(
         "manifest_bad_flipped_byte.json".to_string(),
         json!({

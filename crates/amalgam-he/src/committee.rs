@@ -17,6 +17,31 @@ pub const MAX_MEMBERS: usize = 8;
 
 /// Domain label of a box-key certificate.
 const BOX_KEY_LABEL: &[u8] = b"amalgam/v2/he-box-key";
+/// Domain label of a key-period certificate (a box key scoped to one consortium, one member
+/// index and one range of round ids).
+const PERIOD_KEY_LABEL: &[u8] = b"amalgam/v2/he-period-key";
+
+/// What a key-period certificate binds besides the period and the box key: the consortium
+/// (its manifest digest), the member's committee index and the round ids `first_round ..
+/// end_round` the key may serve. A key outside its range is expired or not yet valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeriodScope {
+    /// Digest of the signed consortium manifest.
+    pub consortium_digest: [u8; 32],
+    /// Committee member index.
+    pub member: u16,
+    /// First round id of the period.
+    pub first_round: u64,
+    /// First round id after the period.
+    pub end_round: u64,
+}
+
+impl PeriodScope {
+    /// Whether round `round` lies in the period.
+    pub fn covers(&self, round: u64) -> bool {
+        (self.first_round..self.end_round).contains(&round)
+    }
+}
 
 /// A member's per-key-period box key, signed by its identity key: sites encrypt seeds to it,
 /// and the member destroys it after the deadline of every round that used it.
@@ -28,34 +53,80 @@ pub struct MemberKeys {
     pub period: u64,
     /// X25519 box key of that period.
     pub box_key: [u8; 32],
-    /// Identity signature over (label, period, box key).
+    /// Identity signature over (label, period, box key), and the scope when there is one.
     pub certificate: [u8; 64],
+    /// Consortium, member index and valid rounds the certificate also signs (None: a bare
+    /// box-key certificate, for standalone committees without a manifest).
+    pub scope: Option<PeriodScope>,
 }
 
-fn box_key_message(period: u64, box_key: &[u8; 32]) -> Vec<u8> {
-    let mut m = BOX_KEY_LABEL.to_vec();
-    m.extend_from_slice(&period.to_be_bytes());
-    m.extend_from_slice(box_key);
-    m
+fn box_key_message(period: u64, box_key: &[u8; 32], scope: Option<&PeriodScope>) -> Vec<u8> {
+    match scope {
+        None => {
+            let mut m = BOX_KEY_LABEL.to_vec();
+            m.extend_from_slice(&period.to_be_bytes());
+            m.extend_from_slice(box_key);
+            m
+        }
+        Some(s) => {
+            let mut m = PERIOD_KEY_LABEL.to_vec();
+            m.extend_from_slice(&s.consortium_digest);
+            m.extend_from_slice(&period.to_be_bytes());
+            m.extend_from_slice(&s.member.to_be_bytes());
+            m.extend_from_slice(&s.first_round.to_be_bytes());
+            m.extend_from_slice(&s.end_round.to_be_bytes());
+            m.extend_from_slice(box_key);
+            m
+        }
+    }
 }
 
 impl MemberKeys {
-    /// Certifies the box key of `secret` for `period` under `identity`.
+    /// Certifies the box key of `secret` for `period` under `identity` (no scope).
     pub fn certify(identity: &SigningKey, period: u64, secret: &StaticSecret) -> Self {
-        let box_key = BoxPublic::from(secret).to_bytes();
-        let certificate = identity.sign(&box_key_message(period, &box_key)).to_bytes();
+        Self::sign(identity, period, BoxPublic::from(secret).to_bytes(), None)
+    }
+
+    /// Certifies the box key of `secret` for `period`, scoped to a consortium, a member index
+    /// and the period's round ids.
+    pub fn certify_period(
+        identity: &SigningKey,
+        period: u64,
+        scope: PeriodScope,
+        secret: &StaticSecret,
+    ) -> Self {
+        Self::sign(
+            identity,
+            period,
+            BoxPublic::from(secret).to_bytes(),
+            Some(scope),
+        )
+    }
+
+    fn sign(
+        identity: &SigningKey,
+        period: u64,
+        box_key: [u8; 32],
+        scope: Option<PeriodScope>,
+    ) -> Self {
+        let certificate = identity
+            .sign(&box_key_message(period, &box_key, scope.as_ref()))
+            .to_bytes();
         Self {
             identity: identity.verifying_key(),
             period,
             box_key,
             certificate,
+            scope,
         }
     }
 
-    fn verify(&self) -> bool {
+    /// Whether the certificate is the identity's strict Ed25519 signature over the period,
+    /// the box key and the scope.
+    pub fn verify(&self) -> bool {
         self.identity
             .verify_strict(
-                &box_key_message(self.period, &self.box_key),
+                &box_key_message(self.period, &self.box_key, self.scope.as_ref()),
                 &Signature::from_bytes(&self.certificate),
             )
             .is_ok()
@@ -150,6 +221,30 @@ impl Committee {
                     reason: "not certified by its identity",
                 });
             }
+            let reason = match (&m.scope, &members[0].scope) {
+                (None, None) => None,
+                (Some(s), Some(first)) => {
+                    if usize::from(s.member) != index {
+                        Some("certified for another member index")
+                    } else if s.consortium_digest != first.consortium_digest {
+                        Some("certified for another consortium")
+                    } else if m.period != members[0].period
+                        || (s.first_round, s.end_round) != (first.first_round, first.end_round)
+                    {
+                        Some("certified for another key period")
+                    } else {
+                        None
+                    }
+                }
+                _ => Some("scoped and bare certificates mixed"),
+            };
+            if let Some(reason) = reason {
+                return Err(HeError::BadKey {
+                    what: "committee",
+                    index,
+                    reason,
+                });
+            }
         }
         let pieces = subsets(c, threshold - 1);
         Ok(Self {
@@ -222,6 +317,14 @@ impl Encode for Committee {
             w.u64(m.period);
             w.bytes(&m.box_key);
             w.bytes(&m.certificate);
+            // Scoped committees only (all members or none are): a bare committee's encoding
+            // is unchanged, and c fixes where the members end.
+            if let Some(s) = &m.scope {
+                w.bytes(&s.consortium_digest);
+                w.u16(s.member);
+                w.u64(s.first_round);
+                w.u64(s.end_round);
+            }
         }
     }
 }
@@ -244,6 +347,11 @@ impl MemberSecrets {
     /// The public keys a committee configuration lists for this member in key period `period`.
     pub fn certify(&self, period: u64) -> MemberKeys {
         MemberKeys::certify(&self.identity, period, &self.box_secret)
+    }
+
+    /// The key-period certificate of this member's box key for `period` and `scope`.
+    pub fn certify_period(&self, period: u64, scope: PeriodScope) -> MemberKeys {
+        MemberKeys::certify_period(&self.identity, period, scope, &self.box_secret)
     }
 }
 
@@ -319,5 +427,92 @@ mod tests {
             Committee::new(forged, 2, 3, 1),
             Err(HeError::BadKey { index: 1, .. })
         ));
+    }
+
+    fn scoped(c: usize, digest: [u8; 32], period: u64) -> Vec<MemberKeys> {
+        (0..c)
+            .map(|i| {
+                let id = SigningKey::from_bytes(&[i as u8 + 1; 32]);
+                let scope = PeriodScope {
+                    consortium_digest: digest,
+                    member: i as u16,
+                    first_round: period * 16,
+                    end_round: period * 16 + 16,
+                };
+                MemberKeys::certify_period(
+                    &id,
+                    period,
+                    scope,
+                    &StaticSecret::from([i as u8 + 50; 32]),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn scoped_certificates_bind_index_consortium_and_period() {
+        assert!(Committee::new(scoped(3, [1; 32], 4), 2, 3, 1).is_ok());
+        // The scope is signed: re-labelling it breaks the certificate.
+        let mut relabelled = scoped(3, [1; 32], 4);
+        relabelled[2].scope.as_mut().unwrap().end_round += 1;
+        assert!(matches!(
+            Committee::new(relabelled, 2, 3, 1),
+            Err(HeError::BadKey {
+                index: 2,
+                reason: "not certified by its identity",
+                ..
+            })
+        ));
+        // Member 1's certificate in member 0's slot (both genuine).
+        let mut swapped = scoped(3, [1; 32], 4);
+        swapped.swap(0, 1);
+        assert!(matches!(
+            Committee::new(swapped, 2, 3, 1),
+            Err(HeError::BadKey {
+                index: 0,
+                reason: "certified for another member index",
+                ..
+            })
+        ));
+        let mut foreign = scoped(3, [1; 32], 4);
+        foreign[1] = scoped(3, [2; 32], 4).remove(1);
+        assert!(matches!(
+            Committee::new(foreign, 2, 3, 1),
+            Err(HeError::BadKey {
+                index: 1,
+                reason: "certified for another consortium",
+                ..
+            })
+        ));
+        let mut stale = scoped(3, [1; 32], 4);
+        stale[2] = scoped(3, [1; 32], 3).remove(2);
+        assert!(matches!(
+            Committee::new(stale, 2, 3, 1),
+            Err(HeError::BadKey {
+                index: 2,
+                reason: "certified for another key period",
+                ..
+            })
+        ));
+        let mut mixed = scoped(3, [1; 32], 4);
+        mixed[1] = members(3).remove(1);
+        assert!(matches!(
+            Committee::new(mixed, 2, 3, 1),
+            Err(HeError::BadKey {
+                index: 1,
+                reason: "scoped and bare certificates mixed",
+                ..
+            })
+        ));
+        // The scoped encoding differs from the bare one (it carries the scope).
+        let a = Committee::new(scoped(3, [1; 32], 4), 2, 3, 1).unwrap();
+        let b = Committee::new(scoped(3, [2; 32], 4), 2, 3, 1).unwrap();
+        let enc = |c: &Committee| {
+            let mut w = Writer::new();
+            c.encode(&mut w);
+            w.into_bytes()
+        };
+        assert_ne!(enc(&a), enc(&b));
+        assert_eq!(enc(&a).len(), 4 + 3 * (32 + 8 + 32 + 64 + 32 + 2 + 8 + 8));
     }
 }

@@ -32,7 +32,7 @@ pub mod upload;
 pub mod wire;
 
 pub use aggregator::{Closing, HeAggregator};
-pub use committee::{Committee, MemberKeys, MemberSecrets};
+pub use committee::{Committee, MemberKeys, MemberSecrets, PeriodScope};
 pub use decryptor::Decryptor;
 pub use error::{Fault, HeError};
 pub use kahe::KeyVector;

@@ -1,9 +1,9 @@
 //! What every party of a round agrees on, and the round context that binds it.
 //!
 //! The round context is `H("amalgam/v2/round-context" ‖ context_digest ‖ params_enc ‖ round)`
-//! (the v2 formula); `context_digest` covers the site directory, the minimum cohort and the
-//! committee with its pinned keys, so every signature, box and mask of a round is bound to all
-//! of them. [`round_context`] is the one place that computes it.
+//! (the v2 formula); `context_digest` covers the site directory, the minimum cohort, the
+//! committee with its pinned keys and, for a consortium round, the manifest's context digest,
+//! so every signature, box and mask of a round is bound to all of them. [`round_context`] is the one place that computes it.
 
 use amalgam_proto::SiteId;
 use amalgam_proto::codec::{Encode, Writer};
@@ -109,6 +109,65 @@ impl RoundSetup {
         round: u64,
         model_window: Vec<(u64, [u8; 32])>,
     ) -> Result<Self, HeError> {
+        Self::build(
+            None,
+            params,
+            sites,
+            committee,
+            min_cohort,
+            round,
+            model_window,
+        )
+    }
+
+    /// As [`RoundSetup::new`], for a consortium: `consortium_context` (the manifest's
+    /// `context_digest(model digest)`, which covers the consortium digest) is hashed into the
+    /// context under its own label, and the committee must carry key-period certificates that
+    /// cover `round` (a key outside its period is refused, expired or not yet valid).
+    pub fn for_consortium(
+        consortium_context: [u8; 32],
+        params: KaheParams,
+        sites: SiteDirectory,
+        committee: Committee,
+        min_cohort: usize,
+        round: u64,
+        model_window: Vec<(u64, [u8; 32])>,
+    ) -> Result<Self, HeError> {
+        Self::build(
+            Some(consortium_context),
+            params,
+            sites,
+            committee,
+            min_cohort,
+            round,
+            model_window,
+        )
+    }
+
+    fn build(
+        consortium_context: Option<[u8; 32]>,
+        params: KaheParams,
+        sites: SiteDirectory,
+        committee: Committee,
+        min_cohort: usize,
+        round: u64,
+        model_window: Vec<(u64, [u8; 32])>,
+    ) -> Result<Self, HeError> {
+        for index in 0..committee.size() {
+            let scope = committee.member(index)?.scope;
+            let reason = match scope {
+                None if consortium_context.is_some() => Some("no key-period certificate"),
+                Some(s) if !s.covers(round) => Some("key period does not cover the round"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                return Err(HeError::BadKey {
+                    what: "committee",
+                    index,
+                    reason,
+                });
+            }
+        }
         let max = sites.len().min(params.max_sites() as usize);
         if !(MIN_COHORT..=max).contains(&min_cohort) {
             return Err(HeError::ParamOutOfRange {
@@ -146,7 +205,13 @@ impl RoundSetup {
             });
         }
         let mut w = Writer::new();
-        w.bytes(b"amalgam/v2/he-context");
+        match &consortium_context {
+            None => w.bytes(b"amalgam/v2/he-context"),
+            Some(c) => {
+                w.bytes(b"amalgam/v2/he-context/consortium");
+                w.bytes(c);
+            }
+        }
         w.u32(sites.len() as u32);
         for k in &sites.keys {
             w.bytes(k.as_bytes());

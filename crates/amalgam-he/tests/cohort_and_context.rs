@@ -186,3 +186,59 @@ fn the_model_round_that_fixes_the_staleness_weight_is_signed() {
         Err(HeError::ParamOutOfRange { .. })
     ));
 }
+
+/// A consortium round binds the manifest's context digest and accepts only member keys whose
+/// key period covers the round.
+#[test]
+fn a_consortium_round_binds_its_context_and_refuses_keys_outside_their_period() {
+    let w = world(&SMALL, 31);
+    let s = &w.setup;
+    let scoped = |first: u64, end: u64| {
+        let members = (0..SMALL.c)
+            .map(|j| {
+                let scope = amalgam_he::PeriodScope {
+                    consortium_digest: [9; 32],
+                    member: j as u16,
+                    first_round: first,
+                    end_round: end,
+                };
+                w.secrets(j).certify_period(first / 16, scope)
+            })
+            .collect();
+        Committee::new(members, SMALL.t, SMALL.q, SMALL.corrupt).unwrap()
+    };
+    let bound = |ctx: [u8; 32], committee: Committee| {
+        RoundSetup::for_consortium(
+            ctx,
+            *s.params(),
+            s.sites().clone(),
+            committee,
+            SMALL.min_cohort,
+            ROUND,
+            vec![MODEL],
+        )
+    };
+    let a = bound([1; 32], scoped(0, 16)).unwrap();
+    let b = bound([2; 32], scoped(0, 16)).unwrap();
+    assert_ne!(a.context(), b.context(), "the consortium context is bound");
+    assert_ne!(a.context(), s.context());
+    // ROUND = 7: a period [16, 32) is not yet valid, [0, 7) has expired.
+    for committee in [scoped(16, 32), scoped(0, 7)] {
+        assert!(matches!(
+            bound([1; 32], committee),
+            Err(HeError::BadKey {
+                index: 0,
+                reason: "key period does not cover the round",
+                ..
+            })
+        ));
+    }
+    // A bare committee has no period: refused for a consortium round.
+    assert!(matches!(
+        bound([1; 32], s.committee().clone()),
+        Err(HeError::BadKey {
+            reason: "no key-period certificate",
+            ..
+        })
+    ));
+}

@@ -89,6 +89,10 @@ pub struct InitArgs {
     /// Decryptor committee numbers T_C,Q,C_D.
     #[arg(long)]
     committee: Option<String>,
+    /// Rounds per decryptor key period (1..=1048576): each member's box key is valid for one
+    /// period of this many rounds, then destroyed.
+    #[arg(long, default_value_t = DEFAULT_KEY_PERIOD_ROUNDS)]
+    key_period_rounds: u32,
     /// Campaign identifier.
     #[arg(long, default_value = "campaign-1")]
     campaign: String,
@@ -257,6 +261,7 @@ fn fresh(a: &InitArgs) -> Result<ManifestBody, Failure> {
                     threshold,
                     quorum,
                     corrupt,
+                    key_period_rounds: a.key_period_rounds,
                 }),
                 _ => return Err(Failure::usage("--committee takes T_C,Q,C_D")),
             }
