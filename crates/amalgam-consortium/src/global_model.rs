@@ -130,7 +130,9 @@ pub fn model_bytes(values: &[f32]) -> Vec<u8> {
 }
 
 /// Parses canonical model bytes of exactly `params` parameters (untrusted input: the length
-/// is checked before anything is read).
+/// is checked before anything is read). A NaN or an infinity is refused with
+/// [`ModelError::NotFinite`] (its index): no step [`fedavg_step`] takes can produce one, and a
+/// NaN has many bit patterns, so accepting them would let two byte strings stand for one model.
 pub fn model_from_bytes(bytes: &[u8], params: usize) -> Result<Vec<f32>, ModelError> {
     let expected = params.saturating_mul(4);
     if bytes.len() != expected {
@@ -140,10 +142,18 @@ pub fn model_from_bytes(bytes: &[u8], params: usize) -> Result<Vec<f32>, ModelEr
             got: bytes.len(),
         });
     }
-    Ok(bytes
+    bytes
         .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+        .enumerate()
+        .map(|(i, c)| {
+            let v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if v.is_finite() {
+                Ok(v)
+            } else {
+                Err(ModelError::NotFinite(i))
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
