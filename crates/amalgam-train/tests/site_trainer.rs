@@ -1,6 +1,7 @@
 //! The site agent's trainer on real plant rows: the update has the model's length and moves
 //! it, is reproducible under a seed without DP (and not under DP), lowers the plant's loss,
 //! and every malformed round is refused before training.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use amalgam_site::model::model_digest;
 use amalgam_site::{GlobalModel, Permits, RoundInfo, TrainError, Trainer};
