@@ -12,9 +12,14 @@ mod aggregator;
 mod audit;
 mod config;
 mod consortium;
+#[cfg(feature = "train")]
+mod data_cmd;
 mod doctor;
 mod keys;
 mod ledger;
+#[cfg(feature = "train")]
+mod model_cmd;
+mod plant;
 mod report;
 mod round;
 mod serve;
@@ -66,6 +71,14 @@ enum Command {
     /// scripted TorchScript `.pt`) on a CSV in the AI4I schema.
     #[cfg(feature = "train")]
     Evaluate(train::EvaluateArgs),
+    /// A built-in model's initial weights for a campaign (`amalgam model init --builtin NAME
+    /// --seed S --out FILE`), with the digests `consortium init` pins.
+    #[cfg(feature = "train")]
+    Model(model_cmd::Args),
+    /// Plant data files from one AI4I-schema CSV (`amalgam data split --plants N --split KIND
+    /// --seed S --data CSV --out DIR`).
+    #[cfg(feature = "train")]
+    Data(data_cmd::Args),
     /// Run an in-process federated experiment (centralized, FedAvg, FedProx, fine-tuning,
     /// local-only) over several seeded splits and report means with 95% intervals.
     #[cfg(feature = "train")]
@@ -152,6 +165,10 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Serve(args) => serve::run(&args),
         #[cfg(feature = "train")]
         Command::Evaluate(args) => train::evaluate(&args).map_err(Failure::failed),
+        #[cfg(feature = "train")]
+        Command::Model(args) => model_cmd::run(&args),
+        #[cfg(feature = "train")]
+        Command::Data(args) => data_cmd::run(&args),
         #[cfg(feature = "train")]
         Command::Experiment(args) => train::experiment(&args).map_err(Failure::failed),
     }

@@ -11,7 +11,7 @@ use amalgam_consortium::{EpochHighWater, IdentityKey, SignedManifest};
 use amalgam_site::http::HttpTransport;
 use amalgam_site::statements::DeclineReason;
 use amalgam_site::{
-    AgentError, AgentOptions, ConsortiumRules, RoundOutcome, SiteAgent, SyntheticTrainer,
+    AgentError, AgentOptions, ConsortiumRules, RoundOutcome, SiteAgent, SyntheticTrainer, Trainer,
 };
 
 use crate::Failure;
@@ -54,9 +54,20 @@ pub struct RunArgs {
     #[arg(long)]
     initial_model: Option<PathBuf>,
     /// Train with the deterministic synthetic trainer seeded with this hex value (end-to-end
-    /// tests and dry runs; real training comes from the training crate).
+    /// tests and dry runs). Exactly one of this and `--data`.
     #[arg(long)]
     synthetic_trainer: Option<String>,
+    /// Train the manifest's built-in model on this plant's CSV (AI4I schema). Exactly one of
+    /// this and `--synthetic-trainer`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The built-in model to train (must be the one the manifest pins; default: that one).
+    #[arg(long)]
+    model_builtin: Option<String>,
+    /// Seed of the batch order when the campaign has no differential privacy (default: drawn
+    /// from the OS; under DP the order is always drawn from the OS).
+    #[arg(long)]
+    train_seed: Option<u64>,
     /// Longest wait for the aggregator to open a round, seconds.
     #[arg(long, default_value_t = 600)]
     wait_for_round: u64,
@@ -98,6 +109,15 @@ pub fn run(args: &Args, config: Option<&Path>) -> Result<(), Failure> {
 }
 
 fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
+    if a.data.is_some() == a.synthetic_trainer.is_some() {
+        return Err(Failure::usage(
+            "pass exactly one trainer: --data PLANT.csv (the plant's rows) or \
+             --synthetic-trainer HEX (dry run)",
+        ));
+    }
+    if a.model_builtin.is_some() && a.data.is_none() {
+        return Err(Failure::usage("--model-builtin needs --data"));
+    }
     amalgam_net::install_crypto_provider();
     let identity = IdentityKey::load(&a.key)?;
     let hw_path = a.state.join("epoch.highwater");
@@ -118,17 +138,20 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
         Some(p) => read_model(p, rules.model_len)?,
         None => vec![0.0; rules.model_len],
     };
-    let Some(seed) = &a.synthetic_trainer else {
-        return Err(Failure::failed(
-            "no trainer: this build has no training crate; pass --synthetic-trainer for a dry run",
-        ));
-    };
-    let mut seed_bytes = [0u8; 32];
-    hex::decode_to_slice(format!("{seed:0>64}"), &mut seed_bytes)
-        .map_err(|_| Failure::usage("--synthetic-trainer takes up to 64 hex digits"))?;
-    let mut trainer = SyntheticTrainer {
-        seed: seed_bytes,
-        norm: 0.5,
+    let mut trainer = match (&a.data, &a.synthetic_trainer) {
+        (Some(data), _) => {
+            let seed = match a.train_seed {
+                Some(s) => s,
+                None => {
+                    let mut b = [0u8; 8];
+                    getrandom::fill(&mut b)
+                        .map_err(|_| Failure::failed("no OS randomness for the batch order"))?;
+                    u64::from_le_bytes(b)
+                }
+            };
+            crate::plant::plant_trainer(&manifest, data, a.model_builtin.as_deref(), seed)?
+        }
+        (None, seed) => synthetic_trainer(seed.as_deref().unwrap_or_default())?,
     };
     let mut agent = SiteAgent::open(
         &a.state.join("agent"),
@@ -158,7 +181,7 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
             None => next_round(&mut transport, &agent, a.wait_for_round)?,
         };
         let outcome = agent
-            .run_round(&mut transport, &mut trainer, round)
+            .run_round(&mut transport, &mut *trainer, round)
             .map_err(agent_failure)?;
         println!("round {round}: {outcome:?}");
         match outcome {
@@ -176,6 +199,17 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The deterministic synthetic trainer seeded with up to 64 hex digits.
+fn synthetic_trainer(seed: &str) -> Result<Box<dyn Trainer>, Failure> {
+    let mut seed_bytes = [0u8; 32];
+    hex::decode_to_slice(format!("{seed:0>64}"), &mut seed_bytes)
+        .map_err(|_| Failure::usage("--synthetic-trainer takes up to 64 hex digits"))?;
+    Ok(Box::new(SyntheticTrainer {
+        seed: seed_bytes,
+        norm: 0.5,
+    }))
 }
 
 /// The lowest round the aggregator has open above this site's high-water mark. A skipped

@@ -53,8 +53,8 @@ fn site_run_refuses_without_a_trainer_or_with_foreign_initial_weights() {
     let tmp = tempfile::tempdir().unwrap();
     setup(tmp.path(), true);
     let out = run(tmp.path(), &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no trainer"));
+    assert_eq!(out.status.code(), Some(2), "no trainer is a usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exactly one trainer"));
 
     let tmp = tempfile::tempdir().unwrap();
     setup(tmp.path(), false);

@@ -10,6 +10,7 @@
 //!
 //! Normative behaviour: `protocol-spec/training.md`.
 
+pub mod builtin;
 pub mod campaign;
 pub mod data;
 pub mod experiment;
@@ -17,7 +18,9 @@ pub mod features;
 pub mod metrics;
 pub mod model;
 pub mod model_file;
+pub mod plant_files;
 pub mod script;
+pub mod site_trainer;
 pub mod split;
 pub mod summary;
 pub mod train;

@@ -1,0 +1,109 @@
+//! The plant trainer of `amalgam site run --data`: a built-in model trained on the plant's
+//! CSV with the recipe the verified manifest pins (`protocol-spec/training.md` §11).
+//!
+//! Every value comes from the manifest or the built-in model's definition; the command line
+//! only names the data file (and may name the model, which must then be the one pinned). The
+//! built-in's parameter count and parameter-list digest must equal the manifest's, so every
+//! site flattens the same model the same way.
+
+use std::path::Path;
+
+use amalgam_consortium::VerifiedManifest;
+#[cfg(feature = "train")]
+use amalgam_consortium::{DpBudget, ModelRef, WeightMode, model::Optimizer};
+use amalgam_site::Trainer;
+
+use crate::Failure;
+
+/// A trainer for `data` under `manifest`: the pinned built-in model (`flag` must agree when
+/// given), the campaign's local recipe, its weight mode, batch order seeded by `seed` when the
+/// campaign has no differential privacy.
+#[cfg(feature = "train")]
+pub fn plant_trainer(
+    manifest: &VerifiedManifest,
+    data: &Path,
+    flag: Option<&str>,
+    seed: u64,
+) -> Result<Box<dyn Trainer>, Failure> {
+    use amalgam_train::builtin::{builtin, parameter_list_digest};
+    use amalgam_train::site_trainer::{PlantTrainer, SiteRecipe, Weighting};
+    use amalgam_train::train::OptimizerKind;
+
+    let campaign = manifest.campaign();
+    let name = match (&campaign.model, flag) {
+        (ModelRef::Builtin { name }, Some(f)) if name != f => {
+            return Err(Failure::usage(format!(
+                "--model-builtin {f} differs from the model the manifest pins (builtin:{name})"
+            )));
+        }
+        (ModelRef::Builtin { name }, _) => name.clone(),
+        (ModelRef::Torchscript { .. }, _) => {
+            return Err(Failure::failed(
+                "the campaign pins a TorchScript model; site run trains built-in models only",
+            ));
+        }
+    };
+    let b = builtin(&name).map_err(|e| Failure::failed(format!("the manifest's model: {e}")))?;
+    let (model, _) = b.init(0).map_err(|e| Failure::failed(e.to_string()))?;
+    let count = model.numel() as u64;
+    if count != campaign.parameter_count.get() {
+        return Err(Failure::failed(format!(
+            "builtin:{name} has {count} parameters, the manifest pins {}",
+            campaign.parameter_count.get()
+        )));
+    }
+    let list = parameter_list_digest(&model).map_err(|e| Failure::failed(e.to_string()))?;
+    if list != campaign.parameter_list_digest {
+        return Err(Failure::failed(format!(
+            "builtin:{name}'s parameter-list digest {} is not the manifest's {}",
+            hex::encode(list),
+            hex::encode(campaign.parameter_list_digest)
+        )));
+    }
+    let dp = matches!(manifest.dp_policy().budget, DpBudget::Capped { .. });
+    let weighting = match (campaign.weight_mode, dp) {
+        (WeightMode::Uniform, _) => Weighting::Uniform,
+        (WeightMode::Declared, false) => Weighting::Rows,
+        (WeightMode::Declared, true) => {
+            return Err(Failure::failed(
+                "declared weights reveal dataset sizes: under differential privacy only uniform",
+            ));
+        }
+        (WeightMode::Noised, _) => {
+            return Err(Failure::failed(
+                "noised weights are not implemented by the site agent; use uniform",
+            ));
+        }
+    };
+    let t = &campaign.training;
+    let recipe = SiteRecipe {
+        optimizer: match t.optimizer {
+            Optimizer::Sgd => OptimizerKind::Sgd,
+            Optimizer::Adam => OptimizerKind::Adam,
+        },
+        lr: t.learning_rate,
+        momentum: b.momentum,
+        batch_size: t.batch_size as usize,
+        prox_mu: t.mu,
+        pos_weight: b.pos_weight,
+    };
+    let rows = amalgam_train::data::read_csv(data)
+        .map_err(|e| Failure::failed(format!("{}: {e}", data.display())))?;
+    let trainer = PlantTrainer::new(&b, &rows, recipe, weighting, seed)
+        .map_err(|e| Failure::failed(format!("{}: {e}", data.display())))?;
+    Ok(Box::new(trainer))
+}
+
+/// Without the `train` feature there is no plant trainer.
+#[cfg(not(feature = "train"))]
+pub fn plant_trainer(
+    _manifest: &VerifiedManifest,
+    _data: &Path,
+    _flag: Option<&str>,
+    _seed: u64,
+) -> Result<Box<dyn Trainer>, Failure> {
+    Err(Failure::failed(
+        "this build has no training crate (feature `train`): rebuild with it, or pass \
+         --synthetic-trainer for a dry run",
+    ))
+}

@@ -1,0 +1,484 @@
+//! The plant trainer's commands through the binary: `model init` writes weights whose digest
+//! it prints, `data split` partitions a CSV into plant files and the test set, and `site run`
+//! takes exactly one trainer (exit 2 otherwise) and refuses a model the manifest does not pin.
+//! One campaign round runs through real processes with every site training on its plant file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "harness/proc.rs"]
+mod proc;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use amalgam_consortium::IdentityKey;
+use amalgam_consortium::testing::{body, seeded_key, sign_all};
+use amalgam_site::model::{model_digest, model_from_bytes};
+
+fn amalgam(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_amalgam"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The value printed after `key ` on its own line.
+fn field(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")))
+        .unwrap_or_else(|| panic!("no {key:?} line in {out}"))
+        .trim()
+        .to_owned()
+}
+
+/// `model init` output: (params, parameter-list digest, initial-weights digest).
+fn model_init(dir: &Path, name: &str, seed: &str, out: &str) -> (usize, String, String) {
+    let o = amalgam(
+        dir,
+        &[
+            "model",
+            "init",
+            "--builtin",
+            name,
+            "--seed",
+            seed,
+            "--out",
+            out,
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    (
+        field(&s, "params").parse().unwrap(),
+        field(&s, "param_list_digest"),
+        field(&s, "initial_weights_digest"),
+    )
+}
+
+#[test]
+fn model_init_writes_weights_whose_digest_it_prints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for (name, params) in [("mlp-ai4i", 2881), ("logistic-ai4i", 12)] {
+        let a = format!("{name}-a.bin");
+        let (n, list, digest) = model_init(d, name, "5", &a);
+        assert_eq!(n, params, "{name}");
+        let bytes = std::fs::read(d.join(&a)).unwrap();
+        let values = model_from_bytes(&bytes, n).unwrap();
+        assert_eq!(hex::encode(model_digest(&values)), digest, "{name}");
+        assert!(values.iter().all(|v| v.is_finite()) && values.iter().any(|v| *v != 0.0));
+        // Same seed, same bytes; another seed, other weights with the same parameter list.
+        let (_, list_b, digest_b) = model_init(d, name, "5", &format!("{name}-b.bin"));
+        assert_eq!((list_b, digest_b), (list.clone(), digest.clone()));
+        assert_eq!(
+            std::fs::read(d.join(format!("{name}-b.bin"))).unwrap(),
+            bytes
+        );
+        let (_, list_c, digest_c) = model_init(d, name, "6", &format!("{name}-c.bin"));
+        assert_eq!(list_c, list);
+        assert_ne!(digest_c, digest);
+    }
+    // An unknown model is a usage error; an existing file is never replaced.
+    let o = amalgam(
+        d,
+        &[
+            "model",
+            "init",
+            "--builtin",
+            "gpt",
+            "--seed",
+            "1",
+            "--out",
+            "x",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let before = std::fs::read(d.join("logistic-ai4i-a.bin")).unwrap();
+    let o = amalgam(
+        d,
+        &[
+            "model",
+            "init",
+            "--builtin",
+            "logistic-ai4i",
+            "--seed",
+            "9",
+            "--out",
+            "logistic-ai4i-a.bin",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read(d.join("logistic-ai4i-a.bin")).unwrap(),
+        before
+    );
+}
+
+/// The first `n` data lines of the AI4I file, with its header.
+fn small_csv(dir: &Path, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/ai4i2020.csv"
+    ))
+    .unwrap();
+    let lines: Vec<String> = text.lines().take(n + 1).map(str::to_owned).collect();
+    std::fs::write(dir.join("in.csv"), lines.join("\n") + "\n").unwrap();
+    lines
+}
+
+/// The UDIs (first column) of a CSV file, checking the header is the input's.
+fn udis(path: &Path, header: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(header), "{path:?}");
+    lines
+        .map(|l| l.split(',').next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn data_split_writes_plant_files_that_partition_the_input_minus_the_test_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let input = small_csv(d, 800);
+    let all: BTreeSet<String> = input[1..]
+        .iter()
+        .map(|l| l.split(',').next().unwrap().to_owned())
+        .collect();
+    for (kind, plants) in [("type", 4usize), ("mode-exclusive", 5)] {
+        let out = format!("split-{kind}");
+        let o = amalgam(
+            d,
+            &[
+                "data",
+                "split",
+                "--plants",
+                &plants.to_string(),
+                "--split",
+                kind,
+                "--seed",
+                "3",
+                "--data",
+                "in.csv",
+                "--out",
+                &out,
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let test = udis(&d.join(&out).join("test.csv"), &input[0]);
+        assert!(!test.is_empty());
+        let mut seen: BTreeSet<String> = test.iter().cloned().collect();
+        assert_eq!(seen.len(), test.len(), "a test row twice");
+        let mut files = 0;
+        for p in 0..plants {
+            let rows = udis(&d.join(&out).join(format!("plant-{p}.csv")), &input[0]);
+            assert!(!rows.is_empty(), "{kind}: plant {p} is empty");
+            for u in rows {
+                assert!(seen.insert(u.clone()), "{kind}: row {u} in two files");
+            }
+            files += 1;
+        }
+        assert_eq!(files, plants);
+        assert!(!d.join(&out).join(format!("plant-{plants}.csv")).exists());
+        assert_eq!(seen, all, "{kind}: the files do not cover the input");
+        // Each plant file is valid input for the trainer: `site run --data` reads it with the
+        // same strict reader (a row rewritten wrongly would be refused there).
+        let again = amalgam(
+            d,
+            &[
+                "data",
+                "split",
+                "--plants",
+                "2",
+                "--seed",
+                "1",
+                "--data",
+                &format!("{out}/plant-0.csv"),
+                "--out",
+                &format!("{out}/again"),
+            ],
+        );
+        assert!(again.status.success(), "{}", stderr(&again));
+    }
+    // Same seed, same files; never over existing files; bad parameters are usage errors.
+    let o = amalgam(
+        d,
+        &[
+            "data",
+            "split",
+            "--plants",
+            "4",
+            "--seed",
+            "3",
+            "--data",
+            "in.csv",
+            "--out",
+            "split-type",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "replaced existing files");
+    let o = amalgam(
+        d,
+        &[
+            "data", "split", "--plants", "4", "--seed", "3", "--data", "in.csv", "--out", "re",
+        ],
+    );
+    assert!(o.status.success());
+    for f in ["plant-0.csv", "plant-3.csv", "test.csv"] {
+        assert_eq!(
+            std::fs::read(d.join("re").join(f)).unwrap(),
+            std::fs::read(d.join("split-type").join(f)).unwrap(),
+            "{f}: not reproducible"
+        );
+    }
+    let o = amalgam(
+        d,
+        &[
+            "data", "split", "--plants", "0", "--data", "in.csv", "--out", "z",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let mut bad = input.clone();
+    bad[3] = bad[3]
+        .replacen(",L,", ",X,", 1)
+        .replacen(",M,", ",X,", 1)
+        .replacen(",H,", ",X,", 1);
+    std::fs::write(d.join("bad.csv"), bad.join("\n")).unwrap();
+    let o = amalgam(d, &["data", "split", "--data", "bad.csv", "--out", "b"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("row 4"), "{}", stderr(&o));
+    assert!(!d.join("b").exists(), "files written from a refused input");
+}
+
+fn site_run(d: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "site",
+        "run",
+        "--manifest",
+        "consortium.manifest",
+        "--key",
+        "key/identity.key",
+        "--state",
+        "state",
+        "--aggregator",
+        "https://127.0.0.1:1",
+    ];
+    args.extend_from_slice(extra);
+    amalgam(d, &args)
+}
+
+#[test]
+fn site_run_takes_exactly_one_trainer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    for extra in [
+        &[][..],
+        &["--synthetic-trainer", "01", "--data", "plant.csv"][..],
+        &["--synthetic-trainer", "01", "--model-builtin", "mlp-ai4i"][..],
+    ] {
+        let o = site_run(d, extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--data"), "{}", stderr(&o));
+        assert!(!d.join("state").exists(), "{extra:?}: state created");
+    }
+}
+
+/// A manifest for 5 sites pinning `builtin:logistic-ai4i` with the digests `model init`
+/// printed (or `params` / `list` overriding them), and site 0's key.
+fn setup(d: &Path, params: u64, list: &str, initial: &str) -> Vec<IdentityKey> {
+    let sites: Vec<_> = (0..5).map(|i| seeded_key(71, i)).collect();
+    let agg = seeded_key(71, 99);
+    let mut b = body(&sites, &agg, &[], params);
+    b.campaign.model = amalgam_consortium::ModelRef::Builtin {
+        name: "logistic-ai4i".into(),
+    };
+    hex::decode_to_slice(list, &mut b.campaign.parameter_list_digest).unwrap();
+    hex::decode_to_slice(initial, &mut b.campaign.initial_weights_digest).unwrap();
+    let mut keys: Vec<_> = sites.iter().collect();
+    keys.push(&agg);
+    let (signed, _) = sign_all(b, &keys);
+    signed.write(&d.join("consortium.manifest")).unwrap();
+    sites[0].save(&d.join("key")).unwrap();
+    agg.save(&d.join("agg")).unwrap();
+    for (i, k) in sites.iter().enumerate() {
+        k.save(&d.join(format!("key{i}"))).unwrap();
+    }
+    sites
+}
+
+#[test]
+fn site_run_data_refuses_a_model_the_manifest_does_not_pin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    small_csv(d, 300);
+    let (n, list, initial) = model_init(d, "logistic-ai4i", "2", "init.bin");
+    let common = ["--data", "in.csv", "--initial-model", "init.bin"];
+    // The pinned model and its digests: the trainer is built and the run gets as far as the
+    // aggregator (unreachable here: exit 5).
+    setup(d, n as u64, &list, &initial);
+    let o = site_run(d, &common);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    // Another built-in than the pinned one: a usage error.
+    let mut args = common.to_vec();
+    args.extend(["--model-builtin", "mlp-ai4i"]);
+    let o = site_run(d, &args);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("builtin:logistic-ai4i"),
+        "{}",
+        stderr(&o)
+    );
+    // A parameter-list digest that is not the built-in's.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    small_csv(d, 300);
+    model_init(d, "logistic-ai4i", "2", "init.bin");
+    setup(d, n as u64, &"ab".repeat(32), &initial);
+    let o = site_run(d, &common);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("parameter-list digest"),
+        "{}",
+        stderr(&o)
+    );
+    // A data file that is not in the AI4I schema.
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    model_init(d, "logistic-ai4i", "2", "init.bin");
+    setup(d, n as u64, &list, &initial);
+    std::fs::write(d.join("in.csv"), "a,b\n1,2\n").unwrap();
+    let o = site_run(d, &common);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("header"), "{}", stderr(&o));
+}
+
+/// The operator's path end to end: `data split` deals a CSV to five plants, `model init`
+/// writes the weights the manifest pins, `serve --initial-model` runs the campaign and five
+/// `site run --data` processes train the pinned model on their plant files in round 0. Every
+/// site computes the next model itself and checks the aggregator's (a `Completed` outcome, not
+/// a mismatch); the model the aggregator binds round 1 to has the model's length, hashes to
+/// the bound digest and differs from the initial weights.
+#[test]
+fn sites_train_on_their_plant_files_and_the_next_model_moves() {
+    use std::time::{Duration, Instant};
+    let step = Duration::from_secs(120);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    small_csv(d, 1000);
+    let o = amalgam(
+        d,
+        &[
+            "data", "split", "--plants", "5", "--seed", "2", "--data", "in.csv", "--out", "plants",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (n, list, initial) = model_init(d, "logistic-ai4i", "4", "init.bin");
+    let sites = setup(d, n as u64, &list, &initial);
+    let spawn = |name: &str, args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_amalgam"));
+        cmd.current_dir(d).args(args);
+        proc::Proc::spawn(name, cmd, d.join(format!("{name}.stderr")))
+    };
+    let mut server = spawn(
+        "aggregator",
+        &[
+            "serve",
+            "--manifest",
+            "consortium.manifest",
+            "--key",
+            "agg/identity.key",
+            "--db",
+            "events.db",
+            "--listen",
+            "127.0.0.1:0",
+            "--initial-model",
+            "init.bin",
+            "--phase-seconds",
+            "60",
+        ],
+    );
+    let url = server.expect_line("READY ", step)["READY ".len()..]
+        .trim()
+        .to_owned();
+    let mut procs: Vec<_> = (0..sites.len())
+        .map(|i| {
+            let (key, state) = (format!("key{i}/identity.key"), format!("state{i}"));
+            let (data, seed) = (format!("plants/plant-{i}.csv"), i.to_string());
+            spawn(
+                &format!("site{i}"),
+                &[
+                    "site",
+                    "run",
+                    "--manifest",
+                    "consortium.manifest",
+                    "--key",
+                    &key,
+                    "--state",
+                    &state,
+                    "--aggregator",
+                    &url,
+                    "--rounds",
+                    "1",
+                    "--wait-for-round",
+                    "60",
+                    "--data",
+                    &data,
+                    "--initial-model",
+                    "init.bin",
+                    "--train-seed",
+                    &seed,
+                ],
+            )
+        })
+        .collect();
+    for p in &mut procs {
+        let status = p.wait_exit(step);
+        assert!(
+            status.success() && p.seen.iter().any(|l| l.starts_with("round 0: Completed")),
+            "{}: {status:?} {:?}\n{}",
+            p.name,
+            p.seen,
+            p.stderr_tail()
+        );
+    }
+    amalgam_net::install_crypto_provider();
+    let verified = amalgam_consortium::SignedManifest::read(&d.join("consortium.manifest"))
+        .unwrap()
+        .verify()
+        .unwrap();
+    let policy = amalgam_net::client::RetryPolicy {
+        attempts: 4,
+        base: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+        timeout: Duration::from_secs(30),
+        max_body: 1 << 24,
+    };
+    let mut t = amalgam_site::http::HttpTransport::new(&url, &sites[0], &verified, policy).unwrap();
+    use amalgam_site::Transport;
+    let end = Instant::now() + step;
+    let bound = loop {
+        if let Some(b) = t.round_model(1).unwrap() {
+            break b;
+        }
+        assert!(Instant::now() < end, "round 1 never opened");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let bytes = t.model(1).unwrap().expect("the model of round 1");
+    let next = model_from_bytes(&bytes, n).unwrap();
+    assert_eq!(model_digest(&next), bound);
+    let init = model_from_bytes(&std::fs::read(d.join("init.bin")).unwrap(), n).unwrap();
+    assert_eq!(hex::encode(model_digest(&init)), initial);
+    assert_ne!(next, init, "the campaign's model did not move");
+    server.kill();
+}
