@@ -46,10 +46,23 @@ pub enum StoreFailure {
     Io(String),
 }
 
+/// An append queued in the log's order, resolving once the transaction holding it committed
+/// (to its sequence numbers) or was lost (to the failure).
+pub type PendingAppend =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u64>, StoreFailure>> + Send>>;
+
 /// The durable, append-only event log.
 pub trait EventStore: Send + Sync + 'static {
     /// Appends `events` in one transaction; returns after it committed.
     fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, StoreFailure>;
+    /// Queues `events` behind every append queued before (their place in the log is fixed
+    /// when this returns) and resolves after their transaction committed. The caller acts on
+    /// them before that, so the log must refuse every later append once a queued one is lost
+    /// (the SQLite log poisons itself). This default appends at once, blocking.
+    fn queue_append(&self, events: Vec<NewEvent>) -> PendingAppend {
+        let r = self.append_batch(events);
+        Box::pin(std::future::ready(r))
+    }
     /// Every event, verified, in order (a shredded round's secret bodies come back empty,
     /// `shredded: true`).
     fn replay(&self) -> Result<Vec<Event>, StoreFailure>;
@@ -58,11 +71,42 @@ pub trait EventStore: Send + Sync + 'static {
     fn shred_round(&self, round: u64) -> Result<(), StoreFailure>;
 }
 
+type Answer = tokio::sync::oneshot::Sender<Result<Vec<u64>, StoreFailure>>;
+
 #[derive(Debug, Default)]
 struct MemoryInner {
     events: Vec<Event>,
     claimed: bool,
     fail_appends: bool,
+    /// Queued appends are held (not committed) until released: the commit latch.
+    hold: bool,
+    /// Held appends in queue order, with their callers' answers.
+    held: Vec<(Vec<NewEvent>, Answer)>,
+    /// Held appends were lost: queued appends are refused until the next claim (a reopen),
+    /// as the SQLite log refuses them.
+    poisoned: bool,
+}
+
+impl MemoryInner {
+    fn commit(&mut self, events: Vec<NewEvent>) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(events.len());
+        for e in events {
+            let seq = self.events.len() as u64 + 1;
+            self.events.push(Event {
+                seq,
+                round: e.round,
+                kind: e.kind,
+                phase: e.phase,
+                sender: e.sender,
+                body_sha256: Sha256::digest(&e.body).into(),
+                body: e.body,
+                response: e.response,
+                shredded: false,
+            });
+            ids.push(seq);
+        }
+        ids
+    }
 }
 
 /// An in-memory event log shared by the "processes" of a test: it survives a server being
@@ -100,6 +144,7 @@ impl MemoryStore {
             return Err(StoreFailure::Locked("memory log".into()));
         }
         g.claimed = true;
+        g.poisoned = false;
         Ok(MemoryClaim {
             store: self.clone(),
         })
@@ -131,6 +176,40 @@ impl MemoryStore {
         }
     }
 
+    /// Test hook, the commit latch: while held, [`EventStore::queue_append`] queues appends
+    /// without committing them (a slow disk); releasing commits them in queue order and
+    /// answers their callers. Direct [`EventStore::append_batch`] calls are not held.
+    pub fn hold_commits(&self, hold: bool) {
+        let Ok(mut g) = self.inner.lock() else { return };
+        g.hold = hold;
+        if !hold {
+            for (events, answer) in std::mem::take(&mut g.held) {
+                let ids = g.commit(events);
+                let _ = answer.send(Ok(ids));
+            }
+        }
+    }
+
+    /// Test hook: the held appends are lost (an I/O error at their commit): each caller is
+    /// answered with a failure and nothing of them is stored. How many were held.
+    pub fn lose_held_commits(&self) -> usize {
+        let Ok(mut g) = self.inner.lock() else {
+            return 0;
+        };
+        let held = std::mem::take(&mut g.held);
+        let n = held.len();
+        g.poisoned |= n > 0;
+        for (_, answer) in held {
+            let _ = answer.send(Err(StoreFailure::Io("commit lost (injected)".into())));
+        }
+        n
+    }
+
+    /// How many queued appends the latch holds.
+    pub fn held_commits(&self) -> usize {
+        self.inner.lock().map(|g| g.held.len()).unwrap_or(0)
+    }
+
     /// Every stored event (unverified), for tests.
     pub fn events(&self) -> Vec<Event> {
         self.inner
@@ -146,23 +225,29 @@ impl EventStore for MemoryStore {
         if g.fail_appends {
             return Err(StoreFailure::Io("append refused (injected)".into()));
         }
-        let mut ids = Vec::with_capacity(events.len());
-        for e in events {
-            let seq = g.events.len() as u64 + 1;
-            g.events.push(Event {
-                seq,
-                round: e.round,
-                kind: e.kind,
-                phase: e.phase,
-                sender: e.sender,
-                body_sha256: Sha256::digest(&e.body).into(),
-                body: e.body,
-                response: e.response,
-                shredded: false,
-            });
-            ids.push(seq);
+        Ok(g.commit(events))
+    }
+
+    fn queue_append(&self, events: Vec<NewEvent>) -> PendingAppend {
+        let mut g = match self.lock() {
+            Ok(g) => g,
+            Err(e) => return Box::pin(std::future::ready(Err(e))),
+        };
+        if g.fail_appends || g.poisoned {
+            return Box::pin(std::future::ready(Err(StoreFailure::Io(
+                "append refused (injected)".into(),
+            ))));
         }
-        Ok(ids)
+        if !g.hold {
+            let ids = g.commit(events);
+            return Box::pin(std::future::ready(Ok(ids)));
+        }
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        g.held.push((events, answer));
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(StoreFailure::Io("memory log dropped".into())))
+        })
     }
 
     fn replay(&self) -> Result<Vec<Event>, StoreFailure> {
@@ -213,6 +298,21 @@ fn store_failure(e: amalgam_store::StoreError) -> StoreFailure {
 impl EventStore for EventLogHandle {
     fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<u64>, StoreFailure> {
         EventLogHandle::append_batch(self, events).map_err(store_failure)
+    }
+
+    /// A chained append ([`EventLogHandle::queue_chained`]): once one is lost the log refuses
+    /// every later append until it is reopened.
+    fn queue_append(&self, events: Vec<NewEvent>) -> PendingAppend {
+        let queued = self.queue_chained(events).map_err(store_failure);
+        Box::pin(async move {
+            match queued {
+                Ok(rx) => rx
+                    .await
+                    .map_err(|_| StoreFailure::Io("the event log writer has stopped".into()))?
+                    .map_err(store_failure),
+                Err(e) => Err(e),
+            }
+        })
     }
 
     fn replay(&self) -> Result<Vec<Event>, StoreFailure> {

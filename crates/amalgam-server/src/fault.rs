@@ -1,6 +1,7 @@
 //! Crash-test fault points: `amalgam_store::fault::fault_point` (cargo feature `fault-points`,
-//! never in release builds). The server calls `before-commit` and `after-commit` around each
-//! append, with k = the number of uploads this process accepted, plus one; and
+//! never in release builds). The server calls `before-commit` before queueing each append
+//! and `after-commit` once its commit is confirmed (before anything is answered), with k =
+//! the number of uploads this process accepted before it, plus one; and
 //! `after-response` once an upload's response body has been handed to the connection in full,
 //! with k = the number of uploads this process accepted so far (this one included).
 
@@ -41,3 +42,15 @@ pub fn after_response(r: Response, k: u64) -> Response {
 pub fn after_response(r: Response, _k: u64) -> Response {
     r
 }
+
+/// `after-commit(k)`, reached from async code: the point parks a blocking-pool thread, not
+/// the runtime's, so the rest of the process keeps running until the harness kills it.
+#[cfg(feature = "fault-points")]
+pub async fn after_commit(k: u64) {
+    let _ = tokio::task::spawn_blocking(move || fault_point("after-commit", k)).await;
+}
+
+/// Without the feature there is nothing to reach.
+#[cfg(not(feature = "fault-points"))]
+#[inline(always)]
+pub async fn after_commit(_k: u64) {}

@@ -196,7 +196,7 @@ async fn upload(
     let phase = parse_phase(&phase)?;
     let max = app
         .service
-        .with_round(round, |st| st.max_upload(phase))
+        .max_upload(round, phase)
         .await
         .map_err(|p| app.refuse(p))?;
     let bytes = read_bounded(&app, &headers, body, max).await?;
@@ -402,6 +402,7 @@ async fn anchors(
         .service
         .anchors(SiteId(site))
         .await
+        .map_err(|p| app.refuse(p))?
         .into_iter()
         .map(|(r, b)| (r, hex::encode(b)))
         .collect();
@@ -439,7 +440,8 @@ fn member_or_loopback_dev(app: &App, peer: Peer) -> Result<(), ApiError> {
 
 async fn status(State(app): State<App>, Extension(peer): Extension<Peer>) -> ApiResult {
     member_or_loopback_dev(&app, peer)?;
-    Ok(Json(app.service.status().await).into_response())
+    let status = app.service.status().await.map_err(|p| app.refuse(p))?;
+    Ok(Json(status).into_response())
 }
 
 async fn time(State(app): State<App>, Extension(peer): Extension<Peer>) -> ApiResult {

@@ -2,9 +2,15 @@
 //! pool, persistence before every response, long-poll notifications and deadline timers.
 //!
 //! Every state change runs in one closure on the blocking pool while the round's lock is
-//! held: mutate, append the produced events (one transaction), then answer. If the append
-//! fails the service stops accepting anything (fail-stop, 503): the in-memory state is ahead of
-//! the log, and a restart rebuilds it from the log, which is the truth.
+//! held: mutate, queue the produced events in the log (fixing their place in its order) and
+//! take the round's next commit ticket; the lock is released before the commit is awaited,
+//! so the concurrent uploads of a phase share one group commit instead of queueing one
+//! behind the other. The answer leaves once the ticket is committed. Every read (a download,
+//! a status, the result, an identical re-send's stored response, even a refusal) first waits
+//! until the tickets of the state it observed are committed, so nothing uncommitted is ever
+//! shown. If an append is lost the service stops answering anything (fail-stop, 503): the
+//! in-memory state is ahead of the log, the log refuses every later append (poisoned), and a
+//! restart rebuilds the state from the log, which is the truth.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,13 +78,39 @@ pub enum StartError {
     Replay(#[from] ReplayError),
 }
 
-/// A mutation's value, whether it appended events, and the phase it closed with its survivors.
-type Mutated<T> = (T, bool, Option<(Phase, u32)>);
+/// An append a mutation queued: its commit, whether it ended the round, and the fault points'
+/// counter before it.
+struct Queued {
+    pending: crate::events::PendingAppend,
+    ended: bool,
+    k: u64,
+}
+
+/// A mutation's value, the append it queued, and the phase it closed with its survivors.
+type Mutated<T> = (T, Option<Queued>, Option<(Phase, u32)>);
+
+/// What the locked part of a mutation gives back: its outcome (a refusal changed nothing)
+/// and the round's commit ticket the answer must wait for.
+type Mutation<T> = (Result<Mutated<T>, Problem>, u64);
 
 struct Slot {
     state: Arc<Mutex<RoundState>>,
     changed: watch::Sender<u64>,
     opened_at: std::time::Instant,
+    /// Commit tickets: the number of appends queued for this round, moved only under the
+    /// state's lock together with the change the append records, so a reader holding the
+    /// lock learns which ticket the state it sees needs.
+    queued: AtomicU64,
+    /// The highest ticket whose commit is confirmed (appends of one round commit in queue
+    /// order, and a lost one fails the service, so every lower ticket is committed too).
+    committed: watch::Sender<u64>,
+}
+
+impl Slot {
+    /// The ticket the current state needs; call with the state's lock held.
+    fn observed(&self) -> u64 {
+        self.queued.load(Ordering::SeqCst)
+    }
 }
 
 struct Inner {
@@ -174,6 +206,31 @@ impl Service {
             state: Arc::new(Mutex::new(st)),
             changed: watch::channel(0).0,
             opened_at: std::time::Instant::now(),
+            queued: AtomicU64::new(0),
+            committed: watch::channel(0).0,
+        }
+    }
+
+    /// The refusal of every request once an append was lost.
+    fn storage_failed() -> Problem {
+        Problem::new(ProblemCode::ServerBusy, "storage failed; restart pending").retry_after(30)
+    }
+
+    /// Waits until `ticket` of `slot` is committed: what a reader observed at that ticket
+    /// may then leave. 503 once the service failed (an append was lost), whatever was
+    /// observed: the state in memory may be ahead of the log.
+    async fn committed(&self, slot: &Slot, ticket: u64) -> Result<(), Problem> {
+        let mut rx = slot.committed.subscribe();
+        loop {
+            if self.0.failed.load(Ordering::SeqCst) {
+                return Err(Self::storage_failed());
+            }
+            if *rx.borrow_and_update() >= ticket {
+                return Ok(());
+            }
+            if rx.changed().await.is_err() {
+                return Err(internal());
+            }
         }
     }
 
@@ -260,10 +317,13 @@ impl Service {
             .map_err(|_| internal())?
             .check(round, &model_digest)
             .map_err(|e| Problem::new(ProblemCode::BadRequest, e))?;
-        let store = self.0.store.clone();
-        tokio::task::spawn_blocking(move || store.append_batch(vec![event]))
+        if self.0.failed.load(Ordering::SeqCst) {
+            return Err(Self::storage_failed());
+        }
+        self.0
+            .store
+            .queue_append(vec![event])
             .await
-            .map_err(|_| internal())?
             .map_err(|e| self.fail(&e.to_string()))?;
         // Only once the open is in the log: a failed append leaves no digest fixed in memory.
         self.0
@@ -284,6 +344,10 @@ impl Service {
 
     fn fail(&self, why: &str) -> Problem {
         self.0.failed.store(true, Ordering::SeqCst);
+        // Wake every reader waiting for a commit: it answers 503 now.
+        for slot in self.slots() {
+            slot.committed.send_modify(|_| {});
+        }
         tracing::error!(
             error = why,
             "event log append failed; refusing all requests until restart"
@@ -314,10 +378,7 @@ impl Service {
         f: impl FnOnce(&mut RoundState, Window) -> Result<(T, Vec<NewEvent>), Problem> + Send + 'static,
     ) -> Result<T, Problem> {
         if self.0.failed.load(Ordering::SeqCst) {
-            return Err(
-                Problem::new(ProblemCode::ServerBusy, "storage failed; restart pending")
-                    .retry_after(30),
-            );
+            return Err(Self::storage_failed());
         }
         let slot = self.get(round)?;
         let _queued = self
@@ -326,7 +387,7 @@ impl Service {
             .clone()
             .try_acquire_owned()
             .map_err(|_| busy())?;
-        let _worker = self
+        let worker = self
             .0
             .workers
             .clone()
@@ -337,37 +398,50 @@ impl Service {
         let store = self.0.store.clone();
         let next_deadline = self.next_window();
         let k = self.0.accepted_uploads.load(Ordering::SeqCst);
-        // Outer error: the append failed (fail-stop); inner: a refusal (nothing changed).
-        let out: Result<Result<Mutated<T>, Problem>, String> =
-            tokio::task::spawn_blocking(move || {
-                let mut g = guard;
-                let before = g.phase();
-                let (value, events) = match f(&mut g, next_deadline) {
-                    Ok(v) => v,
-                    Err(p) => return Ok(Err(p)),
-                };
-                // A close happened: the closed phase's survivors are the next phase's expected.
-                let closed = (g.phase() != before).then(|| (before, g.status().expected));
-                if events.is_empty() {
-                    return Ok(Ok((value, false, closed)));
-                }
-                let ended = g.end().is_some() && !g.is_shredded();
-                fault_point("before-commit", k + 1);
-                store.append_batch(events).map_err(|e| e.to_string())?;
-                fault_point("after-commit", k + 1);
-                if ended {
-                    // The result is persisted: the round's secret bodies are not needed
-                    // any more, and are erased for good.
-                    shred(store.as_ref(), &mut g);
-                }
-                Ok(Ok((value, true, closed)))
-            })
-            .await
-            .map_err(|_| internal())?;
-        let (value, changed, closed) = match out {
-            Ok(r) => r?,
-            Err(e) => return Err(self.fail(&e)),
+        let under_lock = slot.clone();
+        // Runs under the round's lock (released when the closure returns): the mutation, and
+        // for one that produced events, their place in the log and the round's next ticket.
+        let out: Mutation<T> = tokio::task::spawn_blocking(move || {
+            let mut g = guard;
+            let before = g.phase();
+            let (value, events) = match f(&mut g, next_deadline) {
+                Ok(v) => v,
+                Err(p) => return (Err(p), under_lock.observed()),
+            };
+            // A close happened: the closed phase's survivors are the next phase's expected.
+            let closed = (g.phase() != before).then(|| (before, g.status().expected));
+            if events.is_empty() {
+                return (Ok((value, None, closed)), under_lock.observed());
+            }
+            let ended = g.end().is_some() && !g.is_shredded();
+            fault_point("before-commit", k + 1);
+            let pending = store.queue_append(events);
+            let ticket = under_lock.queued.fetch_add(1, Ordering::SeqCst) + 1;
+            (
+                Ok((value, Some(Queued { pending, ended, k }), closed)),
+                ticket,
+            )
+        })
+        .await
+        .map_err(|_| internal())?;
+        // Waiting for a commit takes no protocol worker.
+        drop(worker);
+        let (result, ticket) = out;
+        let (value, queued, closed) = match result {
+            Ok(v) => v,
+            Err(p) => {
+                self.committed(&slot, ticket).await?;
+                return Err(p);
+            }
         };
+        match queued {
+            // Awaited on its own task: a caller that goes away (a dropped connection) cannot
+            // leave the ticket unconfirmed or a lost append unnoticed.
+            Some(q) => tokio::spawn(self.clone().confirm(slot.clone(), ticket, q))
+                .await
+                .map_err(|_| internal())??,
+            None => self.committed(&slot, ticket).await?,
+        }
         if let Some((phase, survivors)) = closed
             && let Some(seg) = amalgam_net::api::phase_segment(phase)
         {
@@ -379,10 +453,33 @@ impl Service {
                 })
                 .set(i64::from(survivors));
         }
-        if changed {
-            slot.changed.send_modify(|v| *v += 1);
-        }
         Ok(value)
+    }
+
+    /// Awaits the commit of a queued append: then confirms its ticket, notifies the round's
+    /// waiters and, for the append that ended the round, crypto-shreds it; if it was lost,
+    /// fails the service.
+    async fn confirm(self, slot: Arc<Slot>, ticket: u64, q: Queued) -> Result<(), Problem> {
+        if let Err(e) = q.pending.await {
+            return Err(self.fail(&e.to_string()));
+        }
+        crate::fault::after_commit(q.k + 1).await;
+        slot.committed.send_modify(|c| *c = (*c).max(ticket));
+        slot.changed.send_modify(|v| *v += 1);
+        if q.ended {
+            // The result is persisted: the round's secret bodies are not needed any more,
+            // and are erased for good.
+            let guard = slot.state.clone().lock_owned().await;
+            let store = self.0.store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let mut g = guard;
+                if !g.is_shredded() {
+                    shred(store.as_ref(), &mut g);
+                }
+            })
+            .await;
+        }
+        Ok(())
     }
 
     /// An upload; closes the phase at once when every expected site has answered.
@@ -588,11 +685,13 @@ impl Service {
         let mut rx = slot.changed.subscribe();
         let until = tokio::time::Instant::now() + wait;
         loop {
-            {
+            let found = {
                 let st = slot.state.lock().await;
-                if let Some(v) = ready(&st) {
-                    return Ok(Some(v));
-                }
+                ready(&st).map(|v| (v, slot.observed()))
+            };
+            if let Some((v, ticket)) = found {
+                self.committed(&slot, ticket).await?;
+                return Ok(Some(v));
             }
             tokio::select! {
                 () = tokio::time::sleep_until(until) => return Ok(None),
@@ -619,8 +718,7 @@ impl Service {
         match r {
             Some(v) => Ok(v),
             None => {
-                let slot = self.get(round)?;
-                let d = slot.state.lock().await.deadline_ms();
+                let d = self.with_round(round, RoundState::deadline_ms).await?;
                 Ok((DownloadView::NotYet, d))
             }
         }
@@ -643,15 +741,29 @@ impl Service {
         .await
     }
 
-    /// Runs `f` on `round`'s state under its lock.
+    /// Runs `f` on `round`'s state under its lock; the value is returned once the state it
+    /// saw is committed.
     pub async fn with_round<T>(
         &self,
         round: u64,
         f: impl FnOnce(&RoundState) -> T,
     ) -> Result<T, Problem> {
         let slot = self.get(round)?;
+        let (v, ticket) = {
+            let st = slot.state.lock().await;
+            (f(&st), slot.observed())
+        };
+        self.committed(&slot, ticket).await?;
+        Ok(v)
+    }
+
+    /// The largest upload body of `phase` in `round`: a bound from the round's parameters,
+    /// fixed (and committed) when the round opened, so it needs no commit wait. Read before
+    /// an upload's body, it must not make the upload wait for other sites' commits.
+    pub async fn max_upload(&self, round: u64, phase: Phase) -> Result<usize, Problem> {
+        let slot = self.get(round)?;
         let st = slot.state.lock().await;
-        Ok(f(&st))
+        Ok(st.max_upload(phase))
     }
 
     /// Status of one round.
@@ -659,30 +771,38 @@ impl Service {
         self.with_round(round, RoundState::status).await
     }
 
-    /// Service status.
-    pub async fn status(&self) -> ServiceStatus {
+    /// Service status (each round's as committed; 503 once an append was lost).
+    pub async fn status(&self) -> Result<ServiceStatus, Problem> {
         let mut rounds = Vec::new();
         for slot in self.slots() {
-            rounds.push(slot.state.lock().await.status());
+            let (status, ticket) = {
+                let st = slot.state.lock().await;
+                (st.status(), slot.observed())
+            };
+            self.committed(&slot, ticket).await?;
+            rounds.push(status);
         }
-        ServiceStatus {
+        Ok(ServiceStatus {
             consortium_digest: hex::encode(self.0.consortium.consortium_digest()),
             epoch: self.0.consortium.epoch(),
             server_time_ms: now_ms(),
             rounds,
-        }
+        })
     }
 
     /// Summaries of `site` across rounds (its anchors).
-    pub async fn anchors(&self, site: SiteId) -> Vec<(u64, Vec<u8>)> {
+    pub async fn anchors(&self, site: SiteId) -> Result<Vec<(u64, Vec<u8>)>, Problem> {
         let mut out = Vec::new();
         for slot in self.slots() {
-            let st = slot.state.lock().await;
-            if let Some(s) = st.summary_of(site) {
-                out.push((st.round(), s.to_vec()));
-            }
+            let (found, ticket) = {
+                let st = slot.state.lock().await;
+                let found = st.summary_of(site).map(|s| (st.round(), s.to_vec()));
+                (found, slot.observed())
+            };
+            self.committed(&slot, ticket).await?;
+            out.extend(found);
         }
-        out
+        Ok(out)
     }
 }
 

@@ -155,6 +155,14 @@ pub enum StoreError {
     /// The operating system's random number generator failed.
     #[error("operating system randomness unavailable")]
     Entropy,
+    /// An earlier chained append (one whose caller already acted on it, see
+    /// `EventLogHandle::queue_chained`) was lost: its caller's state is ahead of the log, so
+    /// nothing chained after it may commit. The log refuses every append until it is reopened.
+    #[error("the event log refuses appends: an earlier chained append was lost ({why})")]
+    Poisoned {
+        /// What lost the earlier append.
+        why: String,
+    },
     /// The event log's writer thread has stopped (all its work is committed or refused).
     #[error("the event log writer has stopped")]
     Closed,

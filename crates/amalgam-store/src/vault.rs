@@ -184,7 +184,7 @@ impl BlobVault {
     }
 
     /// Writes the blob file for `body` (renamed into place, file fsynced) without the
-    /// directory fsync; call [`Self::sync_round`] before acknowledging. Returns the digest.
+    /// directory fsync; call [`Self::sync_round`] before acknowledging.
     pub(crate) fn write_unsynced(
         &mut self,
         round: u64,
@@ -198,18 +198,24 @@ impl BlobVault {
                 max: self.max_blob,
             });
         }
-        let sealed = self.seal(round, digest, body)?;
+        self.round_writer(round)?.write(digest, body)
+    }
+
+    /// A writer of `round`'s blob files that needs no access to the vault: its key (minted
+    /// now if the round has none) and its directory (created now). Several blobs of a group
+    /// commit are sealed and fsynced by such writers on parallel threads.
+    pub(crate) fn round_writer(&mut self, round: u64) -> Result<RoundWriter> {
+        let key = Zeroizing::new(*self.key(round, true)?);
         let dir = self.round_dir(round);
         if !dir.exists() {
             private_dir(&dir)?;
         }
-        let path = self.blob_path(round, digest);
-        let tmp = write_temp(&path, &[MAGIC.as_slice(), &sealed], 0o600)?;
-        if let Err(e) = fs::rename(&tmp, &path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e.into());
-        }
-        Ok(())
+        Ok(RoundWriter {
+            round,
+            key,
+            dir,
+            max_blob: self.max_blob,
+        })
     }
 
     /// Fsyncs the round's blob directory (its renames become durable).
@@ -274,6 +280,38 @@ impl BlobVault {
             _ => {}
         }
         sync_dir(&self.dir)?;
+        Ok(())
+    }
+}
+
+/// Seals and writes blob files of one round (see [`BlobVault::round_writer`]); the key is
+/// zeroized when the writer is dropped.
+pub(crate) struct RoundWriter {
+    round: u64,
+    key: Zeroizing<[u8; 32]>,
+    dir: PathBuf,
+    max_blob: u64,
+}
+
+impl RoundWriter {
+    /// Encrypts `body` (whose SHA-256 is `digest`) and writes it as its blob file: written to
+    /// a temporary file, fsynced, renamed into place. The directory is not fsynced
+    /// ([`BlobVault::sync_round`] does that once for the group).
+    pub(crate) fn write(&self, digest: &[u8; 32], body: &[u8]) -> Result<()> {
+        if body.len() as u64 > self.max_blob {
+            return Err(StoreError::TooLarge {
+                what: "blob",
+                len: body.len() as u64,
+                max: self.max_blob,
+            });
+        }
+        let sealed = crypto::seal(&self.key, &body_aad(self.round, digest), body)?;
+        let path = self.dir.join(format!("{}.blob", hex::encode(digest)));
+        let tmp = write_temp(&path, &[MAGIC.as_slice(), &sealed], 0o600)?;
+        if let Err(e) = fs::rename(&tmp, &path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
+        }
         Ok(())
     }
 }

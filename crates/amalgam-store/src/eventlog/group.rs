@@ -1,5 +1,6 @@
 //! Group commit: the batches queued while the writer was busy are committed in one SQLite
-//! transaction, with one blob-directory sync and one anchor bracket for all of them.
+//! transaction, with their blob files written in parallel, one sync per blob directory and
+//! one anchor write before the commit for all of them.
 //!
 //! Each caller's batch keeps its own all-or-nothing rule: it is inserted under its own
 //! savepoint, and a refused batch (an invalid event, a duplicate key, also one that repeats a
@@ -7,10 +8,16 @@
 //! error, while the others commit. Batches are chained in the order they were queued, so the
 //! log is exactly what committing them one after another would have written. Every caller is
 //! answered only after the commit that holds its rows (or with the error that refused them);
-//! a failure of the commit itself, its blob syncs or its anchor write fails every batch of
+//! a failure of the commit itself, its blob writes or its anchor write fails every batch of
 //! the group.
+//!
+//! A *chained* batch (see [`super::EventLogHandle::queue_chained`]) is one its caller has
+//! already acted on, so later batches may depend on it: when one is lost — refused, or in a
+//! failed group — the log is poisoned and refuses every later append, in this group and
+//! after it, with [`StoreError::Poisoned`], until it is reopened.
 
 use std::fs;
+use std::path::PathBuf;
 
 use rusqlite::params;
 
@@ -22,9 +29,48 @@ use crate::crypto::sha256;
 use crate::error::{Result, StoreError};
 use crate::fault::fault_point;
 use crate::fs::{sync_dir, write_temp};
+use crate::vault::RoundWriter;
 
-/// A batch's rows before sequence numbers are assigned: metadata (seq 0) and the stored body.
-type Prepared = Vec<(RowMeta, Option<Vec<u8>>)>;
+/// Most threads that write one group's blob files.
+const MAX_BLOB_WRITERS: usize = 8;
+
+/// One caller's batch as queued: its events and whether it is chained.
+pub(crate) struct QueuedBatch {
+    pub events: Vec<NewEvent>,
+    pub chained: bool,
+}
+
+/// A body that goes to a blob file, written only once its batch's rows were inserted.
+enum BlobBody {
+    /// Sealed under its round's key (index into the group's round writers).
+    Sealed(usize, [u8; 32], Vec<u8>),
+    /// Public, plain, at this path.
+    Public(PathBuf, Vec<u8>),
+}
+
+/// A batch's rows before sequence numbers are assigned: metadata (seq 0), the body stored in
+/// the row, and the blob files it needs.
+struct Prepared {
+    rows: Vec<(RowMeta, Option<Vec<u8>>)>,
+    blobs: Vec<BlobBody>,
+    chained: bool,
+}
+
+/// The round writers a group needs, one per round with sealed blobs.
+#[derive(Default)]
+struct Writers {
+    rounds: Vec<(u64, RoundWriter)>,
+}
+
+impl Writers {
+    fn index(&mut self, log: &mut EventLog, round: u64) -> Result<usize> {
+        if let Some(i) = self.rounds.iter().position(|(r, _)| *r == round) {
+            return Ok(i);
+        }
+        self.rounds.push((round, log.vault.round_writer(round)?));
+        Ok(self.rounds.len() - 1)
+    }
+}
 
 /// What a group-level failure (commit, sync, anchor) tells the callers after the first, who
 /// gets the original error: the errors themselves are not `Clone`.
@@ -35,21 +81,35 @@ fn shared_failure(e: &str) -> StoreError {
 }
 
 impl EventLog {
+    fn poisoned_error(&self) -> Option<StoreError> {
+        self.poisoned
+            .as_ref()
+            .map(|why| StoreError::Poisoned { why: why.clone() })
+    }
+
     /// Commits `batches` (in this order) in one transaction: one result per batch, each an
     /// all-or-nothing append (validated, blob files written and fsynced before the
-    /// transaction, so a committed row never names a blob that is not durable).
-    pub(crate) fn append_group(&mut self, batches: Vec<Vec<NewEvent>>) -> Vec<Result<Vec<u64>>> {
+    /// commit, so a committed row never names a blob that is not durable).
+    pub(crate) fn append_group(&mut self, batches: Vec<QueuedBatch>) -> Vec<Result<Vec<u64>>> {
         let mut results: Vec<Result<Vec<u64>>> = Vec::with_capacity(batches.len());
         let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(batches.len());
-        let mut synced_rounds = Vec::new();
-        let mut public_written = false;
-        for events in batches {
-            match self.prepare(events, &mut synced_rounds, &mut public_written) {
-                Ok(rows) => {
-                    prepared.push(Some(rows));
+        let mut writers = Writers::default();
+        for batch in batches {
+            if let Some(e) = self.poisoned_error() {
+                prepared.push(None);
+                results.push(Err(e));
+                continue;
+            }
+            let chained = batch.chained;
+            match self.prepare(batch, &mut writers) {
+                Ok(p) => {
+                    prepared.push(Some(p));
                     results.push(Ok(Vec::new()));
                 }
                 Err(e) => {
+                    if chained {
+                        self.poisoned = Some(e.to_string());
+                    }
                     prepared.push(None);
                     results.push(Err(e));
                 }
@@ -58,10 +118,12 @@ impl EventLog {
         if prepared.iter().all(Option::is_none) {
             return results;
         }
-        if let Err(e) =
-            self.commit_group(&mut prepared, &mut results, synced_rounds, public_written)
-        {
+        let any_chained = prepared.iter().flatten().any(|p| p.chained);
+        if let Err(e) = self.commit_group(&mut prepared, &mut results, writers) {
             let text = e.to_string();
+            if any_chained {
+                self.poisoned = Some(text.clone());
+            }
             let mut first = Some(e);
             for (r, p) in results.iter_mut().zip(&prepared) {
                 if p.is_some() {
@@ -72,14 +134,12 @@ impl EventLog {
         results
     }
 
-    /// Validates one batch and writes its blob files (unsynced for sealed ones; the rounds to
-    /// sync are collected). Nothing is written when a check refuses the batch.
-    fn prepare(
-        &mut self,
-        events: Vec<NewEvent>,
-        synced_rounds: &mut Vec<u64>,
-        public_written: &mut bool,
-    ) -> Result<Prepared> {
+    /// Validates one batch and decides where each body goes; inline sealed bodies are
+    /// sealed now, blob bodies are kept for the group's parallel write. Nothing is written
+    /// when a check refuses the batch (a round's key, minted durably on its first secret
+    /// body, excepted).
+    fn prepare(&mut self, batch: QueuedBatch, writers: &mut Writers) -> Result<Prepared> {
+        let QueuedBatch { events, chained } = batch;
         if events.len() > self.opts.max_batch {
             return Err(StoreError::TooLarge {
                 what: "event batch",
@@ -98,6 +158,7 @@ impl EventLog {
             }
         }
         let mut rows = Vec::with_capacity(events.len());
+        let mut blobs = Vec::new();
         for ev in events {
             let secret = ev.kind.is_secret();
             let inline = ev.body.len() <= self.opts.inline_max;
@@ -108,17 +169,12 @@ impl EventLog {
                 Storage::InlinePlain => Some(ev.body),
                 Storage::InlineSealed => Some(self.vault.seal(ev.round, &digest, &ev.body)?),
                 Storage::BlobPlain => {
-                    let path = self.public_blob_path(&digest);
-                    let tmp = write_temp(&path, &[&ev.body], 0o600)?;
-                    fs::rename(&tmp, &path)?;
-                    *public_written = true;
+                    blobs.push(BlobBody::Public(self.public_blob_path(&digest), ev.body));
                     None
                 }
                 Storage::BlobSealed => {
-                    self.vault.write_unsynced(ev.round, &digest, &ev.body)?;
-                    if !synced_rounds.contains(&ev.round) {
-                        synced_rounds.push(ev.round);
-                    }
+                    let w = writers.index(self, ev.round)?;
+                    blobs.push(BlobBody::Sealed(w, digest, ev.body));
                     None
                 }
             };
@@ -135,39 +191,43 @@ impl EventLog {
             };
             rows.push((meta, stored_body));
         }
-        Ok(rows)
+        Ok(Prepared {
+            rows,
+            blobs,
+            chained,
+        })
     }
 
-    /// Syncs the group's blob files, inserts every prepared batch under its own savepoint
-    /// (a refused one is rolled back, its entry in `prepared` cleared and its error put in
-    /// `results`), brackets the commit with the anchor (§2.6 of persistence.md: before it
-    /// `committed = old head, pending = new head`, after it `committed = new head`) and
-    /// commits. `Err` only for a failure that refuses the whole group.
+    /// Inserts every prepared batch under its own savepoint (a refused one is rolled back,
+    /// its entry in `prepared` cleared and its error put in `results`; a refused chained one
+    /// poisons the log and refuses the rest), then writes the kept batches' blob files and
+    /// the anchor's pending entry in parallel (§2.6 of persistence.md: before the commit
+    /// `committed = old head, pending = new head`), syncs the blob directories, commits and
+    /// settles the anchor (`committed = new head`). `Err` only for a failure that refuses the
+    /// whole group.
     fn commit_group(
         &mut self,
         prepared: &mut [Option<Prepared>],
         results: &mut [Result<Vec<u64>>],
-        synced_rounds: Vec<u64>,
-        public_written: bool,
+        writers: Writers,
     ) -> Result<()> {
-        for r in synced_rounds {
-            self.vault.sync_round(r)?;
-        }
-        if public_written {
-            sync_dir(&self.public_dir)?;
-        }
         let old_head = (self.head_seq, self.head_hash);
         let mut head = old_head;
         let mut committed_rows: Vec<([u8; 32], u64)> = Vec::new();
         let mut tx = self.conn.transaction()?;
         for (slot, result) in prepared.iter_mut().zip(results.iter_mut()) {
-            let Some(rows) = slot.as_mut() else { continue };
+            let Some(batch) = slot.as_mut() else { continue };
+            if let Some(why) = &self.poisoned {
+                *slot = None;
+                *result = Err(StoreError::Poisoned { why: why.clone() });
+                continue;
+            }
             let sp = tx.savepoint()?;
             let mut prev = head;
-            let mut seqs = Vec::with_capacity(rows.len());
-            let mut hashes = Vec::with_capacity(rows.len());
+            let mut seqs = Vec::with_capacity(batch.rows.len());
+            let mut hashes = Vec::with_capacity(batch.rows.len());
             let mut refused = None;
-            for (meta, body) in rows.iter_mut() {
+            for (meta, body) in batch.rows.iter_mut() {
                 meta.seq = prev.0 + 1;
                 let hash = meta.chain_hash(&prev.1);
                 if let Err(e) = Self::insert_row(&sp, meta, body.as_deref(), &hash) {
@@ -182,6 +242,9 @@ impl EventLog {
                 Some(e) => {
                     // Rolls back this batch's rows only (and releases the savepoint).
                     sp.finish()?;
+                    if batch.chained {
+                        self.poisoned = Some(e.to_string());
+                    }
                     *slot = None;
                     *result = Err(e);
                 }
@@ -196,10 +259,28 @@ impl EventLog {
         if committed_rows.is_empty() {
             return Ok(());
         }
-        self.anchor.store(&AnchorState {
+        let blobs: Vec<BlobBody> = prepared
+            .iter_mut()
+            .flatten()
+            .flat_map(|p| std::mem::take(&mut p.blobs))
+            .collect();
+        let public_written = blobs.iter().any(|b| matches!(b, BlobBody::Public(..)));
+        let pending = AnchorState {
             committed: old_head,
             pending: Some(head),
-        })?;
+        };
+        write_in_parallel(&writers, &blobs, || self.anchor.store(&pending))?;
+        for (r, _) in &writers.rounds {
+            let has_blob = blobs
+                .iter()
+                .any(|b| matches!(b, BlobBody::Sealed(i, ..) if writers.rounds[*i].0 == *r));
+            if has_blob {
+                self.vault.sync_round(*r)?;
+            }
+        }
+        if public_written {
+            sync_dir(&self.public_dir)?;
+        }
         let first = old_head.0 + 1;
         fault_point("eventlog-before-commit", first);
         tx.commit()?;
@@ -207,14 +288,25 @@ impl EventLog {
         self.head_seq = head.0;
         self.head_hash = head.1;
         self.chain.extend(committed_rows);
-        // After it, only the new head: from now on a log without this commit (a deleted
-        // write-ahead log) is behind the anchor. If this write fails the commit still
-        // stands and the pending entry above already admits it; the next commit rewrites it.
-        let _ = self.anchor.store(&AnchorState {
-            committed: head,
+        self.unsettled = true;
+        self.settle_anchor();
+        Ok(())
+    }
+
+    /// Records the committed head alone in the anchor (`committed = head`, no pending
+    /// entry), right after each commit and before its callers are answered: from then on a
+    /// log without this commit (a deleted write-ahead log) is behind the anchor. If the write
+    /// fails the commit still stands (its pending entry admits it) and the next commit
+    /// rewrites the file; the writer retries it before it stops.
+    pub(crate) fn settle_anchor(&mut self) {
+        if !self.unsettled {
+            return;
+        }
+        let settled = self.anchor.store(&AnchorState {
+            committed: (self.head_seq, self.head_hash),
             pending: None,
         });
-        Ok(())
+        self.unsettled = settled.is_err();
     }
 
     fn insert_row(
@@ -244,4 +336,53 @@ impl EventLog {
         ])?;
         Ok(())
     }
+}
+
+fn write_blob(writers: &Writers, blob: &BlobBody) -> Result<()> {
+    match blob {
+        BlobBody::Sealed(i, digest, body) => match writers.rounds.get(*i) {
+            Some((_, w)) => w.write(digest, body),
+            None => Err(StoreError::Io(std::io::Error::other(
+                "blob names a round writer the group does not have",
+            ))),
+        },
+        BlobBody::Public(path, body) => {
+            let tmp = write_temp(path, &[body], 0o600)?;
+            if let Err(e) = fs::rename(&tmp, path) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Writes (seals, fsyncs, renames) every blob of the group and runs `anchor` at the same
+/// time: each file's fsync is independent of the others, so they overlap instead of
+/// queueing one behind the other. The first error, if any.
+fn write_in_parallel(
+    writers: &Writers,
+    blobs: &[BlobBody],
+    anchor: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    let threads = blobs.len().clamp(1, MAX_BLOB_WRITERS);
+    let per_thread = blobs.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = blobs
+            .chunks(per_thread)
+            .map(|chunk| s.spawn(move || chunk.iter().try_for_each(|b| write_blob(writers, b))))
+            .collect();
+        let mut result = anchor();
+        for w in workers {
+            let r = w.join().unwrap_or_else(|_| {
+                Err(StoreError::Io(std::io::Error::other(
+                    "a blob writer thread panicked",
+                )))
+            });
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    })
 }

@@ -59,6 +59,10 @@ pub struct EventLog {
     /// (rewritable) predecessor hashes.
     pub(super) chain: Vec<([u8; 32], u64)>,
     pub(super) anchor: Anchor,
+    /// The last commit's settled anchor entry is not written yet (see `settle_anchor`).
+    pub(super) unsettled: bool,
+    /// Why appends are refused: a chained append was lost (see `group.rs`).
+    pub(super) poisoned: Option<String>,
     _lock: LockFile,
 }
 
@@ -97,6 +101,8 @@ impl EventLog {
             head_hash: [0; 32],
             chain: Vec::new(),
             anchor: Anchor::new(sibling(path, ".anchor")),
+            unsettled: false,
+            poisoned: None,
             _lock: lock,
         };
         let (seq, hash, chain) = log.verify_chain()?;

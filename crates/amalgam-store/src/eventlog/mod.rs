@@ -14,8 +14,9 @@
 //!
 //! One writer thread owns the connection; [`EventLogHandle`] is a cloneable channel to it
 //! with a blocking API and a `tokio::sync::oneshot`-based async one (no runtime needed here).
-//! An append is answered only after its transaction committed. `<db>.lock` keeps a second
-//! process off the database.
+//! An append is answered only after its transaction committed; appends queued together
+//! share one commit (`group.rs`), and a lost *chained* append poisons the log (every later
+//! append refused until it is reopened). `<db>.lock` keeps a second process off the database.
 //!
 //! `<db>.anchor` records the committed head (see `anchor.rs`): at open a log behind it
 //! (cut tail, deleted `<db>-wal`) or different from it (rows rewritten with their hashes
@@ -37,6 +38,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use group::QueuedBatch;
 pub use log::EventLog;
 pub use types::{
     Durability, Event, EventKind, EventLogOptions, MAX_META_KEY, MAX_META_VALUE, MAX_NONCE,
@@ -52,34 +54,46 @@ type Reply = Box<dyn FnOnce(Result<Vec<u64>>) + Send>;
 
 /// What the writer thread is asked to do.
 enum Job {
-    /// An append, answered after the commit holding it; appends queued together are
-    /// committed together (group commit, `group.rs`).
-    Append(Vec<NewEvent>, Reply),
+    /// An append (chained or not), answered after the commit holding it; appends queued
+    /// together are committed together (group commit, `group.rs`).
+    Append(QueuedBatch, Reply),
     /// Anything else, run alone in queue order.
     Call(Box<dyn FnOnce(&mut EventLog) + Send>),
 }
 
 /// The writer thread's loop: runs jobs in queue order; an append takes every append queued
 /// right behind it (up to [`MAX_GROUP`], stopping at the first other job) into one commit.
+/// When the queue is empty, and before the thread ends, a settled anchor entry whose write
+/// failed after its commit is retried.
 fn writer(mut log: EventLog, rx: mpsc::Receiver<Job>) {
     let mut next: Option<Job> = None;
     loop {
         let job = match next.take() {
             Some(job) => job,
-            None => match rx.recv() {
+            None => match rx.try_recv() {
                 Ok(job) => job,
-                Err(_) => return,
+                Err(mpsc::TryRecvError::Empty) => {
+                    log.settle_anchor();
+                    match rx.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                }
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    log.settle_anchor();
+                    return;
+                }
             },
         };
         match job {
             Job::Call(f) => f(&mut log),
-            Job::Append(events, reply) => {
-                let mut batches = vec![events];
+            Job::Append(batch, reply) => {
+                let mut batches = vec![batch];
                 let mut replies = vec![reply];
                 while batches.len() < MAX_GROUP {
                     match rx.try_recv() {
-                        Ok(Job::Append(events, reply)) => {
-                            batches.push(events);
+                        Ok(Job::Append(batch, reply)) => {
+                            batches.push(batch);
                             replies.push(reply);
                         }
                         Ok(other) => {
@@ -148,20 +162,25 @@ impl EventLogHandle {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    fn send_append(&self, events: Vec<NewEvent>, chained: bool, reply: Reply) -> Result<()> {
+        self.tx
+            .send(Job::Append(QueuedBatch { events, chained }, reply))
+            .map_err(|_| StoreError::Closed)
+    }
+
     /// Appends `events` and returns their sequence numbers after the commit that holds them.
     /// All or nothing: one refused event refuses the batch (and only this batch). Batches
     /// queued while the writer is busy share one transaction, one blob-directory sync and
-    /// one anchor bracket (group commit); they are chained in the order they were queued.
+    /// one anchor write (group commit); they are chained in the order they were queued.
     pub fn append_batch(&self, events: Vec<NewEvent>) -> Result<Vec<u64>> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.tx
-            .send(Job::Append(
-                events,
-                Box::new(move |r| {
-                    let _ = reply.send(r);
-                }),
-            ))
-            .map_err(|_| StoreError::Closed)?;
+        self.send_append(
+            events,
+            false,
+            Box::new(move |r| {
+                let _ = reply.send(r);
+            }),
+        )?;
         answer.recv().map_err(|_| StoreError::Closed)?
     }
 
@@ -172,15 +191,34 @@ impl EventLogHandle {
         &self,
         events: Vec<NewEvent>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<u64>>>> {
+        self.queue(events, false)
+    }
+
+    /// [`Self::queue_append`] for a caller that acts on the batch before it commits (its
+    /// state already includes it, and what it queues next may depend on it). If this batch
+    /// is lost — refused, or its group commit fails — the log is poisoned: this and every
+    /// later append is refused ([`StoreError::Poisoned`] for the later ones) until the log is
+    /// reopened, so nothing that depends on the lost batch can commit without it.
+    pub fn queue_chained(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<u64>>>> {
+        self.queue(events, true)
+    }
+
+    fn queue(
+        &self,
+        events: Vec<NewEvent>,
+        chained: bool,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<u64>>>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Job::Append(
-                events,
-                Box::new(move |r| {
-                    let _ = reply.send(r);
-                }),
-            ))
-            .map_err(|_| StoreError::Closed)?;
+        self.send_append(
+            events,
+            chained,
+            Box::new(move |r| {
+                let _ = reply.send(r);
+            }),
+        )?;
         Ok(answer)
     }
 
