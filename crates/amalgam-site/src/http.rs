@@ -321,27 +321,6 @@ impl Transport for HttpTransport {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn aggregator_detail_is_printed_with_control_characters_escaped() {
-        let shown = printable_detail("ok\u{1b}[2J\nforged line\r\u{7}");
-        assert!(!shown.chars().any(char::is_control), "{shown:?}");
-        assert!(shown.starts_with("ok\\u{1b}[2J\\n"), "{shown:?}");
-        assert_eq!(printable_detail(&"x".repeat(10_000)).len(), MAX_DETAIL);
-    }
-
-    #[test]
-    fn answer_bounds_follow_the_manifest_not_one_gib() {
-        let b = max_message_answer(5, 8);
-        assert!(b < MAX_SMALL, "{b}");
-        // A large round still bounds far below 1 GiB.
-        assert!(max_message_answer(100, 1 << 20) < 64 << 20);
-    }
-}
-
 impl crate::fallback::FallbackTransport for HttpTransport {
     fn fallback_upload(&mut self, round: u64, body: &[u8]) -> Result<(), TransportError> {
         let r = self.post(&fallback_api::fallback_path(round, "upload"), body)?;
@@ -401,5 +380,26 @@ impl crate::fallback::FallbackTransport for HttpTransport {
                 e => Err(e),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aggregator_detail_is_printed_with_control_characters_escaped() {
+        let shown = printable_detail("ok\u{1b}[2J\nforged line\r\u{7}");
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert!(shown.starts_with("ok\\u{1b}[2J\\n"), "{shown:?}");
+        assert_eq!(printable_detail(&"x".repeat(10_000)).len(), MAX_DETAIL);
+    }
+
+    #[test]
+    fn answer_bounds_follow_the_manifest_not_one_gib() {
+        let b = max_message_answer(5, 8);
+        assert!(b < MAX_SMALL, "{b}");
+        // A large round still bounds far below 1 GiB.
+        assert!(max_message_answer(100, 1 << 20) < 64 << 20);
     }
 }
