@@ -28,9 +28,16 @@ pub const FALLBACK_RELEASE: &str = "/v1/rounds/{round}/fallback/release";
 /// The decoded sum (GET `?wait=`, JSON [`FallbackResult`]).
 pub const FALLBACK_RESULT: &str = "/v1/rounds/{round}/fallback/result";
 
+/// The authenticated site's own accepted upload, as the aggregator stores it (GET, JSON
+/// [`FallbackMine`]; 404 `round.unknown` for a round it does not know, 204 when it holds no
+/// upload from this site): the site's rollback check, so a site restored from an older state
+/// copy never encrypts its update a second time with fresh noise.
+pub const FALLBACK_MINE: &str = "/v1/rounds/{round}/fallback/mine";
+
 /// Every fallback route on the main listener.
 pub const FALLBACK_ROUTES: &[&str] = &[
     FALLBACK_UPLOAD,
+    FALLBACK_MINE,
     FALLBACK_VIEWS,
     FALLBACK_STATEMENT,
     FALLBACK_SIGNATURES,
@@ -128,6 +135,17 @@ pub struct FallbackResult {
     pub contributors: Vec<u16>,
     /// Hex SHA-256 of the cohort statement bytes the quorum signed.
     pub statement_sha256: String,
+}
+
+/// `GET /v1/rounds/{round}/fallback/mine`: the digest of the one upload the aggregator accepted
+/// from the authenticated site (never the upload itself: its boxes and bodies are the round's
+/// secrets at rest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackMine {
+    /// Round id.
+    pub round: u64,
+    /// Hex SHA-256 of the exact upload bytes accepted.
+    pub sha256: String,
 }
 
 #[cfg(test)]

@@ -44,6 +44,25 @@ pub enum AgentError {
         /// The manifest's largest round id.
         max_round: u64,
     },
+    /// The manifest's fallback policy forbids fallback rounds: the site never takes part in one.
+    #[error("round {0}: the manifest's fallback policy forbids fallback rounds")]
+    FallbackForbidden(u64),
+    /// A fallback round was asked for with an id that is not a fallback round id (or a
+    /// masking round with a fallback id).
+    #[error("round {0} is not a round id of this scheme")]
+    WrongScheme(u64),
+    /// The fallback round's setup is not the one this site derives from the manifest and the
+    /// round id (another round, vector length, bit width, directory or model).
+    #[error("round {round}: the fallback setup is refused: {reason}")]
+    FallbackSetup {
+        /// The round.
+        round: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The homomorphic fallback refused an operation.
+    #[error(transparent)]
+    He(#[from] amalgam_he::HeError),
     /// A phase deadline passed: the round was abandoned.
     #[error("round {0}: a phase deadline passed; the round was abandoned")]
     Timeout(u64),

@@ -7,6 +7,9 @@
 //! - `after-send-<phase>`: the aggregator acknowledged the upload (a 2xx), the agent has not
 //!   polled the next download yet.
 //!
+//! - `after-persist-fallback` / `after-send-fallback`: the same two points of a fallback
+//!   round's one upload (k = the fallback round id; [`crate::fallback`]).
+//!
 //! `<phase>` is the phase's API path segment (`advertise-keys`, `share-keys`, `masked-input`,
 //! `consistency-check`, `unmasking`). A harness SIGKILLs the process once it prints
 //! `FAULT <point> <round>` and restarts it to check the resumed agent.
@@ -27,6 +30,14 @@ pub(crate) fn site_point(what: &str, phase: Phase, round: u64) {
     }
     #[cfg(not(feature = "fault-points"))]
     let _ = (what, phase, round);
+}
+
+/// Reaches point `after-<what>-fallback` of fallback round `round` (see the module doc).
+pub(crate) fn fallback_point(what: &str, round: u64) {
+    #[cfg(feature = "fault-points")]
+    amalgam_store::fault::fault_point(&format!("after-{what}-fallback"), round);
+    #[cfg(not(feature = "fault-points"))]
+    let _ = (what, round);
 }
 
 /// With feature `fault-points` and `AMALGAM_TEST_ENCODED=<file>` set: an observer writing

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use amalgam_consortium::{IdentityKey, VerifiedManifest};
-use amalgam_net::api;
 use amalgam_net::client::{ApiClient, ApiResponse, ClientError, RetryPolicy};
 use amalgam_net::tls::{AggregatorPin, client_config, member_identity};
+use amalgam_net::{api, fallback_api};
 use amalgam_proto::Phase;
 
 use crate::transport::{Download, RoundResult, Transport, TransportError};
@@ -317,6 +317,68 @@ impl Transport for HttpTransport {
             }
             425 => Ok(None),
             _ => Err(refusal(&r)),
+        }
+    }
+}
+
+impl crate::fallback::FallbackTransport for HttpTransport {
+    fn fallback_upload(&mut self, round: u64, body: &[u8]) -> Result<(), TransportError> {
+        let r = self.post(&fallback_api::fallback_path(round, "upload"), body)?;
+        if r.status.is_success() {
+            Ok(())
+        } else {
+            Err(refusal(&r))
+        }
+    }
+
+    fn fallback_mine(&mut self, round: u64) -> Result<Option<[u8; 32]>, TransportError> {
+        let r = self.get(&fallback_api::fallback_path(round, "mine"))?;
+        match r.status.as_u16() {
+            200 => {
+                let mine: fallback_api::FallbackMine = Self::json(&r)?;
+                if mine.round != round {
+                    return Err(TransportError::Malformed("upload of another round".into()));
+                }
+                Ok(Some(hex32(&mine.sha256)?))
+            }
+            204 => Ok(None),
+            _ => Err(refusal(&r)),
+        }
+    }
+
+    fn fallback_result(
+        &mut self,
+        round: u64,
+        wait: Duration,
+    ) -> Result<crate::fallback::FallbackPoll, TransportError> {
+        use crate::fallback::FallbackPoll;
+        let path = format!(
+            "{}{}",
+            fallback_api::fallback_path(round, "result"),
+            wait_query(wait)
+        );
+        let r = self.get_large(&path)?;
+        match r.status.as_u16() {
+            200 => {
+                let res: fallback_api::FallbackResult = Self::json(&r)?;
+                if res.round != round {
+                    return Err(TransportError::Malformed("result of another round".into()));
+                }
+                Ok(FallbackPoll::Published(RoundResult {
+                    sum: res.sum,
+                    contributors: res.contributors,
+                    model_digest: None,
+                }))
+            }
+            425 => Ok(FallbackPoll::NotYet {
+                retry_after: r.retry_after.map(Duration::from_secs),
+            }),
+            _ => match refusal(&r) {
+                TransportError::Refused { code, .. } if code == "round.closed" => {
+                    Ok(FallbackPoll::Aborted)
+                }
+                e => Err(e),
+            },
         }
     }
 }

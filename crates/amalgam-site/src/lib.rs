@@ -15,6 +15,10 @@
 //! * decodes the published sum, computes model_{r+1} itself ([`model`]) and checks the
 //!   aggregator's, deletes the round's secrets, uploads a signed [`statements::LedgerSummary`].
 //!
+//! [`fallback`] runs the re-run of an aborted masking round through the homomorphic fallback
+//! where the manifest's policy allows it: a new round id, a second charge, fresh noise, one
+//! sealed upload persisted before it leaves.
+//!
 //! The core is synchronous and transport-independent: [`testing`] runs whole rounds in
 //! memory against `amalgam_proto::Aggregator`; [`http::HttpTransport`] drives the same core
 //! over mutually authenticated HTTPS. [`fault`] holds the crash-test points (feature
@@ -22,6 +26,7 @@
 
 pub mod agent;
 pub mod error;
+pub mod fallback;
 pub mod fault;
 pub mod http;
 pub mod model;
@@ -35,6 +40,7 @@ pub mod transport;
 
 pub use agent::{AgentOptions, SiteAgent};
 pub use error::AgentError;
+pub use fallback::{FallbackPoll, FallbackTransport};
 pub use round::RoundOutcome;
 pub use rules::ConsortiumRules;
 pub use trainer::{

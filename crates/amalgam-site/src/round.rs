@@ -49,6 +49,14 @@ pub enum RoundOutcome {
     Aborted,
     /// The site was left out of a later phase's set (charged; its input may be in the sum).
     Excluded,
+    /// A fallback re-run finished: the site computed model_{r+1} from its published sum
+    /// ([`crate::fallback`]).
+    FallbackCompleted {
+        /// The cohort whose inputs are in the sum.
+        contributors: Vec<u16>,
+        /// Digest of model_{r+1}.
+        model_digest: [u8; 32],
+    },
 }
 
 /// Shortest interval between two polls of the same thing: an aggregator answering a long
@@ -57,7 +65,7 @@ pub const MIN_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Sleeps so that polls started at `asked` are at least [`MIN_POLL`] apart, or the server's
 /// `Retry-After` (capped at `cap`) when it gave a longer one.
-fn pace(
+pub(crate) fn pace(
     asked: std::time::Instant,
     retry_after: Option<std::time::Duration>,
     cap: std::time::Duration,
@@ -69,7 +77,7 @@ fn pace(
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -193,6 +201,42 @@ impl SiteAgent {
         context_digest: [u8; 32],
     ) -> Result<RoundOutcome, AgentError> {
         let params = self.rules.params;
+        let encoded = self.train_and_encode(trainer, round, permit)?;
+        let sealed = self.ledger.seal_update(&encoded)?;
+        self.store.put(UPDATE, &self.aad(round, 0), &sealed)?;
+        if let Some(f) = self.observer.as_mut() {
+            f(round, encoded.values());
+        }
+
+        let timeout = PhaseTimeout::from_millis(self.rules.phase_timeout_ms)?;
+        let mut site = Site::with_context_digest(
+            params,
+            self.rules.manifest.clone(),
+            context_digest,
+            round,
+            self.identity.clone(),
+            timeout,
+            &mut self.record.round_log,
+        )?;
+        self.save()?;
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(seed.as_mut()).map_err(|_| AgentError::BadState("no OS randomness"))?;
+        let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
+        let out = site.start(encoded.values().to_vec(), Timestamp(now_ms()), &mut rng)?;
+        drop(rng);
+        self.send(transport, &site, out)?;
+        self.drive(transport, site)
+    }
+
+    /// Trains under `permit` and returns the noised, encoded update of `round`: the noise is
+    /// drawn under the permit before the first training step, with `round`'s encoding (its
+    /// rotation seed comes from the round id), once per charged round id.
+    pub(crate) fn train_and_encode<R: Trainer + ?Sized>(
+        &mut self,
+        trainer: &mut R,
+        round: u64,
+        permit: amalgam_dp::ledger::RoundPermit,
+    ) -> Result<amalgam_dp::encoding::EncodedUpdate, AgentError> {
         let permits = Permits {
             round,
             site_steps: permit.steps(),
@@ -223,30 +267,7 @@ impl SiteAgent {
         codec.check_update(&update)?;
         let encoded = codec.encode(noise, &update)?;
         encoded.check_origin(&self.ledger.ledger_id(), kind)?;
-        let sealed = self.ledger.seal_update(&encoded)?;
-        self.store.put(UPDATE, &self.aad(round, 0), &sealed)?;
-        if let Some(f) = self.observer.as_mut() {
-            f(round, encoded.values());
-        }
-
-        let timeout = PhaseTimeout::from_millis(self.rules.phase_timeout_ms)?;
-        let mut site = Site::with_context_digest(
-            params,
-            self.rules.manifest.clone(),
-            context_digest,
-            round,
-            self.identity.clone(),
-            timeout,
-            &mut self.record.round_log,
-        )?;
-        self.save()?;
-        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-        getrandom::fill(seed.as_mut()).map_err(|_| AgentError::BadState("no OS randomness"))?;
-        let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
-        let out = site.start(encoded.values().to_vec(), Timestamp(now_ms()), &mut rng)?;
-        drop(rng);
-        self.send(transport, &site, out)?;
-        self.drive(transport, site)
+        Ok(encoded)
     }
 
     /// Persists the state that produced `out`, then releases and uploads it (retrying with
@@ -552,7 +573,7 @@ impl SiteAgent {
 
     /// Before a charge: the ledger must not be behind the last summary this site uploaded,
     /// and that summary's round must not be past this site's high-water mark.
-    fn check_summary<T: Transport + ?Sized>(
+    pub(crate) fn check_summary<T: Transport + ?Sized>(
         &mut self,
         transport: &mut T,
     ) -> Result<(), AgentError> {

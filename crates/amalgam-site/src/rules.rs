@@ -33,6 +33,10 @@ pub struct ConsortiumRules {
     pub max_round: u64,
     /// Aborted rounds a site takes part in per campaign before it declines every further round.
     pub max_aborted_rounds: u32,
+    /// The manifest's fallback policy: whether an aborted masking round may be re-run through
+    /// the homomorphic fallback (a trust model with a decryptor committee the consortium
+    /// accepted; never a silent switch).
+    pub fallback_allowed: bool,
     /// Digest of the campaign.
     pub campaign_digest: [u8; 32],
     /// Local steps per round.
@@ -77,6 +81,7 @@ impl ConsortiumRules {
             phase_timeout_ms: u64::from(m.deadline_bounds().max_secs.max(1)) * 1000,
             max_round: m.max_round(),
             max_aborted_rounds: m.max_aborted_rounds(),
+            fallback_allowed: m.fallback().allowed,
             campaign_digest: h.finalize().into(),
             local_steps: campaign.training.local_epochs,
             server_lr: campaign.training.server_lr,

@@ -166,6 +166,28 @@ async fn upload(
     Ok(json_bytes(app.service.upload(round, site, bytes).await?))
 }
 
+/// The authenticated site's own accepted upload digest (the site's rollback check).
+async fn mine(
+    State(app): State<FallbackApp>,
+    Extension(peer): Extension<Peer>,
+    Path(round): Path<String>,
+) -> ApiResult {
+    let site = app.site(peer)?;
+    let round = parse_round(&round)?;
+    match app
+        .service
+        .with_round(round, |st| st.upload_digest(site))
+        .await?
+    {
+        Some(sha) => Ok(Json(fapi::FallbackMine {
+            round,
+            sha256: hex::encode(sha),
+        })
+        .into_response()),
+        None => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
 async fn views(
     State(app): State<FallbackApp>,
     Extension(peer): Extension<Peer>,
@@ -282,6 +304,7 @@ async fn result(
 pub fn fallback_router(app: FallbackApp) -> Router {
     Router::new()
         .route(fapi::FALLBACK_UPLOAD, post(upload))
+        .route(fapi::FALLBACK_MINE, get(mine))
         .route(fapi::FALLBACK_VIEWS, get(views))
         .route(fapi::FALLBACK_STATEMENT, get(statement))
         .route(

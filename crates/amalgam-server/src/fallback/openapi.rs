@@ -98,6 +98,17 @@ pub(crate) const DOCS: &[Doc] = &[
         problems: POSTED,
     },
     Doc {
+        path: f::FALLBACK_MINE,
+        method: HttpMethod::Get,
+        id: "fallback_mine",
+        summary: "The digest of the calling site's own accepted upload (its rollback check)",
+        ok: &[
+            (200, "FallbackMine (JSON)"),
+            (204, "no upload from this site"),
+        ],
+        problems: COMMON,
+    },
+    Doc {
         path: f::FALLBACK_RESULT,
         method: HttpMethod::Get,
         id: "fallback_result",

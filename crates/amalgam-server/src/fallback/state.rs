@@ -251,6 +251,12 @@ impl FallbackRound {
         4 + 1 + 32 + 4 + c.pieces() * (2 + 8 * amalgam_he::params::N) + 64
     }
 
+    /// SHA-256 of the upload accepted from `site`, if any (kept after the round ends: only
+    /// bodies are shredded).
+    pub fn upload_digest(&self, site: SiteId) -> Option<[u8; 32]> {
+        self.uploads.get(&site.0).map(|s| s.sha)
+    }
+
     /// A site's signed upload. On `Err`, nothing changed.
     pub fn upload(&mut self, site: SiteId, bytes: &[u8]) -> Result<Accepted, Problem> {
         if let Some(r) = repeat(self.uploads.get(&site.0), bytes) {

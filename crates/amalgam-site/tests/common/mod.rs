@@ -52,6 +52,7 @@ pub fn rules(n: u16, t: u16, seed: u8) -> (ConsortiumRules, Consortium) {
         phase_timeout_ms: 60_000,
         max_round: 1000,
         max_aborted_rounds: 3,
+        fallback_allowed: false,
         campaign_digest: [5; 32],
         local_steps: 10,
         server_lr: 1.0,

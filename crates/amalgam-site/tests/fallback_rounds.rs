@@ -1,0 +1,721 @@
+//! Fallback re-runs over real mutually authenticated HTTPS: an in-process aggregator serving
+//! the masking and fallback routes under a co-signed manifest, five site agents each over its
+//! own `HttpTransport`, and the committee's four decryptor agents. Masking round 0 is forced to
+//! abort after every site's charge (each site's ShareKeys upload is lost and the phase closed);
+//! its re-run `FALLBACK_ROUND_BASE + 0` then completes, or is refused.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_arguments)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use amalgam_consortium::testing::{TestConsortium, consortium};
+use amalgam_decryptor::{DecryptorAgent, Member, Patience, SetupFn};
+use amalgam_dp::ledger::audit::audit_file;
+use amalgam_dp::ledger::ledger_file_name;
+use amalgam_he::decryptor::member_secrets_from_bytes;
+use amalgam_he::{Committee, KaheParams, RoundSetup, SiteDirectory};
+use amalgam_net::fallback_api::FALLBACK_ROUND_BASE;
+use amalgam_net::tls;
+use amalgam_proto::Phase;
+use amalgam_server::consortium::ConsortiumView;
+use amalgam_server::events::MemoryStore;
+use amalgam_server::fallback::http::{FallbackApp, fallback_router};
+use amalgam_server::fallback::{FallbackService, StaticFallback};
+use amalgam_server::http::{App, router};
+use amalgam_server::listen::{ListenLimits, serve_tls};
+use amalgam_server::{Service, ServiceConfig};
+use amalgam_site::fallback::{FallbackPoll, FallbackTransport};
+use amalgam_site::http::HttpTransport;
+use amalgam_site::model::{model_digest, next_model};
+use amalgam_site::retry::RetryPolicy;
+use amalgam_site::statements::DeclineReason;
+use amalgam_site::transport::{Download, RoundResult};
+use amalgam_site::{
+    AgentError, AgentOptions, ConsortiumRules, RoundOutcome, SiteAgent, SyntheticTrainer,
+    Transport, TransportError,
+};
+
+const SITES: usize = 5;
+const MEMBERS: usize = 4;
+const DIM: u64 = 6;
+/// The re-run of masking round 0.
+const ROUND: u64 = FALLBACK_ROUND_BASE;
+
+/// Encoded updates each site's agent produced, by (site, round).
+type Encoded = Arc<Mutex<Vec<(usize, u64, Vec<u64>)>>>;
+
+/// The aggregator, the consortium and everything a party derives from it.
+struct Net {
+    rt: tokio::runtime::Runtime,
+    service: Service,
+    fallback: FallbackService,
+    base: String,
+    tc: TestConsortium,
+    rules: ConsortiumRules,
+    model: Vec<f32>,
+    setups: SetupFn,
+    root: tempfile::TempDir,
+    encoded: Encoded,
+}
+
+/// Box secrets of the committee members (their identity keys are the manifest's).
+fn box_seed(j: usize) -> [u8; 32] {
+    [0xB0 + j as u8; 32]
+}
+
+fn member_seed(tc: &TestConsortium, j: usize) -> [u8; 32] {
+    tc.decryptors[j].to_ledger_key().to_bytes()
+}
+
+/// The setup every party derives for a fallback round: the manifest's sites, bit width,
+/// padded length and committee rule, the members' certified box keys, the model round 0 was
+/// bound to.
+fn setup_fn(tc: &TestConsortium, rules: &ConsortiumRules, model: [u8; 32]) -> SetupFn {
+    let sites: Vec<_> = tc.sites.iter().map(|k| k.verifying_key()).collect();
+    let members: Vec<([u8; 32], [u8; 32])> = (0..MEMBERS)
+        .map(|j| (member_seed(tc, j), box_seed(j)))
+        .collect();
+    let policy = *tc.verified.committee().unwrap();
+    let bits = rules.dp.bits.get();
+    let d = rules.params.d() as u32;
+    let m = rules.dp.min_cohort.get() as usize;
+    Arc::new(move |round| {
+        let keys = members
+            .iter()
+            .map(|(a, b)| member_secrets_from_bytes(*a, *b).certify(1))
+            .collect();
+        let committee = Committee::new(
+            keys,
+            usize::from(policy.threshold),
+            usize::from(policy.quorum),
+            usize::from(policy.corrupt),
+        )
+        .map_err(|e| e.to_string())?;
+        let dir = SiteDirectory::new(sites.clone()).map_err(|e| e.to_string())?;
+        let params = KaheParams::new(bits, SITES as u32, d).map_err(|e| e.to_string())?;
+        RoundSetup::new(params, dir, committee, m, round, vec![(0, model)])
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn config() -> ServiceConfig {
+    ServiceConfig {
+        phase_seconds: 600,
+        restart_grace_seconds: 60,
+        workers: 2,
+        queue: 64,
+        metrics_site_labels: false,
+    }
+}
+
+/// Starts the aggregator for a consortium with (`decryptors` > 0) or without a committee,
+/// masking round 0 open on the initial model; the fallback cohort closes at 5 uploads.
+fn start(seed: u64, decryptors: usize) -> Net {
+    amalgam_net::install_crypto_provider();
+    let tc = consortium(seed, SITES, decryptors, DIM);
+    let model = vec![0.25f32; DIM as usize];
+    let mut rules = ConsortiumRules::from_manifest(&tc.verified).unwrap();
+    rules.initial_weights_digest = Some(model_digest(&model));
+    // A site gives up a result at most this long after its last upload.
+    rules.phase_timeout_ms = 60_000;
+    let setups: SetupFn = if decryptors > 0 {
+        setup_fn(&tc, &rules, model_digest(&model))
+    } else {
+        Arc::new(|_: u64| -> Result<RoundSetup, String> { Err("no committee".into()) })
+    };
+    let digest = tc.verified.consortium_digest();
+    let view: Arc<dyn ConsortiumView> = Arc::new(tc.verified.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(3)
+        .enable_all()
+        .build()
+        .unwrap();
+    let allowed = tc.verified.fallback().allowed;
+    let make = setups.clone();
+    let (service, fallback, addr) = rt.block_on(async {
+        let service = Service::start(view.clone(), Arc::new(MemoryStore::new()), config()).unwrap();
+        let fallback = FallbackService::start(
+            view.clone(),
+            Arc::new(StaticFallback {
+                allowed,
+                make: Box::new(move |r| make(r)),
+                target: Some(SITES),
+            }),
+            Arc::new(MemoryStore::new()),
+            config(),
+        )
+        .unwrap();
+        let identity =
+            tls::aggregator_identity(&digest, 4_000_000_000, |m| tc.aggregator.sign(m).to_bytes())
+                .unwrap();
+        let tls_config = tls::server_config(&identity, view.member_keys()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let routes = router(App {
+            service: service.clone(),
+            insecure: false,
+        })
+        .merge(fallback_router(FallbackApp {
+            service: fallback.clone(),
+            consortium: view.clone(),
+            insecure: false,
+        }));
+        tokio::spawn(serve_tls(
+            listener,
+            tls_config,
+            routes,
+            ListenLimits::default(),
+        ));
+        service.open_round(0, model_digest(&model)).await.unwrap();
+        (service, fallback, addr)
+    });
+    Net {
+        rt,
+        service,
+        fallback,
+        base: format!("https://{addr}"),
+        tc,
+        rules,
+        model,
+        setups,
+        root: tempfile::tempdir().unwrap(),
+        encoded: Arc::new(Mutex::new(Vec::new())),
+    }
+}
+
+fn options() -> AgentOptions {
+    AgentOptions {
+        retry: RetryPolicy {
+            base: Duration::from_millis(5),
+            max: Duration::from_millis(200),
+            attempts: 20,
+        },
+        poll_wait: Duration::from_secs(2),
+    }
+}
+
+fn net_policy() -> amalgam_net::client::RetryPolicy {
+    amalgam_net::client::RetryPolicy {
+        attempts: 3,
+        base: Duration::from_millis(5),
+        max: Duration::from_millis(100),
+        timeout: Duration::from_secs(30),
+        max_body: 1 << 24,
+    }
+}
+
+fn trainer(i: usize) -> SyntheticTrainer {
+    SyntheticTrainer {
+        seed: [i as u8; 32],
+        norm: 0.5,
+    }
+}
+
+impl Net {
+    fn dir(&self, i: usize) -> PathBuf {
+        self.root.path().join(format!("s{i}"))
+    }
+
+    fn agent(&self, i: usize, rules: &ConsortiumRules) -> SiteAgent {
+        let mut agent = SiteAgent::open(
+            &self.dir(i),
+            self.tc.sites[i].to_ledger_key(),
+            rules.clone(),
+            &self.model,
+            options(),
+        )
+        .unwrap();
+        let sink = self.encoded.clone();
+        agent.set_encoded_observer(Box::new(move |r, v| {
+            sink.lock().unwrap().push((i, r, v.to_vec()))
+        }));
+        agent
+    }
+
+    fn transport(&self, i: usize) -> HttpTransport {
+        HttpTransport::new(
+            &self.base,
+            &self.tc.sites[i],
+            &self.tc.verified,
+            net_policy(),
+        )
+        .unwrap()
+    }
+
+    /// The encoded update site `i` produced for `round` (the last one, if several).
+    fn encoded(&self, i: usize, round: u64) -> Vec<u64> {
+        self.encoded
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(s, r, _)| *s == i && *r == round)
+            .map(|(_, _, v)| v.clone())
+            .expect("an encoded update")
+    }
+
+    /// Accepted charges in site `i`'s ledger (its agent must be dropped: the file is locked).
+    fn charges(&self, i: usize) -> usize {
+        let path = self.dir(i).join(ledger_file_name(self.rules.policy.unit));
+        let report = audit_file(
+            &path,
+            &self.tc.sites[i].to_ledger_key().verifying_key(),
+            &[],
+        )
+        .unwrap();
+        // Audited without anchors: only `Unanchored` may be reported.
+        assert!(
+            report
+                .findings
+                .iter()
+                .all(|f| matches!(f, amalgam_dp::ledger::audit::Finding::Unanchored)),
+            "{:?}",
+            report.findings
+        );
+        report.accepted
+    }
+
+    /// Every site runs masking round 0; each ShareKeys upload is lost, the phase is closed and
+    /// the round aborts after every site's charge. Returns the agents.
+    fn abort_masking_round(&self, rules: &ConsortiumRules) -> Vec<SiteAgent> {
+        let lost = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..SITES)
+            .map(|i| {
+                let mut agent = self.agent(i, rules);
+                let mut t = LoseShareKeys {
+                    inner: self.transport(i),
+                    lost: lost.clone(),
+                };
+                std::thread::spawn(move || {
+                    let out = agent.run_round(&mut t, &mut trainer(i), 0);
+                    (agent, out)
+                })
+            })
+            .collect();
+        while lost.load(Ordering::SeqCst) < SITES {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.rt.block_on(self.service.close_phase_now(0)).unwrap();
+        handles
+            .into_iter()
+            .map(|h| {
+                let (agent, out) = h.join().unwrap();
+                assert_eq!(out.unwrap(), RoundOutcome::Aborted);
+                assert_eq!(agent.aborted_rounds(), 1);
+                agent
+            })
+            .collect()
+    }
+
+    /// The committee: four decryptor agents serving fallback round `ROUND`.
+    fn spawn_committee(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let pin = tls::AggregatorPin {
+            identity: self.tc.aggregator.verifying_key(),
+            consortium_digest: self.tc.verified.consortium_digest(),
+        };
+        (0..MEMBERS)
+            .map(|j| {
+                let seed = member_seed(&self.tc, j);
+                let db = self.root.path().join(format!("m{j}.db"));
+                let member = Member::open(&db, j, seed, box_seed(j)).unwrap();
+                let id = tls::member_identity(&tls::ed25519_pkcs8_from_seed(&seed)).unwrap();
+                let client = {
+                    let _g = self.rt.enter();
+                    amalgam_net::client::ApiClient::new(
+                        &self.base,
+                        tls::client_config(&id, pin.clone()).unwrap(),
+                        net_policy(),
+                    )
+                    .unwrap()
+                };
+                let mut agent = DecryptorAgent::new(
+                    member,
+                    client,
+                    self.setups.clone(),
+                    true,
+                    Patience {
+                        long_poll: Duration::from_secs(5),
+                        poll: Duration::from_millis(50),
+                        max_polls: 1200,
+                    },
+                );
+                self.rt.spawn(async move {
+                    agent.serve_round(ROUND).await.unwrap();
+                })
+            })
+            .collect()
+    }
+
+    /// Opens the re-run of masking round 0 at the aggregator (it checks that round 0 aborted).
+    fn open_rerun(&self) -> Result<u64, amalgam_net::Problem> {
+        self.rt.block_on(self.fallback.open_rerun(&self.service, 0))
+    }
+
+    fn run_fallback(
+        &self,
+        agent: &mut SiteAgent,
+        t: &mut (impl Transport + FallbackTransport),
+        i: usize,
+    ) -> Result<RoundOutcome, AgentError> {
+        let setups = self.setups.clone();
+        agent.run_fallback_round(t, &mut trainer(i), ROUND, move |r| setups(r))
+    }
+
+    /// The exact sum of the sites' encoded updates of `round`.
+    fn plain_sum(&self, round: u64) -> Vec<u64> {
+        let mut sum = vec![0u64; self.rules.params.d()];
+        for i in 0..SITES {
+            for (a, x) in sum.iter_mut().zip(self.encoded(i, round)) {
+                *a += x;
+            }
+        }
+        sum
+    }
+
+    fn published(&self) -> amalgam_net::fallback_api::FallbackResult {
+        self.rt
+            .block_on(self.fallback.result(ROUND, Duration::from_secs(1)))
+            .unwrap()
+            .expect("a published result")
+    }
+
+    /// What the aggregator holds from site `i` in `ROUND` (its digest).
+    fn held(&self, i: usize) -> Option<[u8; 32]> {
+        self.transport(i).fallback_mine(ROUND).unwrap()
+    }
+}
+
+/// Loses every ShareKeys upload (the aggregator never sees it) and counts them.
+struct LoseShareKeys {
+    inner: HttpTransport,
+    lost: Arc<AtomicUsize>,
+}
+
+impl Transport for LoseShareKeys {
+    fn upload(&mut self, round: u64, phase: Phase, body: &[u8]) -> Result<(), TransportError> {
+        if phase == Phase::ShareKeys {
+            self.lost.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        self.inner.upload(round, phase, body)
+    }
+    fn download(&mut self, r: u64, p: Phase, w: Duration) -> Result<Download, TransportError> {
+        self.inner.download(r, p, w)
+    }
+    fn mine_latest(&mut self, r: u64) -> Result<Option<Vec<u8>>, TransportError> {
+        self.inner.mine_latest(r)
+    }
+    fn decline(&mut self, r: u64, b: &[u8]) -> Result<(), TransportError> {
+        self.inner.decline(r, b)
+    }
+    fn upload_summary(&mut self, r: u64, b: &[u8]) -> Result<(), TransportError> {
+        self.inner.upload_summary(r, b)
+    }
+    fn latest_summary(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+        self.inner.latest_summary()
+    }
+    fn round_model(&mut self, r: u64) -> Result<Option<[u8; 32]>, TransportError> {
+        self.inner.round_model(r)
+    }
+    fn result(&mut self, r: u64, w: Duration) -> Result<Option<RoundResult>, TransportError> {
+        self.inner.result(r, w)
+    }
+}
+
+/// Where a [`Crashing`] transport kills the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrashAt {
+    /// The sealed round is on disk, the upload has not left.
+    AfterPersist,
+    /// The aggregator accepted the upload, the answer is lost.
+    AfterSend,
+    /// Never: records what is sent.
+    Never,
+}
+
+/// Records every fallback upload attempted; "crashes" (a panic unwinds out of the agent, so
+/// no epilogue runs: what a kill leaves on disk) at its point.
+struct Crashing {
+    inner: HttpTransport,
+    at: CrashAt,
+    sent: Vec<Vec<u8>>,
+}
+
+impl Transport for Crashing {
+    fn upload(&mut self, round: u64, phase: Phase, body: &[u8]) -> Result<(), TransportError> {
+        self.inner.upload(round, phase, body)
+    }
+    fn download(&mut self, r: u64, p: Phase, w: Duration) -> Result<Download, TransportError> {
+        self.inner.download(r, p, w)
+    }
+    fn mine_latest(&mut self, r: u64) -> Result<Option<Vec<u8>>, TransportError> {
+        self.inner.mine_latest(r)
+    }
+    fn decline(&mut self, r: u64, b: &[u8]) -> Result<(), TransportError> {
+        self.inner.decline(r, b)
+    }
+    fn upload_summary(&mut self, r: u64, b: &[u8]) -> Result<(), TransportError> {
+        self.inner.upload_summary(r, b)
+    }
+    fn latest_summary(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+        self.inner.latest_summary()
+    }
+    fn round_model(&mut self, r: u64) -> Result<Option<[u8; 32]>, TransportError> {
+        self.inner.round_model(r)
+    }
+    fn result(&mut self, r: u64, w: Duration) -> Result<Option<RoundResult>, TransportError> {
+        self.inner.result(r, w)
+    }
+}
+
+impl FallbackTransport for Crashing {
+    fn fallback_upload(&mut self, round: u64, body: &[u8]) -> Result<(), TransportError> {
+        self.sent.push(body.to_vec());
+        if self.at == CrashAt::AfterPersist {
+            panic!("simulated crash after persist");
+        }
+        self.inner.fallback_upload(round, body)?;
+        if self.at == CrashAt::AfterSend {
+            panic!("simulated crash after send");
+        }
+        Ok(())
+    }
+    fn fallback_mine(&mut self, round: u64) -> Result<Option<[u8; 32]>, TransportError> {
+        self.inner.fallback_mine(round)
+    }
+    fn fallback_result(
+        &mut self,
+        round: u64,
+        wait: Duration,
+    ) -> Result<FallbackPoll, TransportError> {
+        self.inner.fallback_result(round, wait)
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Runs the fallback round at every site (site `i` crashing at `crash[i]` once, then
+/// restarted on its state directory) with the committee; returns each site's outcome and the
+/// upload bytes each attempt sent.
+fn complete_fallback(
+    net: &Net,
+    agents: Vec<SiteAgent>,
+    crash: [CrashAt; SITES],
+) -> Vec<(RoundOutcome, Vec<Vec<u8>>)> {
+    let committee = net.spawn_committee();
+    let outs = std::thread::scope(|s| {
+        let handles: Vec<_> = agents
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut agent)| {
+                s.spawn(move || {
+                    let mut t = Crashing {
+                        inner: net.transport(i),
+                        at: crash[i],
+                        sent: Vec::new(),
+                    };
+                    if crash[i] != CrashAt::Never {
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            net.run_fallback(&mut agent, &mut t, i)
+                        }));
+                        assert!(r.is_err(), "no crash");
+                        drop(agent);
+                        agent = net.agent(i, &net.rules);
+                        assert_eq!(agent.unfinished_fallback_round().unwrap(), Some(ROUND));
+                        t.at = CrashAt::Never;
+                    }
+                    let out = net.run_fallback(&mut agent, &mut t, i).unwrap();
+                    assert_eq!(agent.unfinished_fallback_round().unwrap(), None);
+                    (out, t.sent)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    for c in committee {
+        net.rt.block_on(c).unwrap();
+    }
+    outs
+}
+
+/// The sum every site must have computed its next model from, and that digest.
+fn expected_next(net: &Net, sum: &[u64], cohort: usize) -> [u8; 32] {
+    let mask = (1u64 << net.rules.dp.bits.get()) - 1;
+    let reduced: Vec<u64> = sum.iter().map(|v| v & mask).collect();
+    let next = next_model(
+        net.rules.encoding(ROUND),
+        &net.model,
+        &reduced,
+        cohort,
+        net.rules.server_lr,
+    )
+    .unwrap();
+    model_digest(&next)
+}
+
+#[test]
+fn an_aborted_masking_round_completes_through_the_fallback_with_a_second_charge() {
+    let net = start(31, MEMBERS);
+    let agents = net.abort_masking_round(&net.rules);
+    net.open_rerun().unwrap();
+    // A copy of site 2's state from before its fallback charge, restored at the end.
+    let old = net.root.path().join("s2-old");
+    copy_dir(&net.dir(2), &old);
+    let outs = complete_fallback(&net, agents, [CrashAt::Never; SITES]);
+
+    let res = net.published();
+    assert_eq!(res.contributors, vec![0, 1, 2, 3, 4]);
+    assert_eq!(res.sum, net.plain_sum(ROUND));
+    let next = expected_next(&net, &res.sum, SITES);
+    for (i, (out, sent)) in outs.iter().enumerate() {
+        assert_eq!(
+            out,
+            &RoundOutcome::FallbackCompleted {
+                contributors: vec![0, 1, 2, 3, 4],
+                model_digest: next,
+            }
+        );
+        assert_eq!(sent.len(), 1);
+        // Fresh noise: the re-run's update is not the aborted round's.
+        assert_ne!(net.encoded(i, ROUND), net.encoded(i, 0), "site {i}");
+        // The masking round and its re-run: one charge each.
+        assert_eq!(net.charges(i), 2, "site {i}");
+        assert_eq!(net.held(i), Some(sha(&sent[0])));
+    }
+
+    // The model chain continues from the fallback result.
+    let agent = net.agent(0, &net.rules);
+    assert_eq!(agent.model().1, next);
+    assert_eq!(agent.aborted_rounds(), 1);
+    drop(agent);
+
+    // Site 2 restored from the older copy: the aggregator holds its upload, local state does
+    // not know it, so the round is refused before any charge and the mark moves past it.
+    std::fs::remove_dir_all(net.dir(2)).unwrap();
+    std::fs::rename(&old, net.dir(2)).unwrap();
+    let mut agent = net.agent(2, &net.rules);
+    let mut t = net.transport(2);
+    let r = net.run_fallback(&mut agent, &mut t, 2);
+    assert!(
+        matches!(r, Err(AgentError::RolledBack { round: ROUND })),
+        "{r:?}"
+    );
+    assert_eq!(agent.last_fallback_round().unwrap(), Some(ROUND));
+    let r = net.run_fallback(&mut agent, &mut t, 2);
+    assert!(matches!(r, Err(AgentError::RolledBack { .. })), "{r:?}");
+    drop(agent);
+    assert_eq!(net.charges(2), 1);
+    net.rt.block_on(net.service.shutdown());
+}
+
+#[test]
+fn a_site_killed_after_persist_or_after_send_resends_identical_bytes_charged_once() {
+    let net = start(32, MEMBERS);
+    let agents = net.abort_masking_round(&net.rules);
+    net.open_rerun().unwrap();
+    let crash = [
+        CrashAt::AfterPersist,
+        CrashAt::AfterSend,
+        CrashAt::Never,
+        CrashAt::Never,
+        CrashAt::Never,
+    ];
+    let outs = complete_fallback(&net, agents, crash);
+    let res = net.published();
+    assert_eq!(res.sum, net.plain_sum(ROUND));
+    for (i, (out, sent)) in outs.iter().enumerate() {
+        assert!(
+            matches!(out, RoundOutcome::FallbackCompleted { .. }),
+            "{out:?}"
+        );
+        // One encoded update (one noise draw) per site for the re-run.
+        let draws = net
+            .encoded
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, r, _)| *s == i && *r == ROUND)
+            .count();
+        assert_eq!(draws, 1, "site {i}");
+        if crash[i] == CrashAt::Never {
+            assert_eq!(sent.len(), 1);
+        } else {
+            assert_eq!(sent.len(), 2, "site {i}");
+            assert_eq!(sent[0], sent[1], "site {i} re-sent other bytes");
+        }
+        assert_eq!(net.held(i), Some(sha(&sent[0])));
+        assert_eq!(net.charges(i), 2, "site {i}");
+    }
+    net.rt.block_on(net.service.shutdown());
+}
+
+#[test]
+fn a_policy_without_the_fallback_refuses_it_at_the_site_and_the_aggregator() {
+    let net = start(33, 0);
+    assert!(!net.rules.fallback_allowed);
+    let agents = net.abort_masking_round(&net.rules);
+    // The aggregator does not open the re-run either.
+    let e = net.open_rerun().unwrap_err();
+    assert_eq!(e.code, amalgam_net::ProblemCode::BadRequest, "{e:?}");
+    assert!(e.detail.contains("forbids"), "{e:?}");
+    for (i, mut agent) in agents.into_iter().enumerate() {
+        let mut t = net.transport(i);
+        let r = net.run_fallback(&mut agent, &mut t, i);
+        assert!(
+            matches!(r, Err(AgentError::FallbackForbidden(ROUND))),
+            "{r:?}"
+        );
+        assert_eq!(agent.last_fallback_round().unwrap(), None);
+        drop(agent);
+        assert_eq!(net.charges(i), 1, "site {i}");
+    }
+    net.rt.block_on(net.service.shutdown());
+}
+
+#[test]
+fn the_abort_cap_refuses_the_rerun_before_any_charge() {
+    let net = start(34, MEMBERS);
+    let mut rules = net.rules.clone();
+    rules.max_aborted_rounds = 1;
+    let agents = net.abort_masking_round(&rules);
+    net.open_rerun().unwrap();
+    for (i, mut agent) in agents.into_iter().enumerate() {
+        let mut t = net.transport(i);
+        let r = net.run_fallback(&mut agent, &mut t, i);
+        assert_eq!(
+            r.unwrap(),
+            RoundOutcome::Declined(DeclineReason::AbortCapReached)
+        );
+        assert_eq!(agent.last_fallback_round().unwrap(), None);
+        drop(agent);
+        assert_eq!(net.charges(i), 1, "site {i}");
+        assert_eq!(net.held(i), None);
+    }
+    // A masking round id is not a fallback round, whatever the policy.
+    let mut agent = net.agent(0, &net.rules);
+    let setups = net.setups.clone();
+    let r = agent.run_fallback_round(&mut net.transport(0), &mut trainer(0), 1, move |r| {
+        setups(r)
+    });
+    assert!(matches!(r, Err(AgentError::WrongScheme(1))), "{r:?}");
+    net.rt.block_on(net.service.shutdown());
+}
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
