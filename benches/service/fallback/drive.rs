@@ -51,6 +51,9 @@ fn update(dep: &FbDeployment, input_seed: &[u8; 32], i: usize) -> Vec<u64> {
         .collect()
 }
 
+/// One precompute thread's uploads (with their site indices) and partial sum.
+type ThreadPart = (Vec<(usize, Vec<u8>)>, Vec<u64>);
+
 /// Draws every site's round state and upload (spread over `threads` threads): each site's
 /// update from `input_seed`, its per-round seed from its own generator.
 pub fn precompute(dep: &FbDeployment, input_seed: &[u8; 32], threads: usize) -> Precomputed {
@@ -58,7 +61,7 @@ pub fn precompute(dep: &FbDeployment, input_seed: &[u8; 32], threads: usize) -> 
     let d = dep.setup.params().vector_len();
     let threads = threads.clamp(1, n);
     let per = n.div_ceil(threads);
-    let parts: Vec<(Vec<(usize, Vec<u8>)>, Vec<u64>)> = std::thread::scope(|s| {
+    let parts: Vec<ThreadPart> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use amalgam_proto::SiteId;
-use amalgam_server::consortium::{ConsortiumView, MemberRole};
+use amalgam_server::consortium::MemberRole;
 use amalgam_server::events::MemoryStore;
 
 use super::{FbDeployment, MEMBERS, drive, server};
