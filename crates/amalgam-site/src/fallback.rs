@@ -109,6 +109,19 @@ impl SiteAgent {
                 max_round: self.rules.max_round,
             });
         }
+        // Only the round this site holds the model of may be re-run: masking round r's re-run
+        // starts from model_r, which the site holds as model_round r (it missed round r) or
+        // r + 1 (round r aborted: model_r carried over). Any other id would let the aggregator
+        // charge the site for rounds it never saw, or move its model chain off its own.
+        let held = self.record.model_round;
+        if rerun > held || rerun.saturating_add(1) < held {
+            return Err(AgentError::FallbackSetup {
+                round,
+                reason: format!(
+                    "it re-runs round {rerun}; this site holds the model of round {held}"
+                ),
+            });
+        }
         let setup = setup(round).map_err(|reason| AgentError::FallbackSetup { round, reason })?;
         self.check_setup(&setup, round)?;
         // Persisted state means the charge happened: resumed, never drawn again.

@@ -707,6 +707,16 @@ fn the_abort_cap_refuses_the_rerun_before_any_charge() {
     }
     // A masking round id is not a fallback round, whatever the policy.
     let mut agent = net.agent(0, &net.rules);
+    // The re-run of a round whose model this site does not hold (it holds round 1's) is
+    // refused before the setup is even asked for, and nothing is charged.
+    let r = agent.run_fallback_round(&mut net.transport(0), &mut trainer(0), ROUND + 2, |_| {
+        panic!("no setup may be asked for")
+    });
+    assert!(
+        matches!(&r, Err(AgentError::FallbackSetup { round, .. }) if *round == ROUND + 2),
+        "{r:?}"
+    );
+    assert_eq!(agent.last_fallback_round().unwrap(), None);
     let setups = net.setups.clone();
     let r = agent.run_fallback_round(&mut net.transport(0), &mut trainer(0), 1, move |r| {
         setups(r)
