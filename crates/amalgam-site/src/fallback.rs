@@ -159,11 +159,19 @@ impl SiteAgent {
             *setup.context(),
             SamplerKind::Fast,
         );
+        // The attempt counts against the abort cap before the charge and is undone only by a
+        // completion: a crash anywhere between the charge and the conclusion (training,
+        // sealing) can never leave a charged re-run uncounted.
+        self.record.aborted = self.record.aborted.saturating_add(1);
+        self.save()?;
         let permit = match self.ledger.authorize(request) {
             Ok(p) => p,
             Err(LedgerError::BudgetExceeded { .. }) => {
+                self.record.aborted = self.record.aborted.saturating_sub(1);
+                self.save()?;
                 return Ok(RoundOutcome::Declined(DeclineReason::BudgetExceeded));
             }
+            // Left counted: whether the ledger charged is not known here.
             Err(e) => return Err(e.into()),
         };
         self.advance_fallback_high_water(round)?;
@@ -376,8 +384,9 @@ impl SiteAgent {
         round: u64,
         outcome: Result<RoundOutcome, AgentError>,
     ) -> Result<RoundOutcome, AgentError> {
-        if !matches!(outcome, Ok(RoundOutcome::FallbackCompleted { .. })) {
-            self.record.aborted = self.record.aborted.saturating_add(1);
+        // Counted before the charge (see `run_fallback_round`); a completion undoes it.
+        if matches!(outcome, Ok(RoundOutcome::FallbackCompleted { .. })) {
+            self.record.aborted = self.record.aborted.saturating_sub(1);
         }
         let saved = self.save();
         let deleted = self.store.delete_round(round);

@@ -34,8 +34,8 @@ use amalgam_site::retry::RetryPolicy;
 use amalgam_site::statements::DeclineReason;
 use amalgam_site::transport::{Download, RoundResult};
 use amalgam_site::{
-    AgentError, AgentOptions, ConsortiumRules, RoundOutcome, SiteAgent, SyntheticTrainer,
-    Transport, TransportError,
+    AgentError, AgentOptions, ConsortiumRules, GlobalModel, Permits, RoundInfo, RoundOutcome,
+    SiteAgent, SyntheticTrainer, TrainError, TrainOutput, Trainer, Transport, TransportError,
 };
 
 const SITES: usize = 5;
@@ -660,6 +660,54 @@ fn a_site_killed_after_persist_or_after_send_resends_identical_bytes_charged_onc
         assert_eq!(net.held(i), Some(sha(&sent[0])));
         assert_eq!(net.charges(i), 2, "site {i}");
     }
+    net.rt.block_on(net.service.shutdown());
+}
+
+/// Dies while training, after the charge and before anything is sealed.
+struct KilledWhileTraining;
+
+impl Trainer for KilledWhileTraining {
+    fn train(
+        &mut self,
+        _: GlobalModel<'_>,
+        _: &RoundInfo,
+        _: &Permits,
+    ) -> Result<TrainOutput, TrainError> {
+        panic!("killed while training")
+    }
+}
+
+#[test]
+fn a_crash_between_the_charge_and_the_seal_counts_against_the_abort_cap() {
+    let net = start(35, MEMBERS);
+    let mut agents = net.abort_masking_round(&net.rules);
+    net.open_rerun().unwrap();
+    let mut agent = agents.swap_remove(0);
+    assert_eq!(agent.aborted_rounds(), 1);
+    let setups = net.setups.clone();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        agent.run_fallback_round(
+            &mut net.transport(0),
+            &mut KilledWhileTraining,
+            ROUND,
+            |r| setups(r),
+        )
+    }));
+    assert!(r.is_err(), "no crash");
+    drop(agent);
+    // Charged twice (masking round 0 and the re-run), nothing sealed or sent.
+    assert_eq!(net.charges(0), 2);
+    assert_eq!(net.held(0), None);
+    let mut agent = net.agent(0, &net.rules);
+    assert_eq!(agent.unfinished_fallback_round().unwrap(), None);
+    // The charged attempt is counted: two aborted rounds, though none concluded.
+    assert_eq!(agent.aborted_rounds(), 2);
+    // The restarted site cannot run the same id again, and no third charge is taken.
+    let r = net.run_fallback(&mut agent, &mut net.transport(0), 0);
+    assert!(matches!(r, Err(AgentError::RoundReused { .. })), "{r:?}");
+    assert_eq!(agent.aborted_rounds(), 2);
+    drop(agent);
+    assert_eq!(net.charges(0), 2);
     net.rt.block_on(net.service.shutdown());
 }
 
