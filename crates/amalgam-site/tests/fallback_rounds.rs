@@ -388,6 +388,34 @@ impl Net {
     }
 }
 
+/// Every `Transport` method but `upload`, passed on to `self.inner` unchanged: the test
+/// transports below differ only in what they do to uploads.
+macro_rules! forward_to_inner {
+    () => {
+        fn download(&mut self, r: u64, p: Phase, w: Duration) -> Result<Download, TransportError> {
+            self.inner.download(r, p, w)
+        }
+        fn mine_latest(&mut self, r: u64) -> Result<Option<Vec<u8>>, TransportError> {
+            self.inner.mine_latest(r)
+        }
+        fn decline(&mut self, r: u64, b: &[u8]) -> Result<(), TransportError> {
+            self.inner.decline(r, b)
+        }
+        fn upload_summary(&mut self, r: u64, b: &[u8]) -> Result<(), TransportError> {
+            self.inner.upload_summary(r, b)
+        }
+        fn latest_summary(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
+            self.inner.latest_summary()
+        }
+        fn round_model(&mut self, r: u64) -> Result<Option<[u8; 32]>, TransportError> {
+            self.inner.round_model(r)
+        }
+        fn result(&mut self, r: u64, w: Duration) -> Result<Option<RoundResult>, TransportError> {
+            self.inner.result(r, w)
+        }
+    };
+}
+
 /// Loses every ShareKeys upload (the aggregator never sees it) and counts them.
 struct LoseShareKeys {
     inner: HttpTransport,
@@ -402,27 +430,7 @@ impl Transport for LoseShareKeys {
         }
         self.inner.upload(round, phase, body)
     }
-    fn download(&mut self, r: u64, p: Phase, w: Duration) -> Result<Download, TransportError> {
-        self.inner.download(r, p, w)
-    }
-    fn mine_latest(&mut self, r: u64) -> Result<Option<Vec<u8>>, TransportError> {
-        self.inner.mine_latest(r)
-    }
-    fn decline(&mut self, r: u64, b: &[u8]) -> Result<(), TransportError> {
-        self.inner.decline(r, b)
-    }
-    fn upload_summary(&mut self, r: u64, b: &[u8]) -> Result<(), TransportError> {
-        self.inner.upload_summary(r, b)
-    }
-    fn latest_summary(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
-        self.inner.latest_summary()
-    }
-    fn round_model(&mut self, r: u64) -> Result<Option<[u8; 32]>, TransportError> {
-        self.inner.round_model(r)
-    }
-    fn result(&mut self, r: u64, w: Duration) -> Result<Option<RoundResult>, TransportError> {
-        self.inner.result(r, w)
-    }
+    forward_to_inner!();
 }
 
 /// Where a [`Crashing`] transport kills the agent.
@@ -448,27 +456,7 @@ impl Transport for Crashing {
     fn upload(&mut self, round: u64, phase: Phase, body: &[u8]) -> Result<(), TransportError> {
         self.inner.upload(round, phase, body)
     }
-    fn download(&mut self, r: u64, p: Phase, w: Duration) -> Result<Download, TransportError> {
-        self.inner.download(r, p, w)
-    }
-    fn mine_latest(&mut self, r: u64) -> Result<Option<Vec<u8>>, TransportError> {
-        self.inner.mine_latest(r)
-    }
-    fn decline(&mut self, r: u64, b: &[u8]) -> Result<(), TransportError> {
-        self.inner.decline(r, b)
-    }
-    fn upload_summary(&mut self, r: u64, b: &[u8]) -> Result<(), TransportError> {
-        self.inner.upload_summary(r, b)
-    }
-    fn latest_summary(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
-        self.inner.latest_summary()
-    }
-    fn round_model(&mut self, r: u64) -> Result<Option<[u8; 32]>, TransportError> {
-        self.inner.round_model(r)
-    }
-    fn result(&mut self, r: u64, w: Duration) -> Result<Option<RoundResult>, TransportError> {
-        self.inner.result(r, w)
-    }
+    forward_to_inner!();
 }
 
 impl FallbackTransport for Crashing {
