@@ -177,3 +177,66 @@ impl From<opendp::error::Error> for AccountError {
         ))
     }
 }
+
+/// The record-level (DP-SGD) accountant refused its inputs or could not produce a guarantee.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum RecordAccountError {
+    /// The Poisson sampling rate q is not a probability.
+    #[error("sampling rate q = {0} is invalid: must be in [0, 1]")]
+    SamplingRate(f64),
+    /// The noise multiplier z = σ/Δ is not a finite positive number.
+    #[error("noise multiplier z = {0} is invalid: must be finite and > 0")]
+    NoiseMultiplier(f64),
+    /// A run of zero steps has nothing to account for.
+    #[error("steps = 0: a local run has at least one noisy step")]
+    NoSteps,
+    /// A Rényi order outside the integers the accountant supports.
+    #[error("Rényi order {order} is invalid: must be an integer in [2, {max}]")]
+    Order {
+        /// The rejected order.
+        order: u32,
+        /// Largest supported order.
+        max: u32,
+    },
+    /// An order set that is empty, unsorted or repeats an order.
+    #[error("Rényi orders must be a non-empty, strictly increasing list ({0})")]
+    Orders(&'static str),
+    /// Two curves over different order sets cannot be composed.
+    #[error("cannot compose RDP curves over different order sets")]
+    OrdersMismatch,
+    /// No order gives a finite ε (the RDP is infinite at every order).
+    #[error("no Rényi order gives a finite epsilon at delta = {delta:e}")]
+    Unbounded {
+        /// The target δ.
+        delta: f64,
+    },
+    /// Even the largest noise multiplier searched does not reach the target.
+    #[error(
+        "no noise multiplier up to {ceiling} reaches epsilon = {target} at delta = {delta:e} \
+         (q = {q}, {steps} steps)"
+    )]
+    CalibrationAboveRange {
+        /// Target ε.
+        target: f64,
+        /// Target δ.
+        delta: f64,
+        /// Sampling rate.
+        q: f64,
+        /// Steps.
+        steps: u64,
+        /// Largest z searched.
+        ceiling: f64,
+    },
+    /// The smallest noise multiplier searched already meets the target, so the smallest one
+    /// that does is below the range (for example q = 0, which costs nothing).
+    #[error(
+        "the smallest noise multiplier searched, {floor}, already meets epsilon = {target}: \
+         the calibrated value is below the search range"
+    )]
+    CalibrationBelowRange {
+        /// Target ε.
+        target: f64,
+        /// Smallest z searched.
+        floor: f64,
+    },
+}

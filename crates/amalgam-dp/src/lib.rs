@@ -17,6 +17,8 @@
 //! * [`entropy`]: the crate's own OS-seeded noise and rounding streams.
 //! * [`accountant`]: per-round ρ, composition and (ε, δ) on opendp, σ calibration.
 //! * [`ledger`]: the budget cap, the signed hash-chained ledger and its audit.
+//! * [`record`]: the record-level (DP-SGD) accountant: RDP of the Poisson-subsampled Gaussian
+//!   at integer orders, (ε, δ) conversion and σ calibration.
 
 //! # What cannot be written
 //!
@@ -77,6 +79,7 @@ pub mod entropy;
 pub mod error;
 pub mod ledger;
 pub mod params;
+pub mod record;
 pub mod rotation;
 pub mod sampler;
 pub mod scaling;
