@@ -285,6 +285,53 @@ fn discrete_gaussian_on_the_grid_has_exactly_the_continuous_integer_moments() {
     assert!((ln_a - formula).abs() > 1e-4 * formula, "{ln_a} {formula}");
 }
 
+/// The same moments on ℤ² for a shift off the axes, where the privacy loss is not a 1-D
+/// discrete Gaussian: (ln A, ln B) by direct summation over a box holding all but e⁻⁸⁰⁰ of the mass.
+fn discrete_moments_2d(s: f64, v: (i64, i64), q: f64, alpha: u32) -> (f64, f64) {
+    let a = f64::from(alpha);
+    let reach = (40.0 * s).ceil() as i64 + 10;
+    let span = |vi: i64| -reach..=(reach + i64::from(alpha) * vi);
+    let points: Vec<(f64, f64)> = span(v.0)
+        .flat_map(|x| span(v.1).map(move |y| (x as f64, y as f64)))
+        .collect();
+    let (v0, v1) = (v.0 as f64, v.1 as f64);
+    let e0 = |&(x, y): &(f64, f64)| -(x * x + y * y) / (2.0 * s * s);
+    let e1 = |&(x, y): &(f64, f64)| -((x - v0).powi(2) + (y - v1).powi(2)) / (2.0 * s * s);
+    let ln_z = log_sum(points.iter().map(e0));
+    let ln_mu = |p: &(f64, f64)| ln_add((-q).ln_1p() + e0(p), q.ln() + e1(p)) - ln_z;
+    let ln_a = log_sum(
+        points
+            .iter()
+            .map(|p| a * ln_mu(p) + (1.0 - a) * (e0(p) - ln_z)),
+    );
+    let ln_b = log_sum(
+        points
+            .iter()
+            .map(|p| a * (e0(p) - ln_z) + (1.0 - a) * ln_mu(p)),
+    );
+    (ln_a, ln_b)
+}
+
+/// On ℤ² with v = (1, 1) and (2, 1) the identity holds with z = σ/‖v‖, and B_α ≤ A_α.
+#[test]
+fn discrete_gaussian_moments_hold_off_the_axes_in_two_dimensions() {
+    for &(s, v) in &[(0.8, (1i64, 1i64)), (1.5, (2, 1)), (0.5, (2, 1))] {
+        let norm = ((v.0 * v.0 + v.1 * v.1) as f64).sqrt();
+        for &q in &[0.1, 0.5] {
+            for alpha in [2u32, 4, 8] {
+                let (ln_a, ln_b) = discrete_moments_2d(s, v, q, alpha);
+                let formula =
+                    rdp_sampled_gaussian(q, s / norm, alpha).unwrap() * f64::from(alpha - 1);
+                assert!(
+                    (ln_a - formula).abs() <= 1e-10 * formula.max(1e-3),
+                    "s={s} v={v:?} q={q} alpha={alpha}: direct {ln_a}, formula {formula}"
+                );
+                assert!(ln_b <= ln_a + 1e-12, "reverse moment {ln_b} above {ln_a}");
+            }
+        }
+    }
+}
+
 /// At large z the RDP is far below one ulp of 1; summing A_α − 1 keeps it: it must follow the
 /// leading term C(α, 2) q² (e^{1/z²} − 1) / (α − 1) (next terms are O(q³)).
 #[test]
