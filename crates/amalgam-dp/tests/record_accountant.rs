@@ -482,6 +482,26 @@ fn calibration_recovers_the_reference_noise_multipliers() {
     assert!(checked >= 20, "only {checked}");
 }
 
+/// Below the conversion's floor over the orders (order 1024 at δ = 10⁻⁶: ≈ 0.0058) only the
+/// total-variation case reaches a target: the calibrated z is large, its ε is 0, and no
+/// smaller z in the search gets under the target.
+#[test]
+fn a_target_below_the_conversion_floor_is_met_only_at_epsilon_zero() {
+    let d = delta(1e-6);
+    let floor = -(1e-6f64.ln() + 1024f64.ln()) / 1023.0 + (-1.0f64 / 1024.0).ln_1p();
+    assert!((floor - 0.0058).abs() < 1e-4);
+    let cal = calibrate_noise_multiplier(Epsilon::new(0.003).unwrap(), d, 10, 0.01).unwrap();
+    assert_eq!(cal.epsilon.epsilon, 0.0);
+    assert_eq!(cal.epsilon.order, 2);
+    // r(2) ≈ 10·q²/z² must be below δ² = 10⁻¹², so z > 3·10⁴.
+    assert!(cal.noise_multiplier > 3e4, "{}", cal.noise_multiplier);
+    let below = record_epsilon(0.01, cal.noise_multiplier * (1.0 - 1e-6), 10, d).unwrap();
+    assert!(
+        below.epsilon > 0.003 && below.epsilon < floor + 1e-3,
+        "{below:?}"
+    );
+}
+
 #[test]
 fn calibration_refuses_what_it_cannot_reach() {
     let d = delta(1e-6);
