@@ -183,6 +183,23 @@ fn clipped_norms_stay_within_c_and_rounded_norms_within_delta() {
         assert!(*k <= delta, "{k} > {delta}");
     }
     assert_eq!(r.sum[8], 1 + 50 - 50);
+    // Parameters out of range and inconsistent shapes are refused, not trusted.
+    assert!(matches!(
+        clip_round_sum(&hostile, clip, 1e-12),
+        Err(RecordDpError::GridTooFine { .. })
+    ));
+    assert!(matches!(
+        clip_round_sum(&hostile, f64::INFINITY, gamma),
+        Err(RecordDpError::ClipNorm(_))
+    ));
+    let short = PerExample {
+        rows: 4,
+        ..hostile.clone()
+    };
+    assert!(matches!(
+        clip_round_sum(&short, clip, gamma),
+        Err(RecordDpError::GradientShape { rows: 4, .. })
+    ));
     let mut nan = hostile.clone();
     nan.values[d + 3] = f32::NAN;
     assert!(matches!(
@@ -419,7 +436,7 @@ fn batch_norm_and_out_of_range_configurations_are_refused_without_a_change() {
                 gamma: 1e-12,
                 ..config()
             },
-            |e| matches!(e, RecordDpError::GridTooFine { .. }),
+            |e| matches!(e, RecordDpError::GridTooFine { what: "C", .. }),
         ),
         (
             RecordDpConfig {
@@ -455,7 +472,7 @@ fn batch_norm_and_out_of_range_configurations_are_refused_without_a_change() {
                 gamma: 1e-3,
                 ..config()
             },
-            |e| matches!(e, RecordDpError::GridTooFine { .. }),
+            |e| matches!(e, RecordDpError::GridTooFine { what: "sigma", .. }),
         ),
     ];
     for (cfg, want) in bad {

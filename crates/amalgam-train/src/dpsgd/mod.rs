@@ -75,17 +75,16 @@ pub enum RecordDpError {
     #[error("grid gamma = {0} must be finite and > 0")]
     Gamma(f64),
     /// The grid is too fine for the clip norm or the noise (integer range).
-    #[error(
-        "grid gamma = {gamma} too fine: C/gamma must be <= 2^31 and sigma/gamma <= 2^40 \
-         (C/gamma = {clip_ratio}, sigma/gamma = {sigma_ratio})"
-    )]
+    #[error("grid gamma = {gamma} too fine: {what}/gamma = {ratio} exceeds {max}")]
     GridTooFine {
         /// γ.
         gamma: f64,
-        /// C/γ.
-        clip_ratio: f64,
-        /// σ/γ.
-        sigma_ratio: f64,
+        /// `C` or `sigma`.
+        what: &'static str,
+        /// C/γ or σ/γ.
+        ratio: f64,
+        /// Its largest accepted value.
+        max: f64,
     },
     /// Steps outside 1..=MAX_LOCAL_STEPS.
     #[error("steps {0} outside 1..={MAX_LOCAL_STEPS}")]
@@ -102,6 +101,16 @@ pub enum RecordDpError {
     /// The plant has no record, or more than [`MAX_RECORDS`].
     #[error("the plant has {0} records: record-level DP-SGD needs 1..=2^24")]
     Records(usize),
+    /// Per-example gradients whose value count is not rows × dim.
+    #[error("{values} gradient values for {rows} examples of {dim} parameters")]
+    GradientShape {
+        /// Examples.
+        rows: usize,
+        /// Parameters.
+        dim: usize,
+        /// Values given.
+        values: usize,
+    },
     /// A per-example gradient holds a non-finite value (the step is refused).
     #[error("a per-example gradient is not finite at parameter {0}")]
     NonFiniteGradient(usize),
@@ -143,14 +152,8 @@ impl RecordDpConfig {
         if !pos(self.gamma) {
             return Err(RecordDpError::Gamma(self.gamma));
         }
-        let (clip_ratio, sigma_ratio) = (self.clip / self.gamma, self.sigma / self.gamma);
-        if !(clip_ratio <= MAX_CLIP_OVER_GAMMA && sigma_ratio <= MAX_SIGMA_OVER_GAMMA) {
-            return Err(RecordDpError::GridTooFine {
-                gamma: self.gamma,
-                clip_ratio,
-                sigma_ratio,
-            });
-        }
+        grid_check(self.gamma, "C", self.clip, MAX_CLIP_OVER_GAMMA)?;
+        grid_check(self.gamma, "sigma", self.sigma, MAX_SIGMA_OVER_GAMMA)?;
         if !(1..=MAX_LOCAL_STEPS).contains(&self.steps) {
             return Err(RecordDpError::Steps(self.steps));
         }
@@ -180,6 +183,26 @@ impl RecordDpConfig {
             clip: self.clip,
             sigma: self.sigma,
         }
+    }
+}
+
+/// Refuses `value`/`gamma` above `max` (`what` names the value).
+pub(crate) fn grid_check(
+    gamma: f64,
+    what: &'static str,
+    value: f64,
+    max: f64,
+) -> Result<(), RecordDpError> {
+    let ratio = value / gamma;
+    if ratio <= max {
+        Ok(())
+    } else {
+        Err(RecordDpError::GridTooFine {
+            gamma,
+            what,
+            ratio,
+            max,
+        })
     }
 }
 

@@ -36,13 +36,28 @@ pub struct RoundedSum {
 }
 
 /// Clips each example's gradient to `clip`, rounds it to the grid `gamma` and sums the
-/// integers. Refuses a non-finite gradient value and a sum that would overflow.
+/// integers. Refuses `clip`, `gamma` or C/γ out of the configuration's ranges, gradients whose
+/// length is not rows × dim, a non-finite gradient value and a sum that would overflow.
 pub fn clip_round_sum(
     grads: &PerExample,
     clip: f64,
     gamma: f64,
 ) -> Result<RoundedSum, RecordDpError> {
+    if !(clip.is_finite() && clip > 0.0) {
+        return Err(RecordDpError::ClipNorm(clip));
+    }
+    if !(gamma.is_finite() && gamma > 0.0) {
+        return Err(RecordDpError::Gamma(gamma));
+    }
+    super::grid_check(gamma, "C", clip, super::MAX_CLIP_OVER_GAMMA)?;
     let d = grads.dim;
+    if grads.rows.checked_mul(d) != Some(grads.values.len()) {
+        return Err(RecordDpError::GradientShape {
+            rows: grads.rows,
+            dim: d,
+            values: grads.values.len(),
+        });
+    }
     let delta = sensitivity(clip, gamma, d);
     let mut sum = vec![0i64; d];
     let mut clipped_norms = Vec::with_capacity(grads.rows);
