@@ -8,11 +8,22 @@
 //! runs a whole consortium in one process, with plaintext aggregation, to choose and check a
 //! recipe against centralized training on the pooled rows.
 //!
+//! Record-level differential privacy inside the trainer is DP-SGD ([`dpsgd`]): Poisson
+//! subsampling, per-example clipping, grid rounding and discrete Gaussian noise.
+//!
 //! Normative behaviour: `protocol-spec/training.md`.
+
+// Replayable Poisson coins must never reach a release build (as amalgam-dp's seeded streams).
+#[cfg(all(feature = "test-vectors", not(debug_assertions), not(test)))]
+compile_error!(
+    "amalgam-train's `test-vectors` feature (replayable Poisson coins) is for tests only and \
+     cannot be built without debug assertions"
+);
 
 pub mod builtin;
 pub mod campaign;
 pub mod data;
+pub mod dpsgd;
 pub mod experiment;
 pub mod features;
 pub mod metrics;

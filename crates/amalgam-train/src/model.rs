@@ -73,6 +73,17 @@ pub enum ModelError {
     /// The input width does not match.
     #[error("model output has shape {0:?}, expected [n, 1]")]
     Output(Vec<i64>),
+    /// The batched per-example gradient path needs the layers of a built-in model.
+    #[error("the batched per-example gradient path needs a built-in model")]
+    NotBuiltin,
+    /// Features and labels of different shapes (features `[n, d]`, labels `[n, 1]`).
+    #[error("features of shape {x:?} and labels of shape {y:?} do not pair up")]
+    Rows {
+        /// Shape of the features.
+        x: Vec<i64>,
+        /// Shape of the labels.
+        y: Vec<i64>,
+    },
     /// An error from libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
@@ -112,6 +123,10 @@ pub struct Model {
     net: Net,
     order: Vec<Tensor>,
     numel: usize,
+    /// Whether one row's output is known not to depend on the other rows of its batch: true
+    /// for the built-ins (linear layers and ReLU only), true for a TorchScript model only when
+    /// it was loaded with the differential-privacy check ([`Model::load_script`] with `dp`).
+    rows_independent: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -151,7 +166,7 @@ impl Model {
                 )
             })
             .collect();
-        Self::finish(vs, Net::Builtin(layers), false, None)
+        Self::finish(vs, Net::Builtin(layers), false, None, true)
     }
 
     /// Loads a scripted TorchScript model taking `features` inputs for training. Refuses
@@ -170,7 +185,7 @@ impl Model {
             crate::script::refuse_batch_norm(&mut probe, features.dim())?;
         }
         let module = tch::TrainableCModule::load(path, vs.root())?;
-        Self::finish(vs, Net::Script(module), true, Some(original))
+        Self::finish(vs, Net::Script(module), true, Some(original), dp)
     }
 
     fn finish(
@@ -178,6 +193,7 @@ impl Model {
         net: Net,
         renamed: bool,
         original: Option<Vec<String>>,
+        rows_independent: bool,
     ) -> Result<Model, ModelError> {
         let vars = vs.variables();
         let original = original.unwrap_or_else(|| vars.keys().cloned().collect());
@@ -195,6 +211,7 @@ impl Model {
             net,
             order,
             numel,
+            rows_independent,
         })
     }
 
@@ -225,6 +242,40 @@ impl Model {
         }
         self.set_from_flat(&flat)?;
         Ok(flat)
+    }
+
+    /// The linear layers of a built-in model, input first (`None` for a TorchScript model).
+    pub(crate) fn linear_layers(&self) -> Option<&[nn::Linear]> {
+        match &self.net {
+            Net::Builtin(layers) => Some(layers),
+            Net::Script(_) => None,
+        }
+    }
+
+    /// Refuses a model that may hold a batch-norm layer, for training under record-level
+    /// differential privacy: a TorchScript model loaded without the row-independence check,
+    /// or any variable of the store that is a batch-norm buffer (`running_mean`,
+    /// `running_var`, `num_batches_tracked`), wherever it was added from.
+    pub fn refuse_batch_norm(&self) -> Result<(), ModelError> {
+        if !self.rows_independent {
+            return Err(ModelError::BatchNorm(
+                "the TorchScript model was loaded without the row-independence check (load it \
+                 with differential privacy on)"
+                    .into(),
+            ));
+        }
+        const BUFFERS: [&str; 3] = ["running_mean", "running_var", "num_batches_tracked"];
+        let mut names: Vec<String> = self.vs.variables().into_keys().collect();
+        names.sort();
+        if let Some(n) = names
+            .iter()
+            .find(|n| BUFFERS.iter().any(|b| n.ends_with(b)))
+        {
+            return Err(ModelError::BatchNorm(format!(
+                "the model holds the batch-norm buffer {n:?}"
+            )));
+        }
+        Ok(())
     }
 
     /// Number of values in the flat vector.
