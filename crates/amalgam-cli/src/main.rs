@@ -27,6 +27,8 @@ mod simulate;
 mod site;
 mod summaries;
 #[cfg(feature = "train")]
+mod sweep;
+#[cfg(feature = "train")]
 mod train;
 
 use std::process::ExitCode;
@@ -83,6 +85,10 @@ enum Command {
     /// local-only) over several seeded splits and report means with 95% intervals.
     #[cfg(feature = "train")]
     Experiment(train::ExperimentArgs),
+    /// The site-level ε-versus-F1 curve: whole campaigns of real site agents (ledger, DDG
+    /// noise, masking) per noise level and seed, in one process (`--sigmas 0,0.5,1,2`).
+    #[cfg(feature = "train")]
+    Sweep(sweep::Args),
 }
 
 /// A failure with the exit status it maps to.
@@ -171,5 +177,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Data(args) => data_cmd::run(&args),
         #[cfg(feature = "train")]
         Command::Experiment(args) => train::experiment(&args).map_err(Failure::failed),
+        #[cfg(feature = "train")]
+        Command::Sweep(args) => sweep::run(&args),
     }
 }

@@ -482,3 +482,53 @@ fn sites_train_on_their_plant_files_and_the_next_model_moves() {
     assert_ne!(next, init, "the campaign's model did not move");
     server.kill();
 }
+
+/// `amalgam sweep` runs whole campaigns of real site agents per noise level: the point without
+/// noise has no ε, the noised one a finite ε from the ledgers, each point as many seeds as
+/// asked; a bad noise list is a usage error.
+#[test]
+fn sweep_writes_one_point_per_noise_level_with_the_ledgers_epsilon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    small_csv(d, 2500);
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/campaign-default.toml"
+    );
+    let o = amalgam(
+        d,
+        &[
+            "sweep",
+            "--config",
+            config,
+            "--data",
+            "in.csv",
+            "--model",
+            "logistic-ai4i",
+            "--plants",
+            "3",
+            "--sigmas",
+            "0,8",
+            "--seeds",
+            "2",
+            "--rounds",
+            "2",
+            "--out",
+            "sweep.json",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("sweep.json")).unwrap()).unwrap();
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    assert!(points[0]["epsilon"].is_null(), "{v}");
+    let eps = points[1]["epsilon"].as_f64().unwrap();
+    assert!(eps.is_finite() && eps > 0.0, "{eps}");
+    assert!(points.iter().all(|p| p["seeds"] == 2));
+    assert_eq!(v["runs"].as_array().unwrap().len(), 4);
+    for bad in ["", "1,-2", "x"] {
+        let o = amalgam(d, &["sweep", "--data", "in.csv", "--sigmas", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+    }
+}

@@ -31,6 +31,7 @@ pub mod model;
 pub mod model_file;
 pub mod plant_files;
 pub mod script;
+pub mod secure_campaign;
 pub mod site_trainer;
 pub mod split;
 pub mod summary;
