@@ -14,6 +14,7 @@ pub mod builtin;
 pub mod campaign;
 pub mod data;
 pub mod experiment;
+pub mod export;
 pub mod features;
 pub mod metrics;
 pub mod model;
