@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use crate::schema::{ModelKind, SimulationReport};
+use crate::schema::{ModelKind, RoundRow, SimulationReport};
 use crate::svg::{Frame, colour, extent, legend_entry, note, open, series};
 use crate::text::esc;
 
@@ -46,6 +46,42 @@ pub fn kind_name(k: ModelKind) -> &'static str {
     }
 }
 
+/// Most rounds drawn per series: a longer campaign is thinned to every k-th round (the last
+/// always kept), so that 10^4 rounds × 255 plants stay a plot of a few MiB, not 160.
+pub const MAX_PLOTTED_ROUNDS: usize = 1000;
+
+/// The rounds drawn, and the stride k when thinned.
+fn shown(r: &SimulationReport) -> (Vec<&RoundRow>, Option<usize>) {
+    let n = r.rounds.len();
+    if n <= MAX_PLOTTED_ROUNDS {
+        return (r.rounds.iter().collect(), None);
+    }
+    let k = n.div_ceil(MAX_PLOTTED_ROUNDS - 1);
+    let rows = r
+        .rounds
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % k == 0 || *i == n - 1)
+        .map(|(_, row)| row)
+        .collect();
+    (rows, Some(k))
+}
+
+/// Says so on the plot when rounds were thinned.
+fn thinned_note(s: &mut String, r: &SimulationReport, k: Option<usize>, y: f64) {
+    if let Some(k) = k {
+        note(
+            s,
+            320.0,
+            y,
+            &format!(
+                "one round in {k} drawn, and the last, of {} rounds",
+                r.rounds.len()
+            ),
+        );
+    }
+}
+
 fn round_range(r: &SimulationReport) -> (f64, f64) {
     extent(r.rounds.iter().map(|row| row.round as f64)).unwrap_or((0.0, 1.0))
 }
@@ -56,13 +92,12 @@ fn rounds(r: &SimulationReport) -> Plot {
     let mut s = String::new();
     open(&mut s, 720, 500, title);
     let xr = round_range(r);
-    let loss: Vec<(f64, f64)> = r
-        .rounds
+    let (rows, k) = shown(r);
+    let loss: Vec<(f64, f64)> = rows
         .iter()
         .filter_map(|row| row.loss.map(|v| (row.round as f64, v)))
         .collect();
-    let f1: Vec<(f64, f64)> = r
-        .rounds
+    let f1: Vec<(f64, f64)> = rows
         .iter()
         .filter_map(|row| row.val_f1.map(|v| (row.round as f64, v)))
         .collect();
@@ -81,6 +116,7 @@ fn rounds(r: &SimulationReport) -> Plot {
     if r.rounds.is_empty() {
         note(&mut s, 320.0, 130.0, "no rounds recorded");
     }
+    thinned_note(&mut s, r, k, 495.0);
     s.push_str("</svg>\n");
     Plot {
         file: "rounds.svg",
@@ -133,10 +169,12 @@ fn epsilon(r: &SimulationReport) -> Plot {
             esc(&crate::text::num(c))
         );
     }
+    let (rows, k) = shown(r);
+    thinned_note(&mut s, r, k, f.bottom() + 50.0);
     for p in 0..plants {
         let mut pts = Vec::new();
         let mut inf = Vec::new();
-        for row in &r.rounds {
+        for row in &rows {
             match row.epsilon.get(p) {
                 Some(Some(e)) => pts.push((f.px(row.round as f64), f.py(*e))),
                 Some(None) => inf.push((f.px(row.round as f64), band)),

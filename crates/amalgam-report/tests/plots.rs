@@ -222,3 +222,41 @@ fn curve_plot_has_one_point_and_bar_per_campaign() {
     assert!(!dir.path().join("plots/curve.svg").exists());
     assert_eq!(written.len(), 4);
 }
+
+#[test]
+fn a_long_campaign_is_thinned_but_keeps_its_last_round() {
+    let mut r = sample();
+    let template = r.rounds[0].clone();
+    r.rounds = (1..=2500u64)
+        .map(|i| {
+            let mut row = template.clone();
+            row.round = i;
+            row.epsilon = vec![Some(i as f64 * 0.001), None, Some(0.5)];
+            row.loss = Some(1.0 / i as f64);
+            row
+        })
+        .collect();
+    let (dir, _) = render(&r);
+    let text = svg(dir.path(), "rounds.svg");
+    let doc = Document::parse(&text).unwrap();
+    for g in series(&doc) {
+        let pts = polyline_points(&g);
+        assert!(
+            pts.len() <= amalgam_report::plots::MAX_PLOTTED_ROUNDS,
+            "{}",
+            pts.len()
+        );
+        assert!(pts.len() > 500);
+        // The last round is drawn, at the right end of the axis.
+        assert!((pts.last().unwrap().0 - 570.0).abs() < 0.01);
+    }
+    assert!(text.contains("one round in 3 drawn, and the last, of 2500 rounds"));
+    let text = svg(dir.path(), "epsilon.svg");
+    let doc = Document::parse(&text).unwrap();
+    let s = series(&doc);
+    assert_eq!(s.len(), 3);
+    let finite = polyline_points(&s[0]).len();
+    assert!(finite <= amalgam_report::plots::MAX_PLOTTED_ROUNDS && finite > 500);
+    assert_eq!(circles(&s[1], "point inf").len(), finite, "∞ thinned alike");
+    assert!(text.len() < 1 << 20, "{} bytes", text.len());
+}
