@@ -47,14 +47,14 @@ impl Frame {
         }
     }
 
-    /// Pixel column of data `x`.
+    /// Pixel column of data `x` (always a finite number, however extreme the report).
     pub fn px(&self, x: f64) -> f64 {
-        self.left + (x - self.x.0) / (self.x.1 - self.x.0) * self.width
+        finite(self.left + (x - self.x.0) / (self.x.1 - self.x.0) * self.width)
     }
 
-    /// Pixel row of data `y` (up is larger).
+    /// Pixel row of data `y` (up is larger; always finite).
     pub fn py(&self, y: f64) -> f64 {
-        self.top + self.height - (y - self.y.0) / (self.y.1 - self.y.0) * self.height
+        finite(self.top + self.height - (y - self.y.0) / (self.y.1 - self.y.0) * self.height)
     }
 
     /// Bottom edge.
@@ -121,10 +121,16 @@ pub fn even(r: (f64, f64), n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Makes a range usable: equal ends are pulled apart, a non-finite one becomes [0, 1].
+/// Keeps a pixel coordinate printable: NaN becomes 0, anything else is clamped to ±10^6.
+fn finite(v: f64) -> f64 {
+    if v.is_nan() { 0.0 } else { v.clamp(-1e6, 1e6) }
+}
+
+/// Makes a range usable: equal ends are pulled apart, a non-finite one (or one whose width
+/// overflows) becomes [0, 1].
 pub fn widen(r: (f64, f64)) -> (f64, f64) {
     let (a, b) = r;
-    if !(a.is_finite() && b.is_finite()) {
+    if !(a.is_finite() && b.is_finite() && (b - a).is_finite()) {
         return (0.0, 1.0);
     }
     if b > a {

@@ -260,3 +260,43 @@ fn a_long_campaign_is_thinned_but_keeps_its_last_round() {
     assert_eq!(circles(&s[1], "point inf").len(), finite, "∞ thinned alike");
     assert!(text.len() < 1 << 20, "{} bytes", text.len());
 }
+
+#[test]
+fn extreme_values_still_give_finite_coordinates() {
+    let mut r = sample();
+    r.rounds[0].loss = Some(-1.7e308);
+    r.rounds[1].loss = Some(1.7e308);
+    r.rounds[2].epsilon[0] = Some(1.7e308);
+    r.rounds[3].round = u64::MAX;
+    r.curve[1].epsilon = Some(1e300);
+    r.curve[2].f1_ci95 = 1e300;
+    let (dir, _) = render(&r);
+    for name in ["rounds.svg", "epsilon.svg", "recall.svg", "curve.svg"] {
+        let text = svg(dir.path(), name);
+        let doc = Document::parse(&text).unwrap();
+        for n in doc.descendants() {
+            for a in n.attributes() {
+                if a.name() == "points" {
+                    for v in a.value().split([' ', ',']).filter(|v| !v.is_empty()) {
+                        let v: f64 = v.parse().unwrap_or(f64::NAN);
+                        assert!(v.is_finite() && v.abs() <= 1e6, "{name}: points {v}");
+                    }
+                }
+                let coordinate = [
+                    "x", "y", "cx", "cy", "x1", "x2", "y1", "y2", "width", "height",
+                ]
+                .contains(&a.name());
+                if coordinate && !a.value().ends_with('%') {
+                    let v: f64 = a.value().parse().unwrap_or(f64::NAN);
+                    assert!(
+                        v.is_finite() && v.abs() <= 1e6,
+                        "{name}: {}={}",
+                        a.name(),
+                        a.value()
+                    );
+                }
+            }
+        }
+        assert!(!text.contains("NaN") && !text.contains("inf,"), "{name}");
+    }
+}
