@@ -63,7 +63,7 @@ enum Command {
     /// upload has a charge).
     Audit(audit::Args),
     /// The privacy report (`amalgam report privacy`), from verified ledgers, manifests and
-    /// signed summaries.
+    /// signed summaries; `amalgam report simulation --dir DIR` re-renders a simulation report.
     Report(report::Args),
     /// A round as the aggregator reports it: `status`, `watch`, `wait`.
     Round(round::Args),

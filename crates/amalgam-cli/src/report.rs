@@ -2,6 +2,9 @@
 //! material — the site's ledger (audited, ε recomputed), the co-signed manifest and the sites'
 //! signed summaries — never from configuration. A ledger with an integrity finding is refused,
 //! not reported. `--consortium` adds every site's latest verified summary.
+//!
+//! `amalgam report simulation --dir DIR`: re-renders a simulation report directory from its
+//! `report.json` (the `amalgam-report` crate does the rendering and the refusals).
 
 use std::path::PathBuf;
 
@@ -33,6 +36,17 @@ enum Command {
     /// The privacy guarantees in force and what they do not cover, from verified ledgers,
     /// manifests and signed summaries.
     Privacy(PrivacyArgs),
+    /// Re-render a simulation report directory (`index.html`, `plots/*.svg`) from its
+    /// `report.json` alone.
+    Simulation(SimulationArgs),
+}
+
+/// `amalgam report simulation`.
+#[derive(Debug, clap::Args)]
+pub struct SimulationArgs {
+    /// The report directory written by `amalgam simulate` (holding `report.json`).
+    #[arg(long)]
+    dir: PathBuf,
 }
 
 /// `amalgam report privacy`.
@@ -126,7 +140,18 @@ struct Page {
 pub fn run(args: &Args, config: &Config) -> Result<(), Failure> {
     match &args.command {
         Command::Privacy(a) => privacy(a, config),
+        Command::Simulation(a) => simulation(a),
     }
+}
+
+/// Renders the page and plots from `DIR/report.json` and prints each file written; a report
+/// that is malformed, oversized or of another schema is refused (exit 1, nothing written).
+fn simulation(a: &SimulationArgs) -> Result<(), Failure> {
+    let written = amalgam_report::render_dir(&a.dir).map_err(|e| Failure::failed(e.to_string()))?;
+    for path in written {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {

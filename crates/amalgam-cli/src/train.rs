@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 
 use amalgam_train::campaign::Recipe;
 use amalgam_train::data::{Row, read_csv};
+use amalgam_train::export::Exported;
 use amalgam_train::features::FeatureSet;
 use amalgam_train::metrics::Report;
-use amalgam_train::model::Model;
+use amalgam_train::model::{Model, ModelError};
 use amalgam_train::model_file::ModelFile;
 use amalgam_train::split::{SplitConfig, SplitKind, split};
 use amalgam_train::summary::{summarize, table};
@@ -36,7 +37,8 @@ pub enum SplitArg {
 /// Arguments of `amalgam evaluate`.
 #[derive(Debug, clap::Args)]
 pub struct EvaluateArgs {
-    /// Model file: `.json` written by `--save-model`, or a scripted TorchScript `.pt`.
+    /// Model file: `.json` written by `--save-model`, a scripted TorchScript `.pt`, or a
+    /// traced `.pt` written by `amalgam model export` (inference only).
     #[arg(long)]
     model: PathBuf,
     /// CSV in the AI4I schema.
@@ -45,7 +47,8 @@ pub struct EvaluateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
-    /// Decision threshold (default: the one saved with a `.json` model, 0.5 for `.pt`).
+    /// Decision threshold (default: the one saved with a `.json` model, 0.5 for `.pt`; an
+    /// exported `.pt` carries no threshold: pass the one `amalgam model export` printed).
     #[arg(long)]
     threshold: Option<f32>,
     /// For a `.pt` model: feed the raw AI4I features only, without the physics features.
@@ -101,21 +104,30 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<(), String> {
     }
     let rows = rows_of(&args.data)?;
     let is_script = args.model.extension().is_some_and(|e| e == "pt");
-    let (mut model, features, saved) = if is_script {
+    let refs: Vec<&Row> = rows.iter().collect();
+    let labels: Vec<bool> = refs.iter().map(|r| r.failure).collect();
+    let (scores, saved) = if is_script {
         let features = FeatureSet {
             physics: !args.no_physics,
         };
-        let m = Model::load_script(&args.model, features, false)
-            .map_err(|e| format!("{}: {e}", args.model.display()))?;
-        (m, features, 0.5)
+        let batch = Batch::new(&features.matrix(&refs), &labels, features.dim());
+        let named = |e: &dyn std::fmt::Display| format!("{}: {e}", args.model.display());
+        let scores = match Model::load_script(&args.model, features, false) {
+            Ok(mut m) => m.predict(&batch.x).map_err(|e| e.to_string())?,
+            // A traced module (`amalgam model export`) has frozen weights: inference only.
+            Err(ModelError::NoTrainable) => Exported::load(&args.model, features.dim())
+                .and_then(|m| m.predict(&batch.x))
+                .map_err(|e| named(&e))?,
+            Err(e) => return Err(named(&e)),
+        };
+        (scores, 0.5)
     } else {
-        let (f, m) = ModelFile::load(&args.model)?;
-        (m, f.spec.features, f.threshold)
+        let (f, mut model) = ModelFile::load(&args.model)?;
+        let features = f.spec.features;
+        let batch = Batch::new(&features.matrix(&refs), &labels, features.dim());
+        let scores = model.predict(&batch.x).map_err(|e| e.to_string())?;
+        (scores, f.threshold)
     };
-    let refs: Vec<&Row> = rows.iter().collect();
-    let labels: Vec<bool> = refs.iter().map(|r| r.failure).collect();
-    let batch = Batch::new(&features.matrix(&refs), &labels, features.dim());
-    let scores = model.predict(&batch.x).map_err(|e| e.to_string())?;
     let report = Report::new(&refs, &scores, args.threshold.unwrap_or(saved));
     match args.format {
         Format::Text => print!("{}", report.to_text()),

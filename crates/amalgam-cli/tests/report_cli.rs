@@ -1,6 +1,8 @@
 //! `amalgam report privacy` through the binary: the numbers come from the audited ledger and
 //! the verified summaries (another ledger, another report), a tampered ledger is refused and
 //! not reported, `--consortium` adds every site's latest signed summary.
+//! `report simulation` re-renders a report directory from its report.json and refuses another
+//! schema (exit 1, the page left as it was).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -172,4 +174,90 @@ fn consortium_combines_every_sites_verified_summary() {
             .any(|r| r["code"] == "SummaryUnverifiable"),
         "{v}"
     );
+}
+
+/// A one-round, two-plant simulation report without differential privacy.
+fn simulation_report() -> serde_json::Value {
+    serde_json::json!({
+        "schema": amalgam_report::SCHEMA,
+        "campaign": {
+            "config_digest": "ab".repeat(32), "consortium_digest": "cd".repeat(32),
+            "model": "builtin:logistic-ai4i", "parameters": 12, "plants": 2, "split": "type",
+            "split_seed": 1, "init_seed": 2, "rounds": 1, "dropout_rate": 0.0, "bits": 16,
+            "single_operator": true, "wall_seconds": 1.25
+        },
+        "privacy": { "kind": "none" },
+        "protocol": { "threshold": 2, "colluders": 0, "dropouts": 0, "min_cohort": 2 },
+        "rounds": [{ "round": 1, "survivors": 2, "epsilon": [null, null], "loss": 0.5,
+                     "val_f1": 0.625, "seconds": 0.5 }],
+        "models": [{ "kind": "federated", "plant": null, "test_set": "global", "rows": 100,
+                     "failures": 4, "threshold": 0.5, "f1": 0.6667, "auprc": 0.7125,
+                     "auroc": 0.9, "precision": 0.75, "recall": 0.6,
+                     "modes": [{ "mode": "HDF", "rows": 2, "recall": 0.5, "auroc": 0.8 }] }],
+        "epsilon": [{ "plant": 0, "unit": "site-update-per-round", "spent": null, "cap": null,
+                      "delta": null, "entries": 1, "ledger_head": "ef".repeat(32) }],
+        "time_share": null,
+        "curve": [],
+        "exports": []
+    })
+}
+
+#[test]
+fn report_simulation_renders_the_directory_and_refuses_a_bad_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::create_dir(d.join("run")).unwrap();
+    let mut report = simulation_report();
+    std::fs::write(d.join("run/report.json"), report.to_string()).unwrap();
+    let out = amalgam(d, &["report", "simulation", "--dir", "run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let printed: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        printed,
+        [
+            "run/plots/rounds.svg",
+            "run/plots/epsilon.svg",
+            "run/plots/recall.svg",
+            "run/index.html"
+        ]
+    );
+    let html = std::fs::read_to_string(d.join("run/index.html")).unwrap();
+    let lines = amalgam_report::page_lines(&html);
+    assert_eq!(
+        lines,
+        [
+            "no differential privacy (ε = ∞)",
+            "single-operator simulation: no separation of duties"
+        ]
+    );
+    assert!(html.contains(">0.6667<"));
+
+    // Re-rendered from the changed JSON alone.
+    report["models"][0]["f1"] = serde_json::json!(0.5123);
+    std::fs::write(d.join("run/report.json"), report.to_string()).unwrap();
+    let out = amalgam(d, &["report", "simulation", "--dir", "run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let html = std::fs::read_to_string(d.join("run/index.html")).unwrap();
+    assert!(html.contains(">0.5123<") && !html.contains(">0.6667<"));
+
+    // Another schema: exit 1, the error names it, the page is left as it was.
+    report["schema"] = serde_json::json!("amalgam-simulate-report/9");
+    std::fs::write(d.join("run/report.json"), report.to_string()).unwrap();
+    let out = amalgam(d, &["report", "simulation", "--dir", "run"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("amalgam-simulate-report/9"));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(d.join("run/index.html")).unwrap(),
+        html
+    );
+
+    // No report at all: exit 1, nothing written.
+    std::fs::create_dir(d.join("empty")).unwrap();
+    let out = amalgam(d, &["report", "simulation", "--dir", "empty"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(d.join("empty")).unwrap().count(), 0);
 }

@@ -532,3 +532,73 @@ fn sweep_writes_one_point_per_noise_level_with_the_ledgers_epsilon() {
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
     }
 }
+
+/// A `.json` model of `mlp-ai4i` with deterministic pseudo-random weights (xorshift).
+fn json_model(path: &Path, threshold: f32) {
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    let params: Vec<f32> = (0..2881)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 11) as f64 / (1u64 << 53) as f64 * 0.6 - 0.3) as f32
+        })
+        .collect();
+    let file = serde_json::json!({
+        "format": "amalgam-model/1",
+        "spec": { "arch": { "kind": "mlp", "hidden": [64, 32] }, "features": { "physics": true } },
+        "threshold": threshold,
+        "params": params,
+    });
+    std::fs::write(path, file.to_string()).unwrap();
+}
+
+#[test]
+fn an_exported_model_evaluates_like_its_json_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/ai4i2020.csv");
+    json_model(&d.join("m.json"), 0.375);
+    let o = amalgam(
+        d,
+        &["model", "export", "--model", "m.json", "--out", "m.pt"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let threshold = field(&stdout(&o), "threshold");
+    assert_eq!(threshold, "0.375");
+    assert_eq!(field(&stdout(&o), "features"), "11");
+    for format in ["json", "text"] {
+        let eval = |model: &str, extra: &[&str]| {
+            let mut args = vec![
+                "evaluate", "--model", model, "--data", data, "--format", format,
+            ];
+            args.extend_from_slice(extra);
+            let o = amalgam(d, &args);
+            assert!(o.status.success(), "{model}: {}", stderr(&o));
+            stdout(&o)
+        };
+        let from_json = eval("m.json", &[]);
+        let from_pt = eval("m.pt", &["--threshold", &threshold]);
+        assert_eq!(from_pt, from_json, "{format}");
+        assert!(from_json.contains("10000"), "scored every row: {from_json}");
+    }
+    // The export refuses to overwrite, and a tampered model writes nothing.
+    let o = amalgam(
+        d,
+        &["model", "export", "--model", "m.json", "--out", "m.pt"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let text = std::fs::read_to_string(d.join("m.json")).unwrap();
+    std::fs::write(
+        d.join("bad.json"),
+        text.replacen("\"params\":[", "\"params\":[0.5,", 1),
+    )
+    .unwrap();
+    let o = amalgam(
+        d,
+        &["model", "export", "--model", "bad.json", "--out", "bad.pt"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("2882"), "{}", stderr(&o));
+    assert!(!d.join("bad.pt").exists());
+}

@@ -25,6 +25,7 @@ pub mod campaign;
 pub mod data;
 pub mod dpsgd;
 pub mod experiment;
+pub mod export;
 pub mod features;
 pub mod metrics;
 pub mod model;
