@@ -27,7 +27,7 @@ use amalgam_proto::Phase;
 use amalgam_server::consortium::ConsortiumView;
 use amalgam_server::events::MemoryStore;
 use amalgam_server::fallback::http::{FallbackApp, fallback_router};
-use amalgam_server::fallback::{FallbackService, StaticFallback};
+use amalgam_server::fallback::{CertifiedFallback, FallbackService};
 use amalgam_server::http::{App, router};
 use amalgam_server::listen::{ListenLimits, serve_tls};
 use amalgam_server::{Service, ServiceConfig};
@@ -107,6 +107,11 @@ fn config() -> ServiceConfig {
 /// Starts the aggregator for a consortium with (`decryptors` > 0) or without a committee,
 /// masking round 0 open on the initial model; the fallback cohort closes at 5 uploads.
 fn start(seed: u64, decryptors: usize) -> Net {
+    start_posting(seed, decryptors, decryptors)
+}
+
+/// [`start`], with only the first `posted` members posting their certificates.
+fn start_posting(seed: u64, decryptors: usize, posted: usize) -> Net {
     amalgam_net::install_crypto_provider();
     let tc = consortium(seed, SITES, decryptors, DIM);
     let model = vec![0.25f32; DIM as usize];
@@ -126,12 +131,10 @@ fn start(seed: u64, decryptors: usize) -> Net {
         .enable_all()
         .build()
         .unwrap();
-    let allowed = tc.verified.fallback().allowed;
-    let make = setups.clone();
     let fallback_log = MemoryStore::new();
     let (service, fallback, addr) = rt.block_on(async {
         let service = Service::start(view.clone(), Arc::new(MemoryStore::new()), config()).unwrap();
-        let fallback = start_fallback(&view, allowed, make, &fallback_log);
+        let fallback = start_fallback(&tc, model_digest(&model), &fallback_log);
         let identity =
             tls::aggregator_identity(&digest, 4_000_000_000, |m| tc.aggregator.sign(m).to_bytes())
                 .unwrap();
@@ -170,7 +173,7 @@ fn start(seed: u64, decryptors: usize) -> Net {
         encoded: Arc::new(Mutex::new(Vec::new())),
     };
     // The committee posts its certificates through the aggregator, ahead of the period.
-    for j in 0..decryptors {
+    for j in 0..posted {
         let bytes = certificate(&net.tc, j, box_seed(j)).to_bytes();
         let r = net.post_key(j, &bytes);
         assert_eq!(r.status, 200, "{:?}", r.problem());
@@ -178,18 +181,16 @@ fn start(seed: u64, decryptors: usize) -> Net {
     net
 }
 
-/// The fallback service over `log` (a restart is a second call on the same log).
-fn start_fallback(
-    view: &Arc<dyn ConsortiumView>,
-    allowed: bool,
-    make: SetupFn,
-    log: &MemoryStore,
-) -> FallbackService {
+/// The fallback service over `log` (a restart is a second call on the same log). It derives
+/// each round's setup as the sites do, from the manifest, the certificates the members posted
+/// and the model masking round 0 was bound to (`model`).
+fn start_fallback(tc: &TestConsortium, model: [u8; 32], log: &MemoryStore) -> FallbackService {
+    let view: Arc<dyn ConsortiumView> = Arc::new(tc.verified.clone());
     FallbackService::start(
-        view.clone(),
-        Arc::new(StaticFallback {
-            allowed,
-            make: Box::new(move |r| make(r)),
+        view,
+        Arc::new(CertifiedFallback {
+            manifest: tc.verified.clone(),
+            bound_model: Box::new(move |r| (r == 0).then_some(model)),
             target: Some(SITES),
         }),
         Arc::new(log.clone()),
@@ -1000,10 +1001,9 @@ fn committee_keys_are_verified_stored_before_the_answer_and_replayed() {
             .is_empty()
     );
     // A restart replays them from the log.
-    let view: Arc<dyn ConsortiumView> = Arc::new(net.tc.verified.clone());
     let restarted = {
         let _g = net.rt.enter();
-        start_fallback(&view, true, net.setups.clone(), &net.fallback_log)
+        start_fallback(&net.tc, model_digest(&net.model), &net.fallback_log)
     };
     let framed = net.rt.block_on(restarted.committee_keys(period)).unwrap();
     assert_eq!(framed, amalgam_net::fallback_api::encode_frames(&honest));
@@ -1061,5 +1061,19 @@ fn a_late_result_is_picked_up_by_a_restarted_site_from_its_kept_sealed_round() {
             .count();
         assert_eq!(draws, 1, "site {i}");
     }
+    net.rt.block_on(net.service.shutdown());
+}
+
+#[test]
+fn the_aggregator_opens_a_rerun_only_on_the_whole_committee_s_stored_certificates() {
+    let net = start_posting(40, MEMBERS, MEMBERS - 1);
+    let _agents = net.abort_masking_round(&net.rules);
+    // Member 3 has not posted its certificate: no setup, the re-run does not open.
+    let e = net.open_rerun().unwrap_err();
+    assert_eq!(e.code, amalgam_net::ProblemCode::BadRequest, "{e:?}");
+    assert!(e.detail.contains("no certificate for member 3"), "{e:?}");
+    let r = net.post_key(3, &certificate(&net.tc, 3, box_seed(3)).to_bytes());
+    assert_eq!(r.status, 200, "{:?}", r.problem());
+    assert_eq!(net.open_rerun().unwrap(), ROUND);
     net.rt.block_on(net.service.shutdown());
 }

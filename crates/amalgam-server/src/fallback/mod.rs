@@ -23,4 +23,4 @@ pub mod setup;
 pub mod state;
 
 pub use service::FallbackService;
-pub use setup::{FallbackSetups, StaticFallback};
+pub use setup::{CertifiedFallback, FallbackSetups, StaticFallback};

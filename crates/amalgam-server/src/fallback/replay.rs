@@ -51,11 +51,13 @@ fn site_of(e: &Event) -> Result<SiteId, ReplayError> {
 }
 
 /// Rebuilds every fallback round from `events` (the rounds' events only: committee key
-/// events are the caller's, [`super::keys::is_key_event`]). Site summaries, which a site
+/// events are the caller's, [`super::keys::is_key_event`], replayed first into `keys`: a
+/// period's certificates never change once stored, so a round opens on the same setup). Site summaries, which a site
 /// uploads after the round ended, are re-verified (signature, consortium `consortium`, round,
 /// site) wherever they stand.
 pub fn replay(
     setups: &dyn FallbackSetups,
+    keys: &super::keys::CommitteeKeys,
     bounds: DeadlineBounds,
     consortium: &[u8; 32],
     events: &[Event],
@@ -78,8 +80,8 @@ pub fn replay(
                 .get(..16)
                 .and_then(Window::decode)
                 .ok_or_else(|| err(e, "malformed RoundOpen body"))?;
-            let (st, ev) =
-                FallbackRound::open(setups, bounds, e.round, window).map_err(|r| err(e, r))?;
+            let (st, ev) = FallbackRound::open(setups, keys, bounds, e.round, window)
+                .map_err(|r| err(e, r))?;
             same(&[ev], &events[i..], e)?;
             rounds.insert(e.round, st);
             i += 1;

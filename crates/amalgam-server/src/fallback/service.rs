@@ -91,7 +91,7 @@ impl FallbackService {
         let bounds = consortium.deadline_bounds();
         let digest = consortium.consortium_digest();
         let keys = CommitteeKeys::replay(consortium.verified(), &events)?;
-        let mut rounds = replay(setups.as_ref(), bounds, &digest, &events)?;
+        let mut rounds = replay(setups.as_ref(), &keys, bounds, &digest, &events)?;
         let grace = now_ms().saturating_add(config.restart_grace_seconds.saturating_mul(1000));
         for (r, st) in &mut rounds {
             if st.end().is_some() {
@@ -154,8 +154,9 @@ impl FallbackService {
                     format!("fallback round {round} exists"),
                 ));
             }
-            let (st, ev) = FallbackRound::open(setups.as_ref(), bounds, round, window)
-                .map_err(|e| Problem::new(ProblemCode::BadRequest, e))?;
+            let (st, ev) =
+                FallbackRound::open(setups.as_ref(), &locked.keys, bounds, round, window)
+                    .map_err(|e| Problem::new(ProblemCode::BadRequest, e))?;
             rounds.insert(round, st);
             Ok(((), vec![ev]))
         })

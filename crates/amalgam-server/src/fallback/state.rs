@@ -141,11 +141,12 @@ impl FallbackRound {
     /// fallback id) with its collection window; returns the `RoundOpen` event.
     pub fn open(
         setups: &dyn FallbackSetups,
+        keys: &super::keys::CommitteeKeys,
         bounds: DeadlineBounds,
         round: u64,
         window: Window,
     ) -> Result<(Self, NewEvent), String> {
-        let setup = setup_for(setups, round)?;
+        let setup = setup_for(setups, keys, round)?;
         window.check(bounds)?;
         let target = setups.target(round);
         let closing = match target {
