@@ -963,6 +963,26 @@ fn committee_keys_are_verified_stored_before_the_answer_and_replayed() {
     let r = net.post_key(0, &other);
     assert_eq!(r.status, 409);
     assert_eq!(code(&r), Some("committee.key-conflict"));
+    // The member's own client reports it as a key conflict, and reads the period back.
+    let member = net.client(&member_seed(&net.tc, 0));
+    let e = net
+        .rt
+        .block_on(amalgam_decryptor::keys::post_certificate(&member, &other))
+        .unwrap_err();
+    assert!(
+        matches!(e, amalgam_decryptor::DecryptorError::KeyConflict(_)),
+        "{e:?}"
+    );
+    net.rt
+        .block_on(amalgam_decryptor::keys::post_certificate(
+            &member, &honest[0],
+        ))
+        .unwrap();
+    let fetched = net
+        .rt
+        .block_on(amalgam_decryptor::keys::fetch_certificates(&member, period))
+        .unwrap();
+    assert_eq!(fetched, honest);
     // Another member's certificate, a forged signature, a wrong consortium, garbage: 422.
     let mut bad_sig = honest[2].clone();
     let last = bad_sig.len() - 1;
