@@ -3,7 +3,7 @@
 //! valid rounds [p·P, (p+1)·P), key). Sites encrypt seeds only to a key whose period covers the
 //! round, so a box secret serves at most P rounds and is then destroyed.
 //!
-//! Wire form (fixed 175 bytes, strict): `"AMPK" 0x01 ‖ consortium_digest[32] ‖ u64 period ‖
+//! Wire form (fixed 159 bytes, strict): `"AMPK" 0x01 ‖ consortium_digest[32] ‖ u64 period ‖
 //! u16 member ‖ u64 first_round ‖ u64 end_round ‖ box_key[32] ‖ signature[64]`, integers
 //! big-endian. The signature is amalgam-he's period-key certificate
 //! ([`amalgam_he::MemberKeys::certify_period`]); the identity is the manifest's, never the

@@ -48,6 +48,10 @@ pub enum DecryptorError {
         /// The round.
         round: u64,
     },
+    /// The aggregator holds another certificate of this member for the period: a second box
+    /// key was drawn for it; this one must not be used.
+    #[error("another certificate of this member is stored for the period: {0}")]
+    KeyConflict(String),
     /// The round's setup could not be derived.
     #[error("round setup: {0}")]
     Setup(String),

@@ -12,12 +12,14 @@
 //!
 //! * [`member::Member`]: the sans-network core (admit, record-then-sign, release, shred).
 //! * [`agent::DecryptorAgent`]: the round driver over [`amalgam_net::client::ApiClient`].
+//! * [`keys`]: posting this member's key-period certificate, fetching a period's.
 //!
 //! Fault points (feature `fault-points`): `after-statement-persisted`, `after-signature-sent`,
 //! `after-release`, each with k = the round id.
 
 pub mod agent;
 pub mod error;
+pub mod keys;
 pub mod member;
 
 pub use agent::{DecryptorAgent, Outcome, Patience, SetupFn};

@@ -34,10 +34,48 @@ pub const FALLBACK_RESULT: &str = "/v1/rounds/{round}/fallback/result";
 /// copy never encrypts its update a second time with fresh noise.
 pub const FALLBACK_MINE: &str = "/v1/rounds/{round}/fallback/mine";
 
+/// The site's signed ledger summary after a fallback round (POST, 154 bytes; the same
+/// `LedgerSummary` as after a masking round), stored and served back as an anchor.
+pub const FALLBACK_SUMMARY: &str = "/v1/rounds/{round}/fallback/summary";
+
+/// A site's stored summaries of fallback rounds (GET, JSON `api::Anchors`), beside the
+/// masking rounds' `/v1/anchors/{site}`.
+pub const FALLBACK_ANCHORS: &str = "/v1/anchors/{site}/fallback";
+
+/// The committee's key-period certificates (POST: a decryptor posts its own 159-byte
+/// certificate; GET `?period=p`: every stored certificate of period p, framed, member order).
+pub const COMMITTEE_KEYS: &str = "/v1/committee/keys";
+
+/// `/v1/anchors/{site}/fallback`.
+pub fn fallback_anchors_path(site: u16) -> String {
+    format!("/v1/anchors/{site}/fallback")
+}
+
+/// `/v1/committee/keys?period=p`.
+pub fn committee_keys_path(period: u64) -> String {
+    format!("{COMMITTEE_KEYS}?period={period}")
+}
+
+/// Largest body of a committee key post: one certificate, with room for a format change.
+pub const MAX_COMMITTEE_KEY_BODY: usize = 1024;
+
+/// The order in which a site's summaries were uploaded: masking round r, then its fallback
+/// re-run (`FALLBACK_ROUND_BASE + r`), then masking round r + 1. A site's latest anchor is the
+/// summary of the highest key.
+pub fn summary_order(round: u64) -> (u64, bool) {
+    match rerun_of(round) {
+        Some(r) => (r, true),
+        None => (round, false),
+    }
+}
+
 /// Every fallback route on the main listener.
 pub const FALLBACK_ROUTES: &[&str] = &[
     FALLBACK_UPLOAD,
     FALLBACK_MINE,
+    FALLBACK_SUMMARY,
+    FALLBACK_ANCHORS,
+    COMMITTEE_KEYS,
     FALLBACK_VIEWS,
     FALLBACK_STATEMENT,
     FALLBACK_SIGNATURES,

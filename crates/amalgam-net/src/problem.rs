@@ -68,6 +68,12 @@ codes! {
     SummaryInvalid = "summary.invalid", 422, "invalid ledger summary";
     /// A ledger summary whose entry count is below the site's previous one.
     SummaryRegressed = "summary.regressed", 409, "ledger summary regressed";
+    /// A committee key-period certificate that does not verify against the manifest (not a
+    /// decryptor, signature, consortium digest, or not its period's rounds).
+    CommitteeKeyInvalid = "committee.key-invalid", 422, "invalid committee key certificate";
+    /// A different certificate for a (member, period) that already has one: a member never
+    /// holds two box keys for one period.
+    CommitteeKeyConflict = "committee.key-conflict", 409, "conflicting committee key certificate";
     /// Body larger than the phase's maximum.
     BodyTooLarge = "body.too-large", 413, "body too large";
     /// Body that does not decode.

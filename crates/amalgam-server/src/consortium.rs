@@ -42,6 +42,11 @@ pub trait ConsortiumView: Send + Sync + 'static {
     fn member_keys(&self) -> Vec<[u8; 32]>;
     /// Phase deadline bounds.
     fn deadline_bounds(&self) -> DeadlineBounds;
+    /// The verified manifest itself, where the view is one (committee key certificates are
+    /// checked against it); `None` for a consortium given by its parts.
+    fn verified(&self) -> Option<&amalgam_consortium::VerifiedManifest> {
+        None
+    }
 }
 
 /// A consortium given directly by its parts: for tests and for deployments whose manifest

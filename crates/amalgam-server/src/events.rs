@@ -41,6 +41,10 @@ pub enum StoreFailure {
         /// What is wrong.
         reason: String,
     },
+    /// An earlier chained append was lost: the log refuses every append until it is
+    /// reopened (a restart).
+    #[error("event log poisoned: {0}")]
+    Poisoned(String),
     /// I/O or database failure.
     #[error("event log failure: {0}")]
     Io(String),
@@ -233,7 +237,12 @@ impl EventStore for MemoryStore {
             Ok(g) => g,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        if g.fail_appends || g.poisoned {
+        if g.poisoned {
+            return Box::pin(std::future::ready(Err(StoreFailure::Poisoned(
+                "a held commit was lost".into(),
+            ))));
+        }
+        if g.fail_appends {
             return Box::pin(std::future::ready(Err(StoreFailure::Io(
                 "append refused (injected)".into(),
             ))));
@@ -291,6 +300,7 @@ fn store_failure(e: amalgam_store::StoreError) -> StoreFailure {
             seq,
             reason: e.to_string(),
         },
+        amalgam_store::StoreError::Poisoned { .. } => StoreFailure::Poisoned(e.to_string()),
         other => StoreFailure::Io(other.to_string()),
     }
 }

@@ -9,6 +9,9 @@ use ed25519_dalek::VerifyingKey;
 use crate::consortium::{ConsortiumView, DeadlineBounds, MemberRole};
 
 impl ConsortiumView for VerifiedManifest {
+    fn verified(&self) -> Option<&VerifiedManifest> {
+        Some(self)
+    }
     fn consortium_digest(&self) -> [u8; 32] {
         VerifiedManifest::consortium_digest(self)
     }

@@ -6,8 +6,10 @@
 //! round id: a new permit and a second ledger charge, fresh noise, its own rotation seed (the
 //! encoding of the fallback round id). In order:
 //!
-//! 1. the policy, the round id (a fallback id whose masking round is in the campaign) and the
-//!    setup (round, bit width, vector length, site directory) — before anything else;
+//! 1. the policy, the round id (a fallback id whose masking round is in the campaign), then the
+//!    setup, which the site derives itself (`amalgam_consortium::fallback::fallback_setup`) from
+//!    the signed manifest, the committee's period certificates (relayed by the aggregator,
+//!    each verified against the manifest) and its own model — before anything else;
 //! 2. persisted state of this round: resumed, its upload rebuilt from it byte for byte;
 //! 3. the rollback check: the aggregator must hold no upload from this site that local state
 //!    does not know (`GET /v1/rounds/{r}/fallback/mine`); the fallback high-water mark;
@@ -16,18 +18,20 @@
 //! 5. training under the permit, the encoded update drawn into one `amalgam_he::SiteRound`
 //!    sealed on disk **before** its upload leaves: a restart re-sends identical bytes and
 //!    never encrypts the update again with new noise;
-//! 6. the published sum, model_{r+1} computed from it here with the fallback round's encoding.
-//!
-//! How the site obtains the committee's keys is not decided here: the caller hands in the
-//! round's `RoundSetup` through a function of the round id.
+//! 6. the published sum, model_{r+1} computed from it here with the fallback round's encoding;
+//! 7. the epilogue: a round that timed out (or lost the aggregator) keeps its sealed round until
+//!    its deadline, so that a restarted site picks up a late result; the signed ledger summary
+//!    is uploaded as after a masking round (the anchor of the next charge).
 
 use std::time::Duration;
 
+use amalgam_consortium::fallback::{fallback_setup, period_of};
+use amalgam_consortium::period_key::PeriodCertificate;
 use amalgam_dp::ledger::{LedgerError, RoundRequest};
 use amalgam_dp::params::SiteCount;
 use amalgam_dp::sampler::SamplerKind;
 use amalgam_he::{RoundSetup, SiteRound, SiteRoundLog};
-use amalgam_net::fallback_api::rerun_of;
+use amalgam_net::fallback_api::{is_fallback_round, rerun_of};
 use amalgam_proto::SiteId;
 use amalgam_proto::codec::Encode;
 use amalgam_store::HighWater;
@@ -46,6 +50,11 @@ use crate::transport::{RoundResult, Transport, TransportError};
 const FALLBACK_STATE: &str = "fallback";
 /// Phase byte of its associated data (masking steps are 0..=7).
 const FALLBACK_PHASE: u8 = 0x40;
+/// Name of the instant (Unix ms) until which a fallback round's sealed state is kept when its
+/// result did not come in time.
+const FALLBACK_UNTIL: &str = "fallback-until";
+/// Phase byte of its associated data.
+const FALLBACK_UNTIL_PHASE: u8 = 0x41;
 /// The fallback high-water file: one past the highest fallback round id this site claimed.
 /// Apart from the masking mark, so that a fallback id (≥ 2^32) never blocks masking rounds.
 const FALLBACK_HIGH_WATER: &str = "fallback.highwater";
@@ -67,6 +76,9 @@ pub enum FallbackPoll {
 /// The aggregator's fallback routes as a site uses them. Every method is one request; the
 /// agent retries with the identical bytes.
 pub trait FallbackTransport {
+    /// The committee's key-period certificates of key period `period` as the aggregator
+    /// relays them (`GET /v1/committee/keys?period=p`); the site verifies each.
+    fn committee_keys(&mut self, period: u64) -> Result<Vec<Vec<u8>>, TransportError>;
     /// Uploads this site's signed upload of fallback round `round`.
     fn fallback_upload(&mut self, round: u64, body: &[u8]) -> Result<(), TransportError>;
     /// SHA-256 of the upload the aggregator accepted from this site in `round` (`None`: none).
@@ -85,19 +97,18 @@ fn sha256(b: &[u8]) -> [u8; 32] {
 
 impl SiteAgent {
     /// Runs fallback round `round` (a re-run of masking round `round − FALLBACK_ROUND_BASE`)
-    /// against `transport`; `setup` gives the round's configuration (committee keys etc.)
-    /// for the round id. See the module doc for the order of the checks.
-    pub fn run_fallback_round<T, R, S>(
+    /// against `transport`. The round's setup is derived here from the manifest and the
+    /// committee's certificates, never taken from the aggregator. See the module doc for the
+    /// order of the checks.
+    pub fn run_fallback_round<T, R>(
         &mut self,
         transport: &mut T,
         trainer: &mut R,
         round: u64,
-        setup: S,
     ) -> Result<RoundOutcome, AgentError>
     where
         T: Transport + FallbackTransport + ?Sized,
         R: Trainer + ?Sized,
-        S: FnOnce(u64) -> Result<RoundSetup, String>,
     {
         if !self.rules.fallback_allowed {
             return Err(AgentError::FallbackForbidden(round));
@@ -122,14 +133,18 @@ impl SiteAgent {
                 ),
             });
         }
-        let setup = setup(round).map_err(|reason| AgentError::FallbackSetup { round, reason })?;
+        let setup = self.derive_setup(transport, round, rerun)?;
         self.check_setup(&setup, round)?;
         // Persisted state means the charge happened: resumed, never drawn again.
         if let Some(sr) = self.load_fallback(&setup)? {
+            if now_ms() > self.fallback_until(round)? {
+                // Its deadline passed: no result can come any more.
+                return self.fallback_conclude(transport, round, Err(AgentError::Timeout(round)));
+            }
             let outcome = self
                 .fallback_send(transport, &setup, &sr, true)
                 .and_then(|()| self.fallback_finish(transport, round, rerun, &setup));
-            return self.fallback_conclude(round, outcome);
+            return self.fallback_conclude(transport, round, outcome);
         }
         self.fallback_rollback_check(transport, round, None)?;
         if let Some(high_water) = self.fallback_high_water()?
@@ -169,6 +184,9 @@ impl SiteAgent {
             Err(LedgerError::BudgetExceeded { .. }) => {
                 self.record.aborted = self.record.aborted.saturating_sub(1);
                 self.save()?;
+                // The refusal is in the ledger: the id is spent and the summary anchors it.
+                self.advance_fallback_high_water(round)?;
+                self.upload_summary(transport, round)?;
                 return Ok(RoundOutcome::Declined(DeclineReason::BudgetExceeded));
             }
             // Left counted: whether the ledger charged is not known here.
@@ -176,7 +194,61 @@ impl SiteAgent {
         };
         self.advance_fallback_high_water(round)?;
         let outcome = self.fallback_charged(transport, trainer, round, rerun, &setup, permit);
-        self.fallback_conclude(round, outcome)
+        self.fallback_conclude(transport, round, outcome)
+    }
+
+    /// The round's setup from the signed manifest, the committee's certificates of the
+    /// round's key period (fetched through `transport`, each checked against the manifest by
+    /// `fallback_setup`: consortium, member, signature, period and rounds; missing, extra or
+    /// duplicate ones refused) and the model this site holds for the re-run masking round.
+    /// An aggregator that relays its own keys, or another member's, is refused here, before
+    /// any charge.
+    fn derive_setup<T>(
+        &mut self,
+        transport: &mut T,
+        round: u64,
+        rerun: u64,
+    ) -> Result<RoundSetup, AgentError>
+    where
+        T: Transport + FallbackTransport + ?Sized,
+    {
+        let bad = |reason: String| AgentError::FallbackSetup { round, reason };
+        let manifest = self
+            .rules
+            .verified
+            .clone()
+            .ok_or_else(|| bad("no verified manifest to derive the setup from".into()))?;
+        let period = period_of(&manifest, round).map_err(|e| bad(e.to_string()))?;
+        let frames = self
+            .options
+            .retry
+            .run(|| transport.committee_keys(period))?;
+        let certs = frames
+            .iter()
+            .map(|b| PeriodCertificate::from_bytes(b))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("a committee certificate does not decode: {e}")))?;
+        fallback_setup(
+            &manifest,
+            round,
+            &[(rerun, self.record.model_digest)],
+            &certs,
+        )
+        .map_err(|e| bad(e.to_string()))
+    }
+
+    /// Until when a sealed fallback round is kept waiting for its result (Unix ms; written
+    /// before the sealed round, so a sealed round always has one).
+    fn fallback_until(&self, round: u64) -> Result<u64, AgentError> {
+        let bytes = self
+            .store
+            .get(FALLBACK_UNTIL, &self.aad(round, FALLBACK_UNTIL_PHASE))?
+            .ok_or(AgentError::BadState("fallback deadline missing"))?;
+        let a: [u8; 8] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| AgentError::BadState("fallback deadline"))?;
+        Ok(u64::from_be_bytes(a))
     }
 
     /// The latest fallback round this site holds persisted state of (charged, not concluded):
@@ -265,6 +337,14 @@ impl SiteAgent {
             &mut rng,
         )?;
         drop(rng);
+        // The round's collection and release windows are each at most the manifest's longest
+        // phase: past both no result can come.
+        let until = now_ms().saturating_add(self.rules.phase_timeout_ms.saturating_mul(2));
+        self.store.put(
+            FALLBACK_UNTIL,
+            &self.aad(round, FALLBACK_UNTIL_PHASE),
+            &until.to_be_bytes(),
+        )?;
         self.store.put(
             FALLBACK_STATE,
             &self.aad(round, FALLBACK_PHASE),
@@ -378,21 +458,45 @@ impl SiteAgent {
     }
 
     /// The epilogue of every charged fallback round: a round that did not complete counts
-    /// against the abort cap; the record is persisted and the round's secrets deleted.
-    fn fallback_conclude(
+    /// against the abort cap; the record is persisted. A round whose result did not come in
+    /// time (timeout, aggregator unreachable) keeps its sealed state until its deadline, so
+    /// that a later run (after a restart too) re-sends the same upload and picks up a late
+    /// result; any other end deletes the round's secrets and uploads the signed ledger summary
+    /// (the anchor the next charge is checked against).
+    fn fallback_conclude<T>(
         &mut self,
+        transport: &mut T,
         round: u64,
         outcome: Result<RoundOutcome, AgentError>,
-    ) -> Result<RoundOutcome, AgentError> {
+    ) -> Result<RoundOutcome, AgentError>
+    where
+        T: Transport + FallbackTransport + ?Sized,
+    {
         // Counted before the charge (see `run_fallback_round`); a completion undoes it.
         if matches!(outcome, Ok(RoundOutcome::FallbackCompleted { .. })) {
             self.record.aborted = self.record.aborted.saturating_sub(1);
         }
+        let late = matches!(
+            outcome,
+            Err(AgentError::Timeout(_) | AgentError::Transport(_))
+        );
+        let keep = late
+            && self.store.stored_aad(FALLBACK_STATE, round)?.is_some()
+            && self.fallback_until(round).is_ok_and(|t| now_ms() <= t);
         let saved = self.save();
+        if keep {
+            saved?;
+            return outcome;
+        }
         let deleted = self.store.delete_round(round);
         saved?;
         deleted?;
-        outcome
+        // After an error the summary is still uploaded where the aggregator answers (the
+        // charge must be anchored); its own failure does not hide the round's error.
+        let summary = self.upload_summary(transport, round);
+        let outcome = outcome?;
+        summary?;
+        Ok(outcome)
     }
 
     /// Refuses when the aggregator holds an upload of `round` from this site that local
@@ -422,6 +526,16 @@ impl SiteAgent {
         Ok(HighWater::load(&self.dir.join(FALLBACK_HIGH_WATER))?
             .value()
             .checked_sub(1))
+    }
+
+    /// Moves the high-water mark of `round`'s kind past it (a fallback id never moves the
+    /// masking mark: it would block every later masking round).
+    pub(crate) fn advance_mark_of(&self, round: u64) -> Result<(), AgentError> {
+        if is_fallback_round(round) {
+            self.advance_fallback_high_water(round)
+        } else {
+            self.advance_high_water(round)
+        }
     }
 
     fn advance_fallback_high_water(&self, round: u64) -> Result<(), AgentError> {

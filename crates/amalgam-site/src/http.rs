@@ -106,6 +106,37 @@ fn hex32(s: &str) -> Result<[u8; 32], TransportError> {
 }
 
 impl HttpTransport {
+    /// The summaries of one anchors route, checked to be this site's and, for `fallback`,
+    /// fallback round ids only (and masking ids only otherwise). 404 on the fallback route:
+    /// none.
+    fn anchors(
+        &mut self,
+        path: &str,
+        fallback: bool,
+    ) -> Result<Vec<(u64, String)>, TransportError> {
+        let r = self.get(path)?;
+        if fallback && r.status.as_u16() == 404 {
+            return Ok(Vec::new());
+        }
+        if !r.status.is_success() {
+            return Err(refusal(&r));
+        }
+        let anchors: api::Anchors = Self::json(&r)?;
+        if anchors.site != self.site {
+            return Err(TransportError::Malformed("anchors of another site".into()));
+        }
+        if anchors
+            .summaries
+            .iter()
+            .any(|(round, _)| fallback_api::is_fallback_round(*round) != fallback)
+        {
+            return Err(TransportError::Malformed(
+                "anchors of the other round kind".into(),
+            ));
+        }
+        Ok(anchors.summaries)
+    }
+
     /// A transport to `base_url` (`https://host:port`) for the site holding `identity`, the
     /// aggregator pinned by `manifest`.
     pub fn new(
@@ -246,7 +277,14 @@ impl Transport for HttpTransport {
     }
 
     fn upload_summary(&mut self, round: u64, body: &[u8]) -> Result<(), TransportError> {
-        let r = self.post(&format!("/v1/rounds/{round}/summary"), body)?;
+        // A fallback round's summary goes to the fallback routes (the masking service knows
+        // no fallback round id).
+        let path = if fallback_api::is_fallback_round(round) {
+            fallback_api::fallback_path(round, "summary")
+        } else {
+            format!("/v1/rounds/{round}/summary")
+        };
+        let r = self.post(&path, body)?;
         if r.status.is_success() {
             Ok(())
         } else {
@@ -254,19 +292,14 @@ impl Transport for HttpTransport {
         }
     }
 
+    /// The latest of this site's stored summaries, masking and fallback, in upload order
+    /// ([`fallback_api::summary_order`]): masking round r, its fallback re-run, round r + 1.
+    /// An aggregator without the fallback routes (404) holds no fallback summary.
     fn latest_summary(&mut self) -> Result<Option<Vec<u8>>, TransportError> {
-        let r = self.get(&format!("/v1/anchors/{}", self.site))?;
-        if !r.status.is_success() {
-            return Err(refusal(&r));
-        }
-        let anchors: api::Anchors = Self::json(&r)?;
-        if anchors.site != self.site {
-            return Err(TransportError::Malformed("anchors of another site".into()));
-        }
-        anchors
-            .summaries
-            .iter()
-            .max_by_key(|(round, _)| *round)
+        let mut all = self.anchors(&format!("/v1/anchors/{}", self.site), false)?;
+        all.extend(self.anchors(&fallback_api::fallback_anchors_path(self.site), true)?);
+        all.into_iter()
+            .max_by_key(|(round, _)| fallback_api::summary_order(*round))
             .map(|(_, h)| {
                 hex::decode(h).map_err(|_| TransportError::Malformed("summary is not hex".into()))
             })
@@ -329,6 +362,19 @@ impl crate::fallback::FallbackTransport for HttpTransport {
         } else {
             Err(refusal(&r))
         }
+    }
+
+    fn committee_keys(&mut self, period: u64) -> Result<Vec<Vec<u8>>, TransportError> {
+        let r = self.get(&fallback_api::committee_keys_path(period))?;
+        if !r.status.is_success() {
+            return Err(refusal(&r));
+        }
+        fallback_api::decode_frames(
+            &r.body,
+            amalgam_he::committee::MAX_MEMBERS,
+            fallback_api::MAX_COMMITTEE_KEY_BODY,
+        )
+        .map_err(|e| TransportError::Malformed(e.to_string()))
     }
 
     fn fallback_mine(&mut self, round: u64) -> Result<Option<[u8; 32]>, TransportError> {

@@ -550,7 +550,7 @@ impl SiteAgent {
         Ok(RoundOutcome::Declined(reason))
     }
 
-    fn upload_summary<T: Transport + ?Sized>(
+    pub(crate) fn upload_summary<T: Transport + ?Sized>(
         &mut self,
         transport: &mut T,
         round: u64,
@@ -571,8 +571,9 @@ impl SiteAgent {
         Ok(())
     }
 
-    /// Before a charge: the ledger must not be behind the last summary this site uploaded,
-    /// and that summary's round must not be past this site's high-water mark.
+    /// Before a charge (masking or fallback): the ledger must not be behind the last summary
+    /// this site uploaded, and that summary's round must not be past this site's high-water
+    /// mark of its kind (the fallback mark for a fallback round id).
     pub(crate) fn check_summary<T: Transport + ?Sized>(
         &mut self,
         transport: &mut T,
@@ -591,12 +592,18 @@ impl SiteAgent {
                 .map_err(|_| AgentError::LedgerBehind("entry count".into()))?,
             head: s.head,
         };
+        let fallback = amalgam_net::fallback_api::is_fallback_round(s.round);
         if let Err(e) = self.ledger.check_anchor(&anchor) {
-            self.advance_high_water(s.round)?;
+            self.advance_mark_of(s.round)?;
             return Err(AgentError::LedgerBehind(e.to_string()));
         }
-        if self.high_water()?.is_none_or(|h| h < s.round) {
-            self.advance_high_water(s.round)?;
+        let mark = if fallback {
+            self.last_fallback_round()?
+        } else {
+            self.high_water()?
+        };
+        if mark.is_none_or(|h| h < s.round) {
+            self.advance_mark_of(s.round)?;
             return Err(AgentError::RolledBack { round: s.round });
         }
         Ok(())

@@ -48,6 +48,9 @@ pub struct ConsortiumRules {
     /// The campaign's initial weights digest ([`crate::model::model_digest`] of the values),
     /// checked when a site starts from its initial model; `None` skips the check.
     pub initial_weights_digest: Option<[u8; 32]>,
+    /// The verified manifest the rules come from: a fallback round's setup is derived from it
+    /// and the committee's certificates (`None`: rules built by hand, no fallback setup).
+    pub verified: Option<VerifiedManifest>,
 }
 
 /// Domain of [`ConsortiumRules::campaign_digest`] as derived from a manifest.
@@ -88,6 +91,7 @@ impl ConsortiumRules {
             model_len: usize::try_from(campaign.parameter_count.get())
                 .map_err(|_| ManifestError::Invalid("parameter count".to_string()))?,
             initial_weights_digest: Some(campaign.initial_weights_digest),
+            verified: Some(m.clone()),
         };
         rules
             .check()

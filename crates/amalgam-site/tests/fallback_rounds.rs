@@ -2,7 +2,9 @@
 //! the masking and fallback routes under a co-signed manifest, five site agents each over its
 //! own `HttpTransport`, and the committee's four decryptor agents. Masking round 0 is forced to
 //! abort after every site's charge (each site's ShareKeys upload is lost and the phase closed);
-//! its re-run `FALLBACK_ROUND_BASE + 0` then completes, or is refused.
+//! its re-run `FALLBACK_ROUND_BASE + 0` then completes, or is refused. Every party derives the
+//! re-run's setup from the manifest and the committee's period certificates, which the
+//! members post to the aggregator and the sites fetch from it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::too_many_arguments)]
 
@@ -11,19 +13,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use amalgam_consortium::fallback::{fallback_setup, issue_certificate, period_of};
+use amalgam_consortium::period_key::PeriodCertificate;
 use amalgam_consortium::testing::{TestConsortium, consortium};
 use amalgam_decryptor::{DecryptorAgent, Member, Patience, SetupFn};
 use amalgam_dp::ledger::audit::audit_file;
 use amalgam_dp::ledger::ledger_file_name;
+use amalgam_he::RoundSetup;
 use amalgam_he::decryptor::member_secrets_from_bytes;
-use amalgam_he::{Committee, KaheParams, RoundSetup, SiteDirectory};
 use amalgam_net::fallback_api::FALLBACK_ROUND_BASE;
 use amalgam_net::tls;
 use amalgam_proto::Phase;
 use amalgam_server::consortium::ConsortiumView;
 use amalgam_server::events::MemoryStore;
 use amalgam_server::fallback::http::{FallbackApp, fallback_router};
-use amalgam_server::fallback::{FallbackService, StaticFallback};
+use amalgam_server::fallback::{CertifiedFallback, FallbackService};
 use amalgam_server::http::{App, router};
 use amalgam_server::listen::{ListenLimits, serve_tls};
 use amalgam_server::{Service, ServiceConfig};
@@ -52,6 +56,7 @@ struct Net {
     rt: tokio::runtime::Runtime,
     service: Service,
     fallback: FallbackService,
+    fallback_log: MemoryStore,
     base: String,
     tc: TestConsortium,
     rules: ConsortiumRules,
@@ -70,34 +75,22 @@ fn member_seed(tc: &TestConsortium, j: usize) -> [u8; 32] {
     tc.decryptors[j].to_ledger_key().to_bytes()
 }
 
-/// The setup every party derives for a fallback round: the manifest's sites, bit width,
-/// padded length and committee rule, the members' certified box keys, the model round 0 was
-/// bound to.
-fn setup_fn(tc: &TestConsortium, rules: &ConsortiumRules, model: [u8; 32]) -> SetupFn {
-    let sites: Vec<_> = tc.sites.iter().map(|k| k.verifying_key()).collect();
-    let members: Vec<([u8; 32], [u8; 32])> = (0..MEMBERS)
-        .map(|j| (member_seed(tc, j), box_seed(j)))
+/// Member `j`'s certificate of its box key for the key period of `ROUND`.
+fn certificate(tc: &TestConsortium, j: usize, box_secret: [u8; 32]) -> PeriodCertificate {
+    let secrets = member_secrets_from_bytes(member_seed(tc, j), box_secret);
+    let period = period_of(&tc.verified, ROUND).unwrap();
+    issue_certificate(&tc.verified, &secrets, period).unwrap()
+}
+
+/// The setup every party derives for a fallback round: `fallback_setup` from the manifest,
+/// the members' period certificates and the model round 0 was bound to.
+fn setup_fn(tc: &TestConsortium, model: [u8; 32]) -> SetupFn {
+    let manifest = tc.verified.clone();
+    let certs: Vec<PeriodCertificate> = (0..MEMBERS)
+        .map(|j| certificate(tc, j, box_seed(j)))
         .collect();
-    let policy = *tc.verified.committee().unwrap();
-    let bits = rules.dp.bits.get();
-    let d = rules.params.d() as u32;
-    let m = rules.dp.min_cohort.get() as usize;
     Arc::new(move |round| {
-        let keys = members
-            .iter()
-            .map(|(a, b)| member_secrets_from_bytes(*a, *b).certify(1))
-            .collect();
-        let committee = Committee::new(
-            keys,
-            usize::from(policy.threshold),
-            usize::from(policy.quorum),
-            usize::from(policy.corrupt),
-        )
-        .map_err(|e| e.to_string())?;
-        let dir = SiteDirectory::new(sites.clone()).map_err(|e| e.to_string())?;
-        let params = KaheParams::new(bits, SITES as u32, d).map_err(|e| e.to_string())?;
-        RoundSetup::new(params, dir, committee, m, round, vec![(0, model)])
-            .map_err(|e| e.to_string())
+        fallback_setup(&manifest, round, &[(0, model)], &certs).map_err(|e| e.to_string())
     })
 }
 
@@ -114,6 +107,11 @@ fn config() -> ServiceConfig {
 /// Starts the aggregator for a consortium with (`decryptors` > 0) or without a committee,
 /// masking round 0 open on the initial model; the fallback cohort closes at 5 uploads.
 fn start(seed: u64, decryptors: usize) -> Net {
+    start_posting(seed, decryptors, decryptors)
+}
+
+/// [`start`], with only the first `posted` members posting their certificates.
+fn start_posting(seed: u64, decryptors: usize, posted: usize) -> Net {
     amalgam_net::install_crypto_provider();
     let tc = consortium(seed, SITES, decryptors, DIM);
     let model = vec![0.25f32; DIM as usize];
@@ -122,7 +120,7 @@ fn start(seed: u64, decryptors: usize) -> Net {
     // A site gives up a result at most this long after its last upload.
     rules.phase_timeout_ms = 60_000;
     let setups: SetupFn = if decryptors > 0 {
-        setup_fn(&tc, &rules, model_digest(&model))
+        setup_fn(&tc, model_digest(&model))
     } else {
         Arc::new(|_: u64| -> Result<RoundSetup, String> { Err("no committee".into()) })
     };
@@ -133,21 +131,10 @@ fn start(seed: u64, decryptors: usize) -> Net {
         .enable_all()
         .build()
         .unwrap();
-    let allowed = tc.verified.fallback().allowed;
-    let make = setups.clone();
+    let fallback_log = MemoryStore::new();
     let (service, fallback, addr) = rt.block_on(async {
         let service = Service::start(view.clone(), Arc::new(MemoryStore::new()), config()).unwrap();
-        let fallback = FallbackService::start(
-            view.clone(),
-            Arc::new(StaticFallback {
-                allowed,
-                make: Box::new(move |r| make(r)),
-                target: Some(SITES),
-            }),
-            Arc::new(MemoryStore::new()),
-            config(),
-        )
-        .unwrap();
+        let fallback = start_fallback(&tc, model_digest(&model), &fallback_log);
         let identity =
             tls::aggregator_identity(&digest, 4_000_000_000, |m| tc.aggregator.sign(m).to_bytes())
                 .unwrap();
@@ -172,10 +159,11 @@ fn start(seed: u64, decryptors: usize) -> Net {
         service.open_round(0, model_digest(&model)).await.unwrap();
         (service, fallback, addr)
     });
-    Net {
+    let net = Net {
         rt,
         service,
         fallback,
+        fallback_log,
         base: format!("https://{addr}"),
         tc,
         rules,
@@ -183,7 +171,32 @@ fn start(seed: u64, decryptors: usize) -> Net {
         setups,
         root: tempfile::tempdir().unwrap(),
         encoded: Arc::new(Mutex::new(Vec::new())),
+    };
+    // The committee posts its certificates through the aggregator, ahead of the period.
+    for j in 0..posted {
+        let bytes = certificate(&net.tc, j, box_seed(j)).to_bytes();
+        let r = net.post_key(j, &bytes);
+        assert_eq!(r.status, 200, "{:?}", r.problem());
     }
+    net
+}
+
+/// The fallback service over `log` (a restart is a second call on the same log). It derives
+/// each round's setup as the sites do, from the manifest, the certificates the members posted
+/// and the model masking round 0 was bound to (`model`).
+fn start_fallback(tc: &TestConsortium, model: [u8; 32], log: &MemoryStore) -> FallbackService {
+    let view: Arc<dyn ConsortiumView> = Arc::new(tc.verified.clone());
+    FallbackService::start(
+        view,
+        Arc::new(CertifiedFallback {
+            manifest: tc.verified.clone(),
+            bound_model: Box::new(move |r| (r == 0).then_some(model)),
+            target: Some(SITES),
+        }),
+        Arc::new(log.clone()),
+        config(),
+    )
+    .unwrap()
 }
 
 fn options() -> AgentOptions {
@@ -310,6 +323,30 @@ impl Net {
             .collect()
     }
 
+    /// An mTLS client of the member with identity seed `seed`.
+    fn client(&self, seed: &[u8; 32]) -> amalgam_net::client::ApiClient {
+        let pin = tls::AggregatorPin {
+            identity: self.tc.aggregator.verifying_key(),
+            consortium_digest: self.tc.verified.consortium_digest(),
+        };
+        let id = tls::member_identity(&tls::ed25519_pkcs8_from_seed(seed)).unwrap();
+        let _g = self.rt.enter();
+        amalgam_net::client::ApiClient::new(
+            &self.base,
+            tls::client_config(&id, pin).unwrap(),
+            net_policy(),
+        )
+        .unwrap()
+    }
+
+    /// Member `j` posts certificate bytes (`POST /v1/committee/keys`).
+    fn post_key(&self, j: usize, bytes: &[u8]) -> amalgam_net::client::ApiResponse {
+        let client = self.client(&member_seed(&self.tc, j));
+        self.rt
+            .block_on(client.post(amalgam_net::fallback_api::COMMITTEE_KEYS, bytes.to_vec()))
+            .unwrap()
+    }
+
     /// The committee: four decryptor agents serving fallback round `ROUND`.
     fn spawn_committee(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let pin = tls::AggregatorPin {
@@ -360,8 +397,7 @@ impl Net {
         t: &mut (impl Transport + FallbackTransport),
         i: usize,
     ) -> Result<RoundOutcome, AgentError> {
-        let setups = self.setups.clone();
-        agent.run_fallback_round(t, &mut trainer(i), ROUND, move |r| setups(r))
+        agent.run_fallback_round(t, &mut trainer(i), ROUND)
     }
 
     /// The exact sum of the sites' encoded updates of `round`.
@@ -460,6 +496,9 @@ impl Transport for Crashing {
 }
 
 impl FallbackTransport for Crashing {
+    fn committee_keys(&mut self, period: u64) -> Result<Vec<Vec<u8>>, TransportError> {
+        self.inner.committee_keys(period)
+    }
     fn fallback_upload(&mut self, round: u64, body: &[u8]) -> Result<(), TransportError> {
         self.sent.push(body.to_vec());
         if self.at == CrashAt::AfterPersist {
@@ -672,14 +711,8 @@ fn a_crash_between_the_charge_and_the_seal_counts_against_the_abort_cap() {
     net.open_rerun().unwrap();
     let mut agent = agents.swap_remove(0);
     assert_eq!(agent.aborted_rounds(), 1);
-    let setups = net.setups.clone();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        agent.run_fallback_round(
-            &mut net.transport(0),
-            &mut KilledWhileTraining,
-            ROUND,
-            |r| setups(r),
-        )
+        agent.run_fallback_round(&mut net.transport(0), &mut KilledWhileTraining, ROUND)
     }));
     assert!(r.is_err(), "no crash");
     drop(agent);
@@ -744,19 +777,14 @@ fn the_abort_cap_refuses_the_rerun_before_any_charge() {
     // A masking round id is not a fallback round, whatever the policy.
     let mut agent = net.agent(0, &net.rules);
     // The re-run of a round whose model this site does not hold (it holds round 1's) is
-    // refused before the setup is even asked for, and nothing is charged.
-    let r = agent.run_fallback_round(&mut net.transport(0), &mut trainer(0), ROUND + 2, |_| {
-        panic!("no setup may be asked for")
-    });
+    // refused before the setup is even derived, and nothing is charged.
+    let r = agent.run_fallback_round(&mut net.transport(0), &mut trainer(0), ROUND + 2);
     assert!(
         matches!(&r, Err(AgentError::FallbackSetup { round, .. }) if *round == ROUND + 2),
         "{r:?}"
     );
     assert_eq!(agent.last_fallback_round().unwrap(), None);
-    let setups = net.setups.clone();
-    let r = agent.run_fallback_round(&mut net.transport(0), &mut trainer(0), 1, move |r| {
-        setups(r)
-    });
+    let r = agent.run_fallback_round(&mut net.transport(0), &mut trainer(0), 1);
     assert!(matches!(r, Err(AgentError::WrongScheme(1))), "{r:?}");
     net.rt.block_on(net.service.shutdown());
 }
@@ -764,4 +792,308 @@ fn the_abort_cap_refuses_the_rerun_before_any_charge() {
 fn sha(b: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(b).into()
+}
+
+/// Every `FallbackTransport` method but `committee_keys`, `fallback_mine` and
+/// `fallback_result`, passed on to `self.inner` unchanged.
+macro_rules! forward_upload_to_inner {
+    () => {
+        fn fallback_upload(&mut self, r: u64, b: &[u8]) -> Result<(), TransportError> {
+            self.inner.fallback_upload(r, b)
+        }
+    };
+}
+
+/// A lying aggregator: it hides the site's accepted fallback upload from the rollback check
+/// (`fallback/mine` answers "none"), and may relay other committee certificates.
+struct Lying {
+    inner: HttpTransport,
+    hide_mine: bool,
+    /// Replaces the relayed certificates, if set.
+    keys: Option<Vec<Vec<u8>>>,
+    /// Loses every result poll (the aggregator unreachable), if set.
+    lose_results: bool,
+}
+
+impl Lying {
+    fn new(inner: HttpTransport) -> Self {
+        Self {
+            inner,
+            hide_mine: false,
+            keys: None,
+            lose_results: false,
+        }
+    }
+}
+
+impl Transport for Lying {
+    fn upload(&mut self, round: u64, phase: Phase, body: &[u8]) -> Result<(), TransportError> {
+        self.inner.upload(round, phase, body)
+    }
+    forward_to_inner!();
+}
+
+impl FallbackTransport for Lying {
+    fn committee_keys(&mut self, period: u64) -> Result<Vec<Vec<u8>>, TransportError> {
+        match &self.keys {
+            Some(k) => Ok(k.clone()),
+            None => self.inner.committee_keys(period),
+        }
+    }
+    fn fallback_mine(&mut self, round: u64) -> Result<Option<[u8; 32]>, TransportError> {
+        if self.hide_mine {
+            return Ok(None);
+        }
+        self.inner.fallback_mine(round)
+    }
+    fn fallback_result(
+        &mut self,
+        round: u64,
+        wait: Duration,
+    ) -> Result<FallbackPoll, TransportError> {
+        if self.lose_results {
+            return Err(TransportError::Unreachable("connection reset".into()));
+        }
+        self.inner.fallback_result(round, wait)
+    }
+    forward_upload_to_inner!();
+}
+
+#[test]
+fn a_site_restored_from_before_its_fallback_charge_is_refused_though_its_upload_is_hidden() {
+    let net = start(36, MEMBERS);
+    let agents = net.abort_masking_round(&net.rules);
+    net.open_rerun().unwrap();
+    let old = net.root.path().join("s2-old");
+    copy_dir(&net.dir(2), &old);
+    let outs = complete_fallback(&net, agents, [CrashAt::Never; SITES]);
+    assert!(
+        outs.iter()
+            .all(|(o, _)| matches!(o, RoundOutcome::FallbackCompleted { .. }))
+    );
+    // Every site uploaded its signed summary of the fallback round: its latest anchor now.
+    for i in 0..SITES {
+        let bytes = net.transport(i).latest_summary().unwrap().unwrap();
+        let s = amalgam_site::statements::LedgerSummary::verify(
+            &bytes,
+            &net.tc.sites[i].verifying_key(),
+        )
+        .unwrap();
+        assert_eq!((s.round, s.site), (ROUND, i as u16));
+    }
+    // Site 2 restored from before its fallback charge; the aggregator hides the upload it
+    // holds, so the rollback check sees nothing. The summary anchor still shows the ledger
+    // behind: refused before any charge, and the fallback mark moves past the round.
+    std::fs::remove_dir_all(net.dir(2)).unwrap();
+    std::fs::rename(&old, net.dir(2)).unwrap();
+    let mut agent = net.agent(2, &net.rules);
+    let mut t = Lying::new(net.transport(2));
+    t.hide_mine = true;
+    let r = net.run_fallback(&mut agent, &mut t, 2);
+    assert!(matches!(r, Err(AgentError::LedgerBehind(_))), "{r:?}");
+    assert_eq!(agent.last_fallback_round().unwrap(), Some(ROUND));
+    // The masking mark did not move to a fallback id: masking rounds stay open to the site.
+    drop(agent);
+    assert_eq!(net.charges(2), 1);
+    net.rt.block_on(net.service.shutdown());
+}
+
+#[test]
+fn committee_certificates_the_aggregator_relays_are_checked_by_the_site_before_any_charge() {
+    let net = start(37, MEMBERS);
+    let mut agents = net.abort_masking_round(&net.rules);
+    net.open_rerun().unwrap();
+    let honest: Vec<Vec<u8>> = (0..MEMBERS)
+        .map(|j| certificate(&net.tc, j, box_seed(j)).to_bytes())
+        .collect();
+    // The aggregator's own box key in member 0's certificate (it cannot sign for member 0).
+    let mut own_key = honest.clone();
+    let mut forged = certificate(&net.tc, 0, box_seed(0));
+    forged.box_key = certificate(&net.tc, 1, [0xEE; 32]).box_key;
+    own_key[0] = forged.to_bytes();
+    let mut missing = honest.clone();
+    missing.pop();
+    let mut duplicate = honest.clone();
+    duplicate[3] = honest[2].clone();
+    let mut extra = honest.clone();
+    extra.push(honest[0].clone());
+    let garbage = vec![vec![0u8; amalgam_consortium::period_key::ENCODED_LEN]];
+    let mut agent = agents.swap_remove(0);
+    for (what, keys) in [
+        ("own key", own_key),
+        ("missing", missing),
+        ("duplicate", duplicate),
+        ("extra", extra),
+        ("garbage", garbage),
+    ] {
+        let mut t = Lying::new(net.transport(0));
+        t.keys = Some(keys);
+        let r = net.run_fallback(&mut agent, &mut t, 0);
+        assert!(
+            matches!(&r, Err(AgentError::FallbackSetup { round: ROUND, .. })),
+            "{what}: {r:?}"
+        );
+        assert_eq!(agent.last_fallback_round().unwrap(), None, "{what}");
+    }
+    assert_eq!(agent.aborted_rounds(), 1);
+    drop(agent);
+    assert_eq!(net.charges(0), 1);
+    assert_eq!(net.held(0), None);
+    net.rt.block_on(net.service.shutdown());
+}
+
+#[test]
+fn committee_keys_are_verified_stored_before_the_answer_and_replayed() {
+    let net = start(38, MEMBERS);
+    let period = period_of(&net.tc.verified, ROUND).unwrap();
+    let honest: Vec<Vec<u8>> = (0..MEMBERS)
+        .map(|j| certificate(&net.tc, j, box_seed(j)).to_bytes())
+        .collect();
+    let code = |r: &amalgam_net::client::ApiResponse| r.problem().map(|p| p.code.as_str());
+    // An identical re-post: 200 with the same answer, nothing new stored.
+    let events = net.fallback_log.events().len();
+    let first = net.post_key(1, &honest[1]);
+    let again = net.post_key(1, &honest[1]);
+    assert_eq!(first.status, 200, "{:?}", first.problem());
+    assert_eq!(again.status, 200);
+    assert_eq!(first.body, again.body);
+    assert_eq!(net.fallback_log.events().len(), events);
+    // A second box key for (member 0, the period): 409, the stored one stays.
+    let other = certificate(&net.tc, 0, [0xEE; 32]).to_bytes();
+    let r = net.post_key(0, &other);
+    assert_eq!(r.status, 409);
+    assert_eq!(code(&r), Some("committee.key-conflict"));
+    // The member's own client reports it as a key conflict, and reads the period back.
+    let member = net.client(&member_seed(&net.tc, 0));
+    let e = net
+        .rt
+        .block_on(amalgam_decryptor::keys::post_certificate(&member, &other))
+        .unwrap_err();
+    assert!(
+        matches!(e, amalgam_decryptor::DecryptorError::KeyConflict(_)),
+        "{e:?}"
+    );
+    net.rt
+        .block_on(amalgam_decryptor::keys::post_certificate(
+            &member, &honest[0],
+        ))
+        .unwrap();
+    let fetched = net
+        .rt
+        .block_on(amalgam_decryptor::keys::fetch_certificates(&member, period))
+        .unwrap();
+    assert_eq!(fetched, honest);
+    // Another member's certificate, a forged signature, a wrong consortium, garbage: 422.
+    let mut bad_sig = honest[2].clone();
+    let last = bad_sig.len() - 1;
+    bad_sig[last] ^= 1;
+    let mut wrong_consortium = honest[2].clone();
+    wrong_consortium[5] ^= 1;
+    for (j, body) in [
+        (1, honest[2].clone()),
+        (2, bad_sig),
+        (2, wrong_consortium),
+        (2, vec![7u8; amalgam_consortium::period_key::ENCODED_LEN]),
+        (2, Vec::new()),
+    ] {
+        let r = net.post_key(j, &body);
+        assert_eq!(r.status, 422, "{:?}", r.problem());
+        assert_eq!(code(&r), Some("committee.key-invalid"));
+    }
+    // Oversized: 413 before anything is read into memory past the bound.
+    let r = net.post_key(2, &vec![0u8; 4096]);
+    assert_eq!(r.status, 413, "{:?}", r.problem());
+    // A site may not post one.
+    let site = net.client(&net.tc.sites[0].to_ledger_key().to_bytes());
+    let r = net
+        .rt
+        .block_on(site.post(amalgam_net::fallback_api::COMMITTEE_KEYS, honest[0].clone()))
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(net.fallback_log.events().len(), events);
+    // Every member's certificate of the period, in member order; none of another period.
+    let fetched = net.transport(3).committee_keys(period).unwrap();
+    assert_eq!(fetched, honest);
+    assert!(
+        net.transport(3)
+            .committee_keys(period + 1)
+            .unwrap()
+            .is_empty()
+    );
+    // A restart replays them from the log.
+    let restarted = {
+        let _g = net.rt.enter();
+        start_fallback(&net.tc, model_digest(&net.model), &net.fallback_log)
+    };
+    let framed = net.rt.block_on(restarted.committee_keys(period)).unwrap();
+    assert_eq!(framed, amalgam_net::fallback_api::encode_frames(&honest));
+    net.rt.block_on(net.service.shutdown());
+}
+
+#[test]
+fn a_late_result_is_picked_up_by_a_restarted_site_from_its_kept_sealed_round() {
+    let net = start(39, MEMBERS);
+    let agents = net.abort_masking_round(&net.rules);
+    net.open_rerun().unwrap();
+    // Every site uploads, then loses the aggregator before the result: the round is kept.
+    let mut sent = Vec::new();
+    for (i, mut agent) in agents.into_iter().enumerate() {
+        let mut t = Lying::new(net.transport(i));
+        t.lose_results = true;
+        let r = net.run_fallback(&mut agent, &mut t, i);
+        assert!(matches!(r, Err(AgentError::Transport(_))), "{r:?}");
+        assert_eq!(agent.unfinished_fallback_round().unwrap(), Some(ROUND));
+        assert_eq!(agent.aborted_rounds(), 2, "site {i}");
+        sent.push(net.held(i).expect("the upload was accepted"));
+    }
+    // The committee finishes the round after the sites gave up.
+    let committee = net.spawn_committee();
+    for c in committee {
+        net.rt.block_on(c).unwrap();
+    }
+    let res = net.published();
+    let next = expected_next(&net, &res.sum, SITES);
+    // Restarted, each site resumes its sealed round, re-sends the same upload (no new
+    // noise, no new charge) and applies the late result.
+    for (i, held) in sent.iter().enumerate() {
+        let mut agent = net.agent(i, &net.rules);
+        let mut t = net.transport(i);
+        let out = net.run_fallback(&mut agent, &mut t, i).unwrap();
+        assert_eq!(
+            out,
+            RoundOutcome::FallbackCompleted {
+                contributors: vec![0, 1, 2, 3, 4],
+                model_digest: next,
+            }
+        );
+        assert_eq!(agent.unfinished_fallback_round().unwrap(), None);
+        assert_eq!(agent.aborted_rounds(), 1, "site {i}");
+        assert_eq!(agent.model().1, next);
+        drop(agent);
+        assert_eq!(net.held(i), Some(*held));
+        assert_eq!(net.charges(i), 2, "site {i}");
+        let draws = net
+            .encoded
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(s, r, _)| *s == i && *r == ROUND)
+            .count();
+        assert_eq!(draws, 1, "site {i}");
+    }
+    net.rt.block_on(net.service.shutdown());
+}
+
+#[test]
+fn the_aggregator_opens_a_rerun_only_on_the_whole_committee_s_stored_certificates() {
+    let net = start_posting(40, MEMBERS, MEMBERS - 1);
+    let _agents = net.abort_masking_round(&net.rules);
+    // Member 3 has not posted its certificate: no setup, the re-run does not open.
+    let e = net.open_rerun().unwrap_err();
+    assert_eq!(e.code, amalgam_net::ProblemCode::BadRequest, "{e:?}");
+    assert!(e.detail.contains("no certificate for member 3"), "{e:?}");
+    let r = net.post_key(3, &certificate(&net.tc, 3, box_seed(3)).to_bytes());
+    assert_eq!(r.status, 200, "{:?}", r.problem());
+    assert_eq!(net.open_rerun().unwrap(), ROUND);
+    net.rt.block_on(net.service.shutdown());
 }

@@ -300,6 +300,84 @@ async fn result(
     }
 }
 
+/// A site's signed ledger summary after a fallback round (its anchor for the next charge).
+async fn summary(
+    State(app): State<FallbackApp>,
+    Extension(peer): Extension<Peer>,
+    Path(round): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let site = app.site(peer)?;
+    let round = parse_round(&round)?;
+    let bytes = read_bounded(&headers, body, amalgam_net::summary::LedgerSummary::LEN).await?;
+    Ok(json_bytes(
+        app.service.site_summary(round, site, bytes).await?,
+    ))
+}
+
+/// A site's stored fallback summaries (any member may read them, as the masking anchors).
+async fn anchors(
+    State(app): State<FallbackApp>,
+    Extension(peer): Extension<Peer>,
+    Path(site): Path<String>,
+) -> ApiResult {
+    app.key(peer)?;
+    let site = site
+        .parse::<u16>()
+        .map_err(|_| problem(ProblemCode::BadRequest, "site must be an index"))?;
+    let summaries = app
+        .service
+        .anchors(SiteId(site))
+        .await?
+        .into_iter()
+        .map(|(r, b)| (r, hex::encode(b)))
+        .collect();
+    Ok(Json(api::Anchors { site, summaries }).into_response())
+}
+
+/// A decryptor's own key-period certificate.
+async fn committee_key_post(
+    State(app): State<FallbackApp>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let key = app.key(peer)?;
+    if !matches!(app.consortium.role_of(&key), Some(MemberRole::Decryptor)) {
+        return Err(problem(
+            ProblemCode::AuthWrongRole,
+            "only decryptors post committee keys",
+        ));
+    }
+    let bytes = read_bounded(&headers, body, fapi::MAX_COMMITTEE_KEY_BODY).await?;
+    Ok(json_bytes(
+        app.service.post_committee_key(key, bytes).await?,
+    ))
+}
+
+/// Every stored certificate of `?period=p`.
+async fn committee_keys(
+    State(app): State<FallbackApp>,
+    Extension(peer): Extension<Peer>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    app.key(peer)?;
+    let period = q
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("period="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            problem(
+                ProblemCode::BadRequest,
+                "?period= must be an unsigned integer",
+            )
+        })?;
+    Ok(binary(app.service.committee_keys(period).await?))
+}
+
 /// The fallback routes, to be merged into the main router (the listener adds [`Peer`]).
 pub fn fallback_router(app: FallbackApp) -> Router {
     Router::new()
@@ -313,5 +391,11 @@ pub fn fallback_router(app: FallbackApp) -> Router {
         )
         .route(fapi::FALLBACK_RELEASE, post(release))
         .route(fapi::FALLBACK_RESULT, get(result))
+        .route(fapi::FALLBACK_SUMMARY, post(summary))
+        .route(fapi::FALLBACK_ANCHORS, get(anchors))
+        .route(
+            fapi::COMMITTEE_KEYS,
+            get(committee_keys).post(committee_key_post),
+        )
         .with_state(app)
 }

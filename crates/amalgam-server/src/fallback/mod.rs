@@ -11,9 +11,11 @@
 //! * [`setup`]: where a round's `RoundSetup` comes from (manifest, committee keys, round id).
 //! * [`state`]: one round's synchronous state (idempotency, refusals change nothing).
 //! * [`service`]: locking, persistence before response, timers, long-polls, shredding.
+//! * [`keys`]: the committee's key-period certificates the aggregator relays.
 //! * [`http`]: the routes and their role checks; [`replay`]: restart.
 
 pub mod http;
+pub mod keys;
 pub mod openapi;
 pub mod replay;
 pub mod service;
@@ -21,4 +23,4 @@ pub mod setup;
 pub mod state;
 
 pub use service::FallbackService;
-pub use setup::{FallbackSetups, StaticFallback};
+pub use setup::{CertifiedFallback, FallbackSetups, StaticFallback};

@@ -122,6 +122,62 @@ pub(crate) const DOCS: &[Doc] = &[
             P::RoundClosed,
         ],
     },
+    Doc {
+        path: f::FALLBACK_SUMMARY,
+        method: HttpMethod::Post,
+        id: "fallback_summary",
+        summary: "The site's signed ledger summary after a fallback round (served as an anchor)",
+        ok: &[(
+            200,
+            "UploadReceipt (JSON); identical re-send gets the same body",
+        )],
+        problems: &[
+            P::AuthNoClientCert,
+            P::AuthWrongRole,
+            P::RoundUnknown,
+            P::RoundWrongScheme,
+            P::BadRequest,
+            P::BodyTooLarge,
+            P::SummaryInvalid,
+            P::SummaryRegressed,
+            P::PeerDuplicate,
+            P::ServerBusy,
+        ],
+    },
+    Doc {
+        path: f::FALLBACK_ANCHORS,
+        method: HttpMethod::Get,
+        id: "fallback_anchors",
+        summary: "A site's stored signed summaries of fallback rounds, by round",
+        ok: &[(200, "Anchors (JSON)")],
+        problems: &[P::AuthNoClientCert, P::BadRequest, P::ServerBusy],
+    },
+    Doc {
+        path: f::COMMITTEE_KEYS,
+        method: HttpMethod::Post,
+        id: "committee_key_post",
+        summary: "A decryptor's own key-period certificate (159 bytes), checked against the manifest and stored before the answer",
+        ok: &[(
+            200,
+            "CommitteeKeyReceipt (JSON); identical re-post gets the same body",
+        )],
+        problems: &[
+            P::AuthNoClientCert,
+            P::AuthWrongRole,
+            P::BodyTooLarge,
+            P::CommitteeKeyInvalid,
+            P::CommitteeKeyConflict,
+            P::ServerBusy,
+        ],
+    },
+    Doc {
+        path: f::COMMITTEE_KEYS,
+        method: HttpMethod::Get,
+        id: "committee_keys",
+        summary: "Every stored certificate of key period ?period=p (framed, member order); each party verifies them against the manifest",
+        ok: &[(200, "framed PeriodCertificate bytes")],
+        problems: &[P::AuthNoClientCert, P::BadRequest, P::ServerBusy],
+    },
 ];
 
 #[cfg(test)]
@@ -134,6 +190,9 @@ mod tests {
         }
         let item = &doc.paths.paths[amalgam_net::fallback_api::FALLBACK_SIGNATURES];
         assert!(item.get.is_some() && item.post.is_some());
+        let keys = &doc.paths.paths[amalgam_net::fallback_api::COMMITTEE_KEYS];
+        assert!(keys.get.is_some() && keys.post.is_some());
+        assert!(crate::openapi::json().contains("committee.key-conflict"));
         assert!(crate::openapi::json().contains("round.wrong-scheme"));
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use amalgam_proto::SiteId;
 
 use super::setup::FallbackSetups;
-use super::state::{DECRYPTOR_SENDER, FallbackRound, KIND_RELEASE};
+use super::state::{DECRYPTOR_SENDER, FallbackRound, KIND_RELEASE, PH_SITE_SUMMARY};
 use crate::consortium::DeadlineBounds;
 use crate::events::{Event, EventKind, NewEvent, as_new};
 use crate::replay::ReplayError;
@@ -43,10 +43,23 @@ fn same(produced: &[NewEvent], logged: &[Event], at: &Event) -> Result<(), Repla
     Ok(())
 }
 
-/// Rebuilds every fallback round from `events`.
+fn site_of(e: &Event) -> Result<SiteId, ReplayError> {
+    e.sender
+        .and_then(|s| u16::try_from(s).ok())
+        .map(SiteId)
+        .ok_or_else(|| err(e, "missing or out-of-range sender"))
+}
+
+/// Rebuilds every fallback round from `events` (the rounds' events only: committee key
+/// events are the caller's, [`super::keys::is_key_event`], replayed first into `keys`: a
+/// period's certificates never change once stored, so a round opens on the same setup). Site summaries, which a site
+/// uploads after the round ended, are re-verified (signature, consortium `consortium`, round,
+/// site) wherever they stand.
 pub fn replay(
     setups: &dyn FallbackSetups,
+    keys: &super::keys::CommitteeKeys,
     bounds: DeadlineBounds,
+    consortium: &[u8; 32],
     events: &[Event],
 ) -> Result<BTreeMap<u64, FallbackRound>, ReplayError> {
     let shredded: BTreeSet<u64> = events
@@ -67,16 +80,32 @@ pub fn replay(
                 .get(..16)
                 .and_then(Window::decode)
                 .ok_or_else(|| err(e, "malformed RoundOpen body"))?;
-            let (st, ev) =
-                FallbackRound::open(setups, bounds, e.round, window).map_err(|r| err(e, r))?;
+            let (st, ev) = FallbackRound::open(setups, keys, bounds, e.round, window)
+                .map_err(|r| err(e, r))?;
             same(&[ev], &events[i..], e)?;
             rounds.insert(e.round, st);
+            i += 1;
+            continue;
+        }
+        if super::keys::is_key_event(e) {
             i += 1;
             continue;
         }
         let st = rounds
             .get_mut(&e.round)
             .ok_or_else(|| err(e, "event for a round that was never opened"))?;
+        if e.kind == EventKind::Summary && e.phase == PH_SITE_SUMMARY {
+            let produced = st
+                .site_summary(site_of(e)?, &e.body, consortium, 0)
+                .map_err(|p| err(e, format!("stored summary refused on replay: {}", p.detail)))?
+                .events;
+            if produced.is_empty() {
+                return Err(err(e, "logged event replays as a repeat"));
+            }
+            same(&produced, &events[i..], e)?;
+            i += 1;
+            continue;
+        }
         if st.end().is_some() {
             return Err(err(e, "event after the round ended"));
         }
@@ -88,11 +117,7 @@ pub fn replay(
         }
         let produced = match e.kind {
             EventKind::Upload => {
-                let site = e
-                    .sender
-                    .and_then(|s| u16::try_from(s).ok())
-                    .map(SiteId)
-                    .ok_or_else(|| err(e, "missing or out-of-range sender"))?;
+                let site = site_of(e)?;
                 st.upload(site, &e.body)
                     .map_err(|p| err(e, format!("stored upload refused on replay: {}", p.detail)))?
                     .events

@@ -14,11 +14,12 @@ use amalgam_net::{Problem, ProblemCode};
 use amalgam_proto::SiteId;
 use tokio::sync::{Mutex, watch};
 
+use super::keys::CommitteeKeys;
 use super::replay::replay;
 use super::setup::FallbackSetups;
 use super::state::{Accepted, FallbackRound};
 use crate::consortium::ConsortiumView;
-use crate::events::{EventStore, NewEvent};
+use crate::events::{EventStore, NewEvent, StoreFailure};
 use crate::fault::fault_point;
 use crate::round::Window;
 use crate::service::{ServiceConfig, StartError, now_ms};
@@ -32,11 +33,23 @@ impl<T: EventStore + ?Sized> FallbackLog for T {}
 
 type Rounds = BTreeMap<u64, FallbackRound>;
 
+/// Everything behind the service's one lock: the rounds and the committee's certificates.
+pub struct Locked {
+    /// The fallback rounds.
+    pub rounds: Rounds,
+    /// The committee's key-period certificates.
+    pub keys: CommitteeKeys,
+}
+
+fn storage_failed() -> Problem {
+    Problem::new(ProblemCode::ServerBusy, "storage failed; restart pending").retry_after(30)
+}
+
 struct Inner {
     consortium: Arc<dyn ConsortiumView>,
     setups: Arc<dyn FallbackSetups>,
     store: Arc<dyn FallbackLog>,
-    rounds: Arc<Mutex<Rounds>>,
+    rounds: Arc<Mutex<Locked>>,
     changed: watch::Sender<u64>,
     config: ServiceConfig,
     failed: Arc<AtomicBool>,
@@ -76,7 +89,9 @@ impl FallbackService {
     ) -> Result<Self, StartError> {
         let events = store.replay()?;
         let bounds = consortium.deadline_bounds();
-        let mut rounds = replay(setups.as_ref(), bounds, &events)?;
+        let digest = consortium.consortium_digest();
+        let keys = CommitteeKeys::replay(consortium.verified(), &events)?;
+        let mut rounds = replay(setups.as_ref(), &keys, bounds, &digest, &events)?;
         let grace = now_ms().saturating_add(config.restart_grace_seconds.saturating_mul(1000));
         for (r, st) in &mut rounds {
             if st.end().is_some() {
@@ -94,7 +109,7 @@ impl FallbackService {
             consortium,
             setups,
             store,
-            rounds: Arc::new(Mutex::new(rounds)),
+            rounds: Arc::new(Mutex::new(Locked { rounds, keys })),
             changed: watch::channel(0).0,
             config,
             failed: Arc::new(AtomicBool::new(false)),
@@ -131,15 +146,17 @@ impl FallbackService {
         let window = self.next_window();
         let bounds = self.0.consortium.deadline_bounds();
         let setups = self.0.setups.clone();
-        self.mutate_map(move |rounds| {
+        self.mutate_map(move |locked| {
+            let rounds = &mut locked.rounds;
             if rounds.contains_key(&round) {
                 return Err(Problem::new(
                     ProblemCode::PeerDuplicate,
                     format!("fallback round {round} exists"),
                 ));
             }
-            let (st, ev) = FallbackRound::open(setups.as_ref(), bounds, round, window)
-                .map_err(|e| Problem::new(ProblemCode::BadRequest, e))?;
+            let (st, ev) =
+                FallbackRound::open(setups.as_ref(), &locked.keys, bounds, round, window)
+                    .map_err(|e| Problem::new(ProblemCode::BadRequest, e))?;
             rounds.insert(round, st);
             Ok(((), vec![ev]))
         })
@@ -175,29 +192,40 @@ impl FallbackService {
         self.0.accepted.load(Ordering::SeqCst)
     }
 
+    /// Runs `f` under the lock on the blocking pool and queues its events on the log's
+    /// chained path (`EventStore::queue_append`: a lost append poisons the log, so nothing
+    /// that depends on it commits after it); the lock is held until the commit, so no request
+    /// sees state the log may not hold. Runs on its own task: a caller that goes away cannot
+    /// leave a lost append unnoticed.
     async fn mutate_map<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Rounds) -> Result<(T, Vec<NewEvent>), Problem> + Send + 'static,
+        f: impl FnOnce(&mut Locked) -> Result<(T, Vec<NewEvent>), Problem> + Send + 'static,
     ) -> Result<T, Problem> {
         if self.0.failed.load(Ordering::SeqCst) {
-            return Err(
-                Problem::new(ProblemCode::ServerBusy, "storage failed; restart pending")
-                    .retry_after(30),
-            );
+            return Err(storage_failed());
         }
+        let svc = self.clone();
+        tokio::spawn(async move { svc.mutate_task(f).await })
+            .await
+            .map_err(|_| internal())?
+    }
+
+    async fn mutate_task<T: Send + 'static>(
+        self,
+        f: impl FnOnce(&mut Locked) -> Result<(T, Vec<NewEvent>), Problem> + Send + 'static,
+    ) -> Result<T, Problem> {
         let guard = self.0.rounds.clone().lock_owned().await;
+        // Checked under the lock: a failed commit raises the flag before releasing it.
+        if self.0.failed.load(Ordering::SeqCst) {
+            return Err(storage_failed());
+        }
         let store = self.0.store.clone();
         let k = self.accepted() + 1;
-        let failed = self.0.failed.clone();
-        let out: Result<Result<(T, Vec<u64>), Problem>, String> =
-            tokio::task::spawn_blocking(move || {
-                let mut g = guard;
-                let (value, events) = match f(&mut g) {
-                    Ok(v) => v,
-                    Err(p) => return Ok(Err(p)),
-                };
+        let (guard, out) = tokio::task::spawn_blocking(move || {
+            let mut g = guard;
+            let out = f(&mut g).map(|(value, events)| {
                 if events.is_empty() {
-                    return Ok(Ok((value, Vec::new())));
+                    return (value, None, Vec::new());
                 }
                 let ended: Vec<u64> = events
                     .iter()
@@ -205,43 +233,52 @@ impl FallbackService {
                     .map(|e| e.round)
                     .collect();
                 fault_point("fallback-before-commit", k);
-                // `f` mutated the rounds in place. If the commit fails they hold state the log
-                // does not: the flag is raised before the lock is released, so no request (read
-                // or write) is ever answered from it; the restart rebuilds from the log.
-                if let Err(e) = store.append_batch(events) {
-                    failed.store(true, Ordering::SeqCst);
-                    return Err(e.to_string());
-                }
-                fault_point("fallback-after-commit", k);
-                // The end is committed: shred the round's ciphertexts and releases now. A
-                // failure here is finished at the next start (ended rounds are shredded).
-                for r in &ended {
-                    if let Err(e) = store.shred_round(*r) {
-                        tracing::error!(round = r, error = %e, "shredding failed; retried at the next start");
-                    }
-                }
-                Ok(Ok((value, ended)))
-            })
-            .await
-            .map_err(|_| internal())?;
-        match out {
-            Ok(Ok((v, _))) => {
-                self.0.changed.send_modify(|g| *g += 1);
-                Ok(v)
-            }
-            Ok(Err(p)) => Err(p),
-            Err(e) => {
+                (value, Some(store.queue_append(events)), ended)
+            });
+            (g, out)
+        })
+        .await
+        .map_err(|_| internal())?;
+        let (value, pending, ended) = out?;
+        if let Some(pending) = pending {
+            if let Err(e) = pending.await {
+                // `f` mutated the state in place and the log does not hold it: the flag is
+                // raised before the lock is released, so no request is ever answered from it;
+                // the restart rebuilds from the log.
                 self.0.failed.store(true, Ordering::SeqCst);
+                drop(guard);
                 tracing::error!(
-                    error = e,
+                    error = %e,
                     "fallback log append failed; refusing all requests"
                 );
-                Err(Problem::new(
-                    ProblemCode::Internal,
-                    "storage failure: nothing was accepted",
-                ))
+                return Err(match e {
+                    // An earlier append (of this log's other writer) was lost: this one
+                    // never reached the disk, and a restart serves again.
+                    StoreFailure::Poisoned(_) => storage_failed(),
+                    _ => Problem::new(
+                        ProblemCode::Internal,
+                        "storage failure: nothing was accepted",
+                    ),
+                });
+            }
+            fault_point("fallback-after-commit", k);
+            // The end is committed: shred the round's ciphertexts and releases now. A failure
+            // here is finished at the next start (ended rounds are shredded).
+            if !ended.is_empty() {
+                let store = self.0.store.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    for r in &ended {
+                        if let Err(e) = store.shred_round(*r) {
+                            tracing::error!(round = r, error = %e, "shredding failed; retried at the next start");
+                        }
+                    }
+                })
+                .await;
             }
         }
+        drop(guard);
+        self.0.changed.send_modify(|g| *g += 1);
+        Ok(value)
     }
 
     async fn mutate<T: Send + 'static>(
@@ -252,8 +289,11 @@ impl FallbackService {
         + 'static,
     ) -> Result<T, Problem> {
         let next = self.next_window();
-        self.mutate_map(move |rounds| {
-            let st = rounds.get_mut(&round).ok_or_else(|| unknown(round))?;
+        self.mutate_map(move |locked| {
+            let st = locked
+                .rounds
+                .get_mut(&round)
+                .ok_or_else(|| unknown(round))?;
             f(st, next)
         })
         .await
@@ -341,12 +381,83 @@ impl FallbackService {
         let g = self.0.rounds.lock().await;
         // Checked under the lock: a failed commit raises the flag before releasing it.
         if self.0.failed.load(Ordering::SeqCst) {
-            return Err(
-                Problem::new(ProblemCode::ServerBusy, "storage failed; restart pending")
-                    .retry_after(30),
-            );
+            return Err(storage_failed());
         }
-        g.get(&round).map(f).ok_or_else(|| unknown(round))
+        g.rounds.get(&round).map(f).ok_or_else(|| unknown(round))
+    }
+
+    /// Runs `f` on everything behind the lock (reads only).
+    async fn with_locked<T>(&self, f: impl FnOnce(&Locked) -> T) -> Result<T, Problem> {
+        let g = self.0.rounds.lock().await;
+        if self.0.failed.load(Ordering::SeqCst) {
+            return Err(storage_failed());
+        }
+        Ok(f(&g))
+    }
+
+    /// A decryptor's key-period certificate (`poster`: its authenticated identity key),
+    /// checked against the manifest and committed before the answer.
+    pub async fn post_committee_key(
+        &self,
+        poster: [u8; 32],
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, Problem> {
+        let consortium = self.0.consortium.clone();
+        self.mutate_map(move |locked| {
+            let a = locked.keys.post(consortium.verified(), &poster, &body)?;
+            Ok((a.response, a.events))
+        })
+        .await
+    }
+
+    /// Every stored certificate of key period `period`, framed, in member order.
+    pub async fn committee_keys(&self, period: u64) -> Result<Vec<u8>, Problem> {
+        self.with_locked(|l| l.keys.period(period)).await
+    }
+
+    /// The stored certificates of key period `period`, decoded.
+    pub async fn committee_certificates(
+        &self,
+        period: u64,
+    ) -> Result<Vec<amalgam_consortium::period_key::PeriodCertificate>, Problem> {
+        self.with_locked(|l| l.keys.certificates(period)).await
+    }
+
+    /// A site's signed ledger summary after fallback round `round` (accepted also after the
+    /// round ended), its entry count not below the site's previous fallback summary.
+    pub async fn site_summary(
+        &self,
+        round: u64,
+        site: SiteId,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, Problem> {
+        let digest = self.0.consortium.consortium_digest();
+        self.mutate_map(move |locked| {
+            let min = locked
+                .rounds
+                .values()
+                .filter_map(|st| st.summary_entries(site))
+                .max()
+                .unwrap_or(0);
+            let st = locked
+                .rounds
+                .get_mut(&round)
+                .ok_or_else(|| unknown(round))?;
+            let a = st.site_summary(site, &body, &digest, min)?;
+            Ok((a.response, a.events))
+        })
+        .await
+    }
+
+    /// `site`'s stored summaries of fallback rounds, by round.
+    pub async fn anchors(&self, site: SiteId) -> Result<Vec<(u64, Vec<u8>)>, Problem> {
+        self.with_locked(|l| {
+            l.rounds
+                .iter()
+                .filter_map(|(r, st)| st.summary_of(site).map(|b| (*r, b.to_vec())))
+                .collect()
+        })
+        .await
     }
 
     /// Waits up to `wait` for `ready` to accept the round.

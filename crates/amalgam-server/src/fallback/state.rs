@@ -10,6 +10,7 @@ use amalgam_he::{
 };
 use amalgam_net::api::UploadReceipt;
 use amalgam_net::fallback_api::{FallbackResult, encode_frames};
+use amalgam_net::summary::LedgerSummary;
 use amalgam_net::{Problem, ProblemCode};
 use amalgam_proto::SiteId;
 use amalgam_proto::codec::{Decode, Encode};
@@ -28,6 +29,9 @@ pub const PH_CLOSE: u8 = 0x41;
 pub const PH_SIGNATURE: u8 = 0x42;
 /// Event phase of a decryptor's release (a secret `Other` event, shredded at round end).
 pub const PH_RELEASE: u8 = 0x43;
+/// Event phase of a site's signed ledger summary after the round (a public `Summary` event,
+/// accepted also after the round ended: the site uploads it in its epilogue).
+pub const PH_SITE_SUMMARY: u8 = 0x44;
 /// `Other` kind of a release.
 pub const KIND_RELEASE: u16 = 0x40;
 /// Decryptor `j` is recorded as sender `DECRYPTOR_SENDER + j` (sites are below 2^16).
@@ -115,6 +119,8 @@ pub struct FallbackRound {
     statement: Option<(CohortStatement, Vec<u8>)>,
     signatures: BTreeMap<u8, (StatementSignature, Seen)>,
     releases: BTreeMap<u8, Seen>,
+    /// Each site's signed ledger summary after the round (its anchor).
+    summaries: BTreeMap<u16, Vec<u8>>,
     end: Option<FallbackEnd>,
     generation: u64,
 }
@@ -135,11 +141,12 @@ impl FallbackRound {
     /// fallback id) with its collection window; returns the `RoundOpen` event.
     pub fn open(
         setups: &dyn FallbackSetups,
+        keys: &super::keys::CommitteeKeys,
         bounds: DeadlineBounds,
         round: u64,
         window: Window,
     ) -> Result<(Self, NewEvent), String> {
-        let setup = setup_for(setups, round)?;
+        let setup = setup_for(setups, keys, round)?;
         window.check(bounds)?;
         let target = setups.target(round);
         let closing = match target {
@@ -167,6 +174,7 @@ impl FallbackRound {
                 statement: None,
                 signatures: BTreeMap::new(),
                 releases: BTreeMap::new(),
+                summaries: BTreeMap::new(),
                 end: None,
                 generation: 0,
             },
@@ -255,6 +263,91 @@ impl FallbackRound {
     /// bodies are shredded).
     pub fn upload_digest(&self, site: SiteId) -> Option<[u8; 32]> {
         self.uploads.get(&site.0).map(|s| s.sha)
+    }
+
+    /// A site's signed ledger summary of this round (amalgam-net's [`LedgerSummary`], as after
+    /// a masking round), verified before it is stored: signed by that site's manifest key,
+    /// naming `consortium`, this round id and that site, with an entry count not below
+    /// `min_entries` (the site's previous accepted summary, masking or fallback). Accepted
+    /// whether or not the round ended; one per site; a refusal changes nothing.
+    pub fn site_summary(
+        &mut self,
+        site: SiteId,
+        bytes: &[u8],
+        consortium: &[u8; 32],
+        min_entries: u64,
+    ) -> Result<Accepted, Problem> {
+        if bytes.is_empty() || bytes.len() > LedgerSummary::LEN {
+            return Err(Problem::new(
+                ProblemCode::BodyTooLarge,
+                format!("a summary is 1..={} bytes", LedgerSummary::LEN),
+            ));
+        }
+        let response = receipt(self.round, "summary", bytes);
+        if let Some(prev) = self.summaries.get(&site.0) {
+            return if prev.as_slice() == bytes {
+                Ok(Accepted {
+                    response,
+                    events: Vec::new(),
+                })
+            } else {
+                Err(Problem::new(
+                    ProblemCode::PeerDuplicate,
+                    "a different summary was accepted",
+                ))
+            };
+        }
+        let invalid = |why: String| Problem::new(ProblemCode::SummaryInvalid, why);
+        let key =
+            self.setup.sites().key(site).map_err(|_| {
+                Problem::new(ProblemCode::AuthUnknownPeer, "site not in the manifest")
+            })?;
+        let s = LedgerSummary::verify(bytes, key).map_err(|e| invalid(e.to_string()))?;
+        if s.consortium_digest != *consortium {
+            return Err(invalid("the summary names another consortium".into()));
+        }
+        if s.round != self.round {
+            return Err(invalid(format!(
+                "the summary is for round {}, posted to round {}",
+                s.round, self.round
+            )));
+        }
+        if s.site != site.0 {
+            return Err(invalid("the summary names another site".into()));
+        }
+        if s.entries < min_entries {
+            return Err(Problem::new(
+                ProblemCode::SummaryRegressed,
+                format!(
+                    "the summary has {} ledger entries, this site's previous one {min_entries}",
+                    s.entries
+                ),
+            ));
+        }
+        self.summaries.insert(site.0, bytes.to_vec());
+        Ok(Accepted {
+            events: vec![NewEvent {
+                round: self.round,
+                kind: EventKind::Summary,
+                phase: PH_SITE_SUMMARY,
+                sender: Some(u32::from(site.0)),
+                body: bytes.to_vec(),
+                response: Some(response.clone()),
+            }],
+            response,
+        })
+    }
+
+    /// The stored summary of `site`.
+    pub fn summary_of(&self, site: SiteId) -> Option<&[u8]> {
+        self.summaries.get(&site.0).map(Vec::as_slice)
+    }
+
+    /// The ledger entry count of `site`'s stored summary (verified when stored).
+    pub fn summary_entries(&self, site: SiteId) -> Option<u64> {
+        let b = self.summaries.get(&site.0)?;
+        let key = self.setup.sites().key(site).ok()?;
+        LedgerSummary::verify(b, key).ok().map(|s| s.entries)
     }
 
     /// A site's signed upload. On `Err`, nothing changed.

@@ -58,6 +58,7 @@ pub fn rules(n: u16, t: u16, seed: u8) -> (ConsortiumRules, Consortium) {
         server_lr: 1.0,
         model_len: MODEL_LEN,
         initial_weights_digest: Some(amalgam_site::model::model_digest(&initial_model())),
+        verified: None,
     };
     (rules, consortium)
 }
