@@ -79,6 +79,8 @@ struct Run {
     auprc: f64,
     best_round: u64,
     seconds: f64,
+    /// Set when a plant's training diverged and the campaign ended early.
+    stopped: Option<amalgam_train::secure_campaign::Stopped>,
 }
 
 /// What `--out` holds.
@@ -184,10 +186,14 @@ pub fn run(args: &Args) -> Result<(), crate::Failure> {
             protocol = out.protocol;
             let seconds = started.elapsed().as_secs_f64();
             eprintln!(
-                "sigma {sigma} seed {seed}: F1 {:.3} AUPRC {:.3} epsilon {} ({seconds:.0} s)",
+                "sigma {sigma} seed {seed}: F1 {:.3} AUPRC {:.3} epsilon {} ({seconds:.0} s){}",
                 out.test.f1,
                 out.test.auprc,
-                out.epsilon.map_or("inf".into(), |e| format!("{e:.2}"))
+                out.epsilon.map_or("inf".into(), |e| format!("{e:.2}")),
+                out.stopped.as_ref().map_or(String::new(), |s| format!(
+                    "; stopped at round {}: plant {}: {}",
+                    s.round, s.plant, s.message
+                ))
             );
             f1s.push(out.test.f1);
             auprcs.push(out.test.auprc);
@@ -203,6 +209,7 @@ pub fn run(args: &Args) -> Result<(), crate::Failure> {
                 auprc: out.test.auprc,
                 best_round: out.best_round,
                 seconds,
+                stopped: out.stopped.clone(),
             });
         }
         let f1 = interval(&f1s).ok_or_else(|| Failure::failed("no run"))?;

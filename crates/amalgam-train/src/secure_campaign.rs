@@ -143,6 +143,19 @@ pub struct CampaignResult {
     pub protocol: Protocol,
     /// With `keep_trace`: what each round encoded and published.
     pub trace: Trace,
+    /// Set when a plant's local training failed (diverged) and the campaign ended early.
+    pub stopped: Option<Stopped>,
+}
+
+/// Why a campaign ended before its last round.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Stopped {
+    /// The round whose training failed (not completed).
+    pub round: u64,
+    /// The first plant that failed.
+    pub plant: usize,
+    /// The trainer's message.
+    pub message: String,
 }
 
 fn config(what: impl Into<String>) -> CampaignError {
@@ -333,6 +346,7 @@ pub fn run_secure_campaign(
     let (val, val_labels, _) = pooled(rows, &val_idx, &c.builtin);
     let mut best = (f64::NEG_INFINITY, initial.clone(), 0u64);
     let mut stats = Vec::with_capacity(c.rounds as usize);
+    let mut stopped: Option<Stopped> = None;
     for round in 0..u64::from(c.rounds) {
         let start = Instant::now();
         let outcomes: Vec<_> = std::thread::scope(|scope| {
@@ -355,6 +369,15 @@ pub fn run_secure_campaign(
             };
             match o {
                 Err(_) => return Err(fail("the agent's thread panicked".into())),
+                // Noise accumulated in the global model can make local training diverge;
+                // the campaign ends there and the best checkpoint so far is scored.
+                Ok(Err(amalgam_site::AgentError::Train(e))) => {
+                    stopped.get_or_insert(Stopped {
+                        round,
+                        plant: i,
+                        message: e.to_string(),
+                    });
+                }
                 Ok(Err(e)) => return Err(fail(e.to_string())),
                 Ok(Ok(RoundOutcome::Completed { contributors, .. })) => {
                     survivors = Some(contributors.len() as u16)
@@ -370,6 +393,9 @@ pub fn run_secure_campaign(
                 }
                 Ok(Ok(other)) => return Err(fail(format!("round ended {other:?}"))),
             }
+        }
+        if stopped.is_some() {
+            break;
         }
         let global = hub.model();
         if c.keep_trace {
@@ -407,7 +433,7 @@ pub fn run_secure_campaign(
     if c.keep_trace {
         let mut all = seen.lock().map(|v| v.clone()).unwrap_or_default();
         all.sort();
-        trace.encoded = (0..u64::from(c.rounds))
+        trace.encoded = (0..stats.len() as u64)
             .map(|r| {
                 all.iter()
                     .filter(|(round, _, _)| *round == r)
@@ -429,5 +455,6 @@ pub fn run_secure_campaign(
         weights: best.1,
         protocol,
         trace,
+        stopped,
     })
 }
