@@ -256,3 +256,72 @@ fn a_failing_child_is_named_with_its_log_and_the_run_exits_1() {
     assert!(!std::fs::read_to_string(&log).unwrap().is_empty());
     assert!(!d.join("out/report.json").exists());
 }
+
+/// Processes whose command line mentions `needle` (the run's unique work directory).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(needle)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// SIGINT to the harness alone (not its process group, as a terminal would send): it kills
+/// the aggregator and every site before it exits with 130.
+#[test]
+fn an_interrupt_kills_every_child() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    small_csv(d, 1600);
+    recipe(d);
+    let work = d.join("interrupted-work");
+    let work_s = work.display().to_string();
+    let mut args = BASE.to_vec();
+    args.extend(["--work", &work_s, "--out", "out", "--rounds", "500"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_amalgam"))
+        .current_dir(d)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // Wait for the first round: the aggregator and the sites are running then.
+    let mut seen = Vec::new();
+    loop {
+        let l = lines
+            .next()
+            .expect("simulate ended before a round")
+            .unwrap();
+        seen.push(l.clone());
+        if l.starts_with("round 1/") {
+            break;
+        }
+    }
+    let kids = processes_mentioning(&work_s);
+    assert!(
+        kids.len() >= 5,
+        "aggregator and 4 sites expected: {kids:?} {seen:?}"
+    );
+    let st = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen:?}");
+    assert!(
+        processes_mentioning(&work_s).is_empty(),
+        "children left running: {:?}",
+        processes_mentioning(&work_s)
+    );
+}
