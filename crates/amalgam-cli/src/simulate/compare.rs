@@ -16,8 +16,8 @@ use amalgam_train::experiment::{
 use amalgam_train::model::Model;
 
 use super::Options;
-use super::campaign::Outcome;
-use super::setup::Setup;
+use super::campaign::{Outcome, Stats};
+use super::setup::{Paths, Setup};
 use crate::Failure;
 
 fn figures(kind: ModelKind, plant: Option<u16>, s: &Scored) -> ModelFigures {
@@ -51,8 +51,57 @@ fn mean(v: &[&ModelFigures], f: impl Fn(&ModelFigures) -> f64) -> f64 {
     v.iter().map(|m| f(m)).sum::<f64>() / v.len().max(1) as f64
 }
 
+/// Plant `i`'s ε, recomputed by the offline audit (`amalgam ledger verify`'s) of its ledger
+/// file under its identity key and checked against the anchor its last `stats` line printed:
+/// the report's ε is the verified ledger's, not the site's word. `None`: ∞, no privacy.
+fn verified_epsilon(
+    paths: &Paths,
+    s: &Setup,
+    i: usize,
+    st: &Stats,
+) -> Result<Option<f64>, Failure> {
+    use amalgam_dp::ledger::audit::{Anchor, audit_published};
+    let file = paths
+        .state(i)
+        .join("agent")
+        .join(amalgam_dp::ledger::ledger_file_name(
+            amalgam_dp::ledger::PrivacyUnit::SiteUpdatePerRound,
+        ));
+    let bad =
+        |why: String| Failure::failed(format!("plant {i}'s ledger {}: {why}", file.display()));
+    let bytes = amalgam_dp::ledger::store::read_file(&file).map_err(|e| bad(e.to_string()))?;
+    let mut head = [0u8; 32];
+    hex::decode_to_slice(&st.head, &mut head).map_err(|_| bad("head is not hex".into()))?;
+    let anchor = Anchor {
+        entries: usize::try_from(st.entries).unwrap_or(usize::MAX),
+        head,
+    };
+    let key = s.site_keys[i].verifying_key();
+    let audit = audit_published(&bytes, &key, &[anchor], &[]).map_err(|e| bad(e.to_string()))?;
+    if !audit.is_clean() {
+        return Err(bad(format!(
+            "{} finding(s): {:?}",
+            audit.findings.len(),
+            audit.findings
+        )));
+    }
+    if audit.entries as u64 != st.entries || audit.head != st.head {
+        return Err(bad("its head is not the one the site printed".into()));
+    }
+    Ok(audit
+        .epsilon_total
+        .is_finite()
+        .then_some(audit.epsilon_total))
+}
+
 /// Trains and scores the comparison models, writes `report.json` and returns its path.
-pub fn report(o: &Options, s: &Setup, c: Outcome, wall: f64) -> Result<PathBuf, Failure> {
+pub fn report(
+    o: &Options,
+    paths: &Paths,
+    s: &Setup,
+    c: Outcome,
+    wall: f64,
+) -> Result<PathBuf, Failure> {
     let err = |e: amalgam_train::model::ModelError| Failure::failed(e.to_string());
     eprintln!(
         "amalgam: scoring the federated model; training the fine-tuned, local-only and \
@@ -106,23 +155,20 @@ pub fn report(o: &Options, s: &Setup, c: Outcome, wall: f64) -> Result<PathBuf, 
             Some(delta.get()),
         ),
     };
-    let epsilon = c
-        .last
-        .iter()
-        .enumerate()
-        .filter_map(|(i, st)| {
-            let st = st.as_ref()?;
-            Some(EpsilonRow {
-                plant: u16::try_from(i).ok()?,
-                unit: "site-update-per-round".into(),
-                spent: st.epsilon,
-                cap,
-                delta,
-                entries: st.entries,
-                ledger_head: st.head.clone(),
-            })
-        })
-        .collect();
+    let mut epsilon = Vec::new();
+    for (i, st) in c.last.iter().enumerate() {
+        let Some(st) = st else { continue };
+        let spent = verified_epsilon(paths, s, i, st)?;
+        epsilon.push(EpsilonRow {
+            plant: u16::try_from(i).unwrap_or(u16::MAX),
+            unit: "site-update-per-round".into(),
+            spent,
+            cap,
+            delta,
+            entries: st.entries,
+            ledger_head: st.head.clone(),
+        });
+    }
     let (train, total) = c.train_total;
     // Only the split between training and the rest of a site's round is measured: the
     // rest (DP encoding, masking, HTTP and waiting for the others) is reported under `http`.

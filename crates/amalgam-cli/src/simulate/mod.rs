@@ -354,7 +354,7 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     let started = std::time::Instant::now();
     let result = setup::write(&o, &paths, &text, rows, split)
         .and_then(|s| campaign::run(&o, &paths, &s).map(|c| (s, c)))
-        .and_then(|(s, c)| compare::report(&o, &s, c, started.elapsed().as_secs_f64()));
+        .and_then(|(s, c)| compare::report(&o, &paths, &s, c, started.elapsed().as_secs_f64()));
     match result {
         Ok(path) => {
             eprintln!("amalgam: report written to {}", path.display());
