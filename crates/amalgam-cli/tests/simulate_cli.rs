@@ -105,26 +105,35 @@ fn a_small_campaign_runs_through_real_processes_and_reports_every_round() {
         losses.windows(2).all(|w| w[0] != w[1]),
         "the global model did not move: {losses:?}"
     );
-    // Every model is scored on the same global test rows.
-    let fed: Vec<_> = report
+    // Every model is scored on the same global test rows; per-plant models once per plant.
+    let global: Vec<_> = report
         .models
         .iter()
-        .filter(|m| m.kind == ModelKind::Federated)
+        .filter(|m| m.test_set == "global")
         .collect();
-    assert_eq!(fed.len(), 1);
-    assert!(fed[0].rows > 0 && fed[0].f1.is_finite() && fed[0].auprc > 0.0);
-    for kind in [ModelKind::FineTuned, ModelKind::LocalOnly] {
-        assert_eq!(report.models.iter().filter(|m| m.kind == kind).count(), 4);
-    }
-    assert_eq!(
-        report
+    let count = |kind| global.iter().filter(|m| m.kind == kind).count();
+    assert_eq!(count(ModelKind::Federated), 1);
+    assert_eq!(count(ModelKind::Centralized), 1);
+    assert_eq!(count(ModelKind::FineTuned), 4);
+    assert_eq!(count(ModelKind::LocalOnly), 4);
+    let fed = global
+        .iter()
+        .find(|m| m.kind == ModelKind::Federated)
+        .unwrap();
+    assert!(fed.rows > 0 && fed.failures > 0 && fed.f1.is_finite() && fed.auprc > 0.0);
+    assert!(global.iter().all(|m| m.rows == fed.rows));
+    // And on each plant's own held-out rows: the four models a plant could use, on the same
+    // rows at that plant.
+    for plant in 0..4u16 {
+        let here: Vec<_> = report
             .models
             .iter()
-            .filter(|m| m.kind == ModelKind::Centralized)
-            .count(),
-        1
-    );
-    assert!(report.models.iter().all(|m| m.rows == fed[0].rows));
+            .filter(|m| m.test_set == "plant" && m.plant == Some(plant))
+            .collect();
+        assert_eq!(here.len(), 4, "plant {plant}");
+        assert!(here.iter().all(|m| m.rows == here[0].rows && m.rows > 0));
+    }
+    assert_eq!(report.models.len(), 10 + 16);
     // Each plant's ledger: 3 plants charged every round they ran; ε ∞ without privacy.
     assert_eq!(report.epsilon.len(), 4);
     assert!(

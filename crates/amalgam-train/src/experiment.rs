@@ -61,6 +61,7 @@ pub struct Prepared<'a> {
     pooled_train: Batch,
     pooled_val: (Batch, Vec<bool>),
     test: (Batch, Vec<&'a Row>),
+    held_out: Vec<(Batch, Vec<&'a Row>)>,
 }
 
 fn batch(rows: &[Row], idx: &[usize], recipe: &Recipe) -> (Batch, Vec<bool>) {
@@ -143,7 +144,30 @@ impl<'a> Prepared<'a> {
                 batch(rows, &split.test, recipe).0,
                 split.test.iter().map(|&i| &rows[i]).collect(),
             ),
+            held_out: plants
+                .iter()
+                .map(|pl| {
+                    (
+                        batch(rows, &pl.held_out, recipe).0,
+                        pl.held_out.iter().map(|&i| &rows[i]).collect(),
+                    )
+                })
+                .collect(),
         }
+    }
+
+    /// A scored model's weights on plant `k`'s held-out rows (its own distribution), at the
+    /// threshold already chosen on validation rows: a second test set, scored once.
+    pub fn on_held_out(
+        &self,
+        model: &mut Model,
+        scored: &Scored,
+        k: usize,
+    ) -> Result<Report, ModelError> {
+        model.set_from_flat(&scored.weights)?;
+        let (batch, rows) = &self.held_out[k];
+        let s = model.predict(&batch.x)?;
+        Ok(Report::new(rows, &s, scored.test.threshold))
     }
 
     /// Loss (the recipe's weighted BCE), validation F1 at the threshold that maximizes it, and

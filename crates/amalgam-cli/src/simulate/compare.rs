@@ -21,11 +21,20 @@ use super::setup::{Paths, Setup};
 use crate::Failure;
 
 fn figures(kind: ModelKind, plant: Option<u16>, s: &Scored) -> ModelFigures {
-    let t = &s.test;
+    figures_of(kind, plant, "global", &s.test)
+}
+
+/// `test_set` is `global` (the consortium's test rows) or `plant` (the plant's held-out rows).
+fn figures_of(
+    kind: ModelKind,
+    plant: Option<u16>,
+    test_set: &str,
+    t: &amalgam_train::metrics::Report,
+) -> ModelFigures {
     ModelFigures {
         kind,
         plant,
-        test_set: "global".into(),
+        test_set: test_set.into(),
         rows: t.rows,
         failures: t.failures,
         threshold: f64::from(t.threshold),
@@ -110,27 +119,40 @@ pub fn report(
     let p = Prepared::new(&s.rows, &s.split, &o.recipe);
     let mut m = Model::new(&s.builtin.spec).map_err(err)?;
     let (best, best_round) = &c.best;
-    let mut models = vec![figures(
-        ModelKind::Federated,
-        None,
-        &score_federated(&p, &mut m, best, *best_round).map_err(err)?,
-    )];
+    let federated = score_federated(&p, &mut m, best, *best_round).map_err(err)?;
+    let central = centralized(&p, &mut m, &s.initial, &o.recipe, o.seed).map_err(err)?;
+    let mut models = vec![figures(ModelKind::Federated, None, &federated)];
+    // Each plant's held-out rows are a second test set: every model a plant could use is
+    // scored there once, at the threshold chosen on validation rows.
+    let mut held_out = Vec::new();
     for k in 0..p.plants() {
         let plant = u16::try_from(k).ok();
         let ft = fine_tuned(&p, &mut m, best, k, &o.recipe, o.seed).map_err(err)?;
         models.push(figures(ModelKind::FineTuned, plant, &ft));
         let lo = local_only(&p, &mut m, &s.initial, k, &o.recipe, o.seed).map_err(err)?;
         models.push(figures(ModelKind::LocalOnly, plant, &lo));
+        for (kind, scored) in [
+            (ModelKind::Federated, &federated),
+            (ModelKind::FineTuned, &ft),
+            (ModelKind::LocalOnly, &lo),
+            (ModelKind::Centralized, &central),
+        ] {
+            let r = p.on_held_out(&mut m, scored, k).map_err(err)?;
+            held_out.push(figures_of(kind, plant, "plant", &r));
+        }
     }
-    let central = centralized(&p, &mut m, &s.initial, &o.recipe, o.seed).map_err(err)?;
     models.push(figures(ModelKind::Centralized, None, &central));
+    models.extend(held_out);
     for kind in [
         ModelKind::Federated,
         ModelKind::FineTuned,
         ModelKind::LocalOnly,
         ModelKind::Centralized,
     ] {
-        let v: Vec<&ModelFigures> = models.iter().filter(|f| f.kind == kind).collect();
+        let v: Vec<&ModelFigures> = models
+            .iter()
+            .filter(|f| f.kind == kind && f.test_set == "global")
+            .collect();
         eprintln!(
             "{kind:?}{}: test F1 {:.3}, AUPRC {:.3}",
             if v.len() > 1 { " (mean of plants)" } else { "" },
