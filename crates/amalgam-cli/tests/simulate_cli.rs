@@ -252,18 +252,24 @@ fn a_failing_child_is_named_with_its_log_and_the_run_exits_1() {
     small_csv(d, 1200);
     recipe(d);
     // Plant 2's state directory is taken by a file: its `site run` fails at start.
-    std::fs::create_dir_all(d.join("work/state")).unwrap();
-    std::fs::write(d.join("work/state/site-2"), "not a directory").unwrap();
+    std::fs::create_dir_all(d.join("failing-work/state")).unwrap();
+    std::fs::write(d.join("failing-work/state/site-2"), "not a directory").unwrap();
     let mut args = BASE.to_vec();
-    args.extend(["--work", "work", "--out", "out"]);
+    args.extend(["--work", "failing-work", "--out", "out"]);
     let o = amalgam(d, &args);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("site-2 exited"), "{err}");
-    assert!(err.contains("work/logs/site-2.stderr"), "{err}");
-    let log = d.join("work/logs/site-2.stderr");
+    assert!(err.contains("failing-work/logs/site-2.stderr"), "{err}");
+    let log = d.join("failing-work/logs/site-2.stderr");
     assert!(!std::fs::read_to_string(&log).unwrap().is_empty());
     assert!(!d.join("out/report.json").exists());
+    // The aggregator and the other sites were killed with it.
+    assert!(
+        processes_mentioning("failing-work/").is_empty(),
+        "children left running: {:?}",
+        processes_mentioning("failing-work/")
+    );
 }
 
 /// Processes whose command line mentions `needle` (the run's unique work directory).
