@@ -371,3 +371,69 @@ pub fn run(a: &Args) -> Result<(), Failure> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dropout_schedule_is_reproducible_and_never_drops_more_than_f() {
+        let a = schedule(200, 8, 2, 0.3, 7, &[])
+            .map_err(|f| f.message)
+            .unwrap();
+        assert_eq!(
+            a,
+            schedule(200, 8, 2, 0.3, 7, &[])
+                .map_err(|f| f.message)
+                .unwrap()
+        );
+        assert_ne!(
+            a,
+            schedule(200, 8, 2, 0.3, 8, &[])
+                .map_err(|f| f.message)
+                .unwrap()
+        );
+        assert!(a.iter().all(|s| s.len() <= 2));
+        // At rate 0.3 with 8 plants some rounds lose plants, and some lose the most allowed.
+        assert!(a.iter().any(|s| s.len() == 2) && a.iter().any(|s| s.is_empty()));
+        let none = schedule(50, 8, 2, 0.0, 7, &[])
+            .map_err(|f| f.message)
+            .unwrap();
+        assert!(none.iter().all(Vec::is_empty));
+        // Explicit drops are kept and count against f.
+        let d = schedule(3, 4, 1, 0.9, 1, &["3:1".into()])
+            .map_err(|f| f.message)
+            .unwrap();
+        assert_eq!(d[1], vec![3]);
+        for bad in [&["3:3"][..], &["4:0"], &["0:1", "1:1"], &["x"], &["1:-1"]] {
+            let drops: Vec<String> = bad.iter().map(|s| (*s).to_owned()).collect();
+            assert!(schedule(3, 4, 1, 0.0, 1, &drops).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn protocol_numbers_tolerate_a_colluder_and_a_dropout() {
+        assert_eq!(
+            protocol(8, 1, None, 20).map_err(|f| f.message).unwrap(),
+            (6, 1, 2)
+        );
+        assert_eq!(
+            protocol(8, 3, None, 20).map_err(|f| f.message).unwrap(),
+            (6, 3, 2)
+        );
+        assert_eq!(
+            protocol(4, 1, None, 20).map_err(|f| f.message).unwrap(),
+            (3, 1, 1)
+        );
+        // No dropout tolerated, or the safety rule 2t > n + c broken: refused.
+        assert_eq!(protocol(3, 1, None, 20).map_err(|f| f.code).unwrap_err(), 2);
+        assert_eq!(
+            protocol(8, 1, Some(8), 20).map_err(|f| f.code).unwrap_err(),
+            2
+        );
+        assert_eq!(
+            protocol(8, 4, Some(6), 20).map_err(|f| f.code).unwrap_err(),
+            2
+        );
+    }
+}
