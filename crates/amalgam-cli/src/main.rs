@@ -23,7 +23,9 @@ mod plant;
 mod report;
 mod round;
 mod serve;
+#[cfg(feature = "train")]
 mod simulate;
+mod simulate_round;
 mod site;
 mod summaries;
 #[cfg(feature = "train")]
@@ -48,9 +50,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a whole federated campaign through real processes: split the data into plant files,
+    /// make the keys and the co-signed manifest, run `serve` and one `site run --data` per
+    /// plant, follow every round, compare with local and centralized models, write
+    /// `report/report.json`.
+    #[cfg(feature = "train")]
+    Simulate(Box<simulate::Args>),
     /// Run one pairwise-masking round of a local consortium in this process, drop sites, and
     /// compare the aggregator's recovered sum with the plaintext sum of the survivors' inputs.
-    Simulate(simulate::Args),
+    SimulateRound(simulate_round::Args),
     /// Privacy-budget ledger tools (`amalgam ledger verify FILE --key HEX --anchor N:HEAD`).
     Ledger(ledger::Args),
     /// Identity keys (`amalgam keys gen --dir D`).
@@ -163,7 +171,9 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Round(args) => round::run(&args, &config(cfg, true)?),
         Command::Audit(args) => audit::run(&args, &config(cfg, false)?),
         Command::Report(args) => report::run(&args, &config(cfg, false)?),
-        Command::Simulate(args) => simulate::run(&args).map_err(Failure::failed),
+        #[cfg(feature = "train")]
+        Command::Simulate(args) => simulate::run(&args),
+        Command::SimulateRound(args) => simulate_round::run(&args).map_err(Failure::failed),
         Command::Ledger(args) => ledger::run(&args).map_err(Failure::failed),
         Command::Keys(args) => keys::run(&args),
         Command::Consortium(args) => consortium::run(&args),

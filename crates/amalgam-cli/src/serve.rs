@@ -59,6 +59,10 @@ pub struct Args {
     /// Length of each phase, seconds (clamped into the manifest's bounds).
     #[arg(long, default_value_t = 300)]
     phase_seconds: u64,
+    /// Concurrent connections accepted from one peer IP address (1..=512). Every party of
+    /// `amalgam simulate` connects from 127.0.0.1, so it raises this.
+    #[arg(long, default_value_t = 16)]
+    max_connections_per_ip: usize,
     /// Plain HTTP on loopback for development: serves only status and time; no member route.
     #[arg(long)]
     insecure: bool,
@@ -115,6 +119,11 @@ pub fn run(args: &Args) -> Result<(), Failure> {
     }
     require_loopback_bind(&args.metrics_listen)
         .map_err(|e| Failure::usage(format!("metrics listener: {e} (metrics stay on loopback)")))?;
+    if !(1..=ListenLimits::default().max_connections).contains(&args.max_connections_per_ip) {
+        return Err(Failure::usage(
+            "--max-connections-per-ip must be 1..=512 (the listener's total)",
+        ));
+    }
     let (manifest, key, db) = load(args)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| Failure::failed(e.to_string()))?;
     runtime.block_on(serve(args, manifest, key, db))
@@ -191,7 +200,10 @@ async fn serve(
     let metrics_addr = metrics
         .local_addr()
         .map_err(|e| Failure::failed(e.to_string()))?;
-    let limits = ListenLimits::default();
+    let limits = ListenLimits {
+        max_per_ip: args.max_connections_per_ip,
+        ..ListenLimits::default()
+    };
     let app = App {
         service: service.clone(),
         insecure: args.insecure,

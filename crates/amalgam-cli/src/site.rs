@@ -138,7 +138,7 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
         Some(p) => read_model(p, rules.model_len)?,
         None => vec![0.0; rules.model_len],
     };
-    let mut trainer = match (&a.data, &a.synthetic_trainer) {
+    let trainer = match (&a.data, &a.synthetic_trainer) {
         (Some(data), _) => {
             let seed = match a.train_seed {
                 Some(s) => s,
@@ -175,15 +175,25 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
     // A round interrupted by a crash is resumed first (its state is on disk; the high-water
     // mark is already at it, so it is not found among the rounds above it).
     let mut resume = agent.unfinished_round().map_err(agent_failure)?;
+    let mut trainer = Timed {
+        inner: trainer,
+        spent: Duration::ZERO,
+    };
     for _ in 0..a.rounds {
         let round = match resume.take() {
             Some(r) => r,
             None => next_round(&mut transport, &agent, a.wait_for_round)?,
         };
+        trainer.spent = Duration::ZERO;
+        let started = Instant::now();
         let outcome = agent
-            .run_round(&mut transport, &mut *trainer, round)
+            .run_round(&mut transport, &mut trainer, round)
             .map_err(agent_failure)?;
         println!("round {round}: {outcome:?}");
+        println!(
+            "{}",
+            stats_line(round, &agent, trainer.spent, started.elapsed())
+        );
         match outcome {
             RoundOutcome::Declined(
                 DeclineReason::BudgetExceeded | DeclineReason::AbortCapReached,
@@ -201,6 +211,48 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A trainer that adds up the time spent in the wrapped one (the `stats` line's `train_s`).
+struct Timed {
+    inner: Box<dyn Trainer>,
+    spent: Duration,
+}
+
+impl Trainer for Timed {
+    fn train(
+        &mut self,
+        global: amalgam_site::GlobalModel<'_>,
+        round: &amalgam_site::RoundInfo,
+        permits: &amalgam_site::Permits,
+    ) -> Result<amalgam_site::TrainOutput, amalgam_site::TrainError> {
+        let t = Instant::now();
+        let out = self.inner.train(global, round, permits);
+        self.spent += t.elapsed();
+        out
+    }
+}
+
+/// `stats round=R train_s=T total_s=S epsilon=E entries=N head=HEX`: after each round, the
+/// time spent training and in the whole round (training, DP encoding, masking, HTTP and
+/// waiting), and the ledger's cumulative ε (`inf` without privacy), entry count and head
+/// hash (the anchor an auditor checks). All of it is the site's own public or local
+/// information; `amalgam simulate` reads it for its report.
+fn stats_line(round: u64, agent: &SiteAgent, train: Duration, total: Duration) -> String {
+    let ledger = agent.ledger();
+    let epsilon = match ledger.spent() {
+        Ok(e) if e.get().is_finite() => format!("{}", e.get()),
+        Ok(_) => "inf".to_owned(),
+        Err(_) => "unknown".to_owned(),
+    };
+    let anchor = ledger.anchor();
+    format!(
+        "stats round={round} train_s={:.6} total_s={:.6} epsilon={epsilon} entries={} head={}",
+        train.as_secs_f64(),
+        total.as_secs_f64(),
+        anchor.entries,
+        hex::encode(anchor.head)
+    )
+}
+
 /// The deterministic synthetic trainer seeded with up to 64 hex digits.
 fn synthetic_trainer(seed: &str) -> Result<Box<dyn Trainer>, Failure> {
     let mut seed_bytes = [0u8; 32];
@@ -214,9 +266,12 @@ fn synthetic_trainer(seed: &str) -> Result<Box<dyn Trainer>, Failure> {
 
 /// The lowest round the aggregator has open above this site's high-water mark. A skipped
 /// id does not move the model: the agent recomputes it from published results and declines
-/// a round bound to any other (site-agent.md §5).
+/// a round bound to any other (site-agent.md §5). The next round usually opens right after
+/// the last one's result, so the status is polled after 100 ms first, then ever more slowly
+/// up to every 2 s.
 fn next_round(t: &mut HttpTransport, agent: &SiteAgent, wait_s: u64) -> Result<u64, Failure> {
     let start = Instant::now();
+    let mut pause = Duration::from_millis(100);
     loop {
         let last = agent.last_round().map_err(agent_failure)?;
         let status = t.status().map_err(|e| agent_failure(e.into()))?;
@@ -233,6 +288,7 @@ fn next_round(t: &mut HttpTransport, agent: &SiteAgent, wait_s: u64) -> Result<u
         if start.elapsed() > Duration::from_secs(wait_s) {
             return Err(fail(3, "no round opened in time"));
         }
-        std::thread::sleep(Duration::from_secs(2));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }

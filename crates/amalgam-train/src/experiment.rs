@@ -51,14 +51,17 @@ impl MethodResult {
     }
 }
 
-/// Tensors of one split.
-struct Prepared<'a> {
+/// Tensors of one split: each plant's training and validation rows, the pooled training and
+/// validation rows and the global test set, with the recipe's features. Built once per split
+/// and shared by every method, so all of them are scored on the same rows.
+pub struct Prepared<'a> {
     split: &'a Split,
     train: Vec<Batch>,
     validation: Vec<(Batch, Vec<bool>)>,
     pooled_train: Batch,
     pooled_val: (Batch, Vec<bool>),
     test: (Batch, Vec<&'a Row>),
+    held_out: Vec<(Batch, Vec<&'a Row>)>,
 }
 
 fn batch(rows: &[Row], idx: &[usize], recipe: &Recipe) -> (Batch, Vec<bool>) {
@@ -112,6 +115,161 @@ impl Best {
     }
 }
 
+impl<'a> Prepared<'a> {
+    /// The tensors of `split` over `rows`.
+    pub fn new(rows: &'a [Row], split: &'a Split, recipe: &Recipe) -> Prepared<'a> {
+        let plants = &split.plants;
+        Prepared {
+            split,
+            train: plants
+                .iter()
+                .map(|pl| batch(rows, &pl.train, recipe).0)
+                .collect(),
+            validation: plants
+                .iter()
+                .map(|pl| batch(rows, &pl.validation, recipe))
+                .collect(),
+            pooled_train: batch(
+                rows,
+                &union(plants.iter().map(|pl| pl.train.clone())),
+                recipe,
+            )
+            .0,
+            pooled_val: batch(
+                rows,
+                &union(plants.iter().map(|pl| pl.validation.clone())),
+                recipe,
+            ),
+            test: (
+                batch(rows, &split.test, recipe).0,
+                split.test.iter().map(|&i| &rows[i]).collect(),
+            ),
+            held_out: plants
+                .iter()
+                .map(|pl| {
+                    (
+                        batch(rows, &pl.held_out, recipe).0,
+                        pl.held_out.iter().map(|&i| &rows[i]).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// A scored model's weights on plant `k`'s held-out rows (its own distribution), at the
+    /// threshold already chosen on validation rows: a second test set, scored once.
+    pub fn on_held_out(
+        &self,
+        model: &mut Model,
+        scored: &Scored,
+        k: usize,
+    ) -> Result<Report, ModelError> {
+        model.set_from_flat(&scored.weights)?;
+        let (batch, rows) = &self.held_out[k];
+        let s = model.predict(&batch.x)?;
+        Ok(Report::new(rows, &s, scored.test.threshold))
+    }
+
+    /// Loss (the recipe's weighted BCE), validation F1 at the threshold that maximizes it, and
+    /// AUPRC of the flat weights `flat` on the pooled validation rows.
+    pub fn pooled_validation(
+        &self,
+        model: &mut Model,
+        flat: &[f32],
+        pos_weight: f64,
+    ) -> Result<(f64, f64, f64), ModelError> {
+        model.set_from_flat(flat)?;
+        let (batch, labels) = &self.pooled_val;
+        let loss = crate::train::loss(model, batch, pos_weight)?;
+        let scores = model.predict(&batch.x)?;
+        let t = best_threshold(labels, &scores);
+        let (_, _, f1) = crate::metrics::f1_at(labels, &scores, t);
+        Ok((loss, f1, auprc(labels, &scores)))
+    }
+
+    /// Number of plants.
+    pub fn plants(&self) -> usize {
+        self.train.len()
+    }
+}
+
+/// The federated weights `flat` scored on the global test set, the threshold chosen on the
+/// pooled validation rows; `round` is recorded as the selected round.
+pub fn score_federated(
+    p: &Prepared,
+    model: &mut Model,
+    flat: &[f32],
+    round: usize,
+) -> Result<Scored, ModelError> {
+    score(p, model, flat, &p.pooled_val, round)
+}
+
+/// The centralized model: the recipe on the pooled training rows from `init`, for as many
+/// epochs as a campaign's plant trains, selected on the pooled validation rows.
+pub fn centralized(
+    p: &Prepared,
+    model: &mut Model,
+    init: &[f32],
+    recipe: &Recipe,
+    seed: u64,
+) -> Result<Scored, ModelError> {
+    single(p, model, init, &p.pooled_train, &p.pooled_val, recipe, seed)
+}
+
+/// Plant `k`'s local-only model: the recipe on its own training rows from `init`, selected on
+/// its own validation rows.
+pub fn local_only(
+    p: &Prepared,
+    model: &mut Model,
+    init: &[f32],
+    k: usize,
+    recipe: &Recipe,
+    seed: u64,
+) -> Result<Scored, ModelError> {
+    single(
+        p,
+        model,
+        init,
+        &p.train[k],
+        &p.validation[k],
+        recipe,
+        seed ^ (k as u64 + 1) << 40,
+    )
+}
+
+/// The federated weights `global` fine-tuned at plant `k` for the recipe's `finetune_epochs`
+/// (no FedProx term), the threshold chosen on the plant's validation rows.
+pub fn fine_tuned(
+    p: &Prepared,
+    model: &mut Model,
+    global: &[f32],
+    k: usize,
+    recipe: &Recipe,
+    seed: u64,
+) -> Result<Scored, ModelError> {
+    let ft = LocalConfig {
+        prox_mu: 0.0,
+        ..recipe.local.clone()
+    };
+    model.set_from_flat(global)?;
+    train_epochs(
+        model,
+        None,
+        &p.train[k],
+        &ft,
+        recipe.federated.finetune_epochs,
+        seed ^ (k as u64 + 1) << 32,
+    )?;
+    let flat = model.flat();
+    score(
+        p,
+        model,
+        &flat,
+        &p.validation[k],
+        recipe.federated.finetune_epochs,
+    )
+}
+
 /// Runs every method on one split. `seed` fixes the initial weights (the same for every
 /// method) and the batch order.
 pub fn run(
@@ -122,45 +280,12 @@ pub fn run(
 ) -> Result<Vec<MethodResult>, ModelError> {
     tch::set_num_threads(1);
     let plants = &split.plants;
-    let p = Prepared {
-        split,
-        train: plants
-            .iter()
-            .map(|pl| batch(rows, &pl.train, recipe).0)
-            .collect(),
-        validation: plants
-            .iter()
-            .map(|pl| batch(rows, &pl.validation, recipe))
-            .collect(),
-        pooled_train: batch(
-            rows,
-            &union(plants.iter().map(|pl| pl.train.clone())),
-            recipe,
-        )
-        .0,
-        pooled_val: batch(
-            rows,
-            &union(plants.iter().map(|pl| pl.validation.clone())),
-            recipe,
-        ),
-        test: (
-            batch(rows, &split.test, recipe).0,
-            split.test.iter().map(|&i| &rows[i]).collect(),
-        ),
-    };
+    let p = Prepared::new(rows, split, recipe);
     let mut model = Model::new(&recipe.model)?;
     let init = model.init_seeded(seed)?;
     let mut out = Vec::new();
 
-    let central = single(
-        &p,
-        &mut model,
-        &init,
-        &p.pooled_train,
-        &p.pooled_val,
-        recipe,
-        seed,
-    )?;
+    let central = centralized(&p, &mut model, &init, recipe, seed)?;
     out.push(method(&p, "centralized", vec![central], true));
 
     let (fedavg, fedavg_flat) = federated(&p, &mut model, &init, recipe, 0.0, seed)?;
@@ -177,37 +302,9 @@ pub fn run(
 
     let mut tuned = Vec::new();
     let mut local = Vec::new();
-    let ft = LocalConfig {
-        prox_mu: 0.0,
-        ..recipe.local.clone()
-    };
     for k in 0..plants.len() {
-        model.set_from_flat(&fedavg_flat)?;
-        train_epochs(
-            &mut model,
-            None,
-            &p.train[k],
-            &ft,
-            recipe.federated.finetune_epochs,
-            seed ^ (k as u64 + 1) << 32,
-        )?;
-        let flat = model.flat();
-        tuned.push(score(
-            &p,
-            &mut model,
-            &flat,
-            &p.validation[k],
-            recipe.federated.finetune_epochs,
-        )?);
-        local.push(single(
-            &p,
-            &mut model,
-            &init,
-            &p.train[k],
-            &p.validation[k],
-            recipe,
-            seed ^ (k as u64 + 1) << 40,
-        )?);
+        tuned.push(fine_tuned(&p, &mut model, &fedavg_flat, k, recipe, seed)?);
+        local.push(local_only(&p, &mut model, &init, k, recipe, seed)?);
     }
     out.push(method(&p, "fedavg+finetune", tuned, false));
     out.push(method(&p, "local-only", local, false));

@@ -67,8 +67,9 @@ pub fn plant_file_name(p: usize) -> String {
 pub const TEST_FILE_NAME: &str = "test.csv";
 
 /// Writes `lines[i]` for each `i` of `rows` (ascending) under the AI4I header to `path`, which
-/// must not exist.
-fn write_rows(path: &Path, lines: &[&str], rows: &[usize]) -> Result<(), PlantFilesError> {
+/// must not exist. `amalgam simulate` uses it to give each plant only its training rows and to
+/// keep the validation and held-out rows with the harness.
+pub fn write_rows(path: &Path, lines: &[&str], rows: &[usize]) -> Result<(), PlantFilesError> {
     let io = |source| PlantFilesError::Io {
         path: path.to_path_buf(),
         source,

@@ -1,4 +1,4 @@
-//! `amalgam simulate`: a whole consortium round in one process, through the real state
+//! `amalgam simulate-round`: a whole consortium round in one process, through the real state
 //! machines and the canonical wire encoding, with sites dropping out at a chosen phase.
 
 use amalgam_proto::params::{
@@ -10,7 +10,7 @@ use amalgam_proto::phase::Phase;
 use amalgam_proto::sim::{self, SimConfig, Simulation};
 use clap::ValueEnum;
 
-/// Options of `amalgam simulate`.
+/// Options of `amalgam simulate-round`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Number of plant sites in the consortium.
