@@ -243,6 +243,8 @@ fn rules(
         server_lr: c.server_lr,
         model_len: initial.len(),
         initial_weights_digest: Some(model_digest(initial)),
+        // Masking only: no fallback setup in the in-process campaign.
+        verified: None,
     };
     let protocol = Protocol {
         threshold: t,
