@@ -48,6 +48,10 @@ pub struct Args {
     /// Bits per value of the encoding.
     #[arg(long, default_value_t = 20)]
     bits: u32,
+    /// Colluding plants c tolerated (the masking threshold and n_min = t − c, as in a
+    /// manifest; `amalgam simulate` uses the same default).
+    #[arg(long, default_value_t = 1)]
+    colluders: u16,
     /// Seeds per point (each its own split and initial weights).
     #[arg(long, default_value_t = 5)]
     seeds: u64,
@@ -173,6 +177,7 @@ pub fn run(args: &Args) -> Result<(), crate::Failure> {
                 sigma: (sigma > 0.0).then_some(sigma),
                 delta: args.delta,
                 bits: args.bits,
+                colluders: args.colluders,
                 threshold: None,
                 eval_every: u32::try_from(recipe.federated.eval_every)
                     .unwrap_or(1)

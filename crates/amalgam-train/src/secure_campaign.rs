@@ -19,7 +19,10 @@ use amalgam_dp::params::{
     SiteCount,
 };
 use amalgam_proto::SiteId;
-use amalgam_proto::params::RoundParams;
+use amalgam_proto::params::{
+    AggregatorTrust, Colluders, Dropouts, InputBits, MinCohort, NeighbourGraph, ParamsRequest,
+    RoundParams, SiteCount as ProtoSites, SumBits, SumMode, Threshold, VectorLen,
+};
 use amalgam_proto::sim::Consortium;
 use amalgam_site::model::model_digest;
 use amalgam_site::retry::RetryPolicy;
@@ -57,7 +60,9 @@ pub struct SecureCampaign {
     pub delta: f64,
     /// Bits per value of the encoding (and the masking sum).
     pub bits: u32,
-    /// Shamir threshold t (default: the protocol's for the plant count).
+    /// Colluding plants c the masking and the noise must tolerate (at least 1).
+    pub colluders: u16,
+    /// Shamir threshold t (default: the protocol's for the plant count and c).
     pub threshold: Option<u16>,
     /// Evaluate every this many rounds (and after the last).
     pub eval_every: u32,
@@ -181,9 +186,24 @@ fn rules(
     let padded = u32::try_from(dim.padded()).map_err(|e| bad("model length", e))?;
     let t = c
         .threshold
-        .unwrap_or_else(|| amalgam_proto::params::default_threshold(plants, 1));
+        .unwrap_or_else(|| amalgam_proto::params::default_threshold(plants, c.colluders));
     let bits = u8::try_from(c.bits).map_err(|e| bad("bits", e))?;
-    let params = RoundParams::modular(plants, t, bits, padded).map_err(|e| bad("protocol", e))?;
+    let p = |e: amalgam_proto::ParamError| bad("protocol", e);
+    // The same construction as a manifest's: minimum cohort t, tolerated dropouts n − t.
+    let params = RoundParams::new(ParamsRequest {
+        sites: ProtoSites::new(plants).map_err(p)?,
+        threshold: Threshold::new(t).map_err(p)?,
+        min_cohort: MinCohort::new(t).map_err(p)?,
+        input_bits: InputBits::new(bits).map_err(p)?,
+        sum_bits: SumBits::new(bits).map_err(p)?,
+        sum_mode: SumMode::Modular,
+        vector_len: VectorLen::new(padded).map_err(p)?,
+        graph: NeighbourGraph::Complete,
+        colluders: Colluders::new(c.colluders).map_err(p)?,
+        dropouts: Dropouts::new(plants.saturating_sub(t)),
+        trust: AggregatorTrust::Malicious,
+    })
+    .map_err(p)?;
     let min_cohort = params.min_cohort().get();
     let colluders = params.c() as u16;
     let n_min = min_cohort.saturating_sub(colluders).max(1);

@@ -48,6 +48,7 @@ fn campaign(rounds: u32, sigma: Option<f64>) -> SecureCampaign {
         sigma,
         delta: 1e-6,
         bits: 20,
+        colluders: 1,
         threshold: None,
         eval_every: 1,
         seed: 5,
