@@ -78,6 +78,11 @@ pub(crate) struct Record {
     /// produced it (or that aborted without one); 0 for the initial weights. Only when it is
     /// the round being joined does a different bound model prove the aggregator wrong.
     pub(crate) model_round: u64,
+    /// The last masking round this site was charged for that aborted (no published result):
+    /// the only round whose fallback re-run a site holding model_{r+1} = model_r may join. A
+    /// completed round is never re-run: its re-run would be a second release of the plant's
+    /// data for that round and would move the model chain off the other sites'.
+    pub(crate) last_aborted: Option<u64>,
 }
 
 impl Record {
@@ -90,6 +95,13 @@ impl Record {
         b.push(u8::from(self.model_mismatch));
         b.extend_from_slice(&self.model_digest);
         b.extend_from_slice(&self.model_round.to_be_bytes());
+        match self.last_aborted {
+            None => b.extend_from_slice(&[0; 9]),
+            Some(r) => {
+                b.push(1);
+                b.extend_from_slice(&r.to_be_bytes());
+            }
+        }
         b
     }
 
@@ -98,7 +110,9 @@ impl Record {
         let len =
             u32::from_be_bytes(b.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
         let log_end = 4usize.checked_add(len).ok_or_else(bad)?;
-        if b.len() != log_end + 4 + 1 + 32 + 8 {
+        // Records written before `last_aborted` existed end after the model round.
+        let base = log_end + 4 + 1 + 32 + 8;
+        if b.len() != base && b.len() != base + 9 {
             return Err(bad());
         }
         let round_log = RoundLog::from_bytes(&b[4..log_end])?;
@@ -109,13 +123,20 @@ impl Record {
             _ => return Err(bad()),
         };
         let model_digest = b[log_end + 5..log_end + 37].try_into().map_err(|_| bad())?;
-        let model_round = u64::from_be_bytes(b[log_end + 37..].try_into().map_err(|_| bad())?);
+        let model_round = u64::from_be_bytes(b[log_end + 37..base].try_into().map_err(|_| bad())?);
+        let last_aborted = match b.get(base..) {
+            None | Some([]) => None,
+            Some([0, rest @ ..]) if rest.iter().all(|&x| x == 0) => None,
+            Some([1, rest @ ..]) => Some(u64::from_be_bytes(rest.try_into().map_err(|_| bad())?)),
+            Some(_) => return Err(bad()),
+        };
         Ok(Self {
             round_log,
             aborted,
             model_mismatch,
             model_digest,
             model_round,
+            last_aborted,
         })
     }
 }
@@ -207,6 +228,7 @@ impl SiteAgent {
                 model_mismatch: false,
                 model_digest: model_digest(initial_model),
                 model_round: 0,
+                last_aborted: None,
             },
             model: initial_model.to_vec(),
             options,
@@ -236,6 +258,7 @@ impl SiteAgent {
                 agent.save()?
             }
         }
+        agent.shred_expired_fallback_rounds()?;
         Ok(agent)
     }
 

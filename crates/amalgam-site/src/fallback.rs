@@ -110,6 +110,9 @@ impl SiteAgent {
         T: Transport + FallbackTransport + ?Sized,
         R: Trainer + ?Sized,
     {
+        // A kept sealed round whose deadline passed can no longer get a result; its seed
+        // (which opens this site's own ciphertext) is shredded before any network call.
+        self.shred_expired_fallback_rounds()?;
         if !self.rules.fallback_allowed {
             return Err(AgentError::FallbackForbidden(round));
         }
@@ -131,6 +134,15 @@ impl SiteAgent {
                 reason: format!(
                     "it re-runs round {rerun}; this site holds the model of round {held}"
                 ),
+            });
+        }
+        // Holding model_{r+1} means round r either completed here or aborted: only an abort
+        // may be re-run (a completed round's re-run would release the plant's data for round
+        // r a second time and move its model chain off the other sites').
+        if held == rerun.saturating_add(1) && self.record.last_aborted != Some(rerun) {
+            return Err(AgentError::FallbackSetup {
+                round,
+                reason: format!("round {rerun} did not abort at this site: it is not re-run"),
             });
         }
         let setup = self.derive_setup(transport, round, rerun)?;
@@ -249,6 +261,24 @@ impl SiteAgent {
             .try_into()
             .map_err(|_| AgentError::BadState("fallback deadline"))?;
         Ok(u64::from_be_bytes(a))
+    }
+
+    /// Deletes every sealed fallback round whose keep-until deadline has passed (or that has
+    /// none): no result can come for it any more, and its seed opens this site's individual
+    /// ciphertext, which a malicious aggregator may keep. Run when the agent opens and before
+    /// every fallback round, whatever the aggregator does.
+    pub(crate) fn shred_expired_fallback_rounds(&mut self) -> Result<(), AgentError> {
+        let now = now_ms();
+        for round in self.store.rounds()? {
+            if self.store.stored_aad(FALLBACK_STATE, round)?.is_none() {
+                continue;
+            }
+            if self.fallback_until(round).is_ok_and(|t| now <= t) {
+                continue;
+            }
+            self.store.delete_round(round)?;
+        }
+        Ok(())
     }
 
     /// The latest fallback round this site holds persisted state of (charged, not concluded):

@@ -502,8 +502,10 @@ impl SiteAgent {
             Ok(RoundOutcome::Completed { .. } | RoundOutcome::ModelMismatch)
             | Err(AgentError::BadResult(_) | AgentError::Model(_)) => {}
             Ok(RoundOutcome::Aborted) => {
-                // No result will come: model_r carries over to the next round.
+                // No result will come: model_r carries over to the next round, and this
+                // round's fallback re-run may start from it.
                 self.record.model_round = round.saturating_add(1);
+                self.record.last_aborted = Some(round);
             }
             _ => {
                 if let Ok(Some(result)) = self.fetch_result(transport, round)

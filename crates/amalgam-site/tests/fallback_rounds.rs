@@ -1097,3 +1097,50 @@ fn the_aggregator_opens_a_rerun_only_on_the_whole_committee_s_stored_certificate
     assert_eq!(net.open_rerun().unwrap(), ROUND);
     net.rt.block_on(net.service.shutdown());
 }
+
+/// A malicious aggregator offers the re-run of a masking round that completed: every site
+/// holds model_1 = FedAvg of round 0, exactly as after an abort it would hold model_0 as
+/// model_1's stand-in. The site knows round 0 did not abort here and refuses before deriving a
+/// setup or charging: a second release of its data for round 0 (and a model chain moved off
+/// the other sites') is never made.
+#[test]
+fn the_rerun_of_a_round_that_completed_is_refused_before_any_charge() {
+    let net = start(37, MEMBERS);
+    let handles: Vec<_> = (0..SITES)
+        .map(|i| {
+            let mut agent = net.agent(i, &net.rules);
+            let mut t = net.transport(i);
+            std::thread::spawn(move || {
+                let out = agent.run_round(&mut t, &mut trainer(i), 0);
+                (agent, out)
+            })
+        })
+        .collect();
+    let agents: Vec<SiteAgent> = handles
+        .into_iter()
+        .map(|h| {
+            let (agent, out) = h.join().unwrap();
+            assert!(matches!(out, Ok(RoundOutcome::Completed { .. })), "{out:?}");
+            agent
+        })
+        .collect();
+    for (i, mut agent) in agents.into_iter().enumerate() {
+        let before = agent.model().1;
+        let mut t = net.transport(i);
+        let r = agent.run_fallback_round(&mut t, &mut trainer(i), ROUND);
+        assert!(
+            matches!(&r, Err(AgentError::FallbackSetup { reason, .. }) if reason.contains("did not abort")),
+            "site {i}: {r:?}"
+        );
+        assert_eq!(agent.model().1, before, "site {i}: the model moved");
+        assert_eq!(agent.last_fallback_round().unwrap(), None);
+        assert_eq!(agent.aborted_rounds(), 0);
+        drop(agent);
+        assert_eq!(
+            net.charges(i),
+            1,
+            "site {i}: charged for the refused re-run"
+        );
+    }
+    net.rt.block_on(net.service.shutdown());
+}
