@@ -306,6 +306,16 @@ impl Transport for HttpTransport {
             .transpose()
     }
 
+    fn summaries(&mut self) -> Result<Vec<Vec<u8>>, TransportError> {
+        let mut all = self.anchors(&format!("/v1/anchors/{}", self.site), false)?;
+        all.extend(self.anchors(&fallback_api::fallback_anchors_path(self.site), true)?);
+        all.into_iter()
+            .map(|(_, h)| {
+                hex::decode(h).map_err(|_| TransportError::Malformed("summary is not hex".into()))
+            })
+            .collect()
+    }
+
     fn round_model(&mut self, round: u64) -> Result<Option<[u8; 32]>, TransportError> {
         let r = self.get(&api::round_path(round))?;
         match r.status.as_u16() {

@@ -573,40 +573,42 @@ impl SiteAgent {
         Ok(())
     }
 
-    /// Before a charge (masking or fallback): the ledger must not be behind the last summary
-    /// this site uploaded, and that summary's round must not be past this site's high-water
-    /// mark of its kind (the fallback mark for a fallback round id).
+    /// Before a charge (masking or fallback): the ledger must not be behind any summary this
+    /// site signed that the aggregator holds, and no such summary's round may be past this
+    /// site's high-water mark of its kind (the fallback mark for a fallback round id).
     pub(crate) fn check_summary<T: Transport + ?Sized>(
         &mut self,
         transport: &mut T,
     ) -> Result<(), AgentError> {
-        let Some(bytes) = self.options.retry.run(|| transport.latest_summary())? else {
-            return Ok(());
-        };
-        let s = LedgerSummary::verify(&bytes, &self.identity.verifying_key())?;
-        if s.consortium_digest != self.rules.consortium_digest || s.site != self.site {
-            return Err(AgentError::LedgerBehind(
-                "the aggregator's summary is for another consortium or site".into(),
-            ));
-        }
-        let anchor = Anchor {
-            entries: usize::try_from(s.entries)
-                .map_err(|_| AgentError::LedgerBehind("entry count".into()))?,
-            head: s.head,
-        };
-        let fallback = amalgam_net::fallback_api::is_fallback_round(s.round);
-        if let Err(e) = self.ledger.check_anchor(&anchor) {
-            self.advance_mark_of(s.round)?;
-            return Err(AgentError::LedgerBehind(e.to_string()));
-        }
-        let mark = if fallback {
-            self.last_fallback_round()?
-        } else {
-            self.high_water()?
-        };
-        if mark.is_none_or(|h| h < s.round) {
-            self.advance_mark_of(s.round)?;
-            return Err(AgentError::RolledBack { round: s.round });
+        // Every summary this site signed must be at or behind its ledger: a restored older
+        // ledger is behind at least one of them, whichever the aggregator labels latest.
+        let all = self.options.retry.run(|| transport.summaries())?;
+        for bytes in all {
+            let s = LedgerSummary::verify(&bytes, &self.identity.verifying_key())?;
+            if s.consortium_digest != self.rules.consortium_digest || s.site != self.site {
+                return Err(AgentError::LedgerBehind(
+                    "the aggregator's summary is for another consortium or site".into(),
+                ));
+            }
+            let anchor = Anchor {
+                entries: usize::try_from(s.entries)
+                    .map_err(|_| AgentError::LedgerBehind("entry count".into()))?,
+                head: s.head,
+            };
+            let fallback = amalgam_net::fallback_api::is_fallback_round(s.round);
+            if let Err(e) = self.ledger.check_anchor(&anchor) {
+                self.advance_mark_of(s.round)?;
+                return Err(AgentError::LedgerBehind(e.to_string()));
+            }
+            let mark = if fallback {
+                self.last_fallback_round()?
+            } else {
+                self.high_water()?
+            };
+            if mark.is_none_or(|h| h < s.round) {
+                self.advance_mark_of(s.round)?;
+                return Err(AgentError::RolledBack { round: s.round });
+            }
         }
         Ok(())
     }

@@ -85,6 +85,12 @@ pub trait Transport: Send {
     fn upload_summary(&mut self, round: u64, body: &[u8]) -> Result<(), TransportError>;
     /// The last ledger summary this site uploaded, as the aggregator holds it.
     fn latest_summary(&mut self) -> Result<Option<Vec<u8>>, TransportError>;
+    /// Every ledger summary of this site the aggregator holds (masking and fallback). The
+    /// site checks its ledger against each one, so which is the latest is never decided by a
+    /// label the aggregator writes. Defaults to [`Self::latest_summary`] alone.
+    fn summaries(&mut self) -> Result<Vec<Vec<u8>>, TransportError> {
+        Ok(self.latest_summary()?.into_iter().collect())
+    }
     /// The model digest the aggregator binds `round` to (`None` when it does not know the
     /// round yet).
     fn round_model(&mut self, round: u64) -> Result<Option<[u8; 32]>, TransportError>;
