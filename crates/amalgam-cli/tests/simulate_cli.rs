@@ -144,6 +144,45 @@ fn a_small_campaign_runs_through_real_processes_and_reports_every_round() {
     );
     let share = report.time_share.expect("time share measured");
     assert!(share.training > 0.0 && share.training < 1.0);
+    // The page and its plots are rendered from report.json; the federated model is
+    // exported as TorchScript whose predictions `evaluate` scores like the report's.
+    let html = std::fs::read_to_string(d.join("out/index.html")).unwrap();
+    let first = report
+        .models
+        .iter()
+        .find(|m| m.kind == ModelKind::Federated)
+        .unwrap();
+    assert!(html.contains("single-operator simulation: no separation of duties"));
+    assert!(
+        html.contains("no differential privacy"),
+        "privacy = none is said"
+    );
+    assert!(d.join("out/plots/rounds.svg").exists() && d.join("out/plots/recall.svg").exists());
+    assert_eq!(report.exports, vec!["global_model.pt".to_string()]);
+    let threshold = format!("{}", first.threshold);
+    let e = amalgam(
+        d,
+        &[
+            "evaluate",
+            "--model",
+            "out/global_model.pt",
+            "--data",
+            "in.csv",
+            "--threshold",
+            &threshold,
+            "--format",
+            "json",
+        ],
+    );
+    assert!(e.status.success(), "{}", stderr(&e));
+    let v: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    assert!(v.to_string().contains("auprc"), "{v}");
+    assert!(
+        std::fs::metadata(d.join("out/global_model.pt"))
+            .unwrap()
+            .len()
+            > 0
+    );
     // The children's logs stay in the work directory.
     for name in ["aggregator", "site-0", "site-3"] {
         assert!(
@@ -228,6 +267,8 @@ fn bad_flags_are_usage_errors_that_write_nothing() {
         &["--plants", "3"][..],
         &["--split", "diagonal"][..],
         &["--config", "missing.toml"][..],
+        &["--curve", "missing.json"][..],
+        &["--curve", "recipe.toml"][..],
     ] {
         let mut args = BASE.to_vec();
         args.extend(["--work", "work", "--out", "out"]);

@@ -20,6 +20,9 @@ use super::campaign::{Outcome, Stats};
 use super::setup::{Paths, Setup};
 use crate::Failure;
 
+/// The TorchScript export of the federated model, next to `report.json`.
+const EXPORT: &str = "global_model.pt";
+
 fn figures(kind: ModelKind, plant: Option<u16>, s: &Scored) -> ModelFigures {
     figures_of(kind, plant, "global", &s.test)
 }
@@ -232,11 +235,16 @@ pub fn report(
         models,
         epsilon,
         time_share,
-        curve: Vec::new(),
-        exports: Vec::new(),
+        curve: o.curve.clone(),
+        exports: vec![EXPORT.into()],
     };
     std::fs::create_dir_all(&o.out)
         .map_err(|e| Failure::failed(format!("{}: {e}", o.out.display())))?;
+    // The federated model as TorchScript: float32 [B, F] in the documented feature order in,
+    // logits [B, 1] out (its threshold is the federated row's in the report).
+    let export = o.out.join(EXPORT);
+    amalgam_train::export::export_torchscript(&s.builtin.spec, best, &export)
+        .map_err(|e| Failure::failed(format!("{}: {e}", export.display())))?;
     let path = o.out.join("report.json");
     amalgam_store::atomic_write(&path, report.to_json().as_bytes(), 0o644)
         .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;

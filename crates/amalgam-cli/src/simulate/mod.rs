@@ -105,9 +105,14 @@ pub struct Args {
     /// Keep the temporary work directory.
     #[arg(long)]
     keep: bool,
-    /// Where `report.json` goes.
+    /// Where `report.json`, the page (`index.html`, `plots/`) and the TorchScript export of
+    /// the federated model (`global_model.pt`) go.
     #[arg(long, default_value = "report")]
     out: PathBuf,
+    /// The ε-versus-F1 points of an `amalgam sweep --out FILE` (repeatable: one file per
+    /// sweep), shown on the report's curve; this run adds no point of its own.
+    #[arg(long = "curve", value_name = "SWEEP_JSON")]
+    curves: Vec<PathBuf>,
 }
 
 /// Validated options.
@@ -152,6 +157,8 @@ pub struct Options {
     pub phase_seconds: u64,
     /// `--out`.
     pub out: PathBuf,
+    /// The curve points read from `--curve` files.
+    pub curve: Vec<amalgam_report::CurvePoint>,
 }
 
 /// (t, c, f) of `n` plants, checked against the protocol's rules (safety 2t > n + c,
@@ -324,7 +331,38 @@ fn options(a: &Args) -> Result<Options, Failure> {
         skips,
         phase_seconds: a.phase_seconds,
         out: a.out.clone(),
+        curve: read_curves(&a.curves)?,
     })
+}
+
+/// Largest sweep file `--curve` reads.
+const MAX_SWEEP_BYTES: u64 = 16 << 20;
+
+/// The points of `amalgam sweep --out` files, in order (bounded, strictly decoded).
+fn read_curves(files: &[PathBuf]) -> Result<Vec<amalgam_report::CurvePoint>, Failure> {
+    #[derive(serde::Deserialize)]
+    struct Sweep {
+        points: Vec<amalgam_report::CurvePoint>,
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let bad = |why: String| Failure::usage(format!("--curve {}: {why}", f.display()));
+        let len = std::fs::metadata(f).map_err(|e| bad(e.to_string()))?.len();
+        if len > MAX_SWEEP_BYTES {
+            return Err(bad(format!("{len} bytes, over {MAX_SWEEP_BYTES}")));
+        }
+        let bytes = std::fs::read(f).map_err(|e| bad(e.to_string()))?;
+        let sweep: Sweep = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("not an amalgam sweep file: {e}")))?;
+        if sweep.points.iter().any(|p| {
+            !(p.f1.is_finite() && p.auprc.is_finite() && p.sigma.is_finite())
+                || p.epsilon.is_some_and(|e| !e.is_finite())
+        }) {
+            return Err(bad("a point is not finite".into()));
+        }
+        out.extend(sweep.points);
+    }
+    Ok(out)
 }
 
 /// A fresh work directory under the system's temporary directory.
@@ -358,6 +396,11 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     match result {
         Ok(path) => {
             eprintln!("amalgam: report written to {}", path.display());
+            let files = amalgam_report::render_dir(&o.out)
+                .map_err(|e| Failure::failed(format!("rendering the report: {e}")))?;
+            for f in files {
+                eprintln!("amalgam: wrote {}", f.display());
+            }
             if temporary && !a.keep {
                 let _ = std::fs::remove_dir_all(&work);
             } else {
