@@ -64,6 +64,7 @@ fn config() -> RecordDpConfig {
         sigma: 1e-3,
         gamma: 1e-4,
         steps: 10,
+        expected_batch: 32.0,
         lr: 0.1,
         momentum: 0.9,
         pos_weight: 3.0,
@@ -200,12 +201,16 @@ fn clipped_norms_stay_within_c_and_rounded_norms_within_delta() {
         clip_round_sum(&short, clip, gamma),
         Err(RecordDpError::GradientShape { rows: 4, .. })
     ));
+    // A record with a non-finite gradient contributes nothing; the step goes on with the
+    // others' sum (refusing it would reveal whether that record was drawn).
     let mut nan = hostile.clone();
     nan.values[d + 3] = f32::NAN;
-    assert!(matches!(
-        clip_round_sum(&nan, clip, gamma),
-        Err(RecordDpError::NonFiniteGradient(3))
-    ));
+    let with_nan = clip_round_sum(&nan, clip, gamma).unwrap();
+    assert_eq!(with_nan.dropped, 1);
+    let mut zeroed = hostile.clone();
+    zeroed.values[d..2 * d].iter_mut().for_each(|v| *v = 0.0);
+    let without = clip_round_sum(&zeroed, clip, gamma).unwrap();
+    assert_eq!(with_nan.sum, without.sum, "the NaN record changed the sum");
 }
 
 /// χ² statistic of `counts` (per value) against `pmf`, tail bins pooled until each expects ≥ 5;
@@ -351,7 +356,7 @@ fn noise_on_a_zero_sum_has_variance_sigma_over_gamma_squared() {
     add_discrete_gaussian(&mut z, 3.0).unwrap();
     assert_moments(&z, 9.0);
     // Through the trainer: an empty sample (q·N = 1e-7) still gets noise of scale σ/γ = 3,
-    // and the update is −lr·γ/(q·N) times it.
+    // and the update is −lr·γ/E|B| times it (E|B| = 1, the public expected batch).
     let rows: Vec<Row> = all_rows().into_iter().take(100).collect();
     let data = batch(&rows);
     let mut m = model("mlp-ai4i", 8);
@@ -361,7 +366,8 @@ fn noise_on_a_zero_sum_has_variance_sigma_over_gamma_squared() {
         sigma: 3e-3,
         gamma: 1e-3,
         steps: 1,
-        lr: 1e-8,
+        expected_batch: 1.0,
+        lr: 0.1,
         momentum: 0.0,
         pos_weight: 3.0,
     };
@@ -501,6 +507,7 @@ fn one_step_at_q_one_without_clipping_is_a_full_batch_gradient_step() {
             sigma: 1e-9,
             gamma: 1e-7,
             steps: 1,
+            expected_batch: 64.0,
             lr: 0.01,
             momentum: 0.0,
             pos_weight: 3.0,
@@ -545,6 +552,7 @@ fn dp_sgd_lowers_the_validation_loss() {
             sigma: 1e-6,
             gamma: 1e-6,
             steps,
+            expected_batch: 64.0,
             lr: 0.1,
             momentum: 0.9,
             pos_weight: 3.0,

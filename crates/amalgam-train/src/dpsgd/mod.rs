@@ -10,7 +10,8 @@
 //! 3. it is clipped to L2 norm C, rounded to the grid γ (norm ≤ Δ = C + γ·√d/2), and the
 //!    integers are summed; each coordinate of the sum gets N_Z(0, (σ/γ)²) from amalgam-dp's
 //!    exact sampler ([`noise`]);
-//! 4. the noisy sum times γ, divided by the public expected sample size q·N, is the gradient
+//! 4. the noisy sum times γ, divided by the public expected batch (fixed in advance, never the
+//!    plant's q·N), is the gradient
 //!    that SGD (optionally with momentum) applies: post-processing.
 //!
 //! The accountant (amalgam-dp) composes `steps` Poisson-subsampled Gaussian mechanisms of
@@ -50,6 +51,11 @@ pub struct RecordDpConfig {
     pub gamma: f64,
     /// Optimizer steps (each one sampled, clipped and noised).
     pub steps: u32,
+    /// The expected sample size q·N the noisy sum is divided by, fixed before the data is
+    /// seen (public: the manifest's or the operator's figure). Never computed from the
+    /// plant's record count here: under add/remove adjacency N differs between neighbours,
+    /// so a scale of q·N would itself release N.
+    pub expected_batch: f64,
     /// Learning rate.
     pub lr: f64,
     /// SGD momentum (0 = plain SGD).
@@ -89,6 +95,9 @@ pub enum RecordDpError {
     /// Steps outside 1..=MAX_LOCAL_STEPS.
     #[error("steps {0} outside 1..={MAX_LOCAL_STEPS}")]
     Steps(u32),
+    /// Expected sample size not finite or outside [1, 2^24].
+    #[error("expected batch {0} outside [1, 2^24]")]
+    ExpectedBatch(f64),
     /// Learning rate outside [1e-8, 10].
     #[error("learning rate {0} outside [1e-8, 10]")]
     LearningRate(f64),
@@ -156,6 +165,11 @@ impl RecordDpConfig {
         grid_check(self.gamma, "sigma", self.sigma, MAX_SIGMA_OVER_GAMMA)?;
         if !(1..=MAX_LOCAL_STEPS).contains(&self.steps) {
             return Err(RecordDpError::Steps(self.steps));
+        }
+        if !(self.expected_batch.is_finite()
+            && (1.0..=MAX_RECORDS as f64).contains(&self.expected_batch))
+        {
+            return Err(RecordDpError::ExpectedBatch(self.expected_batch));
         }
         let within = |v: f64, lo: f64, hi: f64| v.is_finite() && v >= lo && v <= hi;
         if !within(self.lr, 1e-8, 10.0) {
@@ -262,8 +276,8 @@ pub fn dp_sgd_train(
     let initial = model.flat();
     let mut weights = initial.clone();
     let mut velocity = vec![0.0f64; dim];
-    // γ / (q·N): from the integer sum to the mean gradient (q·N is public).
-    let scale = config.gamma / (config.q * n as f64);
+    // γ / E|B|: from the integer sum to the mean gradient, with the public expected batch.
+    let scale = config.gamma / config.expected_batch;
     let mut batch_sizes = Vec::with_capacity(config.steps as usize);
     for _ in 0..config.steps {
         let idx = coins.sample(n, config.q);

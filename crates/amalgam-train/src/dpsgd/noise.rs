@@ -31,13 +31,16 @@ pub struct RoundedSum {
     pub sum: Vec<i64>,
     /// ‖clip(gᵢ)‖ per example.
     pub clipped_norms: Vec<f64>,
-    /// ‖γ·round(clip(gᵢ)/γ)‖ per example.
+    /// ‖γ·round(clip(gᵢ)/γ)‖ per example (0 for a dropped one).
     pub rounded_norms: Vec<f64>,
+    /// Examples that contributed nothing (a non-finite gradient).
+    pub dropped: usize,
 }
 
 /// Clips each example's gradient to `clip`, rounds it to the grid `gamma` and sums the
 /// integers. Refuses `clip`, `gamma` or C/γ out of the configuration's ranges, gradients whose
-/// length is not rows × dim, a non-finite gradient value and a sum that would overflow.
+/// length is not rows × dim and a sum that would overflow; an example with a non-finite
+/// gradient value contributes nothing (counted in `dropped`).
 pub fn clip_round_sum(
     grads: &PerExample,
     clip: f64,
@@ -63,10 +66,18 @@ pub fn clip_round_sum(
     let mut clipped_norms = Vec::with_capacity(grads.rows);
     let mut rounded_norms = Vec::with_capacity(grads.rows);
     let mut k = vec![0i64; d];
+    let mut dropped = 0usize;
     for i in 0..grads.rows {
         let g = grads.row(i);
-        if let Some(j) = g.iter().position(|v| !v.is_finite()) {
-            return Err(RecordDpError::NonFiniteGradient(j));
+        // A record whose gradient is not finite contributes nothing (a deterministic function
+        // of the record, so the sensitivity bound holds): refusing the step instead would make
+        // whether the run fails depend on whether that record was drawn, an unaccounted
+        // release.
+        if g.iter().any(|v| !v.is_finite()) {
+            dropped += 1;
+            clipped_norms.push(0.0);
+            rounded_norms.push(0.0);
+            continue;
         }
         let norm = super::per_example::l2(g);
         let factor = if norm > clip {
@@ -76,21 +87,24 @@ pub fn clip_round_sum(
         };
         let mut c2 = 0.0f64;
         let mut k2: i128 = 0;
-        for ((kj, &gj), s) in k.iter_mut().zip(g).zip(sum.iter_mut()) {
+        for (kj, &gj) in k.iter_mut().zip(g) {
             let c = f64::from(gj) * factor;
             c2 += c * c;
             // |c/γ| ≤ C/γ ≤ 2^31 (configuration), so the conversion is exact and in range.
             *kj = (c / gamma).round() as i64;
             k2 += i128::from(*kj) * i128::from(*kj);
-            *s = s.checked_add(*kj).ok_or(RecordDpError::Overflow)?;
         }
         let rounded = (k2 as f64).sqrt() * gamma;
-        // Exact by construction; a violation would be a bug, and the step is refused.
-        if rounded > delta * (1.0 + 1e-12) {
-            return Err(RecordDpError::SensitivityExceeded {
-                norm: rounded,
-                delta,
-            });
+        // Within Δ by construction; a rounded vector over it (which would be a bug) is
+        // dropped like a non-finite one, never released and never a data-dependent refusal.
+        if rounded > delta {
+            dropped += 1;
+            clipped_norms.push(c2.sqrt());
+            rounded_norms.push(0.0);
+            continue;
+        }
+        for (s, kj) in sum.iter_mut().zip(&k) {
+            *s = s.checked_add(*kj).ok_or(RecordDpError::Overflow)?;
         }
         clipped_norms.push(c2.sqrt());
         rounded_norms.push(rounded);
@@ -99,6 +113,7 @@ pub fn clip_round_sum(
         sum,
         clipped_norms,
         rounded_norms,
+        dropped,
     })
 }
 
