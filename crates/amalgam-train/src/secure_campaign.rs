@@ -230,6 +230,8 @@ fn rules(
         server_lr: c.server_lr,
         model_len: initial.len(),
         initial_weights_digest: Some(model_digest(initial)),
+        // Built by hand, with the fallback off: no fallback setup to derive.
+        verified: None,
     };
     let protocol = Protocol {
         threshold: t,
