@@ -361,7 +361,22 @@ async fn serve_rerun(
         max_polls: 3000,
     };
     let mut agent = DecryptorAgent::new(member, client.clone(), setups, true, patience);
-    match agent.serve_round(round).await {
+    let out = agent.serve_round(round).await;
+    // A round that ended while this member was down (410 to the statement or to the views)
+    // may still have the seeds the crashed run stored: they are shredded here, as on every
+    // other way out of a round.
+    let ended = match &out {
+        Err(DecryptorError::Ended { .. }) => true,
+        Err(DecryptorError::Answer(a)) => a.contains("HTTP 410"),
+        _ => false,
+    };
+    if ended {
+        agent
+            .member_mut()
+            .shred(round)
+            .map_err(|e| Failure::failed(e.to_string()))?;
+    }
+    match out {
         Ok(Outcome::Released { cohort }) => {
             println!("round {round}: Released {cohort:?}");
             Ok(true)
@@ -370,8 +385,8 @@ async fn serve_rerun(
             println!("round {round}: FinishedWithout {cohort:?}");
             Ok(true)
         }
-        Err(DecryptorError::Ended { round, why }) => {
-            println!("round {round}: Ended ({why})");
+        Err(e) if ended => {
+            println!("round {round}: Ended ({e})");
             Ok(true)
         }
         Err(DecryptorError::Answer(a)) if a.contains("round.unknown") || a.contains("404") => {

@@ -225,19 +225,20 @@ fn with_the_fallback_off_no_rerun_opens_and_the_sites_report_the_abort() {
     assert!(t.fallback_mine(rerun()).is_err());
 }
 
-#[test]
-fn a_decryptor_killed_after_persisting_its_statement_signs_no_second_one() {
-    let w = World::with_committee(703, SITES, None, MEMBERS, true);
+/// Member 0 parks at decryptor fault point `point` of the re-run, is SIGKILLed and restarted;
+/// the round completes at every site, and every member holds exactly one statement row (no
+/// second statement signed). Its vault of the round ends shredded.
+fn member_killed_at(point: &str, seed: u64) {
+    let w = World::with_committee(seed, SITES, None, MEMBERS, true);
     let s = w.serve("127.0.0.1:0", PHASE_S, None);
-    let fault = format!("after-statement-persisted:{}", rerun());
+    let fault = format!("{point}:{}", rerun());
     let mut members: Vec<Proc> = (0..MEMBERS)
         .map(|j| w.decryptor(j, &s.url, (j == 0).then_some(fault.as_str())))
         .collect();
     let mut sites = abort_round_one(&w, &s);
-    members[0].expect_line("FAULT after-statement-persisted", STEP);
+    members[0].expect_line(&format!("FAULT {point}"), STEP);
     members[0].kill();
     assert_eq!(statements(&w, 0, rerun()), 1);
-    // Q = 3 of 3: the round cannot finish without the restarted member's signature.
     members[0] = w.decryptor(0, &s.url, None);
     check_rerun(&w, &s, &mut sites);
     for (j, m) in members.iter_mut().enumerate() {
@@ -245,4 +246,32 @@ fn a_decryptor_killed_after_persisting_its_statement_signs_no_second_one() {
         m.kill();
         assert_eq!(statements(&w, j, rerun()), 1, "member {j}");
     }
+    // The restarted member's vault of the round: its key is gone (tombstone only).
+    let vault = w.path("dstate0/statements.db.vault");
+    let left: Vec<_> = std::fs::read_dir(&vault)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&rerun().to_string()) && !n.ends_with(".shredded"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{point}: vault of the round not shredded: {left:?}"
+    );
+    assert!(vault.join(format!("round-{}.shredded", rerun())).exists());
+}
+
+#[test]
+fn a_decryptor_killed_after_persisting_its_statement_signs_no_second_one() {
+    // Q = 3 of 3: the round cannot finish without the restarted member's signature.
+    member_killed_at("after-statement-persisted", 703);
+}
+
+#[test]
+fn a_decryptor_killed_after_sending_its_signature_resends_it_and_the_round_completes() {
+    member_killed_at("after-signature-sent", 704);
+}
+
+#[test]
+fn a_decryptor_killed_after_its_release_ends_the_round_with_its_seeds_shredded() {
+    member_killed_at("after-release", 705);
 }
