@@ -148,14 +148,12 @@ async fn serve(
     let service = Service::start(manifest.clone(), Arc::new(log), config.clone())
         .map_err(|e| Failure::failed(e.to_string()))?;
     // The homomorphic fallback (never in plain-HTTP mode: it authenticates nobody).
-    let fallback_routes = if crate::serve_fallback::enabled(&manifest) && !args.insecure {
-        Some(
-            crate::serve_fallback::start(&manifest, &service, &db, config)
-                .await?
-                .1,
-        )
+    let (fallback, fallback_routes) = if crate::serve_fallback::enabled(&manifest) && !args.insecure
+    {
+        let (f, r) = crate::serve_fallback::start(&manifest, &service, &db, config).await?;
+        (Some(f), Some(r))
     } else {
-        None
+        (None, None)
     };
     let mut campaign = None;
     if let Some(path) = &args.initial_model {
@@ -163,8 +161,15 @@ async fn serve(
         let len = CampaignRules::model_len(manifest.as_ref());
         let initial = read_initial(path, len)?;
         let rules: Arc<dyn CampaignRules> = manifest.clone();
+        // With the fallback on, an aborted round's model comes from its re-run.
+        let reruns = fallback.clone().map(|fallback| {
+            Arc::new(crate::serve_fallback::FollowReRuns {
+                fallback,
+                bits: manifest.dp_policy().bits.get(),
+            }) as Arc<dyn campaign::ReRuns>
+        });
         campaign = Some(
-            campaign::start(service.clone(), rules, initial)
+            campaign::start_with(service.clone(), rules, initial, reruns)
                 .await
                 .map_err(|e| Failure::failed(e.to_string()))?,
         );

@@ -13,9 +13,13 @@ use std::time::Duration;
 
 use amalgam_consortium::VerifiedManifest;
 use amalgam_net::ProblemCode;
+use amalgam_net::fallback_api::fallback_round_of;
+use amalgam_proto::{AggregateOutput, SiteId};
+use amalgam_server::campaign::{ReRunEnd, ReRunFuture, ReRuns};
 use amalgam_server::consortium::ConsortiumView;
 use amalgam_server::events::open_sqlite;
 use amalgam_server::fallback::http::{FallbackApp, fallback_router};
+use amalgam_server::fallback::state::FallbackEnd;
 use amalgam_server::fallback::{CertifiedFallback, FallbackService};
 use amalgam_server::{Service, ServiceConfig};
 
@@ -117,5 +121,47 @@ async fn open_reruns(service: Service, fallback: FallbackService, bound: Bound) 
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The campaign's view of the re-runs: how the re-run of an aborted round ended, its exact
+/// sum reduced mod 2^b (the sum masking would have published).
+pub struct FollowReRuns {
+    /// The fallback service.
+    pub fallback: FallbackService,
+    /// Input bits b.
+    pub bits: u32,
+}
+
+impl ReRuns for FollowReRuns {
+    fn wait_end(&self, round: u64, wait: Duration) -> ReRunFuture<'_> {
+        Box::pin(async move {
+            let fr = fallback_round_of(round)?;
+            let end = match self
+                .fallback
+                .wait_for(fr, wait, |st| st.end().cloned())
+                .await
+            {
+                Ok(end) => end?,
+                // Not opened yet (the committee's certificates are missing): ask again later.
+                Err(_) => {
+                    tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+                    return None;
+                }
+            };
+            let mask = 1u64.checked_shl(self.bits).map_or(u64::MAX, |m| m - 1);
+            Some(match end {
+                FallbackEnd::Finished(res) => ReRunEnd::Published {
+                    round: fr,
+                    output: AggregateOutput {
+                        sum: res.sum.iter().map(|v| v & mask).collect(),
+                        contributors: res.contributors.iter().map(|&c| SiteId(c)).collect(),
+                        dropped: Vec::new(),
+                        blamed: Vec::new(),
+                    },
+                },
+                FallbackEnd::Aborted(_) => ReRunEnd::Aborted,
+            })
+        })
     }
 }
