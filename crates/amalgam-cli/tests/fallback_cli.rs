@@ -12,9 +12,9 @@ mod harness;
 use std::time::Duration;
 
 use amalgam_net::fallback_api::fallback_round_of;
-use amalgam_site::ConsortiumRules;
 use amalgam_site::fallback::{FallbackPoll, FallbackTransport};
 use amalgam_site::model::{model_digest, next_model};
+use amalgam_site::{ConsortiumRules, Transport};
 use harness::proc::Proc;
 use harness::world::{DIM, ROUND, STEP, Server, World};
 
@@ -29,24 +29,39 @@ fn rerun() -> u64 {
     fallback_round_of(ROUND).unwrap()
 }
 
-/// Starts the aggregator and the sites, parks two, waits for the abort the three others
-/// report, and restarts the parked two. Returns the running sites.
-fn abort_round_one(w: &World, s: &Server) -> Vec<Proc> {
-    let park = format!("after-send-advertise-keys:{ROUND}");
-    let mut sites = w.sites(&s.url, |i| PARKED.contains(&i).then(|| park.clone()));
+/// Starts the sites for `rounds` rounds, parks two after their AdvertiseKeys upload of
+/// masking round `masking`, waits for the abort the three others report, and restarts the
+/// parked two. Returns the running sites.
+fn abort_round(w: &World, s: &Server, masking: u64, rounds: u32) -> Vec<Proc> {
+    let park = format!("after-send-advertise-keys:{masking}");
+    let mut sites: Vec<Proc> = (0..SITES)
+        .map(|i| {
+            w.site_rounds(
+                i,
+                &s.url,
+                PARKED.contains(&i).then_some(park.as_str()),
+                rounds,
+            )
+        })
+        .collect();
     for &i in &PARKED {
         sites[i].expect_line("FAULT after-send-advertise-keys", STEP);
     }
     for (i, p) in sites.iter_mut().enumerate() {
         if !PARKED.contains(&i) {
-            p.expect_line(&format!("round {ROUND}: Aborted"), STEP);
+            p.expect_line(&format!("round {masking}: Aborted"), STEP);
         }
     }
     for &i in &PARKED {
         sites[i].kill();
-        sites[i] = w.site(i, &s.url, None);
+        sites[i] = w.site_rounds(i, &s.url, None, rounds);
     }
     sites
+}
+
+/// [`abort_round`] of masking round 1, the sites running one round.
+fn abort_round_one(w: &World, s: &Server) -> Vec<Proc> {
+    abort_round(w, s, ROUND, 1)
 }
 
 /// Σ of the sites' encoded updates of `round` mod 2^b, from what each site wrote out.
@@ -70,10 +85,15 @@ fn encoded_sum(w: &World, round: u64) -> Vec<u64> {
 
 /// The re-run's published sum, long-polled as site 0 (bounded by [`STEP`]).
 fn published(w: &World, url: &str) -> amalgam_site::RoundResult {
+    published_of(w, url, rerun())
+}
+
+/// Fallback round `fr`'s published sum, long-polled as site 0 (bounded by [`STEP`]).
+fn published_of(w: &World, url: &str, fr: u64) -> amalgam_site::RoundResult {
     let mut t = w.transport(0, url);
     let end = std::time::Instant::now() + STEP;
     loop {
-        match t.fallback_result(rerun(), Duration::from_secs(5)) {
+        match t.fallback_result(fr, Duration::from_secs(5)) {
             Ok(FallbackPoll::Published(r)) => return r,
             Ok(FallbackPoll::Aborted) => panic!("the re-run aborted"),
             Ok(FallbackPoll::NotYet { .. }) => {}
@@ -225,39 +245,60 @@ fn with_the_fallback_off_no_rerun_opens_and_the_sites_report_the_abort() {
     assert!(t.fallback_mine(rerun()).is_err());
 }
 
-/// Member 0 parks at decryptor fault point `point` of the re-run, is SIGKILLed and restarted;
-/// the round completes at every site, and every member holds exactly one statement row (no
-/// second statement signed). Its vault of the round ends shredded.
+/// Member 0 (for `after-release` every member: t_c = 2 releases end the round, so a third
+/// may come too late to reach the point) parks at decryptor fault point `point` of the
+/// re-run; each member that reached it is SIGKILLed and restarted. The round completes at
+/// every site, every member holds exactly one statement row (no second statement signed), and
+/// each restarted member's vault of the round ends shredded.
 fn member_killed_at(point: &str, seed: u64) {
     let w = World::with_committee(seed, SITES, None, MEMBERS, true);
     let s = w.serve("127.0.0.1:0", PHASE_S, None);
     let fault = format!("{point}:{}", rerun());
+    let all = point == "after-release";
+    let parked = |j: usize| j == 0 || all;
     let mut members: Vec<Proc> = (0..MEMBERS)
-        .map(|j| w.decryptor(j, &s.url, (j == 0).then_some(fault.as_str())))
+        .map(|j| w.decryptor(j, &s.url, parked(j).then_some(fault.as_str())))
         .collect();
     let mut sites = abort_round_one(&w, &s);
-    members[0].expect_line(&format!("FAULT {point}"), STEP);
-    members[0].kill();
-    assert_eq!(statements(&w, 0, rerun()), 1);
-    members[0] = w.decryptor(0, &s.url, None);
+    let done = format!("round {}: ", rerun());
+    let mut restarted = Vec::new();
+    for (j, m) in members.iter_mut().enumerate() {
+        if !parked(j) {
+            continue;
+        }
+        let line = m.expect_any(&[&format!("FAULT {point}"), &done], STEP);
+        if line.starts_with("FAULT") {
+            m.kill();
+            assert_eq!(statements(&w, j, rerun()), 1, "member {j}");
+            *m = w.decryptor(j, &s.url, None);
+            restarted.push(j);
+        }
+    }
+    assert!(
+        restarted.contains(&0) || all,
+        "member 0 never reached {point}"
+    );
+    assert!(!restarted.is_empty(), "no member reached {point}");
     check_rerun(&w, &s, &mut sites);
     for (j, m) in members.iter_mut().enumerate() {
-        m.expect_line(&format!("round {}: ", rerun()), STEP);
+        m.expect_line(&done, STEP);
         m.kill();
         assert_eq!(statements(&w, j, rerun()), 1, "member {j}");
     }
-    // The restarted member's vault of the round: its key is gone (tombstone only).
-    let vault = w.path("dstate0/statements.db.vault");
-    let left: Vec<_> = std::fs::read_dir(&vault)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(&rerun().to_string()) && !n.ends_with(".shredded"))
-        .collect();
-    assert!(
-        left.is_empty(),
-        "{point}: vault of the round not shredded: {left:?}"
-    );
-    assert!(vault.join(format!("round-{}.shredded", rerun())).exists());
+    for j in restarted {
+        // The restarted member's vault of the round: its key is gone (tombstone only).
+        let vault = w.path(&format!("dstate{j}/statements.db.vault"));
+        let left: Vec<_> = std::fs::read_dir(&vault)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(&rerun().to_string()) && !n.ends_with(".shredded"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "{point}: member {j}'s vault not shredded: {left:?}"
+        );
+        assert!(vault.join(format!("round-{}.shredded", rerun())).exists());
+    }
 }
 
 #[test]
@@ -274,4 +315,56 @@ fn a_decryptor_killed_after_sending_its_signature_resends_it_and_the_round_compl
 #[test]
 fn a_decryptor_killed_after_its_release_ends_the_round_with_its_seeds_shredded() {
     member_killed_at("after-release", 705);
+}
+
+#[test]
+fn a_campaign_continues_its_model_chain_from_the_rerun() {
+    let w = World::with_committee(706, SITES, None, MEMBERS, true);
+    let s = w.serve_campaign(PHASE_S);
+    let _members: Vec<Proc> = (0..MEMBERS).map(|j| w.decryptor(j, &s.url, None)).collect();
+    // Round 0 aborts; every site follows its re-run, then takes part in round 1.
+    let mut sites = abort_round(&w, &s, 0, 2);
+    let fr = fallback_round_of(0).unwrap();
+    let res = published_of(&w, &s.url, fr);
+    assert_eq!(res.contributors, vec![0, 1, 2, 3, 4]);
+    let mask = (1u64 << w.bits) - 1;
+    let reduced: Vec<u64> = res.sum.iter().map(|v| v & mask).collect();
+    let rules = ConsortiumRules::from_manifest(&w.verified).unwrap();
+    let initial = vec![0.0f32; DIM];
+    let next = next_model(
+        rules.encoding(fr),
+        &initial,
+        &reduced,
+        SITES,
+        rules.server_lr,
+    )
+    .unwrap();
+    for p in sites.iter_mut() {
+        let status = p.wait_exit(STEP);
+        assert!(
+            status.success(),
+            "{}: {status:?}\n{}",
+            p.name,
+            p.stderr_tail()
+        );
+        for want in [
+            format!("round {fr}: FallbackCompleted"),
+            format!("round {ROUND}: Completed"),
+        ] {
+            assert!(
+                p.seen.iter().any(|l| l.starts_with(&want)),
+                "{}: no {want:?} in {:?}",
+                p.name,
+                p.seen
+            );
+        }
+    }
+    // The campaign bound round 1 to the model the re-run's sum gives, not to model_0.
+    let bound = w.transport(0, &s.url).round_model(ROUND).unwrap();
+    assert_eq!(bound, Some(model_digest(&next)));
+    assert_ne!(bound, Some(model_digest(&initial)));
+    // Round 1's sum is the plaintext sum of the sites' round-1 updates.
+    let r1 = w.result(&s.url);
+    assert_eq!(r1.contributors, vec![0, 1, 2, 3, 4]);
+    assert_eq!(r1.sum, w.plaintext_sum(&[0, 1, 2, 3, 4]));
 }

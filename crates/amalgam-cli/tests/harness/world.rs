@@ -223,7 +223,24 @@ impl World {
 
     /// Starts the aggregator and waits for its READY and METRICS lines.
     pub fn serve(&self, listen: &str, phase_seconds: u64, fault: Option<&str>) -> Server {
-        let cmd = self.serve_cmd(listen, phase_seconds, fault);
+        self.start_server(self.serve_cmd(listen, phase_seconds, fault))
+    }
+
+    /// Starts the aggregator running the manifest's campaign from all-zero initial weights
+    /// (`--initial-model`: round 0 first, each next round on the model the last one gives).
+    pub fn serve_campaign(&self, phase_seconds: u64) -> Server {
+        std::fs::write(self.path("initial.bin"), vec![0u8; DIM * 4]).unwrap();
+        let mut cmd = self.amalgam(None);
+        cmd.args(["serve", "--manifest", "consortium.manifest"])
+            .args(["--key", "agg/identity.key", "--db"])
+            .arg(self.db())
+            .args(["--listen", "127.0.0.1:0", "--initial-model", "initial.bin"])
+            .arg("--phase-seconds")
+            .arg(phase_seconds.to_string());
+        self.start_server(cmd)
+    }
+
+    fn start_server(&self, cmd: Command) -> Server {
         let mut proc = Proc::spawn("aggregator", cmd, self.stderr_file("aggregator"));
         let ready = proc.expect_line("READY ", STEP);
         let metrics = proc.expect_line("METRICS ", STEP);
@@ -237,6 +254,11 @@ impl World {
     /// Starts site `i` for one round against `url`, its state in `state<i>`, its encoded
     /// update written to `encoded<i>.json`.
     pub fn site(&self, i: usize, url: &str, fault: Option<&str>) -> Proc {
+        self.site_rounds(i, url, fault, 1)
+    }
+
+    /// [`World::site`] for `rounds` rounds.
+    pub fn site_rounds(&self, i: usize, url: &str, fault: Option<&str>, rounds: u32) -> Proc {
         let mut cmd = self.amalgam(fault);
         cmd.args(["site", "run", "--manifest", "consortium.manifest", "--key"])
             .arg(format!("key{i}/identity.key"))
@@ -246,7 +268,7 @@ impl World {
                 "--aggregator",
                 url,
                 "--rounds",
-                "1",
+                &rounds.to_string(),
                 "--wait-for-round",
                 "60",
             ])
