@@ -286,7 +286,14 @@ async fn serve_loop(ctx: &Ctx, client: &ApiClient, poll: Duration) -> Result<(),
         let current_round = fallback_round_of(latest).unwrap_or(0);
         let current =
             period_of(&ctx.manifest, current_round).map_err(|e| Failure::failed(e.to_string()))?;
-        for p in [current, current.saturating_add(1)] {
+        // Where the manifest forbids the fallback there is no round to serve and no key to
+        // certify (the aggregator mounts no committee route then).
+        let periods = if ctx.manifest.fallback().allowed {
+            vec![current, current.saturating_add(1)]
+        } else {
+            Vec::new()
+        };
+        for p in periods {
             if !posted.contains(&p) {
                 post_period(ctx, client, p).await?;
                 posted.insert(p);

@@ -212,6 +212,8 @@ fn an_aborted_round_completes_through_the_fallback_with_decryptor_processes() {
 fn with_the_fallback_off_no_rerun_opens_and_the_sites_report_the_abort() {
     let w = World::with_committee(702, SITES, None, MEMBERS, false);
     let s = w.serve("127.0.0.1:0", PHASE_S, None);
+    // A member under that manifest connects, but certifies no key and serves nothing.
+    let mut member = w.decryptor(0, &s.url, None);
     let park = format!("after-send-advertise-keys:{ROUND}");
     let mut sites = w.sites(&s.url, |i| PARKED.contains(&i).then(|| park.clone()));
     for (i, p) in sites.iter_mut().enumerate() {
@@ -243,6 +245,18 @@ fn with_the_fallback_off_no_rerun_opens_and_the_sites_report_the_abort() {
     // The aggregator serves no fallback route: no re-run exists to take part in.
     let mut t = w.transport(0, &s.url);
     assert!(t.fallback_mine(rerun()).is_err());
+    member.drain();
+    assert!(
+        !member.seen.iter().any(|l| l.starts_with("round ")),
+        "{:?}",
+        member.seen
+    );
+    member.kill();
+    let sealed = std::fs::read_dir(w.path("dstate0/sealed")).unwrap().count();
+    assert_eq!(
+        sealed, 0,
+        "a box key was drawn under a manifest without the fallback"
+    );
 }
 
 /// Member 0 (for `after-release` every member: t_c = 2 releases end the round, so a third
