@@ -14,6 +14,7 @@ mod config;
 mod consortium;
 #[cfg(feature = "train")]
 mod data_cmd;
+mod decryptor;
 mod doctor;
 mod keys;
 mod ledger;
@@ -23,6 +24,7 @@ mod plant;
 mod report;
 mod round;
 mod serve;
+mod serve_fallback;
 #[cfg(feature = "train")]
 mod simulate;
 mod simulate_round;
@@ -65,6 +67,9 @@ enum Command {
     Keys(keys::Args),
     /// The co-signed consortium manifest: init, join, approve, sign, show.
     Consortium(consortium::Args),
+    /// A member of the decryptor committee (`amalgam decryptor serve --manifest M --key K
+    /// --state DIR --aggregator URL`): the homomorphic fallback's re-runs of aborted rounds.
+    Decryptor(decryptor::Args),
     /// The site agent (`amalgam site run --manifest M --key K --state DIR --aggregator URL`).
     Site(site::Args),
     /// Audit a site's ε ledger against its published anchors (`--transcripts`: every signed
@@ -178,6 +183,7 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Keys(args) => keys::run(&args),
         Command::Consortium(args) => consortium::run(&args),
         Command::Site(args) => site::run(&args, cfg),
+        Command::Decryptor(args) => decryptor::run(&args),
         Command::Serve(args) => serve::run(&args),
         #[cfg(feature = "train")]
         Command::Evaluate(args) => train::evaluate(&args).map_err(Failure::failed),

@@ -71,7 +71,8 @@ pub struct Args {
     openapi: bool,
 }
 
-fn init_logs() {
+/// Logs to stderr (JSON when stdout is not a terminal); shared with `decryptor serve`.
+pub(crate) fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -153,16 +154,31 @@ async fn serve(
         metrics_site_labels: args.metrics_site_labels,
         ..ServiceConfig::default()
     };
-    let service = Service::start(manifest.clone(), Arc::new(log), config)
+    let service = Service::start(manifest.clone(), Arc::new(log), config.clone())
         .map_err(|e| Failure::failed(e.to_string()))?;
+    // The homomorphic fallback (never in plain-HTTP mode: it authenticates nobody).
+    let (fallback, fallback_routes) = if crate::serve_fallback::enabled(&manifest) && !args.insecure
+    {
+        let (f, r) = crate::serve_fallback::start(&manifest, &service, &db, config).await?;
+        (Some(f), Some(r))
+    } else {
+        (None, None)
+    };
     let mut campaign = None;
     if let Some(path) = &args.initial_model {
         use amalgam_server::campaign::{self, CampaignRules};
         let len = CampaignRules::model_len(manifest.as_ref());
         let initial = read_initial(path, len)?;
         let rules: Arc<dyn CampaignRules> = manifest.clone();
+        // With the fallback on, an aborted round's model comes from its re-run.
+        let reruns = fallback.clone().map(|fallback| {
+            Arc::new(crate::serve_fallback::FollowReRuns {
+                fallback,
+                bits: manifest.dp_policy().bits.get(),
+            }) as Arc<dyn campaign::ReRuns>
+        });
         campaign = Some(
-            campaign::start(service.clone(), rules, initial)
+            campaign::start_with(service.clone(), rules, initial, reruns)
                 .await
                 .map_err(|e| Failure::failed(e.to_string()))?,
         );
@@ -213,7 +229,11 @@ async fn serve(
     } else {
         let tls = tls::server_config(&identity, member_keys)
             .map_err(|e| Failure::failed(e.to_string()))?;
-        tokio::spawn(serve_tls(api, tls, router(app), limits))
+        let mut routes = router(app);
+        if let Some(f) = fallback_routes {
+            routes = routes.merge(f);
+        }
+        tokio::spawn(serve_tls(api, tls, routes, limits))
     };
     let metrics_task = tokio::spawn(serve_plain(
         metrics,

@@ -8,10 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use amalgam_consortium::{EpochHighWater, IdentityKey, SignedManifest};
+use amalgam_net::fallback_api::fallback_round_of;
+use amalgam_site::fallback::FallbackTransport;
 use amalgam_site::http::HttpTransport;
 use amalgam_site::statements::DeclineReason;
 use amalgam_site::{
     AgentError, AgentOptions, ConsortiumRules, RoundOutcome, SiteAgent, SyntheticTrainer, Trainer,
+    TransportError,
 };
 
 use crate::Failure;
@@ -134,6 +137,8 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
     let manifest = SignedManifest::read(&a.manifest)?.verify_for(&me, high_water.as_ref())?;
     EpochHighWater::accept(&hw_path, &manifest, &me)?;
     let rules = ConsortiumRules::from_manifest(&manifest)?;
+    // The site's own manifest decides whether it follows re-runs, never the aggregator.
+    let fallback = rules.fallback_allowed;
     let initial = match &a.initial_model {
         Some(p) => read_model(p, rules.model_len)?,
         None => vec![0.0; rules.model_len],
@@ -179,6 +184,13 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
         inner: trainer,
         spent: Duration::ZERO,
     };
+    // A fallback re-run interrupted by a crash is finished before anything else.
+    if let Some(fr) = agent.unfinished_fallback_round().map_err(agent_failure)? {
+        let outcome = agent
+            .run_fallback_round(&mut transport, &mut trainer, fr)
+            .map_err(agent_failure)?;
+        println!("round {fr}: {outcome:?}");
+    }
     for _ in 0..a.rounds {
         let round = match resume.take() {
             Some(r) => r,
@@ -190,6 +202,17 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
             .run_round(&mut transport, &mut trainer, round)
             .map_err(agent_failure)?;
         println!("round {round}: {outcome:?}");
+        let outcome = match outcome {
+            RoundOutcome::Aborted if fallback => follow_rerun(
+                &mut agent,
+                &mut transport,
+                &mut trainer,
+                round,
+                a.wait_for_round,
+            )?
+            .unwrap_or(RoundOutcome::Aborted),
+            o => o,
+        };
         println!(
             "{}",
             stats_line(round, &agent, trainer.spent, started.elapsed())
@@ -251,6 +274,39 @@ fn stats_line(round: u64, agent: &SiteAgent, train: Duration, total: Duration) -
         anchor.entries,
         hex::encode(anchor.head)
     )
+}
+
+/// Follows the fallback re-run of aborted masking round `round` once the aggregator opens
+/// it (site-agent.md §7), waiting at most `wait_s`; `None` when none opened in time.
+fn follow_rerun(
+    agent: &mut SiteAgent,
+    t: &mut HttpTransport,
+    trainer: &mut dyn Trainer,
+    round: u64,
+    wait_s: u64,
+) -> Result<Option<RoundOutcome>, Failure> {
+    let Some(fr) = fallback_round_of(round) else {
+        return Ok(None);
+    };
+    let start = Instant::now();
+    loop {
+        match t.fallback_mine(fr) {
+            Ok(_) => break,
+            Err(TransportError::Refused { code, .. }) if code == "round.unknown" => {}
+            Err(TransportError::Retry { .. }) => {}
+            Err(e) => return Err(agent_failure(e.into())),
+        }
+        if start.elapsed() > Duration::from_secs(wait_s) {
+            println!("round {fr}: not opened");
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let outcome = agent
+        .run_fallback_round(t, trainer, fr)
+        .map_err(agent_failure)?;
+    println!("round {fr}: {outcome:?}");
+    Ok(Some(outcome))
 }
 
 /// The deterministic synthetic trainer seeded with up to 64 hex digits.

@@ -4,10 +4,19 @@
 //! code every site runs) and opens round r+1 bound to its digest, until the campaign has its
 //! completed rounds or reaches the manifest's last round id.
 //!
+//! With the homomorphic fallback on ([`ReRuns`], `amalgam serve` where the manifest allows it),
+//! an aborted round r is not carried over at once: the campaign waits for the end of its
+//! re-run 2^32 + r (which the aggregator opens once the committee's certificates are stored),
+//! and model_{r+1} is computed from the re-run's sum (reduced mod 2^b, with the fallback round's
+//! encoding), as every site that took part computes it; a re-run that aborted carries model_r
+//! over. The re-run's end is in the fallback log, so a restart recomputes the same chain.
+//!
 //! Every decision is in the event log: each round's `RoundOpen` holds its model digest and
 //! each `RoundEnd` the published result. After a restart [`resume`] recomputes the chain from
 //! the initial weights and the logged results and refuses a log whose bound digests differ.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +67,30 @@ pub enum CampaignError {
     Service(String),
 }
 
+/// How the fallback re-run of an aborted masking round ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReRunEnd {
+    /// Published: the fallback round id and its sum (reduced mod 2^b) and cohort.
+    Published {
+        /// The fallback round id (its encoding gives model_{r+1}).
+        round: u64,
+        /// The sum mod 2^b and the contributors, as a masking round publishes them.
+        output: AggregateOutput,
+    },
+    /// Aborted: model_r carries over.
+    Aborted,
+}
+
+/// A future of [`ReRuns::wait_end`].
+pub type ReRunFuture<'a> = Pin<Box<dyn Future<Output = Option<ReRunEnd>> + Send + 'a>>;
+
+/// The fallback re-runs a campaign follows.
+pub trait ReRuns: Send + Sync + 'static {
+    /// How the re-run of aborted masking round `round` ended, waiting at most `wait`; `None`:
+    /// not ended (or not opened) yet.
+    fn wait_end(&self, round: u64, wait: Duration) -> ReRunFuture<'_>;
+}
+
 /// Where the campaign stands.
 #[derive(Debug, Clone)]
 pub struct Position {
@@ -67,8 +100,27 @@ pub struct Position {
     pub model: Vec<f32>,
     /// Whether that round is already open in the service.
     pub opened: bool,
-    /// Rounds finished so far.
+    /// Rounds finished so far (a published re-run counts).
     pub completed: u64,
+    /// An aborted round whose re-run has not ended yet (`model` is model_r until it does).
+    pub rerun_pending: Option<u64>,
+}
+
+/// Applies the end of round `round`'s re-run to `pos` (whose model is model_round).
+fn apply_rerun(
+    rules: &dyn CampaignRules,
+    pos: &mut Position,
+    round: u64,
+    end: &ReRunEnd,
+) -> Result<(), CampaignError> {
+    if let ReRunEnd::Published { round: fr, output } = end {
+        pos.model = rules
+            .next_model(*fr, &pos.model, output)
+            .map_err(|reason| CampaignError::Step { round, reason })?;
+        pos.completed += 1;
+    }
+    pos.rerun_pending = None;
+    Ok(())
 }
 
 fn step(
@@ -96,6 +148,16 @@ pub async fn resume(
     rules: &dyn CampaignRules,
     initial: Vec<f32>,
 ) -> Result<Position, CampaignError> {
+    resume_with(service, rules, initial, None).await
+}
+
+/// [`resume`], following the fallback re-runs of aborted rounds through `reruns`.
+pub async fn resume_with(
+    service: &Service,
+    rules: &dyn CampaignRules,
+    initial: Vec<f32>,
+    reruns: Option<&dyn ReRuns>,
+) -> Result<Position, CampaignError> {
     if initial.len() != rules.model_len() {
         return Err(CampaignError::InitialWeights(format!(
             "{} values, the campaign has {} parameters",
@@ -113,6 +175,7 @@ pub async fn resume(
         model: initial,
         opened: false,
         completed: 0,
+        rerun_pending: None,
     };
     for (i, r) in service.round_ids().into_iter().enumerate() {
         if r != i as u64 {
@@ -124,6 +187,11 @@ pub async fn resume(
             return Err(CampaignError::Chain(format!(
                 "round {r} opened while round {} had not ended",
                 pos.round
+            )));
+        }
+        if let Some(p) = pos.rerun_pending {
+            return Err(CampaignError::Chain(format!(
+                "round {r} opened while the re-run of round {p} had not ended"
             )));
         }
         let (bound, end) = service
@@ -144,6 +212,12 @@ pub async fn resume(
                 let model = std::mem::take(&mut pos.model);
                 pos.model = step(rules, r, model, &end, &mut pos.completed)?;
                 pos.round = r + 1;
+                if let (RoundEnd::Aborted(_), Some(rr)) = (&end, reruns) {
+                    pos.rerun_pending = Some(r);
+                    if let Some(e) = rr.wait_end(r, Duration::ZERO).await {
+                        apply_rerun(rules, &mut pos, r, &e)?;
+                    }
+                }
             }
             None => pos.opened = true,
         }
@@ -157,9 +231,26 @@ pub async fn resume(
 pub async fn run(
     service: Service,
     rules: Arc<dyn CampaignRules>,
+    pos: Position,
+) -> Result<Position, CampaignError> {
+    run_with(service, rules, pos, None).await
+}
+
+/// [`run`], waiting after each aborted round for the end of its re-run through `reruns`.
+pub async fn run_with(
+    service: Service,
+    rules: Arc<dyn CampaignRules>,
     mut pos: Position,
+    reruns: Option<Arc<dyn ReRuns>>,
 ) -> Result<Position, CampaignError> {
     loop {
+        if let (Some(r), Some(rr)) = (pos.rerun_pending, &reruns) {
+            let Some(end) = rr.wait_end(r, Duration::from_secs(60)).await else {
+                continue;
+            };
+            apply_rerun(rules.as_ref(), &mut pos, r, &end)?;
+            tracing::info!(round = r, ?end, "re-run ended");
+        }
         if !pos.opened {
             if pos.completed >= rules.rounds() || pos.round > rules.max_round() {
                 tracing::info!(completed = pos.completed, "campaign complete");
@@ -182,6 +273,9 @@ pub async fn run(
         let Some(end) = end else { continue };
         let model = std::mem::take(&mut pos.model);
         pos.model = step(rules.as_ref(), pos.round, model, &end, &mut pos.completed)?;
+        if matches!(end, RoundEnd::Aborted(_)) && reruns.is_some() {
+            pos.rerun_pending = Some(pos.round);
+        }
         pos.round += 1;
         pos.opened = false;
     }
@@ -193,6 +287,16 @@ pub async fn start(
     rules: Arc<dyn CampaignRules>,
     initial: Vec<f32>,
 ) -> Result<tokio::task::JoinHandle<Result<Position, CampaignError>>, CampaignError> {
-    let pos = resume(&service, rules.as_ref(), initial).await?;
-    Ok(tokio::spawn(run(service, rules, pos)))
+    start_with(service, rules, initial, None).await
+}
+
+/// [`start`], following the fallback re-runs of aborted rounds through `reruns`.
+pub async fn start_with(
+    service: Service,
+    rules: Arc<dyn CampaignRules>,
+    initial: Vec<f32>,
+    reruns: Option<Arc<dyn ReRuns>>,
+) -> Result<tokio::task::JoinHandle<Result<Position, CampaignError>>, CampaignError> {
+    let pos = resume_with(&service, rules.as_ref(), initial, reruns.as_deref()).await?;
+    Ok(tokio::spawn(run_with(service, rules, pos, reruns)))
 }

@@ -1,10 +1,9 @@
-//! The decryptor's crash points, for the homomorphic-fallback committee service
-//! (`amalgam decrypt …`, built separately): `after-statement-persisted`,
-//! `after-signature-sent`, `after-release`. A test for each spawns the decryptor with
-//! `AMALGAM_FAULT=<point>:<round>` through [`super::proc::Proc`], waits for its FAULT line,
-//! SIGKILLs and restarts it, then asserts the sum, and that no second cohort statement or
-//! consistency signature was produced (the statement store holds one row per round).
-//! The spawn helper belongs here once the decryptor command exists.
+//! The decryptor's crash points (`amalgam decryptor serve`, `protocol-spec/decryptor.md` §2):
+//! `after-statement-persisted`, `after-signature-sent`, `after-release`. `fallback_cli.rs`
+//! spawns a member with `AMALGAM_FAULT=<point>:<round>` ([`super::world::World::decryptor`]),
+//! waits for its FAULT line, SIGKILLs and restarts it, then asserts the re-run's sum at every
+//! site, one statement row per member (no second statement signed) and the round's vault
+//! shredded.
 
 /// The decryptor's fault points, in the order a release reaches them.
 pub const POINTS: [&str; 3] = [

@@ -89,6 +89,33 @@ impl Proc {
         }
     }
 
+    /// Waits at most `timeout` for a stdout line starting with any of `prefixes` (read after
+    /// the lines already seen are searched); panics as [`Proc::expect_line`] does.
+    pub fn expect_any(&mut self, prefixes: &[&str], timeout: Duration) -> String {
+        let hit = |l: &str| prefixes.iter().any(|p| l.starts_with(p));
+        if let Some(l) = self.seen.iter().find(|l| hit(l)) {
+            return l.clone();
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if hit(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!(
+                    "{}: no line starting with {prefixes:?} within {timeout:?}; stdout {:?}\n{}",
+                    self.name,
+                    self.seen,
+                    self.stderr_tail()
+                ),
+            }
+        }
+    }
+
     /// Reads the stdout lines already written, without waiting.
     pub fn drain(&mut self) {
         while let Ok(l) = self.lines.try_recv() {

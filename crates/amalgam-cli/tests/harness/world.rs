@@ -91,11 +91,25 @@ impl World {
     /// `n` sites with the manifest's default threshold, or `threshold` (then `n - threshold`
     /// dropouts are tolerated, with the most colluders that allows).
     pub fn new(seed: u64, n: usize, threshold: Option<u16>) -> World {
+        Self::with_committee(seed, n, threshold, 0, false)
+    }
+
+    /// [`World::new`] with a decryptor committee of `k` members (keys in `dec<j>/`, default
+    /// committee numbers) and the fallback policy `fallback`.
+    pub fn with_committee(
+        seed: u64,
+        n: usize,
+        threshold: Option<u16>,
+        k: usize,
+        fallback: bool,
+    ) -> World {
         amalgam_net::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let sites: Vec<_> = (0..n as u64).map(|i| seeded_key(seed, i)).collect();
         let agg = seeded_key(seed, 99);
-        let mut b = body(&sites, &agg, &[], DIM as u64);
+        let decs: Vec<_> = (0..k as u64).map(|j| seeded_key(seed, 200 + j)).collect();
+        let mut b = body(&sites, &agg, &decs, DIM as u64);
+        b.fallback.allowed = fallback;
         b.campaign.initial_weights_digest = amalgam_site::model::model_digest(&[0.0; DIM]);
         if let Some(t) = threshold {
             let n = n as u16;
@@ -107,6 +121,7 @@ impl World {
         let bits = b.dp.bits.get();
         let mut keys: Vec<_> = sites.iter().collect();
         keys.push(&agg);
+        keys.extend(decs.iter());
         let (signed, verified) = sign_all(b, &keys);
         // Index = the site id the manifest gives the key (its member order), so that site
         // process i is the protocol's site i in results, downloads and log rows.
@@ -121,6 +136,15 @@ impl World {
         agg.save(&dir.path().join("agg")).unwrap();
         for (i, k) in sites.iter().enumerate() {
             k.save(&dir.path().join(format!("key{i}"))).unwrap();
+        }
+        // Index = the committee index the manifest gives the key.
+        for k in &decs {
+            let j = verified
+                .decryptors()
+                .iter()
+                .position(|m| m.key == k.verifying_key())
+                .unwrap();
+            k.save(&dir.path().join(format!("dec{j}"))).unwrap();
         }
         World {
             dir,
@@ -148,6 +172,35 @@ impl World {
         self.path(&format!("{who}-{k}.stderr"))
     }
 
+    /// Starts committee member `j` (`amalgam decryptor serve`, state in `dstate<j>`) and
+    /// waits for its READY line.
+    pub fn decryptor(&self, j: usize, url: &str, fault: Option<&str>) -> Proc {
+        let mut p = self.spawn_decryptor(j, url, fault);
+        p.expect_line("READY member", STEP);
+        p
+    }
+
+    /// Starts committee member `j` without waiting for anything.
+    pub fn spawn_decryptor(&self, j: usize, url: &str, fault: Option<&str>) -> Proc {
+        let mut cmd = self.amalgam(fault);
+        cmd.args([
+            "decryptor",
+            "serve",
+            "--manifest",
+            "consortium.manifest",
+            "--key",
+        ])
+        .arg(format!("dec{j}/identity.key"))
+        .arg("--state")
+        .arg(format!("dstate{j}"))
+        .args(["--aggregator", url, "--poll-seconds", "1"]);
+        Proc::spawn(
+            &format!("decryptor {j}"),
+            cmd,
+            self.stderr_file(&format!("decryptor{j}")),
+        )
+    }
+
     fn amalgam(&self, fault: Option<&str>) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_amalgam"));
         cmd.current_dir(self.dir.path()).env_remove("AMALGAM_FAULT");
@@ -170,7 +223,24 @@ impl World {
 
     /// Starts the aggregator and waits for its READY and METRICS lines.
     pub fn serve(&self, listen: &str, phase_seconds: u64, fault: Option<&str>) -> Server {
-        let cmd = self.serve_cmd(listen, phase_seconds, fault);
+        self.start_server(self.serve_cmd(listen, phase_seconds, fault))
+    }
+
+    /// Starts the aggregator running the manifest's campaign from all-zero initial weights
+    /// (`--initial-model`: round 0 first, each next round on the model the last one gives).
+    pub fn serve_campaign(&self, phase_seconds: u64) -> Server {
+        std::fs::write(self.path("initial.bin"), vec![0u8; DIM * 4]).unwrap();
+        let mut cmd = self.amalgam(None);
+        cmd.args(["serve", "--manifest", "consortium.manifest"])
+            .args(["--key", "agg/identity.key", "--db"])
+            .arg(self.db())
+            .args(["--listen", "127.0.0.1:0", "--initial-model", "initial.bin"])
+            .arg("--phase-seconds")
+            .arg(phase_seconds.to_string());
+        self.start_server(cmd)
+    }
+
+    fn start_server(&self, cmd: Command) -> Server {
         let mut proc = Proc::spawn("aggregator", cmd, self.stderr_file("aggregator"));
         let ready = proc.expect_line("READY ", STEP);
         let metrics = proc.expect_line("METRICS ", STEP);
@@ -184,6 +254,11 @@ impl World {
     /// Starts site `i` for one round against `url`, its state in `state<i>`, its encoded
     /// update written to `encoded<i>.json`.
     pub fn site(&self, i: usize, url: &str, fault: Option<&str>) -> Proc {
+        self.site_rounds(i, url, fault, 1)
+    }
+
+    /// [`World::site`] for `rounds` rounds.
+    pub fn site_rounds(&self, i: usize, url: &str, fault: Option<&str>, rounds: u32) -> Proc {
         let mut cmd = self.amalgam(fault);
         cmd.args(["site", "run", "--manifest", "consortium.manifest", "--key"])
             .arg(format!("key{i}/identity.key"))
@@ -193,7 +268,7 @@ impl World {
                 "--aggregator",
                 url,
                 "--rounds",
-                "1",
+                &rounds.to_string(),
                 "--wait-for-round",
                 "60",
             ])

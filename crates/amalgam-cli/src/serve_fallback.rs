@@ -1,0 +1,167 @@
+//! The homomorphic fallback in `amalgam serve` (`protocol-spec/service.md` §9,
+//! `site-agent.md` §7): where the manifest allows it and names a committee, the aggregator
+//! keeps a second event log (`<db>.fallback`), mounts the fallback and committee-key routes,
+//! and opens the re-run `FALLBACK_ROUND_BASE + r` of every masking round `r` that aborted,
+//! as soon as the period's committee certificates are stored (until then it waits for them).
+//! The re-run's setup comes from `CertifiedFallback`: the manifest, the stored certificates
+//! and the model round `r` was bound to, the derivation every site and member runs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use amalgam_consortium::VerifiedManifest;
+use amalgam_net::ProblemCode;
+use amalgam_net::fallback_api::fallback_round_of;
+use amalgam_proto::{AggregateOutput, SiteId};
+use amalgam_server::campaign::{ReRunEnd, ReRunFuture, ReRuns};
+use amalgam_server::consortium::ConsortiumView;
+use amalgam_server::events::open_sqlite;
+use amalgam_server::fallback::http::{FallbackApp, fallback_router};
+use amalgam_server::fallback::state::FallbackEnd;
+use amalgam_server::fallback::{CertifiedFallback, FallbackService};
+use amalgam_server::{Service, ServiceConfig};
+
+use crate::Failure;
+
+/// Model digests masking rounds were bound to, as the masking service reports them.
+type Bound = Arc<Mutex<BTreeMap<u64, [u8; 32]>>>;
+
+/// Whether `manifest` runs fallback re-runs: the policy allows them and a committee exists.
+pub fn enabled(manifest: &VerifiedManifest) -> bool {
+    manifest.fallback().allowed
+        && manifest.committee().is_some()
+        && !manifest.decryptors().is_empty()
+}
+
+/// Copies the masking rounds' bound models into `bound` (only hex digests of 32 bytes).
+async fn learn(service: &Service, bound: &Bound) -> Vec<u64> {
+    let Ok(st) = service.status().await else {
+        return Vec::new();
+    };
+    let mut aborted = Vec::new();
+    let mut map = bound
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for r in &st.rounds {
+        if let Some(d) = hex::decode(&r.model_digest)
+            .ok()
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
+        {
+            map.insert(r.round, d);
+        }
+        if r.phase == "aborted" {
+            aborted.push(r.round);
+        }
+    }
+    aborted
+}
+
+/// The fallback service over its own log next to `db`, and the routes to merge.
+pub async fn start(
+    manifest: &Arc<VerifiedManifest>,
+    service: &Service,
+    db: &Path,
+    config: ServiceConfig,
+) -> Result<(FallbackService, axum::Router), Failure> {
+    let bound: Bound = Arc::new(Mutex::new(BTreeMap::new()));
+    // Replayed fallback rounds need their bound models before the service starts.
+    learn(service, &bound).await;
+    let path = db.with_file_name(format!(
+        "{}.fallback",
+        db.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("events.db")
+    ));
+    let (log, _writer) = open_sqlite(&path).map_err(|e| Failure::failed(e.to_string()))?;
+    let lookup = bound.clone();
+    let setups = CertifiedFallback {
+        manifest: (**manifest).clone(),
+        bound_model: Box::new(move |r| {
+            lookup
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&r)
+                .copied()
+        }),
+        // The cohort closes as soon as every site uploaded, else at the deadline.
+        target: Some(manifest.sites().len()),
+    };
+    let view: Arc<dyn ConsortiumView> = manifest.clone();
+    let fallback = FallbackService::start(view.clone(), Arc::new(setups), Arc::new(log), config)
+        .map_err(|e| Failure::failed(format!("fallback log {path:?}: {e}")))?;
+    let routes = fallback_router(FallbackApp {
+        service: fallback.clone(),
+        consortium: view,
+        insecure: false,
+    });
+    tokio::spawn(open_reruns(service.clone(), fallback.clone(), bound));
+    Ok((fallback, routes))
+}
+
+/// Opens the re-run of each aborted masking round once; a round whose period certificates
+/// are not all stored yet is tried again on the next pass.
+async fn open_reruns(service: Service, fallback: FallbackService, bound: Bound) {
+    let mut done: BTreeSet<u64> = BTreeSet::new();
+    loop {
+        for r in learn(&service, &bound).await {
+            if done.contains(&r) {
+                continue;
+            }
+            match fallback.open_rerun(&service, r).await {
+                Ok(round) => {
+                    tracing::info!(masking_round = r, round, "fallback re-run opened");
+                    done.insert(r);
+                }
+                Err(p) if p.code == ProblemCode::PeerDuplicate => {
+                    done.insert(r);
+                }
+                Err(p) => tracing::debug!(masking_round = r, detail = %p.detail, "re-run waits"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The campaign's view of the re-runs: how the re-run of an aborted round ended, its exact
+/// sum reduced mod 2^b (the sum masking would have published).
+pub struct FollowReRuns {
+    /// The fallback service.
+    pub fallback: FallbackService,
+    /// Input bits b.
+    pub bits: u32,
+}
+
+impl ReRuns for FollowReRuns {
+    fn wait_end(&self, round: u64, wait: Duration) -> ReRunFuture<'_> {
+        Box::pin(async move {
+            let fr = fallback_round_of(round)?;
+            let end = match self
+                .fallback
+                .wait_for(fr, wait, |st| st.end().cloned())
+                .await
+            {
+                Ok(end) => end?,
+                // Not opened yet (the committee's certificates are missing): ask again later.
+                Err(_) => {
+                    tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+                    return None;
+                }
+            };
+            let mask = 1u64.checked_shl(self.bits).map_or(u64::MAX, |m| m - 1);
+            Some(match end {
+                FallbackEnd::Finished(res) => ReRunEnd::Published {
+                    round: fr,
+                    output: AggregateOutput {
+                        sum: res.sum.iter().map(|v| v & mask).collect(),
+                        contributors: res.contributors.iter().map(|&c| SiteId(c)).collect(),
+                        dropped: Vec::new(),
+                        blamed: Vec::new(),
+                    },
+                },
+                FallbackEnd::Aborted(_) => ReRunEnd::Aborted,
+            })
+        })
+    }
+}
