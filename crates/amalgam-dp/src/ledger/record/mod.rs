@@ -328,6 +328,41 @@ impl RecordLedger {
         }
     }
 
+    /// What [`Self::authorize`] would decide, without writing: ε of every accepted run with
+    /// this one, or the refusal. The site asks before it charges the round's site-level
+    /// budget, so a run the record cap refuses declines the round without spending either.
+    pub fn check(&self, request: &RecordRunRequest) -> Result<f64, RecordLedgerError> {
+        if self.accepted.contains(&request.run_id) {
+            return Err(RecordLedgerError::RunAlreadyCharged);
+        }
+        let composed = self.compose(request)?;
+        let cap = self.policy.epsilon_cap.get();
+        match composed.total {
+            Some((e, _)) if e <= cap => Ok(e),
+            total => Err(RecordLedgerError::BudgetExceeded {
+                cap,
+                spent: self.spent,
+                requested: total.map_or(f64::INFINITY, |(e, _)| e),
+            }),
+        }
+    }
+
+    fn compose(&self, request: &RecordRunRequest) -> Result<replay::Composed, RecordLedgerError> {
+        if request.steps == 0 {
+            return Err(RecordAccountError::NoSteps.into());
+        }
+        if request.q <= 0.0 {
+            return Err(RecordAccountError::SamplingRate(request.q).into());
+        }
+        Ok(compose_run(
+            self.curve.as_ref(),
+            request.q,
+            request.noise_multiplier,
+            request.steps,
+            &self.policy,
+        )?)
+    }
+
     /// Decides one local run before its first step and records the decision durably. Within
     /// the cap: the charge is on disk and the permit is returned. Past it (or unbounded): the
     /// refusal is recorded and [`RecordLedgerError::BudgetExceeded`] returned; nothing spent.
@@ -338,19 +373,7 @@ impl RecordLedger {
         if self.accepted.contains(&request.run_id) {
             return Err(RecordLedgerError::RunAlreadyCharged);
         }
-        if request.steps == 0 {
-            return Err(RecordAccountError::NoSteps.into());
-        }
-        if request.q <= 0.0 {
-            return Err(RecordAccountError::SamplingRate(request.q).into());
-        }
-        let replay::Composed { curve, total, run } = compose_run(
-            self.curve.as_ref(),
-            request.q,
-            request.noise_multiplier,
-            request.steps,
-            &self.policy,
-        )?;
+        let replay::Composed { curve, total, run } = self.compose(&request)?;
         let cap = self.policy.epsilon_cap.get();
         let accepted = total.filter(|(e, _)| *e <= cap);
         let epsilon_run = run.unwrap_or(f64::INFINITY);
