@@ -230,6 +230,8 @@ fn rules(
         server_lr: c.server_lr,
         model_len: initial.len(),
         initial_weights_digest: Some(model_digest(initial)),
+        // In-process campaigns run no fallback round: no verified manifest to derive one from.
+        verified: None,
     };
     let protocol = Protocol {
         threshold: t,
