@@ -411,3 +411,57 @@ impl RecordLedger {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::params::{Delta, Epsilon};
+
+    fn policy() -> RecordPolicy {
+        RecordPolicy {
+            dataset: [1; 32],
+            records: 100,
+            epsilon_cap: Epsilon::new(5.0).unwrap(),
+            delta: Delta::new(1e-5).unwrap(),
+        }
+    }
+
+    /// A site holding its own key that appends a correctly signed run stating less ε than its
+    /// parameters give (understating its spend to an auditor): the audit recomputes it, names
+    /// the entry, and the ledger no longer opens for charging.
+    #[test]
+    fn a_signed_entry_understating_epsilon_is_found_and_blocks_charging() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r");
+        let key = SigningKey::from_bytes(&[2; 32]);
+        let mut ledger = RecordLedger::open(&path, key.clone(), policy()).unwrap();
+        let request = RecordRunRequest {
+            run_id: [3; 32],
+            q: 0.1,
+            noise_multiplier: 1.0,
+            steps: 10,
+        };
+        let honest = ledger.check(&request).unwrap();
+        ledger
+            .append(RecordEntryKind::Run(RunCharge {
+                request,
+                decision: Decision::Accepted,
+                epsilon_run: honest / 10.0,
+                epsilon_total: honest / 10.0,
+                order: 2,
+            }))
+            .unwrap();
+        drop(ledger);
+        let report = audit_record_file(&path, Some(&key.verifying_key()), &[]).unwrap();
+        assert!(matches!(
+            report.findings[..],
+            [RecordFinding::EpsilonMismatch { index: 1, recomputed, .. }] if recomputed == honest
+        ));
+        assert!(matches!(
+            RecordLedger::open(&path, key, policy()),
+            Err(RecordLedgerError::Tampered(_))
+        ));
+    }
+}
