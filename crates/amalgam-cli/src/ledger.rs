@@ -77,6 +77,9 @@ fn verify(args: &VerifyArgs) -> Result<(), String> {
         .map(|p| PublishedRound::parse(p).map_err(|e| format!("--published {p}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
     let bytes = read_file(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    if is_record_ledger(&bytes) {
+        return verify_record(args, &key, &anchors);
+    }
     let report = audit_published(&bytes, &key, &anchors, &published)
         .map_err(|e| format!("{}: {e}", args.file.display()))?;
     if args.json || args.format == Some(crate::config::Format::Json) {
@@ -84,6 +87,59 @@ fn verify(args: &VerifyArgs) -> Result<(), String> {
         println!("{text}");
     } else {
         print!("{}", render(&report));
+    }
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ledger verify: {} finding(s)",
+            report.findings.len()
+        ))
+    }
+}
+
+/// True when the file's first entry is a record-ledger entry (its own version byte).
+fn is_record_ledger(bytes: &[u8]) -> bool {
+    amalgam_dp::ledger::store::parse(bytes).is_ok_and(|p| {
+        p.payloads.first().and_then(|e| e.first()).copied()
+            == Some(amalgam_dp::ledger::record::entry::RECORD_ENTRY_VERSION)
+    })
+}
+
+/// `ledger verify` of a record-level ledger: re-accounts every run and prints the guarantee.
+fn verify_record(args: &VerifyArgs, key: &VerifyingKey, anchors: &[Anchor]) -> Result<(), String> {
+    let report = amalgam_dp::ledger::record::audit_record_file(&args.file, Some(key), anchors)
+        .map_err(|e| format!("{}: {e}", args.file.display()))?;
+    if args.json || args.format == Some(crate::config::Format::Json) {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        let mut out = format!(
+            "record-level ledger: {} entries, head {}\n",
+            report.entries, report.head
+        );
+        if let Some(p) = &report.policy {
+            out.push_str(&format!(
+                "privacy unit: one record of dataset {} (N = {} records, treated as public)\ncap epsilon = {} at delta = {:e}\n",
+                hex::encode(p.dataset),
+                p.records,
+                p.epsilon_cap.get(),
+                p.delta.get()
+            ));
+        }
+        out.push_str(&format!(
+            "runs: {} accepted ({} noisy steps), {} refused\nrecord-level epsilon = {} (order {})\nanchors checked: {}\n",
+            report.runs.len(),
+            report.steps,
+            report.refused,
+            report.epsilon_total,
+            report.order,
+            report.anchors_checked
+        ));
+        for f in &report.findings {
+            out.push_str(&format!("finding: {f:?}\n"));
+        }
+        print!("{out}");
     }
     if report.is_clean() {
         Ok(())

@@ -21,7 +21,9 @@ mod ledger;
 #[cfg(feature = "train")]
 mod model_cmd;
 mod plant;
+mod record_dp;
 mod report;
+mod report_record;
 mod round;
 mod serve;
 mod serve_fallback;

@@ -15,16 +15,35 @@ use amalgam_site::Trainer;
 
 use crate::Failure;
 
+/// What `--record-dp` asks of the plant trainer: the flags, the state directory (the default
+/// ledger directory is under it) and the campaign's noisy steps (rounds × local steps).
+pub struct RecordRequest<'a> {
+    /// The flags.
+    pub args: &'a crate::record_dp::RecordArgs,
+    /// The state directory.
+    pub state: &'a Path,
+    /// Noisy steps the campaign runs at this site.
+    pub steps: u64,
+}
+
+/// The trainer and, under `--record-dp`, the record ledger's policy and path and the q and z
+/// every run is charged with (the trainer's own mechanism).
+pub type PlantBuild = (
+    Box<dyn Trainer>,
+    Option<(crate::record_dp::Charged, f64, f64)>,
+);
+
 /// A trainer for `data` under `manifest`: the pinned built-in model (`flag` must agree when
 /// given), the campaign's local recipe, its weight mode, batch order seeded by `seed` when the
-/// campaign has no differential privacy.
+/// campaign has no differential privacy; record-level DP-SGD under `record`.
 #[cfg(feature = "train")]
 pub fn plant_trainer(
     manifest: &VerifiedManifest,
     data: &Path,
     flag: Option<&str>,
     seed: u64,
-) -> Result<Box<dyn Trainer>, Failure> {
+    record: Option<RecordRequest<'_>>,
+) -> Result<PlantBuild, Failure> {
     use amalgam_train::builtin::{builtin, parameter_list_digest};
     use amalgam_train::site_trainer::{PlantTrainer, SiteRecipe, Weighting};
     use amalgam_train::train::OptimizerKind;
@@ -91,7 +110,31 @@ pub fn plant_trainer(
         .map_err(|e| Failure::failed(format!("{}: {e}", data.display())))?;
     let trainer = PlantTrainer::new(&b, &rows, recipe, weighting, seed)
         .map_err(|e| Failure::failed(format!("{}: {e}", data.display())))?;
-    Ok(Box::new(trainer))
+    let Some(r) = record else {
+        return Ok((Box::new(trainer), None));
+    };
+    let setup = crate::record_dp::setup(
+        r.args,
+        r.state,
+        data,
+        trainer.rows(),
+        trainer.numel(),
+        r.steps,
+    )?;
+    let trainer = trainer
+        .with_record_dp(setup.recipe)
+        .map_err(|e| Failure::failed(format!("--record-dp: {e}")))?;
+    let m = trainer
+        .record_mechanism(campaign.training.local_epochs)
+        .ok_or_else(|| Failure::failed("--record-dp: no record mechanism"))?;
+    let charged = crate::record_dp::Charged {
+        policy: setup.policy,
+        path: setup.path,
+        clip: m.clip,
+        sigma: m.sigma,
+        calibrated: setup.noise_multiplier,
+    };
+    Ok((Box::new(trainer), Some((charged, m.q, m.noise_multiplier))))
 }
 
 /// Without the `train` feature there is no plant trainer.
@@ -101,7 +144,8 @@ pub fn plant_trainer(
     _data: &Path,
     _flag: Option<&str>,
     _seed: u64,
-) -> Result<Box<dyn Trainer>, Failure> {
+    _record: Option<RecordRequest<'_>>,
+) -> Result<PlantBuild, Failure> {
     Err(Failure::failed(
         "this build has no training crate (feature `train`): rebuild with it, or pass \
          --synthetic-trainer for a dry run",

@@ -76,6 +76,14 @@ pub struct PrivacyArgs {
     /// Every site of the consortium, from its latest verified summary.
     #[arg(long)]
     consortium: bool,
+    /// A record-level ledger of the site (repeatable; default: every one under
+    /// `STATE/records`). Reported in its own section, never merged with the site-level ε.
+    #[arg(long)]
+    record_ledger: Vec<PathBuf>,
+    /// The per-example clip norm C_rec the record-level runs used (shown next to the
+    /// site-level C).
+    #[arg(long)]
+    record_clip: Option<f64>,
     /// Also write the page as HTML.
     #[arg(long)]
     html: Option<PathBuf>,
@@ -134,6 +142,10 @@ struct Page {
     collusion: Collusion,
     not_protected: Vec<String>,
     caveats: Vec<Row>,
+    /// The record-level statements, one per audited record ledger.
+    record_level: Vec<crate::report_record::RecordSection>,
+    #[serde(skip)]
+    record_clip: Option<f64>,
 }
 
 /// Runs `amalgam report …`.
@@ -368,7 +380,27 @@ fn privacy(a: &PrivacyArgs, config: &Config) -> Result<(), Failure> {
             )));
         }
     }
+    let mut record_paths = a.record_ledger.clone();
+    if record_paths.is_empty()
+        && let Some(dir) = a.state.as_deref().or(state.as_deref())
+    {
+        record_paths = crate::report_record::ledgers_under(dir);
+    }
+    let mut record_level = Vec::new();
+    if !record_paths.is_empty() {
+        let Some(site) = site else {
+            return Err(Failure::usage(
+                "--site (or a site's --key) is required with a record ledger",
+            ));
+        };
+        let key = site_key(&manifest, site)?;
+        for p in &record_paths {
+            record_level.push(crate::report_record::section(p, &key, site)?);
+        }
+    }
     let page = Page {
+        record_level,
+        record_clip: a.record_clip,
         consortium: manifest.consortium().to_string(),
         epoch: manifest.epoch(),
         manifest_digest: hex::encode(digest),
@@ -540,6 +572,11 @@ fn render(p: &Page) -> String {
     for k in &p.keys {
         out.push_str(&format!("  {k}\n"));
     }
+    out.push_str(&crate::report_record::render(
+        &p.record_level,
+        p.mechanism.as_ref().map(|m| m.clip.get()),
+        p.record_clip,
+    ));
     out.push_str("\nNOT protected\n");
     for n in &p.not_protected {
         out.push_str(&format!("  - {n}\n"));

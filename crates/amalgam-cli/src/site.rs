@@ -74,6 +74,9 @@ pub struct RunArgs {
     /// Longest wait for the aggregator to open a round, seconds.
     #[arg(long, default_value_t = 600)]
     wait_for_round: u64,
+    /// Record-level DP-SGD (`--record-dp --record-epsilon E --record-delta D`).
+    #[command(flatten)]
+    record: crate::record_dp::RecordArgs,
 }
 
 fn fail(code: u8, message: impl Into<String>) -> Failure {
@@ -121,6 +124,11 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
     if a.model_builtin.is_some() && a.data.is_none() {
         return Err(Failure::usage("--model-builtin needs --data"));
     }
+    if a.record.record_dp && a.data.is_none() {
+        return Err(Failure::usage(
+            "--record-dp trains the plant's rows: it needs --data",
+        ));
+    }
     amalgam_net::install_crypto_provider();
     let identity = IdentityKey::load(&a.key)?;
     let hw_path = a.state.join("epoch.highwater");
@@ -143,7 +151,12 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
         Some(p) => read_model(p, rules.model_len)?,
         None => vec![0.0; rules.model_len],
     };
-    let trainer = match (&a.data, &a.synthetic_trainer) {
+    let record = a.record.record_dp.then(|| crate::plant::RecordRequest {
+        args: &a.record,
+        state: &a.state,
+        steps: u64::from(a.rounds) * u64::from(rules.local_steps),
+    });
+    let (trainer, record) = match (&a.data, &a.synthetic_trainer) {
         (Some(data), _) => {
             let seed = match a.train_seed {
                 Some(s) => s,
@@ -154,9 +167,12 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
                     u64::from_le_bytes(b)
                 }
             };
-            crate::plant::plant_trainer(&manifest, data, a.model_builtin.as_deref(), seed)?
+            crate::plant::plant_trainer(&manifest, data, a.model_builtin.as_deref(), seed, record)?
         }
-        (None, seed) => synthetic_trainer(seed.as_deref().unwrap_or_default())?,
+        (None, seed) => (
+            synthetic_trainer(seed.as_deref().unwrap_or_default())?,
+            None,
+        ),
     };
     let mut agent = SiteAgent::open(
         &a.state.join("agent"),
@@ -166,6 +182,9 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
         AgentOptions::default(),
     )
     .map_err(agent_failure)?;
+    if let Some((charged, q, z)) = record {
+        enable_record_dp(&mut agent, &identity, charged, q, z)?;
+    }
     // Crash tests only (feature `fault-points`): the harness's view of each encoded update.
     if let Some(observer) = amalgam_site::fault::encoded_observer_from_env() {
         agent.set_encoded_observer(observer);
@@ -222,6 +241,14 @@ fn run_rounds(a: &RunArgs) -> Result<(), Failure> {
                 DeclineReason::BudgetExceeded | DeclineReason::AbortCapReached,
             ) => {
                 return Err(fail(6, format!("round {round}: declined, budget exceeded")));
+            }
+            RoundOutcome::Declined(DeclineReason::RecordBudgetExceeded) => {
+                return Err(fail(
+                    6,
+                    format!(
+                        "round {round}: declined, the record-level epsilon cap would be exceeded"
+                    ),
+                ));
             }
             RoundOutcome::Declined(DeclineReason::ModelMismatch) | RoundOutcome::ModelMismatch => {
                 return Err(Failure::failed(format!(
@@ -307,6 +334,40 @@ fn follow_rerun(
         .map_err(agent_failure)?;
     println!("round {fr}: {outcome:?}");
     Ok(Some(outcome))
+}
+
+/// Opens the dataset's record ledger and charges every local run to it.
+fn enable_record_dp(
+    agent: &mut SiteAgent,
+    identity: &IdentityKey,
+    charged: crate::record_dp::Charged,
+    q: f64,
+    z: f64,
+) -> Result<(), Failure> {
+    use amalgam_dp::ledger::record::RecordLedger;
+    let ledger = RecordLedger::open(&charged.path, identity.to_ledger_key(), charged.policy)
+        .map_err(|e| Failure::failed(format!("{}: {e}", charged.path.display())))?;
+    let p = ledger.policy();
+    println!(
+        "record-level DP: dataset {} (N = {} records), cap epsilon = {} at delta = {:e}, \
+         spent {}; q = {q}, C_rec = {}, sigma = {}, z = {z} (calibrated {}); ledger {}",
+        hex::encode(p.dataset),
+        p.records,
+        p.epsilon_cap.get(),
+        p.delta.get(),
+        ledger.spent(),
+        charged.clip,
+        charged.sigma,
+        charged.calibrated,
+        charged.path.display()
+    );
+    agent
+        .enable_record_dp(amalgam_site::record::RecordDp {
+            ledger,
+            q,
+            noise_multiplier: z,
+        })
+        .map_err(agent_failure)
 }
 
 /// The deterministic synthetic trainer seeded with up to 64 hex digits.

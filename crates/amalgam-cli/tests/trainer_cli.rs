@@ -297,9 +297,19 @@ fn site_run_takes_exactly_one_trainer() {
 /// A manifest for 5 sites pinning `builtin:logistic-ai4i` with the digests `model init`
 /// printed (or `params` / `list` overriding them), and site 0's key.
 fn setup(d: &Path, params: u64, list: &str, initial: &str) -> Vec<IdentityKey> {
+    setup_with(d, params, list, initial, false)
+}
+
+/// [`setup`], with plain SGD (lr 0.05) as the local optimizer when `sgd` (what record-level
+/// DP-SGD runs).
+fn setup_with(d: &Path, params: u64, list: &str, initial: &str, sgd: bool) -> Vec<IdentityKey> {
     let sites: Vec<_> = (0..5).map(|i| seeded_key(71, i)).collect();
     let agg = seeded_key(71, 99);
     let mut b = body(&sites, &agg, &[], params);
+    if sgd {
+        b.campaign.training.optimizer = amalgam_consortium::model::Optimizer::Sgd;
+        b.campaign.training.learning_rate = 0.05;
+    }
     b.campaign.model = amalgam_consortium::ModelRef::Builtin {
         name: "logistic-ai4i".into(),
     };
@@ -601,4 +611,187 @@ fn an_exported_model_evaluates_like_its_json_model() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("2882"), "{}", stderr(&o));
     assert!(!d.join("bad.pt").exists());
+}
+
+/// One round of five `site run --data --record-dp` processes: every site takes its record
+/// permit before training, and site 0's record ledger then holds one run whose ε is exactly
+/// `record_epsilon` of the q and z it printed; `ledger verify` re-accounts it and
+/// `report privacy` shows the record-level statement in its own section, per plant, next to
+/// the site-level one. A δ above 1/(10 N) is a usage error before anything runs.
+#[test]
+fn record_dp_sites_charge_their_record_ledgers_and_the_report_shows_both_guarantees() {
+    use std::time::Duration;
+    let step = Duration::from_secs(120);
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    small_csv(d, 1000);
+    let o = amalgam(
+        d,
+        &[
+            "data", "split", "--plants", "5", "--seed", "2", "--data", "in.csv", "--out", "plants",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (n, list, initial) = model_init(d, "logistic-ai4i", "4", "init.bin");
+    setup_with(d, n as u64, &list, &initial, true);
+    let record = [
+        "--record-dp",
+        "--record-epsilon",
+        "8",
+        "--record-delta",
+        "1e-5",
+        "--record-q",
+        "0.05",
+        "--record-clip",
+        "0.5",
+    ];
+    // δ = 0.01 is above 1/(10 N) for any plant file here: refused before any state.
+    let mut bad = vec![
+        "--data",
+        "plants/plant-0.csv",
+        "--initial-model",
+        "init.bin",
+    ];
+    bad.extend(record);
+    let delta_at = bad.iter().position(|a| *a == "1e-5").unwrap();
+    bad[delta_at] = "0.01";
+    let o = site_run(d, &bad);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1/(10 N)"), "{}", stderr(&o));
+    let spawn = |name: &str, args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_amalgam"));
+        cmd.current_dir(d).args(args);
+        proc::Proc::spawn(name, cmd, d.join(format!("{name}.stderr")))
+    };
+    let mut server = spawn(
+        "aggregator",
+        &[
+            "serve",
+            "--manifest",
+            "consortium.manifest",
+            "--key",
+            "agg/identity.key",
+            "--db",
+            "events.db",
+            "--listen",
+            "127.0.0.1:0",
+            "--initial-model",
+            "init.bin",
+            "--phase-seconds",
+            "60",
+        ],
+    );
+    let url = server.expect_line("READY ", step)["READY ".len()..]
+        .trim()
+        .to_owned();
+    let mut procs: Vec<_> = (0..5)
+        .map(|i| {
+            let (key, state) = (format!("key{i}/identity.key"), format!("state{i}"));
+            let data = format!("plants/plant-{i}.csv");
+            let mut args = vec![
+                "site",
+                "run",
+                "--manifest",
+                "consortium.manifest",
+                "--key",
+                &key,
+                "--state",
+                &state,
+                "--aggregator",
+                &url,
+                "--rounds",
+                "1",
+                "--wait-for-round",
+                "60",
+                "--data",
+                &data,
+                "--initial-model",
+                "init.bin",
+            ];
+            args.extend(record);
+            spawn(&format!("site{i}"), &args)
+        })
+        .collect();
+    for p in &mut procs {
+        let status = p.wait_exit(step);
+        assert!(
+            status.success() && p.seen.iter().any(|l| l.starts_with("round 0: Completed")),
+            "{}: {status:?} {:?}\n{}",
+            p.name,
+            p.seen,
+            p.stderr_tail()
+        );
+    }
+    server.kill();
+    // Site 0's printed mechanism and its record ledger.
+    let line = procs[0]
+        .seen
+        .iter()
+        .find(|l| l.starts_with("record-level DP:"))
+        .expect("the record-level line")
+        .clone();
+    let after = |key: &str| -> f64 {
+        let rest = &line[line.find(key).unwrap() + key.len()..];
+        rest.split([' ', ',', ';']).next().unwrap().parse().unwrap()
+    };
+    let (q, z) = (after("q = "), after(" z = "));
+    assert_eq!(q, 0.05);
+    let expected =
+        amalgam_dp::record::record_epsilon(q, z, 1, amalgam_dp::params::Delta::new(1e-5).unwrap())
+            .unwrap()
+            .epsilon;
+    let ledgers: Vec<_> = std::fs::read_dir(d.join("state0/records"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("record-in-dataset.ledger"))
+        .collect();
+    assert_eq!(ledgers.len(), 1);
+    let key_hex = hex::encode(seeded_key(71, 0).verifying_key().as_bytes());
+    let o = amalgam(
+        d,
+        &[
+            "ledger",
+            "verify",
+            ledgers[0].to_str().unwrap(),
+            "--key",
+            &key_hex,
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(report["epsilon_total"].as_f64().unwrap(), expected);
+    assert!(expected > 0.0 && expected <= 8.0);
+    let o = amalgam(
+        d,
+        &[
+            "report",
+            "privacy",
+            "--manifest",
+            "consortium.manifest",
+            "--key",
+            "key0/identity.key",
+            "--state",
+            "state0",
+            "--record-clip",
+            "0.5",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let site_level = text.find("Budget per site").unwrap();
+    let record_level = text.find("Record-level guarantee").unwrap();
+    assert!(site_level < record_level, "{text}");
+    for needle in [
+        ": privacy unit: one training record of this plant's own dataset",
+        "(treated as public)",
+        "relative to N_i",
+        &format!("record-level epsilon spent = {expected:.6} of cap 8.000000"),
+        "record-level C_rec = 0.5",
+        "site-level C = ",
+        "accountant: RDP of the Poisson-subsampled Gaussian",
+        "not covered: a fine-tuned local model a plant shares",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in\n{text}");
+    }
 }

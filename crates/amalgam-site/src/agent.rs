@@ -22,6 +22,7 @@ use amalgam_store::{HighWater, SealedStore, StateAad, StateKey};
 
 use crate::error::AgentError;
 use crate::model::model_digest;
+use crate::record::{RecordDp, decode_kept, encode_kept, kept_anchor_name};
 use crate::retry::RetryPolicy;
 use crate::rules::ConsortiumRules;
 
@@ -155,6 +156,8 @@ pub struct SiteAgent {
     pub(crate) model: Vec<f32>,
     pub(crate) options: AgentOptions,
     pub(crate) observer: Option<EncodedObserver>,
+    /// Record-level DP of every local run, when enabled ([`SiteAgent::enable_record_dp`]).
+    pub(crate) record_dp: Option<RecordDp>,
 }
 
 impl core::fmt::Debug for SiteAgent {
@@ -233,6 +236,7 @@ impl SiteAgent {
             model: initial_model.to_vec(),
             options,
             observer: None,
+            record_dp: None,
         };
         let aad = agent.aad(AGENT_ROUND, 0);
         match agent.agent_store.get(RECORD, &aad)? {
@@ -266,6 +270,56 @@ impl SiteAgent {
     /// operator's own audit and for tests. Nothing leaves the site through it.
     pub fn set_encoded_observer(&mut self, f: EncodedObserver) {
         self.observer = Some(f);
+    }
+
+    /// Charges every local run from now on to `record`'s dataset ledger (site-agent.md §3.1).
+    /// Refused when the ledger is behind the anchor this site kept after its last record
+    /// charge, or is another ledger of the same dataset.
+    pub fn enable_record_dp(&mut self, record: RecordDp) -> Result<(), AgentError> {
+        self.check_kept_anchor(&record.ledger)?;
+        self.record_dp = Some(record);
+        Ok(())
+    }
+
+    /// The record ledger, when record-level DP is enabled.
+    pub fn record_ledger(&self) -> Option<&amalgam_dp::ledger::record::RecordLedger> {
+        self.record_dp.as_ref().map(|r| &r.ledger)
+    }
+
+    /// Refuses `ledger` when it is behind the kept anchor of its dataset or is not the ledger
+    /// that anchor was kept for.
+    pub(crate) fn check_kept_anchor(
+        &self,
+        ledger: &amalgam_dp::ledger::record::RecordLedger,
+    ) -> Result<(), AgentError> {
+        let name = kept_anchor_name(&ledger.policy().dataset);
+        if let Some(bytes) = self.agent_store.get(&name, &self.aad(AGENT_ROUND, 0))? {
+            let (id, anchor) = decode_kept(&bytes)?;
+            if id != ledger.ledger_id() {
+                return Err(AgentError::RecordRun(
+                    "this dataset's record ledger is not the one this site charged before \
+                     (was it deleted and started afresh?)"
+                        .into(),
+                ));
+            }
+            ledger.check_anchor(&anchor)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the record ledger's anchor after a charge (sealed, atomic).
+    pub(crate) fn keep_record_anchor(
+        &self,
+        dataset: &[u8; 32],
+        ledger_id: &[u8; 32],
+        anchor: &amalgam_dp::ledger::audit::Anchor,
+    ) -> Result<(), AgentError> {
+        self.agent_store.put(
+            &kept_anchor_name(dataset),
+            &self.aad(AGENT_ROUND, 0),
+            &encode_kept(ledger_id, anchor),
+        )?;
+        Ok(())
     }
 
     /// The site's index in the manifest.

@@ -72,6 +72,13 @@ pub enum AgentError {
     /// Ledger failure.
     #[error(transparent)]
     Ledger(#[from] amalgam_dp::ledger::LedgerError),
+    /// Record-ledger failure (over the record cap, a restored or replaced ledger, a bad
+    /// parameter).
+    #[error(transparent)]
+    RecordLedger(#[from] amalgam_dp::ledger::record::RecordLedgerError),
+    /// A trainer's record-level run is not the run its permit covers.
+    #[error("record-level run refused: {0}")]
+    RecordRun(String),
     /// Encoding failure.
     #[error(transparent)]
     Encode(#[from] amalgam_dp::error::EncodeError),

@@ -30,6 +30,7 @@ pub mod fallback;
 pub mod fault;
 pub mod http;
 pub mod model;
+pub mod record;
 pub mod retry;
 pub mod round;
 pub mod rules;

@@ -163,6 +163,16 @@ impl SiteAgent {
             round_context,
             SamplerKind::Fast,
         );
+        // The record cap first: a run it would refuse declines the round before either
+        // budget is spent.
+        if self.record_refuses(round)? {
+            return self.decline(
+                transport,
+                round,
+                &served,
+                DeclineReason::RecordBudgetExceeded,
+            );
+        }
         let permit = match self.ledger.authorize(request) {
             Ok(p) => p,
             Err(LedgerError::BudgetExceeded { .. }) => {
@@ -237,15 +247,20 @@ impl SiteAgent {
         round: u64,
         permit: amalgam_dp::ledger::RoundPermit,
     ) -> Result<amalgam_dp::encoding::EncodedUpdate, AgentError> {
-        let permits = Permits {
-            round,
-            site_steps: permit.steps(),
-            epsilon_total: permit.epsilon_total().get(),
-            local_steps: self.rules.local_steps,
-        };
+        let site_steps = permit.steps();
+        let epsilon_total = permit.epsilon_total().get();
         let codec = DdgCodec::new(self.rules.encoding(round))?;
         let kind = self.rules.policy.kind();
         let noise = codec.draw_noise(permit, kind)?;
+        // The record permit, charged before the first training step and consumed whole.
+        let record = self.take_record_permit(round)?;
+        let permits = Permits {
+            round,
+            site_steps,
+            epsilon_total,
+            local_steps: self.rules.local_steps,
+            record,
+        };
         // Training before joining: its duration never counts against a phase deadline.
         let info = RoundInfo {
             round,
@@ -257,6 +272,7 @@ impl SiteAgent {
             values: &self.model,
         };
         let trained = trainer.train(global, &info, &permits)?;
+        crate::record::check_reported(permits.record.as_ref(), trained.record_charge.as_ref())?;
         if trained.update.len() != self.rules.model_len {
             return Err(AgentError::Train(crate::trainer::TrainError::Shape {
                 expected: self.rules.model_len,
@@ -268,6 +284,54 @@ impl SiteAgent {
         let encoded = codec.encode(noise, &update)?;
         encoded.check_origin(&self.ledger.ledger_id(), kind)?;
         Ok(encoded)
+    }
+
+    /// Whether the record ledger would refuse `round`'s local run (false without record-level
+    /// DP). A ledger behind its kept anchor is an error, not a decline.
+    fn record_refuses(&self, round: u64) -> Result<bool, AgentError> {
+        let Some(r) = self.record_dp.as_ref() else {
+            return Ok(false);
+        };
+        self.check_kept_anchor(&r.ledger)?;
+        let run_id = crate::record::record_run_id(
+            &self.rules.consortium_digest,
+            &self.rules.campaign_digest,
+            round,
+        );
+        match r.ledger.check(&r.request(run_id, self.rules.local_steps)) {
+            Ok(_) => Ok(false),
+            Err(amalgam_dp::ledger::record::RecordLedgerError::BudgetExceeded { .. }) => Ok(true),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes `round`'s record permit (its charge on disk, the kept anchor moved) and consumes
+    /// it; `None` without record-level DP. Over the cap this is an error naming the cap.
+    fn take_record_permit(
+        &mut self,
+        round: u64,
+    ) -> Result<Option<amalgam_dp::ledger::record::RecordGrant>, AgentError> {
+        let Some(r) = self.record_dp.as_ref() else {
+            return Ok(None);
+        };
+        self.check_kept_anchor(&r.ledger)?;
+        let run_id = crate::record::record_run_id(
+            &self.rules.consortium_digest,
+            &self.rules.campaign_digest,
+            round,
+        );
+        let request = r.request(run_id, self.rules.local_steps);
+        let Some(r) = self.record_dp.as_mut() else {
+            return Ok(None);
+        };
+        let permit = r.ledger.authorize(request)?;
+        let (dataset, ledger_id, anchor) = (
+            r.ledger.policy().dataset,
+            *permit.ledger_id(),
+            permit.anchor(),
+        );
+        self.keep_record_anchor(&dataset, &ledger_id, &anchor)?;
+        Ok(Some(permit.consume()))
     }
 
     /// Persists the state that produced `out`, then releases and uploads it (retrying with

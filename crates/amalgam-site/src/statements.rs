@@ -15,6 +15,8 @@ pub enum DeclineReason {
     AbortCapReached = 2,
     /// The previous round's published model did not match the site's own computation.
     ModelMismatch = 3,
+    /// The local run would take the dataset's record-level ε past its cap.
+    RecordBudgetExceeded = 4,
 }
 
 impl DeclineReason {
@@ -29,6 +31,7 @@ impl DeclineReason {
             1 => Self::BudgetExceeded,
             2 => Self::AbortCapReached,
             3 => Self::ModelMismatch,
+            4 => Self::RecordBudgetExceeded,
             other => return Err(StatementError::Reason(other)),
         })
     }
@@ -77,6 +80,7 @@ mod tests {
             DeclineReason::BudgetExceeded,
             DeclineReason::AbortCapReached,
             DeclineReason::ModelMismatch,
+            DeclineReason::RecordBudgetExceeded,
         ] {
             assert_eq!(DeclineReason::from_code(r.code()).unwrap(), r);
         }

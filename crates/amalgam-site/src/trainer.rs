@@ -52,6 +52,9 @@ pub struct Permits {
     pub epsilon_total: f64,
     /// Local steps the trainer must run (from the campaign).
     pub local_steps: u32,
+    /// The record-level run the record ledger charged before training (consumed whole:
+    /// exactly these steps, q and z), `None` without record-level DP.
+    pub record: Option<amalgam_dp::ledger::record::RecordGrant>,
 }
 
 /// Why training failed.

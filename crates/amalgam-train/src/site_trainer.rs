@@ -11,9 +11,18 @@
 //! Without differential privacy the batch order is derived from the trainer's seed and the
 //! round, so a run is reproducible; with it (a finite ε in the permits) the order is drawn from
 //! the OS generator each round.
+//!
+//! With a record-level configuration ([`PlantTrainer::with_record_dp`]) every round is one
+//! DP-SGD run ([`crate::dpsgd::dp_sgd_train`]: Poisson sampling from OS coins, per-example
+//! clipping, the grid, discrete Gaussian noise) of exactly the run the record permit in the
+//! permits covers, and the trainer reports it as its `record_charge`; the shuffle and
+//! fixed-size batch path is not reachable then, and a round without a record permit, or with
+//! one for other parameters, is refused before the first step.
 
 use amalgam_site::model::model_digest;
-use amalgam_site::{GlobalModel, Permits, RoundInfo, TrainError, TrainOutput, Trainer};
+use amalgam_site::{
+    GlobalModel, Permits, RecordCharge, RoundInfo, TrainError, TrainOutput, Trainer,
+};
 use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
@@ -21,6 +30,7 @@ use tch::{Kind, Reduction, Tensor, nn::OptimizerConfig};
 
 use crate::builtin::Builtin;
 use crate::data::Row;
+use crate::dpsgd::{MechanismParams, PoissonCoins, RecordDpConfig, dp_sgd_train};
 use crate::model::{Model, ModelError};
 use crate::train::{Batch, OptimizerKind};
 
@@ -83,6 +93,23 @@ pub enum SiteTrainerError {
     Model(#[from] ModelError),
 }
 
+/// A plant trainer's record-level DP-SGD settings (the steps come from the campaign, the
+/// learning rate, momentum and `pos_weight` from the recipe).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecordDpRecipe {
+    /// Poisson sampling rate q.
+    pub q: f64,
+    /// Per-example clip norm C_rec.
+    pub clip: f64,
+    /// Noise σ per coordinate (gradient-sum units).
+    pub sigma: f64,
+    /// Rounding grid γ.
+    pub gamma: f64,
+    /// The public expected batch the noisy sum is divided by (the plant's declared q·N: its
+    /// record count is treated as public, record-dp.md §1), fixed before training.
+    pub expected_batch: f64,
+}
+
 /// Local training of a built-in model on one plant's rows, for the site agent.
 pub struct PlantTrainer {
     model: Model,
@@ -90,6 +117,7 @@ pub struct PlantTrainer {
     recipe: SiteRecipe,
     weighting: Weighting,
     seed: u64,
+    record: Option<RecordDpRecipe>,
 }
 
 impl std::fmt::Debug for PlantTrainer {
@@ -130,6 +158,92 @@ impl PlantTrainer {
             recipe,
             weighting,
             seed,
+            record: None,
+        })
+    }
+
+    /// Runs every round as record-level DP-SGD under `record` (module docs). Refused unless
+    /// the recipe is SGD without a FedProx term (what DP-SGD runs), the weights are uniform
+    /// and the configuration is in range.
+    pub fn with_record_dp(mut self, record: RecordDpRecipe) -> Result<Self, SiteTrainerError> {
+        if self.recipe.optimizer != OptimizerKind::Sgd || self.recipe.prox_mu != 0.0 {
+            return Err(SiteTrainerError::Recipe(
+                "record-level DP-SGD runs SGD (momentum allowed) without a FedProx term".into(),
+            ));
+        }
+        if self.weighting != Weighting::Uniform {
+            return Err(SiteTrainerError::Recipe(
+                "row-count weights reveal the plant's size: only uniform weights under DP".into(),
+            ));
+        }
+        self.record_config(&record, 1)
+            .validate()
+            .map_err(|e| SiteTrainerError::Recipe(e.to_string()))?;
+        self.record = Some(record);
+        Ok(self)
+    }
+
+    fn record_config(&self, r: &RecordDpRecipe, steps: u32) -> RecordDpConfig {
+        RecordDpConfig {
+            q: r.q,
+            clip: r.clip,
+            sigma: r.sigma,
+            gamma: r.gamma,
+            steps,
+            expected_batch: r.expected_batch,
+            lr: self.recipe.lr,
+            momentum: self.recipe.momentum,
+            pos_weight: self.recipe.pos_weight,
+        }
+    }
+
+    /// The mechanism of a record-level run of `steps` steps (`None` without record-level DP):
+    /// the q and z = σ/Δ the record permit must be taken for.
+    pub fn record_mechanism(&self, steps: u32) -> Option<MechanismParams> {
+        self.record
+            .map(|r| self.record_config(&r, steps).mechanism(self.model.numel()))
+    }
+
+    /// One record-level run under the permits' grant; the update and the charge it reports.
+    fn train_record(
+        &mut self,
+        r: RecordDpRecipe,
+        global: &[f32],
+        round: &RoundInfo,
+        permits: &Permits,
+    ) -> Result<TrainOutput, TrainError> {
+        let grant = permits.record.ok_or_else(|| {
+            failed("record-level DP-SGD needs the record permit, taken before the first step")
+        })?;
+        let config = self.record_config(&r, round.local_steps);
+        let m = config.mechanism(self.model.numel());
+        if grant.request.steps != m.steps
+            || grant.request.q != m.q
+            || grant.request.noise_multiplier != m.noise_multiplier
+        {
+            return Err(failed(format!(
+                "the record permit covers {} steps at q = {}, z = {}; this trainer would run {} \
+                 at q = {}, z = {}",
+                grant.request.steps,
+                grant.request.q,
+                grant.request.noise_multiplier,
+                m.steps,
+                m.q,
+                m.noise_multiplier
+            )));
+        }
+        self.model.set_from_flat(global).map_err(failed)?;
+        let mut coins = PoissonCoins::from_os()
+            .map_err(|_| failed("no OS randomness for the Poisson sampling"))?;
+        let run = dp_sgd_train(&mut self.model, &self.data, &config, &mut coins).map_err(failed)?;
+        Ok(TrainOutput {
+            update: run.update,
+            weight: 1.0,
+            record_charge: Some(RecordCharge {
+                steps: run.mechanism.steps,
+                sample_rate: run.mechanism.q,
+                noise_multiplier: run.mechanism.noise_multiplier,
+            }),
         })
     }
 
@@ -261,6 +375,23 @@ impl Trainer for PlantTrainer {
             return Err(failed(
                 "row-count weights reveal the plant's size: only uniform weights under DP",
             ));
+        }
+        let out = match (self.record, permits.record.is_some()) {
+            (Some(r), _) => Some(self.train_record(r, global.values, round, permits)?),
+            (None, true) => {
+                return Err(failed(
+                    "a record permit was taken but this trainer has no record-level DP-SGD",
+                ));
+            }
+            (None, false) => None,
+        };
+        if let Some(out) = out {
+            if let Some(i) = out.update.iter().position(|v| !v.is_finite()) {
+                return Err(failed(format!(
+                    "local training diverged (update value {i} is not finite)"
+                )));
+            }
+            return Ok(out);
         }
         self.model.set_from_flat(global.values).map_err(failed)?;
         let seed = self.order_seed(round.round, dp)?;

@@ -7,7 +7,7 @@ use amalgam_site::model::model_digest;
 use amalgam_site::{GlobalModel, Permits, RoundInfo, TrainError, Trainer};
 use amalgam_train::builtin::builtin;
 use amalgam_train::data::{Row, read_csv};
-use amalgam_train::site_trainer::{PlantTrainer, SiteRecipe, Weighting};
+use amalgam_train::site_trainer::{PlantTrainer, RecordDpRecipe, SiteRecipe, Weighting};
 use amalgam_train::train::OptimizerKind;
 
 /// 1,500 rows of AI4I (about 50 failures): a plant-sized sample.
@@ -62,6 +62,7 @@ fn permits(info: &RoundInfo, epsilon_total: f64) -> Permits {
         site_steps: 1,
         epsilon_total,
         local_steps: info.local_steps,
+        record: None,
     }
 }
 
@@ -219,4 +220,148 @@ fn row_weights_only_without_dp_and_empty_data_is_refused() {
     let mut bad = recipe(OptimizerKind::Sgd);
     bad.lr = f64::NAN;
     assert!(PlantTrainer::new(&b, &plant_rows(), bad, Weighting::Uniform, 1).is_err());
+}
+
+fn record_recipe() -> RecordDpRecipe {
+    RecordDpRecipe {
+        q: 0.02,
+        clip: 1.0,
+        sigma: 1.5,
+        gamma: 1e-4,
+        expected_batch: 30.0,
+    }
+}
+
+/// A record ledger of the 1,500 plant rows (cap 50 at δ = 1e-5) in `dir`.
+fn record_ledger(dir: &std::path::Path) -> amalgam_dp::ledger::record::RecordLedger {
+    use amalgam_dp::ledger::record::{RecordLedger, RecordPolicy};
+    use amalgam_dp::params::{Delta, Epsilon};
+    let policy = RecordPolicy {
+        dataset: [0xd5; 32],
+        records: 1500,
+        epsilon_cap: Epsilon::new(50.0).unwrap(),
+        delta: Delta::new(1e-5).unwrap(),
+    };
+    RecordLedger::open(
+        &dir.join("r.ledger"),
+        ed25519_dalek::SigningKey::from_bytes(&[4; 32]),
+        policy,
+    )
+    .unwrap()
+}
+
+fn grant_for(
+    ledger: &mut amalgam_dp::ledger::record::RecordLedger,
+    id: u8,
+    q: f64,
+    z: f64,
+    steps: u32,
+) -> amalgam_dp::ledger::record::RecordGrant {
+    ledger
+        .authorize(amalgam_dp::ledger::record::RecordRunRequest {
+            run_id: [id; 32],
+            q,
+            noise_multiplier: z,
+            steps,
+        })
+        .unwrap()
+        .consume()
+}
+
+fn train_with(
+    t: &mut PlantTrainer,
+    global: &[f32],
+    info: &RoundInfo,
+    record: Option<amalgam_dp::ledger::record::RecordGrant>,
+) -> Result<amalgam_site::TrainOutput, TrainError> {
+    let mut p = permits(info, 1.0);
+    p.record = record;
+    let g = GlobalModel {
+        digest: model_digest(global),
+        values: global,
+    };
+    t.train(g, info, &p)
+}
+
+#[test]
+fn under_record_dp_the_trainer_runs_the_granted_run_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = record_ledger(dir.path());
+    let (t, global) = trainer("logistic-ai4i", Weighting::Uniform, 11);
+    let mut t = t.with_record_dp(record_recipe()).unwrap();
+    let m = t.record_mechanism(10).unwrap();
+    assert_eq!((m.q, m.steps, m.dim), (0.02, 10, t.numel()));
+    let info = round(1, 10);
+    let grant = grant_for(&mut ledger, 1, m.q, m.noise_multiplier, 10);
+    let a = train_with(&mut t, &global, &info, Some(grant)).unwrap();
+    assert_eq!(a.update.len(), global.len());
+    assert!(a.update.iter().all(|v| v.is_finite()));
+    let charge = a.record_charge.unwrap();
+    assert_eq!(
+        (charge.steps, charge.sample_rate, charge.noise_multiplier),
+        (10, m.q, m.noise_multiplier)
+    );
+    let delta = amalgam_dp::params::Delta::new(1e-5).unwrap();
+    let expected = amalgam_dp::record::record_epsilon(m.q, m.noise_multiplier, 10, delta)
+        .unwrap()
+        .epsilon;
+    assert_eq!(ledger.spent(), expected);
+    // The same seed and round again: the samples and the noise come from the OS, never from
+    // the seeded shuffle, so the update differs.
+    let grant = grant_for(&mut ledger, 2, m.q, m.noise_multiplier, 10);
+    let b = train_with(&mut t, &global, &info, Some(grant)).unwrap();
+    assert_ne!(a.update, b.update);
+}
+
+#[test]
+fn under_record_dp_a_round_without_its_permit_or_with_another_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = record_ledger(dir.path());
+    let (t, global) = trainer("logistic-ai4i", Weighting::Uniform, 11);
+    let mut t = t.with_record_dp(record_recipe()).unwrap();
+    let m = t.record_mechanism(10).unwrap();
+    let info = round(1, 10);
+    let no_permit = train_with(&mut t, &global, &info, None).unwrap_err();
+    assert!(
+        no_permit.to_string().contains("record permit"),
+        "{no_permit}"
+    );
+    for (q, z, steps) in [
+        (m.q, m.noise_multiplier, 9),
+        (m.q / 2.0, m.noise_multiplier, 10),
+        (m.q, m.noise_multiplier * 2.0, 10),
+    ] {
+        let grant = grant_for(&mut ledger, steps as u8 + (q * 1e3) as u8, q, z, steps);
+        let e = train_with(&mut t, &global, &info, Some(grant)).unwrap_err();
+        assert!(e.to_string().contains("the record permit covers"), "{e}");
+    }
+    // A trainer without record-level DP refuses a round a record permit was taken for.
+    let (mut plain, _) = trainer("logistic-ai4i", Weighting::Uniform, 11);
+    let grant = grant_for(&mut ledger, 200, m.q, m.noise_multiplier, 10);
+    assert!(train_with(&mut plain, &global, &info, Some(grant)).is_err());
+}
+
+#[test]
+fn record_dp_refuses_adam_fedprox_and_row_weights() {
+    let b = builtin("logistic-ai4i").unwrap();
+    let rows = plant_rows();
+    let adam = PlantTrainer::new(
+        &b,
+        &rows,
+        recipe(OptimizerKind::Adam),
+        Weighting::Uniform,
+        1,
+    )
+    .unwrap();
+    assert!(adam.with_record_dp(record_recipe()).is_err());
+    let mut prox = recipe(OptimizerKind::Sgd);
+    prox.prox_mu = 0.1;
+    let prox = PlantTrainer::new(&b, &rows, prox, Weighting::Uniform, 1).unwrap();
+    assert!(prox.with_record_dp(record_recipe()).is_err());
+    let (rows_weighted, _) = trainer("logistic-ai4i", Weighting::Rows, 1);
+    assert!(rows_weighted.with_record_dp(record_recipe()).is_err());
+    let (t, _) = trainer("logistic-ai4i", Weighting::Uniform, 1);
+    let mut bad = record_recipe();
+    bad.q = 0.0;
+    assert!(t.with_record_dp(bad).is_err());
 }

@@ -60,6 +60,10 @@ pub enum Decision {
 pub enum PrivacyUnit {
     /// One plant's whole model update in one round (site-level DP).
     SiteUpdatePerRound,
+    /// One training record of a plant's dataset, over every local DP-SGD run on it in every
+    /// campaign (record-level DP). Accounted by its own ledger,
+    /// [`crate::ledger::record::RecordLedger`], never by a site-level [`crate::ledger::Ledger`].
+    RecordInDataset,
 }
 
 /// How ε is computed from the recorded parameters.
@@ -133,6 +137,9 @@ pub enum PolicyError {
     /// Site-level δ above [`SITE_DELTA_CEILING`].
     #[error("site-level delta = {0:e} is above the ceiling 1e-5 (a consortium may only lower it)")]
     DeltaAboveCeiling(f64),
+    /// The record-level unit in a site-level policy: it has its own ledger and accountant.
+    #[error("the record-level privacy unit is accounted by the record ledger, not this one")]
+    RecordUnit,
 }
 
 impl BudgetPolicy {
@@ -161,6 +168,9 @@ impl BudgetPolicy {
 
     /// Checks the δ ceiling (also applied to policies decoded from a ledger).
     pub fn validate(&self) -> Result<(), PolicyError> {
+        if self.unit == PrivacyUnit::RecordInDataset {
+            return Err(PolicyError::RecordUnit);
+        }
         match self.budget {
             Budget::Capped { delta, .. } if delta.get() > SITE_DELTA_CEILING => {
                 Err(PolicyError::DeltaAboveCeiling(delta.get()))
@@ -497,12 +507,12 @@ pub enum EntryDecodeError {
     Param(#[from] ParamError),
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], EntryDecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], EntryDecodeError> {
         if self.bytes.len() < n {
             return Err(EntryDecodeError::Length);
         }
@@ -510,27 +520,27 @@ impl<'a> Reader<'a> {
         self.bytes = tail;
         Ok(head)
     }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], EntryDecodeError> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], EntryDecodeError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
-    fn u8(&mut self) -> Result<u8, EntryDecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, EntryDecodeError> {
         Ok(self.array::<1>()?[0])
     }
-    fn u16(&mut self) -> Result<u16, EntryDecodeError> {
+    pub(crate) fn u16(&mut self) -> Result<u16, EntryDecodeError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
-    fn u32(&mut self) -> Result<u32, EntryDecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, EntryDecodeError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Result<u64, EntryDecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, EntryDecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
-    fn f64(&mut self) -> Result<f64, EntryDecodeError> {
+    pub(crate) fn f64(&mut self) -> Result<f64, EntryDecodeError> {
         Ok(f64::from_bits(self.u64()?))
     }
-    fn code<T>(
+    pub(crate) fn code<T>(
         &mut self,
         field: &'static str,
         from: impl Fn(u8) -> Option<T>,
@@ -540,7 +550,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn put_f64(out: &mut Vec<u8>, v: f64) {
+pub(crate) fn put_f64(out: &mut Vec<u8>, v: f64) {
     out.extend_from_slice(&v.to_bits().to_le_bytes());
 }
 
@@ -552,6 +562,7 @@ fn put_policy(out: &mut Vec<u8>, p: &BudgetPolicy) {
     out.push(code);
     out.push(match p.unit {
         PrivacyUnit::SiteUpdatePerRound => 0,
+        PrivacyUnit::RecordInDataset => 1,
     });
     out.push(p.adjacency.code());
     out.push(match p.accountant {

@@ -24,6 +24,7 @@
 
 pub mod audit;
 pub mod entry;
+pub mod record;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -132,10 +133,13 @@ pub enum LedgerError {
     Param(#[from] ParamError),
 }
 
-/// The file name of a site's ledger for `unit` (one ledger per privacy unit).
+/// The file name of a site's ledger for `unit` (one ledger per privacy unit). The record-level
+/// ledger is one per dataset: its file lives in the dataset's own directory
+/// ([`record::record_ledger_path`]).
 pub fn ledger_file_name(unit: PrivacyUnit) -> &'static str {
     match unit {
         PrivacyUnit::SiteUpdatePerRound => "site-update-per-round.ledger",
+        PrivacyUnit::RecordInDataset => "record-in-dataset.ledger",
     }
 }
 

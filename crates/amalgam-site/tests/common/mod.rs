@@ -17,7 +17,8 @@ use amalgam_proto::{RoundParams, SiteId};
 use amalgam_site::retry::RetryPolicy;
 use amalgam_site::testing::Hub;
 use amalgam_site::{
-    AgentError, AgentOptions, ConsortiumRules, RoundOutcome, SiteAgent, SyntheticTrainer, Transport,
+    AgentError, AgentOptions, ConsortiumRules, RoundOutcome, SiteAgent, SyntheticTrainer, Trainer,
+    Transport,
 };
 use ed25519_dalek::SigningKey;
 
@@ -166,16 +167,28 @@ impl Fixture {
         round: u64,
         transport: impl Fn(&Self, u16) -> T,
     ) -> Vec<Result<RoundOutcome, AgentError>> {
+        self.run_trained(round, transport, |i| {
+            Box::new(SyntheticTrainer {
+                seed: [i as u8; 32],
+                norm: 0.8,
+            })
+        })
+    }
+
+    /// Runs `round` at every site concurrently, each over `transport(i)` with `trainer(i)`.
+    pub fn run_trained<T: Transport + 'static>(
+        &mut self,
+        round: u64,
+        transport: impl Fn(&Self, u16) -> T,
+        trainer: impl Fn(u16) -> Box<dyn Trainer>,
+    ) -> Vec<Result<RoundOutcome, AgentError>> {
         let mut handles = Vec::new();
         for i in 0..self.agents.len() {
             let mut agent = self.agents[i].take().unwrap();
             let mut t = transport(self, i as u16);
-            let mut trainer = SyntheticTrainer {
-                seed: [i as u8; 32],
-                norm: 0.8,
-            };
+            let mut trainer = trainer(i as u16);
             handles.push(thread::spawn(move || {
-                let r = agent.run_round(&mut t, &mut trainer, round);
+                let r = agent.run_round(&mut t, &mut *trainer, round);
                 (agent, r)
             }));
         }

@@ -1,0 +1,257 @@
+//! One record-ledger entry and its canonical bytes (hashed and signed).
+//!
+//! Layout, integers little-endian, f64 as IEEE-754 bits:
+//! `version u8 (= 0x81) | seq u64 | prev_hash [32] | kind u8 | kind body | versions_len u16 |
+//! versions utf-8`, with the kind bodies
+//!
+//! * 0 genesis: `key [32] | dataset [32] | records u64 | epsilon_cap f64 | delta f64 | nonce [32]`;
+//! * 1 run: `run_id [32] | decision u8 (0 accepted, 1 refused) | q f64 | noise_multiplier f64 |
+//!   steps u32 | epsilon_run f64 | epsilon_total f64 | order u32`;
+//! * 2 recovery: `dropped_bytes u64 | dropped_sha256 [32]`.
+//!
+//! The version byte is never a site-level entry version (those count up from 1), and the
+//! signing context differs too, so neither ledger's entries verify in the other. Decoding is
+//! strict: exact length, known codes, numbers re-validated.
+
+use crate::ledger::entry::{
+    Decision, EntryDecodeError, MAX_VERSIONS_LEN, Reader, library_versions, put_f64,
+};
+use crate::params::{Delta, Epsilon};
+
+/// Encoding version of a record-ledger entry.
+pub const RECORD_ENTRY_VERSION: u8 = 0x81;
+
+/// The record-level policy a ledger is bound to by its genesis: one dataset, its record count
+/// (treated as public), the cap on ε and the δ it is computed at.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RecordPolicy {
+    /// The dataset's identity (the SHA-256 of the plant's data file, as the site declares it).
+    #[serde(with = "hex_bytes")]
+    pub dataset: [u8; 32],
+    /// N_i, the records in the dataset (public: the δ rule and q·N use it).
+    pub records: u64,
+    /// Largest ε any record of the dataset will ever be exposed to, over every run.
+    pub epsilon_cap: Epsilon,
+    /// δ at which ε is computed; at most 1/(10·N_i).
+    pub delta: Delta,
+}
+
+mod hex_bytes {
+    pub fn serialize<S: serde::Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+}
+
+/// One local run's parameters, as charged: the fixed number of noisy steps of the
+/// Poisson-subsampled (rate q) Gaussian of multiplier z = σ/Δ.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RecordRunRequest {
+    /// The run's identity (the site derives it from the campaign and the round); a run id is
+    /// charged at most once.
+    #[serde(with = "hex_bytes")]
+    pub run_id: [u8; 32],
+    /// Poisson sampling rate q in (0, 1].
+    pub q: f64,
+    /// z = σ/Δ.
+    pub noise_multiplier: f64,
+    /// Noisy steps of the run (≥ 1).
+    pub steps: u32,
+}
+
+/// A run's decision and what it was accounted as.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RunCharge {
+    /// The run's parameters.
+    pub request: RecordRunRequest,
+    /// Accepted or refused.
+    pub decision: Decision,
+    /// ε of this run alone at the policy's δ (+∞ where no order bounds it).
+    pub epsilon_run: f64,
+    /// ε of every accepted run so far at the policy's δ (this one included when accepted).
+    pub epsilon_total: f64,
+    /// The Rényi order that attained `epsilon_total` (0 before any accepted run).
+    pub order: u32,
+}
+
+/// What an entry records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordEntryKind {
+    /// The first entry: the key and the policy, with a fresh nonce.
+    Genesis {
+        /// The Ed25519 key that signs every entry.
+        key: [u8; 32],
+        /// The policy.
+        policy: RecordPolicy,
+        /// Fresh randomness: two ledgers of one dataset and key still differ.
+        nonce: [u8; 32],
+    },
+    /// A local run, accepted (charged) or refused.
+    Run(RunCharge),
+    /// A torn final write was cut off at open.
+    Recovery {
+        /// Bytes cut.
+        dropped_bytes: u64,
+        /// Their SHA-256.
+        dropped_sha256: [u8; 32],
+    },
+}
+
+/// An entry's body (what is signed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordEntryBody {
+    /// Position from 0.
+    pub seq: u64,
+    /// Hash of the previous entry (the genesis hash of the key for the first).
+    pub prev_hash: [u8; 32],
+    /// What it records.
+    pub kind: RecordEntryKind,
+    /// The library versions that wrote it.
+    pub versions: String,
+}
+
+impl RecordEntryBody {
+    /// A body written by this build.
+    pub fn new(seq: u64, prev_hash: [u8; 32], kind: RecordEntryKind) -> Self {
+        Self {
+            seq,
+            prev_hash,
+            kind,
+            versions: library_versions(),
+        }
+    }
+
+    /// The canonical bytes (module docs).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(200 + self.versions.len());
+        out.push(RECORD_ENTRY_VERSION);
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&self.prev_hash);
+        match &self.kind {
+            RecordEntryKind::Genesis { key, policy, nonce } => {
+                out.push(0);
+                out.extend_from_slice(key);
+                out.extend_from_slice(&policy.dataset);
+                out.extend_from_slice(&policy.records.to_le_bytes());
+                put_f64(&mut out, policy.epsilon_cap.get());
+                put_f64(&mut out, policy.delta.get());
+                out.extend_from_slice(nonce);
+            }
+            RecordEntryKind::Run(c) => {
+                out.push(1);
+                out.extend_from_slice(&c.request.run_id);
+                out.push(match c.decision {
+                    Decision::Accepted => 0,
+                    Decision::Refused => 1,
+                });
+                put_f64(&mut out, c.request.q);
+                put_f64(&mut out, c.request.noise_multiplier);
+                out.extend_from_slice(&c.request.steps.to_le_bytes());
+                put_f64(&mut out, c.epsilon_run);
+                put_f64(&mut out, c.epsilon_total);
+                out.extend_from_slice(&c.order.to_le_bytes());
+            }
+            RecordEntryKind::Recovery {
+                dropped_bytes,
+                dropped_sha256,
+            } => {
+                out.push(2);
+                out.extend_from_slice(&dropped_bytes.to_le_bytes());
+                out.extend_from_slice(dropped_sha256);
+            }
+        }
+        let v = self.versions.as_bytes();
+        let len = v.len().min(MAX_VERSIONS_LEN);
+        out.extend_from_slice(&(len as u16).to_le_bytes());
+        out.extend_from_slice(&v[..len]);
+        out
+    }
+
+    /// Strict decoding of [`Self::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, EntryDecodeError> {
+        let mut r = Reader { bytes };
+        let version = r.u8()?;
+        if version != RECORD_ENTRY_VERSION {
+            return Err(EntryDecodeError::Version(version));
+        }
+        let seq = r.u64()?;
+        let prev_hash = r.array()?;
+        let kind = match r.u8()? {
+            0 => {
+                let key = r.array()?;
+                let dataset = r.array()?;
+                let records = r.u64()?;
+                let epsilon_cap = Epsilon::new(r.f64()?)?;
+                let delta = Delta::new(r.f64()?)?;
+                let nonce = r.array()?;
+                RecordEntryKind::Genesis {
+                    key,
+                    policy: RecordPolicy {
+                        dataset,
+                        records,
+                        epsilon_cap,
+                        delta,
+                    },
+                    nonce,
+                }
+            }
+            1 => {
+                let run_id = r.array()?;
+                let decision = r.code("decision", |c| match c {
+                    0 => Some(Decision::Accepted),
+                    1 => Some(Decision::Refused),
+                    _ => None,
+                })?;
+                let q = r.f64()?;
+                let noise_multiplier = r.f64()?;
+                let steps = r.u32()?;
+                let epsilon_run = r.f64()?;
+                let epsilon_total = r.f64()?;
+                let order = r.u32()?;
+                if epsilon_run.is_nan() || epsilon_total.is_nan() {
+                    return Err(EntryDecodeError::Code {
+                        field: "epsilon (NaN)",
+                        code: 0,
+                    });
+                }
+                RecordEntryKind::Run(RunCharge {
+                    request: RecordRunRequest {
+                        run_id,
+                        q,
+                        noise_multiplier,
+                        steps,
+                    },
+                    decision,
+                    epsilon_run,
+                    epsilon_total,
+                    order,
+                })
+            }
+            2 => RecordEntryKind::Recovery {
+                dropped_bytes: r.u64()?,
+                dropped_sha256: r.array()?,
+            },
+            code => {
+                return Err(EntryDecodeError::Code {
+                    field: "kind",
+                    code,
+                });
+            }
+        };
+        let len = usize::from(r.u16()?);
+        if len > MAX_VERSIONS_LEN {
+            return Err(EntryDecodeError::Versions);
+        }
+        let versions = std::str::from_utf8(r.take(len)?)
+            .map_err(|_| EntryDecodeError::Versions)?
+            .to_owned();
+        if !r.bytes.is_empty() {
+            return Err(EntryDecodeError::Length);
+        }
+        Ok(Self {
+            seq,
+            prev_hash,
+            kind,
+            versions,
+        })
+    }
+}

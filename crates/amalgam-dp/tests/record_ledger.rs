@@ -1,0 +1,264 @@
+//! The record-level ledger: one per dataset, a permit per local run, the cap held against an
+//! operator's best attempts to spend more (many small runs, a restored older copy, a second
+//! campaign on the same records), ε exactly the record accountant's.
+
+// Test helpers outside #[test] functions may unwrap: a failure is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use amalgam_dp::ledger::record::{
+    RecordFinding, RecordLedger, RecordLedgerError, RecordPolicy, RecordRunRequest,
+    audit_record_file, dataset_id, record_ledger_path,
+};
+use amalgam_dp::ledger::{BudgetPolicy, Ledger, LedgerError, PrivacyUnit, ledger_file_name};
+use amalgam_dp::params::{Delta, Epsilon};
+use amalgam_dp::record::{calibrate_noise_multiplier, record_epsilon};
+use ed25519_dalek::SigningKey;
+
+const N: u64 = 10_000;
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[9; 32])
+}
+
+fn policy(cap: f64) -> RecordPolicy {
+    RecordPolicy {
+        dataset: dataset_id(b"plant A rows"),
+        records: N,
+        epsilon_cap: Epsilon::new(cap).unwrap(),
+        delta: Delta::new(1e-6).unwrap(),
+    }
+}
+
+fn run(id: u8, q: f64, z: f64, steps: u32) -> RecordRunRequest {
+    RecordRunRequest {
+        run_id: [id; 32],
+        q,
+        noise_multiplier: z,
+        steps,
+    }
+}
+
+fn open(path: &Path, cap: f64) -> RecordLedger {
+    RecordLedger::open(path, key(), policy(cap)).unwrap()
+}
+
+#[test]
+fn one_run_is_charged_exactly_record_epsilon_of_its_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.ledger");
+    let mut ledger = open(&path, 10.0);
+    let permit = ledger.authorize(run(1, 0.01, 1.1, 500)).unwrap();
+    let expected = record_epsilon(0.01, 1.1, 500, Delta::new(1e-6).unwrap()).unwrap();
+    assert_eq!(permit.epsilon_total(), expected.epsilon);
+    let grant = permit.consume();
+    assert_eq!(grant.epsilon_run, expected.epsilon);
+    assert_eq!(ledger.spent(), expected.epsilon);
+    drop(ledger);
+    let report = audit_record_file(&path, Some(&key().verifying_key()), &[]).unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+    assert_eq!(report.epsilon_total, expected.epsilon);
+    assert_eq!(report.order, expected.order);
+    assert_eq!(report.runs.len(), 1);
+    assert_eq!(report.steps, 500);
+}
+
+#[test]
+fn a_calibrated_run_meets_its_target_and_a_second_one_is_refused_by_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = open(&dir.path().join("r.ledger"), 1.0);
+    let delta = Delta::new(1e-6).unwrap();
+    let cal = calibrate_noise_multiplier(Epsilon::new(1.0).unwrap(), delta, 200, 0.02).unwrap();
+    let permit = ledger
+        .authorize(run(1, 0.02, cal.noise_multiplier, 200))
+        .unwrap();
+    assert!(permit.epsilon_total() <= 1.0);
+    let spent = ledger.spent();
+    match ledger.authorize(run(2, 0.02, cal.noise_multiplier, 1)) {
+        Err(RecordLedgerError::BudgetExceeded {
+            cap,
+            spent: s,
+            requested,
+        }) => {
+            assert_eq!(cap, 1.0);
+            assert_eq!(s, spent);
+            assert!(requested > 1.0);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(ledger.spent(), spent, "a refusal spends nothing");
+}
+
+/// The attacker's best split: many tiny runs, each far under the cap alone. The composed ε
+/// never passes the cap, the run that would is refused, and the total is the composition of
+/// every accepted run (RDP adds), not the largest one.
+#[test]
+fn many_small_runs_never_pass_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.ledger");
+    let mut ledger = open(&path, 2.0);
+    let delta = Delta::new(1e-6).unwrap();
+    let one = record_epsilon(0.01, 2.0, 50, delta).unwrap().epsilon;
+    let mut accepted = 0u32;
+    let mut refused = 0u32;
+    for id in 0..=255u8 {
+        match ledger.authorize(run(id, 0.01, 2.0, 50)) {
+            Ok(p) => {
+                accepted += 1;
+                assert!(p.epsilon_total() <= 2.0);
+            }
+            Err(RecordLedgerError::BudgetExceeded { .. }) => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(accepted >= 2 && refused > 0, "{accepted} accepted");
+    let composed = record_epsilon(0.01, 2.0, 50 * u64::from(accepted), delta)
+        .unwrap()
+        .epsilon;
+    assert!((ledger.spent() - composed).abs() <= 1e-9 * composed);
+    assert!(ledger.spent() > one * 1.5, "runs compose, not max");
+    drop(ledger);
+    let report = audit_record_file(&path, None, &[]).unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+    assert_eq!(report.refused as u32, refused);
+    assert!(report.epsilon_total <= 2.0);
+}
+
+#[test]
+fn a_permit_is_taken_once_per_run_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.ledger");
+    let mut ledger = open(&path, 10.0);
+    ledger.authorize(run(7, 0.01, 2.0, 10)).unwrap().consume();
+    assert!(matches!(
+        ledger.authorize(run(7, 0.01, 2.0, 10)),
+        Err(RecordLedgerError::RunAlreadyCharged)
+    ));
+    drop(ledger);
+    let mut reopened = open(&path, 10.0);
+    assert!(matches!(
+        reopened.authorize(run(7, 0.01, 2.0, 10)),
+        Err(RecordLedgerError::RunAlreadyCharged)
+    ));
+}
+
+#[test]
+fn a_second_campaign_on_the_same_dataset_keeps_spending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = record_ledger_path(dir.path(), &policy(3.0).dataset);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    assert!(path.ends_with(ledger_file_name(PrivacyUnit::RecordInDataset)));
+    let first = {
+        let mut l = open(&path, 3.0);
+        l.authorize(run(1, 0.02, 2.0, 300)).unwrap();
+        l.spent()
+    };
+    // Campaign two: other run ids, same dataset, same ledger.
+    let mut l = open(&path, 3.0);
+    assert_eq!(l.spent(), first);
+    let p = l.authorize(run(2, 0.02, 2.0, 300)).unwrap();
+    let both = record_epsilon(0.02, 2.0, 600, Delta::new(1e-6).unwrap()).unwrap();
+    assert!((p.epsilon_total() - both.epsilon).abs() <= 1e-9 * both.epsilon);
+    assert!(p.epsilon_total() > first);
+    // A cap raised at open is not a way around it: the genesis policy binds.
+    p.consume();
+    drop(l);
+    assert!(matches!(
+        RecordLedger::open(&path, key(), policy(30.0)),
+        Err(RecordLedgerError::PolicyMismatch { .. })
+    ));
+}
+
+#[test]
+fn a_restored_older_copy_is_refused_against_the_kept_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.ledger");
+    let backup = dir.path().join("backup");
+    let mut l = open(&path, 3.0);
+    l.authorize(run(1, 0.02, 2.0, 300)).unwrap();
+    drop(l);
+    std::fs::copy(&path, &backup).unwrap();
+    let mut l = open(&path, 3.0);
+    let kept = l.authorize(run(2, 0.02, 2.0, 300)).unwrap().anchor();
+    drop(l);
+    std::fs::copy(&backup, &path).unwrap();
+    let l = open(&path, 3.0);
+    assert!(matches!(
+        l.check_anchor(&kept),
+        Err(RecordLedgerError::BehindAnchor(a)) if a == kept
+    ));
+    drop(l);
+    let report = audit_record_file(&path, None, &[kept]).unwrap();
+    assert!(matches!(report.findings[..], [RecordFinding::Anchor(_)]));
+}
+
+#[test]
+fn delta_above_one_tenth_over_n_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = policy(1.0);
+    p.delta = Delta::new(1.0 / (10.0 * N as f64) * 1.01).unwrap();
+    assert!(matches!(
+        RecordLedger::open(&dir.path().join("a"), key(), p),
+        Err(RecordLedgerError::DeltaTooLarge { records: N, .. })
+    ));
+    assert!(
+        !dir.path().join("a").exists() || std::fs::read(dir.path().join("a")).unwrap().is_empty()
+    );
+    p.delta = Delta::new(1.0 / (10.0 * N as f64)).unwrap();
+    RecordLedger::open(&dir.path().join("b"), key(), p).unwrap();
+    p.records = 0;
+    assert!(matches!(
+        RecordLedger::open(&dir.path().join("c"), key(), p),
+        Err(RecordLedgerError::Records(0))
+    ));
+}
+
+#[test]
+fn a_flipped_byte_or_a_foreign_key_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.ledger");
+    let mut l = open(&path, 10.0);
+    l.authorize(run(1, 0.01, 1.0, 100)).unwrap();
+    drop(l);
+    let other = SigningKey::from_bytes(&[3; 32]);
+    let report = audit_record_file(&path, Some(&other.verifying_key()), &[]).unwrap();
+    assert!(!report.is_clean());
+    assert!(matches!(
+        RecordLedger::open(&path, other, policy(10.0)),
+        Err(RecordLedgerError::Tampered(_) | RecordLedgerError::WrongKey)
+    ));
+    // Flip one byte inside the last record: the file layer refuses it and nothing opens.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(RecordLedger::open(&path, key(), policy(10.0)).is_err());
+    let report = audit_record_file(&path, None, &[]).unwrap();
+    assert!(!report.is_clean());
+}
+
+#[test]
+fn the_site_level_ledger_refuses_the_record_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p =
+        BudgetPolicy::site_level(Epsilon::new(1.0).unwrap(), Delta::new(1e-6).unwrap()).unwrap();
+    p.unit = PrivacyUnit::RecordInDataset;
+    assert!(matches!(
+        Ledger::open(&dir.path().join("s"), key(), p),
+        Err(LedgerError::Policy(_))
+    ));
+}
+
+#[test]
+fn a_site_level_ledger_file_is_not_a_record_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let p =
+        BudgetPolicy::site_level(Epsilon::new(1.0).unwrap(), Delta::new(1e-6).unwrap()).unwrap();
+    drop(Ledger::open(&path, key(), p).unwrap());
+    assert!(matches!(
+        RecordLedger::open(&path, key(), policy(1.0)),
+        Err(RecordLedgerError::Tampered(_))
+    ));
+}
