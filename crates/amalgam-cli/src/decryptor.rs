@@ -288,8 +288,13 @@ async fn serve_loop(ctx: &Ctx, client: &ApiClient, poll: Duration) -> Result<(),
             period_of(&ctx.manifest, current_round).map_err(|e| Failure::failed(e.to_string()))?;
         // Where the manifest forbids the fallback there is no round to serve and no key to
         // certify (the aggregator mounts no committee route then).
+        // Never past the campaign's last key period: the aggregator refuses those (422).
+        let last = amalgam_server::fallback::keys::last_period(&ctx.manifest).unwrap_or(current);
         let periods = if ctx.manifest.fallback().allowed {
-            vec![current, current.saturating_add(1)]
+            [current, current.saturating_add(1)]
+                .into_iter()
+                .filter(|p| *p <= last)
+                .collect()
         } else {
             Vec::new()
         };

@@ -1000,6 +1000,16 @@ fn committee_keys_are_verified_stored_before_the_answer_and_replayed() {
         assert_eq!(r.status, 422, "{:?}", r.problem());
         assert_eq!(code(&r), Some("committee.key-invalid"));
     }
+    // A period after the campaign's last one serves no round: refused, so one decryptor
+    // cannot fill the log and memory with certificates for ever later periods.
+    let last = amalgam_server::fallback::keys::last_period(&net.tc.verified).unwrap();
+    let secrets = member_secrets_from_bytes(member_seed(&net.tc, 2), box_seed(2));
+    for p in [last + 1, u64::MAX / 2] {
+        let future = issue_certificate(&net.tc.verified, &secrets, p).unwrap();
+        let r = net.post_key(2, &future.to_bytes());
+        assert_eq!(r.status, 422, "period {p}: {:?}", r.problem());
+        assert_eq!(code(&r), Some("committee.key-invalid"));
+    }
     // Oversized: 413 before anything is read into memory past the bound.
     let r = net.post_key(2, &vec![0u8; 4096]);
     assert_eq!(r.status, 413, "{:?}", r.problem());

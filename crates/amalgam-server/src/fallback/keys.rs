@@ -12,9 +12,9 @@
 use std::collections::BTreeMap;
 
 use amalgam_consortium::VerifiedManifest;
-use amalgam_consortium::fallback::check_certificate;
+use amalgam_consortium::fallback::{check_certificate, period_of};
 use amalgam_consortium::period_key::PeriodCertificate;
-use amalgam_net::fallback_api::encode_frames;
+use amalgam_net::fallback_api::{encode_frames, fallback_round_of};
 use amalgam_net::{Problem, ProblemCode};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -64,6 +64,14 @@ fn receipt(cert: &PeriodCertificate, bytes: &[u8]) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// The last key period any fallback round of `manifest`'s campaign falls in: the period of
+/// the re-run of its last masking round (`None` without a committee). A certificate for a
+/// later period can serve no round.
+pub fn last_period(manifest: &VerifiedManifest) -> Option<u64> {
+    let last = fallback_round_of(manifest.max_round())?;
+    period_of(manifest, last).ok()
+}
+
 impl CommitteeKeys {
     /// A certificate posted by the decryptor with identity key `poster`. On `Err`, nothing
     /// changed.
@@ -79,6 +87,16 @@ impl CommitteeKeys {
         let cert = PeriodCertificate::from_bytes(bytes)
             .map_err(|e| invalid(format!("the certificate does not decode: {e}")))?;
         check_certificate(manifest, &cert).map_err(|e| invalid(e.to_string()))?;
+        // Bounded by the campaign: otherwise one corrupt decryptor could fill the log and the
+        // aggregator's memory with certificates for unboundedly many future periods.
+        if let Some(last) = last_period(manifest)
+            && cert.period > last
+        {
+            return Err(invalid(format!(
+                "period {} is after the campaign's last key period {last}",
+                cert.period
+            )));
+        }
         let named = manifest
             .decryptors()
             .get(usize::from(cert.member))
