@@ -31,5 +31,6 @@ pub mod openapi;
 pub mod replay;
 pub mod round;
 pub mod service;
+mod summary;
 
 pub use service::{Service, ServiceConfig};

@@ -550,32 +550,17 @@ impl RoundState {
                 ))
             };
         }
-        let invalid = |why: String| Problem::new(ProblemCode::SummaryInvalid, why);
         let key = self.manifest.key(site).ok_or_else(|| {
             Problem::new(ProblemCode::AuthUnknownPeer, "site not in the manifest")
         })?;
-        let s = LedgerSummary::verify(bytes, key).map_err(|e| invalid(e.to_string()))?;
-        if s.consortium_digest != *consortium {
-            return Err(invalid("the summary names another consortium".into()));
-        }
-        if s.round != self.round {
-            return Err(invalid(format!(
-                "the summary is for round {}, posted to round {}",
-                s.round, self.round
-            )));
-        }
-        if s.site != site.0 {
-            return Err(invalid("the summary names another site".into()));
-        }
-        if s.entries < min_entries {
-            return Err(Problem::new(
-                ProblemCode::SummaryRegressed,
-                format!(
-                    "the summary has {} ledger entries, this site's previous one {min_entries}",
-                    s.entries
-                ),
-            ));
-        }
+        crate::summary::check_posted_summary(
+            bytes,
+            key,
+            consortium,
+            self.round,
+            site.0,
+            min_entries,
+        )?;
         self.summaries.insert(site.0, bytes.to_vec());
         Ok(Accepted {
             events: vec![NewEvent {
