@@ -276,15 +276,11 @@ fn rules(
 }
 
 /// Pooled rows of `idx` as a batch with its labels.
-fn pooled(rows: &[Row], idx: &[usize], builtin: &Builtin) -> (Batch, Vec<bool>, Vec<usize>) {
+fn pooled(rows: &[Row], idx: &[usize], builtin: &Builtin) -> (Batch, Vec<bool>) {
     let refs: Vec<&Row> = idx.iter().map(|&i| &rows[i]).collect();
     let labels: Vec<bool> = refs.iter().map(|r| r.failure).collect();
     let f = builtin.spec.features;
-    (
-        Batch::new(&f.matrix(&refs), &labels, f.dim()),
-        labels,
-        idx.to_vec(),
-    )
+    (Batch::new(&f.matrix(&refs), &labels, f.dim()), labels)
 }
 
 /// Runs one campaign of `split`'s plants on `rows`.
@@ -365,7 +361,7 @@ pub fn run_secure_campaign(
         .iter()
         .flat_map(|p| p.validation.iter().copied())
         .collect();
-    let (val, val_labels, _) = pooled(rows, &val_idx, &c.builtin);
+    let (val, val_labels) = pooled(rows, &val_idx, &c.builtin);
     let mut best = (f64::NEG_INFINITY, initial.clone(), 0u64);
     let mut stats = Vec::with_capacity(c.rounds as usize);
     let mut stopped: Option<Stopped> = None;
@@ -466,7 +462,7 @@ pub fn run_secure_campaign(
     }
     model.set_from_flat(&best.1).map_err(eval_err)?;
     let threshold = best_threshold(&val_labels, &model.predict(&val.x).map_err(eval_err)?);
-    let (test, _, _) = pooled(rows, &split.test, &c.builtin);
+    let (test, _) = pooled(rows, &split.test, &c.builtin);
     let scores = model.predict(&test.x).map_err(eval_err)?;
     let test_rows: Vec<&Row> = split.test.iter().map(|&i| &rows[i]).collect();
     Ok(CampaignResult {
