@@ -373,6 +373,41 @@ fn site_run_data_refuses_a_model_the_manifest_does_not_pin() {
     assert!(stderr(&o).contains("header"), "{}", stderr(&o));
 }
 
+/// `amalgam ARGS` in `d` as a child named `name` (stderr to `d/name.stderr`).
+fn spawn_in(d: &Path, name: &str, args: &[&str]) -> proc::Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_amalgam"));
+    cmd.current_dir(d).args(args);
+    proc::Proc::spawn(name, cmd, d.join(format!("{name}.stderr")))
+}
+
+/// `amalgam serve` on the campaign of `d` (its manifest, aggregator key and initial weights),
+/// and the URL its READY line names.
+fn start_aggregator(d: &Path, step: std::time::Duration) -> (proc::Proc, String) {
+    let mut server = spawn_in(
+        d,
+        "aggregator",
+        &[
+            "serve",
+            "--manifest",
+            "consortium.manifest",
+            "--key",
+            "agg/identity.key",
+            "--db",
+            "events.db",
+            "--listen",
+            "127.0.0.1:0",
+            "--initial-model",
+            "init.bin",
+            "--phase-seconds",
+            "60",
+        ],
+    );
+    let url = server.expect_line("READY ", step)["READY ".len()..]
+        .trim()
+        .to_owned();
+    (server, url)
+}
+
 /// The operator's path end to end: `data split` deals a CSV to five plants, `model init`
 /// writes the weights the manifest pins, `serve --initial-model` runs the campaign and five
 /// `site run --data` processes train the pinned model on their plant files in round 0. Every
@@ -395,32 +430,8 @@ fn sites_train_on_their_plant_files_and_the_next_model_moves() {
     assert!(o.status.success(), "{}", stderr(&o));
     let (n, list, initial) = model_init(d, "logistic-ai4i", "4", "init.bin");
     let sites = setup(d, n as u64, &list, &initial);
-    let spawn = |name: &str, args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_amalgam"));
-        cmd.current_dir(d).args(args);
-        proc::Proc::spawn(name, cmd, d.join(format!("{name}.stderr")))
-    };
-    let mut server = spawn(
-        "aggregator",
-        &[
-            "serve",
-            "--manifest",
-            "consortium.manifest",
-            "--key",
-            "agg/identity.key",
-            "--db",
-            "events.db",
-            "--listen",
-            "127.0.0.1:0",
-            "--initial-model",
-            "init.bin",
-            "--phase-seconds",
-            "60",
-        ],
-    );
-    let url = server.expect_line("READY ", step)["READY ".len()..]
-        .trim()
-        .to_owned();
+    let spawn = |name: &str, args: &[&str]| spawn_in(d, name, args);
+    let (mut server, url) = start_aggregator(d, step);
     let mut procs: Vec<_> = (0..sites.len())
         .map(|i| {
             let (key, state) = (format!("key{i}/identity.key"), format!("state{i}"));
@@ -658,32 +669,8 @@ fn record_dp_sites_charge_their_record_ledgers_and_the_report_shows_both_guarant
     let o = site_run(d, &bad);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("1/(10 N)"), "{}", stderr(&o));
-    let spawn = |name: &str, args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_amalgam"));
-        cmd.current_dir(d).args(args);
-        proc::Proc::spawn(name, cmd, d.join(format!("{name}.stderr")))
-    };
-    let mut server = spawn(
-        "aggregator",
-        &[
-            "serve",
-            "--manifest",
-            "consortium.manifest",
-            "--key",
-            "agg/identity.key",
-            "--db",
-            "events.db",
-            "--listen",
-            "127.0.0.1:0",
-            "--initial-model",
-            "init.bin",
-            "--phase-seconds",
-            "60",
-        ],
-    );
-    let url = server.expect_line("READY ", step)["READY ".len()..]
-        .trim()
-        .to_owned();
+    let spawn = |name: &str, args: &[&str]| spawn_in(d, name, args);
+    let (mut server, url) = start_aggregator(d, step);
     let mut procs: Vec<_> = (0..5)
         .map(|i| {
             let (key, state) = (format!("key{i}/identity.key"), format!("state{i}"));
