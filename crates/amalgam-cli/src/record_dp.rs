@@ -33,6 +33,12 @@ pub struct RecordArgs {
     /// Per-example clip norm C_rec.
     #[arg(long, default_value_t = 1.0)]
     pub record_clip: f64,
+    /// The public expected sample size E|B| the noisy gradient sum of each step is divided
+    /// by, declared in advance (e.g. q times the record count the plant declared). Never
+    /// derived from the data file: under add/remove adjacency neighbouring datasets differ
+    /// in N, so a divisor of q·N read from the file would release N outside the accounting.
+    #[arg(long)]
+    pub record_expected_batch: Option<f64>,
     /// Directory of the per-dataset record ledgers (default: STATE/records).
     #[arg(long)]
     pub record_ledgers: Option<PathBuf>,
@@ -86,11 +92,21 @@ pub fn setup(
     use amalgam_dp::params::{Delta, Epsilon};
     use amalgam_dp::record::calibrate_noise_multiplier;
 
-    let (Some(e), Some(d)) = (a.record_epsilon, a.record_delta) else {
+    let (Some(e), Some(d), Some(expected_batch)) =
+        (a.record_epsilon, a.record_delta, a.record_expected_batch)
+    else {
         return Err(Failure::usage(
-            "--record-dp needs --record-epsilon E and --record-delta D",
+            "--record-dp needs --record-epsilon E, --record-delta D and --record-expected-batch B \
+             (the public expected sample size, declared in advance, never read from the data)",
         ));
     };
+    if !(expected_batch.is_finite()
+        && (1.0..=amalgam_train::dpsgd::MAX_RECORDS as f64).contains(&expected_batch))
+    {
+        return Err(Failure::usage(format!(
+            "--record-expected-batch {expected_batch} outside [1, 2^24]"
+        )));
+    }
     let epsilon = Epsilon::new(e).map_err(|e| Failure::usage(format!("--record-epsilon: {e}")))?;
     let delta = Delta::new(d).map_err(|e| Failure::usage(format!("--record-delta: {e}")))?;
     let bytes =
@@ -131,9 +147,61 @@ pub fn setup(
             clip: a.record_clip,
             sigma,
             gamma,
-            // N is treated as public (record-dp.md §1): the declared count fixes E|B| = q·N.
-            expected_batch: (a.record_q * policy.records as f64).max(1.0),
+            // Declared by the operator before the data is read (record-dp.md §3).
+            expected_batch,
         },
         noise_multiplier: cal.noise_multiplier,
     })
+}
+
+#[cfg(all(test, feature = "train"))]
+mod tests {
+    use super::*;
+
+    fn args(expected_batch: Option<f64>) -> RecordArgs {
+        RecordArgs {
+            record_dp: true,
+            record_epsilon: Some(8.0),
+            record_delta: Some(1e-6),
+            record_q: 0.05,
+            record_clip: 1.0,
+            record_expected_batch: expected_batch,
+            record_ledgers: None,
+        }
+    }
+
+    /// The divisor of the noisy sum is the declared figure whatever the file holds: two
+    /// neighbouring datasets (N and N + 1 records) train with the same scale, so the scale of
+    /// the released noise says nothing about N.
+    #[test]
+    fn the_expected_batch_is_the_declared_one_never_q_times_the_row_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("plant.csv");
+        std::fs::write(&data, b"rows").unwrap();
+        let a = args(Some(40.0));
+        let small = setup(&a, dir.path(), &data, 1000, 100, 50).unwrap();
+        let large = setup(&a, dir.path(), &data, 1001, 100, 50).unwrap();
+        assert_eq!(small.recipe.expected_batch, 40.0);
+        assert_eq!(large.recipe.expected_batch, 40.0);
+        assert_eq!(small.recipe.sigma, large.recipe.sigma);
+    }
+
+    #[test]
+    fn record_dp_without_a_declared_expected_batch_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("plant.csv");
+        std::fs::write(&data, b"rows").unwrap();
+        let refused = |a: &RecordArgs| setup(a, dir.path(), &data, 1000, 100, 50).err();
+        let e = refused(&args(None)).expect("refused");
+        assert!(
+            e.message.contains("--record-expected-batch"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.code, 2);
+        for bad in [0.5, f64::NAN, f64::INFINITY, 1e9] {
+            assert!(refused(&args(Some(bad))).is_some(), "{bad} accepted");
+        }
+        assert!(!dir.path().join("records").exists(), "a refusal made state");
+    }
 }

@@ -131,7 +131,7 @@ pub fn render(
         site_clip.map_or_else(|| "-".into(), |c| c.to_string()),
     ));
     out.push_str(
-        "  not covered: a fine-tuned local model a plant shares outside the aggregate; a changed data file (another dataset id, another ledger); the record count N_i itself\n",
+        "  not covered: a fine-tuned local model a plant shares outside the aggregate; a changed data file (another dataset id, another ledger); the record count N_i itself; the plant's round timing, which grows with each step's sample size (it reveals the sum of the sample sizes to whoever times the site, the aggregator included)\n",
     );
     out
 }

@@ -655,6 +655,8 @@ fn record_dp_sites_charge_their_record_ledgers_and_the_report_shows_both_guarant
         "0.05",
         "--record-clip",
         "0.5",
+        "--record-expected-batch",
+        "8",
     ];
     // δ = 0.01 is above 1/(10 N) for any plant file here: refused before any state.
     let mut bad = vec![
