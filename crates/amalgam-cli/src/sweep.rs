@@ -6,6 +6,8 @@
 
 use std::path::PathBuf;
 
+mod record;
+
 use amalgam_report::CurvePoint;
 use amalgam_train::builtin::builtin;
 use amalgam_train::campaign::Recipe;
@@ -36,9 +38,26 @@ pub struct Args {
     /// How rows are dealt to plants.
     #[arg(long, value_enum, default_value = "type")]
     split: SplitArg,
-    /// Central noise levels σ, comma-separated, in update units (0 = no differential privacy).
-    #[arg(long, default_value = "0,0.5,1,2")]
-    sigmas: String,
+    /// Central noise levels σ, comma-separated, in update units (0 = no differential privacy;
+    /// default 0,0.5,1,2).
+    #[arg(long)]
+    sigmas: Option<String>,
+    /// The record-level curve instead: target ε per plant over the whole campaign,
+    /// comma-separated (`inf` = no record-level DP, the non-private reference).
+    #[arg(long, conflicts_with = "sigmas")]
+    record_epsilons: Option<String>,
+    /// DP-SGD recipe of the record-level curve (TOML).
+    #[arg(long, default_value = "configs/record-dp-recipe.toml")]
+    record_config: PathBuf,
+    /// Override the recipe's Poisson sampling rate q.
+    #[arg(long)]
+    record_q: Option<f64>,
+    /// Override the recipe's per-example clip norm C_rec.
+    #[arg(long)]
+    record_clip: Option<f64>,
+    /// Override the recipe's local learning rate (record-level curve).
+    #[arg(long)]
+    record_lr: Option<f64>,
     /// L2 clip norm C of each plant's update.
     #[arg(long, default_value_t = 1.0)]
     clip: f64,
@@ -117,7 +136,8 @@ fn parse_sigmas(text: &str) -> Result<Vec<f64>, String> {
 /// Runs `amalgam sweep`.
 pub fn run(args: &Args) -> Result<(), crate::Failure> {
     use crate::Failure;
-    let sigmas = parse_sigmas(&args.sigmas).map_err(Failure::usage)?;
+    let sigmas =
+        parse_sigmas(args.sigmas.as_deref().unwrap_or("0,0.5,1,2")).map_err(Failure::usage)?;
     if args.seeds == 0 || args.seeds > 100 {
         return Err(Failure::usage("--seeds must be 1..=100"));
     }
@@ -132,6 +152,9 @@ pub fn run(args: &Args) -> Result<(), crate::Failure> {
         SplitArg::Mode => SplitKind::Mode,
         SplitArg::ModeExclusive => SplitKind::ModeExclusive,
     };
+    if let Some(eps) = &args.record_epsilons {
+        return run_record(args, eps, &recipe, b, &rows, kind);
+    }
     let rounds = args
         .rounds
         .unwrap_or(u32::try_from(recipe.federated.rounds).unwrap_or(u32::MAX));
@@ -175,6 +198,7 @@ pub fn run(args: &Args) -> Result<(), crate::Failure> {
                 server_lr: recipe.federated.server_lr,
                 clip: args.clip,
                 sigma: (sigma > 0.0).then_some(sigma),
+                record: None,
                 delta: args.delta,
                 bits: args.bits,
                 colluders: args.colluders,
@@ -272,6 +296,50 @@ pub fn run(args: &Args) -> Result<(), crate::Failure> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// The record-level curve (`--record-epsilons`).
+fn run_record(
+    args: &Args,
+    epsilons: &str,
+    local_recipe: &Recipe,
+    b: amalgam_train::builtin::Builtin,
+    rows: &[amalgam_train::data::Row],
+    kind: SplitKind,
+) -> Result<(), crate::Failure> {
+    use crate::Failure;
+    let epsilons = record::parse_epsilons(epsilons).map_err(Failure::usage)?;
+    let mut r = record::read_recipe(&args.record_config)?;
+    r.q = args.record_q.unwrap_or(r.q);
+    r.clip = args.record_clip.unwrap_or(r.clip);
+    r.lr = args.record_lr.unwrap_or(r.lr);
+    r.rounds = args.rounds.unwrap_or(r.rounds);
+    r.local_steps = args.local_steps.unwrap_or(r.local_steps);
+    if args.delta != 1e-6 {
+        r.delta = args.delta;
+    }
+    let s = record::RecordSweep {
+        epsilons,
+        recipe: r,
+        local_recipe,
+        builtin: b,
+        plants: args.plants,
+        kind,
+        seeds: args.first_seed..args.first_seed.saturating_add(args.seeds),
+        colluders: args.colluders,
+        bits: args.bits,
+        clip: args.clip,
+    };
+    let (json, text) = record::run(rows, &s, &args.config)?;
+    if let Some(path) = &args.out {
+        std::fs::write(path, &json)
+            .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;
+    }
+    match args.format {
+        Format::Json => println!("{json}"),
+        Format::Text => print!("{text}"),
     }
     Ok(())
 }

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod model;
 pub mod model_file;
 pub mod plant_files;
+pub mod record_curve;
 pub mod script;
 pub mod secure_campaign;
 pub mod site_trainer;

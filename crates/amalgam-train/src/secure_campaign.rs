@@ -36,6 +36,9 @@ use crate::site_trainer::{PlantTrainer, SiteRecipe, Weighting};
 use crate::split::Split;
 use crate::train::Batch;
 
+mod record;
+pub use record::{GRID_OVER_CLIP, RecordCampaign, RecordSpent};
+
 /// Longest campaign the driver runs (rounds).
 pub const MAX_ROUNDS: u32 = 100_000;
 
@@ -54,8 +57,11 @@ pub struct SecureCampaign {
     pub server_lr: f64,
     /// L2 clip norm C of each plant's update.
     pub clip: f64,
-    /// Central noise σ in update units (`None`: no differential privacy).
+    /// Central noise σ in update units (`None`: no site-level differential privacy).
     pub sigma: Option<f64>,
+    /// Record-level DP-SGD at every plant, one record ledger per plant (`None`: none).
+    /// Independent of `sigma`: a record-level campaign adds no site-level noise unless asked.
+    pub record: Option<RecordCampaign>,
     /// δ of the site-level accounting.
     pub delta: f64,
     /// Bits per value of the encoding (and the masking sum).
@@ -138,8 +144,10 @@ pub struct CampaignResult {
     pub test: Report,
     /// The round after which the selected model was published.
     pub best_round: u64,
-    /// Largest ε any plant's ledger spent (`None`: no differential privacy).
+    /// Largest site-level ε any plant's ledger spent (`None`: no site-level DP).
     pub epsilon: Option<f64>,
+    /// What the record-level setting spent (`None`: no record-level DP).
+    pub record: Option<RecordSpent>,
     /// Per round.
     pub rounds: Vec<RoundStat>,
     /// The selected weights.
@@ -321,6 +329,12 @@ pub fn run_secure_campaign(
         trace.models.push(initial.clone());
         trace.rules = Some(rules.clone());
     }
+    let total_steps = u64::from(c.rounds) * u64::from(c.local_steps);
+    let calibrated = c
+        .record
+        .as_ref()
+        .map(|r| record::calibrate(r, total_steps, initial.len()).map(|cal| (*r, cal)))
+        .transpose()?;
     let mut parties = Vec::with_capacity(split.plants.len());
     for (i, plant) in split.plants.iter().enumerate() {
         let plant_err = |e: &dyn std::fmt::Display| CampaignError::Plant {
@@ -337,15 +351,38 @@ pub fn run_secure_campaign(
             c.seed ^ ((i as u64 + 1) << 32),
         )
         .map_err(|e| plant_err(&e))?;
-        let agent = SiteAgent::open(
+        let key = consortium.identity(SiteId(i as u16)).clone();
+        let (trainer, record_dp) = match &calibrated {
+            None => (trainer, None),
+            Some((r, cal)) => {
+                let ledger_key = key.clone();
+                let (t, dp) = record::enable(
+                    r,
+                    cal,
+                    trainer,
+                    move |path, policy| {
+                        amalgam_dp::ledger::record::RecordLedger::open(path, ledger_key, policy)
+                    },
+                    &state.path().join("records"),
+                    i,
+                    c.seed,
+                    c.rounds,
+                    c.local_steps,
+                )?;
+                (t, Some(dp))
+            }
+        };
+        let mut agent = SiteAgent::open(
             &state.path().join(format!("plant-{i}")),
-            consortium.identity(SiteId(i as u16)).clone(),
+            key,
             rules.clone(),
             &initial,
             options,
         )
         .map_err(|e| plant_err(&e))?;
-        let mut agent = agent;
+        if let Some(dp) = record_dp {
+            agent.enable_record_dp(dp).map_err(|e| plant_err(&e))?;
+        }
         if c.keep_trace {
             let sink = seen.clone();
             agent.set_encoded_observer(Box::new(move |round, values| {
@@ -409,6 +446,15 @@ pub fn run_secure_campaign(
                             .into(),
                     ));
                 }
+                Ok(Ok(RoundOutcome::Declined(
+                    amalgam_site::statements::DeclineReason::RecordBudgetExceeded,
+                ))) => {
+                    return Err(fail(
+                        "the plant's record ledger refused the local run: its epsilon cap \
+                         would be exceeded"
+                            .into(),
+                    ));
+                }
                 Ok(Ok(other)) => return Err(fail(format!("round ended {other:?}"))),
             }
         }
@@ -448,6 +494,27 @@ pub fn run_secure_campaign(
             Some(worst)
         }
     };
+    let record = match &calibrated {
+        None => None,
+        Some((_, cal)) => {
+            let mut worst = 0.0f64;
+            let mut charged = cal.z;
+            for (agent, trainer) in &parties {
+                if let Some(l) = agent.record_ledger() {
+                    worst = worst.max(l.spent());
+                }
+                if let Some(m) = trainer.record_mechanism(c.local_steps) {
+                    charged = m.noise_multiplier;
+                }
+            }
+            Some(RecordSpent {
+                epsilon_spent: worst,
+                noise_multiplier: charged,
+                calibrated: cal.z,
+                sigma: cal.sigma,
+            })
+        }
+    };
     if c.keep_trace {
         let mut all = seen.lock().map(|v| v.clone()).unwrap_or_default();
         all.sort();
@@ -469,6 +536,7 @@ pub fn run_secure_campaign(
         test: Report::new(&test_rows, &scores, threshold),
         best_round: best.2,
         epsilon,
+        record,
         rounds: stats,
         weights: best.1,
         protocol,

@@ -46,6 +46,7 @@ fn campaign(rounds: u32, sigma: Option<f64>) -> SecureCampaign {
         server_lr: 1.0,
         clip: 2.0,
         sigma,
+        record: None,
         delta: 1e-6,
         bits: 20,
         colluders: 1,
