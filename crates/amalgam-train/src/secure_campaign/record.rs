@@ -111,7 +111,9 @@ pub(super) fn enable(
             clip: r.clip,
             sigma: cal.sigma,
             gamma: cal.gamma,
-            // N is public (record-dp.md §1): the declared count fixes E|B| = q·N.
+            // The harness declares each plant's E|B| = q·N before training, as an operator
+            // does with `site run --record-expected-batch`; the bound on one record's
+            // influence, and so the charge, does not depend on the value.
             expected_batch: (r.q * records as f64).max(1.0),
         })
         .map_err(rec)?;
