@@ -245,7 +245,7 @@ fn text(v: &View) -> String {
 }
 
 /// Unix milliseconds as RFC 3339 UTC (seconds precision).
-fn utc(ms: u64) -> String {
+pub(crate) fn utc(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
