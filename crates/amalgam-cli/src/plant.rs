@@ -133,6 +133,7 @@ pub fn plant_trainer(
         clip: m.clip,
         sigma: m.sigma,
         calibrated: setup.noise_multiplier,
+        mechanism: m.record_mechanism(),
     };
     Ok((Box::new(trainer), Some((charged, m.q, m.noise_multiplier))))
 }

@@ -70,6 +70,8 @@ pub struct Charged {
     pub sigma: f64,
     /// The calibrated z (the charged z is σ/Δ, never below it).
     pub calibrated: f64,
+    /// The mechanism every run is charged with (C, γ, σ, d, sampler).
+    pub mechanism: amalgam_dp::ledger::record::RecordMechanism,
 }
 
 /// The default record-ledger directory of a state directory.

@@ -352,7 +352,8 @@ fn enable_record_dp(
     let p = ledger.policy();
     println!(
         "record-level DP: dataset {} (N = {} records), cap epsilon = {} at delta = {:e}, \
-         spent {}; q = {q}, C_rec = {}, sigma = {}, z = {z} (calibrated {}); ledger {}",
+         spent {}; q = {q}, C_rec = {}, sigma = {}, z = {z} (calibrated {}), {:?} sampler; \
+         ledger {}",
         hex::encode(p.dataset),
         p.records,
         p.epsilon_cap.get(),
@@ -361,6 +362,7 @@ fn enable_record_dp(
         charged.clip,
         charged.sigma,
         charged.calibrated,
+        charged.mechanism.sampler,
         charged.path.display()
     );
     agent
@@ -368,6 +370,7 @@ fn enable_record_dp(
             ledger,
             q,
             noise_multiplier: z,
+            mechanism: charged.mechanism,
         })
         .map_err(agent_failure)
 }

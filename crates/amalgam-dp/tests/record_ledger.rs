@@ -8,12 +8,14 @@
 use std::path::Path;
 
 use amalgam_dp::ledger::record::{
-    RecordFinding, RecordLedger, RecordLedgerError, RecordPolicy, RecordRunRequest,
-    audit_record_file, dataset_id, record_ledger_path,
+    RecordFinding, RecordLedger, RecordLedgerError, RecordMechanism, RecordPolicy,
+    RecordRunRequest, audit_record_file, dataset_id, record_ledger_path,
 };
 use amalgam_dp::ledger::{BudgetPolicy, Ledger, LedgerError, PrivacyUnit, ledger_file_name};
+use amalgam_dp::params::Sigma;
 use amalgam_dp::params::{Delta, Epsilon};
 use amalgam_dp::record::{calibrate_noise_multiplier, record_epsilon};
+use amalgam_dp::sampler::{SamplerKind, distance_bound};
 use ed25519_dalek::SigningKey;
 
 const N: u64 = 10_000;
@@ -31,12 +33,18 @@ fn policy(cap: f64) -> RecordPolicy {
     }
 }
 
+/// The mechanism of a 100-parameter model, C = 1, γ = 10⁻⁴, whose noise gives z.
+fn mechanism(z: f64, sampler: SamplerKind) -> RecordMechanism {
+    RecordMechanism::with_multiplier(1.0, 1e-4, 100, sampler, z)
+}
+
 fn run(id: u8, q: f64, z: f64, steps: u32) -> RecordRunRequest {
     RecordRunRequest {
         run_id: [id; 32],
         q,
         noise_multiplier: z,
         steps,
+        mechanism: mechanism(z, SamplerKind::Fast),
     }
 }
 
@@ -261,4 +269,47 @@ fn a_site_level_ledger_file_is_not_a_record_ledger() {
         RecordLedger::open(&path, key(), policy(1.0)),
         Err(RecordLedgerError::Tampered(_))
     ));
+}
+
+/// The samplers' share of δ is recomputed from each run's recorded sampler and σ/γ, never
+/// taken from the entry: Σ steps·d·(per-sample bound) for the table sampler, 0 for the exact
+/// one; and a run whose charged z is above the σ/Δ its noise gives (the operator charging
+/// more noise than it draws) is refused before anything is written.
+#[test]
+fn the_sampler_distance_is_recomputed_and_an_undercharged_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.ledger");
+    let mut ledger = open(&path, 50.0);
+    ledger.authorize(run(1, 0.01, 1.1, 500)).unwrap();
+    let mut exact = run(2, 0.01, 1.1, 300);
+    exact.mechanism = mechanism(1.1, SamplerKind::Exact);
+    ledger.authorize(exact).unwrap();
+    let entries = ledger.anchor().entries;
+
+    let mut lying = run(3, 0.01, 2.0, 100);
+    lying.mechanism = mechanism(1.0, SamplerKind::Fast);
+    assert!(matches!(
+        ledger.authorize(lying),
+        Err(RecordLedgerError::Mechanism(_))
+    ));
+    let mut zero_q = run(4, 0.0, 1.0, 100);
+    zero_q.q = 0.0;
+    assert!(matches!(
+        ledger.authorize(zero_q),
+        Err(RecordLedgerError::Account(_))
+    ));
+    assert_eq!(ledger.anchor().entries, entries, "a refused request wrote");
+    drop(ledger);
+
+    let report = audit_record_file(&path, Some(&key().verifying_key()), &[]).unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+    let m = mechanism(1.1, SamplerKind::Fast);
+    let per_sample = distance_bound(SamplerKind::Fast, Sigma::new(m.sigma / m.gamma).unwrap())
+        .unwrap()
+        .get();
+    assert!(per_sample > 0.0, "the table sampler's bound is not zero");
+    assert_eq!(report.sampler_distance, per_sample * 500.0 * 100.0);
+    let fast = report.runs[0].charge.request.mechanism.sampler;
+    let exact = report.runs[1].charge.request.mechanism.sampler;
+    assert_eq!((fast, exact), (SamplerKind::Fast, SamplerKind::Exact));
 }

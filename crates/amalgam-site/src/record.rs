@@ -16,7 +16,7 @@
 //! [`Permits`]: crate::trainer::Permits
 
 use amalgam_dp::ledger::audit::Anchor;
-use amalgam_dp::ledger::record::{RecordGrant, RecordLedger, RecordRunRequest};
+use amalgam_dp::ledger::record::{RecordGrant, RecordLedger, RecordMechanism, RecordRunRequest};
 use sha2::{Digest, Sha256};
 
 use crate::error::AgentError;
@@ -31,6 +31,9 @@ pub struct RecordDp {
     pub q: f64,
     /// z = σ/Δ of every step.
     pub noise_multiplier: f64,
+    /// The mechanism every run uses (C, γ, σ, d, sampler), charged with it: the ledger refuses
+    /// a z above its σ/Δ.
+    pub mechanism: RecordMechanism,
 }
 
 /// The run id of `round` of the campaign: a run is charged once, and every (consortium,
@@ -88,6 +91,7 @@ impl RecordDp {
             q: self.q,
             noise_multiplier: self.noise_multiplier,
             steps,
+            mechanism: self.mechanism,
         }
     }
 }
@@ -102,7 +106,8 @@ pub(crate) fn check_reported(
         (Some(g), Some(r))
             if r.steps == g.request.steps
                 && r.sample_rate == g.request.q
-                && r.noise_multiplier == g.request.noise_multiplier =>
+                && r.noise_multiplier == g.request.noise_multiplier
+                && r.mechanism == g.request.mechanism =>
         {
             Ok(())
         }
@@ -113,13 +118,16 @@ pub(crate) fn check_reported(
             "the trainer reports a record-level charge no record ledger took".into(),
         )),
         (Some(g), Some(r)) => Err(AgentError::RecordRun(format!(
-            "the trainer ran {} steps at q = {}, z = {}; the permit covers {} steps at q = {}, z = {}",
+            "the trainer ran {} steps at q = {}, z = {}, {:?}; the permit covers {} steps at \
+             q = {}, z = {}, {:?}",
             r.steps,
             r.sample_rate,
             r.noise_multiplier,
+            r.mechanism,
             g.request.steps,
             g.request.q,
-            g.request.noise_multiplier
+            g.request.noise_multiplier,
+            g.request.mechanism
         ))),
     }
 }

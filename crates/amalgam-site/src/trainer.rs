@@ -38,6 +38,9 @@ pub struct RecordCharge {
     pub sample_rate: f64,
     /// Noise multiplier of each step.
     pub noise_multiplier: f64,
+    /// The mechanism the steps ran (C, γ, σ, d, sampler): the agent refuses an update whose
+    /// mechanism is not the one the permit charged.
+    pub mechanism: amalgam_dp::ledger::record::RecordMechanism,
 }
 
 /// The permits the agent holds for this round when training starts: proof that the round's

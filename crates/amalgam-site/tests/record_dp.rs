@@ -10,11 +10,12 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use amalgam_dp::ledger::record::{
-    RecordLedger, RecordLedgerError, RecordPolicy, audit_record_file, dataset_id,
+    RecordLedger, RecordLedgerError, RecordMechanism, RecordPolicy, audit_record_file, dataset_id,
     record_ledger_path,
 };
 use amalgam_dp::params::{Delta, Epsilon};
 use amalgam_dp::record::record_epsilon;
+use amalgam_dp::sampler::SamplerKind;
 use amalgam_site::record::RecordDp;
 use amalgam_site::statements::DeclineReason;
 use amalgam_site::{
@@ -48,6 +49,7 @@ impl Trainer for RecordTrainer {
             steps: grant.request.steps + self.extra,
             sample_rate: grant.request.q,
             noise_multiplier: grant.request.noise_multiplier,
+            mechanism: grant.request.mechanism,
         });
         Ok(out)
     }
@@ -93,6 +95,7 @@ fn enable(f: &mut Fixture, cap: f64) -> Result<(), AgentError> {
         ledger,
         q: Q,
         noise_multiplier: Z,
+        mechanism: RecordMechanism::with_multiplier(1.0, 1e-4, 8, SamplerKind::Fast, Z),
     })
 }
 

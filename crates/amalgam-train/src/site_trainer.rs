@@ -220,16 +220,19 @@ impl PlantTrainer {
         if grant.request.steps != m.steps
             || grant.request.q != m.q
             || grant.request.noise_multiplier != m.noise_multiplier
+            || grant.request.mechanism != m.record_mechanism()
         {
             return Err(failed(format!(
-                "the record permit covers {} steps at q = {}, z = {}; this trainer would run {} \
-                 at q = {}, z = {}",
+                "the record permit covers {} steps at q = {}, z = {}, {:?}; this trainer would \
+                 run {} at q = {}, z = {}, {:?}",
                 grant.request.steps,
                 grant.request.q,
                 grant.request.noise_multiplier,
+                grant.request.mechanism,
                 m.steps,
                 m.q,
-                m.noise_multiplier
+                m.noise_multiplier,
+                m.record_mechanism()
             )));
         }
         self.model.set_from_flat(global).map_err(failed)?;
@@ -243,6 +246,7 @@ impl PlantTrainer {
                 steps: run.mechanism.steps,
                 sample_rate: run.mechanism.q,
                 noise_multiplier: run.mechanism.noise_multiplier,
+                mechanism: run.mechanism.record_mechanism(),
             }),
         })
     }

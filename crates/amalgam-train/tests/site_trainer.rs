@@ -250,19 +250,24 @@ fn record_ledger(dir: &std::path::Path) -> amalgam_dp::ledger::record::RecordLed
     .unwrap()
 }
 
+/// A grant for (q, z, steps) on `mechanism` (σ rescaled so that σ/Δ = z).
 fn grant_for(
     ledger: &mut amalgam_dp::ledger::record::RecordLedger,
     id: u8,
-    q: f64,
-    z: f64,
-    steps: u32,
+    mechanism: amalgam_dp::ledger::record::RecordMechanism,
+    (q, z, steps): (f64, f64, u32),
 ) -> amalgam_dp::ledger::record::RecordGrant {
+    let mut mechanism = mechanism;
+    if z != mechanism.noise_multiplier() {
+        mechanism.sigma = z * mechanism.sensitivity();
+    }
     ledger
         .authorize(amalgam_dp::ledger::record::RecordRunRequest {
             run_id: [id; 32],
             q,
             noise_multiplier: z,
             steps,
+            mechanism,
         })
         .unwrap()
         .consume()
@@ -292,7 +297,12 @@ fn under_record_dp_the_trainer_runs_the_granted_run_and_reports_it() {
     let m = t.record_mechanism(10).unwrap();
     assert_eq!((m.q, m.steps, m.dim), (0.02, 10, t.numel()));
     let info = round(1, 10);
-    let grant = grant_for(&mut ledger, 1, m.q, m.noise_multiplier, 10);
+    let grant = grant_for(
+        &mut ledger,
+        1,
+        m.record_mechanism(),
+        (m.q, m.noise_multiplier, 10),
+    );
     let a = train_with(&mut t, &global, &info, Some(grant)).unwrap();
     assert_eq!(a.update.len(), global.len());
     assert!(a.update.iter().all(|v| v.is_finite()));
@@ -301,6 +311,11 @@ fn under_record_dp_the_trainer_runs_the_granted_run_and_reports_it() {
         (charge.steps, charge.sample_rate, charge.noise_multiplier),
         (10, m.q, m.noise_multiplier)
     );
+    assert_eq!(charge.mechanism, m.record_mechanism());
+    assert_eq!(
+        charge.mechanism.sampler,
+        amalgam_dp::sampler::SamplerKind::Fast
+    );
     let delta = amalgam_dp::params::Delta::new(1e-5).unwrap();
     let expected = amalgam_dp::record::record_epsilon(m.q, m.noise_multiplier, 10, delta)
         .unwrap()
@@ -308,7 +323,12 @@ fn under_record_dp_the_trainer_runs_the_granted_run_and_reports_it() {
     assert_eq!(ledger.spent(), expected);
     // The same seed and round again: the samples and the noise come from the OS, never from
     // the seeded shuffle, so the update differs.
-    let grant = grant_for(&mut ledger, 2, m.q, m.noise_multiplier, 10);
+    let grant = grant_for(
+        &mut ledger,
+        2,
+        m.record_mechanism(),
+        (m.q, m.noise_multiplier, 10),
+    );
     let b = train_with(&mut t, &global, &info, Some(grant)).unwrap();
     assert_ne!(a.update, b.update);
 }
@@ -326,18 +346,36 @@ fn under_record_dp_a_round_without_its_permit_or_with_another_is_refused() {
         no_permit.to_string().contains("record permit"),
         "{no_permit}"
     );
-    for (q, z, steps) in [
-        (m.q, m.noise_multiplier, 9),
-        (m.q / 2.0, m.noise_multiplier, 10),
-        (m.q, m.noise_multiplier * 2.0, 10),
+    // Same q, z and steps on another mechanism: twice the clip with twice the noise.
+    let mut other = m.record_mechanism();
+    other.clip *= 2.0;
+    other.sigma = m.noise_multiplier * other.sensitivity();
+    for (id, mechanism, (q, z, steps)) in [
+        (10, m.record_mechanism(), (m.q, m.noise_multiplier, 9)),
+        (
+            11,
+            m.record_mechanism(),
+            (m.q / 2.0, m.noise_multiplier, 10),
+        ),
+        (
+            12,
+            m.record_mechanism(),
+            (m.q, m.noise_multiplier * 2.0, 10),
+        ),
+        (13, other, (m.q, m.noise_multiplier, 10)),
     ] {
-        let grant = grant_for(&mut ledger, steps as u8 + (q * 1e3) as u8, q, z, steps);
+        let grant = grant_for(&mut ledger, id, mechanism, (q, z, steps));
         let e = train_with(&mut t, &global, &info, Some(grant)).unwrap_err();
         assert!(e.to_string().contains("the record permit covers"), "{e}");
     }
     // A trainer without record-level DP refuses a round a record permit was taken for.
     let (mut plain, _) = trainer("logistic-ai4i", Weighting::Uniform, 11);
-    let grant = grant_for(&mut ledger, 200, m.q, m.noise_multiplier, 10);
+    let grant = grant_for(
+        &mut ledger,
+        200,
+        m.record_mechanism(),
+        (m.q, m.noise_multiplier, 10),
+    );
     assert!(train_with(&mut plain, &global, &info, Some(grant)).is_err());
 }
 

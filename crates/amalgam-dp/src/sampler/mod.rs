@@ -19,7 +19,7 @@ mod table;
 mod whitebox;
 
 pub use exact::ExactSampler;
-pub use fast::FastSampler;
+pub use fast::{FastSampler, MAX_SIGMA as FAST_MAX_SIGMA, MIN_SIGMA as FAST_MIN_SIGMA};
 
 use serde::{Deserialize, Serialize};
 

@@ -9,7 +9,8 @@
 //!    built-ins, one example at a time for any other module);
 //! 3. it is clipped to L2 norm C, rounded to the grid γ (norm ≤ Δ = C + γ·√d/2), and the
 //!    integers are summed; each coordinate of the sum gets N_Z(0, (σ/γ)²) from amalgam-dp's
-//!    exact sampler ([`noise`]);
+//!    table sampler, its distance charged to δ (the exact sampler where σ/γ is outside the
+//!    table's range; [`noise`]);
 //! 4. the noisy sum times γ, divided by the public expected batch (fixed in advance, never the
 //!    plant's q·N), is the gradient
 //!    that SGD (optionally with momentum) applies: post-processing.
@@ -196,6 +197,7 @@ impl RecordDpConfig {
             dim,
             clip: self.clip,
             sigma: self.sigma,
+            sampler: noise::sampler_for(self.sigma / self.gamma),
         }
     }
 }
@@ -241,6 +243,24 @@ pub struct MechanismParams {
     pub clip: f64,
     /// σ (gradient units; σ/γ in grid units).
     pub sigma: f64,
+    /// The sampler of the noise ([`noise::sampler_for`] of σ/γ).
+    #[serde(skip)]
+    pub sampler: amalgam_dp::sampler::SamplerKind,
+}
+
+impl MechanismParams {
+    /// The mechanism as the record ledger charges it (C, γ, σ, d, sampler).
+    pub fn record_mechanism(&self) -> amalgam_dp::ledger::record::RecordMechanism {
+        amalgam_dp::ledger::record::RecordMechanism {
+            clip: self.clip,
+            gamma: self.gamma,
+            sigma: self.sigma,
+            // A model of 2^32 parameters cannot be trained here; were it, the audit's Δ from
+            // this d would not match σ/z and the charge would be a finding, never a pass.
+            dim: u32::try_from(self.dim).unwrap_or(u32::MAX),
+            sampler: self.sampler,
+        }
+    }
 }
 
 /// The result of a run.
@@ -279,6 +299,7 @@ pub fn dp_sgd_train(
     // γ / E|B|: from the integer sum to the mean gradient, with the public expected batch.
     let scale = config.gamma / config.expected_batch;
     let mut batch_sizes = Vec::with_capacity(config.steps as usize);
+    let mut run_noise = noise::RunNoise::new(mechanism.sampler, config.sigma / config.gamma)?;
     for _ in 0..config.steps {
         let idx = coins.sample(n, config.q);
         batch_sizes.push(idx.len());
@@ -295,7 +316,7 @@ pub fn dp_sgd_train(
             };
             noise::clip_round_sum(&grads, config.clip, config.gamma)?.sum
         };
-        noise::add_discrete_gaussian(&mut sum, config.sigma / config.gamma)?;
+        run_noise.add_to(&mut sum)?;
         for ((w, v), s) in weights.iter_mut().zip(&mut velocity).zip(&sum) {
             *v = config.momentum * *v + *s as f64 * scale;
             *w = (f64::from(*w) - config.lr * *v) as f32;

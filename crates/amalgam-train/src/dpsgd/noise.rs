@@ -6,11 +6,20 @@
 //! coordinate by at most γ/2, so ‖γ·k‖ ≤ C + γ·√d/2 = Δ, checked exactly for every example
 //! anyway. The integers are summed exactly (i64; the configuration's bounds keep the sum far
 //! from overflow) and every coordinate of the sum gets an independent N_Z(0, (σ/γ)²) sample
-//! from amalgam-dp's exact sampler: in gradient units the noise is σ per coordinate, and the
+//! from amalgam-dp's samplers: in gradient units the noise is σ per coordinate, and the
 //! noisy sum is a Gaussian mechanism of sensitivity Δ under adding or removing one record.
+//!
+//! The sampler is amalgam-dp's table sampler ([`FastSampler`], ChaCha20 keyed from the OS)
+//! wherever σ/γ is inside its range, with its total-variation distance (below 10⁻³⁰ a sample)
+//! charged to δ by the record ledger, and opendp's exact sampler otherwise: the exact sampler
+//! costs about 15-70 µs a coordinate, hundreds of times the training step it noises
+//! (benches/README.md). Which one a run uses is a function of σ/γ alone ([`sampler_for`]),
+//! recorded in its charge. It is built once per run and reused by every step.
 
 use amalgam_dp::params::Sigma;
-use amalgam_dp::sampler::{ExactSampler, NoiseSampler};
+use amalgam_dp::sampler::{
+    ExactSampler, FAST_MAX_SIGMA, FAST_MIN_SIGMA, FastSampler, NoiseSampler, SamplerKind,
+};
 
 use super::RecordDpError;
 use super::per_example::PerExample;
@@ -117,17 +126,62 @@ pub fn clip_round_sum(
     })
 }
 
-/// Adds an independent N_Z(0, `scale`²) sample to every coordinate of `sum`, from
-/// amalgam-dp's exact discrete Gaussian sampler (OS entropy; not replayable). `scale` is σ/γ.
-pub fn add_discrete_gaussian(sum: &mut [i64], scale: f64) -> Result<(), RecordDpError> {
-    let sigma = Sigma::new(scale).map_err(|e| RecordDpError::Noise(e.to_string()))?;
-    let mut sampler = ExactSampler::new(sigma).map_err(|e| RecordDpError::Noise(e.to_string()))?;
-    let mut noise = vec![0i64; sum.len()];
-    sampler
-        .fill(&mut noise)
-        .map_err(|e| RecordDpError::Noise(e.to_string()))?;
-    for (s, z) in sum.iter_mut().zip(&noise) {
-        *s = s.checked_add(*z).ok_or(RecordDpError::Overflow)?;
+/// The sampler a run of noise scale σ/γ = `scale` uses: the table sampler inside its range,
+/// the exact one outside it.
+pub fn sampler_for(scale: f64) -> SamplerKind {
+    if (FAST_MIN_SIGMA..=FAST_MAX_SIGMA).contains(&scale) {
+        SamplerKind::Fast
+    } else {
+        SamplerKind::Exact
     }
-    Ok(())
+}
+
+/// A run's noise: N_Z(0, `scale`²) per coordinate from the sampler of `kind`, on its own
+/// OS-seeded stream (not replayable), reused by every step of the run.
+pub struct RunNoise {
+    sampler: Box<dyn NoiseSampler + Send>,
+    buf: Vec<i64>,
+}
+
+impl RunNoise {
+    /// The noise of scale σ/γ = `scale` from the sampler of `kind`.
+    pub fn new(kind: SamplerKind, scale: f64) -> Result<Self, RecordDpError> {
+        let noise = |e: String| RecordDpError::Noise(e);
+        let sigma = Sigma::new(scale).map_err(|e| noise(e.to_string()))?;
+        let sampler: Box<dyn NoiseSampler + Send> = match kind {
+            SamplerKind::Fast => {
+                Box::new(FastSampler::new(sigma).map_err(|e| noise(e.to_string()))?)
+            }
+            SamplerKind::Exact => {
+                Box::new(ExactSampler::new(sigma).map_err(|e| noise(e.to_string()))?)
+            }
+        };
+        Ok(Self {
+            sampler,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Which sampler draws.
+    pub fn kind(&self) -> SamplerKind {
+        self.sampler.kind()
+    }
+
+    /// Adds an independent sample to every coordinate of `sum`.
+    pub fn add_to(&mut self, sum: &mut [i64]) -> Result<(), RecordDpError> {
+        self.buf.resize(sum.len(), 0);
+        self.sampler
+            .fill(&mut self.buf)
+            .map_err(|e| RecordDpError::Noise(e.to_string()))?;
+        for (s, z) in sum.iter_mut().zip(&self.buf) {
+            *s = s.checked_add(*z).ok_or(RecordDpError::Overflow)?;
+        }
+        Ok(())
+    }
+}
+
+/// Adds an independent N_Z(0, `scale`²) sample to every coordinate of `sum` from the sampler
+/// [`sampler_for`] picks. `scale` is σ/γ.
+pub fn add_discrete_gaussian(sum: &mut [i64], scale: f64) -> Result<(), RecordDpError> {
+    RunNoise::new(sampler_for(scale), scale)?.add_to(sum)
 }

@@ -157,6 +157,7 @@ pub(super) fn enable(
             ledger,
             q: m.q,
             noise_multiplier: m.noise_multiplier,
+            mechanism: m.record_mechanism(),
         },
     ))
 }

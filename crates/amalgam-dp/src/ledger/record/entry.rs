@@ -1,25 +1,29 @@
 //! One record-ledger entry and its canonical bytes (hashed and signed).
 //!
 //! Layout, integers little-endian, f64 as IEEE-754 bits:
-//! `version u8 (= 0x81) | seq u64 | prev_hash [32] | kind u8 | kind body | versions_len u16 |
+//! `version u8 (= 0x82) | seq u64 | prev_hash [32] | kind u8 | kind body | versions_len u16 |
 //! versions utf-8`, with the kind bodies
 //!
 //! * 0 genesis: `key [32] | dataset [32] | records u64 | epsilon_cap f64 | delta f64 | nonce [32]`;
 //! * 1 run: `run_id [32] | decision u8 (0 accepted, 1 refused) | q f64 | noise_multiplier f64 |
-//!   steps u32 | epsilon_run f64 | epsilon_total f64 | order u32`;
+//!   steps u32 | clip f64 | gamma f64 | sigma f64 | dim u32 | sampler u8 | epsilon_run f64 |
+//!   epsilon_total f64 | order u32`;
 //! * 2 recovery: `dropped_bytes u64 | dropped_sha256 [32]`.
 //!
 //! The version byte is never a site-level entry version (those count up from 1), and the
 //! signing context differs too, so neither ledger's entries verify in the other. Decoding is
-//! strict: exact length, known codes, numbers re-validated.
+//! strict: exact length, known codes, numbers re-validated. Version 0x81 (run entries without
+//! the mechanism: C, γ, σ, d and the sampler) is refused as an unknown version: such an entry
+//! cannot be audited against the noise the run actually drew.
 
 use crate::ledger::entry::{
     Decision, EntryDecodeError, MAX_VERSIONS_LEN, Reader, library_versions, put_f64,
 };
-use crate::params::{Delta, Epsilon};
+use crate::params::{Delta, Epsilon, Sigma};
+use crate::sampler::{SamplerKind, distance_bound};
 
 /// Encoding version of a record-ledger entry.
-pub const RECORD_ENTRY_VERSION: u8 = 0x81;
+pub const RECORD_ENTRY_VERSION: u8 = 0x82;
 
 /// The record-level policy a ledger is bound to by its genesis: one dataset, its record count
 /// (treated as public), the cap on ε and the δ it is computed at.
@@ -56,6 +60,133 @@ pub struct RecordRunRequest {
     pub noise_multiplier: f64,
     /// Noisy steps of the run (≥ 1).
     pub steps: u32,
+    /// What each step does with its sum: bound into the charge so that an auditor can check
+    /// that the charged z is not above the noise the run drew (z ≤ σ/Δ) and recompute the
+    /// sampler's share of δ.
+    pub mechanism: RecordMechanism,
+}
+
+/// A run's mechanism: per-example clip C, grid γ, noise σ per coordinate (gradient units),
+/// d coordinates and the sampler that drew N_Z(0, (σ/γ)²) (record-dp.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct RecordMechanism {
+    /// Per-example L2 clip norm C_rec.
+    pub clip: f64,
+    /// Rounding grid γ.
+    pub gamma: f64,
+    /// Noise standard deviation σ per coordinate, in gradient units.
+    pub sigma: f64,
+    /// d, the coordinates of each step's sum (the model's trainable parameters).
+    pub dim: u32,
+    /// The discrete Gaussian sampler of the noise.
+    #[serde(serialize_with = "sampler_name")]
+    pub sampler: SamplerKind,
+}
+
+fn sampler_name<S: serde::Serializer>(k: &SamplerKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match k {
+        SamplerKind::Fast => "fast (table, distance charged to delta)",
+        SamplerKind::Exact => "exact (opendp)",
+    })
+}
+
+/// Why a mechanism cannot be what a run did.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MechanismError {
+    /// C, γ or σ not finite and positive, or d = 0.
+    #[error("record-level mechanism {0} is not finite and positive")]
+    Range(&'static str),
+    /// The charged z is above σ/Δ: the ledger would charge less ε than the noise gives.
+    #[error(
+        "charged noise multiplier z = {charged} is above sigma/Delta = {actual} of the mechanism"
+    )]
+    Undercharged {
+        /// z charged.
+        charged: f64,
+        /// σ/Δ.
+        actual: f64,
+    },
+    /// The sampler does not exist at σ/γ.
+    #[error("no {kind:?} sampler at sigma/gamma = {scale}: {reason}")]
+    Sampler {
+        /// The sampler.
+        kind: SamplerKind,
+        /// σ/γ.
+        scale: f64,
+        /// Its refusal.
+        reason: String,
+    },
+}
+
+/// Relative slack on z ≤ σ/Δ (f64 rounding of the division; the site sets σ a hair above the
+/// calibrated z·Δ, 10⁻¹², so an honest run is far inside it).
+const Z_SLACK: f64 = 1e-12;
+
+impl RecordMechanism {
+    /// The mechanism of clip C, grid γ and d coordinates whose noise gives exactly the noise
+    /// multiplier z: σ = z·Δ.
+    pub fn with_multiplier(clip: f64, gamma: f64, dim: u32, sampler: SamplerKind, z: f64) -> Self {
+        let mut m = Self {
+            clip,
+            gamma,
+            sigma: 0.0,
+            dim,
+            sampler,
+        };
+        m.sigma = z * m.sensitivity();
+        m
+    }
+
+    /// Δ = C + γ·√d/2, the L2 sensitivity of one rounded example.
+    pub fn sensitivity(&self) -> f64 {
+        self.clip + self.gamma * f64::from(self.dim).sqrt() / 2.0
+    }
+
+    /// The noise multiplier the noise actually gives, σ/Δ.
+    pub fn noise_multiplier(&self) -> f64 {
+        self.sigma / self.sensitivity()
+    }
+
+    /// Checks the ranges and that `charged_z` does not exceed σ/Δ.
+    pub fn check(&self, charged_z: f64) -> Result<(), MechanismError> {
+        let pos = |v: f64| v.is_finite() && v > 0.0;
+        for (name, v) in [
+            ("clip C", self.clip),
+            ("grid gamma", self.gamma),
+            ("sigma", self.sigma),
+        ] {
+            if !pos(v) {
+                return Err(MechanismError::Range(name));
+            }
+        }
+        if self.dim == 0 {
+            return Err(MechanismError::Range("dimension d"));
+        }
+        let actual = self.noise_multiplier();
+        if !(charged_z <= actual * (1.0 + Z_SLACK)) {
+            return Err(MechanismError::Undercharged {
+                charged: charged_z,
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// The sampler's total-variation distance over a run of `steps` steps, steps·d times the
+    /// per-sample bound the crate computes for the sampler at σ/γ (never a declared figure):
+    /// it is added to δ (record-dp.md §2).
+    pub fn run_distance(&self, steps: u32) -> Result<f64, MechanismError> {
+        let scale = self.sigma / self.gamma;
+        let sampler_err = |reason: String| MechanismError::Sampler {
+            kind: self.sampler,
+            scale,
+            reason,
+        };
+        let sigma = Sigma::new(scale).map_err(|e| sampler_err(e.to_string()))?;
+        let per_sample =
+            distance_bound(self.sampler, sigma).map_err(|e| sampler_err(e.to_string()))?;
+        Ok(per_sample.get() * f64::from(steps) * f64::from(self.dim))
+    }
 }
 
 /// A run's decision and what it was accounted as.
@@ -146,6 +277,12 @@ impl RecordEntryBody {
                 put_f64(&mut out, c.request.q);
                 put_f64(&mut out, c.request.noise_multiplier);
                 out.extend_from_slice(&c.request.steps.to_le_bytes());
+                let m = &c.request.mechanism;
+                put_f64(&mut out, m.clip);
+                put_f64(&mut out, m.gamma);
+                put_f64(&mut out, m.sigma);
+                out.extend_from_slice(&m.dim.to_le_bytes());
+                out.push(m.sampler.code());
                 put_f64(&mut out, c.epsilon_run);
                 put_f64(&mut out, c.epsilon_total);
                 out.extend_from_slice(&c.order.to_le_bytes());
@@ -204,6 +341,9 @@ impl RecordEntryBody {
                 let q = r.f64()?;
                 let noise_multiplier = r.f64()?;
                 let steps = r.u32()?;
+                let (clip, gamma, sigma) = (r.f64()?, r.f64()?, r.f64()?);
+                let dim = r.u32()?;
+                let sampler = r.code("sampler", SamplerKind::from_code)?;
                 let epsilon_run = r.f64()?;
                 let epsilon_total = r.f64()?;
                 let order = r.u32()?;
@@ -219,6 +359,13 @@ impl RecordEntryBody {
                         q,
                         noise_multiplier,
                         steps,
+                        mechanism: RecordMechanism {
+                            clip,
+                            gamma,
+                            sigma,
+                            dim,
+                            sampler,
+                        },
                     },
                     decision,
                     epsilon_run,

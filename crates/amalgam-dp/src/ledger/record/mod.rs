@@ -29,7 +29,9 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use self::entry::RecordEntryBody;
-pub use self::entry::{RecordEntryKind, RecordPolicy, RecordRunRequest, RunCharge};
+pub use self::entry::{
+    MechanismError, RecordEntryKind, RecordMechanism, RecordPolicy, RecordRunRequest, RunCharge,
+};
 pub use self::replay::{
     AuditedRun, RecordAuditReport, RecordFinding, audit_record_file, record_genesis_hash,
 };
@@ -103,6 +105,9 @@ pub enum RecordLedgerError {
     /// A run parameter is invalid.
     #[error(transparent)]
     Account(#[from] RecordAccountError),
+    /// The run's mechanism is invalid or does not give the charged noise multiplier.
+    #[error(transparent)]
+    Mechanism(#[from] MechanismError),
     /// The file layer failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -199,6 +204,8 @@ pub struct RecordLedger {
     curve: Option<RdpCurve>,
     accepted: BTreeSet<[u8; 32]>,
     spent: f64,
+    /// The samplers' total-variation distance over the accepted runs (taken from δ).
+    distance: f64,
 }
 
 impl core::fmt::Debug for RecordLedger {
@@ -256,6 +263,7 @@ impl RecordLedger {
             curve: replayed.curve,
             accepted: replayed.accepted,
             spent: replayed.report.epsilon_total,
+            distance: replayed.distance,
         };
         if fresh {
             let mut nonce = [0u8; 32];
@@ -348,19 +356,7 @@ impl RecordLedger {
     }
 
     fn compose(&self, request: &RecordRunRequest) -> Result<replay::Composed, RecordLedgerError> {
-        if request.steps == 0 {
-            return Err(RecordAccountError::NoSteps.into());
-        }
-        if request.q <= 0.0 {
-            return Err(RecordAccountError::SamplingRate(request.q).into());
-        }
-        Ok(compose_run(
-            self.curve.as_ref(),
-            request.q,
-            request.noise_multiplier,
-            request.steps,
-            &self.policy,
-        )?)
+        compose_run(self.curve.as_ref(), self.distance, request, &self.policy)
     }
 
     /// Decides one local run before its first step and records the decision durably. Within
@@ -373,7 +369,12 @@ impl RecordLedger {
         if self.accepted.contains(&request.run_id) {
             return Err(RecordLedgerError::RunAlreadyCharged);
         }
-        let replay::Composed { curve, total, run } = self.compose(&request)?;
+        let replay::Composed {
+            curve,
+            total,
+            run,
+            distance,
+        } = self.compose(&request)?;
         let cap = self.policy.epsilon_cap.get();
         let accepted = total.filter(|(e, _)| *e <= cap);
         let epsilon_run = run.unwrap_or(f64::INFINITY);
@@ -399,6 +400,7 @@ impl RecordLedger {
             order,
         }))?;
         self.curve = Some(curve);
+        self.distance = distance;
         self.accepted.insert(request.run_id);
         self.spent = epsilon_total;
         Ok(RecordPermit {
@@ -418,6 +420,7 @@ mod tests {
 
     use super::*;
     use crate::params::{Delta, Epsilon};
+    use crate::sampler::SamplerKind;
 
     fn policy() -> RecordPolicy {
         RecordPolicy {
@@ -442,13 +445,15 @@ mod tests {
             q: 0.1,
             noise_multiplier: 1.0,
             steps: 10,
+            mechanism: RecordMechanism::with_multiplier(1.0, 1e-4, 100, SamplerKind::Fast, 1.0),
         };
         let honest = ledger.check(&request).unwrap();
         ledger
             .append(RecordEntryKind::Run(RunCharge {
                 request,
                 decision: Decision::Accepted,
-                epsilon_run: honest / 10.0,
+                // The run alone stated honestly (its own lie is the next test's case).
+                epsilon_run: honest,
                 epsilon_total: honest / 10.0,
                 order: 2,
             }))
@@ -463,5 +468,69 @@ mod tests {
             RecordLedger::open(&path, key, policy()),
             Err(RecordLedgerError::Tampered(_))
         ));
+    }
+
+    /// A site holding its own key signs entries that understate its spend in each remaining
+    /// way: a charged z above the σ/Δ its recorded noise gives, a run alone stated below its
+    /// parameters' ε while the total is right, and a run at q = 0 (which the accountant would
+    /// price at nothing). Each is found by the audit at its entry, and the ledger no longer
+    /// opens for charging.
+    #[test]
+    fn signed_entries_understating_a_run_are_found_and_block_charging() {
+        let honest_request = RecordRunRequest {
+            run_id: [3; 32],
+            q: 0.1,
+            noise_multiplier: 1.0,
+            steps: 10,
+            mechanism: RecordMechanism::with_multiplier(1.0, 1e-4, 100, SamplerKind::Fast, 1.0),
+        };
+        let mut over_z = honest_request;
+        over_z.noise_multiplier = 3.0;
+        let mut zero_q = honest_request;
+        zero_q.q = 0.0;
+        type Lie = fn(&RecordFinding) -> bool;
+        let cases: [(RecordRunRequest, bool, Lie); 3] = [
+            (over_z, false, |f| {
+                matches!(f, RecordFinding::InvalidRun { index: 1, .. })
+            }),
+            (honest_request, true, |f| {
+                matches!(f, RecordFinding::RunEpsilonMismatch { index: 1, .. })
+            }),
+            (zero_q, false, |f| {
+                matches!(f, RecordFinding::InvalidRun { index: 1, .. })
+            }),
+        ];
+        for (request, understate_run, finding) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r");
+            let key = SigningKey::from_bytes(&[2; 32]);
+            let mut ledger = RecordLedger::open(&path, key.clone(), policy()).unwrap();
+            let honest = ledger.check(&honest_request).unwrap();
+            let epsilon_run = if understate_run {
+                honest / 10.0
+            } else {
+                honest
+            };
+            ledger
+                .append(RecordEntryKind::Run(RunCharge {
+                    request,
+                    decision: Decision::Accepted,
+                    epsilon_run,
+                    epsilon_total: honest,
+                    order: 2,
+                }))
+                .unwrap();
+            drop(ledger);
+            let report = audit_record_file(&path, Some(&key.verifying_key()), &[]).unwrap();
+            assert!(
+                report.findings.iter().any(finding),
+                "{request:?}: {:?}",
+                report.findings
+            );
+            assert!(matches!(
+                RecordLedger::open(&path, key, policy()),
+                Err(RecordLedgerError::Tampered(_))
+            ));
+        }
     }
 }

@@ -3,9 +3,12 @@
 //!
 //! Every entry must decode strictly, sit at its position, point to the previous entry's hash
 //! and verify under the genesis key. Every accepted run is re-accounted from its recorded
-//! parameters (its RDP curve composed onto the runs before it, converted at the policy's δ);
-//! a recorded ε that differs from the recomputed one, an accepted run past the cap, a run id
-//! accepted twice or a policy breaking the δ rule is a finding.
+//! parameters (its RDP curve composed onto the runs before it, converted at the policy's δ
+//! less the samplers' total-variation distance over the accepted runs); a recorded ε (of the
+//! run or of the total) that differs from the recomputed one, a run whose charged z is above
+//! the σ/Δ of its recorded mechanism or whose parameters are invalid (q ≤ 0, no step), an
+//! accepted run past the cap, a run id accepted twice or a policy breaking the δ rule is a
+//! finding.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -14,10 +17,13 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::entry::{RecordEntryBody, RecordEntryKind, RecordPolicy, RunCharge};
+use super::RecordLedgerError;
+use super::entry::{RecordEntryBody, RecordEntryKind, RecordPolicy, RecordRunRequest, RunCharge};
+use crate::error::RecordAccountError;
 use crate::ledger::audit::{Anchor, Finding, entry_hash};
 use crate::ledger::entry::Decision;
 use crate::ledger::store::{self, StoreError};
+use crate::params::Delta;
 use crate::record::{RdpCurve, RdpOrders};
 
 /// Domain separation of a record-ledger entry's signature.
@@ -60,7 +66,24 @@ pub enum RecordFinding {
     },
     /// The genesis policy breaks the δ rule or has no record.
     Policy(String),
-    /// A recorded ε is not the one its parameters give.
+    /// A run's parameters cannot be accounted (q ≤ 0, no step, a mechanism out of range) or
+    /// its charged z is above the σ/Δ of its recorded mechanism (an undercharge).
+    InvalidRun {
+        /// Position.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A run's recorded ε of the run alone is not the one its parameters give.
+    RunEpsilonMismatch {
+        /// Position.
+        index: usize,
+        /// Recorded.
+        recorded: f64,
+        /// Recomputed.
+        recomputed: f64,
+    },
+    /// A recorded total ε is not the one the runs' parameters give.
     EpsilonMismatch {
         /// Position.
         index: usize,
@@ -128,6 +151,9 @@ pub struct RecordAuditReport {
     pub epsilon_total: f64,
     /// The order that attained it.
     pub order: u32,
+    /// The samplers' total-variation distance over the accepted runs (Σ steps·d·bound),
+    /// recomputed from each run's sampler and σ/γ; ε is computed at δ less this.
+    pub sampler_distance: f64,
     /// Published anchors checked.
     pub anchors_checked: usize,
     /// Findings (empty on a clean ledger).
@@ -144,6 +170,7 @@ impl RecordAuditReport {
 /// The replayed state.
 pub(crate) struct RecordReplay {
     pub report: RecordAuditReport,
+    pub distance: f64,
     pub key: Option<VerifyingKey>,
     pub hashes: Vec<[u8; 32]>,
     pub curve: Option<RdpCurve>,
@@ -165,34 +192,60 @@ fn differs(recorded: f64, recomputed: f64) -> bool {
 pub(crate) struct Composed {
     /// The curve of every run so far, this one included.
     pub curve: RdpCurve,
-    /// Its ε at the policy's δ and the order (`None`: unbounded).
+    /// Its ε at the policy's δ less the sampler distance, and the order (`None`: unbounded).
     pub total: Option<(f64, u32)>,
     /// ε of this run alone (`None`: unbounded).
     pub run: Option<f64>,
+    /// The samplers' distance over every run so far, this one included.
+    pub distance: f64,
 }
 
-/// `curve` composed with the run (q, z, steps) at `policy`'s δ.
+/// The δ the RDP conversion may use once `distance` of it went to the samplers (`None`: none
+/// left, ε unbounded).
+fn accounting_delta(policy: &RecordPolicy, distance: f64) -> Option<Delta> {
+    Delta::new(policy.delta.get() - distance).ok()
+}
+
+/// `curve` (with `distance` of δ already taken by the samplers) composed with the run
+/// `request` at `policy`'s δ. Refuses a run that cannot be accounted: no step, q ≤ 0 (it would
+/// cost nothing while the run trains on records), a mechanism out of range or a charged z
+/// above its σ/Δ.
 pub(crate) fn compose_run(
     curve: Option<&RdpCurve>,
-    q: f64,
-    z: f64,
-    steps: u32,
+    distance: f64,
+    request: &RecordRunRequest,
     policy: &RecordPolicy,
-) -> Result<Composed, crate::error::RecordAccountError> {
-    let run = RdpCurve::sampled_gaussian(RdpOrders::dense(), q, z, u64::from(steps))?;
-    let run_eps = run.epsilon(policy.delta).ok().map(|e| e.epsilon);
+) -> Result<Composed, RecordLedgerError> {
+    if request.steps == 0 {
+        return Err(RecordAccountError::NoSteps.into());
+    }
+    if !(request.q > 0.0) {
+        return Err(RecordAccountError::SamplingRate(request.q).into());
+    }
+    request.mechanism.check(request.noise_multiplier)?;
+    let run_distance = request.mechanism.run_distance(request.steps)?;
+    let run = RdpCurve::sampled_gaussian(
+        RdpOrders::dense(),
+        request.q,
+        request.noise_multiplier,
+        u64::from(request.steps),
+    )?;
+    let run_eps = accounting_delta(policy, run_distance)
+        .and_then(|d| run.epsilon(d).ok())
+        .map(|e| e.epsilon);
     let total = match curve {
         Some(c) => c.compose(&run)?,
         None => run,
     };
-    let total_eps = total
-        .epsilon(policy.delta)
-        .ok()
+    let distance = distance + run_distance;
+    let total_eps = accounting_delta(policy, distance)
+        .and_then(|d| total.epsilon(d).ok())
         .map(|e| (e.epsilon, e.order));
     Ok(Composed {
         curve: total,
         total: total_eps,
         run: run_eps,
+        distance,
     })
 }
 
@@ -207,6 +260,7 @@ pub(crate) fn replay_record(
     let mut policy: Option<RecordPolicy> = None;
     let mut hashes = Vec::with_capacity(payloads.len());
     let mut curve: Option<RdpCurve> = None;
+    let mut distance = 0.0f64;
     let mut accepted = BTreeSet::new();
     let mut runs = Vec::new();
     let (mut refused, mut steps, mut epsilon_total, mut order) = (0usize, 0u64, 0.0f64, 0u32);
@@ -266,13 +320,30 @@ pub(crate) fn replay_record(
             continue;
         };
         let r = charge.request;
-        let Ok(Composed {
-            curve: next, total, ..
-        }) = compose_run(curve.as_ref(), r.q, r.noise_multiplier, r.steps, p)
-        else {
-            findings.push(RecordFinding::Malformed { index });
-            break;
+        let Composed {
+            curve: next,
+            total,
+            run,
+            distance: next_distance,
+        } = match compose_run(curve.as_ref(), distance, &r, p) {
+            Ok(c) => c,
+            Err(e) => {
+                // Not composed: the audit goes on with the runs it can account.
+                findings.push(RecordFinding::InvalidRun {
+                    index,
+                    reason: e.to_string(),
+                });
+                continue;
+            }
         };
+        let run_eps = run.unwrap_or(f64::INFINITY);
+        if differs(charge.epsilon_run, run_eps) {
+            findings.push(RecordFinding::RunEpsilonMismatch {
+                index,
+                recorded: charge.epsilon_run,
+                recomputed: run_eps,
+            });
+        }
         let within = total.is_some_and(|(e, _)| e <= p.epsilon_cap.get());
         match charge.decision {
             Decision::Accepted => {
@@ -294,6 +365,7 @@ pub(crate) fn replay_record(
                     findings.push(RecordFinding::RunReused { index });
                 }
                 curve = Some(next);
+                distance = next_distance;
                 (epsilon_total, order) = (e, o);
                 steps += u64::from(r.steps);
                 runs.push(AuditedRun {
@@ -302,6 +374,14 @@ pub(crate) fn replay_record(
                 });
             }
             Decision::Refused => {
+                // A refusal records the total as it stood: anything else misstates the spend.
+                if differs(charge.epsilon_total, epsilon_total) {
+                    findings.push(RecordFinding::EpsilonMismatch {
+                        index,
+                        recorded: charge.epsilon_total,
+                        recomputed: epsilon_total,
+                    });
+                }
                 if within && !accepted.contains(&r.run_id) {
                     findings.push(RecordFinding::RefusedWithinCap { index });
                 }
@@ -323,9 +403,11 @@ pub(crate) fn replay_record(
             steps,
             epsilon_total,
             order,
+            sampler_distance: distance,
             anchors_checked: 0,
             findings,
         },
+        distance,
         key,
         hashes,
         curve,
@@ -352,6 +434,7 @@ pub fn audit_record_file(
             steps: 0,
             epsilon_total: 0.0,
             order: 0,
+            sampler_distance: 0.0,
             anchors_checked: 0,
             findings: vec![RecordFinding::File(e.to_string())],
         },
