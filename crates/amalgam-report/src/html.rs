@@ -362,6 +362,7 @@ pub fn page(r: &SimulationReport, plots: &[Plot]) -> String {
     );
     models_table(r, &mut out);
     epsilon_table(r, &mut out);
+    crate::record::section(r, &mut out);
     parameters(r, &mut out);
     curve_table(r, &mut out);
     out.push_str("<h2>Plots</h2>\n");

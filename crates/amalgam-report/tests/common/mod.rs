@@ -136,6 +136,7 @@ pub fn sample() -> SimulationReport {
             },
         ],
         exports: vec!["model.pt".into()],
+        record_level: Vec::new(),
     }
 }
 
