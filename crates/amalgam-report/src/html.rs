@@ -365,6 +365,9 @@ pub fn page(r: &SimulationReport, plots: &[Plot]) -> String {
     crate::record::section(r, &mut out);
     parameters(r, &mut out);
     curve_table(r, &mut out);
+    if let Some(c) = &r.record_curve {
+        crate::record_curve::table(c, &mut out);
+    }
     out.push_str("<h2>Plots</h2>\n");
     for p in plots {
         let _ = writeln!(

@@ -10,6 +10,7 @@ pub mod html;
 pub mod inspect;
 pub mod plots;
 pub mod record;
+pub mod record_curve;
 pub mod render;
 pub mod schema;
 pub mod svg;

@@ -78,6 +78,10 @@ pub struct SimulationReport {
     /// neither figure is read as the other. Empty without record-level DP.
     #[serde(default)]
     pub record_level: Vec<RecordRow>,
+    /// The record-level ε-versus-F1 curve of an `amalgam sweep --record-epsilons` file, when
+    /// one was given (`--record-curve`).
+    #[serde(default)]
+    pub record_curve: Option<crate::record_curve::RecordCurve>,
 }
 
 /// One plant's record-level guarantee at the end of the campaign: the privacy unit is one
@@ -352,10 +356,18 @@ impl SimulationReport {
                 found: head.schema,
             });
         }
-        serde_json::from_slice(bytes).map_err(|e| ReportError::Malformed {
+        let r: Self = serde_json::from_slice(bytes).map_err(|e| ReportError::Malformed {
             path: String::new(),
             reason: e.to_string(),
-        })
+        })?;
+        // The page draws the curve: its values are checked as strictly as the sweep file's.
+        if let Some(c) = &r.record_curve {
+            c.check().map_err(|e| ReportError::Malformed {
+                path: String::new(),
+                reason: format!("record_curve: {e}"),
+            })?;
+        }
+        Ok(r)
     }
 
     /// Pretty JSON (what `report.json` holds).

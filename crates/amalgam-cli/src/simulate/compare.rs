@@ -245,6 +245,7 @@ pub fn report(
         curve: o.curve.clone(),
         exports: vec![EXPORT.into()],
         record_level,
+        record_curve: o.record_curve.clone(),
     };
     std::fs::create_dir_all(&o.out)
         .map_err(|e| Failure::failed(format!("{}: {e}", o.out.display())))?;

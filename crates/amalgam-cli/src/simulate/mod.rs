@@ -114,6 +114,10 @@ pub struct Args {
     /// sweep), shown on the report's curve; this run adds no point of its own.
     #[arg(long = "curve", value_name = "SWEEP_JSON")]
     curves: Vec<PathBuf>,
+    /// A record-level curve (`amalgam sweep --record-epsilons ... --out FILE`, e.g.
+    /// configs/record-dp-curve.json), shown as its own plot and table.
+    #[arg(long, value_name = "CURVE_JSON")]
+    record_curve: Option<PathBuf>,
     /// Record-level DP-SGD inside each plant (`--record-dp --record-epsilon E`).
     #[command(flatten)]
     record: record::RecordFlags,
@@ -163,6 +167,8 @@ pub struct Options {
     pub out: PathBuf,
     /// The curve points read from `--curve` files.
     pub curve: Vec<amalgam_report::CurvePoint>,
+    /// The record-level curve read from `--record-curve`.
+    pub record_curve: Option<amalgam_report::record_curve::RecordCurve>,
     /// Record-level DP-SGD settings; `None` without `--record-dp`.
     pub record: Option<record::RecordOptions>,
 }
@@ -338,6 +344,13 @@ fn options(a: &Args) -> Result<Options, Failure> {
         phase_seconds: a.phase_seconds,
         out: a.out.clone(),
         curve: read_curves(&a.curves)?,
+        record_curve: match &a.record_curve {
+            Some(f) => Some(
+                amalgam_report::record_curve::RecordCurve::read(f)
+                    .map_err(|e| Failure::usage(format!("--record-curve {e}")))?,
+            ),
+            None => None,
+        },
         record: record::options(&a.record, a.dropout_rate > 0.0 || !a.drops.is_empty())?,
     })
 }
