@@ -37,12 +37,39 @@ pub const VERIFY: &str = "record-level: `amalgam ledger verify` of the plant's \
                           site-level: `amalgam ledger verify` of its site ledger at the head in \
                           the table above";
 
+fn fig(pointer: &str, text: &str) -> String {
+    format!(
+        r#"<span class="fig" data-json="{}">{}</span>"#,
+        esc(pointer),
+        esc(text)
+    )
+}
+
 fn cell(pointer: &str, text: &str) -> String {
     format!(
         r#"<td class="fig" data-json="{}">{}</td>"#,
         esc(pointer),
         esc(text)
     )
+}
+
+/// The record-level verdict line (largest ε over plants, with its pointer), `None` without
+/// record-level DP.
+pub fn line(r: &SimulationReport) -> Option<String> {
+    let (i, worst) = r
+        .record_level
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.epsilon_spent.total_cmp(&b.1.epsilon_spent))?;
+    Some(format!(
+        "record-level differential privacy: ε ≤ {} per plant at δ = {} relative to each plant's \
+         record count (unit: one training record of a plant's own dataset; not site-level)",
+        fig(
+            &format!("/record_level/{i}/epsilon_spent"),
+            &num(worst.epsilon_spent)
+        ),
+        fig(&format!("/record_level/{i}/delta"), &num(worst.delta))
+    ))
 }
 
 /// Appends the record-level section (nothing without record-level DP).
@@ -69,8 +96,13 @@ pub fn section(r: &SimulationReport, out: &mut String) {
         out.push_str(&cell(&p("delta"), &num(e.delta)));
         out.push_str(&cell(&p("q"), &num(e.q)));
         out.push_str(&cell(&p("clip"), &num(e.clip)));
-        let z: Vec<String> = e.noise_multipliers.iter().map(|z| num(*z)).collect();
-        let _ = write!(out, "<td>{}</td>", esc(&z.join(", ")));
+        let z: Vec<String> = e
+            .noise_multipliers
+            .iter()
+            .enumerate()
+            .map(|(k, z)| fig(&p(&format!("noise_multipliers/{k}")), &num(*z)))
+            .collect();
+        let _ = write!(out, "<td>{}</td>", z.join(", "));
         out.push_str(&cell(&p("runs"), &e.runs.to_string()));
         out.push_str(&cell(&p("steps"), &e.steps.to_string()));
         let _ = write!(out, "<td><code>{}</code></td>", esc(&e.ledger_head));

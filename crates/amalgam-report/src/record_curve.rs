@@ -179,10 +179,10 @@ pub fn table(c: &RecordCurve, out: &mut String) {
             "<tr>{}{}{}{}{}{}{}</tr>",
             cell(&q("target_epsilon"), &opt(p.target_epsilon, "∞")),
             cell(&q("epsilon_spent"), &opt(p.epsilon_spent, "∞")),
-            cell(&q("noise_multiplier"), &opt(p.noise_multiplier, "—")),
+            cell(&q("noise_multiplier"), &opt(p.noise_multiplier, "n/a")),
             cell(&q("f1"), &num(p.f1)),
             cell(&q("f1_ci95"), &num(p.f1_ci95)),
-            cell(&q("auprc"), &opt(p.auprc, "—")),
+            cell(&q("auprc"), &opt(p.auprc, "n/a")),
             cell(&q("seeds"), &p.seeds.to_string()),
         );
     }
