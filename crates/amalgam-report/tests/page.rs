@@ -306,7 +306,7 @@ fn record_level_rows_and_curve_read_back_from_the_json() {
     assert!(dir.path().join("plots/record-curve.svg").is_file());
     let lines = page_lines(&html);
     assert!(
-        lines[1].starts_with("record-level differential privacy: ε ≤ 3.25 per plant"),
+        lines[1].starts_with("record-level differential privacy: ε ≤ 3.2500 per plant"),
         "{lines:?}"
     );
     // Record-level DP alone: the top line says the site level is ∞, not "no DP" at all.
