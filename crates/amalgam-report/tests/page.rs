@@ -288,11 +288,11 @@ fn record_level_rows_and_curve_read_back_from_the_json() {
     let shown = |p: &str| figs.iter().find(|f| f.json == p).map(|f| f.text.clone());
     assert_eq!(
         shown("/record_level/0/epsilon_spent").as_deref(),
-        Some("3.25")
+        Some("3.2500")
     );
     assert_eq!(
         shown("/record_level/0/noise_multipliers/0").as_deref(),
-        Some("1.75")
+        Some("1.7500")
     );
     assert_eq!(
         shown("/record_curve/points/3/target_epsilon").as_deref(),
