@@ -262,6 +262,45 @@ mod tests {
         assert!(options(&f, false).is_err());
     }
 
+    fn split_of(sizes: &[usize]) -> Split {
+        Split {
+            test: Vec::new(),
+            plants: sizes
+                .iter()
+                .map(|&n| amalgam_train::split::PlantRows {
+                    train: (0..n).collect(),
+                    validation: Vec::new(),
+                    held_out: Vec::new(),
+                    owned_modes: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// δ must be at most 1/(10·N_i) at every plant: the smallest plant decides, and the
+    /// refusal names it and its N.
+    #[test]
+    fn the_smallest_plant_bounds_delta_and_is_named() {
+        let r = RecordOptions {
+            epsilon: 8.0,
+            delta: 1e-4,
+            q: 0.05,
+            clip: 1.0,
+        };
+        // 1/(10·1000) = 1e-4: exactly at the limit is accepted.
+        assert!(check_split(&r, &split_of(&[2000, 1000, 1500])).is_ok());
+        let e = check_split(&r, &split_of(&[2000, 999, 1500])).unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(
+            e.message.contains("plant 1") && e.message.contains("N = 999"),
+            "{}",
+            e.message
+        );
+        // q·N under one record is refused too.
+        let tiny = RecordOptions { delta: 1e-6, ..r };
+        assert!(check_split(&tiny, &split_of(&[10])).is_err());
+    }
+
     #[test]
     fn expected_batch_is_q_times_the_declared_count() {
         let r = options(&flags(), false).unwrap().unwrap();
