@@ -66,7 +66,7 @@ pub struct RecordCurvePoint {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CurveError {
     /// Over [`MAX_CURVE_BYTES`].
-    #[error("{0} bytes, over the {MAX_CURVE_BYTES}-byte limit of a curve file")]
+    #[error("{0} bytes, over the 1 MiB limit of a curve file")]
     TooLarge(u64),
     /// Not the sweep's JSON.
     #[error("not a record-level curve: {0}")]
