@@ -37,6 +37,8 @@ pub struct RecordSection {
     pub steps: u64,
     /// Distinct (q, z) of the accepted runs.
     pub mechanisms: Vec<(f64, f64)>,
+    /// The audited ledger's head (hex): the anchor a later audit is checked against.
+    pub head: String,
 }
 
 /// The record ledgers under `state` (`STATE/records/*/record-in-dataset.ledger`).
@@ -89,6 +91,7 @@ pub fn section(path: &Path, key: &VerifyingKey, site: u16) -> Result<RecordSecti
         refused: r.refused,
         steps: r.steps,
         mechanisms,
+        head: r.head,
     })
 }
 
@@ -122,16 +125,18 @@ pub fn render(
             out.push_str(&format!("    runs at q = {q}, z = sigma/Delta = {z}\n"));
         }
     }
-    out.push_str(
-        "  accountant: RDP of the Poisson-subsampled Gaussian at integer orders (exact for the discrete Gaussian on a grid), composed over every run on the dataset in every campaign, converted to (epsilon, delta) by CKS20 Prop. 12\n",
-    );
+    out.push_str(&format!(
+        "  accountant: {}\n",
+        amalgam_report::record::ACCOUNTANT
+    ));
     out.push_str(&format!(
         "  clip norms: record-level C_rec = {} bounds one record's gradient in each step; site-level C = {} bounds the plant's whole update in each round\n",
         record_clip.map_or_else(|| "-".into(), |c| c.to_string()),
         site_clip.map_or_else(|| "-".into(), |c| c.to_string()),
     ));
-    out.push_str(
-        "  not covered: a fine-tuned local model a plant shares outside the aggregate; a changed data file (another dataset id, another ledger); the record count N_i itself; the plant's round timing, which grows with each step's sample size (it reveals the sum of the sample sizes to whoever times the site, the aggregator included)\n",
-    );
+    out.push_str(&format!(
+        "  not covered: {}\n",
+        amalgam_report::record::NOT_COVERED
+    ));
     out
 }

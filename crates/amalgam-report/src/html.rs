@@ -67,6 +67,10 @@ fn worst_epsilon(r: &SimulationReport) -> Option<(String, Option<f64>)> {
 fn lines(r: &SimulationReport) -> Vec<String> {
     let mut out = Vec::new();
     match &r.privacy {
+        // Under record-level DP-SGD alone the site level is still ∞: say which level is.
+        PrivacySetting::None if !r.record_level.is_empty() => {
+            out.push("no site-level differential privacy (site-level ε = ∞)".to_string());
+        }
         PrivacySetting::None => out.push("no differential privacy (ε = ∞)".to_string()),
         PrivacySetting::SiteLevel { .. } => match worst_epsilon(r) {
             None => out.push("site-level: ε not recorded (no ledger figures): not private".into()),
@@ -81,6 +85,9 @@ fn lines(r: &SimulationReport) -> Vec<String> {
                 fig("/privacy/delta", &delta(r))
             )),
         },
+    }
+    if let Some(l) = crate::record::line(r) {
+        out.push(l);
     }
     if r.campaign.single_operator {
         out.push("single-operator simulation: no separation of duties".into());
@@ -362,8 +369,12 @@ pub fn page(r: &SimulationReport, plots: &[Plot]) -> String {
     );
     models_table(r, &mut out);
     epsilon_table(r, &mut out);
+    crate::record::section(r, &mut out);
     parameters(r, &mut out);
     curve_table(r, &mut out);
+    if let Some(c) = &r.record_curve {
+        crate::record_curve::table(c, &mut out);
+    }
     out.push_str("<h2>Plots</h2>\n");
     for p in plots {
         let _ = writeln!(

@@ -9,6 +9,8 @@
 pub mod html;
 pub mod inspect;
 pub mod plots;
+pub mod record;
+pub mod record_curve;
 pub mod render;
 pub mod schema;
 pub mod svg;
@@ -18,5 +20,5 @@ pub use inspect::{Figure, page_figures, page_lines};
 pub use render::{PAGE_FILE, PLOTS_DIR, REPORT_FILE, render_dir};
 pub use schema::{
     Campaign, CurvePoint, EpsilonRow, ModeFigure, ModelFigures, ModelKind, PrivacySetting,
-    ProtocolFigures, ReportError, RoundRow, SCHEMA, SimulationReport, TimeShare,
+    ProtocolFigures, RecordRow, ReportError, RoundRow, SCHEMA, SimulationReport, TimeShare,
 };

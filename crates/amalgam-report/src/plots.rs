@@ -22,7 +22,13 @@ pub struct Plot {
 }
 
 /// Every plot file name this renderer can write (stale ones are removed on re-render).
-pub const PLOT_FILES: [&str; 4] = ["rounds.svg", "epsilon.svg", "recall.svg", "curve.svg"];
+pub const PLOT_FILES: [&str; 5] = [
+    "rounds.svg",
+    "epsilon.svg",
+    "recall.svg",
+    "curve.svg",
+    "record-curve.svg",
+];
 
 /// The failure modes in page order; the last (RNF) is never judged.
 pub const MODES: [&str; 5] = ["TWF", "HDF", "PWF", "OSF", "RNF"];
@@ -32,6 +38,13 @@ pub fn plots(r: &SimulationReport) -> Vec<Plot> {
     let mut out = vec![rounds(r), epsilon(r), recall(r)];
     if !r.curve.is_empty() {
         out.push(curve(r));
+    }
+    if let Some(c) = &r.record_curve {
+        out.push(Plot {
+            file: "record-curve.svg",
+            title: "Record-level ε versus federated F1 (mean over seeds, 95 % interval)".into(),
+            svg: crate::record_curve::plot(c),
+        });
     }
     out
 }

@@ -73,6 +73,47 @@ pub struct SimulationReport {
     pub curve: Vec<CurvePoint>,
     /// Files written next to the report (relative names), e.g. the TorchScript export.
     pub exports: Vec<String>,
+    /// Record-level DP-SGD inside each plant (`simulate --record-dp`), from each plant's
+    /// audited record ledger: another privacy unit than `epsilon`'s, kept in its own rows so
+    /// neither figure is read as the other. Empty without record-level DP.
+    #[serde(default)]
+    pub record_level: Vec<RecordRow>,
+    /// The record-level ε-versus-F1 curve of an `amalgam sweep --record-epsilons` file, when
+    /// one was given (`--record-curve`).
+    #[serde(default)]
+    pub record_curve: Option<crate::record_curve::RecordCurve>,
+}
+
+/// One plant's record-level guarantee at the end of the campaign: the privacy unit is one
+/// training record of that plant's own dataset (add/remove), δ is relative to its record
+/// count, and ε covers every run charged to the dataset's ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordRow {
+    /// Plant index.
+    pub plant: u16,
+    /// Dataset id (SHA-256 of the plant's data file), hex.
+    pub dataset: String,
+    /// N_i, the plant's declared record count (public).
+    pub records: u64,
+    /// δ of the statement.
+    pub delta: f64,
+    /// ε cap of the dataset.
+    pub epsilon_cap: f64,
+    /// ε spent, re-accounted from the verified ledger.
+    pub epsilon_spent: f64,
+    /// Poisson sampling rate q of each step.
+    pub q: f64,
+    /// Per-example clip norm C_rec.
+    pub clip: f64,
+    /// Noise multipliers z = σ/Δ of the charged runs (one per distinct run mechanism).
+    pub noise_multipliers: Vec<f64>,
+    /// Local runs charged.
+    pub runs: usize,
+    /// Noisy steps over those runs.
+    pub steps: u64,
+    /// Head of the record ledger (hex), the anchor an auditor checks.
+    pub ledger_head: String,
 }
 
 /// What was run.
@@ -315,10 +356,18 @@ impl SimulationReport {
                 found: head.schema,
             });
         }
-        serde_json::from_slice(bytes).map_err(|e| ReportError::Malformed {
+        let r: Self = serde_json::from_slice(bytes).map_err(|e| ReportError::Malformed {
             path: String::new(),
             reason: e.to_string(),
-        })
+        })?;
+        // The page draws the curve: its values are checked as strictly as the sweep file's.
+        if let Some(c) = &r.record_curve {
+            c.check().map_err(|e| ReportError::Malformed {
+                path: String::new(),
+                reason: format!("record_curve: {e}"),
+            })?;
+        }
+        Ok(r)
     }
 
     /// Pretty JSON (what `report.json` holds).

@@ -252,3 +252,70 @@ fn hostile_strings_in_the_json_stay_text() {
         assert!(!svg.contains("<script"));
     }
 }
+
+/// The record-level rows and curve: every number on the page reads back from the JSON, the
+/// two units sit in separate tables, and the ∞ point of the curve is labelled, not 0.
+#[test]
+fn record_level_rows_and_curve_read_back_from_the_json() {
+    let mut r = sample();
+    r.record_level = vec![amalgam_report::RecordRow {
+        plant: 0,
+        dataset: "ab".repeat(32),
+        records: 1234,
+        delta: 1e-6,
+        epsilon_cap: 8.0,
+        epsilon_spent: 3.25,
+        q: 0.05,
+        clip: 1.0,
+        noise_multipliers: vec![1.75],
+        runs: 2,
+        steps: 14,
+        ledger_head: "cd".repeat(32),
+    }];
+    r.record_curve = Some(
+        amalgam_report::record_curve::RecordCurve::parse(include_bytes!(
+            "../../../configs/record-dp-curve.json"
+        ))
+        .unwrap(),
+    );
+    let (dir, html) = render(&r);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    check_figures(&html, &json);
+    numeric_cells_are_figures(&html);
+    parse_page(&html);
+    let figs = page_figures(&html);
+    let shown = |p: &str| figs.iter().find(|f| f.json == p).map(|f| f.text.clone());
+    assert_eq!(
+        shown("/record_level/0/epsilon_spent").as_deref(),
+        Some("3.2500")
+    );
+    assert_eq!(
+        shown("/record_level/0/noise_multipliers/0").as_deref(),
+        Some("1.7500")
+    );
+    assert_eq!(
+        shown("/record_curve/points/3/target_epsilon").as_deref(),
+        Some("∞")
+    );
+    // Site-level and record-level rows are different tables.
+    let site = html.find("<table class=\"epsilon\"").unwrap();
+    let record = html.find("<table class=\"record\"").unwrap();
+    assert!(site < record);
+    assert!(html[site..record].find("/record_level/").is_none());
+    assert!(dir.path().join("plots/record-curve.svg").is_file());
+    let lines = page_lines(&html);
+    assert!(
+        lines[1].starts_with("record-level differential privacy: ε ≤ 3.2500 per plant"),
+        "{lines:?}"
+    );
+    // Record-level DP alone: the top line says the site level is ∞, not "no DP" at all.
+    r.privacy = PrivacySetting::None;
+    let (_d, html) = render(&r);
+    let lines = page_lines(&html);
+    assert_eq!(
+        lines[0],
+        "no site-level differential privacy (site-level ε = ∞)"
+    );
+    assert!(lines[1].starts_with("record-level differential privacy"));
+}

@@ -97,7 +97,14 @@ fn segments(rounds: u32, skips: &[Vec<usize>], p: usize) -> Vec<(u32, u32)> {
     out
 }
 
-fn site_args(o: &Options, paths: &Paths, url: &str, p: usize, rounds: u32) -> Vec<String> {
+fn site_args(
+    o: &Options,
+    paths: &Paths,
+    s: &Setup,
+    url: &str,
+    p: usize,
+    rounds: u32,
+) -> Vec<String> {
     let mut args: Vec<String> = [
         "site",
         "run",
@@ -128,6 +135,11 @@ fn site_args(o: &Options, paths: &Paths, url: &str, p: usize, rounds: u32) -> Ve
     if o.sigma.is_none() {
         args.push("--train-seed".into());
         args.push(o.seed.wrapping_add(p as u64).to_string());
+    }
+    if let Some(r) = &o.record {
+        // N_i as the harness declared it (it wrote the plant file), never re-derived.
+        let records = s.split.plants.get(p).map_or(0, |pl| pl.train.len());
+        args.extend(super::record::site_args(r, paths, p, records));
     }
     args
 }
@@ -222,7 +234,7 @@ pub fn run(o: &Options, paths: &Paths, s: &Setup) -> Result<Outcome, Failure> {
             for &(start, count) in list {
                 if start == r {
                     let name = format!("site-{p}");
-                    let args = site_args(o, paths, &url, p, count);
+                    let args = site_args(o, paths, s, &url, p, count);
                     children.spawn(&name, &args, 1, &paths.log(&name))?;
                 }
             }

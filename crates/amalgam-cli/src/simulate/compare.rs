@@ -194,6 +194,13 @@ pub fn report(
             ledger_head: st.head.clone(),
         });
     }
+    let record_level = match &o.record {
+        Some(r) => {
+            let declared: Vec<usize> = s.split.plants.iter().map(|p| p.train.len()).collect();
+            super::record::rows(r, paths, s, &declared)?
+        }
+        None => Vec::new(),
+    };
     let (train, total) = c.train_total;
     // Only the split between training and the rest of a site's round is measured: the
     // rest (DP encoding, masking, HTTP and waiting for the others) is reported under `http`.
@@ -237,6 +244,8 @@ pub fn report(
         time_share,
         curve: o.curve.clone(),
         exports: vec![EXPORT.into()],
+        record_level,
+        record_curve: o.record_curve.clone(),
     };
     std::fs::create_dir_all(&o.out)
         .map_err(|e| Failure::failed(format!("{}: {e}", o.out.display())))?;

@@ -11,6 +11,7 @@
 mod campaign;
 mod children;
 mod compare;
+mod record;
 mod setup;
 
 use std::path::PathBuf;
@@ -113,6 +114,13 @@ pub struct Args {
     /// sweep), shown on the report's curve; this run adds no point of its own.
     #[arg(long = "curve", value_name = "SWEEP_JSON")]
     curves: Vec<PathBuf>,
+    /// A record-level curve (`amalgam sweep --record-epsilons ... --out FILE`, e.g.
+    /// configs/record-dp-curve.json), shown as its own plot and table.
+    #[arg(long, value_name = "CURVE_JSON")]
+    record_curve: Option<PathBuf>,
+    /// Record-level DP-SGD inside each plant (`--record-dp --record-epsilon E`).
+    #[command(flatten)]
+    record: record::RecordFlags,
 }
 
 /// Validated options.
@@ -159,6 +167,10 @@ pub struct Options {
     pub out: PathBuf,
     /// The curve points read from `--curve` files.
     pub curve: Vec<amalgam_report::CurvePoint>,
+    /// The record-level curve read from `--record-curve`.
+    pub record_curve: Option<amalgam_report::record_curve::RecordCurve>,
+    /// Record-level DP-SGD settings; `None` without `--record-dp`.
+    pub record: Option<record::RecordOptions>,
 }
 
 /// (t, c, f) of `n` plants, checked against the protocol's rules (safety 2t > n + c,
@@ -332,6 +344,14 @@ fn options(a: &Args) -> Result<Options, Failure> {
         phase_seconds: a.phase_seconds,
         out: a.out.clone(),
         curve: read_curves(&a.curves)?,
+        record_curve: match &a.record_curve {
+            Some(f) => Some(
+                amalgam_report::record_curve::RecordCurve::read(f)
+                    .map_err(|e| Failure::usage(format!("--record-curve {e}")))?,
+            ),
+            None => None,
+        },
+        record: record::options(&a.record, a.dropout_rate > 0.0 || !a.drops.is_empty())?,
     })
 }
 
@@ -380,6 +400,9 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     let o = options(a)?;
     // The data is read and split before anything is written, too.
     let (text, rows, split) = setup::read_and_split(&o)?;
+    if let Some(r) = &o.record {
+        record::check_split(r, &split)?;
+    }
     let (work, temporary) = match &a.work {
         Some(w) => {
             std::fs::create_dir_all(w)

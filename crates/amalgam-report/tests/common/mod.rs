@@ -136,6 +136,8 @@ pub fn sample() -> SimulationReport {
             },
         ],
         exports: vec!["model.pt".into()],
+        record_level: Vec::new(),
+        record_curve: None,
     }
 }
 
