@@ -269,7 +269,7 @@ mod tests {
             );
         }
         let none = summary(None).sign(&key);
-        let mut spliced = b.clone();
+        let mut spliced = b;
         spliced[SITE_BODY..BODY].copy_from_slice(&none[SITE_BODY..BODY]);
         assert!(LedgerSummary::verify(&spliced, &key.verifying_key()).is_err());
     }
@@ -301,13 +301,13 @@ mod tests {
         let vk = key.verifying_key();
         let none = summary(None).sign(&key)[..BODY].to_vec();
         let some = summary(Some(anchor())).sign(&key)[..BODY].to_vec();
-        let mut stray = none.clone();
+        let mut stray = none;
         stray[BODY - 1] = 1;
         let mut tag = some.clone();
         tag[SITE_BODY] = 2;
         let mut negative = some.clone();
         negative[BODY - 8..].copy_from_slice(&(-1.0f64).to_bits().to_be_bytes());
-        let mut nan = some.clone();
+        let mut nan = some;
         nan[BODY - 8..].copy_from_slice(&f64::NAN.to_bits().to_be_bytes());
         for body in [stray, tag, negative, nan] {
             assert!(matches!(
