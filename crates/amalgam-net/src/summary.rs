@@ -190,10 +190,15 @@ fn decode_record(r: &[u8]) -> Result<Option<RecordAnchor>, StatementError> {
                     "epsilon is not a non-negative number",
                 ));
             }
+            // A record ledger always holds its genesis entry.
+            let entries = u64_at(65);
+            if entries == 0 {
+                return Err(StatementError::Record("an anchor of no entries"));
+            }
             Ok(Some(RecordAnchor {
                 dataset: arr32(1),
                 ledger_id: arr32(33),
-                entries: u64_at(65),
+                entries,
                 head: arr32(73),
                 epsilon,
             }))
@@ -294,7 +299,7 @@ mod tests {
     }
 
     /// Signed by the site's own key yet malformed: "none" with stray bytes, an unknown tag,
-    /// a negative or NaN record ε. Strict decoding refuses each with a record error.
+    /// a negative or NaN record ε, an anchor of zero entries. Strict decoding refuses each with a record error.
     #[test]
     fn well_signed_malformed_record_parts_are_refused() {
         let key = SigningKey::from_bytes(&[1; 32]);
@@ -307,9 +312,11 @@ mod tests {
         tag[SITE_BODY] = 2;
         let mut negative = some.clone();
         negative[BODY - 8..].copy_from_slice(&(-1.0f64).to_bits().to_be_bytes());
+        let mut empty = some.clone();
+        empty[SITE_BODY + 65..SITE_BODY + 73].copy_from_slice(&0u64.to_be_bytes());
         let mut nan = some;
         nan[BODY - 8..].copy_from_slice(&f64::NAN.to_bits().to_be_bytes());
-        for body in [stray, tag, negative, nan] {
+        for body in [stray, tag, negative, empty, nan] {
             assert!(matches!(
                 LedgerSummary::verify(&sign_body(&body, &key), &vk),
                 Err(StatementError::Record(_))
