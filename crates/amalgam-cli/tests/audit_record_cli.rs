@@ -40,7 +40,7 @@ fn setup(d: &Path) -> (Vec<(u64, LedgerSummary)>, Vec<u8>) {
     let mut ledger = RecordLedger::open(&path, c.sites[0].to_ledger_key(), policy()).unwrap();
     let mut after_first = Vec::new();
     for (r, s) in summaries.iter_mut() {
-        ledger
+        let _grant = ledger
             .authorize(RecordRunRequest {
                 run_id: [*r as u8; 32],
                 q: 0.05,
