@@ -57,6 +57,10 @@ pub struct Args {
     /// Cross-check that every upload the site signed has an accepted charge.
     #[arg(long)]
     transcripts: bool,
+    /// A record ledger to audit against the record anchors of the summaries (default: every
+    /// record ledger under `--state`'s record directory, `STATE/records`).
+    #[arg(long)]
+    record_ledger: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum)]
     format: Option<Format>,
@@ -103,6 +107,8 @@ pub struct Outcome {
     pub summaries: Vec<SummaryRow>,
     /// Rounds whose uploads were cross-checked (`--transcripts`).
     pub transcripts_checked: Vec<u64>,
+    /// The record ledgers audited against the published record anchors.
+    pub records: Vec<crate::audit_record::RecordOutcome>,
     /// Every finding, the ledger's first.
     pub findings: Vec<Row>,
 }
@@ -430,6 +436,19 @@ pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
         let newest = crate::summaries::newest_contribution(agg, site)?;
         crate::summaries::check_fresh(&summaries, site, newest, &mut rows);
     }
+    // Record ledgers: the file named, or all of the state directory's (then a dataset the
+    // summaries anchor with no ledger there is a finding: the file was deleted).
+    let record_flag = s.path("record_ledger", a.record_ledger.as_deref())?;
+    let record_dir = state.as_deref().map(crate::record_dp::default_dir);
+    let record_ledgers =
+        crate::audit_record::discover(record_flag.as_deref(), record_dir.as_deref())?;
+    let records = crate::audit_record::audit_records(
+        &record_ledgers,
+        &site_key,
+        &summaries,
+        record_flag.is_none() && record_dir.is_some(),
+        &mut rows,
+    )?;
     let mut transcripts_checked = Vec::new();
     if a.transcripts {
         // A charge counts for round r of this consortium manifest only.
@@ -516,6 +535,7 @@ pub fn run(a: &Args, config: &Config) -> Result<(), Failure> {
             .collect(),
         report,
         transcripts_checked,
+        records,
         findings,
     };
     match format {
@@ -551,6 +571,19 @@ fn render(o: &Outcome) -> String {
         o.summaries.len(),
         r.anchors_checked
     ));
+    for rec in &o.records {
+        let r = &rec.report;
+        out.push_str(&format!(
+            "record ledger {}: dataset {}, {} entries, {} runs accepted, {} refused, epsilon {:.6}, {} anchors checked\n",
+            rec.ledger,
+            rec.dataset.as_deref().unwrap_or("unknown"),
+            r.entries,
+            r.runs.len(),
+            r.refused,
+            r.epsilon_total,
+            r.anchors_checked
+        ));
+    }
     if !o.transcripts_checked.is_empty() {
         out.push_str(&format!(
             "uploads cross-checked in rounds {:?}\n",

@@ -41,6 +41,7 @@ pub const SCHEMA: &[(&str, &[&str])] = &[
             "ledger",
             "state",
             "anchors",
+            "record_ledger",
             "format",
         ],
     ),

@@ -10,6 +10,7 @@
 
 mod aggregator;
 mod audit;
+mod audit_record;
 mod config;
 mod consortium;
 #[cfg(feature = "train")]

@@ -217,6 +217,7 @@ mod tests {
             entries,
             head: [0; 32],
             epsilon,
+            record: None,
         }
     }
 

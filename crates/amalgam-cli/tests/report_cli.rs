@@ -136,6 +136,7 @@ fn consortium_combines_every_sites_verified_summary() {
         entries: 3,
         head: [9; 32],
         epsilon: 0.25,
+        record: None,
     };
     write_site_anchors(&d.join("site1.json"), &c, 1, &[(1, theirs)]);
     // A summary of site 2 signed by site 3 is not site 2's: refused, listed as a caveat.

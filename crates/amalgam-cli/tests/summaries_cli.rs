@@ -125,7 +125,8 @@ fn a_junk_summary_from_the_aggregator_does_not_block_the_sites_report() {
     let path = d.join("anchors.json");
     let mut a: amalgam_net::api::Anchors =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    a.summaries.push((3, "00".repeat(154)));
+    a.summaries
+        .push((3, "00".repeat(amalgam_site::statements::LedgerSummary::LEN)));
     std::fs::write(&path, serde_json::to_vec(&a).unwrap()).unwrap();
     let (out, v) = run(d, &["report", "privacy"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));

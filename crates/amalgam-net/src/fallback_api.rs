@@ -34,8 +34,9 @@ pub const FALLBACK_RESULT: &str = "/v1/rounds/{round}/fallback/result";
 /// copy never encrypts its update a second time with fresh noise.
 pub const FALLBACK_MINE: &str = "/v1/rounds/{round}/fallback/mine";
 
-/// The site's signed ledger summary after a fallback round (POST, 154 bytes; the same
-/// `LedgerSummary` as after a masking round), stored and served back as an anchor.
+/// The site's signed ledger summary after a fallback round (POST, `LedgerSummary::LEN` = 267
+/// bytes; the same `LedgerSummary` as after a masking round, with the record ledger's anchor),
+/// stored and served back as an anchor.
 pub const FALLBACK_SUMMARY: &str = "/v1/rounds/{round}/fallback/summary";
 
 /// A site's stored summaries of fallback rounds (GET, JSON `api::Anchors`), beside the

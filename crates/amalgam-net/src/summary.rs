@@ -3,10 +3,26 @@
 //! point its ledger must never fall behind. Fixed-size canonical encoding, Ed25519
 //! `verify_strict`, domain-separated. The format is shared by the site (which signs it) and
 //! the server (which verifies it).
+//!
+//! Version 2 also carries the record-level ledger's anchor (record-dp.md §8): kept only in
+//! the plant's own state, that anchor is reset together with the ledger by an operator who
+//! restores or deletes both; published and signed here it leaves the plant. The server stores
+//! the signed bytes and reads nothing of the record fields.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
-const SUMMARY_DOMAIN: &[u8] = b"amalgam/v1/site/ledger-summary\0";
+const SUMMARY_DOMAIN: &[u8] = b"amalgam/v2/site/ledger-summary\0";
+
+/// Length of the site-level part of the body.
+const SITE_BODY: usize = 90;
+/// Length of the record part: tag ‖ dataset ‖ ledger id ‖ entries ‖ head ‖ ε.
+const RECORD_BODY: usize = 1 + 32 + 32 + 8 + 32 + 8;
+/// Whole body.
+const BODY: usize = SITE_BODY + RECORD_BODY;
+/// Tag of a summary without record-level DP (every other record byte is then zero).
+const RECORD_NONE: u8 = 0;
+/// Tag of a summary carrying a record ledger's anchor.
+const RECORD_SOME: u8 = 1;
 
 /// Why a statement does not decode or verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,12 +43,31 @@ pub enum StatementError {
     /// The ε field is not a non-negative number (or +∞).
     #[error("epsilon in the summary is not a non-negative number")]
     Epsilon,
+    /// The record part is neither a well-formed "none" nor a record anchor.
+    #[error("record part of the summary: {0}")]
+    Record(&'static str),
     /// The signature does not verify under the given key.
     #[error("{0} signature does not verify")]
     Signature(&'static str),
 }
 
-/// A signed summary of the site's ledger after a round: entry count, head, ε spent.
+/// The anchor of a dataset's record-level ledger, as published in a [`LedgerSummary`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecordAnchor {
+    /// The dataset (hash of the data file's bytes) the ledger is for.
+    pub dataset: [u8; 32],
+    /// The ledger's identity: the hash of its genesis entry.
+    pub ledger_id: [u8; 32],
+    /// Entries in the record ledger.
+    pub entries: u64,
+    /// Hash of its last entry.
+    pub head: [u8; 32],
+    /// Record-level ε spent at the policy's δ (non-negative, or +∞).
+    pub epsilon: f64,
+}
+
+/// A signed summary of the site's ledger after a round: entry count, head, ε spent, and the
+/// record ledger's anchor when record-level DP is on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LedgerSummary {
     /// The consortium.
@@ -47,20 +82,38 @@ pub struct LedgerSummary {
     pub head: [u8; 32],
     /// Cumulative ε of the privacy unit "site update per round" (+∞ without privacy).
     pub epsilon: f64,
+    /// The record ledger's anchor; `None` when record-level DP is off.
+    pub record: Option<RecordAnchor>,
+}
+
+fn valid_epsilon(e: f64) -> bool {
+    !e.is_nan() && e >= 0.0
 }
 
 impl LedgerSummary {
-    /// Encoded length: 32 + 8 + 2 + 8 + 32 + 8 + 64.
-    pub const LEN: usize = 154;
+    /// Encoded length: 32 + 8 + 2 + 8 + 32 + 8, the record part 1 + 32 + 32 + 8 + 32 + 8,
+    /// and the 64-byte signature.
+    pub const LEN: usize = BODY + 64;
 
     fn body(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(90);
+        let mut b = Vec::with_capacity(BODY);
         b.extend_from_slice(&self.consortium_digest);
         b.extend_from_slice(&self.round.to_be_bytes());
         b.extend_from_slice(&self.site.to_be_bytes());
         b.extend_from_slice(&self.entries.to_be_bytes());
         b.extend_from_slice(&self.head);
         b.extend_from_slice(&self.epsilon.to_bits().to_be_bytes());
+        match &self.record {
+            None => b.resize(BODY, 0),
+            Some(r) => {
+                b.push(RECORD_SOME);
+                b.extend_from_slice(&r.dataset);
+                b.extend_from_slice(&r.ledger_id);
+                b.extend_from_slice(&r.entries.to_be_bytes());
+                b.extend_from_slice(&r.head);
+                b.extend_from_slice(&r.epsilon.to_bits().to_be_bytes());
+            }
+        }
         b
     }
 
@@ -80,7 +133,7 @@ impl LedgerSummary {
                 got: bytes.len(),
             });
         }
-        let (body, sig) = bytes.split_at(90);
+        let (body, sig) = bytes.split_at(BODY);
         let sig = Signature::from_slice(sig).map_err(|_| StatementError::Signature("summary"))?;
         key.verify_strict(&[SUMMARY_DOMAIN, body].concat(), &sig)
             .map_err(|_| StatementError::Signature("summary"))?;
@@ -94,9 +147,10 @@ impl LedgerSummary {
         let mut head = [0u8; 32];
         head.copy_from_slice(&body[50..82]);
         let epsilon = f64::from_bits(u64_at(82));
-        if epsilon.is_nan() || epsilon < 0.0 {
+        if !valid_epsilon(epsilon) {
             return Err(StatementError::Epsilon);
         }
+        let record = decode_record(&body[SITE_BODY..])?;
         Ok(Self {
             consortium_digest: digest,
             round: u64_at(32),
@@ -104,6 +158,169 @@ impl LedgerSummary {
             entries: u64_at(42),
             head,
             epsilon,
+            record,
         })
+    }
+}
+
+/// Strict decoding of the record part: "none" is the tag 0 followed by zeros only, an anchor
+/// is the tag 1 with a valid ε; any other byte pattern is refused, so no two encodings mean
+/// the same summary.
+fn decode_record(r: &[u8]) -> Result<Option<RecordAnchor>, StatementError> {
+    if r.len() != RECORD_BODY {
+        return Err(StatementError::Record("wrong length"));
+    }
+    let arr32 = |i: usize| {
+        let mut a = [0u8; 32];
+        a.copy_from_slice(&r[i..i + 32]);
+        a
+    };
+    let u64_at = |i: usize| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&r[i..i + 8]);
+        u64::from_be_bytes(a)
+    };
+    match r[0] {
+        RECORD_NONE if r[1..].iter().all(|&b| b == 0) => Ok(None),
+        RECORD_NONE => Err(StatementError::Record("\"none\" with non-zero fields")),
+        RECORD_SOME => {
+            let epsilon = f64::from_bits(u64_at(105));
+            if !valid_epsilon(epsilon) {
+                return Err(StatementError::Record(
+                    "epsilon is not a non-negative number",
+                ));
+            }
+            // A record ledger always holds its genesis entry.
+            let entries = u64_at(65);
+            if entries == 0 {
+                return Err(StatementError::Record("an anchor of no entries"));
+            }
+            Ok(Some(RecordAnchor {
+                dataset: arr32(1),
+                ledger_id: arr32(33),
+                entries,
+                head: arr32(73),
+                epsilon,
+            }))
+        }
+        _ => Err(StatementError::Record("unknown tag")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn summary(record: Option<RecordAnchor>) -> LedgerSummary {
+        LedgerSummary {
+            consortium_digest: [3; 32],
+            round: 9,
+            site: 4,
+            entries: 12,
+            head: [5; 32],
+            epsilon: 1.5,
+            record,
+        }
+    }
+
+    fn anchor() -> RecordAnchor {
+        RecordAnchor {
+            dataset: [7; 32],
+            ledger_id: [8; 32],
+            entries: 3,
+            head: [9; 32],
+            epsilon: 0.75,
+        }
+    }
+
+    /// Signs raw body bytes the way `sign` does, so a test can forge a well-signed but
+    /// malformed body: decoding must still refuse it.
+    fn sign_body(body: &[u8], key: &SigningKey) -> Vec<u8> {
+        let sig = key.sign(&[SUMMARY_DOMAIN, body].concat());
+        [body, &sig.to_bytes()].concat()
+    }
+
+    #[test]
+    fn record_anchor_and_none_round_trip() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        for s in [
+            summary(None),
+            summary(Some(anchor())),
+            summary(Some(RecordAnchor {
+                epsilon: f64::INFINITY,
+                ..anchor()
+            })),
+        ] {
+            let b = s.sign(&key);
+            assert_eq!(b.len(), LedgerSummary::LEN);
+            assert_eq!(LedgerSummary::verify(&b, &key.verifying_key()).unwrap(), s);
+        }
+    }
+
+    /// The attacker's best move against a published record anchor: alter any byte of the
+    /// record part (fewer entries, an older head, another ledger id, a smaller ε, or "none"
+    /// in place of the anchor) and keep the signature. Every such change is refused.
+    #[test]
+    fn altered_record_fields_do_not_verify() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let b = summary(Some(anchor())).sign(&key);
+        for i in SITE_BODY..BODY {
+            let mut t = b.clone();
+            t[i] ^= 1;
+            assert!(
+                LedgerSummary::verify(&t, &key.verifying_key()).is_err(),
+                "byte {i}"
+            );
+        }
+        let none = summary(None).sign(&key);
+        let mut spliced = b;
+        spliced[SITE_BODY..BODY].copy_from_slice(&none[SITE_BODY..BODY]);
+        assert!(LedgerSummary::verify(&spliced, &key.verifying_key()).is_err());
+    }
+
+    /// A v1 summary (or one signed under the v1 domain) is not a v2 summary.
+    #[test]
+    fn old_format_and_old_domain_are_refused() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let b = summary(None).sign(&key);
+        assert_eq!(
+            LedgerSummary::verify(&b[..154], &key.verifying_key()),
+            Err(StatementError::Length {
+                what: "ledger summary",
+                expected: LedgerSummary::LEN,
+                got: 154
+            })
+        );
+        let body = &b[..BODY];
+        let v1 = key.sign(&[b"amalgam/v1/site/ledger-summary\0".as_slice(), body].concat());
+        let forged = [body, &v1.to_bytes()].concat();
+        assert!(LedgerSummary::verify(&forged, &key.verifying_key()).is_err());
+    }
+
+    /// Signed by the site's own key yet malformed: "none" with stray bytes, an unknown tag,
+    /// a negative or NaN record ε, an anchor of zero entries. Strict decoding refuses each with a record error.
+    #[test]
+    fn well_signed_malformed_record_parts_are_refused() {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let vk = key.verifying_key();
+        let none = summary(None).sign(&key)[..BODY].to_vec();
+        let some = summary(Some(anchor())).sign(&key)[..BODY].to_vec();
+        let mut stray = none;
+        stray[BODY - 1] = 1;
+        let mut tag = some.clone();
+        tag[SITE_BODY] = 2;
+        let mut negative = some.clone();
+        negative[BODY - 8..].copy_from_slice(&(-1.0f64).to_bits().to_be_bytes());
+        let mut empty = some.clone();
+        empty[SITE_BODY + 65..SITE_BODY + 73].copy_from_slice(&0u64.to_be_bytes());
+        let mut nan = some;
+        nan[BODY - 8..].copy_from_slice(&f64::NAN.to_bits().to_be_bytes());
+        for body in [stray, tag, negative, empty, nan] {
+            assert!(matches!(
+                LedgerSummary::verify(&sign_body(&body, &key), &vk),
+                Err(StatementError::Record(_))
+            ));
+        }
     }
 }

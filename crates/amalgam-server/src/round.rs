@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::consortium::{ConsortiumView, DeadlineBounds};
 use crate::events::{EventKind, KIND_DECLINE, NewEvent};
-use crate::limits::{MAX_SIGNED_BODY, max_upload_len};
+use crate::limits::max_upload_len;
 
 /// How a round ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -530,10 +530,12 @@ impl RoundState {
         consortium: &[u8; 32],
         min_entries: u64,
     ) -> Result<Accepted, Problem> {
-        if bytes.is_empty() || bytes.len() > MAX_SIGNED_BODY {
+        // The summary's exact length, as in the fallback scheme: a body longer than
+        // the current format is refused before anything is hashed or stored.
+        if bytes.is_empty() || bytes.len() > LedgerSummary::LEN {
             return Err(Problem::new(
                 ProblemCode::BodyTooLarge,
-                format!("a summary is 1..={MAX_SIGNED_BODY} bytes"),
+                format!("a summary is 1..={} bytes", LedgerSummary::LEN),
             ));
         }
         let response = receipt(self.round, "summary", &sha(bytes));

@@ -17,6 +17,7 @@
 
 use amalgam_dp::ledger::audit::Anchor;
 use amalgam_dp::ledger::record::{RecordGrant, RecordLedger, RecordMechanism, RecordRunRequest};
+use amalgam_net::summary::RecordAnchor;
 use sha2::{Digest, Sha256};
 
 use crate::error::AgentError;
@@ -84,6 +85,43 @@ pub(crate) fn decode_kept(b: &[u8]) -> Result<([u8; 32], Anchor), AgentError> {
 }
 
 impl RecordDp {
+    /// The record ledger's anchor to publish in the round's signed summary.
+    pub(crate) fn published_anchor(&self) -> RecordAnchor {
+        let a = self.ledger.anchor();
+        RecordAnchor {
+            dataset: self.ledger.policy().dataset,
+            ledger_id: self.ledger.ledger_id(),
+            entries: a.entries as u64,
+            head: a.head,
+            epsilon: self.ledger.spent(),
+        }
+    }
+
+    /// Refuses this ledger against a record anchor a signed summary published: for the same
+    /// dataset, another ledger id is a ledger deleted and started afresh, and a ledger behind
+    /// the anchor (or forked from it) is an older copy restored. An anchor of another dataset
+    /// says nothing about this one (a changed data file is a new dataset, record-dp.md §8).
+    pub(crate) fn check_published(&self, published: &RecordAnchor) -> Result<(), AgentError> {
+        if published.dataset != self.ledger.policy().dataset {
+            return Ok(());
+        }
+        if published.ledger_id != self.ledger.ledger_id() {
+            return Err(AgentError::RecordRun(
+                "this dataset's record ledger is not the one this site's published summary \
+                 anchors (was it deleted and started afresh?)"
+                    .into(),
+            ));
+        }
+        let anchor = Anchor {
+            entries: usize::try_from(published.entries).map_err(|_| {
+                AgentError::RecordRun("the published record anchor's entry count".into())
+            })?,
+            head: published.head,
+        };
+        self.ledger.check_anchor(&anchor)?;
+        Ok(())
+    }
+
     /// The run request of one round.
     pub(crate) fn request(&self, run_id: [u8; 32], steps: u32) -> RecordRunRequest {
         RecordRunRequest {

@@ -629,6 +629,7 @@ impl SiteAgent {
             entries: anchor.entries as u64,
             head: anchor.head,
             epsilon: self.ledger.spent()?.get(),
+            record: self.record_dp.as_ref().map(|r| r.published_anchor()),
         }
         .sign(&self.identity);
         self.options
@@ -639,7 +640,10 @@ impl SiteAgent {
 
     /// Before a charge (masking or fallback): the ledger must not be behind any summary this
     /// site signed that the aggregator holds, and no such summary's round may be past this
-    /// site's high-water mark of its kind (the fallback mark for a fallback round id).
+    /// site's high-water mark of its kind (the fallback mark for a fallback round id). With
+    /// record-level DP on, the record ledger must also be the ledger, and not behind the
+    /// anchor, that every such summary published for this dataset (record-dp.md §8): the
+    /// published copy is out of the operator's reach, the kept one is not.
     pub(crate) fn check_summary<T: Transport + ?Sized>(
         &mut self,
         transport: &mut T,
@@ -659,6 +663,9 @@ impl SiteAgent {
                     .map_err(|_| AgentError::LedgerBehind("entry count".into()))?,
                 head: s.head,
             };
+            if let (Some(published), Some(r)) = (s.record.as_ref(), self.record_dp.as_ref()) {
+                r.check_published(published)?;
+            }
             let fallback = amalgam_net::fallback_api::is_fallback_round(s.round);
             if let Err(e) = self.ledger.check_anchor(&anchor) {
                 self.advance_mark_of(s.round)?;

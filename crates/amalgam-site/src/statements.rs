@@ -3,7 +3,7 @@
 //! round, so the aggregator can serve it back as an anchor the site's ledger must not fall
 //! behind). Fixed-size canonical encodings, Ed25519 `verify_strict`, domain-separated.
 
-pub use amalgam_net::summary::{LedgerSummary, StatementError};
+pub use amalgam_net::summary::{LedgerSummary, RecordAnchor, StatementError};
 
 /// Why a site declines a round. Each depends only on public parameters (the manifest and the
 /// rounds the site took part in), so a decline reveals nothing about the site's data.
@@ -55,7 +55,8 @@ mod tests {
                     site: 0,
                     entries: 0,
                     head: [0; 32],
-                    epsilon: 0.0
+                    epsilon: 0.0,
+                    record: None,
                 }
                 .sign(&key),
                 &other
@@ -69,6 +70,7 @@ mod tests {
             entries: 12,
             head: [5; 32],
             epsilon: 1.5,
+            record: None,
         };
         let b = s.sign(&key);
         assert_eq!(LedgerSummary::verify(&b, &key.verifying_key()).unwrap(), s);

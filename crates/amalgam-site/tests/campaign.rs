@@ -374,6 +374,7 @@ fn forged_or_regressing_summaries_are_refused() {
         entries,
         head: [7; 32],
         epsilon: 0.5,
+        record: None,
     };
     let me = tc.sites[0].to_ledger_key();
     let other = tc.sites[1].to_ledger_key();

@@ -74,6 +74,7 @@ pub fn charged(
                 entries: a.entries as u64,
                 head: a.head,
                 epsilon: ledger.spent().unwrap().get(),
+                record: None,
             },
         ));
     }

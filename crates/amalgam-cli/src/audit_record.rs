@@ -1,0 +1,163 @@
+//! `amalgam audit`'s record-level part: each record ledger (`--record-ledger FILE`, or every
+//! ledger under `--state`'s record directory) verified offline with amalgam-dp's
+//! `audit_record_file` under the site's manifest key, against the record anchors the site
+//! published in its signed summaries (record-dp.md §8). The published anchors are the copy
+//! the plant's operator cannot reach: a ledger behind one, another ledger of a dataset a
+//! summary anchors, or (with `--state`) no ledger at all for such a dataset is a finding.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use amalgam_dp::ledger::audit::Anchor;
+use amalgam_dp::ledger::record::{RecordAuditReport, RecordFinding, audit_record_file};
+use amalgam_site::statements::{LedgerSummary, RecordAnchor};
+use ed25519_dalek::VerifyingKey;
+use serde::Serialize;
+
+use crate::Failure;
+use crate::audit::Row;
+
+/// Most dataset directories read under a record-ledger directory.
+const MAX_DATASETS: usize = 4096;
+
+/// One audited record ledger as printed.
+#[derive(Debug, Serialize)]
+pub struct RecordOutcome {
+    /// The ledger file.
+    pub ledger: String,
+    /// Its dataset id (hex), from its genesis policy.
+    pub dataset: Option<String>,
+    /// The audit.
+    pub report: RecordAuditReport,
+}
+
+/// The record ledgers to audit: the file named, else every
+/// `<dataset hex>/record-in-dataset.ledger` under `dir` (none when `dir` does not exist).
+pub fn discover(flag: Option<&Path>, dir: Option<&Path>) -> Result<Vec<PathBuf>, Failure> {
+    if let Some(f) = flag {
+        return Ok(vec![f.to_path_buf()]);
+    }
+    let Some(dir) = dir else {
+        return Ok(Vec::new());
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Failure::failed(format!("{}: {e}", dir.display()))),
+    };
+    let name =
+        amalgam_dp::ledger::ledger_file_name(amalgam_dp::ledger::PrivacyUnit::RecordInDataset);
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Failure::failed(format!("{}: {e}", dir.display())))?;
+        let p = entry.path().join(&name);
+        if p.is_file() {
+            out.push(p);
+        }
+        if out.len() > MAX_DATASETS {
+            return Err(Failure::failed(format!(
+                "{}: more than {MAX_DATASETS} record ledgers",
+                dir.display()
+            )));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The published record anchors of `dataset`, as ledger anchors: each summary's (entries,
+/// head), and its ledger id as the anchor of the genesis entry (entry 0's hash), so another
+/// ledger of the dataset is a finding even where its length and head happen to pass.
+pub fn anchors_of(summaries: &[LedgerSummary], dataset: &[u8; 32]) -> Vec<Anchor> {
+    let mut out = Vec::new();
+    for r in summaries.iter().filter_map(|s| s.record.as_ref()) {
+        if &r.dataset != dataset {
+            continue;
+        }
+        for a in [
+            Anchor {
+                entries: 1,
+                head: r.ledger_id,
+            },
+            Anchor {
+                entries: usize::try_from(r.entries).unwrap_or(usize::MAX),
+                head: r.head,
+            },
+        ] {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// A record finding as a row (`Record` + the finding's name); a torn tail is a crash
+/// artefact (compliance), every other finding critical.
+pub fn record_row(ledger: &Path, f: &RecordFinding) -> Row {
+    let text = format!("{f:?}");
+    let name = text
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("Finding");
+    Row {
+        severity: if f.is_crash_only() {
+            "compliance"
+        } else {
+            "critical"
+        },
+        code: format!("Record{name}"),
+        detail: format!("{}: {text}", ledger.display()),
+    }
+}
+
+/// Audits every ledger in `ledgers` under `key` against the record anchors of `summaries`.
+/// With `complete` (the ledgers are all of a state directory's), a dataset a summary anchors
+/// with no ledger among them is a `RecordLedgerMissing` finding: the file was deleted.
+pub fn audit_records(
+    ledgers: &[PathBuf],
+    key: &VerifyingKey,
+    summaries: &[LedgerSummary],
+    complete: bool,
+    rows: &mut Vec<Row>,
+) -> Result<Vec<RecordOutcome>, Failure> {
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for path in ledgers {
+        // First pass for the dataset the ledger's genesis names; the anchors depend on it.
+        let first = audit_record_file(path, Some(key), &[])
+            .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?;
+        let dataset = first.policy.as_ref().map(|p| p.dataset);
+        let report = match &dataset {
+            Some(d) => {
+                seen.insert(*d);
+                audit_record_file(path, Some(key), &anchors_of(summaries, d))
+                    .map_err(|e| Failure::failed(format!("{}: {e}", path.display())))?
+            }
+            None => first,
+        };
+        rows.extend(report.findings.iter().map(|f| record_row(path, f)));
+        out.push(RecordOutcome {
+            ledger: path.display().to_string(),
+            dataset: dataset.map(hex::encode),
+            report,
+        });
+    }
+    if complete {
+        let published: BTreeSet<[u8; 32]> = summaries
+            .iter()
+            .filter_map(|s| s.record.as_ref().map(|r: &RecordAnchor| r.dataset))
+            .collect();
+        for d in published.difference(&seen) {
+            rows.push(Row {
+                severity: "critical",
+                code: "RecordLedgerMissing".into(),
+                detail: format!(
+                    "the site's summaries anchor a record ledger of dataset {} that the state directory does not hold",
+                    hex::encode(d)
+                ),
+            });
+        }
+    }
+    Ok(out)
+}
