@@ -10,9 +10,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use amalgam_dp::ledger::record::{
-    RecordLedger, RecordLedgerError, RecordPolicy, dataset_id, record_ledger_path,
+    RecordLedger, RecordLedgerError, RecordMechanism, RecordPolicy, dataset_id, record_ledger_path,
 };
 use amalgam_dp::params::{Delta, Epsilon};
+use amalgam_dp::sampler::SamplerKind;
 use amalgam_site::record::RecordDp;
 use amalgam_site::statements::LedgerSummary;
 use amalgam_site::{
@@ -42,6 +43,7 @@ impl Trainer for RecordTrainer {
             steps: grant.request.steps,
             sample_rate: grant.request.q,
             noise_multiplier: grant.request.noise_multiplier,
+            mechanism: grant.request.mechanism,
         });
         Ok(out)
     }
@@ -82,6 +84,7 @@ fn reopen_enabled(f: &mut Fixture) -> Result<(), AgentError> {
         ledger,
         q: Q,
         noise_multiplier: Z,
+        mechanism: RecordMechanism::with_multiplier(1.0, 1e-4, 8, SamplerKind::Fast, Z),
     })
 }
 

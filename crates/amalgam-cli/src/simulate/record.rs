@@ -277,10 +277,10 @@ mod tests {
         }
     }
 
-    /// δ must be at most 1/(10·N_i) at every plant: the smallest plant decides, and the
-    /// refusal names it and its N.
+    /// δ must be at most 1/(10·N_i) at every plant: the plant with the most records decides,
+    /// and the refusal names it and its N.
     #[test]
-    fn the_smallest_plant_bounds_delta_and_is_named() {
+    fn the_largest_plant_bounds_delta_and_is_named() {
         let r = RecordOptions {
             epsilon: 8.0,
             delta: 1e-4,
@@ -288,11 +288,11 @@ mod tests {
             clip: 1.0,
         };
         // 1/(10·1000) = 1e-4: exactly at the limit is accepted.
-        assert!(check_split(&r, &split_of(&[2000, 1000, 1500])).is_ok());
-        let e = check_split(&r, &split_of(&[2000, 999, 1500])).unwrap_err();
+        assert!(check_split(&r, &split_of(&[500, 1000, 800])).is_ok());
+        let e = check_split(&r, &split_of(&[500, 1001, 800])).unwrap_err();
         assert_eq!(e.code, 2);
         assert!(
-            e.message.contains("plant 1") && e.message.contains("N = 999"),
+            e.message.contains("plant 1") && e.message.contains("N = 1001"),
             "{}",
             e.message
         );
