@@ -50,7 +50,7 @@ pub fn discover(flag: Option<&Path>, dir: Option<&Path>) -> Result<Vec<PathBuf>,
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Failure::failed(format!("{}: {e}", dir.display())))?;
-        let p = entry.path().join(&name);
+        let p = entry.path().join(name);
         if p.is_file() {
             out.push(p);
         }

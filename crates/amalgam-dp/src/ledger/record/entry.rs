@@ -163,7 +163,8 @@ impl RecordMechanism {
             return Err(MechanismError::Range("dimension d"));
         }
         let actual = self.noise_multiplier();
-        if !(charged_z <= actual * (1.0 + Z_SLACK)) {
+        // NaN (either side) is refused with the rest.
+        if charged_z.is_nan() || actual.is_nan() || charged_z > actual * (1.0 + Z_SLACK) {
             return Err(MechanismError::Undercharged {
                 charged: charged_z,
                 actual,

@@ -219,7 +219,7 @@ pub(crate) fn compose_run(
     if request.steps == 0 {
         return Err(RecordAccountError::NoSteps.into());
     }
-    if !(request.q > 0.0) {
+    if request.q.is_nan() || request.q <= 0.0 {
         return Err(RecordAccountError::SamplingRate(request.q).into());
     }
     request.mechanism.check(request.noise_multiplier)?;
