@@ -505,7 +505,7 @@ fn one_step_at_q_one_without_clipping_is_a_full_batch_gradient_step() {
             q: 1.0,
             clip: 100.0,
             sigma: 1e-9,
-            gamma: 1e-7,
+            gamma: 1e-6,
             steps: 1,
             expected_batch: 64.0,
             lr: 0.01,

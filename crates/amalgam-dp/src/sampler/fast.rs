@@ -1,5 +1,7 @@
 //! The default sampler: cumulative-distribution tables on a ChaCha20 stream.
 
+use std::sync::{Arc, Mutex};
+
 use chacha20::ChaCha20Rng;
 use dashu::rational::RBig;
 
@@ -19,6 +21,9 @@ pub const MAX_SIGMA: f64 = 1e7;
 
 /// Convolution margin r: the parameters are chosen so that σ₁σ₂/σ ≥ r (see [`Plan`]).
 const CONVOLUTION_MARGIN: f64 = 3.3;
+
+/// Plans kept by [`shared_plan`] (at most 2 × 16 MiB of tables each; a process uses a few σ).
+const PLAN_CACHE_ENTRIES: usize = 8;
 
 /// How the samples are produced.
 ///
@@ -51,8 +56,7 @@ enum Plan {
 /// below 10⁻³⁰ for every supported σ.
 pub struct FastSampler {
     sigma: Sigma,
-    plan: Plan,
-    distance: Distance,
+    plan: SharedPlan,
     rng: ChaCha20Rng,
 }
 
@@ -118,9 +122,62 @@ impl Plan {
     }
 }
 
+/// A built plan and its per-sample distance, shared by every sampler of its σ.
+type SharedPlan = Arc<(Plan, Distance)>;
+
+/// Built plans by σ (its bits), oldest first, at most `capacity` of them.
+struct PlanCache {
+    capacity: usize,
+    plans: Mutex<Vec<(u64, SharedPlan)>>,
+}
+
+impl PlanCache {
+    const fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            plans: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The plan for σ, built on first use. Built outside the lock (two threads may build the
+    /// same plan; both are equal); a poisoned lock only loses the caching.
+    fn get(&self, sigma: Sigma) -> Result<SharedPlan, SamplerError> {
+        let key = sigma.get().to_bits();
+        if let Ok(plans) = self.plans.lock()
+            && let Some((_, plan)) = plans.iter().find(|(k, _)| *k == key)
+        {
+            return Ok(Arc::clone(plan));
+        }
+        let plan = Arc::new(Plan::build(sigma)?);
+        if let Ok(mut plans) = self.plans.lock()
+            && !plans.iter().any(|(k, _)| *k == key)
+        {
+            if plans.len() >= self.capacity {
+                plans.remove(0);
+            }
+            plans.push((key, Arc::clone(&plan)));
+        }
+        Ok(plan)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.plans.lock().map(|p| p.len()).unwrap_or(0)
+    }
+}
+
+/// The plan for σ, built once per process and shared: the tables are a deterministic function
+/// of σ and public, so a sampler built per local run (a DP-SGD run, a site round) does not
+/// rebuild them — milliseconds for large σ, more than the few steps it noises. Only the
+/// stream is per sampler.
+fn shared_plan(sigma: Sigma) -> Result<SharedPlan, SamplerError> {
+    static CACHE: PlanCache = PlanCache::new(PLAN_CACHE_ENTRIES);
+    CACHE.get(sigma)
+}
+
 /// The per-sample distance bound of the fast sampler at σ (see [`Plan`]).
 pub(crate) fn fast_distance(sigma: Sigma) -> Result<Distance, SamplerError> {
-    Plan::build(sigma).map(|(_, d)| d)
+    shared_plan(sigma).map(|p| p.1)
 }
 
 impl FastSampler {
@@ -139,11 +196,9 @@ impl FastSampler {
     }
 
     fn with_stream(sigma: Sigma, rng: ChaCha20Rng) -> Result<Self, SamplerError> {
-        let (plan, distance) = Plan::build(sigma)?;
         Ok(Self {
             sigma,
-            plan,
-            distance,
+            plan: shared_plan(sigma)?,
             rng,
         })
     }
@@ -152,7 +207,15 @@ impl FastSampler {
     /// white-box test.
     #[cfg(test)]
     pub(crate) fn output_pmf(&self) -> (i64, Vec<f64>) {
-        match &self.plan {
+        self.plan.0.pmf()
+    }
+}
+
+#[cfg(test)]
+impl Plan {
+    /// The exact output pmf of the tables (and their convolution).
+    fn pmf(&self) -> (i64, Vec<f64>) {
+        match self {
             Plan::Direct(t) => t.pmf(),
             Plan::Convolved {
                 coarse,
@@ -187,12 +250,12 @@ impl NoiseSampler for FastSampler {
     }
 
     fn distance_per_sample(&self) -> Distance {
-        self.distance
+        self.plan.1
     }
 
     fn fill(&mut self, out: &mut [i64]) -> Result<(), SamplerError> {
         let rng = &mut self.rng;
-        match &self.plan {
+        match &self.plan.0 {
             Plan::Direct(table) => {
                 for slot in out.iter_mut() {
                     *slot = table.sample(rng);
@@ -209,5 +272,52 @@ impl NoiseSampler for FastSampler {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samplers_at_one_sigma_share_the_tables_but_not_the_stream() {
+        let sigma = Sigma::new(1234.5).unwrap();
+        let mut a = FastSampler::new(sigma).unwrap();
+        let mut b = FastSampler::new(sigma).unwrap();
+        assert!(Arc::ptr_eq(&a.plan, &b.plan), "the tables were rebuilt");
+        let (fresh, distance) = Plan::build(sigma).unwrap();
+        assert_eq!(a.distance_per_sample(), distance);
+        assert_eq!(a.output_pmf(), fresh.pmf(), "the shared tables are not σ's");
+        let (mut x, mut y) = (vec![0i64; 64], vec![0i64; 64]);
+        a.fill(&mut x).unwrap();
+        b.fill(&mut y).unwrap();
+        assert_ne!(x, y, "two samplers replayed one stream");
+        let other = FastSampler::new(Sigma::new(3.0).unwrap()).unwrap();
+        assert!(!Arc::ptr_eq(&a.plan, &other.plan));
+        assert_ne!(a.output_pmf(), other.output_pmf());
+    }
+
+    #[test]
+    fn the_plan_cache_is_bounded_and_evicts_the_oldest() {
+        let cache = PlanCache::new(3);
+        let sigma = |i: u32| Sigma::new(2.0 + f64::from(i) / 7.0).unwrap();
+        let first = cache.get(sigma(0)).unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.get(sigma(0)).unwrap()));
+        for i in 1..6 {
+            cache.get(sigma(i)).unwrap();
+            assert!(cache.len() <= 3);
+        }
+        assert_eq!(cache.len(), 3);
+        let rebuilt = cache.get(sigma(0)).unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &rebuilt),
+            "the oldest plan was not evicted"
+        );
+        assert_eq!(first.0.pmf(), rebuilt.0.pmf());
+        assert!(
+            cache.get(Sigma::new(0.1).unwrap()).is_err(),
+            "σ below the tables' range"
+        );
+        assert_eq!(cache.len(), 3, "a refused σ took a slot");
     }
 }

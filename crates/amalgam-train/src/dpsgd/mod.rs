@@ -34,8 +34,9 @@ pub use sampling::{EntropyError, PoissonCoins};
 
 /// Most records one plant may train on under record-level DP (keeps the integer sums exact).
 pub const MAX_RECORDS: usize = 1 << 24;
-/// Largest C/γ: a rounded coordinate stays below 2^31 in magnitude.
-pub const MAX_CLIP_OVER_GAMMA: f64 = 2_147_483_648.0;
+/// Largest C/γ: a rounded coordinate stays within 2^28 + 1 in magnitude, so a sum of up to
+/// [`MAX_RECORDS`] of them stays below 2^53 and is exact in f64 as well as in i64.
+pub const MAX_CLIP_OVER_GAMMA: f64 = 268_435_456.0;
 /// Largest σ/γ: the noise stays far inside i64.
 pub const MAX_SIGMA_OVER_GAMMA: f64 = 1_099_511_627_776.0;
 

@@ -3,8 +3,8 @@
 //! Each example's gradient g is clipped to L2 norm C (scaled by min(1, C/‖g‖), the factor
 //! shaved by 10⁻⁹ so that f64 rounding cannot leave a norm above C), then each coordinate is
 //! rounded to the nearest multiple of γ, held as the integer k = round(c/γ). Rounding moves each
-//! coordinate by at most γ/2, so ‖γ·k‖ ≤ C + γ·√d/2 = Δ, checked exactly for every example
-//! anyway. The integers are summed exactly (i64; the configuration's bounds keep the sum far
+//! coordinate by at most γ/2, so ‖γ·k‖ ≤ C + γ·√d/2 = Δ, checked for every example anyway.
+//! The integers are summed exactly (i64; the configuration's bounds keep the sum far
 //! from overflow) and every coordinate of the sum gets an independent N_Z(0, (σ/γ)²) sample
 //! from amalgam-dp's samplers: in gradient units the noise is σ per coordinate, and the
 //! noisy sum is a Gaussian mechanism of sensitivity Δ under adding or removing one record.
@@ -14,7 +14,9 @@
 //! charged to δ by the record ledger, and opendp's exact sampler otherwise: the exact sampler
 //! costs about 15-70 µs a coordinate, hundreds of times the training step it noises
 //! (benches/README.md). Which one a run uses is a function of σ/γ alone ([`sampler_for`]),
-//! recorded in its charge. It is built once per run and reused by every step.
+//! recorded in its charge. It is built once per run and reused by every step; the table
+//! sampler's tables are shared by every run of the same σ/γ in the process (public data), its
+//! stream is the run's own.
 
 use amalgam_dp::params::Sigma;
 use amalgam_dp::sampler::{
@@ -71,59 +73,103 @@ pub fn clip_round_sum(
         });
     }
     let delta = sensitivity(clip, gamma, d);
-    let mut sum = vec![0i64; d];
+    // Integers held in f64: every partial sum is below 2^53 (|k| ≤ 2^28 + 1, at most 2^24
+    // examples), so the additions are exact, and cheaper than checked i64 ones.
+    let mut sum = vec![0.0f64; d];
     let mut clipped_norms = Vec::with_capacity(grads.rows);
     let mut rounded_norms = Vec::with_capacity(grads.rows);
-    let mut k = vec![0i64; d];
     let mut dropped = 0usize;
     for i in 0..grads.rows {
         let g = grads.row(i);
+        let norm = super::per_example::l2(g);
         // A record whose gradient is not finite contributes nothing (a deterministic function
         // of the record, so the sensitivity bound holds): refusing the step instead would make
         // whether the run fails depend on whether that record was drawn, an unaccounted
-        // release.
-        if g.iter().any(|v| !v.is_finite()) {
+        // release. A NaN or infinite coordinate makes the f64 norm non-finite (an f32 squared
+        // cannot overflow f64), so the norm is the whole check.
+        if !norm.is_finite() {
             dropped += 1;
             clipped_norms.push(0.0);
             rounded_norms.push(0.0);
             continue;
         }
-        let norm = super::per_example::l2(g);
         let factor = if norm > clip {
             clip / norm * (1.0 - CLIP_SHAVE)
         } else {
             1.0
         };
-        let mut c2 = 0.0f64;
-        let mut k2: i128 = 0;
-        for (kj, &gj) in k.iter_mut().zip(g) {
-            let c = f64::from(gj) * factor;
-            c2 += c * c;
-            // |c/γ| ≤ C/γ ≤ 2^31 (configuration), so the conversion is exact and in range.
-            *kj = (c / gamma).round() as i64;
-            k2 += i128::from(*kj) * i128::from(*kj);
+        // Grid units: x = clip(g)/γ, |x| ≤ C/γ ≤ 2^28 (configuration). One pass rounds,
+        // sums the squares (four independent lanes, see `per_example::l2`) and adds the
+        // integers to the sum, undone below in the case that cannot happen.
+        let to_grid = factor / gamma;
+        let mut lanes = [0.0f64; 4];
+        let mut sums = sum.chunks_exact_mut(4);
+        let mut coords = g.chunks_exact(4);
+        for (s4, g4) in (&mut sums).zip(&mut coords) {
+            for ((s, &gj), lane) in s4.iter_mut().zip(g4).zip(&mut lanes) {
+                let k = round_to_integer(f64::from(gj) * to_grid);
+                *lane += k * k;
+                *s += k;
+            }
         }
-        let rounded = (k2 as f64).sqrt() * gamma;
-        // Within Δ by construction; a rounded vector over it (which would be a bug) is
-        // dropped like a non-finite one, never released and never a data-dependent refusal.
+        for (s, &gj) in sums.into_remainder().iter_mut().zip(coords.remainder()) {
+            let k = round_to_integer(f64::from(gj) * to_grid);
+            lanes[0] += k * k;
+            *s += k;
+        }
+        let k2: f64 = lanes.iter().sum();
+        // ‖clip(g)‖ = factor·‖g‖, up to one rounding.
+        let clipped = norm * factor;
+        // The squares summed in f64 are exact below 2^53 and within a relative d·2⁻⁵² beyond;
+        // near Δ the norm is recomputed from the integers in i128.
+        let mut rounded = k2.sqrt() * gamma;
+        if rounded > delta * (1.0 - CLIP_SHAVE) {
+            rounded = exact_rounded_norm(g, to_grid, gamma);
+        }
+        // Within Δ by construction. A rounded vector over it (which would be a bug) is taken
+        // back out of the sum: like a non-finite one, never released and never a
+        // data-dependent refusal.
         if rounded > delta {
+            for (s, &gj) in sum.iter_mut().zip(g) {
+                *s -= round_to_integer(f64::from(gj) * to_grid);
+            }
             dropped += 1;
-            clipped_norms.push(c2.sqrt());
+            clipped_norms.push(clipped);
             rounded_norms.push(0.0);
             continue;
         }
-        for (s, kj) in sum.iter_mut().zip(&k) {
-            *s = s.checked_add(*kj).ok_or(RecordDpError::Overflow)?;
-        }
-        clipped_norms.push(c2.sqrt());
+        clipped_norms.push(clipped);
         rounded_norms.push(rounded);
     }
     Ok(RoundedSum {
-        sum,
+        // Integers below 2^53 in magnitude: the conversion is exact.
+        sum: sum.iter().map(|&s| s as i64).collect(),
         clipped_norms,
         rounded_norms,
         dropped,
     })
+}
+
+/// ‖γ·k‖ with Σ k_j² summed exactly in i128 (k = round(g·`to_grid`), |k| ≤ 2^28 + 1).
+fn exact_rounded_norm(g: &[f32], to_grid: f64, gamma: f64) -> f64 {
+    let k2: i128 = g
+        .iter()
+        .map(|&gj| {
+            let k = round_to_integer(f64::from(gj) * to_grid) as i64;
+            i128::from(k) * i128::from(k)
+        })
+        .sum();
+    (k2 as f64).sqrt() * gamma
+}
+
+/// The integer nearest `x` (ties to even) for |x| < 2^51: x + 1.5·2^52 lies where the f64
+/// spacing is 1, so IEEE 754's round-to-nearest-even (the only mode Rust runs in) leaves the
+/// rounded integer, and subtracting the constant back is exact. Two additions instead of a
+/// libm call per coordinate; any nearest-integer rounding keeps |k − x| ≤ 1/2.
+#[inline]
+fn round_to_integer(x: f64) -> f64 {
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    (x + SHIFT) - SHIFT
 }
 
 /// The sampler a run of noise scale σ/γ = `scale` uses: the table sampler inside its range,
@@ -184,4 +230,75 @@ impl RunNoise {
 /// [`sampler_for`] picks. `scale` is σ/γ.
 pub fn add_discrete_gaussian(sum: &mut [i64], scale: f64) -> Result<(), RecordDpError> {
     RunNoise::new(sampler_for(scale), scale)?.add_to(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PerExample, clip_round_sum, round_to_integer, sensitivity};
+
+    #[test]
+    fn the_integer_recheck_agrees_with_the_float_norm() {
+        // Rows at both ends of the grid range, where the f64 sum of squares is exact (small k)
+        // and where it is not (k near 2^28): the i128 norm matches to f64 precision, and the
+        // sum and norms of clip_round_sum match the integers rounded one by one.
+        let (clip, gamma) = (200.0, 1e-6);
+        let values: Vec<f32> = (0..64)
+            .map(|j| ((j as f32) * 0.37).sin() * if j < 32 { 1e-5 } else { 100.0 })
+            .collect();
+        let rows = PerExample {
+            rows: 2,
+            dim: 32,
+            values: values.clone(),
+        };
+        let r = clip_round_sum(&rows, clip, gamma).unwrap();
+        let delta = sensitivity(clip, gamma, 32);
+        let mut want = vec![0i64; 32];
+        for (i, row) in values.chunks(32).enumerate() {
+            let norm = super::super::per_example::l2(row);
+            let to_grid = if norm > clip {
+                clip / norm * (1.0 - super::CLIP_SHAVE)
+            } else {
+                1.0
+            } / gamma;
+            let exact = super::exact_rounded_norm(row, to_grid, gamma);
+            assert!(
+                (exact - r.rounded_norms[i]).abs() <= 1e-12 * exact,
+                "row {i}"
+            );
+            assert!(exact <= delta);
+            for (w, &g) in want.iter_mut().zip(row) {
+                *w += (f64::from(g) * to_grid).round_ties_even() as i64;
+            }
+        }
+        assert!(
+            r.rounded_norms[1] / gamma > 1.9e8,
+            "the large row is not large"
+        );
+        assert_eq!(r.sum, want);
+    }
+
+    #[test]
+    fn the_shift_rounding_is_round_ties_even_over_the_grid_range() {
+        let mut values = vec![0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 0.49999999999999994];
+        for base in [1.0f64, 3.0, 1e4, 2_147_483_647.0, 2_147_483_648.0] {
+            for off in [-0.5, -0.4999999, 0.0, 0.25, 0.5, 0.5000001, 0.75] {
+                values.push(base + off);
+                values.push(-(base + off));
+            }
+        }
+        // Pseudo-random magnitudes over ±2^31, beyond the range C/γ ≤ 2^28 allows.
+        let mut v = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..100_000 {
+            v ^= v << 13;
+            v ^= v >> 7;
+            v ^= v << 17;
+            let x = (v >> 11) as f64 / (1u64 << 53) as f64 * 2f64.powi(32) - 2f64.powi(31);
+            values.push(x);
+        }
+        for x in values {
+            let got = round_to_integer(x);
+            assert_eq!(got, x.round_ties_even(), "x = {x:e}");
+            assert!((got - x).abs() <= 0.5, "x = {x:e}");
+        }
+    }
 }
