@@ -193,6 +193,20 @@ fn clipped_norms_stay_within_c_and_rounded_norms_within_delta() {
         clip_round_sum(&hostile, f64::INFINITY, gamma),
         Err(RecordDpError::ClipNorm(_))
     ));
+    // A subnormal grid with C/γ in range: 1/γ is infinite, and an all-zero gradient would
+    // scale to NaN in every coordinate of the sum. Refused, in the function and the config.
+    let mut zero_row = hostile.clone();
+    zero_row.values[..d].iter_mut().for_each(|v| *v = 0.0);
+    assert!(matches!(
+        clip_round_sum(&zero_row, 1e-306, 1e-310),
+        Err(RecordDpError::Gamma(_))
+    ));
+    let tiny = RecordDpConfig {
+        clip: 1e-306,
+        gamma: 1e-310,
+        ..config()
+    };
+    assert!(matches!(tiny.validate(), Err(RecordDpError::Gamma(_))));
     let short = PerExample {
         rows: 4,
         ..hostile.clone()

@@ -181,8 +181,8 @@ pub(crate) fn fast_distance(sigma: Sigma) -> Result<Distance, SamplerError> {
 }
 
 impl FastSampler {
-    /// Builds the tables for N_Z(0, σ²) and seeds the sampler's own ChaCha20 stream from the
-    /// operating system. No caller can choose, share or replay the stream.
+    /// Takes the shared tables for N_Z(0, σ²) (built on first use) and seeds the sampler's own
+    /// ChaCha20 stream from the operating system. No caller can choose, share or replay the stream.
     pub fn new(sigma: Sigma) -> Result<Self, SamplerError> {
         Self::with_stream(sigma, crate::entropy::os_stream()?)
     }

@@ -34,9 +34,12 @@ pub use sampling::{EntropyError, PoissonCoins};
 
 /// Most records one plant may train on under record-level DP (keeps the integer sums exact).
 pub const MAX_RECORDS: usize = 1 << 24;
-/// Largest C/γ: a rounded coordinate stays within 2^28 + 1 in magnitude, so a sum of up to
+/// Largest C/γ: a rounded coordinate stays within 2^28 in magnitude, so a sum of up to
 /// [`MAX_RECORDS`] of them stays below 2^53 and is exact in f64 as well as in i64.
 pub const MAX_CLIP_OVER_GAMMA: f64 = 268_435_456.0;
+/// Smallest grid γ (2^-900): far below any useful grid, and far enough above the subnormals
+/// that 1/γ, and so each example's scale to the grid, stays finite.
+pub const MIN_GAMMA: f64 = f64::from_bits((1023 - 900) << 52);
 /// Largest σ/γ: the noise stays far inside i64.
 pub const MAX_SIGMA_OVER_GAMMA: f64 = 1_099_511_627_776.0;
 
@@ -79,8 +82,8 @@ pub enum RecordDpError {
     /// σ not finite and positive.
     #[error("noise sigma = {0} must be finite and > 0")]
     Sigma(f64),
-    /// γ not finite and positive.
-    #[error("grid gamma = {0} must be finite and > 0")]
+    /// γ not finite or below [`MIN_GAMMA`].
+    #[error("grid gamma = {0} must be finite and at least 2^-900")]
     Gamma(f64),
     /// The grid is too fine for the clip norm or the noise (integer range).
     #[error("grid gamma = {gamma} too fine: {what}/gamma = {ratio} exceeds {max}")]
@@ -160,7 +163,7 @@ impl RecordDpConfig {
         if !pos(self.sigma) {
             return Err(RecordDpError::Sigma(self.sigma));
         }
-        if !pos(self.gamma) {
+        if !(pos(self.gamma) && self.gamma >= MIN_GAMMA) {
             return Err(RecordDpError::Gamma(self.gamma));
         }
         grid_check(self.gamma, "C", self.clip, MAX_CLIP_OVER_GAMMA)?;

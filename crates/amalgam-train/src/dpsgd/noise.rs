@@ -4,8 +4,8 @@
 //! shaved by 10⁻⁹ so that f64 rounding cannot leave a norm above C), then each coordinate is
 //! rounded to the nearest multiple of γ, held as the integer k = round(c/γ). Rounding moves each
 //! coordinate by at most γ/2, so ‖γ·k‖ ≤ C + γ·√d/2 = Δ, checked for every example anyway.
-//! The integers are summed exactly (i64; the configuration's bounds keep the sum far
-//! from overflow) and every coordinate of the sum gets an independent N_Z(0, (σ/γ)²) sample
+//! The integers are summed exactly (in f64: C/γ ≤ 2^28 and at most 2^24 examples keep every
+//! partial sum below 2^53) and every coordinate of the sum gets an independent N_Z(0, (σ/γ)²) sample
 //! from amalgam-dp's samplers: in gradient units the noise is σ per coordinate, and the
 //! noisy sum is a Gaussian mechanism of sensitivity Δ under adding or removing one record.
 //!
@@ -44,13 +44,14 @@ pub struct RoundedSum {
     pub clipped_norms: Vec<f64>,
     /// ‖γ·round(clip(gᵢ)/γ)‖ per example (0 for a dropped one).
     pub rounded_norms: Vec<f64>,
-    /// Examples that contributed nothing (a non-finite gradient).
+    /// Examples that contributed nothing (a non-finite gradient, or a rounded norm over Δ).
     pub dropped: usize,
 }
 
 /// Clips each example's gradient to `clip`, rounds it to the grid `gamma` and sums the
 /// integers. Refuses `clip`, `gamma` or C/γ out of the configuration's ranges, gradients whose
-/// length is not rows × dim and a sum that would overflow; an example with a non-finite
+/// length is not rows × dim and more than [`super::MAX_RECORDS`] examples (the integer sum
+/// stays exact below that); an example with a non-finite
 /// gradient value contributes nothing (counted in `dropped`).
 pub fn clip_round_sum(
     grads: &PerExample,
@@ -60,7 +61,7 @@ pub fn clip_round_sum(
     if !(clip.is_finite() && clip > 0.0) {
         return Err(RecordDpError::ClipNorm(clip));
     }
-    if !(gamma.is_finite() && gamma > 0.0) {
+    if !(gamma.is_finite() && gamma >= super::MIN_GAMMA) {
         return Err(RecordDpError::Gamma(gamma));
     }
     super::grid_check(gamma, "C", clip, super::MAX_CLIP_OVER_GAMMA)?;
@@ -72,8 +73,12 @@ pub fn clip_round_sum(
             values: grads.values.len(),
         });
     }
+    // More examples than a plant may hold would take the f64 sum past 2^53.
+    if grads.rows > super::MAX_RECORDS {
+        return Err(RecordDpError::Records(grads.rows));
+    }
     let delta = sensitivity(clip, gamma, d);
-    // Integers held in f64: every partial sum is below 2^53 (|k| ≤ 2^28 + 1, at most 2^24
+    // Integers held in f64: every partial sum is below 2^53 (|k| ≤ 2^28, at most 2^24
     // examples), so the additions are exact, and cheaper than checked i64 ones.
     let mut sum = vec![0.0f64; d];
     let mut clipped_norms = Vec::with_capacity(grads.rows);
@@ -129,7 +134,8 @@ pub fn clip_round_sum(
         // Within Δ by construction. A rounded vector over it (which would be a bug) is taken
         // back out of the sum: like a non-finite one, never released and never a
         // data-dependent refusal.
-        if rounded > delta {
+        // Written so that a NaN norm (which the configuration's bounds exclude) is dropped too.
+        if !(rounded <= delta) {
             for (s, &gj) in sum.iter_mut().zip(g) {
                 *s -= round_to_integer(f64::from(gj) * to_grid);
             }
@@ -150,7 +156,7 @@ pub fn clip_round_sum(
     })
 }
 
-/// ‖γ·k‖ with Σ k_j² summed exactly in i128 (k = round(g·`to_grid`), |k| ≤ 2^28 + 1).
+/// ‖γ·k‖ with Σ k_j² summed exactly in i128 (k = round(g·`to_grid`), |k| ≤ 2^28).
 fn exact_rounded_norm(g: &[f32], to_grid: f64, gamma: f64) -> f64 {
     let k2: i128 = g
         .iter()
@@ -161,6 +167,11 @@ fn exact_rounded_norm(g: &[f32], to_grid: f64, gamma: f64) -> f64 {
         .sum();
     (k2 as f64).sqrt() * gamma
 }
+
+// The shift rounding needs IEEE 754 double arithmetic without extended intermediates: x87
+// (32-bit x86 without SSE2) keeps 80-bit sums and would leave k off the integers.
+#[cfg(all(target_arch = "x86", not(target_feature = "sse2")))]
+compile_error!("record-level DP-SGD's grid rounding needs SSE2 on 32-bit x86");
 
 /// The integer nearest `x` (ties to even) for |x| < 2^51: x + 1.5·2^52 lies where the f64
 /// spacing is 1, so IEEE 754's round-to-nearest-even (the only mode Rust runs in) leaves the
