@@ -266,6 +266,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_mlp_curve_parses_in_order() {
+        let c = RecordCurve::parse(
+            include_str!("../../../configs/record-dp-curve-mlp.json").as_bytes(),
+        )
+        .unwrap();
+        let eps: Vec<Option<f64>> = c.points.iter().map(|p| p.target_epsilon).collect();
+        assert_eq!(eps, [Some(1.0), Some(3.0), Some(8.0), None]);
+        assert_eq!(c.delta, 1e-6);
+        assert_eq!(plot(&c).matches("class=\"point\"").count(), 4);
+    }
+
+    #[test]
     fn oversize_malformed_and_incomplete_files_are_refused_by_name() {
         let big = vec![b' '; (MAX_CURVE_BYTES + 1) as usize];
         assert!(matches!(
