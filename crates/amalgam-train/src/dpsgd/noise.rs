@@ -135,7 +135,7 @@ pub fn clip_round_sum(
         // back out of the sum: like a non-finite one, never released and never a
         // data-dependent refusal.
         // Written so that a NaN norm (which the configuration's bounds exclude) is dropped too.
-        if !(rounded <= delta) {
+        if rounded.is_nan() || rounded > delta {
             for (s, &gj) in sum.iter_mut().zip(g) {
                 *s -= round_to_integer(f64::from(gj) * to_grid);
             }
