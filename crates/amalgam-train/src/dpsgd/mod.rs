@@ -125,17 +125,6 @@ pub enum RecordDpError {
         /// Values given.
         values: usize,
     },
-    /// A per-example gradient holds a non-finite value (the step is refused).
-    #[error("a per-example gradient is not finite at parameter {0}")]
-    NonFiniteGradient(usize),
-    /// A rounded gradient's norm exceeded Δ (cannot happen; refused rather than released).
-    #[error("a rounded gradient has norm {norm} above the sensitivity {delta}")]
-    SensitivityExceeded {
-        /// The norm.
-        norm: f64,
-        /// Δ.
-        delta: f64,
-    },
     /// An integer sum left i64.
     #[error("the integer gradient sum overflowed")]
     Overflow,

@@ -78,6 +78,7 @@ pub fn clip_round_sum(
         return Err(RecordDpError::Records(grads.rows));
     }
     let delta = sensitivity(clip, gamma, d);
+    let recheck_margin = CLIP_SHAVE.max(d as f64 * f64::EPSILON);
     // Integers held in f64: every partial sum is below 2^53 (|k| ≤ 2^28, at most 2^24
     // examples), so the additions are exact, and cheaper than checked i64 ones.
     let mut sum = vec![0.0f64; d];
@@ -126,9 +127,10 @@ pub fn clip_round_sum(
         // ‖clip(g)‖ = factor·‖g‖, up to one rounding.
         let clipped = norm * factor;
         // The squares summed in f64 are exact below 2^53 and within a relative d·2⁻⁵² beyond;
-        // near Δ the norm is recomputed from the integers in i128.
+        // within that (or 10⁻⁹, if larger) of Δ the norm is recomputed from the integers in
+        // i128, so every example's check is exact where it can matter.
         let mut rounded = k2.sqrt() * gamma;
-        if rounded > delta * (1.0 - CLIP_SHAVE) {
+        if rounded > delta * (1.0 - recheck_margin) {
             rounded = exact_rounded_norm(g, to_grid, gamma);
         }
         // Within Δ by construction. A rounded vector over it (which would be a bug) is taken
