@@ -22,7 +22,8 @@ pub const MAX_SIGMA: f64 = 1e7;
 /// Convolution margin r: the parameters are chosen so that σ₁σ₂/σ ≥ r (see [`Plan`]).
 const CONVOLUTION_MARGIN: f64 = 3.3;
 
-/// Plans kept by [`shared_plan`] (at most 2 × 16 MiB of tables each; a process uses a few σ).
+/// Plans kept by [`shared_plan`]: a process uses a few σ, and a plan is at most two tables of
+/// about 1.7·10⁵ 16-byte entries (σ ≤ 10⁷), so the cache holds under 50 MiB.
 const PLAN_CACHE_ENTRIES: usize = 8;
 
 /// How the samples are produced.

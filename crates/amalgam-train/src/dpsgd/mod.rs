@@ -152,9 +152,7 @@ impl RecordDpConfig {
         if !pos(self.sigma) {
             return Err(RecordDpError::Sigma(self.sigma));
         }
-        if !(pos(self.gamma) && self.gamma >= MIN_GAMMA) {
-            return Err(RecordDpError::Gamma(self.gamma));
-        }
+        gamma_check(self.gamma)?;
         grid_check(self.gamma, "C", self.clip, MAX_CLIP_OVER_GAMMA)?;
         grid_check(self.gamma, "sigma", self.sigma, MAX_SIGMA_OVER_GAMMA)?;
         if !(1..=MAX_LOCAL_STEPS).contains(&self.steps) {
@@ -192,6 +190,15 @@ impl RecordDpConfig {
             sigma: self.sigma,
             sampler: noise::sampler_for(self.sigma / self.gamma),
         }
+    }
+}
+
+/// Refuses a grid γ that is not finite or below [`MIN_GAMMA`].
+pub(crate) fn gamma_check(gamma: f64) -> Result<(), RecordDpError> {
+    if gamma.is_finite() && gamma >= MIN_GAMMA {
+        Ok(())
+    } else {
+        Err(RecordDpError::Gamma(gamma))
     }
 }
 

@@ -5,8 +5,8 @@
 //! rounded to the nearest multiple of γ, held as the integer k = round(c/γ). Rounding moves each
 //! coordinate by at most γ/2, so ‖γ·k‖ ≤ C + γ·√d/2 = Δ, checked for every example anyway.
 //! The integers are summed exactly (in f64: C/γ ≤ 2^28 and at most 2^24 examples keep every
-//! partial sum below 2^53) and every coordinate of the sum gets an independent N_Z(0, (σ/γ)²) sample
-//! from amalgam-dp's samplers: in gradient units the noise is σ per coordinate, and the
+//! partial sum below 2^53) and every coordinate of the sum gets an independent N_Z(0, (σ/γ)²)
+//! sample from amalgam-dp's samplers: in gradient units the noise is σ per coordinate, and the
 //! noisy sum is a Gaussian mechanism of sensitivity Δ under adding or removing one record.
 //!
 //! The sampler is amalgam-dp's table sampler ([`FastSampler`], ChaCha20 keyed from the OS)
@@ -61,9 +61,7 @@ pub fn clip_round_sum(
     if !(clip.is_finite() && clip > 0.0) {
         return Err(RecordDpError::ClipNorm(clip));
     }
-    if !(gamma.is_finite() && gamma >= super::MIN_GAMMA) {
-        return Err(RecordDpError::Gamma(gamma));
-    }
+    super::gamma_check(gamma)?;
     super::grid_check(gamma, "C", clip, super::MAX_CLIP_OVER_GAMMA)?;
     let d = grads.dim;
     if grads.rows.checked_mul(d) != Some(grads.values.len()) {
