@@ -92,6 +92,61 @@ pub fn anchors_of(summaries: &[LedgerSummary], dataset: &[u8; 32]) -> Vec<Anchor
     out
 }
 
+/// Relative tolerance between a published ε and the ledger's at the same anchor (the ledger's
+/// own recorded-versus-recomputed tolerance).
+const EPSILON_TOLERANCE: f64 = 1e-9;
+
+/// ε of the ledger after its first `entries` entries: the total of the last accepted run among
+/// them (0 before any).
+fn epsilon_at(report: &RecordAuditReport, entries: usize) -> f64 {
+    report
+        .runs
+        .iter()
+        .rev()
+        .find(|r| r.index < entries)
+        .map_or(0.0, |r| r.charge.epsilon_total)
+}
+
+/// Every summary of `dataset` whose published ε is not the ledger's ε at the anchor that
+/// summary publishes (`RecordEpsilonMisstated`, critical): a site that posts a smaller spend
+/// than its chain holds understates its record-level exposure to the consortium. Anchors the
+/// ledger does not hold are the anchor check's findings, not compared here.
+pub fn misstated_epsilon(
+    ledger: &Path,
+    summaries: &[LedgerSummary],
+    dataset: &[u8; 32],
+    report: &RecordAuditReport,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for s in summaries {
+        let Some(r) = s.record.as_ref().filter(|r| &r.dataset == dataset) else {
+            continue;
+        };
+        let Ok(entries) = usize::try_from(r.entries) else {
+            continue;
+        };
+        if entries == 0 || entries > report.entries {
+            continue;
+        }
+        let held = epsilon_at(report, entries);
+        let off = (r.epsilon - held).abs() > EPSILON_TOLERANCE * held.abs().max(1.0);
+        if off || r.epsilon.is_nan() {
+            rows.push(Row {
+                severity: "critical",
+                code: "RecordEpsilonMisstated".into(),
+                detail: format!(
+                    "{}: the summary of round {} publishes record-level epsilon {} at {} entries; the ledger holds {held} there",
+                    ledger.display(),
+                    s.round,
+                    r.epsilon,
+                    r.entries
+                ),
+            });
+        }
+    }
+    rows
+}
+
 /// A record finding as a row (`Record` + the finding's name); a torn tail is a crash
 /// artefact (compliance), every other finding critical.
 pub fn record_row(ledger: &Path, f: &RecordFinding) -> Row {
@@ -137,6 +192,9 @@ pub fn audit_records(
             None => first,
         };
         rows.extend(report.findings.iter().map(|f| record_row(path, f)));
+        if let Some(d) = &dataset {
+            rows.extend(misstated_epsilon(path, summaries, d, &report));
+        }
         out.push(RecordOutcome {
             ledger: path.display().to_string(),
             dataset: dataset.map(hex::encode),

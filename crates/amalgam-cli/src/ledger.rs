@@ -120,9 +120,9 @@ fn verify_record(args: &VerifyArgs, key: &VerifyingKey, anchors: &[Anchor]) -> R
         );
         if let Some(p) = &report.policy {
             out.push_str(&format!(
-                "privacy unit: one record of dataset {} (N = {} records, treated as public)\ncap epsilon = {} at delta = {:e}\n",
+                "privacy unit: one record of dataset {} (at most N_max = {} records, treated as public)\ncap epsilon = {} at delta = {:e}\n",
                 hex::encode(p.dataset),
-                p.records,
+                p.max_records,
                 p.epsilon_cap.get(),
                 p.delta.get()
             ));
@@ -136,6 +136,13 @@ fn verify_record(args: &VerifyArgs, key: &VerifyingKey, anchors: &[Anchor]) -> R
             report.order,
             report.anchors_checked
         ));
+        for v in &report.data_versions {
+            out.push_str(&format!(
+                "data version: sha256 {} ({} records); every record of it is covered by the total above\n",
+                hex::encode(v.file),
+                v.records
+            ));
+        }
         for f in &report.findings {
             out.push_str(&format!("finding: {f:?}\n"));
         }

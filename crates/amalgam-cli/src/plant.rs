@@ -134,6 +134,7 @@ pub fn plant_trainer(
         sigma: m.sigma,
         calibrated: setup.noise_multiplier,
         mechanism: m.record_mechanism(),
+        data: setup.data,
     };
     Ok((Box::new(trainer), Some((charged, m.q, m.noise_multiplier))))
 }

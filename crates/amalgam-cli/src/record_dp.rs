@@ -1,10 +1,13 @@
 //! `amalgam site run --record-dp`: record-level DP-SGD at the plant, charged to the dataset's
 //! record ledger (`protocol-spec/record-dp.md` §8, site-agent.md §3.1).
 //!
-//! The dataset id is the SHA-256 of the `--data` file and N_i its row count (treated as
-//! public); the ledger lives in `--record-ledgers DIR` (default `STATE/records`), one directory
-//! per dataset, so a second campaign pointed at the same directory keeps spending from the same
-//! budget. σ is calibrated with `calibrate_noise_multiplier` so that the campaign's
+//! The dataset is the name the site declares (`--record-dataset`, default `default`), never the
+//! `--data` file's bytes: a file with records appended or corrected is the same dataset, and its
+//! runs spend from the same budget (each charge records the file's SHA-256 and row count N,
+//! treated as public). The genesis fixes N_max (`--record-max-records`, default the largest the
+//! δ rule allows), which the δ rule is checked against. The ledger lives in `--record-ledgers
+//! DIR` (default `STATE/records`), one directory per dataset, so a second campaign pointed at
+//! the same directory keeps spending from the same budget. σ is calibrated with `calibrate_noise_multiplier` so that the campaign's
 //! `--rounds` × local steps reach at most `--record-epsilon` at `--record-delta`; the ledger's
 //! cap is that ε, over every campaign on the dataset.
 
@@ -24,9 +27,17 @@ pub struct RecordArgs {
     /// Record-level ε cap of the dataset, over every campaign on it.
     #[arg(long)]
     pub record_epsilon: Option<f64>,
-    /// Record-level δ; at most 1/(10·N), N the plant's row count.
+    /// Record-level δ; at most 1/(10·N_max).
     #[arg(long)]
     pub record_delta: Option<f64>,
+    /// The dataset's name: every version of the data file under one name (records appended,
+    /// removed or corrected) spends from one record budget. 1-64 of A-Z a-z 0-9 . _ -
+    #[arg(long, default_value = amalgam_dp::ledger::record::DEFAULT_DATASET_NAME)]
+    pub record_dataset: String,
+    /// N_max, the most records the dataset will ever hold, fixed when its ledger is created
+    /// (default: the largest the δ rule allows, ⌊1/(10·δ)⌋).
+    #[arg(long)]
+    pub record_max_records: Option<u64>,
     /// Poisson sampling rate q of each step.
     #[arg(long, default_value_t = 0.01)]
     pub record_q: f64,
@@ -56,6 +67,8 @@ pub struct RecordSetup {
     pub recipe: amalgam_train::site_trainer::RecordDpRecipe,
     /// The calibrated z.
     pub noise_multiplier: f64,
+    /// The data file's version (digest, N), recorded in every charge.
+    pub data: amalgam_dp::ledger::record::DataVersion,
 }
 
 /// The record ledger a site run charges and the numbers it reports.
@@ -72,6 +85,8 @@ pub struct Charged {
     pub calibrated: f64,
     /// The mechanism every run is charged with (C, γ, σ, d, sampler).
     pub mechanism: amalgam_dp::ledger::record::RecordMechanism,
+    /// The data file's version (digest, N), recorded in every charge.
+    pub data: amalgam_dp::ledger::record::DataVersion,
 }
 
 /// The default record-ledger directory of a state directory.
@@ -90,7 +105,10 @@ pub fn setup(
     dim: usize,
     steps: u64,
 ) -> Result<RecordSetup, Failure> {
-    use amalgam_dp::ledger::record::{RecordPolicy, dataset_id, record_ledger_path};
+    use amalgam_dp::ledger::record::{
+        DatasetName, RecordPolicy, check_data, data_version, dataset_id, default_max_records,
+        record_ledger_path,
+    };
     use amalgam_dp::params::{Delta, Epsilon};
     use amalgam_dp::record::calibrate_noise_multiplier;
 
@@ -113,14 +131,28 @@ pub fn setup(
     let delta = Delta::new(d).map_err(|e| Failure::usage(format!("--record-delta: {e}")))?;
     let bytes =
         std::fs::read(data).map_err(|e| Failure::failed(format!("{}: {e}", data.display())))?;
+    let name = DatasetName::new(&a.record_dataset)
+        .map_err(|e| Failure::usage(format!("--record-dataset: {e}")))?;
+    let max_records = a
+        .record_max_records
+        .unwrap_or_else(|| default_max_records(d));
     let policy = RecordPolicy {
-        dataset: dataset_id(&bytes),
-        records: rows as u64,
+        dataset: dataset_id(&name),
+        max_records,
         epsilon_cap: epsilon,
         delta,
     };
     amalgam_dp::ledger::record::validate_policy(&policy)
-        .map_err(|e| Failure::usage(format!("--record-delta: {e}")))?;
+        .map_err(|e| Failure::usage(format!("--record-delta / --record-max-records: {e}")))?;
+    let data_version = data_version(&bytes, rows as u64);
+    check_data(&policy, &data_version).map_err(|e| match a.record_max_records {
+        Some(_) => Failure::usage(format!("{}: {e}", data.display())),
+        None => Failure::usage(format!(
+            "{}: {rows} records, but --record-delta {d:e} allows at most {max_records} (delta \
+             <= 1/(10 N)): use a smaller delta",
+            data.display()
+        )),
+    })?;
     let cal = calibrate_noise_multiplier(epsilon, delta, steps, a.record_q)
         .map_err(|e| Failure::usage(format!("record-level calibration: {e}")))?;
     let gamma = a.record_clip * GRID_OVER_CLIP;
@@ -153,6 +185,7 @@ pub fn setup(
             expected_batch,
         },
         noise_multiplier: cal.noise_multiplier,
+        data: data_version,
     })
 }
 
@@ -165,6 +198,8 @@ mod tests {
             record_dp: true,
             record_epsilon: Some(8.0),
             record_delta: Some(1e-6),
+            record_dataset: "default".into(),
+            record_max_records: None,
             record_q: 0.05,
             record_clip: 1.0,
             record_expected_batch: expected_batch,
@@ -205,5 +240,46 @@ mod tests {
             assert!(refused(&args(Some(bad))).is_some(), "{bad} accepted");
         }
         assert!(!dir.path().join("records").exists(), "a refusal made state");
+    }
+
+    /// The operator's cheapest way to a fresh record budget used to be one appended row (a new
+    /// file digest, so a new ledger). Now the ledger follows the declared name: the file with
+    /// a row appended gets the same policy and the same ledger path, and its charges record
+    /// the new digest and N; only another name (which every published summary then shows as
+    /// another dataset) gets another ledger.
+    #[test]
+    fn appending_a_row_keeps_the_ledger_and_only_another_name_changes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("plant.csv");
+        std::fs::write(&data, b"header\nrow 1\n").unwrap();
+        let a = args(Some(40.0));
+        let before = setup(&a, dir.path(), &data, 1000, 100, 50).unwrap();
+        std::fs::write(&data, b"header\nrow 1\nrow 2\n").unwrap();
+        let after = setup(&a, dir.path(), &data, 1001, 100, 50).unwrap();
+        assert_eq!(before.path, after.path);
+        assert_eq!(before.policy, after.policy);
+        assert_eq!(
+            before.policy.max_records, 100_000,
+            "the δ rule's largest N at 1e-6"
+        );
+        assert_ne!(before.data.file, after.data.file);
+        assert_eq!((before.data.records, after.data.records), (1000, 1001));
+        let mut other = args(Some(40.0));
+        other.record_dataset = "line-2".into();
+        let renamed = setup(&other, dir.path(), &data, 1001, 100, 50).unwrap();
+        assert_ne!(renamed.path, after.path);
+        // A file past the declared N_max, or a malformed name, is refused before any state.
+        let mut small = args(Some(40.0));
+        small.record_max_records = Some(1000);
+        let e = setup(&small, dir.path(), &data, 1001, 100, 50)
+            .err()
+            .expect("refused");
+        assert!(e.message.contains("1..=1000"), "{}", e.message);
+        let mut bad = args(Some(40.0));
+        bad.record_dataset = "../escape".into();
+        let e = setup(&bad, dir.path(), &data, 1001, 100, 50)
+            .err()
+            .expect("refused");
+        assert!(e.message.contains("--record-dataset"), "{}", e.message);
     }
 }

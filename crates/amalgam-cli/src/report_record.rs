@@ -15,13 +15,18 @@ use crate::Failure;
 pub struct RecordSection {
     /// The site whose records these are.
     pub site: u16,
-    /// The dataset id (SHA-256 of the data file), hex.
+    /// The dataset id (of its declared name), hex.
     pub dataset: String,
-    /// N_i, treated as public.
+    /// N_i of the latest version the runs trained on, treated as public (0 before any run).
     pub records: u64,
+    /// N_max, the most records any version may hold (public).
+    pub max_records: u64,
+    /// Versions of the data file the accepted runs trained on: a record added in a later
+    /// version is charged the whole total too.
+    pub data_versions: usize,
     /// δ of the record-level statement.
     pub delta: f64,
-    /// 1/(10·N_i), the largest δ the ledger accepts.
+    /// 1/(10·N_max), the largest δ the ledger accepts.
     pub delta_limit: f64,
     /// The cap.
     pub epsilon_cap: f64,
@@ -81,9 +86,11 @@ pub fn section(path: &Path, key: &VerifyingKey, site: u16) -> Result<RecordSecti
     Ok(RecordSection {
         site,
         dataset: hex::encode(p.dataset),
-        records: p.records,
+        records: r.data_versions.last().map_or(0, |v| v.records),
+        max_records: p.max_records,
+        data_versions: r.data_versions.len(),
         delta: p.delta.get(),
-        delta_limit: 1.0 / (10.0 * p.records as f64),
+        delta_limit: 1.0 / (10.0 * p.max_records as f64),
         epsilon_cap: p.epsilon_cap.get(),
         epsilon_spent: r.epsilon_total,
         order: r.order,
@@ -114,8 +121,8 @@ pub fn render(
             s.site, s.dataset
         ));
         out.push_str(&format!(
-            "    records N_i = {} (treated as public); delta = {:e} relative to N_i (at most 1/(10 N_i) = {:e})\n",
-            s.records, s.delta, s.delta_limit
+            "    records N_i = {} in the latest of {} data version(s), at most N_max = {} (treated as public); delta = {:e} (at most 1/(10 N_max) = {:e}); a record added in a later version is covered by the whole total\n",
+            s.records, s.data_versions, s.max_records, s.delta, s.delta_limit
         ));
         out.push_str(&format!(
             "    record-level epsilon spent = {:.6} of cap {:.6} (order {}; {} runs, {} noisy steps, {} refused)\n",

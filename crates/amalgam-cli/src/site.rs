@@ -351,11 +351,13 @@ fn enable_record_dp(
         .map_err(|e| Failure::failed(format!("{}: {e}", charged.path.display())))?;
     let p = ledger.policy();
     println!(
-        "record-level DP: dataset {} (N = {} records), cap epsilon = {} at delta = {:e}, \
-         spent {}; q = {q}, C_rec = {}, sigma = {}, z = {z} (calibrated {}), {:?} sampler; \
+        "record-level DP: dataset {} (this file: N = {} records, sha256 {}; at most {} \
+         records), cap epsilon = {} at delta = {:e}, spent {}; q = {q}, C_rec = {}, sigma = {}, z = {z} (calibrated {}), {:?} sampler; \
          ledger {}",
         hex::encode(p.dataset),
-        p.records,
+        charged.data.records,
+        hex::encode(charged.data.file),
+        p.max_records,
         p.epsilon_cap.get(),
         p.delta.get(),
         ledger.spent(),
@@ -371,6 +373,7 @@ fn enable_record_dp(
             q,
             noise_multiplier: z,
             mechanism: charged.mechanism,
+            data: charged.data,
         })
         .map_err(agent_failure)
 }

@@ -19,8 +19,8 @@ use common::{amalgam, charged, consortium, text, write_anchors};
 
 fn policy() -> RecordPolicy {
     RecordPolicy {
-        dataset: dataset_id(b"plant 0 rows"),
-        records: 1000,
+        dataset: dataset_id(&amalgam_dp::ledger::record::DatasetName::new("plant-0").unwrap()),
+        max_records: 1000,
         epsilon_cap: Epsilon::new(10.0).unwrap(),
         delta: Delta::new(1e-5).unwrap(),
     }
@@ -35,6 +35,14 @@ fn ledger_path(d: &Path) -> PathBuf {
 /// Site ledger charged for rounds 1..=3, a record run per round, each round's summary with
 /// the record anchor after its run; returns the record ledger's bytes after round 1.
 fn setup(d: &Path) -> (Vec<(u64, LedgerSummary)>, Vec<u8>) {
+    setup_publishing(d, |_, e| e)
+}
+
+/// [`setup`], with `published(round, ε)` the record ε the site signs into round's summary.
+fn setup_publishing(
+    d: &Path,
+    published: impl Fn(u64, f64) -> f64,
+) -> (Vec<(u64, LedgerSummary)>, Vec<u8>) {
     let c = consortium(d);
     let (_, mut summaries) = charged(d, &c, &[1, 2, 3]);
     let path = ledger_path(d);
@@ -44,6 +52,7 @@ fn setup(d: &Path) -> (Vec<(u64, LedgerSummary)>, Vec<u8>) {
         let _grant = ledger
             .authorize(RecordRunRequest {
                 run_id: [*r as u8; 32],
+                data: amalgam_dp::ledger::record::data_version(b"plant 0 rows", 1000),
                 q: 0.05,
                 noise_multiplier: 1.2,
                 steps: 10,
@@ -57,7 +66,7 @@ fn setup(d: &Path) -> (Vec<(u64, LedgerSummary)>, Vec<u8>) {
             ledger_id: ledger.ledger_id(),
             entries: a.entries as u64,
             head: a.head,
-            epsilon: ledger.spent(),
+            epsilon: published(*r, ledger.spent()),
         });
         if *r == 1 {
             after_first = std::fs::read(&path).unwrap();
@@ -177,5 +186,30 @@ fn a_deleted_record_ledger_is_a_finding() {
         codes(&v).contains(&"RecordLedgerMissing".to_string()),
         "{:?}",
         codes(&v)
+    );
+}
+
+/// A site that signs a smaller record-level spend into a summary than its chain holds at the
+/// very anchor that summary publishes (the chain itself clean, every anchor held): the audit
+/// recomputes ε at that anchor and names the round.
+#[test]
+fn a_summary_understating_the_record_spend_is_a_finding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup_publishing(d, |r, e| if r == 2 { e / 2.0 } else { e });
+    let (out, v) = audit(d, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let found: Vec<_> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "RecordEpsilonMisstated")
+        .collect();
+    assert_eq!(found.len(), 1, "{:?}", codes(&v));
+    assert_eq!(found[0]["severity"], "critical");
+    assert!(
+        found[0]["detail"].as_str().unwrap().contains("round 2"),
+        "{}",
+        found[0]["detail"]
     );
 }

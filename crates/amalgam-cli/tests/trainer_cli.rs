@@ -774,7 +774,8 @@ fn record_dp_sites_charge_their_record_ledgers_and_the_report_shows_both_guarant
     for needle in [
         ": privacy unit: one training record of this plant's own dataset",
         "(treated as public)",
-        "relative to N_i",
+        "at most 1/(10 N_max)",
+        "a record added in a later version is covered by the whole total",
         &format!("record-level epsilon spent = {expected:.6} of cap 8.000000"),
         "record-level C_rec = 0.5",
         "site-level C = ",

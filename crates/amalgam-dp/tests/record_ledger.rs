@@ -8,8 +8,9 @@
 use std::path::Path;
 
 use amalgam_dp::ledger::record::{
-    RecordFinding, RecordLedger, RecordLedgerError, RecordMechanism, RecordPolicy,
-    RecordRunRequest, audit_record_file, dataset_id, record_ledger_path,
+    DataVersion, DatasetName, RecordFinding, RecordLedger, RecordLedgerError, RecordMechanism,
+    RecordPolicy, RecordRunRequest, audit_record_file, data_version, dataset_id,
+    default_max_records, record_ledger_path,
 };
 use amalgam_dp::ledger::{BudgetPolicy, Ledger, LedgerError, PrivacyUnit, ledger_file_name};
 use amalgam_dp::params::Sigma;
@@ -26,8 +27,8 @@ fn key() -> SigningKey {
 
 fn policy(cap: f64) -> RecordPolicy {
     RecordPolicy {
-        dataset: dataset_id(b"plant A rows"),
-        records: N,
+        dataset: dataset_id(&DatasetName::new("plant-A").unwrap()),
+        max_records: N,
         epsilon_cap: Epsilon::new(cap).unwrap(),
         delta: Delta::new(1e-6).unwrap(),
     }
@@ -38,12 +39,18 @@ fn mechanism(z: f64, sampler: SamplerKind) -> RecordMechanism {
     RecordMechanism::with_multiplier(1.0, 1e-4, 100, sampler, z)
 }
 
+/// The data file the runs train on: 8000 of the N_max = 10 000 records.
+fn data() -> DataVersion {
+    data_version(b"plant A rows", 8000)
+}
+
 fn run(id: u8, q: f64, z: f64, steps: u32) -> RecordRunRequest {
     RecordRunRequest {
         run_id: [id; 32],
         q,
         noise_multiplier: z,
         steps,
+        data: data(),
         mechanism: mechanism(z, SamplerKind::Fast),
     }
 }
@@ -178,6 +185,105 @@ fn a_second_campaign_on_the_same_dataset_keeps_spending() {
     ));
 }
 
+/// The operator's way around a budget keyed by the data file's bytes: append records (or
+/// change one byte) so the file hashes differently. The ledger is keyed by the dataset's name,
+/// so the changed file lands in the same ledger and its runs, the added records included, are
+/// charged on top of the total; the audit lists both versions.
+#[test]
+fn appending_records_to_the_data_file_keeps_spending_from_the_same_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = record_ledger_path(dir.path(), &policy(3.0).dataset);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut l = open(&path, 3.0);
+    l.authorize(run(1, 0.02, 2.0, 300)).unwrap();
+    let first = l.spent();
+    drop(l);
+    let appended = data_version(b"plant A rows\none more row", 8001);
+    assert_ne!(appended.file, data().file);
+    // Same name, so the same path: nothing about the new bytes opens another ledger.
+    assert_eq!(record_ledger_path(dir.path(), &policy(3.0).dataset), path);
+    let mut l = open(&path, 3.0);
+    assert_eq!(l.spent(), first);
+    let mut second = run(2, 0.02, 2.0, 300);
+    second.data = appended;
+    let p = l.authorize(second).unwrap();
+    let both = record_epsilon(0.02, 2.0, 600, Delta::new(1e-6).unwrap()).unwrap();
+    assert!((p.epsilon_total() - both.epsilon).abs() <= 1e-9 * both.epsilon);
+    // A third run on the new file would pass the cap of the whole dataset: refused.
+    let mut third = run(3, 0.02, 2.0, 3000);
+    third.data = appended;
+    assert!(matches!(
+        l.authorize(third),
+        Err(RecordLedgerError::BudgetExceeded { .. })
+    ));
+    drop(l);
+    let report = audit_record_file(&path, Some(&key().verifying_key()), &[]).unwrap();
+    assert!(report.is_clean(), "{:?}", report.findings);
+    assert_eq!(report.data_versions, vec![data(), appended]);
+    assert_eq!(report.runs[1].charge.request.data, appended);
+}
+
+/// A run on more records than the N_max the δ rule was checked against is refused before
+/// anything is written (δ would then exceed 1/(10·N)); so is a run on no record. N_max by
+/// default is the largest the δ rule allows.
+#[test]
+fn a_run_on_more_records_than_declared_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.ledger");
+    let mut l = open(&path, 10.0);
+    let before = std::fs::read(&path).unwrap();
+    for records in [N + 1, 0] {
+        let mut r = run(1, 0.01, 1.0, 100);
+        r.data = data_version(b"grown", records);
+        assert!(matches!(
+            l.check(&r),
+            Err(RecordLedgerError::RecordsAboveDeclared { max_records: N, .. })
+        ));
+        assert!(matches!(
+            l.authorize(r),
+            Err(RecordLedgerError::RecordsAboveDeclared { max_records: N, .. })
+        ));
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let mut at_max = run(1, 0.01, 1.0, 100);
+    at_max.data = data_version(b"full", N);
+    l.authorize(at_max).unwrap();
+    assert_eq!(default_max_records(1e-6), 100_000);
+    assert_eq!(default_max_records(1e-5), 10_000);
+    // The default always satisfies the δ rule it is derived from.
+    for delta in [1e-6, 3e-7, 1.7e-5, 1e-12] {
+        let n = default_max_records(delta);
+        assert!(delta <= 1.0 / (10.0 * n as f64), "{delta}: {n}");
+        assert!(
+            delta > 1.0 / (10.0 * (n + 1) as f64) || n == amalgam_dp::ledger::record::MAX_RECORDS
+        );
+    }
+}
+
+#[test]
+fn dataset_names_are_strict_and_ids_differ_from_file_digests() {
+    for bad in ["", "a b", "plant/0", "x".repeat(65).as_str(), "é", "a\0"] {
+        assert!(
+            matches!(
+                DatasetName::new(bad),
+                Err(RecordLedgerError::DatasetName(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    let name = DatasetName::new("line-3_sensors.v2").unwrap();
+    assert_eq!(name.as_str(), "line-3_sensors.v2");
+    assert_ne!(
+        dataset_id(&name),
+        dataset_id(&DatasetName::new("line-3_sensors.v3").unwrap())
+    );
+    // Domain-separated: a name's id is never the digest of a file holding the name.
+    assert_ne!(
+        dataset_id(&name),
+        data_version(name.as_str().as_bytes(), 1).file
+    );
+}
+
 #[test]
 fn a_restored_older_copy_is_refused_against_the_kept_anchor() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,7 +321,7 @@ fn delta_above_one_tenth_over_n_is_refused() {
     );
     p.delta = Delta::new(1.0 / (10.0 * N as f64)).unwrap();
     RecordLedger::open(&dir.path().join("b"), key(), p).unwrap();
-    p.records = 0;
+    p.max_records = 0;
     assert!(matches!(
         RecordLedger::open(&dir.path().join("c"), key(), p),
         Err(RecordLedgerError::Records(0))

@@ -86,8 +86,17 @@ pub struct LedgerSummary {
     pub record: Option<RecordAnchor>,
 }
 
+/// A non-negative ε with one encoding of zero: −0.0 (which compares equal to 0.0 but has other
+/// bytes, so one statement would have two signed forms) is refused like any negative.
 fn valid_epsilon(e: f64) -> bool {
-    !e.is_nan() && e >= 0.0
+    !e.is_nan() && e.is_sign_positive()
+}
+
+/// The bytes of ε as signed: −0.0 is written as 0.0, so a signer never emits the form that
+/// [`valid_epsilon`] refuses.
+fn epsilon_bits(e: f64) -> [u8; 8] {
+    let e = if e == 0.0 { 0.0 } else { e };
+    e.to_bits().to_be_bytes()
 }
 
 impl LedgerSummary {
@@ -102,7 +111,7 @@ impl LedgerSummary {
         b.extend_from_slice(&self.site.to_be_bytes());
         b.extend_from_slice(&self.entries.to_be_bytes());
         b.extend_from_slice(&self.head);
-        b.extend_from_slice(&self.epsilon.to_bits().to_be_bytes());
+        b.extend_from_slice(&epsilon_bits(self.epsilon));
         match &self.record {
             None => b.resize(BODY, 0),
             Some(r) => {
@@ -111,7 +120,7 @@ impl LedgerSummary {
                 b.extend_from_slice(&r.ledger_id);
                 b.extend_from_slice(&r.entries.to_be_bytes());
                 b.extend_from_slice(&r.head);
-                b.extend_from_slice(&r.epsilon.to_bits().to_be_bytes());
+                b.extend_from_slice(&epsilon_bits(r.epsilon));
             }
         }
         b
@@ -256,6 +265,22 @@ mod tests {
             assert_eq!(b.len(), LedgerSummary::LEN);
             assert_eq!(LedgerSummary::verify(&b, &key.verifying_key()).unwrap(), s);
         }
+        // A signer holding −0.0 writes the one encoding of zero, which verifies as 0.0.
+        let zero = summary(Some(RecordAnchor {
+            epsilon: -0.0,
+            ..anchor()
+        }));
+        let b = zero.sign(&key);
+        let back = LedgerSummary::verify(&b, &key.verifying_key()).unwrap();
+        assert!(back.record.unwrap().epsilon.is_sign_positive());
+        assert_eq!(
+            b,
+            summary(Some(RecordAnchor {
+                epsilon: 0.0,
+                ..anchor()
+            }))
+            .sign(&key)
+        );
     }
 
     /// The attacker's best move against a published record anchor: alter any byte of the
@@ -299,7 +324,7 @@ mod tests {
     }
 
     /// Signed by the site's own key yet malformed: "none" with stray bytes, an unknown tag,
-    /// a negative or NaN record ε, an anchor of zero entries. Strict decoding refuses each with a record error.
+    /// a negative (−0.0 included) or NaN record ε, an anchor of zero entries. Strict decoding refuses each with a record error.
     #[test]
     fn well_signed_malformed_record_parts_are_refused() {
         let key = SigningKey::from_bytes(&[1; 32]);
@@ -314,9 +339,11 @@ mod tests {
         negative[BODY - 8..].copy_from_slice(&(-1.0f64).to_bits().to_be_bytes());
         let mut empty = some.clone();
         empty[SITE_BODY + 65..SITE_BODY + 73].copy_from_slice(&0u64.to_be_bytes());
+        let mut negative_zero = some.clone();
+        negative_zero[BODY - 8..].copy_from_slice(&(-0.0f64).to_bits().to_be_bytes());
         let mut nan = some;
         nan[BODY - 8..].copy_from_slice(&f64::NAN.to_bits().to_be_bytes());
-        for body in [stray, tag, negative, empty, nan] {
+        for body in [stray, tag, negative, negative_zero, empty, nan] {
             assert!(matches!(
                 LedgerSummary::verify(&sign_body(&body, &key), &vk),
                 Err(StatementError::Record(_))

@@ -16,7 +16,9 @@
 //! [`Permits`]: crate::trainer::Permits
 
 use amalgam_dp::ledger::audit::Anchor;
-use amalgam_dp::ledger::record::{RecordGrant, RecordLedger, RecordMechanism, RecordRunRequest};
+use amalgam_dp::ledger::record::{
+    DataVersion, RecordGrant, RecordLedger, RecordMechanism, RecordRunRequest,
+};
 use amalgam_net::summary::RecordAnchor;
 use sha2::{Digest, Sha256};
 
@@ -35,6 +37,8 @@ pub struct RecordDp {
     /// The mechanism every run uses (C, γ, σ, d, sampler), charged with it: the ledger refuses
     /// a z above its σ/Δ.
     pub mechanism: RecordMechanism,
+    /// The data file the trainer holds (its digest and N), recorded in every charge.
+    pub data: DataVersion,
 }
 
 /// The run id of `round` of the campaign: a run is charged once, and every (consortium,
@@ -100,7 +104,8 @@ impl RecordDp {
     /// Refuses this ledger against a record anchor a signed summary published: for the same
     /// dataset, another ledger id is a ledger deleted and started afresh, and a ledger behind
     /// the anchor (or forked from it) is an older copy restored. An anchor of another dataset
-    /// says nothing about this one (a changed data file is a new dataset, record-dp.md §8).
+    /// (another declared name) says nothing about this one; a changed data file under the same
+    /// name is the same dataset (record-dp.md §8).
     pub(crate) fn check_published(&self, published: &RecordAnchor) -> Result<(), AgentError> {
         if published.dataset != self.ledger.policy().dataset {
             return Ok(());
@@ -129,6 +134,7 @@ impl RecordDp {
             q: self.q,
             noise_multiplier: self.noise_multiplier,
             steps,
+            data: self.data,
             mechanism: self.mechanism,
         }
     }

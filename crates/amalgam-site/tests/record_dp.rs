@@ -69,8 +69,8 @@ fn trainer(i: u16, extra: u32) -> Box<dyn Trainer> {
 
 fn record_policy(cap: f64) -> RecordPolicy {
     RecordPolicy {
-        dataset: dataset_id(b"plant 0 rows"),
-        records: 1000,
+        dataset: dataset_id(&amalgam_dp::ledger::record::DatasetName::new("plant-0").unwrap()),
+        max_records: 1000,
         epsilon_cap: Epsilon::new(cap).unwrap(),
         delta: Delta::new(1e-5).unwrap(),
     }
@@ -96,6 +96,7 @@ fn enable(f: &mut Fixture, cap: f64) -> Result<(), AgentError> {
         q: Q,
         noise_multiplier: Z,
         mechanism: RecordMechanism::with_multiplier(1.0, 1e-4, 8, SamplerKind::Fast, Z),
+        data: amalgam_dp::ledger::record::data_version(b"plant 0 rows", 1000),
     })
 }
 

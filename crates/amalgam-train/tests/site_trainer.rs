@@ -238,7 +238,7 @@ fn record_ledger(dir: &std::path::Path) -> amalgam_dp::ledger::record::RecordLed
     use amalgam_dp::params::{Delta, Epsilon};
     let policy = RecordPolicy {
         dataset: [0xd5; 32],
-        records: 1500,
+        max_records: 1500,
         epsilon_cap: Epsilon::new(50.0).unwrap(),
         delta: Delta::new(1e-5).unwrap(),
     };
@@ -264,6 +264,7 @@ fn grant_for(
     ledger
         .authorize(amalgam_dp::ledger::record::RecordRunRequest {
             run_id: [id; 32],
+            data: amalgam_dp::ledger::record::data_version(b"plant 0 rows", 1000),
             q,
             noise_multiplier: z,
             steps,

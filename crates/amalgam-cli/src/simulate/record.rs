@@ -143,14 +143,22 @@ pub fn site_args(r: &RecordOptions, paths: &Paths, p: usize, records: usize) -> 
         (r.q * records as f64).to_string(),
         "--record-ledgers".into(),
         ledger_dir(paths, p).display().to_string(),
+        "--record-dataset".into(),
+        dataset_name(p),
+        "--record-max-records".into(),
+        records.to_string(),
     ]
 }
 
+/// Plant `p`'s declared dataset name.
+fn dataset_name(p: usize) -> String {
+    format!("plant-{p}")
+}
+
 fn ledger_path(paths: &Paths, p: usize) -> Result<PathBuf, Failure> {
-    let file = paths.plant_file(p);
-    let bytes =
-        std::fs::read(&file).map_err(|e| Failure::failed(format!("{}: {e}", file.display())))?;
-    let id = amalgam_dp::ledger::record::dataset_id(&bytes);
+    let name = amalgam_dp::ledger::record::DatasetName::new(&dataset_name(p))
+        .map_err(|e| Failure::failed(e.to_string()))?;
+    let id = amalgam_dp::ledger::record::dataset_id(&name);
     Ok(amalgam_dp::ledger::record::record_ledger_path(
         &ledger_dir(paths, p),
         &id,
@@ -199,10 +207,10 @@ fn check_declared(
     n: usize,
 ) -> Result<(), Failure> {
     let bad = |why: String| Failure::failed(format!("{}: {why}", path.display()));
-    if sec.records != n as u64 {
+    if sec.records != n as u64 || sec.max_records != n as u64 || sec.data_versions != 1 {
         return Err(bad(format!(
-            "records {} in the ledger, {n} declared",
-            sec.records
+            "records {} (at most {}, {} data versions) in the ledger, {n} declared in one file",
+            sec.records, sec.max_records, sec.data_versions
         )));
     }
     if sec.epsilon_cap != r.epsilon || sec.delta != r.delta {

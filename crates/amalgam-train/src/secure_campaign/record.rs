@@ -8,7 +8,8 @@
 use std::path::Path;
 
 use amalgam_dp::ledger::record::{
-    RecordLedger, RecordLedgerError, RecordPolicy, dataset_id, record_ledger_path, validate_policy,
+    DatasetName, RecordLedger, RecordLedgerError, RecordPolicy, data_version, dataset_id,
+    record_ledger_path, validate_policy,
 };
 use amalgam_dp::params::{Delta, Epsilon};
 use amalgam_dp::record::{calibrate_noise_multiplier, record_epsilon};
@@ -136,12 +137,13 @@ pub(super) fn enable(
             m.q, m.noise_multiplier, r.epsilon
         )));
     }
+    // One dataset per plant and campaign: the ledger lives only as long as the campaign, and
+    // the plant's rows are one fixed version (no file: the tag stands for its bytes).
+    let name = format!("in-process-campaign.seed-{seed}.plant-{plant}");
+    let data = data_version(name.as_bytes(), records as u64);
     let policy = RecordPolicy {
-        // One dataset per plant and campaign: the ledger lives only as long as the campaign.
-        dataset: dataset_id(
-            format!("amalgam/in-process-campaign/seed-{seed}/plant-{plant}").as_bytes(),
-        ),
-        records: records as u64,
+        dataset: dataset_id(&DatasetName::new(&name).map_err(rec)?),
+        max_records: records as u64,
         epsilon_cap: Epsilon::new(r.epsilon).map_err(rec)?,
         delta,
     };
@@ -158,6 +160,7 @@ pub(super) fn enable(
             q: m.q,
             noise_multiplier: m.noise_multiplier,
             mechanism: m.record_mechanism(),
+            data,
         },
     ))
 }

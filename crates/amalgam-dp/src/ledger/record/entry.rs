@@ -1,20 +1,23 @@
 //! One record-ledger entry and its canonical bytes (hashed and signed).
 //!
 //! Layout, integers little-endian, f64 as IEEE-754 bits:
-//! `version u8 (= 0x82) | seq u64 | prev_hash [32] | kind u8 | kind body | versions_len u16 |
+//! `version u8 (= 0x83) | seq u64 | prev_hash [32] | kind u8 | kind body | versions_len u16 |
 //! versions utf-8`, with the kind bodies
 //!
-//! * 0 genesis: `key [32] | dataset [32] | records u64 | epsilon_cap f64 | delta f64 | nonce [32]`;
-//! * 1 run: `run_id [32] | decision u8 (0 accepted, 1 refused) | q f64 | noise_multiplier f64 |
+//! * 0 genesis: `key [32] | dataset [32] | max_records u64 | epsilon_cap f64 | delta f64 |
+//!   nonce [32]`;
+//! * 1 run: `run_id [32] | data_file [32] | records u64 | decision u8 (0 accepted, 1 refused) | q f64 | noise_multiplier f64 |
 //!   steps u32 | clip f64 | gamma f64 | sigma f64 | dim u32 | sampler u8 | epsilon_run f64 |
 //!   epsilon_total f64 | order u32`;
 //! * 2 recovery: `dropped_bytes u64 | dropped_sha256 [32]`.
 //!
 //! The version byte is never a site-level entry version (those count up from 1), and the
 //! signing context differs too, so neither ledger's entries verify in the other. Decoding is
-//! strict: exact length, known codes, numbers re-validated. Version 0x81 (run entries without
-//! the mechanism: C, γ, σ, d and the sampler) is refused as an unknown version: such an entry
-//! cannot be audited against the noise the run actually drew.
+//! strict: exact length, known codes, numbers re-validated. Versions 0x81 (run entries without
+//! the mechanism: C, γ, σ, d and the sampler) and 0x82 (a genesis bound to one data file's
+//! hash and its record count, runs without the data they trained on) are refused as unknown
+//! versions: the first cannot be audited against the noise a run drew, the second keyed the
+//! budget by the file's bytes, so a file with one record appended started a fresh budget.
 
 use crate::ledger::entry::{
     Decision, EntryDecodeError, MAX_VERSIONS_LEN, Reader, library_versions, put_f64,
@@ -23,17 +26,22 @@ use crate::params::{Delta, Epsilon, Sigma};
 use crate::sampler::{SamplerKind, distance_bound};
 
 /// Encoding version of a record-ledger entry.
-pub const RECORD_ENTRY_VERSION: u8 = 0x82;
+pub const RECORD_ENTRY_VERSION: u8 = 0x83;
 
-/// The record-level policy a ledger is bound to by its genesis: one dataset, its record count
-/// (treated as public), the cap on ε and the δ it is computed at.
+/// The record-level policy a ledger is bound to by its genesis: one dataset (by the id of the
+/// name the site declares, never by its file's bytes), the most records it may ever hold, the
+/// cap on ε and the δ it is computed at.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct RecordPolicy {
-    /// The dataset's identity (the SHA-256 of the plant's data file, as the site declares it).
+    /// The dataset's identity: [`super::dataset_id`] of its declared name. Every version of
+    /// the data file (records appended, removed or corrected) stays in the same ledger, so a
+    /// record added later is charged the ledger's whole total.
     #[serde(with = "hex_bytes")]
     pub dataset: [u8; 32],
-    /// N_i, the records in the dataset (public: the δ rule and q·N use it).
-    pub records: u64,
+    /// N_max, the most records any version of the dataset may hold (public): the δ rule is
+    /// checked against it, so it holds for every version, and a run on more records is
+    /// refused.
+    pub max_records: u64,
     /// Largest ε any record of the dataset will ever be exposed to, over every run.
     pub epsilon_cap: Epsilon,
     /// δ at which ε is computed; at most 1/(10·N_i).
@@ -60,10 +68,24 @@ pub struct RecordRunRequest {
     pub noise_multiplier: f64,
     /// Noisy steps of the run (≥ 1).
     pub steps: u32,
+    /// The data the run trains on (file digest and N, at most the policy's N_max).
+    pub data: DataVersion,
     /// What each step does with its sum: bound into the charge so that an auditor can check
     /// that the charged z is not above the noise the run drew (z ≤ σ/Δ) and recompute the
     /// sampler's share of δ.
     pub mechanism: RecordMechanism,
+}
+
+/// The version of the dataset one run trained on: the SHA-256 of the data file's bytes and its
+/// record count N (public, like N_max). Recorded so that an auditor sees when the data
+/// changed; the budget is the dataset's, whatever the version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DataVersion {
+    /// SHA-256 of the data file (what `sha256sum` prints).
+    #[serde(with = "hex_bytes")]
+    pub file: [u8; 32],
+    /// N, the records of this version.
+    pub records: u64,
 }
 
 /// A run's mechanism: per-example clip C, grid γ, noise σ per coordinate (gradient units),
@@ -263,7 +285,7 @@ impl RecordEntryBody {
                 out.push(0);
                 out.extend_from_slice(key);
                 out.extend_from_slice(&policy.dataset);
-                out.extend_from_slice(&policy.records.to_le_bytes());
+                out.extend_from_slice(&policy.max_records.to_le_bytes());
                 put_f64(&mut out, policy.epsilon_cap.get());
                 put_f64(&mut out, policy.delta.get());
                 out.extend_from_slice(nonce);
@@ -271,6 +293,8 @@ impl RecordEntryBody {
             RecordEntryKind::Run(c) => {
                 out.push(1);
                 out.extend_from_slice(&c.request.run_id);
+                out.extend_from_slice(&c.request.data.file);
+                out.extend_from_slice(&c.request.data.records.to_le_bytes());
                 out.push(match c.decision {
                     Decision::Accepted => 0,
                     Decision::Refused => 1,
@@ -317,7 +341,7 @@ impl RecordEntryBody {
             0 => {
                 let key = r.array()?;
                 let dataset = r.array()?;
-                let records = r.u64()?;
+                let max_records = r.u64()?;
                 let epsilon_cap = Epsilon::new(r.f64()?)?;
                 let delta = Delta::new(r.f64()?)?;
                 let nonce = r.array()?;
@@ -325,7 +349,7 @@ impl RecordEntryBody {
                     key,
                     policy: RecordPolicy {
                         dataset,
-                        records,
+                        max_records,
                         epsilon_cap,
                         delta,
                     },
@@ -334,6 +358,10 @@ impl RecordEntryBody {
             }
             1 => {
                 let run_id = r.array()?;
+                let data = DataVersion {
+                    file: r.array()?,
+                    records: r.u64()?,
+                };
                 let decision = r.code("decision", |c| match c {
                     0 => Some(Decision::Accepted),
                     1 => Some(Decision::Refused),
@@ -360,6 +388,7 @@ impl RecordEntryBody {
                         q,
                         noise_multiplier,
                         steps,
+                        data,
                         mechanism: RecordMechanism {
                             clip,
                             gamma,
@@ -401,5 +430,67 @@ impl RecordEntryBody {
             kind,
             versions,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn run_body() -> RecordEntryBody {
+        RecordEntryBody::new(
+            3,
+            [5; 32],
+            RecordEntryKind::Run(RunCharge {
+                request: RecordRunRequest {
+                    run_id: [1; 32],
+                    q: 0.1,
+                    noise_multiplier: 1.5,
+                    steps: 40,
+                    data: DataVersion {
+                        file: [2; 32],
+                        records: 1234,
+                    },
+                    mechanism: RecordMechanism::with_multiplier(
+                        1.0,
+                        1e-4,
+                        10,
+                        SamplerKind::Fast,
+                        1.5,
+                    ),
+                },
+                decision: Decision::Accepted,
+                epsilon_run: 0.5,
+                epsilon_total: 0.5,
+                order: 12,
+            }),
+        )
+    }
+
+    #[test]
+    fn a_run_entry_round_trips_with_its_data_version() {
+        let body = run_body();
+        assert_eq!(RecordEntryBody::from_bytes(&body.to_bytes()).unwrap(), body);
+    }
+
+    /// Entries of the earlier encodings (0x81 without the mechanism, 0x82 keyed by the data
+    /// file's bytes) are refused by version, and a byte short or long by length.
+    #[test]
+    fn earlier_versions_and_wrong_lengths_are_refused() {
+        let bytes = run_body().to_bytes();
+        for old in [0x81u8, 0x82] {
+            let mut b = bytes.clone();
+            b[0] = old;
+            assert!(matches!(
+                RecordEntryBody::from_bytes(&b),
+                Err(EntryDecodeError::Version(v)) if v == old
+            ));
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(RecordEntryBody::from_bytes(&long).is_err());
+        assert!(RecordEntryBody::from_bytes(&bytes[..bytes.len() - 1]).is_err());
     }
 }

@@ -2,8 +2,12 @@
 //!
 //! Its privacy unit is one training record ([`PrivacyUnit::RecordInDataset`]): every local
 //! DP-SGD run on a dataset, in whichever campaign, spends from the same ledger, keyed by the
-//! dataset id the site declares (the SHA-256 of the plant's data file, [`dataset_id`]), so a
-//! second campaign on the same records keeps spending where the first stopped.
+//! id of the dataset's declared name ([`dataset_id`] of a [`DatasetName`]), never by the data
+//! file's bytes: a second campaign on the same records keeps spending where the first
+//! stopped, and a record appended to the file later is charged the ledger's whole total (each
+//! run records the file's digest and record count it trained on, [`DataVersion`]). The δ rule
+//! is checked against the most records the dataset may ever hold (N_max, in the genesis), so
+//! it holds for every version of the file.
 //!
 //! A [`RecordPermit`] covers the fixed number of noisy steps of one local run (q, z = σ/Δ,
 //! steps): [`RecordLedger::authorize`] takes it before the first step, after the charge is on
@@ -30,7 +34,8 @@ use sha2::{Digest, Sha256};
 
 use self::entry::RecordEntryBody;
 pub use self::entry::{
-    MechanismError, RecordEntryKind, RecordMechanism, RecordPolicy, RecordRunRequest, RunCharge,
+    DataVersion, MechanismError, RecordEntryKind, RecordMechanism, RecordPolicy, RecordRunRequest,
+    RunCharge,
 };
 pub use self::replay::{
     AuditedRun, RecordAuditReport, RecordFinding, audit_record_file, record_genesis_hash,
@@ -81,6 +86,20 @@ pub enum RecordLedgerError {
     /// A dataset of no record, or more than [`MAX_RECORDS`].
     #[error("a dataset of {0} records is outside 1..=2^40")]
     Records(u64),
+    /// A run on more records than the dataset's declared N_max (or on none): the δ rule was
+    /// checked against N_max only.
+    #[error(
+        "this version of the dataset holds {records} records, outside the 1..={max_records} its record ledger was opened for (a larger dataset needs a smaller delta, so a new ledger under another dataset name)"
+    )]
+    RecordsAboveDeclared {
+        /// N of the run's data.
+        records: u64,
+        /// N_max of the policy.
+        max_records: u64,
+    },
+    /// A dataset name outside 1..=64 characters of `A-Z a-z 0-9 . _ -`.
+    #[error("dataset name {0:?} is not 1 to 64 characters of letters, digits, '.', '_' or '-'")]
+    DatasetName(String),
     /// The run id was already charged (running it again would spend again).
     #[error("this local run was already charged; a permit is taken once per run")]
     RunAlreadyCharged,
@@ -113,9 +132,65 @@ pub enum RecordLedgerError {
     Store(#[from] StoreError),
 }
 
-/// The dataset id of a data file's bytes: their plain SHA-256 (what `sha256sum` prints).
-pub fn dataset_id(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
+/// The name a site declares a dataset under (`--record-dataset`): 1 to 64 characters of
+/// letters, digits, `.`, `_` or `-`. It names the records, not one file's bytes: every
+/// version of the plant's data file under one name spends from one ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetName(String);
+
+/// The name a site's dataset has when it declares none.
+pub const DEFAULT_DATASET_NAME: &str = "default";
+
+impl DatasetName {
+    /// Validates `name`.
+    pub fn new(name: &str) -> Result<Self, RecordLedgerError> {
+        let ok = (1..=64).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(RecordLedgerError::DatasetName(
+                name.chars().take(80).collect(),
+            ))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The dataset id of a declared dataset name: SHA-256 of a domain tag and the name.
+pub fn dataset_id(name: &DatasetName) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"amalgam-dp record dataset v1\0");
+    h.update(name.0.as_bytes());
+    h.finalize().into()
+}
+
+/// The version of a data file: its plain SHA-256 (what `sha256sum` prints) and its N records.
+pub fn data_version(bytes: &[u8], records: u64) -> DataVersion {
+    DataVersion {
+        file: Sha256::digest(bytes).into(),
+        records,
+    }
+}
+
+/// The N_max a site declares when it gives none: the most records the δ rule allows at δ,
+/// ⌊1/(10·δ)⌋ (at most [`MAX_RECORDS`]), so appending records never needs a new ledger
+/// until the δ rule itself would break.
+pub fn default_max_records(delta: f64) -> u64 {
+    let n = (1.0 / (DELTA_RECORDS_FACTOR * delta)).floor();
+    if n.is_finite() && n >= 1.0 {
+        (n as u64).min(MAX_RECORDS)
+    } else if n.is_finite() {
+        0
+    } else {
+        MAX_RECORDS
+    }
 }
 
 /// Where the record ledger of `dataset` lives under `root`: its own directory per dataset,
@@ -125,17 +200,28 @@ pub fn record_ledger_path(root: &Path, dataset: &[u8; 32]) -> PathBuf {
         .join(ledger_file_name(PrivacyUnit::RecordInDataset))
 }
 
-/// Checks the record-level policy: 1 ≤ N_i ≤ [`MAX_RECORDS`] and δ ≤ 1/(10·N_i).
+/// Checks the record-level policy: 1 ≤ N_max ≤ [`MAX_RECORDS`] and δ ≤ 1/(10·N_max).
 pub fn validate_policy(p: &RecordPolicy) -> Result<(), RecordLedgerError> {
-    if p.records == 0 || p.records > MAX_RECORDS {
-        return Err(RecordLedgerError::Records(p.records));
+    if p.max_records == 0 || p.max_records > MAX_RECORDS {
+        return Err(RecordLedgerError::Records(p.max_records));
     }
-    let limit = 1.0 / (DELTA_RECORDS_FACTOR * p.records as f64);
+    let limit = 1.0 / (DELTA_RECORDS_FACTOR * p.max_records as f64);
     if p.delta.get() > limit {
         return Err(RecordLedgerError::DeltaTooLarge {
             delta: p.delta.get(),
-            records: p.records,
+            records: p.max_records,
             limit,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that a run's data fits the policy: 1 ≤ N ≤ N_max.
+pub fn check_data(p: &RecordPolicy, data: &DataVersion) -> Result<(), RecordLedgerError> {
+    if data.records == 0 || data.records > p.max_records {
+        return Err(RecordLedgerError::RecordsAboveDeclared {
+            records: data.records,
+            max_records: p.max_records,
         });
     }
     Ok(())
@@ -422,10 +508,15 @@ mod tests {
     use crate::params::{Delta, Epsilon};
     use crate::sampler::SamplerKind;
 
+    const DATA: DataVersion = DataVersion {
+        file: [7; 32],
+        records: 100,
+    };
+
     fn policy() -> RecordPolicy {
         RecordPolicy {
             dataset: [1; 32],
-            records: 100,
+            max_records: 100,
             epsilon_cap: Epsilon::new(5.0).unwrap(),
             delta: Delta::new(1e-5).unwrap(),
         }
@@ -445,6 +536,7 @@ mod tests {
             q: 0.1,
             noise_multiplier: 1.0,
             steps: 10,
+            data: DATA,
             mechanism: RecordMechanism::with_multiplier(1.0, 1e-4, 100, SamplerKind::Fast, 1.0),
         };
         let honest = ledger.check(&request).unwrap();
@@ -482,6 +574,7 @@ mod tests {
             q: 0.1,
             noise_multiplier: 1.0,
             steps: 10,
+            data: DATA,
             mechanism: RecordMechanism::with_multiplier(1.0, 1e-4, 100, SamplerKind::Fast, 1.0),
         };
         let mut over_z = honest_request;

@@ -154,6 +154,9 @@ pub struct RecordAuditReport {
     /// The samplers' total-variation distance over the accepted runs (Σ steps·d·bound),
     /// recomputed from each run's sampler and σ/γ; ε is computed at δ less this.
     pub sampler_distance: f64,
+    /// The versions of the data the accepted runs trained on, in order of first use: every
+    /// record of every version is charged the whole total (one added later included).
+    pub data_versions: Vec<super::DataVersion>,
     /// Published anchors checked.
     pub anchors_checked: usize,
     /// Findings (empty on a clean ledger).
@@ -208,8 +211,8 @@ fn accounting_delta(policy: &RecordPolicy, distance: f64) -> Option<Delta> {
 
 /// `curve` (with `distance` of δ already taken by the samplers) composed with the run
 /// `request` at `policy`'s δ. Refuses a run that cannot be accounted: no step, q ≤ 0 (it would
-/// cost nothing while the run trains on records), a mechanism out of range or a charged z
-/// above its σ/Δ.
+/// cost nothing while the run trains on records), data of more records than N_max (the δ rule
+/// was checked against N_max), a mechanism out of range or a charged z above its σ/Δ.
 pub(crate) fn compose_run(
     curve: Option<&RdpCurve>,
     distance: f64,
@@ -222,6 +225,7 @@ pub(crate) fn compose_run(
     if request.q.is_nan() || request.q <= 0.0 {
         return Err(RecordAccountError::SamplingRate(request.q).into());
     }
+    super::check_data(policy, &request.data)?;
     request.mechanism.check(request.noise_multiplier)?;
     let run_distance = request.mechanism.run_distance(request.steps)?;
     let run = RdpCurve::sampled_gaussian(
@@ -263,6 +267,7 @@ pub(crate) fn replay_record(
     let mut distance = 0.0f64;
     let mut accepted = BTreeSet::new();
     let mut runs = Vec::new();
+    let mut data_versions = Vec::new();
     let (mut refused, mut steps, mut epsilon_total, mut order) = (0usize, 0u64, 0.0f64, 0u32);
     for (index, payload) in payloads.iter().enumerate() {
         let Some(split) = payload.len().checked_sub(Signature::BYTE_SIZE) else {
@@ -368,6 +373,9 @@ pub(crate) fn replay_record(
                 distance = next_distance;
                 (epsilon_total, order) = (e, o);
                 steps += u64::from(r.steps);
+                if !data_versions.contains(&r.data) {
+                    data_versions.push(r.data);
+                }
                 runs.push(AuditedRun {
                     index,
                     charge: *charge,
@@ -404,6 +412,7 @@ pub(crate) fn replay_record(
             epsilon_total,
             order,
             sampler_distance: distance,
+            data_versions,
             anchors_checked: 0,
             findings,
         },
@@ -435,6 +444,7 @@ pub fn audit_record_file(
             epsilon_total: 0.0,
             order: 0,
             sampler_distance: 0.0,
+            data_versions: Vec::new(),
             anchors_checked: 0,
             findings: vec![RecordFinding::File(e.to_string())],
         },
