@@ -8,10 +8,19 @@
 //! the plant's own state, that anchor is reset together with the ledger by an operator who
 //! restores or deletes both; published and signed here it leaves the plant. The server stores
 //! the signed bytes and reads nothing of the record fields.
+//!
+//! A version 1 summary (the site-level body alone, 154 bytes, signed under the v1 domain),
+//! which aggregators upgraded from v1 still hold, verifies as a summary with no record anchor:
+//! v1 had none, so that is all it says. It is never confused with v2 (other length, other
+//! domain), and nothing signs v1 any more.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 const SUMMARY_DOMAIN: &[u8] = b"amalgam/v2/site/ledger-summary\0";
+/// Domain of a version 1 summary (read, never written).
+const SUMMARY_DOMAIN_V1: &[u8] = b"amalgam/v1/site/ledger-summary\0";
+/// Length of a version 1 summary: the site-level body and the signature.
+pub const V1_LEN: usize = SITE_BODY + 64;
 
 /// Length of the site-level part of the body.
 const SITE_BODY: usize = 90;
@@ -54,7 +63,7 @@ pub enum StatementError {
 /// The anchor of a dataset's record-level ledger, as published in a [`LedgerSummary`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RecordAnchor {
-    /// The dataset (hash of the data file's bytes) the ledger is for.
+    /// The dataset (the id of its declared name, record-dp.md §8) the ledger is for.
     pub dataset: [u8; 32],
     /// The ledger's identity: the hash of its genesis entry.
     pub ledger_id: [u8; 32],
@@ -133,18 +142,23 @@ impl LedgerSummary {
         [body, sig.to_bytes().to_vec()].concat()
     }
 
-    /// Decodes and verifies `bytes` under `key`.
+    /// Decodes and verifies `bytes` under `key`: a version 2 summary, or a version 1 one
+    /// (module docs), which carries no record anchor.
     pub fn verify(bytes: &[u8], key: &VerifyingKey) -> Result<Self, StatementError> {
-        if bytes.len() != Self::LEN {
-            return Err(StatementError::Length {
-                what: "ledger summary",
-                expected: Self::LEN,
-                got: bytes.len(),
-            });
-        }
-        let (body, sig) = bytes.split_at(BODY);
+        let (domain, body_len) = match bytes.len() {
+            Self::LEN => (SUMMARY_DOMAIN, BODY),
+            V1_LEN => (SUMMARY_DOMAIN_V1, SITE_BODY),
+            got => {
+                return Err(StatementError::Length {
+                    what: "ledger summary",
+                    expected: Self::LEN,
+                    got,
+                });
+            }
+        };
+        let (body, sig) = bytes.split_at(body_len);
         let sig = Signature::from_slice(sig).map_err(|_| StatementError::Signature("summary"))?;
-        key.verify_strict(&[SUMMARY_DOMAIN, body].concat(), &sig)
+        key.verify_strict(&[domain, body].concat(), &sig)
             .map_err(|_| StatementError::Signature("summary"))?;
         let u64_at = |i: usize| {
             let mut a = [0u8; 8];
@@ -159,7 +173,11 @@ impl LedgerSummary {
         if !valid_epsilon(epsilon) {
             return Err(StatementError::Epsilon);
         }
-        let record = decode_record(&body[SITE_BODY..])?;
+        let record = if body_len == BODY {
+            decode_record(&body[SITE_BODY..])?
+        } else {
+            None
+        };
         Ok(Self {
             consortium_digest: digest,
             round: u64_at(32),
@@ -304,23 +322,57 @@ mod tests {
         assert!(LedgerSummary::verify(&spliced, &key.verifying_key()).is_err());
     }
 
-    /// A v1 summary (or one signed under the v1 domain) is not a v2 summary.
+    /// A v1 summary (the site-level body under the v1 domain) verifies as a summary without
+    /// a record anchor, so an aggregator upgraded from v1 keeps serving the anchors it holds;
+    /// every mix of the two versions is refused: a v2 body under the v1 domain, a v1 body
+    /// under the v2 domain, a v2 summary cut to v1's length, a v1 summary padded to v2's.
     #[test]
-    fn old_format_and_old_domain_are_refused() {
+    fn v1_summaries_read_as_record_none_and_mixed_versions_are_refused() {
         let key = SigningKey::from_bytes(&[1; 32]);
-        let b = summary(None).sign(&key);
+        let vk = key.verifying_key();
+        let site = summary(Some(anchor()));
+        let v2 = site.sign(&key);
+        let site_body = &v2[..SITE_BODY];
+        let v1 = [
+            site_body,
+            &key.sign(&[SUMMARY_DOMAIN_V1, site_body].concat())
+                .to_bytes(),
+        ]
+        .concat();
+        assert_eq!(v1.len(), V1_LEN);
+        let read = LedgerSummary::verify(&v1, &vk).unwrap();
         assert_eq!(
-            LedgerSummary::verify(&b[..154], &key.verifying_key()),
-            Err(StatementError::Length {
-                what: "ledger summary",
-                expected: LedgerSummary::LEN,
-                got: 154
-            })
+            read,
+            LedgerSummary {
+                record: None,
+                ..site
+            }
         );
-        let body = &b[..BODY];
-        let v1 = key.sign(&[b"amalgam/v1/site/ledger-summary\0".as_slice(), body].concat());
-        let forged = [body, &v1.to_bytes()].concat();
-        assert!(LedgerSummary::verify(&forged, &key.verifying_key()).is_err());
+        let body = &v2[..BODY];
+        let v2_body_v1_domain = [
+            body,
+            &key.sign(&[SUMMARY_DOMAIN_V1, body].concat()).to_bytes(),
+        ]
+        .concat();
+        let v1_body_v2_domain = [
+            site_body,
+            &key.sign(&[SUMMARY_DOMAIN, site_body].concat()).to_bytes(),
+        ]
+        .concat();
+        let mut padded = v1.clone();
+        padded.resize(LedgerSummary::LEN, 0);
+        for bad in [
+            v2_body_v1_domain,
+            v1_body_v2_domain,
+            v2[..V1_LEN].to_vec(),
+            padded,
+        ] {
+            assert!(LedgerSummary::verify(&bad, &vk).is_err());
+        }
+        assert!(matches!(
+            LedgerSummary::verify(&v2[..V1_LEN - 1], &vk),
+            Err(StatementError::Length { got, .. }) if got == V1_LEN - 1
+        ));
     }
 
     /// Signed by the site's own key yet malformed: "none" with stray bytes, an unknown tag,
