@@ -99,12 +99,68 @@ const EPSILON_TOLERANCE: f64 = 1e-9;
 /// ε of the ledger after its first `entries` entries: the total of the last accepted run among
 /// them (0 before any).
 fn epsilon_at(report: &RecordAuditReport, entries: usize) -> f64 {
-    report
-        .runs
+    // The runs are in entry order: the last one before `entries` by binary search.
+    let before = report.runs.partition_point(|r| r.index < entries);
+    before
+        .checked_sub(1)
+        .map_or(0.0, |i| report.runs[i].charge.epsilon_total)
+}
+
+/// What one site's summaries publish about its record datasets, in round order: more than one
+/// record dataset id (`RecordDatasetChanged`: the same records declared under a second name
+/// start a second budget), and, per dataset, another ledger id, fewer entries or a smaller ε
+/// than an earlier round's summary (`RecordAnchorRegressed`: a stale anchor, which the site
+/// signs with its own key, would pass the per-summary checks). Both critical.
+pub fn summary_consistency(summaries: &[LedgerSummary]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut ordered: Vec<&LedgerSummary> = summaries.iter().collect();
+    ordered.sort_by_key(|s| s.round);
+    let datasets: BTreeSet<[u8; 32]> = ordered
         .iter()
-        .rev()
-        .find(|r| r.index < entries)
-        .map_or(0.0, |r| r.charge.epsilon_total)
+        .filter_map(|s| s.record.as_ref().map(|r| r.dataset))
+        .collect();
+    if datasets.len() > 1 {
+        rows.push(Row {
+            severity: "critical",
+            code: "RecordDatasetChanged".into(),
+            detail: format!(
+                "the site's summaries anchor {} record datasets ({}): one site charges one record dataset in a consortium, and the same records under another name would start a second budget",
+                datasets.len(),
+                datasets.iter().map(hex::encode).collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
+    let mut last: std::collections::BTreeMap<[u8; 32], (u64, &RecordAnchor)> =
+        std::collections::BTreeMap::new();
+    for s in ordered {
+        let Some(r) = s.record.as_ref() else {
+            continue;
+        };
+        if let Some((round, prev)) = last.get(&r.dataset) {
+            let regressed = r.ledger_id != prev.ledger_id
+                || r.entries < prev.entries
+                || r.epsilon < prev.epsilon;
+            if regressed {
+                rows.push(Row {
+                    severity: "critical",
+                    code: "RecordAnchorRegressed".into(),
+                    detail: format!(
+                        "dataset {}: the summary of round {} publishes ledger {}, {} entries, epsilon {}; round {round}'s published ledger {}, {} entries, epsilon {}",
+                        hex::encode(r.dataset),
+                        s.round,
+                        hex::encode(&r.ledger_id[..8]),
+                        r.entries,
+                        r.epsilon,
+                        hex::encode(&prev.ledger_id[..8]),
+                        prev.entries,
+                        prev.epsilon
+                    ),
+                });
+            }
+        }
+        last.insert(r.dataset, (s.round, r));
+    }
+    rows
 }
 
 /// Every summary of `dataset` whose published ε is not the ledger's ε at the anchor that
@@ -201,21 +257,31 @@ pub fn audit_records(
             report,
         });
     }
-    if complete {
-        let published: BTreeSet<[u8; 32]> = summaries
-            .iter()
-            .filter_map(|s| s.record.as_ref().map(|r: &RecordAnchor| r.dataset))
-            .collect();
-        for d in published.difference(&seen) {
-            rows.push(Row {
+    rows.extend(summary_consistency(summaries));
+    let published: BTreeSet<[u8; 32]> = summaries
+        .iter()
+        .filter_map(|s| s.record.as_ref().map(|r: &RecordAnchor| r.dataset))
+        .collect();
+    for d in published.difference(&seen) {
+        rows.push(if complete {
+            Row {
                 severity: "critical",
                 code: "RecordLedgerMissing".into(),
                 detail: format!(
                     "the site's summaries anchor a record ledger of dataset {} that the state directory does not hold",
                     hex::encode(d)
                 ),
-            });
-        }
+            }
+        } else {
+            Row {
+                severity: "compliance",
+                code: "RecordLedgerNotAudited".into(),
+                detail: format!(
+                    "the site's summaries anchor a record ledger of dataset {} that was not given to this audit: its spend is unverified",
+                    hex::encode(d)
+                ),
+            }
+        });
     }
     Ok(out)
 }

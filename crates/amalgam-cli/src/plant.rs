@@ -106,7 +106,7 @@ pub fn plant_trainer(
         prox_mu: t.mu,
         pos_weight: b.pos_weight,
     };
-    let rows = amalgam_train::data::read_csv(data)
+    let (rows, bytes) = amalgam_train::data::read_csv_with_bytes(data)
         .map_err(|e| Failure::failed(format!("{}: {e}", data.display())))?;
     let trainer = PlantTrainer::new(&b, &rows, recipe, weighting, seed)
         .map_err(|e| Failure::failed(format!("{}: {e}", data.display())))?;
@@ -117,6 +117,7 @@ pub fn plant_trainer(
         r.args,
         r.state,
         data,
+        &bytes,
         trainer.rows(),
         trainer.numel(),
         r.steps,

@@ -95,12 +95,14 @@ pub fn default_dir(state: &Path) -> PathBuf {
 }
 
 /// Calibrates σ and builds the policy for `rows` rows of a `dim`-parameter model, `steps`
-/// noisy steps in the campaign.
+/// noisy steps in the campaign; `bytes` are the data file's bytes the rows were parsed from
+/// (`data` names it in messages).
 #[cfg(feature = "train")]
 pub fn setup(
     a: &RecordArgs,
     state: &Path,
     data: &Path,
+    bytes: &[u8],
     rows: usize,
     dim: usize,
     steps: u64,
@@ -129,8 +131,6 @@ pub fn setup(
     }
     let epsilon = Epsilon::new(e).map_err(|e| Failure::usage(format!("--record-epsilon: {e}")))?;
     let delta = Delta::new(d).map_err(|e| Failure::usage(format!("--record-delta: {e}")))?;
-    let bytes =
-        std::fs::read(data).map_err(|e| Failure::failed(format!("{}: {e}", data.display())))?;
     let name = DatasetName::new(&a.record_dataset)
         .map_err(|e| Failure::usage(format!("--record-dataset: {e}")))?;
     let max_records = a
@@ -144,7 +144,7 @@ pub fn setup(
     };
     amalgam_dp::ledger::record::validate_policy(&policy)
         .map_err(|e| Failure::usage(format!("--record-delta / --record-max-records: {e}")))?;
-    let data_version = data_version(&bytes, rows as u64);
+    let data_version = data_version(bytes, rows as u64);
     check_data(&policy, &data_version).map_err(|e| match a.record_max_records {
         Some(_) => Failure::usage(format!("{}: {e}", data.display())),
         None => Failure::usage(format!(
@@ -216,8 +216,26 @@ mod tests {
         let data = dir.path().join("plant.csv");
         std::fs::write(&data, b"rows").unwrap();
         let a = args(Some(40.0));
-        let small = setup(&a, dir.path(), &data, 1000, 100, 50).unwrap();
-        let large = setup(&a, dir.path(), &data, 1001, 100, 50).unwrap();
+        let small = setup(
+            &a,
+            dir.path(),
+            &data,
+            &std::fs::read(&data).unwrap(),
+            1000,
+            100,
+            50,
+        )
+        .unwrap();
+        let large = setup(
+            &a,
+            dir.path(),
+            &data,
+            &std::fs::read(&data).unwrap(),
+            1001,
+            100,
+            50,
+        )
+        .unwrap();
         assert_eq!(small.recipe.expected_batch, 40.0);
         assert_eq!(large.recipe.expected_batch, 40.0);
         assert_eq!(small.recipe.sigma, large.recipe.sigma);
@@ -228,7 +246,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("plant.csv");
         std::fs::write(&data, b"rows").unwrap();
-        let refused = |a: &RecordArgs| setup(a, dir.path(), &data, 1000, 100, 50).err();
+        let refused = |a: &RecordArgs| {
+            setup(
+                a,
+                dir.path(),
+                &data,
+                &std::fs::read(&data).unwrap(),
+                1000,
+                100,
+                50,
+            )
+            .err()
+        };
         let e = refused(&args(None)).expect("refused");
         assert!(
             e.message.contains("--record-expected-batch"),
@@ -253,9 +282,27 @@ mod tests {
         let data = dir.path().join("plant.csv");
         std::fs::write(&data, b"header\nrow 1\n").unwrap();
         let a = args(Some(40.0));
-        let before = setup(&a, dir.path(), &data, 1000, 100, 50).unwrap();
+        let before = setup(
+            &a,
+            dir.path(),
+            &data,
+            &std::fs::read(&data).unwrap(),
+            1000,
+            100,
+            50,
+        )
+        .unwrap();
         std::fs::write(&data, b"header\nrow 1\nrow 2\n").unwrap();
-        let after = setup(&a, dir.path(), &data, 1001, 100, 50).unwrap();
+        let after = setup(
+            &a,
+            dir.path(),
+            &data,
+            &std::fs::read(&data).unwrap(),
+            1001,
+            100,
+            50,
+        )
+        .unwrap();
         assert_eq!(before.path, after.path);
         assert_eq!(before.policy, after.policy);
         assert_eq!(
@@ -266,20 +313,45 @@ mod tests {
         assert_eq!((before.data.records, after.data.records), (1000, 1001));
         let mut other = args(Some(40.0));
         other.record_dataset = "line-2".into();
-        let renamed = setup(&other, dir.path(), &data, 1001, 100, 50).unwrap();
+        let renamed = setup(
+            &other,
+            dir.path(),
+            &data,
+            &std::fs::read(&data).unwrap(),
+            1001,
+            100,
+            50,
+        )
+        .unwrap();
         assert_ne!(renamed.path, after.path);
         // A file past the declared N_max, or a malformed name, is refused before any state.
         let mut small = args(Some(40.0));
         small.record_max_records = Some(1000);
-        let e = setup(&small, dir.path(), &data, 1001, 100, 50)
-            .err()
-            .expect("refused");
+        let e = setup(
+            &small,
+            dir.path(),
+            &data,
+            &std::fs::read(&data).unwrap(),
+            1001,
+            100,
+            50,
+        )
+        .err()
+        .expect("refused");
         assert!(e.message.contains("1..=1000"), "{}", e.message);
         let mut bad = args(Some(40.0));
         bad.record_dataset = "../escape".into();
-        let e = setup(&bad, dir.path(), &data, 1001, 100, 50)
-            .err()
-            .expect("refused");
+        let e = setup(
+            &bad,
+            dir.path(),
+            &data,
+            &std::fs::read(&data).unwrap(),
+            1001,
+            100,
+            50,
+        )
+        .err()
+        .expect("refused");
         assert!(e.message.contains("--record-dataset"), "{}", e.message);
     }
 }

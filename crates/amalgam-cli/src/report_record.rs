@@ -17,7 +17,8 @@ pub struct RecordSection {
     pub site: u16,
     /// The dataset id (of its declared name), hex.
     pub dataset: String,
-    /// N_i of the latest version the runs trained on, treated as public (0 before any run).
+    /// N_i of the data the latest accepted run trained on, treated as public (0 before any
+    /// run).
     pub records: u64,
     /// N_max, the most records any version may hold (public).
     pub max_records: u64,
@@ -86,7 +87,7 @@ pub fn section(path: &Path, key: &VerifyingKey, site: u16) -> Result<RecordSecti
     Ok(RecordSection {
         site,
         dataset: hex::encode(p.dataset),
-        records: r.data_versions.last().map_or(0, |v| v.records),
+        records: r.runs.last().map_or(0, |x| x.charge.request.data.records),
         max_records: p.max_records,
         data_versions: r.data_versions.len(),
         delta: p.delta.get(),

@@ -35,14 +35,16 @@ fn ledger_path(d: &Path) -> PathBuf {
 /// Site ledger charged for rounds 1..=3, a record run per round, each round's summary with
 /// the record anchor after its run; returns the record ledger's bytes after round 1.
 fn setup(d: &Path) -> (Vec<(u64, LedgerSummary)>, Vec<u8>) {
-    setup_publishing(d, |_, e| e)
+    setup_publishing(d, |_, a, _| a)
 }
 
-/// [`setup`], with `published(round, ε)` the record ε the site signs into round's summary.
+/// [`setup`], with `published(round, honest anchor, earlier published anchors)` the record
+/// anchor the site signs into round's summary.
 fn setup_publishing(
     d: &Path,
-    published: impl Fn(u64, f64) -> f64,
+    published: impl Fn(u64, RecordAnchor, &[RecordAnchor]) -> RecordAnchor,
 ) -> (Vec<(u64, LedgerSummary)>, Vec<u8>) {
+    let mut earlier: Vec<RecordAnchor> = Vec::new();
     let c = consortium(d);
     let (_, mut summaries) = charged(d, &c, &[1, 2, 3]);
     let path = ledger_path(d);
@@ -61,13 +63,16 @@ fn setup_publishing(
             .unwrap()
             .consume();
         let a = ledger.anchor();
-        s.record = Some(RecordAnchor {
+        let honest = RecordAnchor {
             dataset: policy().dataset,
             ledger_id: ledger.ledger_id(),
             entries: a.entries as u64,
             head: a.head,
-            epsilon: published(*r, ledger.spent()),
-        });
+            epsilon: ledger.spent(),
+        };
+        let signed = published(*r, honest, &earlier);
+        earlier.push(signed);
+        s.record = Some(signed);
         if *r == 1 {
             after_first = std::fs::read(&path).unwrap();
         }
@@ -196,7 +201,16 @@ fn a_deleted_record_ledger_is_a_finding() {
 fn a_summary_understating_the_record_spend_is_a_finding() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    setup_publishing(d, |r, e| if r == 2 { e / 2.0 } else { e });
+    setup_publishing(d, |r, a, _| {
+        if r == 2 {
+            RecordAnchor {
+                epsilon: a.epsilon / 2.0,
+                ..a
+            }
+        } else {
+            a
+        }
+    });
     let (out, v) = audit(d, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let found: Vec<_> = v["findings"]
@@ -212,4 +226,43 @@ fn a_summary_understating_the_record_spend_is_a_finding() {
         "{}",
         found[0]["detail"]
     );
+}
+
+/// A stale anchor the site signs itself: round 3's summary republishes round 1's anchor, every
+/// field true of the ledger's prefix, so the per-summary checks pass; the audit sees the anchor
+/// go back across rounds.
+#[test]
+fn a_summary_republishing_an_older_record_anchor_is_a_finding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    setup_publishing(d, |r, a, earlier| if r == 3 { earlier[0] } else { a });
+    let (out, v) = audit(d, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(codes(&v), vec!["RecordAnchorRegressed".to_string()]);
+}
+
+/// The same records declared under a second dataset name in a later round: the summaries
+/// anchor two record datasets. Flagged whether or not the second ledger is handed over, and a
+/// dataset the summaries anchor that an audit of one named ledger did not cover is reported.
+#[test]
+fn summaries_anchoring_a_second_record_dataset_are_a_finding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let renamed = dataset_id(&amalgam_dp::ledger::record::DatasetName::new("plant-0-b").unwrap());
+    setup_publishing(d, |r, a, _| {
+        if r == 3 {
+            RecordAnchor {
+                dataset: renamed,
+                ..a
+            }
+        } else {
+            a
+        }
+    });
+    let file = ledger_path(d);
+    let (out, v) = audit(d, &["--record-ledger", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let c = codes(&v);
+    assert!(c.contains(&"RecordDatasetChanged".to_string()), "{c:?}");
+    assert!(c.contains(&"RecordLedgerNotAudited".to_string()), "{c:?}");
 }

@@ -22,7 +22,7 @@ use amalgam_store::{HighWater, SealedStore, StateAad, StateKey};
 
 use crate::error::AgentError;
 use crate::model::model_digest;
-use crate::record::{RecordDp, decode_kept, encode_kept, kept_anchor_name};
+use crate::record::{KEPT_DATASET, RecordDp, decode_kept, encode_kept, kept_anchor_name};
 use crate::retry::RetryPolicy;
 use crate::rules::ConsortiumRules;
 
@@ -287,11 +287,25 @@ impl SiteAgent {
     }
 
     /// Refuses `ledger` when it is behind the kept anchor of its dataset or is not the ledger
-    /// that anchor was kept for.
+    /// that anchor was kept for, and when this state already charged another record dataset:
+    /// the same records under a second dataset name would start a second budget.
     pub(crate) fn check_kept_anchor(
         &self,
         ledger: &amalgam_dp::ledger::record::RecordLedger,
     ) -> Result<(), AgentError> {
+        let kept = self
+            .agent_store
+            .get(KEPT_DATASET, &self.aad(AGENT_ROUND, 0))?;
+        if let Some(kept) = kept
+            && kept.as_slice() != ledger.policy().dataset.as_slice()
+        {
+            return Err(AgentError::RecordRun(format!(
+                "this site charged record dataset {} before; one site charges one record \
+                 dataset in a consortium (another --record-dataset name for the same records \
+                 would start a second budget)",
+                hex::encode(&kept)
+            )));
+        }
         let name = kept_anchor_name(&ledger.policy().dataset);
         if let Some(bytes) = self.agent_store.get(&name, &self.aad(AGENT_ROUND, 0))? {
             let (id, anchor) = decode_kept(&bytes)?;
@@ -314,6 +328,10 @@ impl SiteAgent {
         ledger_id: &[u8; 32],
         anchor: &amalgam_dp::ledger::audit::Anchor,
     ) -> Result<(), AgentError> {
+        let aad = self.aad(AGENT_ROUND, 0);
+        if self.agent_store.get(KEPT_DATASET, &aad)?.is_none() {
+            self.agent_store.put(KEPT_DATASET, &aad, dataset)?;
+        }
         self.agent_store.put(
             &kept_anchor_name(dataset),
             &self.aad(AGENT_ROUND, 0),

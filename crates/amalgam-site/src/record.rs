@@ -56,6 +56,9 @@ pub fn record_run_id(
     h.finalize().into()
 }
 
+/// The name under which the agent keeps, sealed, the one record dataset id it charges.
+pub(crate) const KEPT_DATASET: &str = "record-dataset.id";
+
 /// The name of the kept anchor of `dataset` in the agent's own store.
 pub(crate) fn kept_anchor_name(dataset: &[u8; 32]) -> String {
     format!("record-{}.anchor", hex::encode(&dataset[..16]))
@@ -104,11 +107,15 @@ impl RecordDp {
     /// Refuses this ledger against a record anchor a signed summary published: for the same
     /// dataset, another ledger id is a ledger deleted and started afresh, and a ledger behind
     /// the anchor (or forked from it) is an older copy restored. An anchor of another dataset
-    /// (another declared name) says nothing about this one; a changed data file under the same
-    /// name is the same dataset (record-dp.md §8).
+    /// is this site's earlier record dataset in this consortium: the same records under a new
+    /// name would start a second budget, so it is refused too. A changed data file under the
+    /// same name is the same dataset (record-dp.md §8).
     pub(crate) fn check_published(&self, published: &RecordAnchor) -> Result<(), AgentError> {
         if published.dataset != self.ledger.policy().dataset {
-            return Ok(());
+            return Err(AgentError::RecordRun(format!(
+                "this site's published summaries anchor record dataset {}; one site charges one record dataset in a consortium (another --record-dataset name for the same records would start a second budget)",
+                hex::encode(published.dataset)
+            )));
         }
         if published.ledger_id != self.ledger.ledger_id() {
             return Err(AgentError::RecordRun(

@@ -207,3 +207,67 @@ fn deleting_the_record_ledger_and_the_kept_anchor_is_refused() {
         out[0]
     );
 }
+
+/// Site 0 enabled on a fresh ledger of another dataset name: the same records under a new
+/// `--record-dataset`.
+fn reopen_renamed(f: &mut Fixture) -> Result<(), AgentError> {
+    f.reopen(0);
+    let mut policy = record_policy();
+    policy.dataset = dataset_id(&amalgam_dp::ledger::record::DatasetName::new("renamed").unwrap());
+    let path = record_ledger_path(&f.root.path().join("records"), &policy.dataset);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let ledger = RecordLedger::open(&path, f.key(0), policy)?;
+    f.agents[0].as_mut().unwrap().enable_record_dp(RecordDp {
+        ledger,
+        q: Q,
+        noise_multiplier: Z,
+        mechanism: RecordMechanism::with_multiplier(1.0, 1e-4, 8, SamplerKind::Fast, Z),
+        data: amalgam_dp::ledger::record::data_version(b"plant 0 rows", 1000),
+    })
+}
+
+/// Attack (c): keep the old ledger, declare the same records under another dataset name (a
+/// fresh ledger, a fresh cap). The kept dataset id refuses it at once; with every kept
+/// record file deleted too, the published summaries, which anchor the first dataset, refuse
+/// the round before anything is charged.
+#[test]
+fn declaring_the_same_records_under_another_dataset_name_is_refused() {
+    let (mut f, _, _, _) = two_runs_with_backup();
+    f.agents[0] = None;
+    assert!(
+        matches!(reopen_renamed(&mut f), Err(AgentError::RecordRun(m)) if m.contains("charged record dataset")),
+    );
+    f.agents[0] = None;
+    let mut stack = vec![f.dir(0)];
+    let mut removed = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() {
+                stack.push(p);
+            } else if name.starts_with("record-") && name.ends_with(".sealed") {
+                std::fs::remove_file(&p).unwrap();
+                removed += 1;
+            }
+        }
+    }
+    assert_eq!(removed, 2, "the kept anchor and the kept dataset id");
+    reopen_renamed(&mut f).expect("nothing local remembers the first dataset");
+    let out = f.run_trained(3, |f, i| f.hub.transport(i), trainer);
+    assert!(
+        matches!(&out[0], Err(AgentError::RecordRun(m)) if m.contains("published summaries anchor record dataset")),
+        "{:?}",
+        out[0]
+    );
+    assert_eq!(
+        f.agents[0]
+            .as_ref()
+            .unwrap()
+            .record_ledger()
+            .unwrap()
+            .spent(),
+        0.0,
+        "nothing charged to the renamed dataset"
+    );
+}

@@ -197,6 +197,12 @@ pub enum DataError {
 
 /// Reads and validates a CSV file in the AI4I schema.
 pub fn read_csv(path: &Path) -> Result<Vec<Row>, DataError> {
+    read_csv_with_bytes(path).map(|(rows, _)| rows)
+}
+
+/// [`read_csv`], also returning the exact bytes the rows were parsed from (for a digest of
+/// the data a run trained on: the file read once, never re-read).
+pub fn read_csv_with_bytes(path: &Path) -> Result<(Vec<Row>, Vec<u8>), DataError> {
     let io = |source| DataError::Io {
         path: path.display().to_string(),
         source,
@@ -210,7 +216,8 @@ pub fn read_csv(path: &Path) -> Result<Vec<Row>, DataError> {
         return Err(DataError::TooLarge(bytes.len() as u64));
     }
     let text = std::str::from_utf8(&bytes).map_err(|_| DataError::NotUtf8)?;
-    parse_csv(text)
+    let rows = parse_csv(text)?;
+    Ok((rows, bytes))
 }
 
 /// Parses CSV text in the AI4I schema (see [`read_csv`]). Lines end in `\n` or `\r\n`; fields

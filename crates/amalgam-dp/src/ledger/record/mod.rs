@@ -89,7 +89,7 @@ pub enum RecordLedgerError {
     /// A run on more records than the dataset's declared N_max (or on none): the δ rule was
     /// checked against N_max only.
     #[error(
-        "this version of the dataset holds {records} records, outside the 1..={max_records} its record ledger was opened for (a larger dataset needs a smaller delta, so a new ledger under another dataset name)"
+        "this version of the dataset holds {records} records, outside the 1..={max_records} its record ledger was opened for: the delta rule was checked against that bound, and a record ledger has no policy change, so this dataset cannot grow past it under record-level DP"
     )]
     RecordsAboveDeclared {
         /// N of the run's data.

@@ -268,6 +268,7 @@ pub(crate) fn replay_record(
     let mut accepted = BTreeSet::new();
     let mut runs = Vec::new();
     let mut data_versions = Vec::new();
+    let mut seen_versions = BTreeSet::new();
     let (mut refused, mut steps, mut epsilon_total, mut order) = (0usize, 0u64, 0.0f64, 0u32);
     for (index, payload) in payloads.iter().enumerate() {
         let Some(split) = payload.len().checked_sub(Signature::BYTE_SIZE) else {
@@ -373,7 +374,7 @@ pub(crate) fn replay_record(
                 distance = next_distance;
                 (epsilon_total, order) = (e, o);
                 steps += u64::from(r.steps);
-                if !data_versions.contains(&r.data) {
+                if seen_versions.insert((r.data.file, r.data.records)) {
                     data_versions.push(r.data);
                 }
                 runs.push(AuditedRun {
