@@ -193,6 +193,18 @@ pub fn setup(
 mod tests {
     use super::*;
 
+    /// [`setup`] on the file at `data` as it is now, declaring `rows` records of 100 features
+    /// and 50 steps.
+    fn setup_rows(
+        a: &RecordArgs,
+        state: &Path,
+        data: &Path,
+        rows: usize,
+    ) -> Result<RecordSetup, Failure> {
+        let bytes = std::fs::read(data).map_err(|e| Failure::failed(e.to_string()))?;
+        setup(a, state, data, &bytes, rows, 100, 50)
+    }
+
     fn args(expected_batch: Option<f64>) -> RecordArgs {
         RecordArgs {
             record_dp: true,
@@ -216,26 +228,8 @@ mod tests {
         let data = dir.path().join("plant.csv");
         std::fs::write(&data, b"rows").unwrap();
         let a = args(Some(40.0));
-        let small = setup(
-            &a,
-            dir.path(),
-            &data,
-            &std::fs::read(&data).unwrap(),
-            1000,
-            100,
-            50,
-        )
-        .unwrap();
-        let large = setup(
-            &a,
-            dir.path(),
-            &data,
-            &std::fs::read(&data).unwrap(),
-            1001,
-            100,
-            50,
-        )
-        .unwrap();
+        let small = setup_rows(&a, dir.path(), &data, 1000).unwrap();
+        let large = setup_rows(&a, dir.path(), &data, 1001).unwrap();
         assert_eq!(small.recipe.expected_batch, 40.0);
         assert_eq!(large.recipe.expected_batch, 40.0);
         assert_eq!(small.recipe.sigma, large.recipe.sigma);
@@ -246,18 +240,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("plant.csv");
         std::fs::write(&data, b"rows").unwrap();
-        let refused = |a: &RecordArgs| {
-            setup(
-                a,
-                dir.path(),
-                &data,
-                &std::fs::read(&data).unwrap(),
-                1000,
-                100,
-                50,
-            )
-            .err()
-        };
+        let refused = |a: &RecordArgs| setup_rows(a, dir.path(), &data, 1000).err();
         let e = refused(&args(None)).expect("refused");
         assert!(
             e.message.contains("--record-expected-batch"),
@@ -282,27 +265,9 @@ mod tests {
         let data = dir.path().join("plant.csv");
         std::fs::write(&data, b"header\nrow 1\n").unwrap();
         let a = args(Some(40.0));
-        let before = setup(
-            &a,
-            dir.path(),
-            &data,
-            &std::fs::read(&data).unwrap(),
-            1000,
-            100,
-            50,
-        )
-        .unwrap();
+        let before = setup_rows(&a, dir.path(), &data, 1000).unwrap();
         std::fs::write(&data, b"header\nrow 1\nrow 2\n").unwrap();
-        let after = setup(
-            &a,
-            dir.path(),
-            &data,
-            &std::fs::read(&data).unwrap(),
-            1001,
-            100,
-            50,
-        )
-        .unwrap();
+        let after = setup_rows(&a, dir.path(), &data, 1001).unwrap();
         assert_eq!(before.path, after.path);
         assert_eq!(before.policy, after.policy);
         assert_eq!(
@@ -313,45 +278,20 @@ mod tests {
         assert_eq!((before.data.records, after.data.records), (1000, 1001));
         let mut other = args(Some(40.0));
         other.record_dataset = "line-2".into();
-        let renamed = setup(
-            &other,
-            dir.path(),
-            &data,
-            &std::fs::read(&data).unwrap(),
-            1001,
-            100,
-            50,
-        )
-        .unwrap();
+        let renamed = setup_rows(&other, dir.path(), &data, 1001).unwrap();
         assert_ne!(renamed.path, after.path);
         // A file past the declared N_max, or a malformed name, is refused before any state.
         let mut small = args(Some(40.0));
         small.record_max_records = Some(1000);
-        let e = setup(
-            &small,
-            dir.path(),
-            &data,
-            &std::fs::read(&data).unwrap(),
-            1001,
-            100,
-            50,
-        )
-        .err()
-        .expect("refused");
+        let e = setup_rows(&small, dir.path(), &data, 1001)
+            .err()
+            .expect("refused");
         assert!(e.message.contains("1..=1000"), "{}", e.message);
         let mut bad = args(Some(40.0));
         bad.record_dataset = "../escape".into();
-        let e = setup(
-            &bad,
-            dir.path(),
-            &data,
-            &std::fs::read(&data).unwrap(),
-            1001,
-            100,
-            50,
-        )
-        .err()
-        .expect("refused");
+        let e = setup_rows(&bad, dir.path(), &data, 1001)
+            .err()
+            .expect("refused");
         assert!(e.message.contains("--record-dataset"), "{}", e.message);
     }
 }
