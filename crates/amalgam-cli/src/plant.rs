@@ -10,7 +10,7 @@ use std::path::Path;
 
 use amalgam_consortium::VerifiedManifest;
 #[cfg(feature = "train")]
-use amalgam_consortium::{DpBudget, ModelRef, WeightMode, model::Optimizer};
+use amalgam_consortium::{ModelRef, WeightMode, model::Optimizer};
 use amalgam_site::Trainer;
 
 use crate::Failure;
@@ -79,16 +79,18 @@ pub fn plant_trainer(
             hex::encode(campaign.parameter_list_digest)
         )));
     }
-    let dp = matches!(manifest.dp_policy().budget, DpBudget::Capped { .. });
-    let weighting = match (campaign.weight_mode, dp) {
-        (WeightMode::Uniform, _) => Weighting::Uniform,
-        (WeightMode::Declared, false) => Weighting::Rows,
-        (WeightMode::Declared, true) => {
+    // The agent sends every update with weight 1 and the shared decoder divides by the
+    // contributor count: a weighted mode would be averaged uniformly while the report said
+    // otherwise, so both are refused until the agent and the decoder apply them.
+    let weighting = match campaign.weight_mode {
+        WeightMode::Uniform => Weighting::Uniform,
+        WeightMode::Declared => {
             return Err(Failure::failed(
-                "declared weights reveal dataset sizes: under differential privacy only uniform",
+                "declared weights are not applied by the site agent (every update would count \
+                 once while the report says declared); use uniform",
             ));
         }
-        (WeightMode::Noised, _) => {
+        WeightMode::Noised => {
             return Err(Failure::failed(
                 "noised weights are not implemented by the site agent; use uniform",
             ));
