@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use amalgam_consortium::{EpochHighWater, IdentityKey, SignedManifest, VerifiedManifest};
 use amalgam_net::insecure::require_loopback_bind;
@@ -59,6 +59,12 @@ pub struct Args {
     /// Length of each phase, seconds (clamped into the manifest's bounds).
     #[arg(long, default_value_t = 300)]
     phase_seconds: u64,
+    /// With the fallback on: how long the campaign waits, seconds, for the re-run of an
+    /// aborted round to open (it opens once the committee's certificates are stored) before
+    /// it gives the re-run up and carries the model over. A site waits as long by default
+    /// (`site run --wait-for-round`).
+    #[arg(long, default_value_t = 600)]
+    rerun_open_wait: u64,
     /// Concurrent connections accepted from one peer IP address (1..=512). Every party of
     /// `amalgam simulate` connects from 127.0.0.1, so it raises this.
     #[arg(long, default_value_t = 16)]
@@ -159,8 +165,8 @@ async fn serve(
     // The homomorphic fallback (never in plain-HTTP mode: it authenticates nobody).
     let (fallback, fallback_routes) = if crate::serve_fallback::enabled(&manifest) && !args.insecure
     {
-        let (f, r) = crate::serve_fallback::start(&manifest, &service, &db, config).await?;
-        (Some(f), Some(r))
+        let (f, g, r) = crate::serve_fallback::start(&manifest, &service, &db, config).await?;
+        (Some((f, g)), Some(r))
     } else {
         (None, None)
     };
@@ -171,10 +177,13 @@ async fn serve(
         let initial = read_initial(path, len)?;
         let rules: Arc<dyn CampaignRules> = manifest.clone();
         // With the fallback on, an aborted round's model comes from its re-run.
-        let reruns = fallback.clone().map(|fallback| {
+        let reruns = fallback.clone().map(|(fallback, given_up)| {
             Arc::new(crate::serve_fallback::FollowReRuns {
                 fallback,
+                service: service.clone(),
                 bits: manifest.dp_policy().bits.get(),
+                given_up,
+                open_wait: Duration::from_secs(args.rerun_open_wait),
             }) as Arc<dyn campaign::ReRuns>
         });
         campaign = Some(
@@ -196,6 +205,12 @@ async fn serve(
                     "--model-digest is required for rounds after 1",
                 ));
             }
+        };
+        // Under the re-run opener's lock: the opener's "no later round" check and this
+        // open cannot interleave, so a re-run of an earlier round and round r never both open.
+        let _gate = match &fallback {
+            Some((_, given_up)) => Some(given_up.lock().await),
+            None => None,
         };
         if service.round_status(r).await.is_err() {
             service

@@ -2,7 +2,10 @@
 //! `site-agent.md` §7): where the manifest allows it and names a committee, the aggregator
 //! keeps a second event log (`<db>.fallback`), mounts the fallback and committee-key routes,
 //! and opens the re-run `FALLBACK_ROUND_BASE + r` of every masking round `r` that aborted,
-//! as soon as the period's committee certificates are stored (until then it waits for them).
+//! as soon as the period's committee certificates are stored (until then it waits for them,
+//! at most `--rerun-open-wait` seconds: then the campaign gives the re-run up, the model
+//! carries over, and this process never opens it afterwards; once round r+1 is logged, no
+//! process does).
 //! The re-run's setup comes from `CertifiedFallback`: the manifest, the stored certificates
 //! and the model round `r` was bound to, the derivation every site and member runs.
 
@@ -15,7 +18,7 @@ use amalgam_consortium::VerifiedManifest;
 use amalgam_net::ProblemCode;
 use amalgam_net::fallback_api::fallback_round_of;
 use amalgam_proto::{AggregateOutput, SiteId};
-use amalgam_server::campaign::{ReRunEnd, ReRunFuture, ReRuns};
+use amalgam_server::campaign::{GiveUpFuture, ReRunEnd, ReRunFuture, ReRuns};
 use amalgam_server::consortium::ConsortiumView;
 use amalgam_server::events::open_sqlite;
 use amalgam_server::fallback::http::{FallbackApp, fallback_router};
@@ -27,6 +30,10 @@ use crate::Failure;
 
 /// Model digests masking rounds were bound to, as the masking service reports them.
 type Bound = Arc<Mutex<BTreeMap<u64, [u8; 32]>>>;
+
+/// The masking rounds whose re-run the campaign gave up, behind the lock that the opener
+/// holds from its check to the commit: a re-run is either opened or given up, never both.
+pub type GivenUp = Arc<tokio::sync::Mutex<BTreeSet<u64>>>;
 
 /// Whether `manifest` runs fallback re-runs: the policy allows them and a committee exists.
 pub fn enabled(manifest: &VerifiedManifest) -> bool {
@@ -64,7 +71,7 @@ pub async fn start(
     service: &Service,
     db: &Path,
     config: ServiceConfig,
-) -> Result<(FallbackService, axum::Router), Failure> {
+) -> Result<(FallbackService, GivenUp, axum::Router), Failure> {
     let bound: Bound = Arc::new(Mutex::new(BTreeMap::new()));
     // Replayed fallback rounds need their bound models before the service starts.
     learn(service, &bound).await;
@@ -96,17 +103,32 @@ pub async fn start(
         consortium: view,
         insecure: false,
     });
-    tokio::spawn(open_reruns(service.clone(), fallback.clone(), bound));
-    Ok((fallback, routes))
+    let given_up: GivenUp = Arc::default();
+    tokio::spawn(open_reruns(
+        service.clone(),
+        fallback.clone(),
+        bound,
+        given_up.clone(),
+    ));
+    Ok((fallback, given_up, routes))
 }
 
 /// Opens the re-run of each aborted masking round once; a round whose period certificates
-/// are not all stored yet is tried again on the next pass.
-async fn open_reruns(service: Service, fallback: FallbackService, bound: Bound) {
+/// are not all stored yet is tried again on the next pass, until the campaign gives it up
+/// or a later masking round opens.
+async fn open_reruns(service: Service, fallback: FallbackService, bound: Bound, given_up: GivenUp) {
     let mut done: BTreeSet<u64> = BTreeSet::new();
     loop {
         for r in learn(&service, &bound).await {
             if done.contains(&r) {
+                continue;
+            }
+            // Held until the open commits, so `give_up` sees either the open or nothing.
+            let gate = given_up.lock().await;
+            // Given up, or a later round opened on model_r: never opened now (the service
+            // refuses it too); one already open stays open.
+            if gate.contains(&r) || service.round_ids().into_iter().any(|id| id > r) {
+                done.insert(r);
                 continue;
             }
             match fallback.open_rerun(&service, r).await {
@@ -119,6 +141,7 @@ async fn open_reruns(service: Service, fallback: FallbackService, bound: Bound) 
                 }
                 Err(p) => tracing::debug!(masking_round = r, detail = %p.detail, "re-run waits"),
             }
+            drop(gate);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -129,8 +152,14 @@ async fn open_reruns(service: Service, fallback: FallbackService, bound: Bound) 
 pub struct FollowReRuns {
     /// The fallback service.
     pub fallback: FallbackService,
+    /// The masking service (a last attempt to open the re-run before giving it up).
+    pub service: Service,
     /// Input bits b.
     pub bits: u32,
+    /// The re-runs given up, shared with the opener.
+    pub given_up: GivenUp,
+    /// How long a re-run may take to open before the campaign gives it up.
+    pub open_wait: Duration,
 }
 
 impl ReRuns for FollowReRuns {
@@ -163,5 +192,42 @@ impl ReRuns for FollowReRuns {
                 FallbackEnd::Aborted(_) => ReRunEnd::Aborted,
             })
         })
+    }
+
+    fn give_up(&self, round: u64) -> GiveUpFuture<'_> {
+        Box::pin(async move {
+            let mut gate = self.given_up.lock().await;
+            let opened = match fallback_round_of(round) {
+                Some(fr) => match self.fallback.with_round(fr, |_| ()).await {
+                    Ok(()) => true,
+                    Err(p) if p.code == ProblemCode::RoundUnknown => false,
+                    // Its state cannot be read (storage failed): never give up blind.
+                    Err(_) => true,
+                },
+                // No re-run id exists for it: there is nothing to open.
+                None => false,
+            };
+            if opened {
+                return false;
+            }
+            // A last attempt under the lock: certificates stored since the opener's last pass
+            // must not lose the re-run to the deadline.
+            match self.fallback.open_rerun(&self.service, round).await {
+                Ok(fr) => {
+                    tracing::info!(masking_round = round, round = fr, "fallback re-run opened");
+                    false
+                }
+                Err(p) if p.code == ProblemCode::PeerDuplicate => false,
+                Err(p) => {
+                    tracing::debug!(masking_round = round, detail = %p.detail, "re-run given up");
+                    gate.insert(round);
+                    true
+                }
+            }
+        })
+    }
+
+    fn open_wait(&self) -> Duration {
+        self.open_wait
     }
 }

@@ -306,7 +306,8 @@ fn stats_line(round: u64, agent: &SiteAgent, train: Duration, total: Duration) -
 }
 
 /// Follows the fallback re-run of aborted masking round `round` once the aggregator opens
-/// it (site-agent.md §7), waiting at most `wait_s`; `None` when none opened in time.
+/// it (site-agent.md §7), waiting until a later masking round opens or at most twice
+/// `wait_s`; `None` when none opened.
 fn follow_rerun(
     agent: &mut SiteAgent,
     t: &mut HttpTransport,
@@ -318,14 +319,31 @@ fn follow_rerun(
         return Ok(None);
     };
     let start = Instant::now();
+    // Twice the aggregator's default open wait: the aggregator gives a re-run up after
+    // `--rerun-open-wait` (600 s by default) from its own start of waiting, so a site that
+    // timed out at the same moment could leave just before a late re-run opened.
+    let patience = Duration::from_secs(wait_s.saturating_mul(2));
     loop {
+        // The status first: a later masking round seen before an `unknown` answer proves the
+        // re-run was given up (the aggregator never opens one after a later round,
+        // service.md §9), so waiting longer gains nothing.
+        let later = t.status().ok().and_then(|st| {
+            st.rounds
+                .iter()
+                .map(|r| r.round)
+                .find(|&id| id > round && fallback_round_of(id).is_some())
+        });
         match t.fallback_mine(fr) {
             Ok(_) => break,
             Err(TransportError::Refused { code, .. }) if code == "round.unknown" => {}
             Err(TransportError::Retry { .. }) => {}
             Err(e) => return Err(agent_failure(e.into())),
         }
-        if start.elapsed() > Duration::from_secs(wait_s) {
+        if let Some(later) = later {
+            println!("round {fr}: not opened (round {later} opened)");
+            return Ok(None);
+        }
+        if start.elapsed() > patience {
             println!("round {fr}: not opened");
             return Ok(None);
         }

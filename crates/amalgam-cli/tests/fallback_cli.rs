@@ -382,3 +382,61 @@ fn a_campaign_continues_its_model_chain_from_the_rerun() {
     assert_eq!(r1.contributors, vec![0, 1, 2, 3, 4]);
     assert_eq!(r1.sum, w.plaintext_sum(&[0, 1, 2, 3, 4]));
 }
+
+/// No decryptor process runs, so the committee never certifies and the re-run of aborted
+/// round 0 cannot open: after `--rerun-open-wait` the campaign gives it up, round 1 opens on
+/// model_0 (carried over), every site stops waiting for the re-run once round 1 is open and
+/// completes it, and the re-run never opens, not even once the committee certifies later.
+#[test]
+fn a_committee_that_never_certifies_cannot_stall_the_campaign() {
+    let w = World::with_committee(707, SITES, None, MEMBERS, true);
+    let s = w.serve_campaign_with(PHASE_S, &["--rerun-open-wait", "2"]);
+    let mut sites = abort_round(&w, &s, 0, 2);
+    let fr = fallback_round_of(0).unwrap();
+    for p in sites.iter_mut() {
+        let status = p.wait_exit(STEP);
+        assert!(
+            status.success(),
+            "{}: {status:?}\n{}",
+            p.name,
+            p.stderr_tail()
+        );
+        assert!(
+            p.seen
+                .iter()
+                .any(|l| l.starts_with(&format!("round {ROUND}: Completed"))),
+            "{}: {:?}",
+            p.name,
+            p.seen
+        );
+        assert!(
+            !p.seen
+                .iter()
+                .any(|l| l.starts_with(&format!("round {fr}: Fallback"))),
+            "{}: took part in a re-run: {:?}",
+            p.name,
+            p.seen
+        );
+    }
+    let mut t = w.transport(0, &s.url);
+    assert_eq!(
+        t.round_model(ROUND).unwrap(),
+        Some(model_digest(&[0.0f32; DIM])),
+        "round 1 is not bound to model_0"
+    );
+    let r1 = w.result(&s.url);
+    assert_eq!(r1.contributors, vec![0, 1, 2, 3, 4]);
+    assert_eq!(r1.sum, w.plaintext_sum(&[0, 1, 2, 3, 4]));
+    // The committee comes up late and certifies (READY is printed after its certificates are
+    // posted): round 0 aborted and is still listed so, but round 1 is logged, so the
+    // aggregator's opener (every 0.5 s) never opens its re-run.
+    let _members: Vec<Proc> = (0..MEMBERS).map(|j| w.decryptor(j, &s.url, None)).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    match t.fallback_mine(fr) {
+        Err(amalgam_site::TransportError::Refused { code, .. }) => {
+            assert_eq!(code, "round.unknown", "the given-up re-run opened");
+        }
+        Err(e) => panic!("fallback/mine: {e}"),
+        Ok(_) => panic!("the given-up re-run opened"),
+    }
+}

@@ -10,6 +10,12 @@
 //! and model_{r+1} is computed from the re-run's sum (reduced mod 2^b, with the fallback round's
 //! encoding), as every site that took part computes it; a re-run that aborted carries model_r
 //! over. The re-run's end is in the fallback log, so a restart recomputes the same chain.
+//! A re-run that has not opened after [`ReRuns::open_wait`] (the committee's certificates
+//! are still missing) is given up ([`ReRuns::give_up`]): model_r carries over and round r+1
+//! opens on it, so a committee that never certifies cannot stall the campaign. Once round
+//! r+1 is logged the re-run never opens (the opener refuses it); a crash between the give-up
+//! and that log entry forgets the give-up, and the restarted campaign waits again. A log where round r+1 follows an aborted round r whose re-run never opened
+//! is that chain; one where the re-run opened and round r+1 opened before it ended is not.
 //!
 //! Every decision is in the event log: each round's `RoundOpen` holds its model digest and
 //! each `RoundEnd` the published result. After a restart [`resume`] recomputes the chain from
@@ -18,7 +24,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use amalgam_consortium::global_model::model_digest;
 use amalgam_proto::AggregateOutput;
@@ -84,11 +90,23 @@ pub enum ReRunEnd {
 /// A future of [`ReRuns::wait_end`].
 pub type ReRunFuture<'a> = Pin<Box<dyn Future<Output = Option<ReRunEnd>> + Send + 'a>>;
 
+/// A future of [`ReRuns::give_up`].
+pub type GiveUpFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+
 /// The fallback re-runs a campaign follows.
 pub trait ReRuns: Send + Sync + 'static {
     /// How the re-run of aborted masking round `round` ended, waiting at most `wait`; `None`:
     /// not ended (or not opened) yet.
     fn wait_end(&self, round: u64, wait: Duration) -> ReRunFuture<'_>;
+
+    /// Gives up the re-run of aborted masking round `round` unless it has opened: `true`,
+    /// it has not opened and never will (atomically with the opener, so the two cannot
+    /// both happen), and model_r carries over; `false`, it has opened and its end decides
+    /// model_{r+1}.
+    fn give_up(&self, round: u64) -> GiveUpFuture<'_>;
+
+    /// How long the campaign waits for a re-run to open before it gives it up.
+    fn open_wait(&self) -> Duration;
 }
 
 /// Where the campaign stands.
@@ -190,9 +208,18 @@ pub async fn resume_with(
             )));
         }
         if let Some(p) = pos.rerun_pending {
-            return Err(CampaignError::Chain(format!(
-                "round {r} opened while the re-run of round {p} had not ended"
-            )));
+            // Round r opened on model_p: the campaign gave the re-run up before it opened.
+            // Giving it up now makes sure it never opens; one that opened forks the chain.
+            let gave_up = match reruns {
+                Some(rr) => rr.give_up(p).await,
+                None => false,
+            };
+            if !gave_up {
+                return Err(CampaignError::Chain(format!(
+                    "round {r} opened while the re-run of round {p} had not ended"
+                )));
+            }
+            pos.rerun_pending = None;
         }
         let (bound, end) = service
             .with_round(r, |st| (st.model_digest(), st.end().cloned()))
@@ -243,13 +270,41 @@ pub async fn run_with(
     mut pos: Position,
     reruns: Option<Arc<dyn ReRuns>>,
 ) -> Result<Position, CampaignError> {
+    // Since when the pending re-run has been waited for (this process's wait only), and
+    // whether it is known to have opened (then only its end is waited for).
+    let mut waiting_since: Option<Instant> = None;
+    let mut known_open = false;
     loop {
         if let (Some(r), Some(rr)) = (pos.rerun_pending, &reruns) {
-            let Some(end) = rr.wait_end(r, Duration::from_secs(60)).await else {
-                continue;
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            let wait = if known_open {
+                Duration::from_secs(60)
+            } else {
+                let left = rr.open_wait().saturating_sub(since.elapsed());
+                left.clamp(Duration::from_millis(50), Duration::from_secs(60))
             };
-            apply_rerun(rules.as_ref(), &mut pos, r, &end)?;
-            tracing::info!(round = r, ?end, "re-run ended");
+            match rr.wait_end(r, wait).await {
+                Some(end) => {
+                    apply_rerun(rules.as_ref(), &mut pos, r, &end)?;
+                    tracing::info!(round = r, ?end, "re-run ended");
+                }
+                None if known_open || since.elapsed() < rr.open_wait() => continue,
+                None if rr.give_up(r).await => {
+                    pos.rerun_pending = None;
+                    tracing::warn!(
+                        round = r,
+                        waited_s = since.elapsed().as_secs(),
+                        "the re-run did not open (committee certificates missing); \
+                         the model carries over"
+                    );
+                }
+                None => {
+                    known_open = true;
+                    continue;
+                }
+            }
+            waiting_since = None;
+            known_open = false;
         }
         if !pos.opened {
             if pos.completed >= rules.rounds() || pos.round > rules.max_round() {

@@ -831,13 +831,17 @@ impl Service {
         self.0.chain.read().ok()?.model_bytes(round)
     }
 
-    /// The ids of every round the service knows, ascending.
+    /// The ids of every round the service knows, ascending. A poisoned lock still yields
+    /// the map (a panicking writer leaves it whole): an empty answer would let "is there a
+    /// later round?" checks fail open.
     pub fn round_ids(&self) -> Vec<u64> {
         self.0
             .rounds
             .read()
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// Waits up to `wait` for `round` to end; its end once it has.

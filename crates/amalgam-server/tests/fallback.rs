@@ -362,6 +362,30 @@ async fn asynchronous_round_with_sites_and_a_member_offline() {
     run.stop().await;
 }
 
+/// A later masking round opened on model_r (the campaign gave the re-run up): the re-run of
+/// round r would give a second model_{r+1}, so it never opens, and nothing is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_never_opens_once_a_later_masking_round_opened() {
+    let fx = Fixture::new(true);
+    let log = MemoryStore::new();
+    let run = start(&fx, Arc::new(log.clone())).await.unwrap();
+    run.service.open_round(1, MODEL.1).await.unwrap();
+    let _ = run.service.close_phase_now(1).await;
+    assert!(run.service.round_status(1).await.unwrap().aborted.is_some());
+    run.service.open_round(2, MODEL.1).await.unwrap();
+    let before = log.events().len();
+    let e = run.fallback.open_rerun(&run.service, 1).await.unwrap_err();
+    assert_eq!(e.code, ProblemCode::RoundWrongPhase);
+    assert!(e.detail.contains("round 2 opened after"), "{}", e.detail);
+    assert_eq!(
+        log.events().len(),
+        before,
+        "a refused re-run logged an event"
+    );
+    assert!(run.fallback.with_round(ROUND, |_| ()).await.is_err());
+    run.stop().await;
+}
+
 /// A masking round forced to abort (the aggregator drops everything; nobody advertises before
 /// the deadline) is completed through the fallback where the policy allows it, under a new
 /// round id; a round that did not abort is never re-run; a policy that forbids the fallback
@@ -372,9 +396,8 @@ async fn an_aborted_masking_round_is_rerun_through_the_fallback_only_where_allow
         let fx = Fixture::new(allowed);
         let run = start(&fx, Arc::new(MemoryStore::new())).await.unwrap();
         run.service.open_round(1, MODEL.1).await.unwrap();
-        run.service.open_round(2, MODEL.1).await.unwrap();
-        // Round 2 is still running: no re-run.
-        let e = run.fallback.open_rerun(&run.service, 2).await.unwrap_err();
+        // Round 1 is still running: no re-run.
+        let e = run.fallback.open_rerun(&run.service, 1).await.unwrap_err();
         assert_eq!(e.code, ProblemCode::RoundWrongPhase);
         // Round 1 aborts at its deadline with nobody in.
         let _ = run.service.close_phase_now(1).await;

@@ -229,6 +229,11 @@ impl World {
     /// Starts the aggregator running the manifest's campaign from all-zero initial weights
     /// (`--initial-model`: round 0 first, each next round on the model the last one gives).
     pub fn serve_campaign(&self, phase_seconds: u64) -> Server {
+        self.serve_campaign_with(phase_seconds, &[])
+    }
+
+    /// [`Self::serve_campaign`] with further `amalgam serve` arguments.
+    pub fn serve_campaign_with(&self, phase_seconds: u64, extra: &[&str]) -> Server {
         std::fs::write(self.path("initial.bin"), vec![0u8; DIM * 4]).unwrap();
         let mut cmd = self.amalgam(None);
         cmd.args(["serve", "--manifest", "consortium.manifest"])
@@ -236,7 +241,8 @@ impl World {
             .arg(self.db())
             .args(["--listen", "127.0.0.1:0", "--initial-model", "initial.bin"])
             .arg("--phase-seconds")
-            .arg(phase_seconds.to_string());
+            .arg(phase_seconds.to_string())
+            .args(extra);
         self.start_server(cmd)
     }
 

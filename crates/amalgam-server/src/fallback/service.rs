@@ -168,7 +168,9 @@ impl FallbackService {
     /// Opens the fallback re-run of masking round `masking_round`, only once that round
     /// aborted (a masking round that finished, or is still running, is never re-run: two sums
     /// of one round would differ by their noise). The new round id is
-    /// `FALLBACK_ROUND_BASE + masking_round`; the manifest's policy and the id range are checked again when the round opens.
+    /// `FALLBACK_ROUND_BASE + masking_round`; the manifest's policy and the id range are checked
+    /// again when the round opens. Refused once a later masking round exists: that round
+    /// opened on model_r, and a re-run would then give a second model_{r+1}.
     pub async fn open_rerun(
         &self,
         masking: &crate::Service,
@@ -181,6 +183,21 @@ impl FallbackService {
             return Err(Problem::new(
                 ProblemCode::RoundWrongPhase,
                 format!("masking round {masking_round} did not abort; it is not re-run"),
+            ));
+        }
+        // A later masking round opened on model_r (the campaign gave this re-run up): a
+        // re-run now would give a second model_{r+1} and fork the chain.
+        if let Some(later) = masking
+            .round_ids()
+            .into_iter()
+            .find(|&id| id > masking_round)
+        {
+            return Err(Problem::new(
+                ProblemCode::RoundWrongPhase,
+                format!(
+                    "masking round {later} opened after round {masking_round} aborted; \
+                     round {masking_round} is not re-run"
+                ),
             ));
         }
         self.open_round(round).await?;
