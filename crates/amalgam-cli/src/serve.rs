@@ -61,8 +61,8 @@ pub struct Args {
     phase_seconds: u64,
     /// With the fallback on: how long the campaign waits, seconds, for the re-run of an
     /// aborted round to open (it opens once the committee's certificates are stored) before
-    /// it gives the re-run up and carries the model over. A site waits as long by default
-    /// (`site run --wait-for-round`).
+    /// it gives the re-run up and carries the model over. A site waits until a later round
+    /// opens, or at most twice its `--wait-for-round` (600 s by default).
     #[arg(long, default_value_t = 600)]
     rerun_open_wait: u64,
     /// Concurrent connections accepted from one peer IP address (1..=512). Every party of

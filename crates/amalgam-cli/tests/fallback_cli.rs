@@ -59,6 +59,17 @@ fn abort_round(w: &World, s: &Server, masking: u64, rounds: u32) -> Vec<Proc> {
     sites
 }
 
+/// Waits for `p` to exit and asserts it exited 0 (its stderr tail otherwise).
+fn exits_ok(p: &mut Proc) {
+    let status = p.wait_exit(STEP);
+    assert!(
+        status.success(),
+        "{}: {status:?}\n{}",
+        p.name,
+        p.stderr_tail()
+    );
+}
+
 /// [`abort_round`] of masking round 1, the sites running one round.
 fn abort_round_one(w: &World, s: &Server) -> Vec<Proc> {
     abort_round(w, s, ROUND, 1)
@@ -137,13 +148,7 @@ fn check_rerun(w: &World, s: &Server, sites: &mut [Proc]) {
     assert_ne!(digest, model_digest(&initial), "the model did not move");
     let want = format!("round {}: FallbackCompleted", rerun());
     for p in sites.iter_mut() {
-        let status = p.wait_exit(STEP);
-        assert!(
-            status.success(),
-            "{}: {status:?}\n{}",
-            p.name,
-            p.stderr_tail()
-        );
+        exits_ok(p);
         let line = p
             .seen
             .iter()
@@ -220,13 +225,7 @@ fn with_the_fallback_off_no_rerun_opens_and_the_sites_report_the_abort() {
         if PARKED.contains(&i) {
             continue;
         }
-        let status = p.wait_exit(STEP);
-        assert!(
-            status.success(),
-            "{}: {status:?}\n{}",
-            p.name,
-            p.stderr_tail()
-        );
+        exits_ok(p);
         assert!(
             p.seen
                 .iter()
@@ -354,13 +353,7 @@ fn a_campaign_continues_its_model_chain_from_the_rerun() {
     )
     .unwrap();
     for p in sites.iter_mut() {
-        let status = p.wait_exit(STEP);
-        assert!(
-            status.success(),
-            "{}: {status:?}\n{}",
-            p.name,
-            p.stderr_tail()
-        );
+        exits_ok(p);
         for want in [
             format!("round {fr}: FallbackCompleted"),
             format!("round {ROUND}: Completed"),
@@ -394,13 +387,7 @@ fn a_committee_that_never_certifies_cannot_stall_the_campaign() {
     let mut sites = abort_round(&w, &s, 0, 2);
     let fr = fallback_round_of(0).unwrap();
     for p in sites.iter_mut() {
-        let status = p.wait_exit(STEP);
-        assert!(
-            status.success(),
-            "{}: {status:?}\n{}",
-            p.name,
-            p.stderr_tail()
-        );
+        exits_ok(p);
         assert!(
             p.seen
                 .iter()

@@ -14,8 +14,9 @@
 //! are still missing) is given up ([`ReRuns::give_up`]): model_r carries over and round r+1
 //! opens on it, so a committee that never certifies cannot stall the campaign. Once round
 //! r+1 is logged the re-run never opens (the opener refuses it); a crash between the give-up
-//! and that log entry forgets the give-up, and the restarted campaign waits again. A log where round r+1 follows an aborted round r whose re-run never opened
-//! is that chain; one where the re-run opened and round r+1 opened before it ended is not.
+//! and that log entry forgets the give-up, and the restarted campaign waits again. A log
+//! where round r+1 follows an aborted round r whose re-run never opened is that chain; one
+//! where the re-run opened and round r+1 opened before it ended is not.
 //!
 //! Every decision is in the event log: each round's `RoundOpen` holds its model digest and
 //! each `RoundEnd` the published result. After a restart [`resume`] recomputes the chain from

@@ -141,6 +141,23 @@ async fn opened(svc: &Service, round: u64) -> Instant {
     Instant::now()
 }
 
+/// A fresh service running the campaign, which follows `reruns`, once round 0 is open.
+async fn campaign_on(
+    fx: &Fixture,
+    reruns: &Arc<Manual>,
+) -> (
+    Service,
+    tokio::task::JoinHandle<Result<campaign::Position, CampaignError>>,
+) {
+    let svc = service(fx, &MemoryStore::new());
+    let rr: Arc<dyn ReRuns> = reruns.clone();
+    let task = campaign::start_with(svc.clone(), Arc::new(Rules), INITIAL.to_vec(), Some(rr))
+        .await
+        .unwrap();
+    opened(&svc, 0).await;
+    (svc, task)
+}
+
 async fn bound(svc: &Service, round: u64) -> [u8; 32] {
     svc.with_round(round, |st| st.model_digest()).await.unwrap()
 }
@@ -148,14 +165,8 @@ async fn bound(svc: &Service, round: u64) -> [u8; 32] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_that_never_opens_is_given_up_and_the_model_carries_over() {
     let fx = Fixture::new();
-    let log = MemoryStore::new();
-    let svc = service(&fx, &log);
     let reruns = Manual::new(Duration::from_millis(300));
-    let rr: Arc<dyn ReRuns> = reruns.clone();
-    let task = campaign::start_with(svc.clone(), Arc::new(Rules), INITIAL.to_vec(), Some(rr))
-        .await
-        .unwrap();
-    opened(&svc, 0).await;
+    let (svc, task) = campaign_on(&fx, &reruns).await;
     let aborted = Instant::now();
     svc.close_phase_now(0).await.unwrap();
     assert!(svc.round_status(0).await.unwrap().aborted.is_some());
@@ -177,14 +188,8 @@ async fn a_rerun_that_never_opens_is_given_up_and_the_model_carries_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_that_opened_is_waited_for_past_the_open_wait_and_gives_the_next_model() {
     let fx = Fixture::new();
-    let log = MemoryStore::new();
-    let svc = service(&fx, &log);
     let reruns = Manual::new(Duration::from_millis(50));
-    let rr: Arc<dyn ReRuns> = reruns.clone();
-    let task = campaign::start_with(svc.clone(), Arc::new(Rules), INITIAL.to_vec(), Some(rr))
-        .await
-        .unwrap();
-    opened(&svc, 0).await;
+    let (svc, task) = campaign_on(&fx, &reruns).await;
     reruns.open(0);
     svc.close_phase_now(0).await.unwrap();
     // Far past the open wait: an opened re-run is never given up.
