@@ -79,17 +79,11 @@ pub fn plant_trainer(
             hex::encode(campaign.parameter_list_digest)
         )));
     }
-    // The agent sends every update with weight 1 and the shared decoder divides by the
-    // contributor count: a weighted mode would be averaged uniformly while the report said
-    // otherwise, so both are refused until the agent and the decoder apply them.
+    // Declared weights are the manifest's, applied by the agent (it scales the clipped update
+    // by w_site / max w) and by the shared decoder (it divides by the contributors' Σ w / max
+    // w); the trainer itself always reports weight 1 and never reads the plant's row count.
     let weighting = match campaign.weight_mode {
-        WeightMode::Uniform => Weighting::Uniform,
-        WeightMode::Declared => {
-            return Err(Failure::failed(
-                "declared weights are not applied by the site agent (every update would count \
-                 once while the report says declared); use uniform",
-            ));
-        }
+        WeightMode::Uniform | WeightMode::Declared => Weighting::Uniform,
         WeightMode::Noised => {
             return Err(Failure::failed(
                 "noised weights are not implemented by the site agent; use uniform",

@@ -485,10 +485,10 @@ fn not_protected(m: &VerifiedManifest) -> Vec<String> {
     let weights = match m.campaign().weight_mode {
         WeightMode::Uniform => "dataset sizes: not used (every site counts once)".to_string(),
         WeightMode::Declared => {
-            "dataset sizes: DECLARED — each site's example count is revealed to the aggregator and every site".into()
+            "dataset sizes: DECLARED — each site's aggregation weight (usually its record count) is public in the manifest, to the aggregator and every member".into()
         }
         WeightMode::Noised => {
-            "dataset sizes: summed under the mask with noise (only the noised total is learnt)".into()
+            "dataset sizes: the noised weight mode is not implemented; sites and the aggregator refuse this manifest".into()
         }
     };
     vec![

@@ -142,6 +142,10 @@ async fn serve(
     key: IdentityKey,
     db: PathBuf,
 ) -> Result<(), Failure> {
+    // A weight mode the model step cannot apply (noised) is refused before anything starts.
+    manifest
+        .aggregation_weights()
+        .map_err(|e| Failure::failed(format!("the manifest's campaign: {e}")))?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

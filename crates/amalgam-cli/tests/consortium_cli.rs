@@ -503,3 +503,160 @@ fn world_readable_key_directory_is_refused_and_usage_errors_exit_2() {
         Some(2)
     );
 }
+
+/// A declared-weight campaign: each site's public weight is set when it is approved, a site
+/// approved without one leaves a draft nobody can sign, and the signed manifest shows the
+/// weights; `--declared-weight` on a uniform draft is a usage error that changes nothing.
+#[test]
+fn declared_weights_are_set_at_approval_and_signed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut fps = Vec::new();
+    for name in ["agg", "s1", "s2", "s3"] {
+        let out = ok(d, &["keys", "gen", "--dir", &format!("k-{name}")]);
+        fps.push(fingerprint_of(&out));
+    }
+    std::fs::write(d.join("verified.txt"), fps.join("\n")).unwrap();
+    let digest = "ab".repeat(32);
+    let init = |manifest: &str, mode: &str| {
+        ok(
+            d,
+            &[
+                "consortium",
+                "init",
+                "--out",
+                manifest,
+                "--aggregator-key",
+                "k-agg",
+                "--aggregator-org",
+                "Agg Ltd",
+                "--threshold",
+                "3",
+                "--model",
+                "builtin:mlp",
+                "--param-list-digest",
+                &digest,
+                "--params",
+                "1000",
+                "--initial-weights-digest",
+                &digest,
+                "--sigma",
+                "4.0",
+                "--weight-mode",
+                mode,
+            ],
+        )
+    };
+    init("consortium.toml", "declared");
+    init("uniform.toml", "uniform");
+    for name in ["s1", "s2", "s3"] {
+        ok(
+            d,
+            &[
+                "consortium",
+                "join",
+                "--manifest",
+                "consortium.toml",
+                "--key",
+                &format!("k-{name}"),
+                "--org",
+                &format!("Org {name}"),
+                "--roles",
+                "site",
+                "--name",
+                name,
+            ],
+        );
+    }
+    let approve = |manifest: &str, name: &str, weight: Option<&str>| {
+        let request = format!("{name}.join.toml");
+        let mut args = vec![
+            "consortium",
+            "approve",
+            "--manifest",
+            manifest,
+            "--request",
+            &request,
+        ];
+        if let Some(w) = weight {
+            args.extend(["--declared-weight", w]);
+        }
+        amalgam(d, &args)
+    };
+    // Uniform draft: refused, the draft unchanged.
+    let before = std::fs::read(d.join("uniform.toml")).unwrap();
+    let out = approve("uniform.toml", "s1", Some("10"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("weight mode is declared"));
+    assert_eq!(std::fs::read(d.join("uniform.toml")).unwrap(), before);
+
+    for (name, w) in [("s1", "500"), ("s2", "1500")] {
+        assert!(approve("consortium.toml", name, Some(w)).status.success());
+    }
+    // A copy where s3 comes in without a weight cannot be signed.
+    std::fs::copy(d.join("consortium.toml"), d.join("missing.toml")).unwrap();
+    assert!(approve("missing.toml", "s3", None).status.success());
+    let out = amalgam(
+        d,
+        &[
+            "consortium",
+            "sign",
+            "--manifest",
+            "missing.toml",
+            "--signed",
+            "missing.signed",
+            "--key",
+            "k-agg",
+            "--verified",
+            "verified.txt",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("s3 has no declared weight"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!d.join("missing.signed").exists());
+
+    assert!(
+        approve("consortium.toml", "s3", Some("1000"))
+            .status
+            .success()
+    );
+    for name in ["agg", "s1", "s2", "s3"] {
+        ok(
+            d,
+            &[
+                "consortium",
+                "sign",
+                "--key",
+                &format!("k-{name}"),
+                "--verified",
+                "verified.txt",
+            ],
+        );
+    }
+    let text = ok(d, &["consortium", "show", "--signed", "consortium.signed"]);
+    assert!(
+        text.contains("declared weights (public): s1 500, s2 1500, s3 1000"),
+        "{text}"
+    );
+    let json = ok(
+        d,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "consortium.signed",
+            "--format",
+            "json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["valid"], true);
+    assert_eq!(
+        v["campaign"]["declared_weights"],
+        serde_json::json!({ "s1": 500, "s2": 1500, "s3": 1000 })
+    );
+}

@@ -140,7 +140,7 @@ fn check_rerun(w: &World, s: &Server, sites: &mut [Proc]) {
         rules.encoding(rerun()),
         &initial,
         &reduced,
-        SITES,
+        SITES as f64,
         rules.server_lr,
     )
     .unwrap();
@@ -348,7 +348,7 @@ fn a_campaign_continues_its_model_chain_from_the_rerun() {
         rules.encoding(fr),
         &initial,
         &reduced,
-        SITES,
+        SITES as f64,
         rules.server_lr,
     )
     .unwrap();

@@ -8,6 +8,8 @@
 //! a u32 count then the items. Decoding is strict: bounded counts, no trailing bytes, every
 //! value revalidated, and the decoded manifest must re-encode to the identical bytes.
 
+use std::collections::BTreeMap;
+
 use amalgam_dp::params::{
     BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, RoundingBias, Sigma,
 };
@@ -129,6 +131,16 @@ pub fn encode(body: &ManifestBody) -> Vec<u8> {
         WeightMode::Declared => 1,
         WeightMode::Noised => 2,
     });
+    // Only a declared campaign carries weights, so the bytes of every other campaign are
+    // unchanged; a map under another mode is written anyway (never silently dropped from
+    // what members sign) and its decoding then fails on the trailing entries.
+    if c.weight_mode == WeightMode::Declared || !c.declared_weights.is_empty() {
+        w.count(c.declared_weights.len().min(u32::MAX as usize));
+        for (name, weight) in &c.declared_weights {
+            string(&mut w, name);
+            w.u32(*weight);
+        }
+    }
     w.count(body.members.len().min(u32::MAX as usize));
     for m in &body.members {
         string(&mut w, &m.name);
@@ -321,6 +333,24 @@ fn decode_inner(bytes: &[u8]) -> Result<ManifestBody, DecodeError> {
         2 => WeightMode::Noised,
         _ => return Err(bad("campaign.weight_mode", "must be 0, 1 or 2")),
     };
+    let mut declared_weights = BTreeMap::new();
+    if weight_mode == WeightMode::Declared {
+        let n = r.count("campaign.declared_weights", 0, MAX_MEMBERS)?;
+        let mut last: Option<String> = None;
+        for _ in 0..n {
+            let name = read_str(&mut r, "declared_weights.name")?;
+            let weight = r.u32("declared_weights.weight")?;
+            // Strictly ascending names: the map's order, so one map has one encoding.
+            if last.as_ref().is_some_and(|l| *l >= name) {
+                return Err(bad(
+                    "declared_weights.name",
+                    "names must be strictly ascending",
+                ));
+            }
+            last = Some(name.clone());
+            declared_weights.insert(name, weight);
+        }
+    }
     let n = r.count("members", 0, MAX_MEMBERS)?;
     let mut members = Vec::with_capacity(r.capacity(n, 45));
     for _ in 0..n {
@@ -390,6 +420,7 @@ fn decode_inner(bytes: &[u8]) -> Result<ManifestBody, DecodeError> {
             initial_weights_digest,
             training,
             weight_mode,
+            declared_weights,
         },
         members,
         rotations,

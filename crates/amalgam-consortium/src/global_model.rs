@@ -41,6 +41,9 @@ pub enum ModelError {
     /// No contributor: the mean is undefined.
     #[error("no contributor in the round")]
     NoContributors,
+    /// A contributor or site with no aggregation weight (not a manifest site).
+    #[error("site {0} has no aggregation weight in the manifest")]
+    UnknownSite(u16),
     /// A value is NaN or infinite.
     #[error("model value {0} is not finite")]
     NotFinite(usize),
@@ -59,13 +62,15 @@ pub enum ModelError {
     },
 }
 
-/// FedAvg with a server learning rate, uniform weights: for each i in order,
-/// w'_i = f32(f64(w_i) + lr · (s_i / n)), where s is the decoded (noisy) sum of clipped
-/// updates, padded beyond the model length (the padding is ignored).
+/// FedAvg with a server learning rate: for each i in order,
+/// w'_i = f32(f64(w_i) + lr · (s_i / divisor)), where s is the decoded (noisy) sum of clipped
+/// (and, under declared weights, scaled) updates, padded beyond the model length (the padding
+/// is ignored), and `divisor` is [`AggregationWeights::divisor`] of the round's contributors
+/// (their count under uniform weights).
 pub fn fedavg_step(
     model: &[f32],
     decoded_sum: &[f64],
-    contributors: usize,
+    divisor: f64,
     server_lr: f64,
 ) -> Result<Vec<f32>, ModelError> {
     if decoded_sum.len() < model.len() {
@@ -74,13 +79,12 @@ pub fn fedavg_step(
             got: decoded_sum.len(),
         });
     }
-    if contributors == 0 {
+    if !(divisor.is_finite() && divisor > 0.0) {
         return Err(ModelError::NoContributors);
     }
-    let n = contributors as f64;
     let mut out = Vec::with_capacity(model.len());
     for (i, (w, s)) in model.iter().zip(decoded_sum).enumerate() {
-        let v = (f64::from(*w) + server_lr * (s / n)) as f32;
+        let v = (f64::from(*w) + server_lr * (s / divisor)) as f32;
         if !v.is_finite() {
             return Err(ModelError::NotFinite(i));
         }
@@ -90,19 +94,76 @@ pub fn fedavg_step(
 }
 
 /// model_{r+1}: decodes round r's published modular `sum` with round r's `encoding` (the DP
-/// decode every site uses) and takes the FedAvg step over `contributors` sites.
+/// decode every site uses) and takes the FedAvg step with `divisor`
+/// ([`AggregationWeights::divisor`] of the round's contributors).
 pub fn next_model(
     encoding: EncodingParams,
     model: &[f32],
     sum: &[u64],
-    contributors: usize,
+    divisor: f64,
     server_lr: f64,
 ) -> Result<Vec<f32>, ModelError> {
     let codec = DdgCodec::new(encoding).map_err(|e| ModelError::Decode(e.to_string()))?;
     let decoded = codec
         .decode_sum(sum)
         .map_err(|e| ModelError::Decode(e.to_string()))?;
-    fedavg_step(model, &decoded, contributors, server_lr)
+    fedavg_step(model, &decoded, divisor, server_lr)
+}
+
+/// How a round's contributions are weighted: the campaign's weight mode with its public
+/// weights by site index ([`VerifiedManifest::aggregation_weights`]).
+///
+/// Under declared weights site i scales its clipped update by s_i = w_i / max w (so its norm
+/// stays within the clip norm C and the site-level sensitivity is unchanged), and the step
+/// divides the sum by Σ_{contributors} w_i / max w: the weighted mean over the sites that
+/// contributed, whoever dropped out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AggregationWeights {
+    /// Every contributor counts once.
+    Uniform,
+    /// Declared weights, index = site id (all ≥ 1).
+    Declared(Vec<u32>),
+}
+
+impl AggregationWeights {
+    /// The factor site `site` multiplies its clipped update by: 1 under uniform weights,
+    /// w_site / max w (in (0, 1]) under declared ones.
+    pub fn scale(&self, site: u16) -> Result<f64, ModelError> {
+        match self {
+            Self::Uniform => Ok(1.0),
+            Self::Declared(w) => {
+                let max = w.iter().copied().max().unwrap_or(0);
+                match w.get(usize::from(site)) {
+                    Some(&own) if own > 0 => Ok(f64::from(own) / f64::from(max)),
+                    _ => Err(ModelError::UnknownSite(site)),
+                }
+            }
+        }
+    }
+
+    /// What the step divides the decoded sum by: the contributor count under uniform
+    /// weights, (Σ w_i) / max w over `contributors` under declared ones (the integer sum is
+    /// exact, then one division, so every party gets the same bits). Refused for an empty or
+    /// unknown contributor.
+    pub fn divisor(&self, contributors: &[u16]) -> Result<f64, ModelError> {
+        if contributors.is_empty() {
+            return Err(ModelError::NoContributors);
+        }
+        match self {
+            Self::Uniform => Ok(contributors.len() as f64),
+            Self::Declared(w) => {
+                let max = w.iter().copied().max().unwrap_or(0);
+                let mut total: u64 = 0;
+                for &c in contributors {
+                    match w.get(usize::from(c)) {
+                        Some(&v) if v > 0 => total += u64::from(v),
+                        _ => return Err(ModelError::UnknownSite(c)),
+                    }
+                }
+                Ok(total as f64 / f64::from(max))
+            }
+        }
+    }
 }
 
 /// Round `round`'s DDG encoding parameters under `manifest` (DP policy and the round's public
@@ -164,13 +225,46 @@ mod tests {
     #[test]
     fn step_and_digest() {
         let m = [1.0f32, 2.0];
-        let next = fedavg_step(&m, &[2.0, -4.0, 99.0], 2, 0.5).unwrap();
+        let next = fedavg_step(&m, &[2.0, -4.0, 99.0], 2.0, 0.5).unwrap();
         assert_eq!(next, vec![1.5, 1.0]);
         assert_ne!(model_digest(&m), model_digest(&next));
         // -0.0 and 0.0 differ in bytes: the digest is over bytes, not values.
         assert_ne!(model_digest(&[0.0]), model_digest(&[-0.0]));
-        assert!(fedavg_step(&m, &[1.0], 1, 1.0).is_err());
-        assert!(fedavg_step(&m, &[1.0, 1.0], 0, 1.0).is_err());
+        assert!(fedavg_step(&m, &[1.0], 1.0, 1.0).is_err());
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert_eq!(
+                fedavg_step(&m, &[1.0, 1.0], bad, 1.0),
+                Err(ModelError::NoContributors)
+            );
+        }
+    }
+
+    /// Declared weights: the scale is w_i / max w, the divisor Σ w_i / max w over the
+    /// contributors only (a dropped site's weight never enters it), so scaled updates of
+    /// equal value average back to that value whoever contributed; uniform counts sites.
+    #[test]
+    fn declared_weights_give_the_weighted_mean_over_contributors() {
+        let w = AggregationWeights::Declared(vec![300, 100, 600]);
+        assert_eq!(w.scale(2).unwrap(), 1.0);
+        assert_eq!(w.scale(1).unwrap(), 100.0 / 600.0);
+        assert_eq!(w.divisor(&[0, 1, 2]).unwrap(), 1000.0 / 600.0);
+        assert_eq!(w.divisor(&[0, 1]).unwrap(), 400.0 / 600.0);
+        assert_eq!(w.scale(3), Err(ModelError::UnknownSite(3)));
+        assert_eq!(w.divisor(&[0, 3]), Err(ModelError::UnknownSite(3)));
+        assert_eq!(w.divisor(&[]), Err(ModelError::NoContributors));
+        // Sites 0 and 1 send updates u0 and u1, each scaled by its factor: the step is the
+        // weighted mean (300·u0 + 100·u1) / 400.
+        let (u0, u1) = (2.0, -6.0);
+        let sum = w.scale(0).unwrap() * u0 + w.scale(1).unwrap() * u1;
+        let next = fedavg_step(&[0.0], &[sum], w.divisor(&[0, 1]).unwrap(), 1.0).unwrap();
+        let want = (300.0 * u0 + 100.0 * u1) / 400.0;
+        assert!(
+            (f64::from(next[0]) - want).abs() < 1e-6,
+            "{next:?} vs {want}"
+        );
+        let u = AggregationWeights::Uniform;
+        assert_eq!(u.scale(7).unwrap(), 1.0);
+        assert_eq!(u.divisor(&[0, 4, 9]).unwrap(), 3.0);
     }
 
     #[test]
@@ -201,10 +295,10 @@ mod tests {
             .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15) & mask)
             .collect();
         let model: Vec<f32> = (0..64).map(|i| i as f32 * 0.01 - 0.3).collect();
-        let one = model_digest(&next_model(enc, &model, &sum, 5, 0.7).unwrap());
+        let one = model_digest(&next_model(enc, &model, &sum, 5.0, 0.7).unwrap());
         let spawn = |enc: EncodingParams, model: Vec<f32>, sum: Vec<u64>| {
             std::thread::spawn(move || {
-                model_digest(&next_model(enc, &model, &sum, 5, 0.7).unwrap())
+                model_digest(&next_model(enc, &model, &sum, 5.0, 0.7).unwrap())
             })
         };
         let a = spawn(enc, model.clone(), sum.clone());
@@ -213,7 +307,7 @@ mod tests {
         assert_eq!(b.join().unwrap(), one);
         // Another round's rotation gives another model: the test can fail.
         let other = model_digest(
-            &next_model(encoding_params(&c.verified, 8), &model, &sum, 5, 0.7).unwrap(),
+            &next_model(encoding_params(&c.verified, 8), &model, &sum, 5.0, 0.7).unwrap(),
         );
         assert_ne!(other, one);
     }

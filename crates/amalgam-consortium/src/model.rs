@@ -3,6 +3,8 @@
 //! The same types are the TOML draft (serde, keys and digests as hex) and the input of the
 //! canonical encoding ([`crate::canonical`]), which is what members sign.
 
+use std::collections::BTreeMap;
+
 use amalgam_dp::params::{
     BitWidth, ClipNorm, Delta, Dimension, Epsilon, Gamma, RoundingBias, Sigma,
 };
@@ -253,7 +255,9 @@ pub enum Optimizer {
 pub enum WeightMode {
     /// Every site counts once.
     Uniform,
-    /// Sites declare their example count (revealed).
+    /// A public weight per site, fixed in the manifest (`Campaign::declared_weights`): site i
+    /// scales its clipped update by w_i / max w, and the step divides by the contributors'
+    /// Σ w_i / max w. The weights (usually dataset sizes) are public to every member.
     Declared,
     /// Example counts summed under the mask with noise.
     Noised,
@@ -301,6 +305,11 @@ pub struct Campaign {
     pub training: TrainingConfig,
     /// Aggregation weights.
     pub weight_mode: WeightMode,
+    /// The public weight of each site under [`WeightMode::Declared`], by member name (every
+    /// site exactly once, each 1..=[`crate::validate::MAX_DECLARED_WEIGHT`]); empty under the
+    /// other modes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub declared_weights: BTreeMap<String, u32>,
 }
 
 /// The whole manifest of one epoch, before signatures.

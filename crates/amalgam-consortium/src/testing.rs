@@ -142,6 +142,7 @@ pub fn body(
                 rounds: 100,
             },
             weight_mode: WeightMode::Uniform,
+            declared_weights: Default::default(),
         },
         members,
         rotations: Vec::new(),

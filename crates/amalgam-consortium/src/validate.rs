@@ -18,6 +18,10 @@ pub const MAX_PHASE_SECS: u32 = 7 * 24 * 3600;
 /// Most rounds in a campaign.
 pub const MAX_ROUNDS: u32 = 1_000_000;
 
+/// Largest declared aggregation weight (a billion records): every weight and every sum of at
+/// most [`MAX_MEMBERS`] of them is exact in an `f64`.
+pub const MAX_DECLARED_WEIGHT: u32 = 1_000_000_000;
+
 /// The parameters derived from a valid manifest.
 #[derive(Debug, Clone, Copy)]
 pub struct Derived {
@@ -200,6 +204,51 @@ fn check_campaign(body: &ManifestBody) -> Result<(), ManifestError> {
         t.server_momentum,
         (0.0..1.0).contains(&t.server_momentum),
     )?;
+    check_declared_weights(body)
+}
+
+/// Under `declared`, exactly one weight per site (by member name), each in
+/// 1..=[`MAX_DECLARED_WEIGHT`], and none for another member; under the other modes, none.
+fn check_declared_weights(body: &ManifestBody) -> Result<(), ManifestError> {
+    let c = &body.campaign;
+    if c.weight_mode != WeightMode::Declared {
+        if c.declared_weights.is_empty() {
+            return Ok(());
+        }
+        return Err(ManifestError::invalid(
+            "declared weights are given but the weight mode is not declared",
+        ));
+    }
+    for (name, &w) in &c.declared_weights {
+        match body.members.iter().find(|m| m.name == *name) {
+            Some(m) if m.has(Role::Site) => {}
+            Some(_) => {
+                return Err(ManifestError::invalid(format!(
+                    "declared weight for {name}, which is not a site"
+                )));
+            }
+            None => {
+                return Err(ManifestError::invalid(format!(
+                    "declared weight for {name}, which is not a member"
+                )));
+            }
+        }
+        if w == 0 || w > MAX_DECLARED_WEIGHT {
+            return Err(ManifestError::invalid(format!(
+                "declared weight of {name} is {w}, it must be 1 to {MAX_DECLARED_WEIGHT}"
+            )));
+        }
+    }
+    if let Some(m) = body
+        .members
+        .iter()
+        .find(|m| m.has(Role::Site) && !c.declared_weights.contains_key(&m.name))
+    {
+        return Err(ManifestError::invalid(format!(
+            "site {} has no declared weight (the declared mode needs one per site)",
+            m.name
+        )));
+    }
     Ok(())
 }
 

@@ -237,4 +237,30 @@ impl VerifiedManifest {
     pub fn max_aborted_rounds(&self) -> u32 {
         self.body.max_aborted_rounds
     }
+
+    /// The campaign's aggregation weights by site index, which the aggregator, every site and
+    /// the harness step the model with. `noised` (DP-FedAvg's noised weight sum) is not
+    /// implemented and refused, never averaged as uniform.
+    pub fn aggregation_weights(
+        &self,
+    ) -> Result<crate::global_model::AggregationWeights, ManifestError> {
+        use crate::global_model::AggregationWeights;
+        let c = &self.body.campaign;
+        match c.weight_mode {
+            WeightMode::Uniform => Ok(AggregationWeights::Uniform),
+            WeightMode::Declared => self
+                .sites()
+                .iter()
+                .map(|m| {
+                    c.declared_weights.get(&m.name).copied().ok_or_else(|| {
+                        ManifestError::invalid(format!("site {} has no declared weight", m.name))
+                    })
+                })
+                .collect::<Result<Vec<u32>, _>>()
+                .map(AggregationWeights::Declared),
+            WeightMode::Noised => Err(ManifestError::invalid(
+                "the noised weight mode (DP-FedAvg) is not implemented; use uniform or declared",
+            )),
+        }
+    }
 }

@@ -75,6 +75,7 @@ fn error_json(e: &ModelError) -> Value {
             json!({ "error": "length", "expected": expected, "got": got })
         }
         ModelError::NoContributors => json!({ "error": "no_contributors" }),
+        ModelError::UnknownSite(s) => json!({ "error": "unknown_site", "site": s }),
         ModelError::NotFinite(i) => json!({ "error": "not_finite", "index": i }),
         ModelError::Decode(_) => json!({ "error": "decode" }),
         ModelError::Bytes {
@@ -263,7 +264,7 @@ fn fedavg_vectors() -> Value {
                 "contributors": s.contributors,
                 "server_lr_f64_bits": format!("{:016x}", s.lr.to_bits()),
                 "server_lr_debug": format!("{:?}", s.lr),
-                "expect": outcome(&fedavg_step(&s.model, &s.sum, s.contributors, s.lr)),
+                "expect": outcome(&fedavg_step(&s.model, &s.sum, s.contributors as f64, s.lr)),
             })
         })
         .collect();
@@ -366,7 +367,7 @@ fn next_model_vectors() -> Value {
     let cases: Vec<Value> = encoded()
         .into_iter()
         .map(|e| {
-            let got = next_model(encoding(&e), &e.model, &e.sum, e.contributors, e.lr);
+            let got = next_model(encoding(&e), &e.model, &e.sum, e.contributors as f64, e.lr);
             json!({
                 "description": e.what,
                 "encoding": {
@@ -490,7 +491,7 @@ fn every_model_vector_file_checks() {
         let got = fedavg_step(
             &read_f32s(&c["model_f32_bits"]),
             &read_f64s(&c["decoded_sum_f64_bits"]),
-            c["contributors"].as_u64().unwrap() as usize,
+            c["contributors"].as_u64().unwrap() as f64,
             read_f64(&c["server_lr_f64_bits"]),
         );
         refused += usize::from(got.is_err());
@@ -528,7 +529,7 @@ fn every_model_vector_file_checks() {
             encoding(&enc),
             &enc.model,
             &enc.sum,
-            enc.contributors,
+            enc.contributors as f64,
             enc.lr,
         );
         assert_eq!(

@@ -474,7 +474,7 @@ impl SiteAgent {
             self.rules.encoding(round),
             &self.model,
             &sum,
-            c.len(),
+            self.rules.weights.divisor(c)?,
             self.rules.server_lr,
         )?;
         let digest = model_digest(&next);

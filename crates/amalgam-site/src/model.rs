@@ -5,5 +5,6 @@
 //! model the aggregator serves against its own.
 
 pub use amalgam_consortium::global_model::{
-    ModelError, fedavg_step, model_bytes, model_digest, model_from_bytes, next_model,
+    AggregationWeights, ModelError, fedavg_step, model_bytes, model_digest, model_from_bytes,
+    next_model,
 };

@@ -279,8 +279,18 @@ impl SiteAgent {
                 got: trained.update.len(),
             }));
         }
-        let update: Vec<f64> = trained.update.iter().map(|&v| f64::from(v)).collect();
+        let mut update: Vec<f64> = trained.update.iter().map(|&v| f64::from(v)).collect();
         codec.check_update(&update)?;
+        // Declared weights: the update is clipped to C first and then scaled by
+        // w_site / max w ≤ 1, so its norm stays within C (the site-level sensitivity the noise
+        // is calibrated to) and the weight survives clipping; uniform weights leave it as is.
+        let scale = self.rules.weights.scale(self.site)?;
+        if scale != 1.0 {
+            update = amalgam_dp::encoding::clip_l2(&update, self.rules.dp.clip)
+                .into_iter()
+                .map(|v| v * scale)
+                .collect();
+        }
         let encoded = codec.encode(noise, &update)?;
         encoded.check_origin(&self.ledger.ledger_id(), kind)?;
         Ok(encoded)
@@ -477,7 +487,7 @@ impl SiteAgent {
             self.rules.encoding(round),
             &self.model,
             &result.sum,
-            result.contributors.len(),
+            self.rules.weights.divisor(&result.contributors)?,
             self.rules.server_lr,
         )?;
         let digest = model_digest(&next);
@@ -528,11 +538,14 @@ impl SiteAgent {
             {
                 return Ok(false);
             }
+            let Ok(divisor) = self.rules.weights.divisor(&result.contributors) else {
+                return Ok(false);
+            };
             model = match next_model(
                 self.rules.encoding(k),
                 &model,
                 &result.sum,
-                result.contributors.len(),
+                divisor,
                 self.rules.server_lr,
             ) {
                 Ok(m) => m,

@@ -3,6 +3,7 @@
 //! by [`ConsortiumRules::from_manifest`] from the consortium crate's `VerifiedManifest` (or
 //! directly in tests); its derived values (context digest, rotation seed) are the manifest's.
 
+use amalgam_consortium::global_model::AggregationWeights;
 use amalgam_consortium::labels;
 use amalgam_consortium::{ManifestError, VerifiedManifest};
 use amalgam_dp::encoding::EncodingParams;
@@ -43,6 +44,9 @@ pub struct ConsortiumRules {
     pub local_steps: u32,
     /// Server learning rate of the FedAvg step.
     pub server_lr: f64,
+    /// The campaign's aggregation weights: the factor this site scales its clipped update by
+    /// and the FedAvg divisor of each round's contributors.
+    pub weights: AggregationWeights,
     /// Model length (the update's length before padding).
     pub model_len: usize,
     /// The campaign's initial weights digest ([`crate::model::model_digest`] of the values),
@@ -88,6 +92,7 @@ impl ConsortiumRules {
             campaign_digest: h.finalize().into(),
             local_steps: campaign.training.local_epochs,
             server_lr: campaign.training.server_lr,
+            weights: m.aggregation_weights()?,
             model_len: usize::try_from(campaign.parameter_count.get())
                 .map_err(|_| ManifestError::Invalid("parameter count".to_string()))?,
             initial_weights_digest: Some(campaign.initial_weights_digest),

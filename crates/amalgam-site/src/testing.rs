@@ -186,6 +186,7 @@ impl HubState {
         let wrong = self.wrong_model;
         let encoding = self.rules.encoding(round);
         let server_lr = self.rules.server_lr;
+        let weights = self.rules.weights.clone();
         let model = self.model.clone();
         let r = self.round(round)?;
         if r.result.is_some() {
@@ -214,14 +215,11 @@ impl HubState {
                 r.open = r.agg.phase();
             }
             Ok(AggregatorStep::Finished(out)) => {
-                let next = next_model(
-                    encoding,
-                    &model,
-                    &out.sum,
-                    out.contributors.len(),
-                    server_lr,
-                )
-                .ok();
+                let contributors: Vec<u16> = out.contributors.iter().map(|s| s.0).collect();
+                let next = weights
+                    .divisor(&contributors)
+                    .and_then(|divisor| next_model(encoding, &model, &out.sum, divisor, server_lr))
+                    .ok();
                 let Some(next) = next else {
                     r.result = Some(Err(()));
                     return Ok(());

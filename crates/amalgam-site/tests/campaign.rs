@@ -35,12 +35,22 @@ fn initial() -> Vec<f32> {
 /// Five sites (t = 4 against one colluder: one dropout tolerated) whose campaign wants
 /// `rounds` completed rounds from [`initial`], at most 2 aborted.
 fn campaign_consortium(seed: u64, rounds: u32) -> TestConsortium {
+    campaign_consortium_with(seed, rounds, |_| {})
+}
+
+/// [`campaign_consortium`] with `edit` applied to the draft before everyone signs it.
+fn campaign_consortium_with(
+    seed: u64,
+    rounds: u32,
+    edit: impl FnOnce(&mut amalgam_consortium::ManifestBody),
+) -> TestConsortium {
     let aggregator = seeded_key(seed, 0);
     let mut sites: Vec<_> = (0..5).map(|i| seeded_key(seed, 1 + i)).collect();
     let mut b = body(&sites, &aggregator, &[], D);
     b.campaign.initial_weights_digest = model_digest(&initial());
     b.campaign.training.rounds = rounds;
     b.max_aborted_rounds = 2;
+    edit(&mut b);
     let mut all: Vec<_> = sites.iter().collect();
     all.push(&aggregator);
     let (signed, verified) = sign_all(b, &all);
@@ -419,4 +429,106 @@ fn forged_or_regressing_summaries_are_refused() {
     t.upload_summary(4, &next).unwrap();
     assert_eq!(t.latest_summary().unwrap(), Some(next));
     server.rt.block_on(server.service.shutdown());
+}
+
+/// Declared weights over HTTPS, end to end: the manifest gives `site-0` weight 6 and the
+/// other four weight 1, every site sends a fixed update (+0.4 per value from `site-0`,
+/// −0.4 from the others), and one light site drops out of round 1. Without noise (privacy
+/// `none`) the step is visible: each round moves the model by the declared-weight mean over
+/// that round's contributors (0.08, then 0.4·(6 − 3)/9), which the uniform mean (−0.24, then
+/// −0.2) misses by far more than the quantization error; every site and the aggregator end
+/// on the same model (but the dropped one, which has no later round to catch up in).
+#[test]
+fn declared_weights_give_the_weighted_mean_of_each_rounds_contributors() {
+    use amalgam_consortium::{DpBudget, WeightMode};
+    use amalgam_site::FixedUpdateTrainer;
+    use amalgam_site::model::AggregationWeights;
+    amalgam_net::install_crypto_provider();
+    let tc = campaign_consortium_with(71, 2, |b| {
+        b.dp.budget = DpBudget::None;
+        b.campaign.weight_mode = WeightMode::Declared;
+        b.campaign.declared_weights = (0..5)
+            .map(|i| (format!("site-{i}"), if i == 0 { 6 } else { 1 }))
+            .collect();
+    });
+    // Weights by site id come from the names, whatever order the keys sort the sites in.
+    let names: Vec<String> = tc.verified.sites().iter().map(|m| m.name.clone()).collect();
+    let weight = |id: u16| {
+        if names[usize::from(id)] == "site-0" {
+            6.0
+        } else {
+            1.0
+        }
+    };
+    let update = |id: u16| if weight(id) > 1.0 { 0.4f32 } else { -0.4 };
+    let rules = ConsortiumRules::from_manifest(&tc.verified).unwrap();
+    let by_id: Vec<u32> = (0..5).map(|i| weight(i) as u32).collect();
+    assert_eq!(rules.weights, AggregationWeights::Declared(by_id));
+    let dropped = (0..5u16).find(|&i| weight(i) == 1.0).unwrap();
+    let server = start(&tc);
+    let root = tempfile::tempdir().unwrap();
+    let handles: Vec<_> = (0..5u16)
+        .map(|i| {
+            let mut agent = SiteAgent::open(
+                &root.path().join(format!("s{i}")),
+                tc.sites[usize::from(i)].to_ledger_key(),
+                rules.clone(),
+                &initial(),
+                options(),
+            )
+            .unwrap();
+            let mut t = HttpTransport::new(
+                &server.base,
+                &tc.sites[usize::from(i)],
+                &tc.verified,
+                net_policy(),
+            )
+            .unwrap();
+            let mut trainer = FixedUpdateTrainer {
+                update: vec![update(i); D as usize],
+            };
+            std::thread::spawn(move || {
+                for round in 0..2 {
+                    wait_open(&mut t, round);
+                    if round == 1 && i == dropped {
+                        continue;
+                    }
+                    let o = agent.run_round(&mut t, &mut trainer, round).unwrap();
+                    assert!(matches!(o, RoundOutcome::Completed { .. }), "{o:?}");
+                }
+                agent.model().1
+            })
+        })
+        .collect();
+    let ended: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let end = server.rt.block_on(server.campaign).unwrap().unwrap();
+    assert_eq!(end.completed, 2);
+    let mean = |contributors: &[u16], weighted: bool| -> f64 {
+        let w = |i: u16| if weighted { weight(i) } else { 1.0 };
+        let total: f64 = contributors.iter().map(|&i| w(i)).sum();
+        contributors
+            .iter()
+            .map(|&i| w(i) * f64::from(update(i)))
+            .sum::<f64>()
+            / total
+    };
+    let all: Vec<u16> = (0..5).collect();
+    let rest: Vec<u16> = all.iter().copied().filter(|&i| i != dropped).collect();
+    let weighted = mean(&all, true) + mean(&rest, true);
+    let uniform = mean(&all, false) + mean(&rest, false);
+    assert!((weighted - uniform).abs() > 0.5, "{weighted} vs {uniform}");
+    for (v, start) in end.model.iter().zip(initial()) {
+        let moved = f64::from(*v) - f64::from(start);
+        assert!(
+            (moved - weighted).abs() < 0.05,
+            "moved {moved}, want {weighted}"
+        );
+    }
+    let final_digest = model_digest(&end.model);
+    // The dropped site never saw round 1's result (no later round to catch up in).
+    for (i, digest) in ended.iter().enumerate() {
+        if i != usize::from(dropped) {
+            assert_eq!(*digest, final_digest, "site {i}");
+        }
+    }
 }

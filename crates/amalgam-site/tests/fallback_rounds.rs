@@ -587,7 +587,7 @@ fn expected_next(net: &Net, sum: &[u64], cohort: usize) -> [u8; 32] {
         net.rules.encoding(ROUND),
         &net.model,
         &reduced,
-        cohort,
+        cohort as f64,
         net.rules.server_lr,
     )
     .unwrap();

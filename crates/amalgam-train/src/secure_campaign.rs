@@ -269,6 +269,7 @@ fn rules(
         campaign_digest: model_digest(initial),
         local_steps: c.local_steps,
         server_lr: c.server_lr,
+        weights: amalgam_site::model::AggregationWeights::Uniform,
         model_len: initial.len(),
         initial_weights_digest: Some(model_digest(initial)),
         // Masking only: no fallback setup in the in-process campaign.

@@ -79,7 +79,7 @@ fn each_published_model_is_the_fedavg_step_of_the_plaintext_sum_of_the_encoded_u
             rules.encoding(r as u64),
             &trace.models[r],
             &sum,
-            enc.len(),
+            enc.len() as f64,
             rules.server_lr,
         )
         .unwrap();

@@ -132,7 +132,8 @@ pub struct InitArgs {
     /// Rounds in the campaign.
     #[arg(long, default_value_t = 100)]
     rounds: u32,
-    /// Aggregation weights: uniform, declared or noised.
+    /// Aggregation weights: uniform, or declared (a public weight per site, set when each is
+    /// approved with `--declared-weight`). noised is refused by the site and the aggregator.
     #[arg(long, default_value = "uniform")]
     weight_mode: String,
     /// Shortest phase deadline, seconds.
@@ -347,6 +348,7 @@ fn fresh(a: &InitArgs) -> Result<ManifestBody, Failure> {
                 rounds: a.rounds,
             },
             weight_mode,
+            declared_weights: Default::default(),
         },
         members: vec![Member {
             name: a.aggregator_name.clone(),

@@ -70,6 +70,10 @@ struct ApproveArgs {
     /// The join request.
     #[arg(long)]
     request: PathBuf,
+    /// The site's public aggregation weight (usually its record count) when the campaign's
+    /// weight mode is `declared`; every site needs one before the draft is valid.
+    #[arg(long)]
+    declared_weight: Option<u32>,
 }
 
 /// Options of `consortium rotate`.
@@ -135,6 +139,21 @@ fn join(a: &JoinArgs) -> Result<(), Failure> {
 fn approve(a: &ApproveArgs) -> Result<(), Failure> {
     let mut body = draft::read_draft(&a.manifest)?;
     let request = JoinRequest::read(&a.request)?;
+    if let Some(w) = a.declared_weight {
+        if body.campaign.weight_mode != amalgam_consortium::WeightMode::Declared {
+            return Err(Failure::usage(
+                "--declared-weight needs a campaign whose weight mode is declared",
+            ));
+        }
+        if !request.roles.contains(&Role::Site) {
+            return Err(Failure::usage(
+                "--declared-weight is for sites only: the request asks no site role",
+            ));
+        }
+        body.campaign
+            .declared_weights
+            .insert(request.name.clone(), w);
+    }
     draft::approve(&mut body, &request)?;
     draft::write_draft(&a.manifest, &body)?;
     println!(

@@ -304,6 +304,14 @@ pub(super) fn policy_text(body: &ManifestBody) -> String {
         c.training.rounds,
         c.weight_mode
     ));
+    if !c.declared_weights.is_empty() {
+        let list: Vec<String> = c
+            .declared_weights
+            .iter()
+            .map(|(name, w)| format!("{name} {w}"))
+            .collect();
+        out.push_str(&format!("declared weights (public): {}\n", list.join(", ")));
+    }
     let t = &c.training;
     out.push_str(&format!(
         "training: {} local epochs, batch {}, {:?}, lr {}, mu {}, server lr {}, momentum {}\n",

@@ -308,14 +308,21 @@ pub fn run(o: &Options, paths: &Paths, s: &Setup) -> Result<Outcome, Failure> {
         if r + 1 < rounds {
             spawn_from(r + 1)?;
         }
-        let computed = next_model(
-            encoding_params(&s.manifest, round),
-            &model,
-            &result.sum,
-            result.contributors.len(),
-            server_lr,
-        )
-        .map_err(|e| Failure::failed(format!("round {round}: the published sum: {e}")))?;
+        let computed = s
+            .manifest
+            .aggregation_weights()
+            .map_err(|e| Failure::failed(e.to_string()))?
+            .divisor(&result.contributors)
+            .and_then(|divisor| {
+                next_model(
+                    encoding_params(&s.manifest, round),
+                    &model,
+                    &result.sum,
+                    divisor,
+                    server_lr,
+                )
+            })
+            .map_err(|e| Failure::failed(format!("round {round}: the published sum: {e}")))?;
         // The model the aggregator serves for the next round must be the one its published
         // sum gives; the last round's next model is served to nobody, so it is computed.
         let next = if r + 1 < rounds {

@@ -325,6 +325,7 @@ fn body(
                 rounds: o.rounds,
             },
             weight_mode: WeightMode::Uniform,
+            declared_weights: Default::default(),
         },
         members,
         rotations: Vec::new(),

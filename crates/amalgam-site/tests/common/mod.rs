@@ -57,6 +57,7 @@ pub fn rules(n: u16, t: u16, seed: u8) -> (ConsortiumRules, Consortium) {
         campaign_digest: [5; 32],
         local_steps: 10,
         server_lr: 1.0,
+        weights: amalgam_site::model::AggregationWeights::Uniform,
         model_len: MODEL_LEN,
         initial_weights_digest: Some(amalgam_site::model::model_digest(&initial_model())),
         verified: None,
