@@ -239,13 +239,23 @@ impl VerifiedManifest {
     }
 
     /// The campaign's aggregation weights by site index, which the aggregator, every site and
-    /// the harness step the model with. `noised` (DP-FedAvg's noised weight sum) is not
-    /// implemented and refused, never averaged as uniform.
+    /// the harness step the model with (each asks for them before its first step, so this is
+    /// the one place a step rule the shared [`crate::global_model::next_model`] does not
+    /// implement is refused). `noised` (DP-FedAvg's noised weight sum) and a non-zero server
+    /// momentum are not implemented and refused, never silently stepped as plain uniform
+    /// FedAvg while the manifest says otherwise.
     pub fn aggregation_weights(
         &self,
     ) -> Result<crate::global_model::AggregationWeights, ManifestError> {
         use crate::global_model::AggregationWeights;
         let c = &self.body.campaign;
+        if c.training.server_momentum != 0.0 {
+            return Err(ManifestError::invalid(format!(
+                "server momentum {} is not implemented by the model step (plain FedAvg with a \
+                 server learning rate); use 0",
+                c.training.server_momentum
+            )));
+        }
         match c.weight_mode {
             WeightMode::Uniform => Ok(AggregationWeights::Uniform),
             WeightMode::Declared => self

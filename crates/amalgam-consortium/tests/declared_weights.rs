@@ -1,5 +1,6 @@
 //! Declared aggregation weights: one public weight per site in the signed manifest, bound
-//! into the canonical bytes, and every malformed map refused before anyone signs.
+//! into the canonical bytes, and every malformed map refused before anyone signs; step
+//! rules the model step does not implement (noised weights, server momentum) refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -117,5 +118,20 @@ fn the_noised_mode_is_refused_when_its_weights_are_asked_for() {
     assert!(matches!(
         verified.aggregation_weights(),
         Err(ManifestError::Invalid(m)) if m.contains("not implemented")
+    ));
+}
+
+/// A non-zero server momentum would be ignored by the model step (plain FedAvg): refused
+/// wherever the step rule is asked for, never trained without it while the manifest says
+/// otherwise.
+#[test]
+fn a_server_momentum_the_step_does_not_apply_is_refused() {
+    let (mut body, keys) = declared();
+    body.campaign.training.server_momentum = 0.9;
+    let all: Vec<_> = keys.iter().collect();
+    let (_, verified) = sign_all(body, &all);
+    assert!(matches!(
+        verified.aggregation_weights(),
+        Err(ManifestError::Invalid(m)) if m.contains("server momentum 0.9 is not implemented")
     ));
 }

@@ -126,7 +126,8 @@ pub struct InitArgs {
     /// Server learning rate.
     #[arg(long, default_value_t = 1.0)]
     server_lr: f64,
-    /// Server momentum.
+    /// Server momentum. Not implemented by the model step: serve and site run refuse a
+    /// manifest with any value other than 0.
     #[arg(long, default_value_t = 0.0)]
     server_momentum: f64,
     /// Rounds in the campaign.
