@@ -590,6 +590,13 @@ fn declared_weights_are_set_at_approval_and_signed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("weight mode is declared"));
     assert_eq!(std::fs::read(d.join("uniform.toml")).unwrap(), before);
 
+    // Out of range: refused, the draft unchanged.
+    let before = std::fs::read(d.join("consortium.toml")).unwrap();
+    let out = approve("consortium.toml", "s1", Some("0"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be 1 to"));
+    assert_eq!(std::fs::read(d.join("consortium.toml")).unwrap(), before);
+
     for (name, w) in [("s1", "500"), ("s2", "1500")] {
         assert!(approve("consortium.toml", name, Some(w)).status.success());
     }

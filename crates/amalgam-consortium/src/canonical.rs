@@ -126,15 +126,18 @@ pub fn encode(body: &ManifestBody) -> Vec<u8> {
     float(&mut w, t.server_lr);
     float(&mut w, t.server_momentum);
     w.u32(t.rounds);
+    // Only a declared campaign carries weights, so the bytes of every other campaign are
+    // unchanged. A map under another mode (never valid) is written after the tag 0xff, which
+    // no decoder accepts: it is never silently dropped from what members sign, and its bytes
+    // cannot re-parse as another body.
+    let stray = c.weight_mode != WeightMode::Declared && !c.declared_weights.is_empty();
     w.u8(match c.weight_mode {
+        _ if stray => 0xff,
         WeightMode::Uniform => 0,
         WeightMode::Declared => 1,
         WeightMode::Noised => 2,
     });
-    // Only a declared campaign carries weights, so the bytes of every other campaign are
-    // unchanged; a map under another mode is written anyway (never silently dropped from
-    // what members sign) and its decoding then fails on the trailing entries.
-    if c.weight_mode == WeightMode::Declared || !c.declared_weights.is_empty() {
+    if c.weight_mode == WeightMode::Declared || stray {
         w.count(c.declared_weights.len().min(u32::MAX as usize));
         for (name, weight) in &c.declared_weights {
             string(&mut w, name);

@@ -22,6 +22,13 @@ pub const MAX_ROUNDS: u32 = 1_000_000;
 /// most [`MAX_MEMBERS`] of them is exact in an `f64`.
 pub const MAX_DECLARED_WEIGHT: u32 = 1_000_000_000;
 
+/// Largest ratio of the heaviest to the lightest declared weight. The site-level noise is
+/// calibrated to one site's clip norm C while a site's signal is scaled by w_i / max w, so the
+/// noise in the step is up to this factor larger than under uniform weights when only the
+/// lightest sites contribute (and a site that skipped its scale would weigh up to this factor
+/// more than declared); 100 bounds both.
+pub const MAX_DECLARED_WEIGHT_RATIO: u32 = 100;
+
 /// The parameters derived from a valid manifest.
 #[derive(Debug, Clone, Copy)]
 pub struct Derived {
@@ -220,6 +227,7 @@ fn check_declared_weights(body: &ManifestBody) -> Result<(), ManifestError> {
         ));
     }
     for (name, &w) in &c.declared_weights {
+        check_text("declared weight's member name", name, 64)?;
         match body.members.iter().find(|m| m.name == *name) {
             Some(m) if m.has(Role::Site) => {}
             Some(_) => {
@@ -247,6 +255,14 @@ fn check_declared_weights(body: &ManifestBody) -> Result<(), ManifestError> {
         return Err(ManifestError::invalid(format!(
             "site {} has no declared weight (the declared mode needs one per site)",
             m.name
+        )));
+    }
+    let max = c.declared_weights.values().copied().max().unwrap_or(1);
+    let min = c.declared_weights.values().copied().min().unwrap_or(1);
+    if u64::from(max) > u64::from(min) * u64::from(MAX_DECLARED_WEIGHT_RATIO) {
+        return Err(ManifestError::invalid(format!(
+            "declared weights range from {min} to {max}: the heaviest may be at most \
+             {MAX_DECLARED_WEIGHT_RATIO} times the lightest (the step's noise grows with the ratio)"
         )));
     }
     Ok(())

@@ -60,17 +60,61 @@ fn declared_weights_are_signed_and_give_weights_by_site_id() {
     assert_ne!(canonical::encode(&other), canonical::encode(&body));
 }
 
-/// Uniform manifests keep the bytes they had before weights existed: nothing is written
-/// after the weight mode byte.
+/// Uniform manifests keep the bytes they had before weights existed: the declared encoding
+/// is the uniform one with mode byte 1 for 0 and the weight list inserted right after it.
 #[test]
 fn a_uniform_campaign_encodes_no_weight_list() {
     let (mut body, _) = declared();
-    let declared_len = canonical::encode(&body).len();
+    let declared = canonical::encode(&body);
     body.campaign.weight_mode = WeightMode::Uniform;
     body.campaign.declared_weights = BTreeMap::new();
-    let uniform_len = canonical::encode(&body).len();
-    let names: usize = (0..4).map(|i| 4 + format!("site-{i}").len() + 4).sum();
-    assert_eq!(declared_len, uniform_len + 4 + names);
+    let uniform = canonical::encode(&body);
+    let list: usize = 4
+        + (0..4)
+            .map(|i| 4 + format!("site-{i}").len() + 4)
+            .sum::<usize>();
+    assert_eq!(declared.len(), uniform.len() + list);
+    let p = (0..uniform.len())
+        .find(|&i| uniform[i] != declared[i])
+        .unwrap();
+    assert_eq!(
+        (uniform[p], declared[p]),
+        (0, 1),
+        "the mode byte differs first"
+    );
+    assert_eq!(uniform[..p], declared[..p]);
+    assert_eq!(uniform[p + 1..], declared[p + 1 + list..]);
+    assert_eq!(declared[p + 1..p + 5], 4u32.to_be_bytes());
+}
+
+/// Byte-level edits of a declared manifest's weight list: names out of order, a name twice,
+/// a cut-off list, or a map under another mode (tag 0xff) never decode.
+#[test]
+fn malformed_weight_lists_do_not_decode() {
+    let (body, _) = declared();
+    let bytes = canonical::encode(&body);
+    assert_eq!(canonical::decode(&bytes).unwrap(), body);
+    let at = |needle: &[u8]| {
+        bytes
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap()
+    };
+    let (s0, s1) = (at(b"site-0") + 5, at(b"site-1") + 5);
+    let mut descending = bytes.clone();
+    descending.swap(s0, s1);
+    let e = canonical::decode(&descending).unwrap_err().to_string();
+    assert!(e.contains("strictly ascending"), "{e}");
+    let mut twice = bytes.clone();
+    twice[s1] = b'0';
+    let e = canonical::decode(&twice).unwrap_err().to_string();
+    assert!(e.contains("strictly ascending"), "{e}");
+    assert!(canonical::decode(&bytes[..s1]).is_err());
+    let mut stray = body;
+    stray.campaign.weight_mode = WeightMode::Uniform;
+    let stray_bytes = canonical::encode(&stray);
+    let e = canonical::decode(&stray_bytes).unwrap_err().to_string();
+    assert!(e.contains("weight_mode"), "{e}");
 }
 
 #[test]
@@ -99,11 +143,21 @@ fn malformed_weight_maps_are_refused() {
     let mut uniform = body.clone();
     uniform.campaign.weight_mode = WeightMode::Uniform;
     refused(uniform, "the weight mode is not declared");
-    // Written anyway, a map under another mode does not decode: members never sign a
-    // manifest whose weights the decoder would drop.
-    let mut uniform = body;
-    uniform.campaign.weight_mode = WeightMode::Uniform;
-    assert!(canonical::decode(&canonical::encode(&uniform)).is_err());
+    // The heaviest at most 100 times the lightest: 100 passes, 101 does not.
+    let mut wide = body.clone();
+    wide.campaign.declared_weights = (0..4u32)
+        .map(|i| (format!("site-{i}"), if i == 0 { 10 } else { 1000 }))
+        .collect();
+    SignedManifest::from_body(wide.clone()).unwrap();
+    wide.campaign.declared_weights.insert("site-3".into(), 1010);
+    refused(wide, "at most 100 times the lightest");
+    // A name that is not printable ASCII is refused before it is printed anywhere.
+    let mut escape = body;
+    escape
+        .campaign
+        .declared_weights
+        .insert("site-\u{1b}[2J".into(), 5);
+    refused(escape, "must be printable ASCII");
 }
 
 /// The noised mode has no implementation: asking for its weights is an error, never a

@@ -247,6 +247,9 @@ impl SiteAgent {
         round: u64,
         permit: amalgam_dp::ledger::RoundPermit,
     ) -> Result<amalgam_dp::encoding::EncodedUpdate, AgentError> {
+        // The weight's scale before any noise is drawn or record permit taken, so that a site
+        // without a weight wastes no charge.
+        let scale = self.rules.weights.scale(self.site)?;
         let site_steps = permit.steps();
         let epsilon_total = permit.epsilon_total().get();
         let codec = DdgCodec::new(self.rules.encoding(round))?;
@@ -284,7 +287,6 @@ impl SiteAgent {
         // Declared weights: the update is clipped to C first and then scaled by
         // w_site / max w ≤ 1, so its norm stays within C (the site-level sensitivity the noise
         // is calibrated to) and the weight survives clipping; uniform weights leave it as is.
-        let scale = self.rules.weights.scale(self.site)?;
         if scale != 1.0 {
             update = amalgam_dp::encoding::clip_l2(&update, self.rules.dp.clip)
                 .into_iter()

@@ -432,11 +432,13 @@ fn forged_or_regressing_summaries_are_refused() {
 }
 
 /// Declared weights over HTTPS, end to end: the manifest gives `site-0` weight 6 and the
-/// other four weight 1, every site sends a fixed update (+0.4 per value from `site-0`,
-/// −0.4 from the others), and one light site drops out of round 1. Without noise (privacy
-/// `none`) the step is visible: each round moves the model by the declared-weight mean over
-/// that round's contributors (0.08, then 0.4·(6 − 3)/9), which the uniform mean (−0.24, then
-/// −0.2) misses by far more than the quantization error; every site and the aggregator end
+/// other four weight 1, every site sends a fixed update of norm 4.9 > C (+2 per value from
+/// `site-0`, −2 from the others), and one light site drops out of round 1. Without noise
+/// (privacy `none`) the step is visible: each round moves the model by the declared-weight
+/// mean of the clipped updates (±1/√6 per value) over that round's contributors (0.082, then
+/// 0.136), which the uniform mean (−0.245, then −0.204) and scaling before the clip (the
+/// light sites' scaled updates fit within C: −0.56) miss by far more than the quantization
+/// error; every site and the aggregator end
 /// on the same model (but the dropped one, which has no later round to catch up in).
 #[test]
 fn declared_weights_give_the_weighted_mean_of_each_rounds_contributors() {
@@ -460,7 +462,9 @@ fn declared_weights_give_the_weighted_mean_of_each_rounds_contributors() {
             1.0
         }
     };
-    let update = |id: u16| if weight(id) > 1.0 { 0.4f32 } else { -0.4 };
+    // Norm 2·√6 ≈ 4.9, above C = 1: each site clips to C, then scales (values ±1/√6).
+    let update = |id: u16| if weight(id) > 1.0 { 2.0f32 } else { -2.0 };
+    let clipped = |id: u16| f64::from(update(id)) / (2.0 * 6f64.sqrt());
     let rules = ConsortiumRules::from_manifest(&tc.verified).unwrap();
     let by_id: Vec<u32> = (0..5).map(|i| weight(i) as u32).collect();
     assert_eq!(rules.weights, AggregationWeights::Declared(by_id));
@@ -506,17 +510,13 @@ fn declared_weights_give_the_weighted_mean_of_each_rounds_contributors() {
     let mean = |contributors: &[u16], weighted: bool| -> f64 {
         let w = |i: u16| if weighted { weight(i) } else { 1.0 };
         let total: f64 = contributors.iter().map(|&i| w(i)).sum();
-        contributors
-            .iter()
-            .map(|&i| w(i) * f64::from(update(i)))
-            .sum::<f64>()
-            / total
+        contributors.iter().map(|&i| w(i) * clipped(i)).sum::<f64>() / total
     };
     let all: Vec<u16> = (0..5).collect();
     let rest: Vec<u16> = all.iter().copied().filter(|&i| i != dropped).collect();
     let weighted = mean(&all, true) + mean(&rest, true);
     let uniform = mean(&all, false) + mean(&rest, false);
-    assert!((weighted - uniform).abs() > 0.5, "{weighted} vs {uniform}");
+    assert!((weighted - uniform).abs() > 0.4, "{weighted} vs {uniform}");
     for (v, start) in end.model.iter().zip(initial()) {
         let moved = f64::from(*v) - f64::from(start);
         assert!(

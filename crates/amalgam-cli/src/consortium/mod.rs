@@ -145,6 +145,12 @@ fn approve(a: &ApproveArgs) -> Result<(), Failure> {
                 "--declared-weight needs a campaign whose weight mode is declared",
             ));
         }
+        let most = amalgam_consortium::validate::MAX_DECLARED_WEIGHT;
+        if w == 0 || w > most {
+            return Err(Failure::usage(format!(
+                "--declared-weight must be 1 to {most}, got {w}"
+            )));
+        }
         if !request.roles.contains(&Role::Site) {
             return Err(Failure::usage(
                 "--declared-weight is for sites only: the request asks no site role",
