@@ -33,6 +33,56 @@ fn fingerprint_of(stdout: &str) -> String {
         .to_string()
 }
 
+/// `consortium init` of a 3-of-n draft under aggregator key `k-agg` (digests `ab…`, 1000
+/// parameters, σ 4), with `extra` options appended.
+fn init_draft(dir: &Path, extra: &[&str]) -> String {
+    let digest = "ab".repeat(32);
+    let mut args = vec![
+        "consortium",
+        "init",
+        "--aggregator-key",
+        "k-agg",
+        "--aggregator-org",
+        "Agg Ltd",
+        "--threshold",
+        "3",
+        "--model",
+        "builtin:mlp",
+        "--param-list-digest",
+        &digest,
+        "--params",
+        "1000",
+        "--initial-weights-digest",
+        &digest,
+        "--sigma",
+        "4.0",
+    ];
+    args.extend_from_slice(extra);
+    ok(dir, &args)
+}
+
+/// `consortium join` of site `name` (key directory `k-<name>`, organisation `Org <name>`)
+/// to the draft `manifest`, writing `<name>.join.toml`.
+fn join_as_site(dir: &Path, manifest: &str, name: &str) {
+    ok(
+        dir,
+        &[
+            "consortium",
+            "join",
+            "--manifest",
+            manifest,
+            "--key",
+            &format!("k-{name}"),
+            "--org",
+            &format!("Org {name}"),
+            "--roles",
+            "site",
+            "--name",
+            name,
+        ],
+    );
+}
+
 #[test]
 fn keys_init_join_approve_sign_show_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
@@ -42,48 +92,9 @@ fn keys_init_join_approve_sign_show_round_trip() {
         let out = ok(d, &["keys", "gen", "--dir", &format!("k-{name}")]);
         fps.push(fingerprint_of(&out));
     }
-    let digest = "ab".repeat(32);
-    ok(
-        d,
-        &[
-            "consortium",
-            "init",
-            "--aggregator-key",
-            "k-agg",
-            "--aggregator-org",
-            "Agg Ltd",
-            "--threshold",
-            "3",
-            "--model",
-            "builtin:mlp",
-            "--param-list-digest",
-            &digest,
-            "--params",
-            "1000",
-            "--initial-weights-digest",
-            &digest,
-            "--sigma",
-            "4.0",
-        ],
-    );
+    init_draft(d, &[]);
     for name in ["s1", "s2", "s3"] {
-        ok(
-            d,
-            &[
-                "consortium",
-                "join",
-                "--manifest",
-                "consortium.toml",
-                "--key",
-                &format!("k-{name}"),
-                "--org",
-                &format!("Org {name}"),
-                "--roles",
-                "site",
-                "--name",
-                name,
-            ],
-        );
+        join_as_site(d, "consortium.toml", name);
         ok(
             d,
             &[
@@ -355,23 +366,7 @@ fn keys_init_join_approve_sign_show_round_trip() {
             "e3.toml",
         ],
     );
-    ok(
-        d,
-        &[
-            "consortium",
-            "join",
-            "--manifest",
-            "e3.toml",
-            "--key",
-            "k-s4",
-            "--org",
-            "Org s4",
-            "--roles",
-            "site",
-            "--name",
-            "s4",
-        ],
-    );
+    join_as_site(d, "e3.toml", "s4");
     ok(
         d,
         &[
@@ -517,56 +512,10 @@ fn declared_weights_are_set_at_approval_and_signed() {
         fps.push(fingerprint_of(&out));
     }
     std::fs::write(d.join("verified.txt"), fps.join("\n")).unwrap();
-    let digest = "ab".repeat(32);
-    let init = |manifest: &str, mode: &str| {
-        ok(
-            d,
-            &[
-                "consortium",
-                "init",
-                "--out",
-                manifest,
-                "--aggregator-key",
-                "k-agg",
-                "--aggregator-org",
-                "Agg Ltd",
-                "--threshold",
-                "3",
-                "--model",
-                "builtin:mlp",
-                "--param-list-digest",
-                &digest,
-                "--params",
-                "1000",
-                "--initial-weights-digest",
-                &digest,
-                "--sigma",
-                "4.0",
-                "--weight-mode",
-                mode,
-            ],
-        )
-    };
-    init("consortium.toml", "declared");
-    init("uniform.toml", "uniform");
+    init_draft(d, &["--weight-mode", "declared"]);
+    init_draft(d, &["--out", "uniform.toml"]);
     for name in ["s1", "s2", "s3"] {
-        ok(
-            d,
-            &[
-                "consortium",
-                "join",
-                "--manifest",
-                "consortium.toml",
-                "--key",
-                &format!("k-{name}"),
-                "--org",
-                &format!("Org {name}"),
-                "--roles",
-                "site",
-                "--name",
-                name,
-            ],
-        );
+        join_as_site(d, "consortium.toml", name);
     }
     let approve = |manifest: &str, name: &str, weight: Option<&str>| {
         let request = format!("{name}.join.toml");

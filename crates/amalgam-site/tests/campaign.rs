@@ -169,6 +169,28 @@ fn wait_open(t: &mut HttpTransport, round: u64) {
 
 type Encoded = Arc<Mutex<BTreeMap<(u64, u16), Vec<u64>>>>;
 
+/// Site `i`'s agent (state under `root/s<i>`, on [`initial`]) and its HTTPS transport to
+/// `server`.
+fn site(
+    tc: &TestConsortium,
+    rules: &ConsortiumRules,
+    server: &Server,
+    root: &std::path::Path,
+    i: u16,
+) -> (SiteAgent, HttpTransport) {
+    let key = &tc.sites[usize::from(i)];
+    let agent = SiteAgent::open(
+        &root.join(format!("s{i}")),
+        key.to_ledger_key(),
+        rules.clone(),
+        &initial(),
+        options(),
+    )
+    .unwrap();
+    let t = HttpTransport::new(&server.base, key, &tc.verified, net_policy()).unwrap();
+    (agent, t)
+}
+
 /// Runs a 3-round campaign; `absent[r]` are the sites that drop out of round id r (they never
 /// answer it) and come back for the next one. Returns nothing: asserts each finished round's
 /// sum against the plaintext sum and every site's final model against the aggregator's.
@@ -181,25 +203,11 @@ fn campaign(seed: u64, absent: &[&[u16]], ids: u64) {
     let encoded: Encoded = Arc::new(Mutex::new(BTreeMap::new()));
     let handles: Vec<_> = (0..5u16)
         .map(|i| {
-            let mut agent = SiteAgent::open(
-                &root.path().join(format!("s{i}")),
-                tc.sites[usize::from(i)].to_ledger_key(),
-                rules.clone(),
-                &initial(),
-                options(),
-            )
-            .unwrap();
+            let (mut agent, mut t) = site(&tc, &rules, &server, root.path(), i);
             let sink = encoded.clone();
             agent.set_encoded_observer(Box::new(move |r, v| {
                 sink.lock().unwrap().insert((r, i), v.to_vec());
             }));
-            let mut t = HttpTransport::new(
-                &server.base,
-                &tc.sites[usize::from(i)],
-                &tc.verified,
-                net_policy(),
-            )
-            .unwrap();
             let skip: Vec<bool> = (0..ids as usize)
                 .map(|r| absent.get(r).is_some_and(|a| a.contains(&i)))
                 .collect();
@@ -473,21 +481,7 @@ fn declared_weights_give_the_weighted_mean_of_each_rounds_contributors() {
     let root = tempfile::tempdir().unwrap();
     let handles: Vec<_> = (0..5u16)
         .map(|i| {
-            let mut agent = SiteAgent::open(
-                &root.path().join(format!("s{i}")),
-                tc.sites[usize::from(i)].to_ledger_key(),
-                rules.clone(),
-                &initial(),
-                options(),
-            )
-            .unwrap();
-            let mut t = HttpTransport::new(
-                &server.base,
-                &tc.sites[usize::from(i)],
-                &tc.verified,
-                net_policy(),
-            )
-            .unwrap();
+            let (mut agent, mut t) = site(&tc, &rules, &server, root.path(), i);
             let mut trainer = FixedUpdateTrainer {
                 update: vec![update(i); D as usize],
             };
