@@ -83,6 +83,38 @@ fn join_as_site(dir: &Path, manifest: &str, name: &str) {
     );
 }
 
+/// `consortium sign` of `consortium.toml` by member `name` (key `k-<name>`), every
+/// fingerprint checked in `verified.txt`.
+fn sign_as(dir: &Path, name: &str) {
+    ok(
+        dir,
+        &[
+            "consortium",
+            "sign",
+            "--key",
+            &format!("k-{name}"),
+            "--verified",
+            "verified.txt",
+        ],
+    );
+}
+
+/// `consortium show --format json` of `consortium.signed` (exit 0 required).
+fn show_json(dir: &Path) -> serde_json::Value {
+    let json = ok(
+        dir,
+        &[
+            "consortium",
+            "show",
+            "--signed",
+            "consortium.signed",
+            "--format",
+            "json",
+        ],
+    );
+    serde_json::from_str(&json).unwrap()
+}
+
 #[test]
 fn keys_init_join_approve_sign_show_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
@@ -130,17 +162,7 @@ fn keys_init_join_approve_sign_show_round_trip() {
 
     // Three of four signatures: not valid yet (exit 4), JSON says who is missing.
     for name in ["agg", "s1", "s2"] {
-        ok(
-            d,
-            &[
-                "consortium",
-                "sign",
-                "--key",
-                &format!("k-{name}"),
-                "--verified",
-                "verified.txt",
-            ],
-        );
+        sign_as(d, name);
     }
     let out = amalgam(
         d,
@@ -169,18 +191,7 @@ fn keys_init_join_approve_sign_show_round_trip() {
             "verified.txt",
         ],
     );
-    let json = ok(
-        d,
-        &[
-            "consortium",
-            "show",
-            "--signed",
-            "consortium.signed",
-            "--format",
-            "json",
-        ],
-    );
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let v = show_json(d);
     assert_eq!(v["valid"], true);
     assert_eq!(v["epoch"], 1);
     assert_eq!(v["members"].as_array().unwrap().len(), 4);
@@ -581,35 +592,14 @@ fn declared_weights_are_set_at_approval_and_signed() {
             .success()
     );
     for name in ["agg", "s1", "s2", "s3"] {
-        ok(
-            d,
-            &[
-                "consortium",
-                "sign",
-                "--key",
-                &format!("k-{name}"),
-                "--verified",
-                "verified.txt",
-            ],
-        );
+        sign_as(d, name);
     }
     let text = ok(d, &["consortium", "show", "--signed", "consortium.signed"]);
     assert!(
         text.contains("declared weights (public): s1 500, s2 1500, s3 1000"),
         "{text}"
     );
-    let json = ok(
-        d,
-        &[
-            "consortium",
-            "show",
-            "--signed",
-            "consortium.signed",
-            "--format",
-            "json",
-        ],
-    );
-    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let v = show_json(d);
     assert_eq!(v["valid"], true);
     assert_eq!(
         v["campaign"]["declared_weights"],

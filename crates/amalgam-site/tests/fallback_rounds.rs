@@ -579,15 +579,16 @@ fn complete_fallback(
     outs
 }
 
-/// The sum every site must have computed its next model from, and that digest.
-fn expected_next(net: &Net, sum: &[u64], cohort: usize) -> [u8; 32] {
+/// The digest of the next model every site must have computed from `sum` with FedAvg
+/// divisor `divisor` (the cohort size under uniform weights).
+fn expected_next(net: &Net, sum: &[u64], divisor: f64) -> [u8; 32] {
     let mask = (1u64 << net.rules.dp.bits.get()) - 1;
     let reduced: Vec<u64> = sum.iter().map(|v| v & mask).collect();
     let next = next_model(
         net.rules.encoding(ROUND),
         &net.model,
         &reduced,
-        cohort as f64,
+        divisor,
         net.rules.server_lr,
     )
     .unwrap();
@@ -607,7 +608,7 @@ fn an_aborted_masking_round_completes_through_the_fallback_with_a_second_charge(
     let res = net.published();
     assert_eq!(res.contributors, vec![0, 1, 2, 3, 4]);
     assert_eq!(res.sum, net.plain_sum(ROUND));
-    let next = expected_next(&net, &res.sum, SITES);
+    let next = expected_next(&net, &res.sum, SITES as f64);
     for (i, (out, sent)) in outs.iter().enumerate() {
         assert_eq!(
             out,
@@ -1062,7 +1063,7 @@ fn a_late_result_is_picked_up_by_a_restarted_site_from_its_kept_sealed_round() {
         net.rt.block_on(c).unwrap();
     }
     let res = net.published();
-    let next = expected_next(&net, &res.sum, SITES);
+    let next = expected_next(&net, &res.sum, SITES as f64);
     // Restarted, each site resumes its sealed round, re-sends the same upload (no new
     // noise, no new charge) and applies the late result.
     for (i, held) in sent.iter().enumerate() {
@@ -1150,6 +1151,37 @@ fn the_rerun_of_a_round_that_completed_is_refused_before_any_charge() {
             net.charges(i),
             1,
             "site {i}: charged for the refused re-run"
+        );
+    }
+    net.rt.block_on(net.service.shutdown());
+}
+
+/// Declared weights through the homomorphic fallback: with weights 5/1/2/1/1 by site id the
+/// re-run's model is the published sum divided by Σw / max w = 2 (not the count 5) at every
+/// site, so the fallback path steps with the same divisor as the masking path.
+#[test]
+fn a_fallback_rerun_steps_with_the_declared_weights() {
+    use amalgam_site::model::AggregationWeights;
+    let net = start(37, MEMBERS);
+    let mut rules = net.rules.clone();
+    rules.weights = AggregationWeights::Declared(vec![5, 1, 2, 1, 1]);
+    let agents = net.abort_masking_round(&rules);
+    net.open_rerun().unwrap();
+    let outs = complete_fallback(&net, agents, [CrashAt::Never; SITES]);
+    let res = net.published();
+    assert_eq!(res.contributors, vec![0, 1, 2, 3, 4]);
+    assert_eq!(res.sum, net.plain_sum(ROUND));
+    let divisor = rules.weights.divisor(&res.contributors).unwrap();
+    assert_eq!(divisor, 2.0);
+    let weighted = expected_next(&net, &res.sum, divisor);
+    assert_ne!(weighted, expected_next(&net, &res.sum, SITES as f64));
+    for (out, _) in &outs {
+        assert_eq!(
+            out,
+            &RoundOutcome::FallbackCompleted {
+                contributors: vec![0, 1, 2, 3, 4],
+                model_digest: weighted,
+            }
         );
     }
     net.rt.block_on(net.service.shutdown());
