@@ -86,7 +86,7 @@ pub fn plant_trainer(
         WeightMode::Uniform | WeightMode::Declared => Weighting::Uniform,
         WeightMode::Noised => {
             return Err(Failure::failed(
-                "noised weights are not implemented by the site agent; use uniform",
+                "the plant trainer does not report its example count for the noised weight mode yet; use uniform or declared",
             ));
         }
     };

@@ -488,7 +488,7 @@ fn not_protected(m: &VerifiedManifest) -> Vec<String> {
             "dataset sizes: DECLARED — each site's aggregation weight (usually its record count) is public in the manifest, to the aggregator and every member".into()
         }
         WeightMode::Noised => {
-            "dataset sizes: the noised weight mode is not implemented; sites and the aggregator refuse this manifest".into()
+            "dataset sizes: NOISED — each site's weight min(n / n_cap, 1) is summed under the mask with the site-level noise; the aggregator learns only the noisy weight sum".into()
         }
     };
     vec![

@@ -126,23 +126,40 @@ pub fn encode(body: &ManifestBody) -> Vec<u8> {
     float(&mut w, t.server_lr);
     float(&mut w, t.server_momentum);
     w.u32(t.rounds);
-    // Only a declared campaign carries weights, so the bytes of every other campaign are
-    // unchanged. A map under another mode (never valid) is written after the tag 0xff, which
-    // no decoder accepts: it is never silently dropped from what members sign, and its bytes
+    // Only a declared campaign carries weights and only a noised one its n_cap, κ and floor,
+    // so the bytes of every other campaign are unchanged. Numbers that do not belong to the
+    // mode (never valid) are written after the tag 0xff, which no decoder accepts, with a
+    // presence byte: they are never silently dropped from what members sign, and their bytes
     // cannot re-parse as another body.
-    let stray = c.weight_mode != WeightMode::Declared && !c.declared_weights.is_empty();
+    let declared = c.weight_mode == WeightMode::Declared;
+    let noised = c.weight_mode == WeightMode::Noised;
+    let stray =
+        (!declared && !c.declared_weights.is_empty()) || (noised != c.noised_weights.is_some());
     w.u8(match c.weight_mode {
         _ if stray => 0xff,
         WeightMode::Uniform => 0,
         WeightMode::Declared => 1,
         WeightMode::Noised => 2,
     });
-    if c.weight_mode == WeightMode::Declared || stray {
+    if stray {
+        w.u8(match c.weight_mode {
+            WeightMode::Uniform => 0,
+            WeightMode::Declared => 1,
+            WeightMode::Noised => 2,
+        });
+        w.u8(u8::from(!c.declared_weights.is_empty()) | (u8::from(c.noised_weights.is_some()) << 1));
+    }
+    if declared || !c.declared_weights.is_empty() {
         w.count(c.declared_weights.len().min(u32::MAX as usize));
         for (name, weight) in &c.declared_weights {
             string(&mut w, name);
             w.u32(*weight);
         }
+    }
+    if let Some(n) = &c.noised_weights {
+        w.u32(n.n_cap);
+        float(&mut w, n.kappa);
+        float(&mut w, n.floor);
     }
     w.count(body.members.len().min(u32::MAX as usize));
     for m in &body.members {
@@ -354,6 +371,15 @@ fn decode_inner(bytes: &[u8]) -> Result<ManifestBody, DecodeError> {
             declared_weights.insert(name, weight);
         }
     }
+    let noised_weights = if weight_mode == WeightMode::Noised {
+        Some(NoisedWeightPolicy {
+            n_cap: r.u32("noised_weights.n_cap")?,
+            kappa: read_f64(&mut r, "noised_weights.kappa")?,
+            floor: read_f64(&mut r, "noised_weights.floor")?,
+        })
+    } else {
+        None
+    };
     let n = r.count("members", 0, MAX_MEMBERS)?;
     let mut members = Vec::with_capacity(r.capacity(n, 45));
     for _ in 0..n {
@@ -424,6 +450,7 @@ fn decode_inner(bytes: &[u8]) -> Result<ManifestBody, DecodeError> {
             training,
             weight_mode,
             declared_weights,
+            noised_weights,
         },
         members,
         rotations,

@@ -50,6 +50,13 @@ pub enum ModelError {
     /// The published sum does not decode under the campaign's encoding.
     #[error("published sum does not decode: {0}")]
     Decode(String),
+    /// Under the noised weight mode the divisor comes from the decoded sum
+    /// ([`AggregationWeights::step`]), never from the contributor list alone.
+    #[error("the noised weight mode's divisor is the decoded weight sum, not a count")]
+    NoisedDivisor,
+    /// A site's example count is negative, NaN or infinite.
+    #[error("example count {0} is not a finite count >= 0")]
+    ExampleCount(f64),
     /// Model bytes of the wrong length (canonical form: 4 bytes per parameter, nothing else).
     #[error("model bytes: {got} bytes, the campaign's {params} parameters need {expected}")]
     Bytes {
@@ -117,20 +124,36 @@ pub fn next_model(
 /// stays within the clip norm C and the site-level sensitivity is unchanged), and the step
 /// divides the sum by Σ_{contributors} w_i / max w: the weighted mean over the sites that
 /// contributed, whoever dropped out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Under noised weights (DP-FedAvg) site i sends (w_i·Δ_i, κ·w_i), w_i = min(n_i / n_cap, 1)
+/// from its private example count, clipped jointly to C: one vector of the parameters plus a
+/// weight coordinate, so the weight sum is masked and noised with the update and costs no
+/// extra ε. Clipping scales both parts by one factor f_i, so the step's mean is still a
+/// weighted mean (weights f_i·w_i); its divisor is max(S_d / κ, floor), S_d the decoded
+/// weight coordinate, computed from the published sum by every party alike.
+#[derive(Debug, Clone, PartialEq)]
 pub enum AggregationWeights {
     /// Every contributor counts once.
     Uniform,
     /// Declared weights, index = site id (all ≥ 1).
     Declared(Vec<u32>),
+    /// Noised weights: the public n_cap, κ and floor.
+    Noised(crate::model::NoisedWeightPolicy),
 }
 
 impl AggregationWeights {
+    /// Coordinates the update carries beyond the model's parameters: 1 (the weight
+    /// coordinate) under noised weights, 0 otherwise.
+    pub fn extra_coordinates(&self) -> usize {
+        usize::from(matches!(self, Self::Noised(_)))
+    }
+
     /// The factor site `site` multiplies its clipped update by: 1 under uniform weights,
-    /// w_site / max w (in (0, 1]) under declared ones.
+    /// w_site / max w (in (0, 1]) under declared ones. Under noised weights the factor is
+    /// private ([`AggregationWeights::site_vector`]) and this returns 1.
     pub fn scale(&self, site: u16) -> Result<f64, ModelError> {
         match self {
-            Self::Uniform => Ok(1.0),
+            Self::Uniform | Self::Noised(_) => Ok(1.0),
             Self::Declared(w) => {
                 let max = w.iter().copied().max().unwrap_or(0);
                 match w.get(usize::from(site)) {
@@ -141,10 +164,47 @@ impl AggregationWeights {
         }
     }
 
+    /// The vector site `site` encodes for its `update` (one value per model parameter) and
+    /// its private `examples` count (used under noised weights only): the update as is under
+    /// uniform weights; clipped to `clip` and scaled by [`AggregationWeights::scale`] under
+    /// declared ones; under noised ones the update clipped to `clip` and multiplied by
+    /// w = min(examples / n_cap, 1), followed by κ·w, the whole clipped jointly to `clip`
+    /// (the norm the site-level noise is calibrated to). Every result's norm is within
+    /// `clip` except the uniform one, which the encoder clips.
+    pub fn site_vector(
+        &self,
+        site: u16,
+        update: &[f64],
+        examples: f64,
+        clip: amalgam_dp::params::ClipNorm,
+    ) -> Result<Vec<f64>, ModelError> {
+        use amalgam_dp::encoding::clip_l2;
+        match self {
+            Self::Uniform => Ok(update.to_vec()),
+            Self::Declared(_) => {
+                let scale = self.scale(site)?;
+                Ok(clip_l2(update, clip)
+                    .into_iter()
+                    .map(|v| v * scale)
+                    .collect())
+            }
+            Self::Noised(n) => {
+                if !(examples.is_finite() && examples >= 0.0) {
+                    return Err(ModelError::ExampleCount(examples));
+                }
+                let w = (examples / f64::from(n.n_cap)).min(1.0);
+                let mut v: Vec<f64> = clip_l2(update, clip).into_iter().map(|x| x * w).collect();
+                v.push(n.kappa * w);
+                Ok(clip_l2(&v, clip))
+            }
+        }
+    }
+
     /// What the step divides the decoded sum by: the contributor count under uniform
     /// weights, (Σ w_i) / max w over `contributors` under declared ones (the integer sum is
     /// exact, then one division, so every party gets the same bits). Refused for an empty or
-    /// unknown contributor.
+    /// unknown contributor, and under noised weights ([`ModelError::NoisedDivisor`]: their
+    /// divisor is in the sum, [`AggregationWeights::step`]).
     pub fn divisor(&self, contributors: &[u16]) -> Result<f64, ModelError> {
         if contributors.is_empty() {
             return Err(ModelError::NoContributors);
@@ -162,7 +222,59 @@ impl AggregationWeights {
                 }
                 Ok(total as f64 / f64::from(max))
             }
+            Self::Noised(_) => Err(ModelError::NoisedDivisor),
         }
+    }
+
+    /// The divisor of a decoded sum `decoded` of a `model_len`-parameter model: under noised
+    /// weights max(decoded[model_len] / κ, floor) (the noisy weight sum, floored), otherwise
+    /// [`AggregationWeights::divisor`] of `contributors`.
+    pub fn divisor_of_sum(
+        &self,
+        contributors: &[u16],
+        decoded: &[f64],
+        model_len: usize,
+    ) -> Result<f64, ModelError> {
+        let Self::Noised(n) = self else {
+            return self.divisor(contributors);
+        };
+        if contributors.is_empty() {
+            return Err(ModelError::NoContributors);
+        }
+        let s = *decoded.get(model_len).ok_or(ModelError::Length {
+            expected: model_len + 1,
+            got: decoded.len(),
+        })?;
+        let estimate = s / n.kappa;
+        // NaN compares false: a non-finite estimate falls to the floor.
+        Ok(if estimate > n.floor {
+            estimate
+        } else {
+            n.floor
+        })
+    }
+
+    /// model_{r+1} under these weights: decodes round r's published modular `sum` with
+    /// round r's `encoding`, takes [`AggregationWeights::divisor_of_sum`] of `contributors`
+    /// and the decoded sum, and steps with [`fedavg_step`] (the weight coordinate, like the
+    /// padding, never enters the model). What the aggregator, every site and the harness call.
+    pub fn step(
+        &self,
+        encoding: EncodingParams,
+        model: &[f32],
+        sum: &[u64],
+        contributors: &[u16],
+        server_lr: f64,
+    ) -> Result<Vec<f32>, ModelError> {
+        if contributors.is_empty() {
+            return Err(ModelError::NoContributors);
+        }
+        let codec = DdgCodec::new(encoding).map_err(|e| ModelError::Decode(e.to_string()))?;
+        let decoded = codec
+            .decode_sum(sum)
+            .map_err(|e| ModelError::Decode(e.to_string()))?;
+        let divisor = self.divisor_of_sum(contributors, &decoded, model.len())?;
+        fedavg_step(model, &decoded, divisor, server_lr)
     }
 }
 
@@ -265,6 +377,55 @@ mod tests {
         let u = AggregationWeights::Uniform;
         assert_eq!(u.scale(7).unwrap(), 1.0);
         assert_eq!(u.divisor(&[0, 4, 9]).unwrap(), 3.0);
+    }
+
+    /// Noised weights: sites with n below n_cap weigh n / n_cap, the weight coordinate
+    /// carries κ·w, every vector's norm is within C, and the step divides by the decoded
+    /// weight sum (floored): two sites with updates u0 (w = 1) and u1 (w = 1/4) average to
+    /// (u0 + u1/4) / 1.25, not to the uniform (u0 + u1) / 2.
+    #[test]
+    fn noised_weights_divide_by_the_weight_sum_carried_in_the_vector() {
+        use amalgam_dp::params::ClipNorm;
+        let clip = ClipNorm::new(1.0).unwrap();
+        let w = AggregationWeights::Noised(crate::model::NoisedWeightPolicy {
+            n_cap: 400,
+            kappa: 0.5,
+            floor: 0.5,
+        });
+        assert_eq!(w.extra_coordinates(), 1);
+        let v0 = w.site_vector(0, &[0.2, 0.0], 800.0, clip).unwrap();
+        let v1 = w.site_vector(1, &[-0.4, 0.0], 100.0, clip).unwrap();
+        assert_eq!(v0, vec![0.2, 0.0, 0.5]);
+        assert_eq!(v1, vec![-0.1, 0.0, 0.125]);
+        // A large update is clipped jointly: norm C, weight and update scaled alike.
+        let big = w.site_vector(2, &[30.0, 40.0], 400.0, clip).unwrap();
+        let norm = big.iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-12, "{norm}");
+        assert!((big[2] / big[0] - 0.5 / 0.6).abs() < 1e-12);
+        for bad in [f64::NAN, -1.0, f64::INFINITY] {
+            assert!(matches!(
+                w.site_vector(0, &[0.1], bad, clip),
+                Err(ModelError::ExampleCount(_))
+            ));
+        }
+        let sum: Vec<f64> = (0..3).map(|i| v0[i] + v1[i]).collect();
+        let divisor = w.divisor_of_sum(&[0, 1], &sum, 2).unwrap();
+        assert!((divisor - 1.25).abs() < 1e-12);
+        let next = fedavg_step(&[0.0, 0.0], &sum, divisor, 1.0).unwrap();
+        let want = (0.2 + (-0.4) / 4.0) / 1.25;
+        assert!((f64::from(next[0]) - want).abs() < 1e-6, "{next:?}");
+        // Noise driving the weight sum down (or NaN) meets the floor.
+        assert_eq!(w.divisor_of_sum(&[0], &[0.0, 0.0, -3.0], 2).unwrap(), 0.5);
+        assert_eq!(
+            w.divisor_of_sum(&[0], &[0.0, 0.0, f64::NAN], 2).unwrap(),
+            0.5
+        );
+        assert!(w.divisor_of_sum(&[0], &[0.0, 0.0], 2).is_err());
+        assert_eq!(w.divisor(&[0]), Err(ModelError::NoisedDivisor));
+        assert_eq!(
+            w.divisor_of_sum(&[], &sum, 2),
+            Err(ModelError::NoContributors)
+        );
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub use highwater::EpochHighWater;
 pub use key::{IdentityKey, fingerprint};
 pub use model::{
     Campaign, CommitteePolicy, DeadlineBounds, DpBudget, DpPolicy, FallbackPolicy, Graph,
-    ManifestBody, Member, ModelRef, ProtocolPolicy, Role, TrainingConfig, Trust, WeightMode,
+    ManifestBody, Member, ModelRef, NoisedWeightPolicy, ProtocolPolicy, Role, TrainingConfig,
+    Trust, WeightMode,
 };
 pub use period_key::PeriodCertificate;
 pub use rotation::RotationStatement;

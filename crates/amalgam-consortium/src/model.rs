@@ -259,8 +259,25 @@ pub enum WeightMode {
     /// scales its clipped update by w_i / max w, and the step divides by the contributors'
     /// Σ w_i / max w. The weights (usually dataset sizes) are public to every member.
     Declared,
-    /// Example counts summed under the mask with noise.
+    /// DP-FedAvg (McMahan et al. 2018): site i weighs its update by w_i = min(n_i / n_cap, 1)
+    /// from its private example count n_i, and sends (w_i·Δ_i, κ·w_i) clipped jointly to C,
+    /// so the weight sum is masked and noised with the update (`Campaign::noised_weights`
+    /// fixes n_cap, κ and the divisor's public floor).
     Noised,
+}
+
+/// The public numbers of the noised weight mode ([`WeightMode::Noised`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoisedWeightPolicy {
+    /// Example count at which a site's weight reaches 1 (w_i = min(n_i / n_cap, 1)).
+    pub n_cap: u32,
+    /// Scale of the weight coordinate (κ·w_i, in update units, 0 < κ ≤ C): larger κ makes
+    /// the noisy weight sum more accurate and leaves less of the clip norm to the update.
+    pub kappa: f64,
+    /// The divisor's public floor: the step divides by max(noisy Σ w_i, floor), so noise can
+    /// never make it tiny or negative.
+    pub floor: f64,
 }
 
 /// Training configuration: numbers only.
@@ -310,6 +327,9 @@ pub struct Campaign {
     /// other modes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub declared_weights: BTreeMap<String, u32>,
+    /// n_cap, κ and the floor under [`WeightMode::Noised`]; absent under the other modes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noised_weights: Option<NoisedWeightPolicy>,
 }
 
 /// The whole manifest of one epoch, before signatures.

@@ -143,6 +143,7 @@ pub fn body(
             },
             weight_mode: WeightMode::Uniform,
             declared_weights: Default::default(),
+            noised_weights: None,
         },
         members,
         rotations: Vec::new(),

@@ -211,7 +211,68 @@ fn check_campaign(body: &ManifestBody) -> Result<(), ManifestError> {
         t.server_momentum,
         (0.0..1.0).contains(&t.server_momentum),
     )?;
-    check_declared_weights(body)
+    check_declared_weights(body)?;
+    check_noised_weights(body)
+}
+
+/// Under `noised`: n_cap ≥ 1, 0 < κ ≤ C (a larger κ would leave the update less of the clip
+/// norm than the weight it carries), and a floor in (0, number of sites] (the divisor can
+/// never be tiny or negative, and never exceeds what every site at full weight would give);
+/// under the other modes, no such numbers.
+fn check_noised_weights(body: &ManifestBody) -> Result<(), ManifestError> {
+    let c = &body.campaign;
+    let Some(n) = &c.noised_weights else {
+        if c.weight_mode == WeightMode::Noised {
+            return Err(ManifestError::invalid(
+                "the noised weight mode needs noised_weights (n_cap, kappa, floor)",
+            ));
+        }
+        return Ok(());
+    };
+    if c.weight_mode != WeightMode::Noised {
+        return Err(ManifestError::invalid(
+            "noised_weights are given but the weight mode is not noised",
+        ));
+    }
+    if n.n_cap == 0 {
+        return Err(ManifestError::invalid("noised_weights.n_cap must be >= 1"));
+    }
+    let clip = body.dp.clip.get();
+    finite(
+        "noised_weights.kappa",
+        n.kappa,
+        n.kappa > 0.0 && n.kappa <= clip,
+    )
+    .map_err(|_| {
+        ManifestError::invalid(format!(
+            "noised_weights.kappa is {}, it must be in (0, C = {clip}]",
+            n.kappa
+        ))
+    })?;
+    let sites = body.members.iter().filter(|m| m.has(Role::Site)).count() as f64;
+    finite(
+        "noised_weights.floor",
+        n.floor,
+        n.floor > 0.0 && n.floor <= sites,
+    )
+    .map_err(|_| {
+        ManifestError::invalid(format!(
+            "noised_weights.floor is {}, it must be in (0, {sites}] (the number of sites)",
+            n.floor
+        ))
+    })?;
+    Ok(())
+}
+
+/// The DP dimension of a campaign's update: its parameters, plus the weight coordinate
+/// κ·w_i under the noised weight mode.
+pub fn update_dimension(c: &Campaign) -> Result<amalgam_dp::params::Dimension, ManifestError> {
+    let extra = u64::from(c.weight_mode == WeightMode::Noised);
+    c.parameter_count
+        .get()
+        .checked_add(extra)
+        .and_then(|d| amalgam_dp::params::Dimension::new(d).ok())
+        .ok_or_else(|| ManifestError::invalid("parameter count too large"))
 }
 
 /// Under `declared`, exactly one weight per site (by member name), each in
@@ -310,7 +371,8 @@ fn derive(body: &ManifestBody) -> Result<Derived, ManifestError> {
     let p = &body.protocol;
     let dp = &body.dp;
     let bits = u8::try_from(dp.bits.get()).map_err(|_| ManifestError::invalid("bit width"))?;
-    let padded = u32::try_from(body.campaign.parameter_count.padded())
+    let dim = update_dimension(&body.campaign)?;
+    let padded = u32::try_from(dim.padded())
         .map_err(|_| ManifestError::invalid("parameter count too large for a masking round"))?;
     let proto = amalgam_proto::RoundParams::new(ParamsRequest {
         sites: SiteCount::new(n)?,
@@ -344,7 +406,7 @@ fn derive(body: &ManifestBody) -> Result<Derived, ManifestError> {
         gamma: dp.gamma,
         bits: dp.bits,
         local_sigma,
-        dim: body.campaign.parameter_count,
+        dim,
         beta: dp.beta,
     };
     dp_params.validate()?;

@@ -241,9 +241,8 @@ impl VerifiedManifest {
     /// The campaign's aggregation weights by site index, which the aggregator, every site and
     /// the harness step the model with (each asks for them before its first step, so this is
     /// the one place a step rule the shared [`crate::global_model::next_model`] does not
-    /// implement is refused). `noised` (DP-FedAvg's noised weight sum) and a non-zero server
-    /// momentum are not implemented and refused, never silently stepped as plain uniform
-    /// FedAvg while the manifest says otherwise.
+    /// implement is refused). A non-zero server momentum is not implemented and refused,
+    /// never silently stepped as plain FedAvg while the manifest says otherwise.
     pub fn aggregation_weights(
         &self,
     ) -> Result<crate::global_model::AggregationWeights, ManifestError> {
@@ -268,9 +267,10 @@ impl VerifiedManifest {
                 })
                 .collect::<Result<Vec<u32>, _>>()
                 .map(AggregationWeights::Declared),
-            WeightMode::Noised => Err(ManifestError::invalid(
-                "the noised weight mode (DP-FedAvg) is not implemented; use uniform or declared",
-            )),
+            WeightMode::Noised => c
+                .noised_weights
+                .map(AggregationWeights::Noised)
+                .ok_or_else(|| ManifestError::invalid("the noised weight mode has no n_cap")),
         }
     }
 }

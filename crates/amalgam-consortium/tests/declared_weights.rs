@@ -160,19 +160,55 @@ fn malformed_weight_maps_are_refused() {
     refused(escape, "must be printable ASCII");
 }
 
-/// The noised mode has no implementation: asking for its weights is an error, never a
-/// silent uniform mean.
+/// The noised mode (DP-FedAvg) carries n_cap, κ and a floor in the signed bytes: they
+/// round-trip, give `AggregationWeights::Noised` and add the weight coordinate to the DP
+/// dimension; missing, stray or out-of-range numbers are refused, and a stray policy under
+/// another mode never decodes.
 #[test]
-fn the_noised_mode_is_refused_when_its_weights_are_asked_for() {
+fn the_noised_mode_signs_its_numbers_and_adds_the_weight_coordinate() {
+    use amalgam_consortium::NoisedWeightPolicy;
+    use amalgam_consortium::global_model::AggregationWeights;
     let (mut body, keys) = declared();
-    body.campaign.weight_mode = WeightMode::Noised;
     body.campaign.declared_weights.clear();
+    body.campaign.weight_mode = WeightMode::Noised;
+    let policy = NoisedWeightPolicy {
+        n_cap: 1000,
+        kappa: body.dp.clip.get() / 2.0,
+        floor: 1.0,
+    };
+    refused(body.clone(), "needs noised_weights");
+    body.campaign.noised_weights = Some(policy);
+    let bytes = canonical::encode(&body);
+    assert_eq!(canonical::decode(&bytes).unwrap(), body);
     let all: Vec<_> = keys.iter().collect();
-    let (_, verified) = sign_all(body, &all);
-    assert!(matches!(
-        verified.aggregation_weights(),
-        Err(ManifestError::Invalid(m)) if m.contains("not implemented")
-    ));
+    let (_, verified) = sign_all(body.clone(), &all);
+    assert_eq!(
+        verified.aggregation_weights().unwrap(),
+        AggregationWeights::Noised(policy)
+    );
+    assert_eq!(
+        verified.dp_round_params().dim.get(),
+        body.campaign.parameter_count.get() + 1
+    );
+    let mut wide = body.clone();
+    wide.campaign.noised_weights = Some(NoisedWeightPolicy {
+        kappa: body.dp.clip.get() * 1.5,
+        ..policy
+    });
+    refused(wide, "kappa");
+    let mut high = body.clone();
+    high.campaign.noised_weights = Some(NoisedWeightPolicy {
+        floor: 5.0,
+        ..policy
+    });
+    refused(high, "floor");
+    let mut zero = body.clone();
+    zero.campaign.noised_weights = Some(NoisedWeightPolicy { n_cap: 0, ..policy });
+    refused(zero, "n_cap");
+    let mut stray = body;
+    stray.campaign.weight_mode = WeightMode::Uniform;
+    refused(stray.clone(), "weight mode is not noised");
+    assert!(canonical::decode(&canonical::encode(&stray)).is_err());
 }
 
 /// A non-zero server momentum would be ignored by the model step (plain FedAvg): refused

@@ -78,6 +78,8 @@ fn error_json(e: &ModelError) -> Value {
         ModelError::UnknownSite(s) => json!({ "error": "unknown_site", "site": s }),
         ModelError::NotFinite(i) => json!({ "error": "not_finite", "index": i }),
         ModelError::Decode(_) => json!({ "error": "decode" }),
+        ModelError::NoisedDivisor => json!({ "error": "noised_divisor" }),
+        ModelError::ExampleCount(_) => json!({ "error": "example_count" }),
         ModelError::Bytes {
             params,
             expected,

@@ -71,20 +71,17 @@ impl crate::campaign::CampaignRules for VerifiedManifest {
         model: &[f32],
         result: &amalgam_proto::AggregateOutput,
     ) -> Result<Vec<f32>, String> {
-        use amalgam_consortium::global_model::{encoding_params, next_model};
+        use amalgam_consortium::global_model::encoding_params;
         let contributors: Vec<u16> = result.contributors.iter().map(|s| s.0).collect();
-        let divisor = self
-            .aggregation_weights()
+        self.aggregation_weights()
             .map_err(|e| e.to_string())?
-            .divisor(&contributors)
-            .map_err(|e| e.to_string())?;
-        next_model(
-            encoding_params(self, round),
-            model,
-            &result.sum,
-            divisor,
-            self.campaign().training.server_lr,
-        )
-        .map_err(|e| e.to_string())
+            .step(
+                encoding_params(self, round),
+                model,
+                &result.sum,
+                &contributors,
+                self.campaign().training.server_lr,
+            )
+            .map_err(|e| e.to_string())
     }
 }

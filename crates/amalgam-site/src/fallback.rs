@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 
 use crate::agent::SiteAgent;
 use crate::error::AgentError;
-use crate::model::{model_digest, next_model};
+use crate::model::model_digest;
 use crate::round::{RoundOutcome, now_ms, pace};
 use crate::statements::DeclineReason;
 use crate::trainer::Trainer;
@@ -470,11 +470,11 @@ impl SiteAgent {
         SiteCount::new(c.len() as u32)?;
         let mask = (1u64 << self.rules.dp.bits.get()) - 1;
         let sum: Vec<u64> = result.sum.iter().map(|v| v & mask).collect();
-        let next = next_model(
+        let next = self.rules.weights.step(
             self.rules.encoding(round),
             &self.model,
             &sum,
-            self.rules.weights.divisor(c)?,
+            c,
             self.rules.server_lr,
         )?;
         let digest = model_digest(&next);

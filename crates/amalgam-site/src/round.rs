@@ -24,7 +24,7 @@ use rand_core::SeedableRng;
 
 use crate::agent::{SiteAgent, UPDATE};
 use crate::error::AgentError;
-use crate::model::{model_digest, next_model};
+use crate::model::model_digest;
 use crate::statements::{DeclineReason, LedgerSummary};
 use crate::trainer::{GlobalModel, Permits, RoundInfo, Trainer};
 use crate::transport::{Download, RoundResult, Transport};
@@ -249,7 +249,7 @@ impl SiteAgent {
     ) -> Result<amalgam_dp::encoding::EncodedUpdate, AgentError> {
         // The weight's scale before any noise is drawn or record permit taken, so that a site
         // without a weight wastes no charge.
-        let scale = self.rules.weights.scale(self.site)?;
+        self.rules.weights.scale(self.site)?;
         let site_steps = permit.steps();
         let epsilon_total = permit.epsilon_total().get();
         let codec = DdgCodec::new(self.rules.encoding(round))?;
@@ -282,18 +282,20 @@ impl SiteAgent {
                 got: trained.update.len(),
             }));
         }
-        let mut update: Vec<f64> = trained.update.iter().map(|&v| f64::from(v)).collect();
-        codec.check_update(&update)?;
+        let update: Vec<f64> = trained.update.iter().map(|&v| f64::from(v)).collect();
         // Declared weights: the update is clipped to C first and then scaled by
         // w_site / max w ≤ 1, so its norm stays within C (the site-level sensitivity the noise
-        // is calibrated to) and the weight survives clipping; uniform weights leave it as is.
-        if scale != 1.0 {
-            update = amalgam_dp::encoding::clip_l2(&update, self.rules.dp.clip)
-                .into_iter()
-                .map(|v| v * scale)
-                .collect();
-        }
-        let encoded = codec.encode(noise, &update)?;
+        // is calibrated to) and the weight survives clipping. Noised weights: clipped, scaled by
+        // the private w = min(n / n_cap, 1) and followed by κ·w, clipped jointly to C. Uniform
+        // weights leave it as is (the encoder clips).
+        let vector = self.rules.weights.site_vector(
+            self.site,
+            &update,
+            trained.weight,
+            self.rules.dp.clip,
+        )?;
+        codec.check_update(&vector)?;
+        let encoded = codec.encode(noise, &vector)?;
         encoded.check_origin(&self.ledger.ledger_id(), kind)?;
         Ok(encoded)
     }
@@ -485,11 +487,11 @@ impl SiteAgent {
         self.check_contributors(result, in_sum)?;
         SiteCount::new(result.contributors.len() as u32)?;
         // The aggregator computes model_{r+1} with this same function.
-        let next = next_model(
+        let next = self.rules.weights.step(
             self.rules.encoding(round),
             &self.model,
             &result.sum,
-            self.rules.weights.divisor(&result.contributors)?,
+            &result.contributors,
             self.rules.server_lr,
         )?;
         let digest = model_digest(&next);
@@ -540,14 +542,11 @@ impl SiteAgent {
             {
                 return Ok(false);
             }
-            let Ok(divisor) = self.rules.weights.divisor(&result.contributors) else {
-                return Ok(false);
-            };
-            model = match next_model(
+            model = match self.rules.weights.step(
                 self.rules.encoding(k),
                 &model,
                 &result.sum,
-                divisor,
+                &result.contributors,
                 self.rules.server_lr,
             ) {
                 Ok(m) => m,

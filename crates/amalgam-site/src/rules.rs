@@ -47,7 +47,7 @@ pub struct ConsortiumRules {
     /// The campaign's aggregation weights: the factor this site scales its clipped update by
     /// and the FedAvg divisor of each round's contributors.
     pub weights: AggregationWeights,
-    /// Model length (the update's length before padding).
+    /// Model length (the update's length before the weight coordinate and padding).
     pub model_len: usize,
     /// The campaign's initial weights digest ([`crate::model::model_digest`] of the values),
     /// checked when a site starts from its initial model; `None` skips the check.
@@ -151,7 +151,8 @@ impl ConsortiumRules {
                 "vector length (d = padded DP dimension)",
             ));
         }
-        if self.model_len as u64 != self.dp.dim.get() {
+        // The DP dimension is the model's, plus the weight coordinate under noised weights.
+        if (self.model_len + self.weights.extra_coordinates()) as u64 != self.dp.dim.get() {
             return Err(RulesError::Mismatch("model length"));
         }
         if self.params.n() != self.manifest.len() {

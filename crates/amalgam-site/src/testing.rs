@@ -10,7 +10,7 @@ use std::time::Duration;
 use amalgam_proto::codec::Encode;
 use amalgam_proto::{Aggregator, AggregatorStep, Phase, SiteId};
 
-use crate::model::{model_digest, next_model};
+use crate::model::model_digest;
 use crate::rules::ConsortiumRules;
 use crate::statements::LedgerSummary;
 use crate::transport::{Download, RoundResult, Transport, TransportError};
@@ -217,8 +217,7 @@ impl HubState {
             Ok(AggregatorStep::Finished(out)) => {
                 let contributors: Vec<u16> = out.contributors.iter().map(|s| s.0).collect();
                 let next = weights
-                    .divisor(&contributors)
-                    .and_then(|divisor| next_model(encoding, &model, &out.sum, divisor, server_lr))
+                    .step(encoding, &model, &out.sum, &contributors, server_lr)
                     .ok();
                 let Some(next) = next else {
                     r.result = Some(Err(()));

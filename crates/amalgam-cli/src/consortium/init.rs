@@ -350,6 +350,7 @@ fn fresh(a: &InitArgs) -> Result<ManifestBody, Failure> {
             },
             weight_mode,
             declared_weights: Default::default(),
+            noised_weights: None,
         },
         members: vec![Member {
             name: a.aggregator_name.clone(),

@@ -11,9 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use amalgam_consortium::global_model::{
-    encoding_params, model_digest, model_from_bytes, next_model,
-};
+use amalgam_consortium::global_model::{encoding_params, model_digest, model_from_bytes};
 use amalgam_report::RoundRow;
 use amalgam_site::Transport;
 use amalgam_site::http::HttpTransport;
@@ -312,16 +310,13 @@ pub fn run(o: &Options, paths: &Paths, s: &Setup) -> Result<Outcome, Failure> {
             .manifest
             .aggregation_weights()
             .map_err(|e| Failure::failed(e.to_string()))?
-            .divisor(&result.contributors)
-            .and_then(|divisor| {
-                next_model(
-                    encoding_params(&s.manifest, round),
-                    &model,
-                    &result.sum,
-                    divisor,
-                    server_lr,
-                )
-            })
+            .step(
+                encoding_params(&s.manifest, round),
+                &model,
+                &result.sum,
+                &result.contributors,
+                server_lr,
+            )
             .map_err(|e| Failure::failed(format!("round {round}: the published sum: {e}")))?;
         // The model the aggregator serves for the next round must be the one its published
         // sum gives; the last round's next model is served to nobody, so it is computed.

@@ -326,6 +326,7 @@ fn body(
             },
             weight_mode: WeightMode::Uniform,
             declared_weights: Default::default(),
+            noised_weights: None,
         },
         members,
         rotations: Vec::new(),
