@@ -81,14 +81,12 @@ pub fn plant_trainer(
     }
     // Declared weights are the manifest's, applied by the agent (it scales the clipped update
     // by w_site / max w) and by the shared decoder (it divides by the contributors' Σ w / max
-    // w); the trainer itself always reports weight 1 and never reads the plant's row count.
+    // w): the trainer reports weight 1 and never reads the plant's row count. Under noised
+    // weights it reports the row count, which the agent turns into w = min(n / n_cap, 1)
+    // inside the clipped, noised vector (the count itself never leaves).
     let weighting = match campaign.weight_mode {
         WeightMode::Uniform | WeightMode::Declared => Weighting::Uniform,
-        WeightMode::Noised => {
-            return Err(Failure::failed(
-                "the plant trainer does not report its example count for the noised weight mode yet; use uniform or declared",
-            ));
-        }
+        WeightMode::Noised => Weighting::Examples,
     };
     let t = &campaign.training;
     let recipe = SiteRecipe {

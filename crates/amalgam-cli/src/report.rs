@@ -487,8 +487,11 @@ fn not_protected(m: &VerifiedManifest) -> Vec<String> {
         WeightMode::Declared => {
             "dataset sizes: DECLARED — each site's aggregation weight (usually its record count) is public in the manifest, to the aggregator and every member".into()
         }
+        WeightMode::Noised if m.body().dp.budget == amalgam_consortium::DpBudget::None => {
+            "dataset sizes: NOISED WEIGHTS WITHOUT DIFFERENTIAL PRIVACY — each site's weight min(n / n_cap, 1) is summed under the mask but with no noise: sample counts are revealed to the aggregator and every member as each round's exact weight sum, also by differencing across rounds".into()
+        }
         WeightMode::Noised => {
-            "dataset sizes: NOISED — each site's weight min(n / n_cap, 1) is summed under the mask with the site-level noise; the aggregator learns only the noisy weight sum".into()
+            "dataset sizes: NOISED — each site's weight min(n / n_cap, 1) is summed under the mask with the site-level noise and covered by its ε; the aggregator and every member learn each round's noisy weight sum over its contributors".into()
         }
     };
     vec![

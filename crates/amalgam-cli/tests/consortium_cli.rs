@@ -36,8 +36,14 @@ fn fingerprint_of(stdout: &str) -> String {
 /// `consortium init` of a 3-of-n draft under aggregator key `k-agg` (digests `ab…`, 1000
 /// parameters, σ 4), with `extra` options appended.
 fn init_draft(dir: &Path, extra: &[&str]) -> String {
+    let args = init_args(extra);
+    ok(dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The arguments of [`init_draft`].
+fn init_args(extra: &[&str]) -> Vec<String> {
     let digest = "ab".repeat(32);
-    let mut args = vec![
+    let mut args: Vec<String> = [
         "consortium",
         "init",
         "--aggregator-key",
@@ -49,16 +55,18 @@ fn init_draft(dir: &Path, extra: &[&str]) -> String {
         "--model",
         "builtin:mlp",
         "--param-list-digest",
-        &digest,
+        digest.as_str(),
         "--params",
         "1000",
         "--initial-weights-digest",
-        &digest,
+        digest.as_str(),
         "--sigma",
         "4.0",
-    ];
-    args.extend_from_slice(extra);
-    ok(dir, &args)
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
 
 /// `consortium join` of site `name` (key directory `k-<name>`, organisation `Org <name>`)
@@ -605,4 +613,35 @@ fn declared_weights_are_set_at_approval_and_signed() {
         v["campaign"]["declared_weights"],
         serde_json::json!({ "s1": 500, "s2": 1500, "s3": 1000 })
     );
+}
+
+/// `consortium init --weight-mode noised` writes the three public numbers into the draft
+/// (defaults κ = C/2, floor = m/2), and the noised flags under another mode are usage errors.
+#[test]
+fn noised_weights_are_written_by_init_with_their_numbers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    ok(d, &["keys", "gen", "--dir", "k-agg"]);
+    init_draft(
+        d,
+        &[
+            "--out",
+            "n.toml",
+            "--weight-mode",
+            "noised",
+            "--n-cap",
+            "500",
+            "--kappa",
+            "0.75",
+        ],
+    );
+    let body = amalgam_consortium::draft::read_draft(&d.join("n.toml")).unwrap();
+    let n = body.campaign.noised_weights.unwrap();
+    assert_eq!((n.n_cap, n.kappa, n.floor), (500, 0.75, 1.5));
+    let args = init_args(&["--out", "u.toml", "--kappa", "0.5"]);
+    let out = amalgam(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("need --weight-mode noised"), "{err}");
+    assert!(!d.join("u.toml").exists());
 }

@@ -192,8 +192,11 @@ fn a_small_campaign_runs_through_real_processes_and_reports_every_round() {
     }
 }
 
-/// Site-level DP: every plant's ε comes from its own ledger, grows with each round it takes
-/// part in, stays under the cap, and the report's final ε rows are the last round's figures.
+/// Site-level DP with noised weights (DP-FedAvg): every plant's ε comes from its own ledger,
+/// grows with each round it takes part in, stays under the cap, and the report's final ε rows
+/// are the last round's figures; the weight coordinate rides in the same noised vector, so
+/// every plant, whatever its row count, spends the same ε, and the report names the mode
+/// with its public numbers.
 #[test]
 fn under_site_level_dp_each_plants_epsilon_grows_round_by_round() {
     let tmp = tempfile::tempdir().unwrap();
@@ -211,19 +214,45 @@ fn under_site_level_dp_each_plants_epsilon_grows_round_by_round() {
         "--privacy",
         "site",
         "--sigma",
-        "1.5",
+        "1.0",
+        "--weight-mode",
+        "noised",
+        "--n-cap",
+        "300",
+        "--kappa",
+        "1",
     ]);
     let o = amalgam(d, &args);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
     let report = SimulationReport::read(&d.join("out/report.json")).unwrap();
+    assert!(
+        report.campaign.weights.starts_with("noised")
+            && report.campaign.weights.contains("min(rows / 300, 1)")
+            && report.campaign.weights.contains("κ = 1, divisor floor 1.5")
+            && report
+                .campaign
+                .weights
+                .contains("covered by the site-level ε"),
+        "{}",
+        report.campaign.weights
+    );
+    // The harness stepped the federated model each round (its loss is a finite number).
+    assert!(
+        report
+            .rounds
+            .iter()
+            .all(|r| r.loss.is_some_and(f64::is_finite)),
+        "{:?}",
+        report.rounds
+    );
     let PrivacySetting::SiteLevel {
         sigma, epsilon_cap, ..
     } = report.privacy
     else {
         panic!("{:?}", report.privacy)
     };
-    assert_eq!((sigma, epsilon_cap), (1.5, 1000.0));
+    assert_eq!((sigma, epsilon_cap), (1.0, 1000.0));
     assert_eq!(report.rounds.len(), 2);
     let first: Vec<f64> = report.rounds[0]
         .epsilon
@@ -269,6 +298,20 @@ fn bad_flags_are_usage_errors_that_write_nothing() {
         &["--config", "missing.toml"][..],
         &["--curve", "missing.json"][..],
         &["--curve", "recipe.toml"][..],
+        &["--kappa", "0.5"][..],
+        &["--weight-mode", "noised", "--kappa", "2"][..],
+        &["--weight-mode", "noised", "--weight-floor", "5"][..],
+        &["--weight-mode", "noised", "--weight-floor", "1"][..],
+        &[
+            "--weight-mode",
+            "noised",
+            "--privacy",
+            "site",
+            "--sigma",
+            "4",
+        ][..],
+        &["--weight-mode", "noised", "--n-cap", "0"][..],
+        &["--weight-mode", "noised", "--record-dp"][..],
     ] {
         let mut args = BASE.to_vec();
         args.extend(["--work", "work", "--out", "out"]);

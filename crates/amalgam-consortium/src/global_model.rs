@@ -129,7 +129,7 @@ pub fn next_model(
 /// from its private example count, clipped jointly to C: one vector of the parameters plus a
 /// weight coordinate, so the weight sum is masked and noised with the update and costs no
 /// extra ε. Clipping scales both parts by one factor f_i, so the step's mean is still a
-/// weighted mean (weights f_i·w_i); its divisor is max(S_d / κ, floor), S_d the decoded
+/// weighted mean (weights f_i·w_i); its divisor is S_d / κ clamped to [floor, count], S_d the decoded
 /// weight coordinate, computed from the published sum by every party alike.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AggregationWeights {
@@ -227,7 +227,8 @@ impl AggregationWeights {
     }
 
     /// The divisor of a decoded sum `decoded` of a `model_len`-parameter model: under noised
-    /// weights max(decoded[model_len] / κ, floor) (the noisy weight sum, floored), otherwise
+    /// weights decoded[model_len] / κ (the noisy weight sum) clamped to [floor, max(count,
+    /// floor)] with count the number of `contributors`, otherwise
     /// [`AggregationWeights::divisor`] of `contributors`.
     pub fn divisor_of_sum(
         &self,
@@ -246,8 +247,14 @@ impl AggregationWeights {
             got: decoded.len(),
         })?;
         let estimate = s / n.kappa;
-        // NaN compares false: a non-finite estimate falls to the floor.
-        Ok(if estimate > n.floor {
+        // Honest sites give 0 ≤ Σ w_i ≤ the contributor count. The clamp bounds what a
+        // site's forged weight coordinate (any value its norm C allows) or the noise does to
+        // the step: at most count / floor times the uniform mean, and never a larger divisor
+        // than the uniform one. NaN compares false: a non-finite estimate takes the floor.
+        let ceiling = (contributors.len() as f64).max(n.floor);
+        Ok(if estimate > ceiling {
+            ceiling
+        } else if estimate > n.floor {
             estimate
         } else {
             n.floor
@@ -421,6 +428,19 @@ mod tests {
             0.5
         );
         assert!(w.divisor_of_sum(&[0], &[0.0, 0.0], 2).is_err());
+        // A site forging its weight coordinate (+C, any value its norm allows) or noise
+        // pushing the sum up never gives a larger divisor than the contributor count (the
+        // uniform one); −C meets the floor. Exhaustively over forged values on a grid.
+        assert_eq!(w.divisor_of_sum(&[0, 1], &[0.0, 0.0, 1e9], 2).unwrap(), 2.0);
+        for k in -100..=100 {
+            let forged = f64::from(k) / 100.0;
+            for honest in [0.0, 0.125, 0.5] {
+                let d = w
+                    .divisor_of_sum(&[0, 1], &[0.0, 0.0, honest + forged], 2)
+                    .unwrap();
+                assert!((0.5..=2.0).contains(&d), "{forged} {honest}: {d}");
+            }
+        }
         assert_eq!(w.divisor(&[0]), Err(ModelError::NoisedDivisor));
         assert_eq!(
             w.divisor_of_sum(&[], &sum, 2),

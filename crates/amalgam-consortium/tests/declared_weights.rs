@@ -1,6 +1,6 @@
 //! Declared aggregation weights: one public weight per site in the signed manifest, bound
-//! into the canonical bytes, and every malformed map refused before anyone signs; step
-//! rules the model step does not implement (noised weights, server momentum) refused.
+//! into the canonical bytes, and every malformed map refused before anyone signs; the noised
+//! mode's numbers signed and range-checked; server momentum (not implemented) refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -162,22 +162,31 @@ fn malformed_weight_maps_are_refused() {
 
 /// The noised mode (DP-FedAvg) carries n_cap, κ and a floor in the signed bytes: they
 /// round-trip, give `AggregationWeights::Noised` and add the weight coordinate to the DP
-/// dimension; missing, stray or out-of-range numbers are refused, and a stray policy under
-/// another mode never decodes.
+/// dimension; missing, stray or out-of-range numbers are refused (the floor within [m/2, m],
+/// m = 3 here), as is, under DP, a σ/κ that would make the divisor noise, and a stray policy
+/// under another mode never decodes.
 #[test]
 fn the_noised_mode_signs_its_numbers_and_adds_the_weight_coordinate() {
-    use amalgam_consortium::NoisedWeightPolicy;
     use amalgam_consortium::global_model::AggregationWeights;
+    use amalgam_consortium::{DpBudget, NoisedWeightPolicy};
     let (mut body, keys) = declared();
     body.campaign.declared_weights.clear();
     body.campaign.weight_mode = WeightMode::Noised;
+    assert_eq!(body.protocol.min_cohort, 3);
     let policy = NoisedWeightPolicy {
         n_cap: 1000,
         kappa: body.dp.clip.get() / 2.0,
-        floor: 1.0,
+        floor: 2.0,
     };
     refused(body.clone(), "needs noised_weights");
     body.campaign.noised_weights = Some(policy);
+    // σ = 5.7 against κ = 0.5: the estimate's noise, 5.7·√(4/2)/0.5 ≈ 16 sites, is far
+    // above the floor of 2.
+    refused(body.clone(), "the divisor would be noise");
+    let mut quiet = body.clone();
+    quiet.dp.sigma = amalgam_dp::params::Sigma::new(0.7).unwrap();
+    assert!(SignedManifest::from_body(quiet).is_ok());
+    body.dp.budget = DpBudget::None;
     let bytes = canonical::encode(&body);
     assert_eq!(canonical::decode(&bytes).unwrap(), body);
     let all: Vec<_> = keys.iter().collect();
@@ -190,21 +199,56 @@ fn the_noised_mode_signs_its_numbers_and_adds_the_weight_coordinate() {
         verified.dp_round_params().dim.get(),
         body.campaign.parameter_count.get() + 1
     );
-    let mut wide = body.clone();
-    wide.campaign.noised_weights = Some(NoisedWeightPolicy {
-        kappa: body.dp.clip.get() * 1.5,
-        ..policy
-    });
-    refused(wide, "kappa");
-    let mut high = body.clone();
-    high.campaign.noised_weights = Some(NoisedWeightPolicy {
-        floor: 5.0,
-        ..policy
-    });
-    refused(high, "floor");
-    let mut zero = body.clone();
-    zero.campaign.noised_weights = Some(NoisedWeightPolicy { n_cap: 0, ..policy });
-    refused(zero, "n_cap");
+    let with = |edit: NoisedWeightPolicy| {
+        let mut b = body.clone();
+        b.campaign.noised_weights = Some(edit);
+        b
+    };
+    refused(
+        with(NoisedWeightPolicy {
+            kappa: 1.5,
+            ..policy
+        }),
+        "kappa",
+    );
+    refused(
+        with(NoisedWeightPolicy {
+            kappa: 0.0,
+            ..policy
+        }),
+        "kappa",
+    );
+    refused(
+        with(NoisedWeightPolicy {
+            floor: 3.5,
+            ..policy
+        }),
+        "floor",
+    );
+    refused(
+        with(NoisedWeightPolicy {
+            floor: 1.0,
+            ..policy
+        }),
+        "floor",
+    );
+    refused(
+        with(NoisedWeightPolicy {
+            floor: f64::NAN,
+            ..policy
+        }),
+        "floor",
+    );
+    refused(with(NoisedWeightPolicy { n_cap: 0, ..policy }), "n_cap");
+    for edge in [1.5, 3.0] {
+        assert!(
+            SignedManifest::from_body(with(NoisedWeightPolicy {
+                floor: edge,
+                ..policy
+            }))
+            .is_ok()
+        );
+    }
     let mut stray = body;
     stray.campaign.weight_mode = WeightMode::Uniform;
     refused(stray.clone(), "weight mode is not noised");

@@ -26,11 +26,15 @@ fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../protocol-spec/test-vectors/model-v1")
 }
 
-const FILES: [&str; 4] = [
+#[path = "model_vectors/weighted.rs"]
+mod weighted;
+
+const FILES: [&str; 5] = [
     "model_bytes_digest",
     "fedavg_step",
     "next_model",
     "model_from_bytes_bad",
+    "weighted_step",
 ];
 
 fn f32s(v: &[f32]) -> Value {
@@ -442,6 +446,7 @@ fn vectors() -> Vec<(&'static str, Value)> {
             fedavg_vectors(),
             next_model_vectors(),
             from_bytes_vectors(),
+            weighted::vectors(),
         ])
         .collect()
 }
@@ -540,6 +545,7 @@ fn every_model_vector_file_checks() {
             "{c}"
         );
     }
+    weighted::check_file(&read("weighted_step"));
     for c in cases(&read("model_from_bytes_bad")) {
         let b = hex::decode(c["bytes_hex"].as_str().unwrap()).unwrap();
         let got = model_from_bytes(&b, c["params"].as_u64().unwrap() as usize);
@@ -597,6 +603,12 @@ fn vectors_hold_their_edge_values() {
         nc[1]["expect"]["model_digest"]
     );
     assert_eq!(nc[3]["expect"]["refused"]["error"], "decode");
+}
+
+/// The weighted-step vectors pin their properties (norms within C, both divisor branches).
+#[test]
+fn weighted_vectors_hold_their_properties() {
+    weighted::check_properties();
 }
 
 /// `model_from_bytes` refuses every non-finite pattern at every position with

@@ -230,7 +230,7 @@ fn parameters(r: &SimulationReport, out: &mut String) {
     }
     let c = &r.campaign;
     out.push_str("<h2>Campaign</h2>\n<table class=\"campaign\"><tbody>");
-    let rows: [(&str, String); 12] = [
+    let rows: [(&str, String); 13] = [
         (
             "config digest (SHA-256)",
             format!("<td><code>{}</code></td>", esc(&c.config_digest)),
@@ -263,6 +263,7 @@ fn parameters(r: &SimulationReport, out: &mut String) {
             "bits per value b",
             cell("/campaign/bits", &c.bits.to_string()),
         ),
+        ("aggregation weights", plain(&c.weights)),
         (
             "wall time [s]",
             cell("/campaign/wall_seconds", &num(c.wall_seconds)),

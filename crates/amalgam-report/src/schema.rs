@@ -142,11 +142,19 @@ pub struct Campaign {
     pub dropout_rate: f64,
     /// Bits per value of the upload (b).
     pub bits: u32,
+    /// The aggregation weights, as a sentence (`uniform ...` or `noised ...`, with the public
+    /// n_cap, κ and floor). Reports written before the field existed were uniform.
+    #[serde(default = "uniform_weights")]
+    pub weights: String,
     /// `true` for `amalgam simulate`: one operator ran every party, so the report carries
     /// "single-operator simulation: no separation of duties".
     pub single_operator: bool,
     /// Wall time of the whole campaign, seconds.
     pub wall_seconds: f64,
+}
+
+fn uniform_weights() -> String {
+    "uniform (every contributing plant counts once)".into()
 }
 
 /// The privacy setting of the campaign.

@@ -82,7 +82,9 @@ pub enum TrainError {
 pub struct TrainOutput {
     /// The model delta (new local model minus the global model).
     pub update: Vec<f32>,
-    /// Aggregation weight (used under the `declared` weight mode).
+    /// The site's private example count n_i, read under the `noised` weight mode only (the
+    /// agent encodes w_i = min(n_i / n_cap, 1) inside the clipped, noised vector); the
+    /// `uniform` and `declared` modes ignore it (declared weights come from the manifest).
     pub weight: f64,
     /// Record-level charge, if any.
     pub record_charge: Option<RecordCharge>,

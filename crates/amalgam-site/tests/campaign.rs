@@ -526,3 +526,127 @@ fn declared_weights_give_the_weighted_mean_of_each_rounds_contributors() {
         }
     }
 }
+
+/// A test trainer reporting a fixed update and a fixed private example count.
+struct Counted {
+    update: Vec<f32>,
+    examples: f64,
+}
+
+impl amalgam_site::Trainer for Counted {
+    fn train(
+        &mut self,
+        _global: amalgam_site::GlobalModel<'_>,
+        _round: &amalgam_site::RoundInfo,
+        _permits: &amalgam_site::Permits,
+    ) -> Result<amalgam_site::TrainOutput, amalgam_site::TrainError> {
+        Ok(amalgam_site::TrainOutput {
+            update: self.update.clone(),
+            weight: self.examples,
+            record_charge: None,
+        })
+    }
+}
+
+/// Noised weights (DP-FedAvg) over HTTPS, end to end, without noise (privacy `none`) so the
+/// step is visible. n_cap = 200, κ = 0.1, floor 2.5 (the minimum cohort is 4): `site-0`,
+/// `site-1` and `site-2` have 2000 examples (w = 1) and send +2 per value, the other two
+/// none (w = 0) and send −2 per value; each site clips its update to C = 1, multiplies it by
+/// w, appends κ·w and clips the whole to C (the heavy sites' vectors by 1/√1.01), so the
+/// light sites send zeros. Round 0 divides by the decoded weight sum over κ (2.985, between
+/// the floor and the 5 contributors); in round 1 `site-0` drops out and the estimate (1.99)
+/// falls under the floor, so the step divides by 2.5. The model moves by the sum of those
+/// two means (+0.733), which the uniform mean (+0.082) and the unfloored estimate (+0.816)
+/// miss by more than the quantization error.
+#[test]
+fn noised_weights_divide_by_the_decoded_weight_sum_with_its_floor() {
+    use amalgam_consortium::{DpBudget, NoisedWeightPolicy, WeightMode};
+    use amalgam_site::model::AggregationWeights;
+    amalgam_net::install_crypto_provider();
+    let policy = NoisedWeightPolicy {
+        n_cap: 200,
+        kappa: 0.1,
+        floor: 2.5,
+    };
+    let tc = campaign_consortium_with(73, 2, |b| {
+        b.dp.budget = DpBudget::None;
+        b.campaign.weight_mode = WeightMode::Noised;
+        b.campaign.noised_weights = Some(policy);
+    });
+    let names: Vec<String> = tc.verified.sites().iter().map(|m| m.name.clone()).collect();
+    let is_heavy =
+        |id: u16| ["site-0", "site-1", "site-2"].contains(&names[usize::from(id)].as_str());
+    let dropped = (0..5u16)
+        .find(|&i| names[usize::from(i)] == "site-0")
+        .unwrap();
+    let examples = |id: u16| if is_heavy(id) { 2000.0 } else { 0.0 };
+    let update = |id: u16| if is_heavy(id) { 2.0f32 } else { -2.0 };
+    let rules = ConsortiumRules::from_manifest(&tc.verified).unwrap();
+    assert_eq!(rules.weights, AggregationWeights::Noised(policy));
+    // What each site's vector carries, computed here from the definition: per value
+    // s·w·f/√D with s the update's sign, and κ·w·f in the weight coordinate.
+    let carried = |id: u16| {
+        let w = (examples(id) / f64::from(policy.n_cap)).min(1.0);
+        let f = (1.0 / (w * (1.0 + policy.kappa * policy.kappa).sqrt())).min(1.0);
+        let sign = f64::from(update(id).signum());
+        (sign * w * f / (D as f64).sqrt(), policy.kappa * w * f)
+    };
+    let mean = |contributors: &[u16], floor: bool| -> f64 {
+        let sum: f64 = contributors.iter().map(|&i| carried(i).0).sum();
+        let weight: f64 = contributors.iter().map(|&i| carried(i).1).sum::<f64>() / policy.kappa;
+        let count = contributors.len() as f64;
+        sum / if floor {
+            weight.max(policy.floor).min(count)
+        } else {
+            weight
+        }
+    };
+    let all: Vec<u16> = (0..5).collect();
+    let rest: Vec<u16> = all.iter().copied().filter(|&i| i != dropped).collect();
+    let want = mean(&all, true) + mean(&rest, true);
+    let unfloored = mean(&all, false) + mean(&rest, false);
+    let uniform = |c: &[u16]| {
+        c.iter()
+            .map(|&i| f64::from(update(i).signum()))
+            .sum::<f64>()
+            / (c.len() as f64 * (D as f64).sqrt())
+    };
+    let uniform = uniform(&all) + uniform(&rest);
+    assert!((want - unfloored).abs() > 0.08, "{want} vs {unfloored}");
+    assert!((want - uniform).abs() > 0.6, "{want} vs {uniform}");
+    let server = start(&tc);
+    let root = tempfile::tempdir().unwrap();
+    let handles: Vec<_> = (0..5u16)
+        .map(|i| {
+            let (mut agent, mut t) = site(&tc, &rules, &server, root.path(), i);
+            let mut trainer = Counted {
+                update: vec![update(i); D as usize],
+                examples: examples(i),
+            };
+            std::thread::spawn(move || {
+                for round in 0..2 {
+                    wait_open(&mut t, round);
+                    if round == 1 && i == dropped {
+                        continue;
+                    }
+                    let o = agent.run_round(&mut t, &mut trainer, round).unwrap();
+                    assert!(matches!(o, RoundOutcome::Completed { .. }), "{o:?}");
+                }
+                agent.model().1
+            })
+        })
+        .collect();
+    let ended: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let end = server.rt.block_on(server.campaign).unwrap().unwrap();
+    assert_eq!(end.completed, 2);
+    for (v, start) in end.model.iter().zip(initial()) {
+        let moved = f64::from(*v) - f64::from(start);
+        assert!((moved - want).abs() < 0.03, "moved {moved}, want {want}");
+    }
+    let final_digest = model_digest(&end.model);
+    for (i, digest) in ended.iter().enumerate() {
+        if i != usize::from(dropped) {
+            assert_eq!(*digest, final_digest, "site {i}");
+        }
+    }
+}

@@ -77,6 +77,17 @@ pub enum Weighting {
     Uniform,
     /// The plant's row count (revealed to the aggregator; refused under differential privacy).
     Rows,
+    /// The plant's row count as the private example count n_i of the noised weight mode
+    /// (DP-FedAvg): allowed under differential privacy because the site agent only encodes
+    /// w_i = min(n_i / n_cap, 1) inside the clipped, noised vector, never the count itself.
+    Examples,
+}
+
+impl Weighting {
+    /// Whether the reported weight may leave under site-level differential privacy.
+    fn private(self) -> bool {
+        matches!(self, Weighting::Uniform | Weighting::Examples)
+    }
 }
 
 /// Why a plant trainer could not be built.
@@ -173,7 +184,7 @@ impl PlantTrainer {
         }
         if self.weighting != Weighting::Uniform {
             return Err(SiteTrainerError::Recipe(
-                "row-count weights reveal the plant's size: only uniform weights under DP".into(),
+                "record-level DP-SGD divides by its public expected batch: only uniform or declared weights".into(),
             ));
         }
         self.record_config(&record, 1)
@@ -375,7 +386,7 @@ impl Trainer for PlantTrainer {
             )));
         }
         let dp = permits.epsilon_total.is_finite();
-        if dp && self.weighting != Weighting::Uniform {
+        if dp && !self.weighting.private() {
             return Err(failed(
                 "row-count weights reveal the plant's size: only uniform weights under DP",
             ));
@@ -413,7 +424,7 @@ impl Trainer for PlantTrainer {
         }
         let weight = match self.weighting {
             Weighting::Uniform => 1.0,
-            Weighting::Rows => self.data.len() as f64,
+            Weighting::Rows | Weighting::Examples => self.data.len() as f64,
         };
         Ok(TrainOutput {
             update,

@@ -205,6 +205,20 @@ fn a_malformed_round_is_refused_before_training() {
     );
 }
 
+/// The noised weight mode's example count may be reported under site-level DP (the agent
+/// encodes only min(n / n_cap, 1) in the noised vector); record-level DP-SGD refuses it.
+#[test]
+fn example_counts_are_reported_under_site_level_dp_but_not_with_record_dp() {
+    let (mut t, global) = trainer("logistic-ai4i", Weighting::Examples, 1);
+    let u = train(&mut t, &global, 1, 3, 1.0).unwrap();
+    assert_eq!(u.weight, t.rows() as f64);
+    let (mut uniform, _) = trainer("logistic-ai4i", Weighting::Uniform, 1);
+    assert_eq!(train(&mut uniform, &global, 1, 3, 1.0).unwrap().weight, 1.0);
+    let (t, _) = trainer("logistic-ai4i", Weighting::Examples, 1);
+    let refused = t.with_record_dp(record_recipe()).unwrap_err().to_string();
+    assert!(refused.contains("expected batch"), "{refused}");
+}
+
 #[test]
 fn row_weights_only_without_dp_and_empty_data_is_refused() {
     let (mut t, global) = trainer("logistic-ai4i", Weighting::Rows, 1);

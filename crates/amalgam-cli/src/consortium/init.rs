@@ -133,10 +133,21 @@ pub struct InitArgs {
     /// Rounds in the campaign.
     #[arg(long, default_value_t = 100)]
     rounds: u32,
-    /// Aggregation weights: uniform, or declared (a public weight per site, set when each is
-    /// approved with `--declared-weight`). noised is refused by the site and the aggregator.
+    /// Aggregation weights: uniform; declared (a public weight per site, set when each is
+    /// approved with `--declared-weight`); or noised (DP-FedAvg: each site's private example
+    /// count n enters as w = min(n / n_cap, 1) inside its clipped, noised vector).
     #[arg(long, default_value = "uniform")]
     weight_mode: String,
+    /// n_cap of `--weight-mode noised`: the example count at which a site weighs 1.
+    #[arg(long, default_value_t = 1000)]
+    n_cap: u32,
+    /// κ of `--weight-mode noised`, 0 < κ ≤ C (default C / 2).
+    #[arg(long)]
+    kappa: Option<f64>,
+    /// The divisor's floor under `--weight-mode noised`, in [m/2, m] (default m/2, m the
+    /// minimum cohort).
+    #[arg(long)]
+    weight_floor: Option<f64>,
     /// Shortest phase deadline, seconds.
     #[arg(long, default_value_t = 10)]
     min_phase_secs: u32,
@@ -295,6 +306,11 @@ fn fresh(a: &InitArgs) -> Result<ManifestBody, Failure> {
             ));
         }
     };
+    if weight_mode != WeightMode::Noised && (a.kappa.is_some() || a.weight_floor.is_some()) {
+        return Err(Failure::usage(
+            "--kappa and --weight-floor need --weight-mode noised",
+        ));
+    }
     Ok(ManifestBody {
         consortium: a.consortium.clone(),
         epoch: 1,
@@ -350,7 +366,11 @@ fn fresh(a: &InitArgs) -> Result<ManifestBody, Failure> {
             },
             weight_mode,
             declared_weights: Default::default(),
-            noised_weights: None,
+            noised_weights: (weight_mode == WeightMode::Noised).then(|| NoisedWeightPolicy {
+                n_cap: a.n_cap,
+                kappa: a.kappa.unwrap_or(clip.get() / 2.0),
+                floor: a.weight_floor.unwrap_or(f64::from(min_cohort) / 2.0),
+            }),
         },
         members: vec![Member {
             name: a.aggregator_name.clone(),

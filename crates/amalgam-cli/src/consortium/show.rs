@@ -312,6 +312,12 @@ pub(super) fn policy_text(body: &ManifestBody) -> String {
             .collect();
         out.push_str(&format!("declared weights (public): {}\n", list.join(", ")));
     }
+    if let Some(n) = &c.noised_weights {
+        out.push_str(&format!(
+            "noised weights: w = min(n / {}, 1), kappa {}, divisor floor {} (n each site's private example count)\n",
+            n.n_cap, n.kappa, n.floor
+        ));
+    }
     let t = &c.training;
     out.push_str(&format!(
         "training: {} local epochs, batch {}, {:?}, lr {}, mu {}, server lr {}, momentum {}\n",

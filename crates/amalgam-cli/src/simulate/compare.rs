@@ -228,6 +228,7 @@ pub fn report(
             rounds: o.rounds,
             dropout_rate: o.dropout_rate,
             bits: dp.bits.get(),
+            weights: super::weights::describe(o.noised.as_ref(), o.sigma.is_some()),
             single_operator: true,
             wall_seconds: wall,
         },

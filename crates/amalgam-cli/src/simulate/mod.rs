@@ -13,6 +13,7 @@ mod children;
 mod compare;
 mod record;
 mod setup;
+mod weights;
 
 use std::path::PathBuf;
 
@@ -121,6 +122,9 @@ pub struct Args {
     /// Record-level DP-SGD inside each plant (`--record-dp --record-epsilon E`).
     #[command(flatten)]
     record: record::RecordFlags,
+    /// The aggregation weights (`--weight-mode`).
+    #[command(flatten)]
+    weights: weights::WeightFlags,
 }
 
 /// Validated options.
@@ -171,6 +175,8 @@ pub struct Options {
     pub record_curve: Option<amalgam_report::record_curve::RecordCurve>,
     /// Record-level DP-SGD settings; `None` without `--record-dp`.
     pub record: Option<record::RecordOptions>,
+    /// The noised weight policy; `None` under uniform weights.
+    pub noised: Option<amalgam_consortium::NoisedWeightPolicy>,
 }
 
 /// (t, c, f) of `n` plants, checked against the protocol's rules (safety 2t > n + c,
@@ -321,6 +327,11 @@ fn options(a: &Args) -> Result<Options, Failure> {
     if !(a.major_share.is_finite() && (0.0..=1.0).contains(&a.major_share)) {
         return Err(Failure::usage("--major-share must be in [0, 1]"));
     }
+    if a.record.record_dp && a.weights.weight_mode != weights::WeightArg::Uniform {
+        return Err(Failure::usage(
+            "--record-dp divides each step by its public expected batch: it runs with --weight-mode uniform",
+        ));
+    }
     use sha2::{Digest, Sha256};
     Ok(Options {
         recipe,
@@ -352,6 +363,12 @@ fn options(a: &Args) -> Result<Options, Failure> {
             None => None,
         },
         record: record::options(&a.record, a.dropout_rate > 0.0 || !a.drops.is_empty())?,
+        noised: weights::policy(
+            &a.weights,
+            (a.plants, protocol.0, protocol.1),
+            a.clip,
+            sigma,
+        )?,
     })
 }
 

@@ -53,6 +53,7 @@ pub fn sample() -> SimulationReport {
             rounds: 4,
             dropout_rate: 0.125,
             bits: 16,
+            weights: "uniform (every contributing plant counts once)".into(),
             single_operator: true,
             wall_seconds: 12.75,
         },
