@@ -283,11 +283,12 @@ impl Trainer for Timed {
     }
 }
 
-/// `stats round=R train_s=T total_s=S epsilon=E entries=N head=HEX`: after each round, the
-/// time spent training and in the whole round (training, DP encoding, masking, HTTP and
-/// waiting), and the ledger's cumulative ε (`inf` without privacy), entry count and head
-/// hash (the anchor an auditor checks). All of it is the site's own public or local
-/// information; `amalgam simulate` reads it for its report.
+/// `stats round=R train_s=T encode_s=E mask_s=M persist_s=P total_s=S epsilon=E entries=N
+/// head=HEX`: after each round, the time spent training, in DP encoding and decoding, in the
+/// masking protocol's computation, sealing and writing state, and in the whole round (the
+/// rest is HTTP and waiting), and the ledger's cumulative ε (`inf` without privacy), entry
+/// count and head hash (the anchor an auditor checks). All of it is the site's own public or
+/// local information; `amalgam simulate` reads it for its report.
 fn stats_line(round: u64, agent: &SiteAgent, train: Duration, total: Duration) -> String {
     let ledger = agent.ledger();
     let epsilon = match ledger.spent() {
@@ -296,9 +297,13 @@ fn stats_line(round: u64, agent: &SiteAgent, train: Duration, total: Duration) -
         Err(_) => "unknown".to_owned(),
     };
     let anchor = ledger.anchor();
+    let t = agent.round_timing();
     format!(
-        "stats round={round} train_s={:.6} total_s={:.6} epsilon={epsilon} entries={} head={}",
+        "stats round={round} train_s={:.6} encode_s={:.6} mask_s={:.6} persist_s={:.6} total_s={:.6} epsilon={epsilon} entries={} head={}",
         train.as_secs_f64(),
+        t.encoding.as_secs_f64(),
+        t.masking.as_secs_f64(),
+        t.persistence.as_secs_f64(),
         total.as_secs_f64(),
         anchor.entries,
         hex::encode(anchor.head)

@@ -142,8 +142,18 @@ fn a_small_campaign_runs_through_real_processes_and_reports_every_round() {
             .iter()
             .all(|e| e.spent.is_none() && e.entries > 0)
     );
+    // Every stage is measured by the sites themselves and the shares add up to one.
     let share = report.time_share.expect("time share measured");
-    assert!(share.training > 0.0 && share.training < 1.0);
+    for s in [
+        share.training,
+        share.dp_encoding,
+        share.masking,
+        share.persistence,
+    ] {
+        assert!(s > 0.0 && s < 1.0, "{share:?}");
+    }
+    let sum = share.training + share.dp_encoding + share.masking + share.persistence + share.http;
+    assert!((sum - 1.0).abs() < 1e-9, "{share:?}");
     // The page and its plots are rendered from report.json; the federated model is
     // exported as TorchScript whose predictions `evaluate` scores like the report's.
     let html = std::fs::read_to_string(d.join("out/index.html")).unwrap();

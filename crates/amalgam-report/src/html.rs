@@ -218,10 +218,11 @@ fn parameters(r: &SimulationReport, out: &mut String) {
         Some(t) => {
             let _ = write!(
                 out,
-                "<table class=\"time\"><tbody><tr><th>local training</th>{}</tr><tr><th>DP encoding</th>{}</tr><tr><th>masking</th>{}</tr><tr><th>HTTP and waiting</th>{}</tr></tbody></table>",
+                "<table class=\"time\"><tbody><tr><th>local training</th>{}</tr><tr><th>DP encoding and decoding</th>{}</tr><tr><th>masking computation</th>{}</tr><tr><th>sealed state, written before sending</th>{}</tr><tr><th>HTTP and waiting</th>{}</tr></tbody></table>",
                 cell("/time_share/training", &num(t.training)),
                 cell("/time_share/dp_encoding", &num(t.dp_encoding)),
                 cell("/time_share/masking", &num(t.masking)),
+                cell("/time_share/persistence", &num(t.persistence)),
                 cell("/time_share/http", &num(t.http)),
             );
             out.push('\n');

@@ -300,6 +300,10 @@ pub struct TimeShare {
     pub dp_encoding: f64,
     /// Masking (key agreement, PRG, Shamir).
     pub masking: f64,
+    /// Sealing and writing state before anything leaves (reports written before the field
+    /// existed counted it under `http`).
+    #[serde(default)]
+    pub persistence: f64,
     /// HTTP and waiting for other parties.
     pub http: f64,
 }

@@ -158,6 +158,8 @@ pub struct SiteAgent {
     pub(crate) observer: Option<EncodedObserver>,
     /// Record-level DP of every local run, when enabled ([`SiteAgent::enable_record_dp`]).
     pub(crate) record_dp: Option<RecordDp>,
+    /// Where the current (or last) round's time went ([`SiteAgent::round_timing`]).
+    pub(crate) timing: crate::timing::RoundTiming,
 }
 
 impl core::fmt::Debug for SiteAgent {
@@ -237,6 +239,7 @@ impl SiteAgent {
             options,
             observer: None,
             record_dp: None,
+            timing: Default::default(),
         };
         let aad = agent.aad(AGENT_ROUND, 0);
         match agent.agent_store.get(RECORD, &aad)? {
@@ -350,6 +353,12 @@ impl SiteAgent {
         &self.ledger
     }
 
+    /// Where the last round [`SiteAgent::run_round`] ran (or the current one) spent its time
+    /// in the agent's own stages; reset when a round starts.
+    pub fn round_timing(&self) -> crate::timing::RoundTiming {
+        self.timing
+    }
+
     /// The current global model and its digest.
     pub fn model(&self) -> (&[f32], [u8; 32]) {
         (&self.model, self.record.model_digest)
@@ -425,6 +434,13 @@ impl SiteAgent {
     /// Persists `snap` (the state a transition produced) durably, then records it in the
     /// round log and persists the record: only then may its upload be released.
     pub(crate) fn persist_snapshot(&mut self, snap: &SiteSnapshot) -> Result<(), AgentError> {
+        let t = std::time::Instant::now();
+        let out = self.persist_snapshot_untimed(snap);
+        self.timing.add(crate::timing::Stage::Persistence, t);
+        out
+    }
+
+    fn persist_snapshot_untimed(&mut self, snap: &SiteSnapshot) -> Result<(), AgentError> {
         let round = snap.round();
         let step = snap.step();
         self.store

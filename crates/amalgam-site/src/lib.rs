@@ -36,6 +36,7 @@ pub mod round;
 pub mod rules;
 pub mod statements;
 pub mod testing;
+pub mod timing;
 pub mod trainer;
 pub mod transport;
 

@@ -10,6 +10,8 @@
 //! 5. the published sum decoded, model_{r+1} computed here and compared with the
 //!    aggregator's, the round's secrets deleted, a signed ledger summary uploaded.
 
+use std::time::Instant;
+
 use amalgam_dp::encoding::DdgCodec;
 use amalgam_dp::ledger::audit::Anchor;
 use amalgam_dp::ledger::{LedgerError, RoundRequest};
@@ -26,6 +28,7 @@ use crate::agent::{SiteAgent, UPDATE};
 use crate::error::AgentError;
 use crate::model::model_digest;
 use crate::statements::{DeclineReason, LedgerSummary};
+use crate::timing::{RoundTiming, Stage};
 use crate::trainer::{GlobalModel, Permits, RoundInfo, Trainer};
 use crate::transport::{Download, RoundResult, Transport};
 use amalgam_net::api;
@@ -108,6 +111,7 @@ impl SiteAgent {
                 max_round: self.rules.max_round,
             });
         }
+        self.timing = RoundTiming::default();
         let now = now_ms();
         // A round with persisted state is resumed (before its deadline), never restarted.
         if let Some(site) = self.restore_round(round, now)? {
@@ -212,13 +216,16 @@ impl SiteAgent {
     ) -> Result<RoundOutcome, AgentError> {
         let params = self.rules.params;
         let encoded = self.train_and_encode(trainer, round, permit)?;
+        let t = Instant::now();
         let sealed = self.ledger.seal_update(&encoded)?;
         self.store.put(UPDATE, &self.aad(round, 0), &sealed)?;
+        self.timing.add(Stage::Persistence, t);
         if let Some(f) = self.observer.as_mut() {
             f(round, encoded.values());
         }
 
         let timeout = PhaseTimeout::from_millis(self.rules.phase_timeout_ms)?;
+        let t = Instant::now();
         let mut site = Site::with_context_digest(
             params,
             self.rules.manifest.clone(),
@@ -228,12 +235,17 @@ impl SiteAgent {
             timeout,
             &mut self.record.round_log,
         )?;
+        self.timing.add(Stage::Masking, t);
+        let t = Instant::now();
         self.save()?;
+        self.timing.add(Stage::Persistence, t);
+        let t = Instant::now();
         let mut seed = zeroize::Zeroizing::new([0u8; 32]);
         getrandom::fill(seed.as_mut()).map_err(|_| AgentError::BadState("no OS randomness"))?;
         let mut rng = rand_chacha::ChaCha20Rng::from_seed(*seed);
         let out = site.start(encoded.values().to_vec(), Timestamp(now_ms()), &mut rng)?;
         drop(rng);
+        self.timing.add(Stage::Masking, t);
         self.send(transport, &site, out)?;
         self.drive(transport, site)
     }
@@ -246,6 +258,22 @@ impl SiteAgent {
         trainer: &mut R,
         round: u64,
         permit: amalgam_dp::ledger::RoundPermit,
+    ) -> Result<amalgam_dp::encoding::EncodedUpdate, AgentError> {
+        let started = Instant::now();
+        let mut trained_for = std::time::Duration::ZERO;
+        let out = self.train_and_encode_timed(trainer, round, permit, &mut trained_for);
+        // Encoding is the whole call but the trainer's own time.
+        let spent = started.elapsed().saturating_sub(trained_for);
+        self.timing.encoding = self.timing.encoding.saturating_add(spent);
+        out
+    }
+
+    fn train_and_encode_timed<R: Trainer + ?Sized>(
+        &mut self,
+        trainer: &mut R,
+        round: u64,
+        permit: amalgam_dp::ledger::RoundPermit,
+        trained_for: &mut std::time::Duration,
     ) -> Result<amalgam_dp::encoding::EncodedUpdate, AgentError> {
         // The weight's scale before any noise is drawn or record permit taken, so that a site
         // without a weight wastes no charge.
@@ -274,7 +302,10 @@ impl SiteAgent {
             digest: self.record.model_digest,
             values: &self.model,
         };
-        let trained = trainer.train(global, &info, &permits)?;
+        let t = Instant::now();
+        let trained = trainer.train(global, &info, &permits);
+        *trained_for = t.elapsed();
+        let trained = trained?;
         crate::record::check_reported(permits.record.as_ref(), trained.record_charge.as_ref())?;
         if trained.update.len() != self.rules.model_len {
             return Err(AgentError::Train(crate::trainer::TrainError::Shape {
@@ -356,11 +387,13 @@ impl SiteAgent {
         site: &Site,
         out: Outgoing,
     ) -> Result<(), AgentError> {
-        let snap = site.snapshot();
+        let snap = self.timing.time(Stage::Persistence, || site.snapshot());
         self.persist_snapshot(&snap)?;
+        let t = Instant::now();
         let msg = out.release(&snap)?;
         let phase = upload_phase(&msg);
         let bytes = msg.to_bytes();
+        self.timing.add(Stage::Masking, t);
         let round = site.round();
         // Releasing is local: nothing has left the site at this point.
         crate::fault::site_point("persist", phase, round);
@@ -398,7 +431,10 @@ impl SiteAgent {
                 Download::Aborted => return Ok(RoundOutcome::Aborted),
                 Download::Message(bytes) => {
                     self.rollback_check(transport, round, Some(&site))?;
-                    match site.handle_bytes(&bytes, Timestamp(now_ms())) {
+                    let handled = self.timing.time(Stage::Masking, || {
+                        site.handle_bytes(&bytes, Timestamp(now_ms()))
+                    });
+                    match handled {
                         Ok(out) => self.send(transport, &site, out)?,
                         Err(e) if site.is_done() => {
                             // The protocol aborted or abandoned the round (spec §5.1).
@@ -423,7 +459,10 @@ impl SiteAgent {
         let result = self
             .fetch_result(transport, round)?
             .ok_or(AgentError::Timeout(round))?;
-        self.apply_result(round, &result, true)
+        let t = Instant::now();
+        let applied = self.apply_result(round, &result, true);
+        self.timing.add(Stage::Encoding, t);
+        applied
     }
 
     /// The contributor list the FedAvg step divides by comes from the aggregator: it must be

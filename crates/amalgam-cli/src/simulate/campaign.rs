@@ -30,6 +30,12 @@ pub struct Stats {
     pub round: u64,
     /// Seconds in the trainer.
     pub train_s: f64,
+    /// Seconds in DP encoding and decoding.
+    pub encode_s: f64,
+    /// Seconds in the masking protocol's computation.
+    pub mask_s: f64,
+    /// Seconds sealing and writing state.
+    pub persist_s: f64,
     /// Seconds in the whole round.
     pub total_s: f64,
     /// Cumulative ε (`None`: ∞, no privacy).
@@ -40,7 +46,8 @@ pub struct Stats {
     pub head: String,
 }
 
-/// Parses `stats round=R train_s=T total_s=S epsilon=E entries=N head=HEX`.
+/// Parses `stats round=R train_s=T encode_s=E mask_s=M persist_s=P total_s=S epsilon=E
+/// entries=N head=HEX` (every duration finite and ≥ 0).
 pub fn parse_stats(line: &str) -> Option<Stats> {
     let rest = line.strip_prefix("stats ")?;
     let mut f = BTreeMap::new();
@@ -48,7 +55,11 @@ pub fn parse_stats(line: &str) -> Option<Stats> {
         let (k, v) = kv.split_once('=')?;
         f.insert(k, v);
     }
-    let num = |k: &str| f.get(k).and_then(|v| v.parse::<f64>().ok());
+    let num = |k: &str| {
+        f.get(k)
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+    };
     let epsilon = match *f.get("epsilon")? {
         "inf" => None,
         v => Some(
@@ -60,11 +71,29 @@ pub fn parse_stats(line: &str) -> Option<Stats> {
     Some(Stats {
         round: f.get("round")?.parse().ok()?,
         train_s: num("train_s")?,
+        encode_s: num("encode_s")?,
+        mask_s: num("mask_s")?,
+        persist_s: num("persist_s")?,
         total_s: num("total_s")?,
         epsilon,
         entries: f.get("entries")?.parse().ok()?,
         head: (*f.get("head")?).to_owned(),
     })
+}
+
+/// Seconds per stage, summed over sites and rounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageSeconds {
+    /// Training.
+    pub train: f64,
+    /// DP encoding and decoding.
+    pub encode: f64,
+    /// Masking computation.
+    pub mask: f64,
+    /// Persistence.
+    pub persist: f64,
+    /// Whole rounds.
+    pub total: f64,
 }
 
 /// The campaign as the harness saw it.
@@ -76,8 +105,8 @@ pub struct Outcome {
     pub best: (Vec<f32>, usize),
     /// Each plant's last `stats` line.
     pub last: Vec<Option<Stats>>,
-    /// Σ of `train_s` and of `total_s` over every site and round.
-    pub train_total: (f64, f64),
+    /// Σ over every site and round of each stage's seconds.
+    pub time: StageSeconds,
 }
 
 /// Runs of consecutive rounds plant `p` takes part in: (first round, count).
@@ -407,16 +436,22 @@ pub fn run(o: &Options, paths: &Paths, s: &Setup) -> Result<Outcome, Failure> {
         .iter()
         .map(|m| m.values().next_back().cloned())
         .collect();
-    let train_total = watch
+    let time = watch
         .stats
         .iter()
         .flat_map(|m| m.values())
-        .fold((0.0, 0.0), |(a, b), s| (a + s.train_s, b + s.total_s));
+        .fold(StageSeconds::default(), |a, s| StageSeconds {
+            train: a.train + s.train_s,
+            encode: a.encode + s.encode_s,
+            mask: a.mask + s.mask_s,
+            persist: a.persist + s.persist_s,
+            total: a.total + s.total_s,
+        });
     Ok(Outcome {
         rounds: rows,
         best: (best.1, best.2),
         last,
-        train_total,
+        time,
     })
 }
 
@@ -454,29 +489,38 @@ mod tests {
 
     #[test]
     fn stats_lines_parse_and_bad_ones_are_ignored() {
-        let s =
-            parse_stats("stats round=3 train_s=0.25 total_s=1.5 epsilon=inf entries=9 head=ab01");
+        let times = "encode_s=0.125 mask_s=0.0625 persist_s=0.03125";
+        let s = parse_stats(&format!(
+            "stats round=3 train_s=0.25 {times} total_s=1.5 epsilon=inf entries=9 head=ab01"
+        ));
         assert_eq!(
             s,
             Some(Stats {
                 round: 3,
                 train_s: 0.25,
+                encode_s: 0.125,
+                mask_s: 0.0625,
+                persist_s: 0.03125,
                 total_s: 1.5,
                 epsilon: None,
                 entries: 9,
                 head: "ab01".into()
             })
         );
-        let s = parse_stats("stats round=0 train_s=1 total_s=2 epsilon=0.5 entries=3 head=00");
+        let s = parse_stats(&format!(
+            "stats round=0 train_s=1 {times} total_s=2 epsilon=0.5 entries=3 head=00"
+        ));
         assert_eq!(s.map(|s| s.epsilon), Some(Some(0.5)));
         for bad in [
-            "round 0: Completed",
-            "stats round=x train_s=1 total_s=2 epsilon=0.5 entries=3 head=00",
-            "stats round=0 train_s=1 total_s=2 epsilon=-1 entries=3 head=00",
-            "stats round=0 train_s=1 total_s=2 epsilon=NaN entries=3 head=00",
-            "stats round=0 train_s=1 epsilon=0.5 entries=3 head=00",
+            "round 0: Completed".to_owned(),
+            format!("stats round=x train_s=1 {times} total_s=2 epsilon=0.5 entries=3 head=00"),
+            format!("stats round=0 train_s=1 {times} total_s=2 epsilon=-1 entries=3 head=00"),
+            format!("stats round=0 train_s=1 {times} total_s=2 epsilon=NaN entries=3 head=00"),
+            format!("stats round=0 train_s=1 {times} epsilon=0.5 entries=3 head=00"),
+            format!("stats round=0 train_s=-1 {times} total_s=2 epsilon=0.5 entries=3 head=00"),
+            "stats round=0 train_s=1 total_s=2 epsilon=0.5 entries=3 head=00".to_owned(),
         ] {
-            assert_eq!(parse_stats(bad), None, "{bad}");
+            assert_eq!(parse_stats(&bad), None, "{bad}");
         }
     }
 

@@ -201,16 +201,19 @@ pub fn report(
         }
         None => Vec::new(),
     };
-    let (train, total) = c.train_total;
-    // Only the split between training and the rest of a site's round is measured: the
-    // rest (DP encoding, masking, HTTP and waiting for the others) is reported under `http`.
-    let time_share = (total > 0.0).then(|| {
-        let training = (train / total).clamp(0.0, 1.0);
+    // Each site measures its own stages (`site run`'s stats line); what is left of its
+    // round is HTTP and waiting for the other parties.
+    let time = c.time;
+    let time_share = (time.total > 0.0).then(|| {
+        let share = |s: f64| (s / time.total).clamp(0.0, 1.0);
+        let (training, dp_encoding) = (share(time.train), share(time.encode));
+        let (masking, persistence) = (share(time.mask), share(time.persist));
         TimeShare {
             training,
-            dp_encoding: 0.0,
-            masking: 0.0,
-            http: 1.0 - training,
+            dp_encoding,
+            masking,
+            persistence,
+            http: (1.0 - training - dp_encoding - masking - persistence).max(0.0),
         }
     });
     let (t, colluders, f) = o.protocol;

@@ -105,7 +105,8 @@ pub fn sample() -> SimulationReport {
             training: 0.6125,
             dp_encoding: 0.0875,
             masking: 0.1375,
-            http: 0.125,
+            persistence: 0.0625,
+            http: 0.0625,
         }),
         curve: vec![
             CurvePoint {
