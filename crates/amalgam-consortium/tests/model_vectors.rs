@@ -293,6 +293,32 @@ struct Encoded {
     lr: f64,
 }
 
+/// A case's encoding, model, sum and server rate as the file states them (β must be 0).
+fn read_encoded(c: &Value, contributors: usize) -> Encoded {
+    let e = &c["encoding"];
+    assert_eq!(read_f64(&e["beta_f64_bits"]), 0.0);
+    Encoded {
+        what: "",
+        clip: read_f64(&e["clip_f64_bits"]),
+        gamma: read_f64(&e["gamma_f64_bits"]),
+        bits: e["bits"].as_u64().unwrap() as u32,
+        dim: e["dim"].as_u64().unwrap(),
+        seed: hex::decode(e["rotation_seed"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        model: read_f32s(&c["model_f32_bits"]),
+        sum: c["sum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect(),
+        contributors,
+        lr: read_f64(&c["server_lr_f64_bits"]),
+    }
+}
+
 fn encoding(e: &Encoded) -> EncodingParams {
     EncodingParams {
         clip: ClipNorm::new(e.clip).unwrap(),
@@ -510,28 +536,7 @@ fn every_model_vector_file_checks() {
     }
     assert!(refused >= 4, "the refusals are in the vectors");
     for c in cases(&read("next_model")) {
-        let e = &c["encoding"];
-        let enc = Encoded {
-            what: "",
-            clip: read_f64(&e["clip_f64_bits"]),
-            gamma: read_f64(&e["gamma_f64_bits"]),
-            bits: e["bits"].as_u64().unwrap() as u32,
-            dim: e["dim"].as_u64().unwrap(),
-            seed: hex::decode(e["rotation_seed"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap(),
-            model: read_f32s(&c["model_f32_bits"]),
-            sum: c["sum"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .collect(),
-            contributors: c["contributors"].as_u64().unwrap() as usize,
-            lr: read_f64(&c["server_lr_f64_bits"]),
-        };
-        assert_eq!(read_f64(&e["beta_f64_bits"]), 0.0);
+        let enc = read_encoded(c, c["contributors"].as_u64().unwrap() as usize);
         let got = next_model(
             encoding(&enc),
             &enc.model,

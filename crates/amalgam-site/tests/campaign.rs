@@ -439,6 +439,69 @@ fn forged_or_regressing_summaries_are_refused() {
     server.rt.block_on(server.service.shutdown());
 }
 
+/// How a two-round campaign ended: the aggregator's position, every site's final model
+/// digest, and the site that skipped round 1.
+struct TwoRounds {
+    end: Position,
+    ended: Vec<[u8; 32]>,
+    dropped: u16,
+}
+
+impl TwoRounds {
+    /// Every value of the final model moved by `want` (within `tol`) from [`initial`], and
+    /// every site but the dropped one (which has no later round to catch up in) ends on the
+    /// aggregator's model.
+    fn assert_moved(&self, want: f64, tol: f64) {
+        for (v, start) in self.end.model.iter().zip(initial()) {
+            let moved = f64::from(*v) - f64::from(start);
+            assert!((moved - want).abs() < tol, "moved {moved}, want {want}");
+        }
+        let final_digest = model_digest(&self.end.model);
+        for (i, digest) in self.ended.iter().enumerate() {
+            if i != usize::from(self.dropped) {
+                assert_eq!(*digest, final_digest, "site {i}");
+            }
+        }
+    }
+}
+
+/// Runs `tc`'s two-round campaign over HTTPS at its five sites, each with `trainer(i)`,
+/// `dropped` skipping round 1; both rounds must complete.
+fn two_rounds<R: amalgam_site::Trainer + Send + 'static>(
+    tc: &TestConsortium,
+    rules: &ConsortiumRules,
+    dropped: u16,
+    trainer: impl Fn(u16) -> R,
+) -> TwoRounds {
+    let server = start(tc);
+    let root = tempfile::tempdir().unwrap();
+    let handles: Vec<_> = (0..5u16)
+        .map(|i| {
+            let (mut agent, mut t) = site(tc, rules, &server, root.path(), i);
+            let mut trainer = trainer(i);
+            std::thread::spawn(move || {
+                for round in 0..2 {
+                    wait_open(&mut t, round);
+                    if round == 1 && i == dropped {
+                        continue;
+                    }
+                    let o = agent.run_round(&mut t, &mut trainer, round).unwrap();
+                    assert!(matches!(o, RoundOutcome::Completed { .. }), "{o:?}");
+                }
+                agent.model().1
+            })
+        })
+        .collect();
+    let ended: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let end = server.rt.block_on(server.campaign).unwrap().unwrap();
+    assert_eq!(end.completed, 2);
+    TwoRounds {
+        end,
+        ended,
+        dropped,
+    }
+}
+
 /// Declared weights over HTTPS, end to end: the manifest gives `site-0` weight 6 and the
 /// other four weight 1, every site sends a fixed update of norm 4.9 > C (+2 per value from
 /// `site-0`, −2 from the others), and one light site drops out of round 1. Without noise
@@ -477,30 +540,9 @@ fn declared_weights_give_the_weighted_mean_of_each_rounds_contributors() {
     let by_id: Vec<u32> = (0..5).map(|i| weight(i) as u32).collect();
     assert_eq!(rules.weights, AggregationWeights::Declared(by_id));
     let dropped = (0..5u16).find(|&i| weight(i) == 1.0).unwrap();
-    let server = start(&tc);
-    let root = tempfile::tempdir().unwrap();
-    let handles: Vec<_> = (0..5u16)
-        .map(|i| {
-            let (mut agent, mut t) = site(&tc, &rules, &server, root.path(), i);
-            let mut trainer = FixedUpdateTrainer {
-                update: vec![update(i); D as usize],
-            };
-            std::thread::spawn(move || {
-                for round in 0..2 {
-                    wait_open(&mut t, round);
-                    if round == 1 && i == dropped {
-                        continue;
-                    }
-                    let o = agent.run_round(&mut t, &mut trainer, round).unwrap();
-                    assert!(matches!(o, RoundOutcome::Completed { .. }), "{o:?}");
-                }
-                agent.model().1
-            })
-        })
-        .collect();
-    let ended: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let end = server.rt.block_on(server.campaign).unwrap().unwrap();
-    assert_eq!(end.completed, 2);
+    let end = two_rounds(&tc, &rules, dropped, |i| FixedUpdateTrainer {
+        update: vec![update(i); D as usize],
+    });
     let mean = |contributors: &[u16], weighted: bool| -> f64 {
         let w = |i: u16| if weighted { weight(i) } else { 1.0 };
         let total: f64 = contributors.iter().map(|&i| w(i)).sum();
@@ -511,20 +553,7 @@ fn declared_weights_give_the_weighted_mean_of_each_rounds_contributors() {
     let weighted = mean(&all, true) + mean(&rest, true);
     let uniform = mean(&all, false) + mean(&rest, false);
     assert!((weighted - uniform).abs() > 0.4, "{weighted} vs {uniform}");
-    for (v, start) in end.model.iter().zip(initial()) {
-        let moved = f64::from(*v) - f64::from(start);
-        assert!(
-            (moved - weighted).abs() < 0.05,
-            "moved {moved}, want {weighted}"
-        );
-    }
-    let final_digest = model_digest(&end.model);
-    // The dropped site never saw round 1's result (no later round to catch up in).
-    for (i, digest) in ended.iter().enumerate() {
-        if i != usize::from(dropped) {
-            assert_eq!(*digest, final_digest, "site {i}");
-        }
-    }
+    end.assert_moved(weighted, 0.05);
 }
 
 /// A test trainer reporting a fixed update and a fixed private example count.
@@ -614,39 +643,9 @@ fn noised_weights_divide_by_the_decoded_weight_sum_with_its_floor() {
     let uniform = uniform(&all) + uniform(&rest);
     assert!((want - unfloored).abs() > 0.08, "{want} vs {unfloored}");
     assert!((want - uniform).abs() > 0.6, "{want} vs {uniform}");
-    let server = start(&tc);
-    let root = tempfile::tempdir().unwrap();
-    let handles: Vec<_> = (0..5u16)
-        .map(|i| {
-            let (mut agent, mut t) = site(&tc, &rules, &server, root.path(), i);
-            let mut trainer = Counted {
-                update: vec![update(i); D as usize],
-                examples: examples(i),
-            };
-            std::thread::spawn(move || {
-                for round in 0..2 {
-                    wait_open(&mut t, round);
-                    if round == 1 && i == dropped {
-                        continue;
-                    }
-                    let o = agent.run_round(&mut t, &mut trainer, round).unwrap();
-                    assert!(matches!(o, RoundOutcome::Completed { .. }), "{o:?}");
-                }
-                agent.model().1
-            })
-        })
-        .collect();
-    let ended: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let end = server.rt.block_on(server.campaign).unwrap().unwrap();
-    assert_eq!(end.completed, 2);
-    for (v, start) in end.model.iter().zip(initial()) {
-        let moved = f64::from(*v) - f64::from(start);
-        assert!((moved - want).abs() < 0.03, "moved {moved}, want {want}");
-    }
-    let final_digest = model_digest(&end.model);
-    for (i, digest) in ended.iter().enumerate() {
-        if i != usize::from(dropped) {
-            assert_eq!(*digest, final_digest, "site {i}");
-        }
-    }
+    let end = two_rounds(&tc, &rules, dropped, |i| Counted {
+        update: vec![update(i); D as usize],
+        examples: examples(i),
+    });
+    end.assert_moved(want, 0.03);
 }

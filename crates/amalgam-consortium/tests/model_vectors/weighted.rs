@@ -11,7 +11,8 @@ use amalgam_dp::params::ClipNorm;
 use serde_json::{Value, json};
 
 use super::{
-    Encoded, comparable, encoding, error_json, f32s, f64s, outcome, read_f32s, read_f64, read_f64s,
+    Encoded, comparable, encoding, error_json, f32s, f64s, outcome, read_encoded, read_f64,
+    read_f64s,
 };
 
 fn hex64(v: f64) -> String {
@@ -317,27 +318,7 @@ pub fn check_file(v: &Value) {
         assert_eq!(have, want, "{c}");
     }
     for c in step {
-        let e = &c["encoding"];
-        let enc = Encoded {
-            what: "",
-            clip: read_f64(&e["clip_f64_bits"]),
-            gamma: read_f64(&e["gamma_f64_bits"]),
-            bits: e["bits"].as_u64().unwrap() as u32,
-            dim: e["dim"].as_u64().unwrap(),
-            seed: hex::decode(e["rotation_seed"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap(),
-            model: read_f32s(&c["model_f32_bits"]),
-            sum: c["sum"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .collect(),
-            contributors: 0,
-            lr: read_f64(&c["server_lr_f64_bits"]),
-        };
+        let enc = read_encoded(c, 0);
         let contributors: Vec<u16> = c["contributors"]
             .as_array()
             .unwrap()
