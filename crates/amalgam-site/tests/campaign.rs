@@ -578,15 +578,16 @@ impl amalgam_site::Trainer for Counted {
 }
 
 /// Noised weights (DP-FedAvg) over HTTPS, end to end, without noise (privacy `none`) so the
-/// step is visible. n_cap = 200, κ = 0.1, floor 2.5 (the minimum cohort is 4): `site-0`,
-/// `site-1` and `site-2` have 2000 examples (w = 1) and send +2 per value, the other two
-/// none (w = 0) and send −2 per value; each site clips its update to C = 1, multiplies it by
-/// w, appends κ·w and clips the whole to C (the heavy sites' vectors by 1/√1.01), so the
-/// light sites send zeros. Round 0 divides by the decoded weight sum over κ (2.985, between
-/// the floor and the 5 contributors); in round 1 `site-0` drops out and the estimate (1.99)
-/// falls under the floor, so the step divides by 2.5. The model moves by the sum of those
-/// two means (+0.733), which the uniform mean (+0.082) and the unfloored estimate (+0.816)
-/// miss by more than the quantization error.
+/// step is visible. n_cap = 200, κ = C = 1 (a small κ would magnify the rounding error of
+/// the weight coordinate by 1/κ in the divisor), floor 2 (the minimum cohort is 4):
+/// `site-0`, `site-1` and `site-2` have 2000 examples (w = 1) and send +2 per value, the
+/// other two none (w = 0) and send −2 per value; each site clips its update to C, multiplies
+/// it by w, appends κ·w and clips the whole to C (the heavy sites' vectors by 1/√2), so the
+/// light sites send zeros. Round 0 divides by the decoded weight sum over κ (2.121, between
+/// the floor and the 5 contributors); in round 1 `site-0` drops out and the estimate (1.414)
+/// falls under the floor, so the step divides by 2. The model moves by the sum of those two
+/// means (+0.697), which the uniform mean (+0.082) and the unfloored estimate (+0.816) miss
+/// by more than the quantization error.
 #[test]
 fn noised_weights_divide_by_the_decoded_weight_sum_with_its_floor() {
     use amalgam_consortium::{DpBudget, NoisedWeightPolicy, WeightMode};
@@ -594,8 +595,8 @@ fn noised_weights_divide_by_the_decoded_weight_sum_with_its_floor() {
     amalgam_net::install_crypto_provider();
     let policy = NoisedWeightPolicy {
         n_cap: 200,
-        kappa: 0.1,
-        floor: 2.5,
+        kappa: 1.0,
+        floor: 2.0,
     };
     let tc = campaign_consortium_with(73, 2, |b| {
         b.dp.budget = DpBudget::None;
