@@ -638,10 +638,19 @@ fn noised_weights_are_written_by_init_with_their_numbers() {
     let body = amalgam_consortium::draft::read_draft(&d.join("n.toml")).unwrap();
     let n = body.campaign.noised_weights.unwrap();
     assert_eq!((n.n_cap, n.kappa, n.floor), (500, 0.75, 1.5));
-    let args = init_args(&["--out", "u.toml", "--kappa", "0.5"]);
-    let out = amalgam(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("need --weight-mode noised"), "{err}");
-    assert!(!d.join("u.toml").exists());
+    // Each noised number under another mode is refused, never silently dropped.
+    for flag in [
+        ["--n-cap", "500"],
+        ["--kappa", "0.5"],
+        ["--weight-floor", "1.5"],
+    ] {
+        let mut extra = vec!["--out", "u.toml"];
+        extra.extend(flag);
+        let args = init_args(&extra);
+        let out = amalgam(d, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag:?}: {err}");
+        assert!(err.contains("need --weight-mode noised"), "{flag:?}: {err}");
+        assert!(!d.join("u.toml").exists());
+    }
 }

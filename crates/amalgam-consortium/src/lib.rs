@@ -61,6 +61,7 @@ pub mod highwater;
 pub mod key;
 pub mod labels;
 pub mod model;
+pub mod noised_policy;
 pub mod period_key;
 pub mod rotation;
 pub mod signed;

@@ -215,14 +215,10 @@ fn check_campaign(body: &ManifestBody) -> Result<(), ManifestError> {
     check_noised_weights(body)
 }
 
-/// Under `noised`: n_cap ≥ 1; 0 < κ ≤ C (a larger κ would leave the update less of the clip
-/// norm than the weight it carries); a floor in [m/2, m], m the minimum cohort (the step's
-/// divisor is clamped to [floor, contributor count], so a forged weight coordinate or the
-/// noise can amplify the step at most count / floor ≤ 2n/m times, and a floor above m would
-/// damp every small round); and under differential privacy, the estimate's noise
-/// σ·√(n / n_min) / κ (in full-weight sites, n sites contributing) at most the floor, or the
-/// divisor would be noise. Under the other modes, no such numbers.
+/// Under `noised`, the ranges of [`crate::noised_policy::check_noised_policy`] (σ counts only
+/// under differential privacy); under the other modes, no such numbers.
 fn check_noised_weights(body: &ManifestBody) -> Result<(), ManifestError> {
+    use crate::noised_policy::{NoisedContext, check_noised_policy};
     let c = &body.campaign;
     let Some(n) = &c.noised_weights else {
         if c.weight_mode == WeightMode::Noised {
@@ -237,50 +233,15 @@ fn check_noised_weights(body: &ManifestBody) -> Result<(), ManifestError> {
             "noised_weights are given but the weight mode is not noised",
         ));
     }
-    if n.n_cap == 0 {
-        return Err(ManifestError::invalid("noised_weights.n_cap must be >= 1"));
-    }
-    let clip = body.dp.clip.get();
-    in_interval("kappa", n.kappa, 0.0, clip, &format!("(0, C = {clip}]"))?;
-    let m = f64::from(body.protocol.min_cohort);
-    in_interval(
-        "floor",
-        n.floor,
-        m / 2.0,
-        m,
-        &format!(
-            "[{}, {m}] (half the minimum cohort to the minimum cohort)",
-            m / 2.0
-        ),
-    )?;
-    if body.dp.budget != DpBudget::None {
-        let sites = body.members.iter().filter(|m| m.has(Role::Site)).count() as f64;
-        let n_min = f64::from(
-            body.protocol
-                .min_cohort
-                .saturating_sub(body.protocol.colluders)
-                .max(1),
-        );
-        let noise = body.dp.sigma.get() * (sites / n_min).sqrt() / n.kappa;
-        if noise > n.floor {
-            return Err(ManifestError::invalid(format!(
-                "noised weights: the weight sum's noise (sigma·sqrt(n/n_min)/kappa = {noise:.3} full-weight sites) exceeds the floor {}: the divisor would be noise; raise kappa (up to C), lower sigma, or use uniform weights",
-                n.floor
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// `noised_weights.<what>` must be finite, above `low` (or equal to it when `low` > 0) and
-/// at most `high`; `shown` is the interval as the error prints it.
-fn in_interval(what: &str, v: f64, low: f64, high: f64, shown: &str) -> Result<(), ManifestError> {
-    let above = if low > 0.0 { v >= low } else { v > low };
-    finite(what, v, above && v <= high).map_err(|_| {
-        ManifestError::invalid(format!(
-            "noised_weights.{what} is {v}, it must be in {shown}"
-        ))
-    })
+    let sites = body.members.iter().filter(|m| m.has(Role::Site)).count();
+    let ctx = NoisedContext {
+        clip: body.dp.clip.get(),
+        min_cohort: body.protocol.min_cohort,
+        colluders: body.protocol.colluders,
+        sites: u16::try_from(sites).unwrap_or(u16::MAX),
+        sigma: (body.dp.budget != DpBudget::None).then(|| body.dp.sigma.get()),
+    };
+    check_noised_policy(n, &ctx).map_err(|e| ManifestError::invalid(e.to_string()))
 }
 
 /// The DP dimension of a campaign's update: its parameters, plus the weight coordinate

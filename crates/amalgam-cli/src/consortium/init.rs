@@ -138,9 +138,10 @@ pub struct InitArgs {
     /// count n enters as w = min(n / n_cap, 1) inside its clipped, noised vector).
     #[arg(long, default_value = "uniform")]
     weight_mode: String,
-    /// n_cap of `--weight-mode noised`: the example count at which a site weighs 1.
-    #[arg(long, default_value_t = 1000)]
-    n_cap: u32,
+    /// n_cap of `--weight-mode noised`: the example count at which a site weighs 1
+    /// (default 1000).
+    #[arg(long)]
+    n_cap: Option<u32>,
     /// κ of `--weight-mode noised`, 0 < κ ≤ C (default C / 2).
     #[arg(long)]
     kappa: Option<f64>,
@@ -306,9 +307,11 @@ fn fresh(a: &InitArgs) -> Result<ManifestBody, Failure> {
             ));
         }
     };
-    if weight_mode != WeightMode::Noised && (a.kappa.is_some() || a.weight_floor.is_some()) {
+    if weight_mode != WeightMode::Noised
+        && (a.n_cap.is_some() || a.kappa.is_some() || a.weight_floor.is_some())
+    {
         return Err(Failure::usage(
-            "--kappa and --weight-floor need --weight-mode noised",
+            "--n-cap, --kappa and --weight-floor need --weight-mode noised",
         ));
     }
     Ok(ManifestBody {
@@ -367,7 +370,7 @@ fn fresh(a: &InitArgs) -> Result<ManifestBody, Failure> {
             weight_mode,
             declared_weights: Default::default(),
             noised_weights: (weight_mode == WeightMode::Noised).then(|| NoisedWeightPolicy {
-                n_cap: a.n_cap,
+                n_cap: a.n_cap.unwrap_or(1000),
                 kappa: a.kappa.unwrap_or(clip.get() / 2.0),
                 floor: a.weight_floor.unwrap_or(f64::from(min_cohort) / 2.0),
             }),

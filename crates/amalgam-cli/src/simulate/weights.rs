@@ -6,6 +6,7 @@
 //! κ and the floor are public and signed into the manifest.
 
 use amalgam_consortium::NoisedWeightPolicy;
+use amalgam_consortium::noised_policy::{NoisedContext, NoisedPolicyError, check_noised_policy};
 use clap::ValueEnum;
 
 use crate::Failure;
@@ -60,38 +61,35 @@ pub fn policy(
         }
         return Ok(None);
     }
-    let n_cap = flags.n_cap.unwrap_or(1000);
-    if n_cap == 0 {
-        return Err(Failure::usage("--n-cap must be at least 1"));
-    }
-    let kappa = flags.kappa.unwrap_or(clip / 2.0);
-    if !(kappa.is_finite() && kappa > 0.0 && kappa <= clip) {
-        return Err(Failure::usage(format!(
-            "--kappa {kappa} must be in (0, C = {clip}]"
-        )));
-    }
     let m = f64::from(t);
-    let floor = flags.weight_floor.unwrap_or(m / 2.0);
-    if !(floor.is_finite() && floor >= m / 2.0 && floor <= m) {
-        return Err(Failure::usage(format!(
-            "--weight-floor {floor} must be in [{}, {m}] (half the threshold t to t)",
-            m / 2.0
-        )));
-    }
-    if let Some(sigma) = sigma {
-        let n_min = f64::from(t.saturating_sub(c).max(1));
-        let noise = sigma * (f64::from(plants) / n_min).sqrt() / kappa;
-        if noise > floor {
-            return Err(Failure::usage(format!(
+    let policy = NoisedWeightPolicy {
+        n_cap: flags.n_cap.unwrap_or(1000),
+        kappa: flags.kappa.unwrap_or(clip / 2.0),
+        floor: flags.weight_floor.unwrap_or(m / 2.0),
+    };
+    let ctx = NoisedContext {
+        clip,
+        min_cohort: t,
+        colluders: c,
+        sites: plants,
+        sigma,
+    };
+    // The manifest's own rule, reworded with the flags' names.
+    check_noised_policy(&policy, &ctx).map_err(|e| {
+        Failure::usage(match e {
+            NoisedPolicyError::NCap => "--n-cap must be at least 1".to_string(),
+            NoisedPolicyError::Kappa { kappa, clip } => {
+                format!("--kappa {kappa} must be in (0, C = {clip}]")
+            }
+            NoisedPolicyError::Floor { floor, low, high } => format!(
+                "--weight-floor {floor} must be in [{low}, {high}] (half the threshold t to t)"
+            ),
+            NoisedPolicyError::Noise { noise, floor } => format!(
                 "--weight-mode noised: the weight sum's noise (σ·√(n/n_min)/κ = {noise:.2} plants) exceeds the floor {floor}, so the divisor would be noise; raise --kappa (up to C), lower --sigma, or use uniform weights"
-            )));
-        }
-    }
-    Ok(Some(NoisedWeightPolicy {
-        n_cap,
-        kappa,
-        floor,
-    }))
+            ),
+        })
+    })?;
+    Ok(Some(policy))
 }
 
 /// How the report names the weight mode (`private`: under site-level DP, where the weight
