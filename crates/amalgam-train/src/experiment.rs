@@ -237,8 +237,11 @@ pub fn local_only(
     )
 }
 
-/// The federated weights `global` fine-tuned at plant `k` for the recipe's `finetune_epochs`
-/// (no FedProx term), the threshold chosen on the plant's validation rows.
+/// The federated weights `global` fine-tuned at plant `k` for up to the recipe's
+/// `finetune_epochs` (no FedProx term): after each epoch, and before the first (the federated
+/// weights unchanged), the plant's validation AUPRC is measured and the best is kept (ties go
+/// to fewer epochs), so a plant whose few rows would overfit keeps the federated model; the
+/// threshold is chosen on the same validation rows, and `best_round` is the epochs kept.
 pub fn fine_tuned(
     p: &Prepared,
     model: &mut Model,
@@ -252,22 +255,25 @@ pub fn fine_tuned(
         ..recipe.local.clone()
     };
     model.set_from_flat(global)?;
-    train_epochs(
-        model,
-        None,
-        &p.train[k],
-        &ft,
-        recipe.federated.finetune_epochs,
-        seed ^ (k as u64 + 1) << 32,
-    )?;
-    let flat = model.flat();
-    score(
-        p,
-        model,
-        &flat,
-        &p.validation[k],
-        recipe.federated.finetune_epochs,
-    )
+    let val = &p.validation[k];
+    let mut best = Best {
+        auprc: val_auprc(model, val)?,
+        flat: global.to_vec(),
+        round: 0,
+    };
+    for epoch in 1..=recipe.federated.finetune_epochs {
+        train_epochs(
+            model,
+            None,
+            &p.train[k],
+            &ft,
+            1,
+            (seed ^ (k as u64 + 1) << 32).wrapping_add(epoch as u64),
+        )?;
+        let a = val_auprc(model, val)?;
+        best.offer(a, || model.flat(), epoch);
+    }
+    score(p, model, &best.flat.clone(), val, best.round)
 }
 
 /// Runs every method on one split. `seed` fixes the initial weights (the same for every
@@ -465,4 +471,52 @@ fn federated(
     }
     let scored = score(p, model, &best.flat.clone(), &p.pooled_val, best.round)?;
     Ok((scored, best.flat))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::split::{SplitConfig, SplitKind, split};
+
+    /// Fine-tuning keeps whichever epoch count validates best, the federated weights (0
+    /// epochs) included: its validation AUPRC is never below theirs, and with no epochs
+    /// allowed it returns them unchanged.
+    #[test]
+    fn fine_tuning_never_validates_below_the_federated_weights() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let text = std::fs::read_to_string(root.join("configs/campaign-default.toml")).unwrap();
+        let mut recipe = Recipe::from_toml(&text).unwrap();
+        let rows = crate::data::read_csv(&root.join("data/ai4i2020.csv")).unwrap();
+        let rows = &rows[..3000];
+        let cfg = SplitConfig {
+            plants: 3,
+            kind: SplitKind::Type,
+            seed: 7,
+            ..SplitConfig::default()
+        };
+        let s = split(rows, &cfg).unwrap();
+        let p = Prepared::new(rows, &s, &recipe);
+        let mut model = Model::new(&recipe.model).unwrap();
+        let global = model.init_seeded(7).unwrap();
+        let mut kept_some = false;
+        for k in 0..p.plants() {
+            model.set_from_flat(&global).unwrap();
+            let before = val_auprc(&mut model, &p.validation[k]).unwrap();
+            recipe.federated.finetune_epochs = 4;
+            let ft = fine_tuned(&p, &mut model, &global, k, &recipe, 7).unwrap();
+            assert!(ft.best_round <= 4);
+            model.set_from_flat(&ft.weights).unwrap();
+            let after = val_auprc(&mut model, &p.validation[k]).unwrap();
+            assert!(after >= before, "plant {k}: {after} < {before}");
+            kept_some |= ft.best_round > 0;
+            if ft.best_round == 0 {
+                assert_eq!(ft.weights, global);
+            }
+            recipe.federated.finetune_epochs = 0;
+            let none = fine_tuned(&p, &mut model, &global, k, &recipe, 7).unwrap();
+            assert_eq!((none.best_round, &none.weights), (0, &global));
+        }
+        // From random initial weights training helps somewhere: the search is not a no-op.
+        assert!(kept_some);
+    }
 }
