@@ -370,6 +370,7 @@ pub fn page(r: &SimulationReport, plots: &[Plot]) -> String {
         esc(&r.campaign.split),
     );
     models_table(r, &mut out);
+    crate::unseen::section(r, &mut out);
     epsilon_table(r, &mut out);
     crate::record::section(r, &mut out);
     parameters(r, &mut out);

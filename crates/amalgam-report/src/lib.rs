@@ -15,6 +15,7 @@ pub mod render;
 pub mod schema;
 pub mod svg;
 pub mod text;
+pub mod unseen;
 
 pub use inspect::{Figure, page_figures, page_lines};
 pub use render::{PAGE_FILE, PLOTS_DIR, REPORT_FILE, render_dir};

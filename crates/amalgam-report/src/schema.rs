@@ -82,6 +82,10 @@ pub struct SimulationReport {
     /// one was given (`--record-curve`).
     #[serde(default)]
     pub record_curve: Option<crate::record_curve::RecordCurve>,
+    /// Under a mode split, each plant's never-seen rule modes and every model's recall on
+    /// them (`crate::unseen`); empty under the type split.
+    #[serde(default)]
+    pub unseen_modes: Vec<crate::unseen::UnseenModes>,
 }
 
 /// One plant's record-level guarantee at the end of the campaign: the privacy unit is one

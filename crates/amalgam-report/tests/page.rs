@@ -319,3 +319,37 @@ fn record_level_rows_and_curve_read_back_from_the_json() {
     );
     assert!(lines[1].starts_with("record-level differential privacy"));
 }
+
+/// The never-seen-modes table: every number reads back from the JSON, and without rows the
+/// section is absent.
+#[test]
+fn unseen_mode_rows_read_back_from_the_json() {
+    let mut r = sample();
+    let (_, html) = render(&r);
+    assert!(!html.contains("class=\"unseen\""));
+    r.unseen_modes = vec![amalgam_report::unseen::UnseenModes {
+        plant: 3,
+        modes: vec!["PWF".into(), "OSF".into()],
+        federated: 0.625,
+        fine_tuned: 0.5,
+        local_only: 0.0625,
+        centralized: 0.75,
+    }];
+    let (dir, html) = render(&r);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    check_figures(&html, &json);
+    numeric_cells_are_figures(&html);
+    parse_page(&html);
+    let figs = page_figures(&html);
+    let shown = |p: &str| figs.iter().find(|f| f.json == p).map(|f| f.text.clone());
+    assert_eq!(
+        shown("/unseen_modes/0/federated").as_deref(),
+        Some("0.6250")
+    );
+    assert_eq!(
+        shown("/unseen_modes/0/local_only").as_deref(),
+        Some("0.0625")
+    );
+    assert!(html.contains("<td>PWF, OSF</td>"));
+}

@@ -164,6 +164,34 @@ pub fn report(
         );
     }
 
+    let owned: Vec<Vec<String>> = s
+        .split
+        .plants
+        .iter()
+        .map(|pl| {
+            pl.owned_modes
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect()
+        })
+        .collect();
+    let unseen_modes = amalgam_report::unseen::rows(&owned, &models);
+    if !unseen_modes.is_empty() {
+        let n = unseen_modes.len() as f64;
+        let m = |f: fn(&amalgam_report::unseen::UnseenModes) -> f64| {
+            unseen_modes.iter().map(f).sum::<f64>() / n
+        };
+        eprintln!(
+            "Modes a plant never saw ({} plants): recall federated {:.3}, fine-tuned {:.3}, \
+             local-only {:.3}, centralized {:.3}",
+            unseen_modes.len(),
+            m(|u| u.federated),
+            m(|u| u.fine_tuned),
+            m(|u| u.local_only),
+            m(|u| u.centralized)
+        );
+    }
+
     let manifest = &s.manifest;
     let dp = manifest.dp_policy();
     let (privacy, cap, delta) = match dp.budget {
@@ -250,6 +278,7 @@ pub fn report(
         exports: vec![EXPORT.into()],
         record_level,
         record_curve: o.record_curve.clone(),
+        unseen_modes,
     };
     std::fs::create_dir_all(&o.out)
         .map_err(|e| Failure::failed(format!("{}: {e}", o.out.display())))?;

@@ -139,6 +139,7 @@ pub fn sample() -> SimulationReport {
         ],
         exports: vec!["model.pt".into()],
         record_level: Vec::new(),
+        unseen_modes: Vec::new(),
         record_curve: None,
     }
 }
