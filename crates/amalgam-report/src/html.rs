@@ -11,27 +11,10 @@ use std::fmt::Write;
 
 use crate::plots::{MODES, Plot, kind_name};
 use crate::schema::{ModelFigures, ModelKind, PrivacySetting, SimulationReport};
-use crate::text::{esc, num};
+use crate::text::{cell, esc, fig, num};
 
 /// Above this cumulative ε a site-level guarantee is reported as "not private".
 pub const NOT_PRIVATE_ABOVE: f64 = 10.0;
-
-/// A figure: `text` shown in an element that names the JSON pointer it comes from.
-fn fig(pointer: &str, text: &str) -> String {
-    format!(
-        r#"<span class="fig" data-json="{}">{}</span>"#,
-        esc(pointer),
-        esc(text)
-    )
-}
-
-fn cell(pointer: &str, text: &str) -> String {
-    format!(
-        r#"<td class="fig" data-json="{}">{}</td>"#,
-        esc(pointer),
-        esc(text)
-    )
-}
 
 fn plain(text: &str) -> String {
     format!("<td>{}</td>", esc(text))

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use crate::schema::SimulationReport;
-use crate::text::{esc, num};
+use crate::text::{cell, esc, fig, num};
 
 /// The record-level privacy unit, as both reports state it.
 pub const UNIT: &str = "one training record of the plant's own dataset (add/remove one record); \
@@ -36,22 +36,6 @@ pub const VERIFY: &str = "record-level: `amalgam ledger verify` of the plant's \
                           record-in-dataset.ledger under its identity key, at the head shown; \
                           site-level: `amalgam ledger verify` of its site ledger at the head in \
                           the table above";
-
-fn fig(pointer: &str, text: &str) -> String {
-    format!(
-        r#"<span class="fig" data-json="{}">{}</span>"#,
-        esc(pointer),
-        esc(text)
-    )
-}
-
-fn cell(pointer: &str, text: &str) -> String {
-    format!(
-        r#"<td class="fig" data-json="{}">{}</td>"#,
-        esc(pointer),
-        esc(text)
-    )
-}
 
 /// The record-level verdict line (largest ε over plants, with its pointer), `None` without
 /// record-level DP.

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::svg::{Frame, colour, extent, legend_entry, open};
-use crate::text::{esc, num};
+use crate::text::{cell, esc, fig, num};
 
 /// Largest curve file read (the measured one is about 20 KB).
 pub const MAX_CURVE_BYTES: u64 = 1 << 20;
@@ -149,14 +149,6 @@ impl RecordCurve {
     }
 }
 
-fn cell(pointer: &str, text: &str) -> String {
-    format!(
-        r#"<td class="fig" data-json="{}">{}</td>"#,
-        esc(pointer),
-        esc(text)
-    )
-}
-
 /// The table of the curve, each figure tied to its pointer under `/record_curve`.
 pub fn table(c: &RecordCurve, out: &mut String) {
     let _ = writeln!(
@@ -167,7 +159,7 @@ pub fn table(c: &RecordCurve, out: &mut String) {
         esc(&c.model),
         c.plants,
         esc(&c.split),
-        cell_text("/record_curve/delta", &num(c.delta)),
+        fig("/record_curve/delta", &num(c.delta)),
         esc(&c.measured)
     );
     out.push_str("<table class=\"record-curve\"><thead><tr><th>target ε</th><th>ε spent</th><th>z</th><th>F1</th><th>± 95 %</th><th>AUPRC</th><th>seeds</th></tr></thead><tbody>\n");
@@ -187,14 +179,6 @@ pub fn table(c: &RecordCurve, out: &mut String) {
         );
     }
     out.push_str("</tbody></table>\n");
-}
-
-fn cell_text(pointer: &str, text: &str) -> String {
-    format!(
-        r#"<span class="fig" data-json="{}">{}</span>"#,
-        esc(pointer),
-        esc(text)
-    )
 }
 
 /// ε (x) versus mean F1 (y) with 95 % bars; the ∞ point sits in a labelled column at the

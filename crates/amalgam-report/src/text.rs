@@ -36,6 +36,25 @@ pub fn unesc(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
+/// A figure: `text` shown in an element that names the JSON pointer it comes from (the page's
+/// figures are read back from those pointers, `crate::inspect`).
+pub(crate) fn fig(pointer: &str, text: &str) -> String {
+    format!(
+        r#"<span class="fig" data-json="{}">{}</span>"#,
+        esc(pointer),
+        esc(text)
+    )
+}
+
+/// A table cell holding a figure, tied to its JSON pointer like [`fig`].
+pub(crate) fn cell(pointer: &str, text: &str) -> String {
+    format!(
+        r#"<td class="fig" data-json="{}">{}</td>"#,
+        esc(pointer),
+        esc(text)
+    )
+}
+
 /// A figure: an integral value exactly, otherwise four decimals (scientific notation outside
 /// [1e-4, 1e6)), so the text is within 5e-5 × max(1, |v|) of `v`. JSON carries no NaN or ∞.
 pub fn num(v: f64) -> String {

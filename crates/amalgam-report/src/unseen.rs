@@ -13,7 +13,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{ModelFigures, ModelKind, SimulationReport};
-use crate::text::{esc, num};
+use crate::text::{cell, esc, num};
 
 /// The rule modes (exact generator rules; TWF and RNF are essentially unpredictable).
 pub const RULE_MODES: [&str; 3] = ["HDF", "PWF", "OSF"];
@@ -54,15 +54,19 @@ pub fn rows(owned: &[Vec<String>], models: &[ModelFigures]) -> Vec<UnseenModes> 
             .iter()
             .find(|m| m.kind == kind && m.plant == plant && m.test_set == "global")
     };
+    let (Some(fed), Some(cen)) = (
+        global(ModelKind::Federated, None),
+        global(ModelKind::Centralized, None),
+    ) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for (k, own) in owned.iter().enumerate() {
         let Ok(plant) = u16::try_from(k) else { break };
         if own.is_empty() {
             continue;
         }
-        let (Some(fed), Some(cen), Some(ft), Some(lo)) = (
-            global(ModelKind::Federated, None),
-            global(ModelKind::Centralized, None),
+        let (Some(ft), Some(lo)) = (
             global(ModelKind::FineTuned, Some(plant)),
             global(ModelKind::LocalOnly, Some(plant)),
         ) else {
@@ -101,14 +105,6 @@ pub fn rows(owned: &[Vec<String>], models: &[ModelFigures]) -> Vec<UnseenModes> 
     out
 }
 
-fn cell(pointer: &str, text: &str) -> String {
-    format!(
-        r#"<td class="fig" data-json="{}">{}</td>"#,
-        esc(pointer),
-        esc(text)
-    )
-}
-
 /// The page's section (nothing without rows).
 pub fn section(r: &SimulationReport, out: &mut String) {
     if r.unseen_modes.is_empty() {
@@ -126,13 +122,12 @@ pub fn section(r: &SimulationReport, out: &mut String) {
         out.push_str("<tr>");
         out.push_str(&cell(&p("plant"), &u.plant.to_string()));
         let _ = write!(out, "<td>{}</td>", esc(&u.modes.join(", ")));
-        for f in ["federated", "fine_tuned", "local_only", "centralized"] {
-            let v = match f {
-                "federated" => u.federated,
-                "fine_tuned" => u.fine_tuned,
-                "local_only" => u.local_only,
-                _ => u.centralized,
-            };
+        for (f, v) in [
+            ("federated", u.federated),
+            ("fine_tuned", u.fine_tuned),
+            ("local_only", u.local_only),
+            ("centralized", u.centralized),
+        ] {
             out.push_str(&cell(&p(f), &num(v)));
         }
         out.push_str("</tr>\n");
