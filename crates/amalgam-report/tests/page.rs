@@ -61,6 +61,22 @@ fn numeric_cells_are_figures(html: &str) {
     }
 }
 
+/// Renders `r`, checks every figure against the JSON written beside the page, that every
+/// numeric cell is sourced and that the page parses; returns the page and its figures by
+/// JSON pointer.
+fn rendered_and_checked(
+    r: &amalgam_report::SimulationReport,
+) -> (tempfile::TempDir, String, Vec<amalgam_report::Figure>) {
+    let (dir, html) = render(r);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    check_figures(&html, &json);
+    numeric_cells_are_figures(&html);
+    parse_page(&html);
+    let figs = page_figures(&html);
+    (dir, html, figs)
+}
+
 #[test]
 fn every_figure_on_the_page_reads_back_from_the_json() {
     let r = sample();
@@ -278,13 +294,7 @@ fn record_level_rows_and_curve_read_back_from_the_json() {
         ))
         .unwrap(),
     );
-    let (dir, html) = render(&r);
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
-    check_figures(&html, &json);
-    numeric_cells_are_figures(&html);
-    parse_page(&html);
-    let figs = page_figures(&html);
+    let (dir, html, figs) = rendered_and_checked(&r);
     let shown = |p: &str| figs.iter().find(|f| f.json == p).map(|f| f.text.clone());
     assert_eq!(
         shown("/record_level/0/epsilon_spent").as_deref(),
@@ -335,13 +345,7 @@ fn unseen_mode_rows_read_back_from_the_json() {
         local_only: 0.0625,
         centralized: 0.75,
     }];
-    let (dir, html) = render(&r);
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
-    check_figures(&html, &json);
-    numeric_cells_are_figures(&html);
-    parse_page(&html);
-    let figs = page_figures(&html);
+    let (_dir, html, figs) = rendered_and_checked(&r);
     let shown = |p: &str| figs.iter().find(|f| f.json == p).map(|f| f.text.clone());
     assert_eq!(
         shown("/unseen_modes/0/federated").as_deref(),
