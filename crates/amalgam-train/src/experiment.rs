@@ -273,7 +273,7 @@ pub fn fine_tuned(
         let a = val_auprc(model, val)?;
         best.offer(a, || model.flat(), epoch);
     }
-    score(p, model, &best.flat.clone(), val, best.round)
+    score(p, model, &best.flat, val, best.round)
 }
 
 /// Runs every method on one split. `seed` fixes the initial weights (the same for every
@@ -415,7 +415,7 @@ fn single(
         let a = val_auprc(model, val)?;
         best.offer(a, || model.flat(), round);
     }
-    score(p, model, &best.flat.clone(), val, best.round)
+    score(p, model, &best.flat, val, best.round)
 }
 
 /// FedAvg (`mu` = 0) or FedProx over all plants each round; returns the selected model's
