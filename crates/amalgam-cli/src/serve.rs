@@ -181,12 +181,12 @@ async fn serve(
         let initial = read_initial(path, len)?;
         let rules: Arc<dyn CampaignRules> = manifest.clone();
         // With the fallback on, an aborted round's model comes from its re-run.
-        let reruns = fallback.clone().map(|(fallback, given_up)| {
+        let reruns = fallback.clone().map(|(fallback, gate)| {
             Arc::new(crate::serve_fallback::FollowReRuns {
                 fallback,
                 service: service.clone(),
                 bits: manifest.dp_policy().bits.get(),
-                given_up,
+                gate,
                 open_wait: Duration::from_secs(args.rerun_open_wait),
             }) as Arc<dyn campaign::ReRuns>
         });
@@ -213,7 +213,7 @@ async fn serve(
         // Under the re-run opener's lock: the opener's "no later round" check and this
         // open cannot interleave, so a re-run of an earlier round and round r never both open.
         let _gate = match &fallback {
-            Some((_, given_up)) => Some(given_up.lock().await),
+            Some((_, gate)) => Some(gate.lock().await),
             None => None,
         };
         if service.round_status(r).await.is_err() {

@@ -3,9 +3,9 @@
 //! keeps a second event log (`<db>.fallback`), mounts the fallback and committee-key routes,
 //! and opens the re-run `FALLBACK_ROUND_BASE + r` of every masking round `r` that aborted,
 //! as soon as the period's committee certificates are stored (until then it waits for them,
-//! at most `--rerun-open-wait` seconds: then the campaign gives the re-run up, the model
-//! carries over, and this process never opens it afterwards; once round r+1 is logged, no
-//! process does).
+//! at most `--rerun-open-wait` seconds: then the campaign gives the re-run up, the give-up is
+//! committed to the fallback log, the model carries over, and no process opens the re-run
+//! afterwards).
 //! The re-run's setup comes from `CertifiedFallback`: the manifest, the stored certificates
 //! and the model round `r` was bound to, the derivation every site and member runs.
 
@@ -31,9 +31,10 @@ use crate::Failure;
 /// Model digests masking rounds were bound to, as the masking service reports them.
 type Bound = Arc<Mutex<BTreeMap<u64, [u8; 32]>>>;
 
-/// The masking rounds whose re-run the campaign gave up, behind the lock that the opener
-/// holds from its check to the commit: a re-run is either opened or given up, never both.
-pub type GivenUp = Arc<tokio::sync::Mutex<BTreeSet<u64>>>;
+/// The lock the re-run opener, the campaign's give-up and `--round`'s open hold from their
+/// check to their commit: a re-run is either opened or given up, never both, and never
+/// opened once a later masking round exists. (The give-up itself is in the fallback log.)
+pub type ReRunGate = Arc<tokio::sync::Mutex<()>>;
 
 /// Whether `manifest` runs fallback re-runs: the policy allows them and a committee exists.
 pub fn enabled(manifest: &VerifiedManifest) -> bool {
@@ -71,7 +72,7 @@ pub async fn start(
     service: &Service,
     db: &Path,
     config: ServiceConfig,
-) -> Result<(FallbackService, GivenUp, axum::Router), Failure> {
+) -> Result<(FallbackService, ReRunGate, axum::Router), Failure> {
     let bound: Bound = Arc::new(Mutex::new(BTreeMap::new()));
     // Replayed fallback rounds need their bound models before the service starts.
     learn(service, &bound).await;
@@ -103,20 +104,20 @@ pub async fn start(
         consortium: view,
         insecure: false,
     });
-    let given_up: GivenUp = Arc::default();
+    let gate: ReRunGate = Arc::default();
     tokio::spawn(open_reruns(
         service.clone(),
         fallback.clone(),
         bound,
-        given_up.clone(),
+        gate.clone(),
     ));
-    Ok((fallback, given_up, routes))
+    Ok((fallback, gate, routes))
 }
 
 /// Opens the re-run of each aborted masking round once; a round whose period certificates
 /// are not all stored yet is tried again on the next pass, until the campaign gives it up
 /// or a later masking round opens.
-async fn open_reruns(service: Service, fallback: FallbackService, bound: Bound, given_up: GivenUp) {
+async fn open_reruns(service: Service, fallback: FallbackService, bound: Bound, gate: ReRunGate) {
     let mut done: BTreeSet<u64> = BTreeSet::new();
     loop {
         for r in learn(&service, &bound).await {
@@ -124,10 +125,11 @@ async fn open_reruns(service: Service, fallback: FallbackService, bound: Bound, 
                 continue;
             }
             // Held until the open commits, so `give_up` sees either the open or nothing.
-            let gate = given_up.lock().await;
+            let held = gate.lock().await;
             // Given up, or a later round opened on model_r: never opened now (the service
             // refuses it too); one already open stays open.
-            if gate.contains(&r) || service.round_ids().into_iter().any(|id| id > r) {
+            let given_up = fallback.rerun_given_up(r).await.unwrap_or(false);
+            if given_up || service.round_ids().into_iter().any(|id| id > r) {
                 done.insert(r);
                 continue;
             }
@@ -141,7 +143,7 @@ async fn open_reruns(service: Service, fallback: FallbackService, bound: Bound, 
                 }
                 Err(p) => tracing::debug!(masking_round = r, detail = %p.detail, "re-run waits"),
             }
-            drop(gate);
+            drop(held);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -156,8 +158,8 @@ pub struct FollowReRuns {
     pub service: Service,
     /// Input bits b.
     pub bits: u32,
-    /// The re-runs given up, shared with the opener.
-    pub given_up: GivenUp,
+    /// The lock shared with the opener and `--round`.
+    pub gate: ReRunGate,
     /// How long a re-run may take to open before the campaign gives it up.
     pub open_wait: Duration,
 }
@@ -166,6 +168,10 @@ impl ReRuns for FollowReRuns {
     fn wait_end(&self, round: u64, wait: Duration) -> ReRunFuture<'_> {
         Box::pin(async move {
             let fr = fallback_round_of(round)?;
+            // Given up before a restart: the re-run never opens, model_r carries over.
+            if matches!(self.fallback.rerun_given_up(round).await, Ok(true)) {
+                return Some(ReRunEnd::GivenUp);
+            }
             let end = match self
                 .fallback
                 .wait_for(fr, wait, |st| st.end().cloned())
@@ -196,7 +202,7 @@ impl ReRuns for FollowReRuns {
 
     fn give_up(&self, round: u64) -> GiveUpFuture<'_> {
         Box::pin(async move {
-            let mut gate = self.given_up.lock().await;
+            let _held = self.gate.lock().await;
             let opened = match fallback_round_of(round) {
                 Some(fr) => match self.fallback.with_round(fr, |_| ()).await {
                     Ok(()) => true,
@@ -218,11 +224,18 @@ impl ReRuns for FollowReRuns {
                     false
                 }
                 Err(p) if p.code == ProblemCode::PeerDuplicate => false,
-                Err(p) => {
-                    tracing::debug!(masking_round = round, detail = %p.detail, "re-run given up");
-                    gate.insert(round);
-                    true
-                }
+                // Committed to the fallback log before round r+1 can open on model_r.
+                Err(p) => match self.fallback.give_up_rerun(round).await {
+                    Ok(given_up) => {
+                        tracing::debug!(masking_round = round, detail = %p.detail, given_up, "re-run give-up");
+                        given_up
+                    }
+                    // Not recorded (storage failed): never give up without the record.
+                    Err(e) => {
+                        tracing::error!(masking_round = round, detail = %e.detail, "re-run give-up not recorded");
+                        false
+                    }
+                },
             }
         })
     }

@@ -12,11 +12,12 @@
 //! over. The re-run's end is in the fallback log, so a restart recomputes the same chain.
 //! A re-run that has not opened after [`ReRuns::open_wait`] (the committee's certificates
 //! are still missing) is given up ([`ReRuns::give_up`]): model_r carries over and round r+1
-//! opens on it, so a committee that never certifies cannot stall the campaign. Once round
-//! r+1 is logged the re-run never opens (the opener refuses it); a crash between the give-up
-//! and that log entry forgets the give-up, and the restarted campaign waits again. A log
-//! where round r+1 follows an aborted round r whose re-run never opened is that chain; one
-//! where the re-run opened and round r+1 opened before it ended is not.
+//! opens on it, so a committee that never certifies cannot stall the campaign. The give-up is
+//! committed (the fallback log) before round r+1 opens, and the re-run never opens after it,
+//! restarts included: a restarted campaign reads it back ([`ReRunEnd::GivenUp`]) and carries
+//! model_r over without waiting again. A log where round r+1 follows an aborted round r whose
+//! re-run never opened is that chain; one where the re-run opened and round r+1 opened before
+//! it ended is not.
 //!
 //! Every decision is in the event log: each round's `RoundOpen` holds its model digest and
 //! each `RoundEnd` the published result. After a restart [`resume`] recomputes the chain from
@@ -86,6 +87,9 @@ pub enum ReRunEnd {
     },
     /// Aborted: model_r carries over.
     Aborted,
+    /// Given up before it opened ([`ReRuns::give_up`], kept across restarts): model_r
+    /// carries over.
+    GivenUp,
 }
 
 /// A future of [`ReRuns::wait_end`].
@@ -97,13 +101,13 @@ pub type GiveUpFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
 /// The fallback re-runs a campaign follows.
 pub trait ReRuns: Send + Sync + 'static {
     /// How the re-run of aborted masking round `round` ended, waiting at most `wait`; `None`:
-    /// not ended (or not opened) yet.
+    /// not ended (or not opened, and not given up) yet.
     fn wait_end(&self, round: u64, wait: Duration) -> ReRunFuture<'_>;
 
     /// Gives up the re-run of aborted masking round `round` unless it has opened: `true`,
     /// it has not opened and never will (atomically with the opener, so the two cannot
-    /// both happen), and model_r carries over; `false`, it has opened and its end decides
-    /// model_{r+1}.
+    /// both happen; durably, so a restart never opens it either), and model_r carries over;
+    /// `false`, it has opened and its end decides model_{r+1}.
     fn give_up(&self, round: u64) -> GiveUpFuture<'_>;
 
     /// How long the campaign waits for a re-run to open before it gives it up.

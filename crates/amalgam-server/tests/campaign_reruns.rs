@@ -1,7 +1,8 @@
 //! The campaign and the fallback re-runs of aborted rounds: a re-run that never opens (the
 //! committee never certifies) is given up after the open wait and the model carries over; one
 //! that opened is waited for however long it takes and its sum gives the next model; a restart
-//! recomputes both chains, and refuses a log where a later round opened beside an open re-run.
+//! recomputes both chains, and refuses a log where a later round opened beside an open re-run;
+//! a give-up survives a restart that came before the next round opened.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -85,8 +86,16 @@ impl Manual {
 impl ReRuns for Manual {
     fn wait_end(&self, round: u64, wait: Duration) -> ReRunFuture<'_> {
         Box::pin(async move {
-            if let Some(e) = self.state.lock().unwrap().ended.get(&round) {
-                return Some(e.clone());
+            let known = {
+                let s = self.state.lock().unwrap();
+                // The give-up is durable, as the fallback log keeps it.
+                s.ended
+                    .get(&round)
+                    .cloned()
+                    .or_else(|| s.given_up.contains(&round).then_some(ReRunEnd::GivenUp))
+            };
+            if known.is_some() {
+                return known;
             }
             tokio::time::sleep(wait.min(Duration::from_millis(20))).await;
             None
@@ -243,5 +252,47 @@ async fn a_restart_after_a_given_up_rerun_recomputes_the_carried_over_chain() {
         "{e}"
     );
     assert!(open.given_up().is_empty());
+    svc.shutdown().await;
+}
+
+/// Round 0 aborted and the campaign gave its re-run up, then the aggregator crashed before
+/// round 1 was logged. The give-up is durable: the restarted campaign does not wait for the
+/// re-run again (the open wait here is an hour) and opens round 1 on model_0 at once; the
+/// re-run stays given up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_give_up_before_a_crash_is_kept_and_the_next_round_opens_at_once() {
+    let fx = Fixture::new();
+    let log = MemoryStore::new();
+    let svc = service(&fx, &log);
+    svc.open_round(0, model_digest(&INITIAL)).await.unwrap();
+    svc.close_phase_now(0).await.unwrap();
+    svc.shutdown().await;
+    drop(svc);
+    let reruns = Manual::new(Duration::from_secs(3600));
+    assert!(reruns.give_up(0).await);
+
+    let svc = service(&fx, &log);
+    let pos = campaign::resume_with(&svc, &Rules, INITIAL.to_vec(), Some(reruns.as_ref()))
+        .await
+        .unwrap();
+    assert_eq!((pos.round, pos.opened, pos.rerun_pending), (1, false, None));
+    assert_eq!(
+        pos.completed, 0,
+        "a given-up re-run is not a completed round"
+    );
+    let rr: Arc<dyn ReRuns> = reruns.clone();
+    let task = tokio::spawn(campaign::run_with(
+        svc.clone(),
+        Arc::new(Rules),
+        pos,
+        Some(rr),
+    ));
+    opened(&svc, 1).await;
+    assert_eq!(
+        bound(&svc, 1).await,
+        model_digest(&INITIAL),
+        "model_0 carried over"
+    );
+    task.abort();
     svc.shutdown().await;
 }

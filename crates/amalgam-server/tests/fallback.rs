@@ -495,3 +495,114 @@ async fn the_masking_service_refuses_fallback_round_ids() {
     assert!(run.service.open_round(ROUND, MODEL.1).await.is_err());
     run.stop().await;
 }
+
+/// Masking round 1 opens and aborts with nobody in (no re-run yet).
+async fn abort_round_one(run: &Running) {
+    run.service.open_round(1, MODEL.1).await.unwrap();
+    let _ = run.service.close_phase_now(1).await;
+    assert!(run.service.round_status(1).await.unwrap().aborted.is_some());
+}
+
+/// The campaign gave the re-run of aborted round 1 up (its committee certificates never
+/// came): the give-up is in the fallback log when `give_up_rerun` returns, so neither this
+/// process nor a restarted one opens the re-run (which would publish a second model_2); a
+/// second give-up logs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_given_up_rerun_never_opens_also_after_a_restart() {
+    let fx = Fixture::new(true);
+    let log = MemoryStore::new();
+    let run = start(&fx, Arc::new(log.clone())).await.unwrap();
+    abort_round_one(&run).await;
+    assert!(!run.fallback.rerun_given_up(1).await.unwrap());
+    let before = log.events().len();
+    assert!(run.fallback.give_up_rerun(1).await.unwrap());
+    assert_eq!(log.events().len(), before + 1, "the give-up is not logged");
+    assert!(run.fallback.give_up_rerun(1).await.unwrap());
+    let logged = log.events().len();
+    assert_eq!(logged, before + 1, "a second give-up logged again");
+    let e = run.fallback.open_rerun(&run.service, 1).await.unwrap_err();
+    assert_eq!(e.code, ProblemCode::RoundWrongPhase);
+    assert!(e.detail.contains("gave up"), "{}", e.detail);
+    run.stop().await;
+
+    // A restart on the same fallback log: round 1 aborts again in the (fresh) masking
+    // service, and its re-run still never opens.
+    let run = start(&fx, Arc::new(log.clone())).await.unwrap();
+    assert!(run.fallback.rerun_given_up(1).await.unwrap());
+    abort_round_one(&run).await;
+    let e = run.fallback.open_rerun(&run.service, 1).await.unwrap_err();
+    assert_eq!(e.code, ProblemCode::RoundWrongPhase);
+    assert!(e.detail.contains("gave up"), "{}", e.detail);
+    assert!(run.fallback.with_round(ROUND, |_| ()).await.is_err());
+    assert_eq!(
+        log.events().len(),
+        logged,
+        "a refused re-run logged an event"
+    );
+    run.stop().await;
+}
+
+/// A re-run that opened is never given up: its end decides model_2, and nothing is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opened_rerun_is_not_given_up() {
+    let fx = Fixture::new(true);
+    let log = MemoryStore::new();
+    let run = start(&fx, Arc::new(log.clone())).await.unwrap();
+    assert_eq!(run.open_fallback().await.unwrap(), ROUND);
+    let before = log.events().len();
+    assert!(!run.fallback.give_up_rerun(1).await.unwrap());
+    assert!(!run.fallback.rerun_given_up(1).await.unwrap());
+    assert_eq!(log.events().len(), before);
+    run.stop().await;
+}
+
+/// A log that holds a give-up and an open of the same re-run, in either order, is refused at
+/// start: the service never writes one, so it was tampered with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_with_a_given_up_rerun_that_opened_refuses_the_start() {
+    use amalgam_server::events::EventStore;
+    use amalgam_server::fallback::give_up;
+    let fx = Fixture::new(true);
+    // Opened, then a give-up appended behind the service's back.
+    let opened = MemoryStore::new();
+    let run = start(&fx, Arc::new(opened.clone())).await.unwrap();
+    run.open_fallback().await.unwrap();
+    run.stop().await;
+    opened.append_batch(vec![give_up::event(ROUND)]).unwrap();
+    let e = start(&fx, Arc::new(opened)).await.err().expect("refused");
+    assert!(e.to_string().contains("given up after it opened"), "{e}");
+
+    // Given up, then an open: the open is moved behind a give-up written first.
+    let reordered = MemoryStore::new();
+    reordered.append_batch(vec![give_up::event(ROUND)]).unwrap();
+    let run = start(&fx, Arc::new(reordered.clone())).await.unwrap();
+    abort_round_one(&run).await;
+    assert!(run.fallback.open_rerun(&run.service, 1).await.is_err());
+    run.stop().await;
+    let honest = MemoryStore::new();
+    let run = start(&fx, Arc::new(honest.clone())).await.unwrap();
+    run.open_fallback().await.unwrap();
+    run.stop().await;
+    let open = honest
+        .events()
+        .into_iter()
+        .find(|e| e.kind == EventKind::RoundOpen)
+        .unwrap();
+    reordered
+        .append_batch(vec![amalgam_server::events::as_new(&open)])
+        .unwrap();
+    let e = start(&fx, Arc::new(reordered))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        e.to_string().contains("opened after it was given up"),
+        "{e}"
+    );
+
+    // A give-up under a masking round id is malformed.
+    let masking = MemoryStore::new();
+    masking.append_batch(vec![give_up::event(1)]).unwrap();
+    let e = start(&fx, Arc::new(masking)).await.err().expect("refused");
+    assert!(e.to_string().contains("not a re-run"), "{e}");
+}

@@ -12,8 +12,10 @@
 //! * [`state`]: one round's synchronous state (idempotency, refusals change nothing).
 //! * [`service`]: locking, persistence before response, timers, long-polls, shredding.
 //! * [`keys`]: the committee's key-period certificates the aggregator relays.
+//! * [`give_up`]: the campaign's give-up of a re-run that never opened, kept in the log.
 //! * [`http`]: the routes and their role checks; [`replay`]: restart.
 
+pub mod give_up;
 pub mod http;
 pub mod keys;
 pub mod openapi;

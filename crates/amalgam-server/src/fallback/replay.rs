@@ -4,12 +4,14 @@
 //! every signature and release is checked again, every close is re-executed, and the produced
 //! events must equal the logged ones byte for byte. A round whose secret bodies were shredded
 //! (it ended) keeps its digests and responses, re-verifies its public statement and
-//! signatures, and reads its end from the public record.
+//! signatures, and reads its end from the public record. The campaign's give-ups of re-runs
+//! that never opened ([`super::give_up`]) are read back too.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use amalgam_proto::SiteId;
 
+use super::give_up;
 use super::setup::FallbackSetups;
 use super::state::{DECRYPTOR_SENDER, FallbackRound, KIND_RELEASE, PH_SITE_SUMMARY};
 use crate::consortium::DeadlineBounds;
@@ -50,6 +52,14 @@ fn site_of(e: &Event) -> Result<SiteId, ReplayError> {
         .ok_or_else(|| err(e, "missing or out-of-range sender"))
 }
 
+/// What the fallback log holds once replayed.
+pub struct Replayed {
+    /// Every fallback round that opened.
+    pub rounds: BTreeMap<u64, FallbackRound>,
+    /// The fallback round ids whose re-run the campaign gave up (never opened).
+    pub given_up: BTreeSet<u64>,
+}
+
 /// Rebuilds every fallback round from `events` (the rounds' events only: committee key
 /// events are the caller's, [`super::keys::is_key_event`], replayed first into `keys`: a
 /// period's certificates never change once stored, so a round opens on the same setup). Site summaries, which a site
@@ -61,19 +71,34 @@ pub fn replay(
     bounds: DeadlineBounds,
     consortium: &[u8; 32],
     events: &[Event],
-) -> Result<BTreeMap<u64, FallbackRound>, ReplayError> {
+) -> Result<Replayed, ReplayError> {
     let shredded: BTreeSet<u64> = events
         .iter()
         .filter(|e| e.shredded)
         .map(|e| e.round)
         .collect();
     let mut rounds: BTreeMap<u64, FallbackRound> = BTreeMap::new();
+    let mut given_up: BTreeSet<u64> = BTreeSet::new();
     let mut i = 0;
     while i < events.len() {
         let e = &events[i];
+        if give_up::is_event(e) {
+            give_up::check(e)?;
+            if rounds.contains_key(&e.round) {
+                return Err(err(e, "re-run given up after it opened"));
+            }
+            if !given_up.insert(e.round) {
+                return Err(err(e, "re-run given up twice"));
+            }
+            i += 1;
+            continue;
+        }
         if e.kind == EventKind::RoundOpen {
             if rounds.contains_key(&e.round) {
                 return Err(err(e, "round opened twice"));
+            }
+            if given_up.contains(&e.round) {
+                return Err(err(e, "re-run opened after it was given up"));
             }
             let window = e
                 .body
@@ -159,5 +184,5 @@ pub fn replay(
         same(&produced, &events[i..], e)?;
         i += produced.len();
     }
-    Ok(rounds)
+    Ok(Replayed { rounds, given_up })
 }

@@ -4,7 +4,7 @@
 //! stay). If an append fails the service refuses everything until restarted (the log is the
 //! truth), as the masking service does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -39,6 +39,8 @@ pub struct Locked {
     pub rounds: Rounds,
     /// The committee's key-period certificates.
     pub keys: CommitteeKeys,
+    /// The fallback round ids whose re-run the campaign gave up: they never open.
+    pub given_up: BTreeSet<u64>,
 }
 
 fn storage_failed() -> Problem {
@@ -70,6 +72,13 @@ fn internal() -> Problem {
     Problem::new(ProblemCode::Internal, "internal error")
 }
 
+fn given_up(round: u64) -> Problem {
+    Problem::new(
+        ProblemCode::RoundWrongPhase,
+        format!("the campaign gave up fallback round {round} before it opened; it never opens"),
+    )
+}
+
 fn unknown(round: u64) -> Problem {
     Problem::new(
         ProblemCode::RoundUnknown,
@@ -91,7 +100,8 @@ impl FallbackService {
         let bounds = consortium.deadline_bounds();
         let digest = consortium.consortium_digest();
         let keys = CommitteeKeys::replay(consortium.verified(), &events)?;
-        let mut rounds = replay(setups.as_ref(), &keys, bounds, &digest, &events)?;
+        let replayed = replay(setups.as_ref(), &keys, bounds, &digest, &events)?;
+        let (mut rounds, given_up) = (replayed.rounds, replayed.given_up);
         let grace = now_ms().saturating_add(config.restart_grace_seconds.saturating_mul(1000));
         for (r, st) in &mut rounds {
             if st.end().is_some() {
@@ -109,7 +119,11 @@ impl FallbackService {
             consortium,
             setups,
             store,
-            rounds: Arc::new(Mutex::new(Locked { rounds, keys })),
+            rounds: Arc::new(Mutex::new(Locked {
+                rounds,
+                keys,
+                given_up,
+            })),
             changed: watch::channel(0).0,
             config,
             failed: Arc::new(AtomicBool::new(false)),
@@ -147,6 +161,9 @@ impl FallbackService {
         let bounds = self.0.consortium.deadline_bounds();
         let setups = self.0.setups.clone();
         self.mutate_map(move |locked| {
+            if locked.given_up.contains(&round) {
+                return Err(given_up(round));
+            }
             let rounds = &mut locked.rounds;
             if rounds.contains_key(&round) {
                 return Err(Problem::new(
@@ -170,7 +187,8 @@ impl FallbackService {
     /// of one round would differ by their noise). The new round id is
     /// `FALLBACK_ROUND_BASE + masking_round`; the manifest's policy and the id range are checked
     /// again when the round opens. Refused once a later masking round exists: that round
-    /// opened on model_r, and a re-run would then give a second model_{r+1}.
+    /// opened on model_r, and a re-run would then give a second model_{r+1}; refused as well
+    /// once the campaign gave it up ([`Self::give_up_rerun`]), restarts included.
     pub async fn open_rerun(
         &self,
         masking: &crate::Service,
@@ -178,6 +196,9 @@ impl FallbackService {
     ) -> Result<u64, Problem> {
         let round = amalgam_net::fallback_api::fallback_round_of(masking_round)
             .ok_or_else(|| Problem::new(ProblemCode::RoundWrongScheme, "not a masking round id"))?;
+        if self.rerun_given_up(masking_round).await? {
+            return Err(given_up(round));
+        }
         let status = masking.round_status(masking_round).await?;
         if status.aborted.is_none() {
             return Err(Problem::new(
@@ -202,6 +223,33 @@ impl FallbackService {
         }
         self.open_round(round).await?;
         Ok(round)
+    }
+
+    /// Gives up the re-run of aborted masking round `masking_round` unless it opened, under
+    /// the lock every open takes: `Ok(true)`, the give-up is committed to the log before this
+    /// returns (a restart reads it) and the re-run never opens; `Ok(false)`, the re-run
+    /// opened and its end decides model_{r+1}. A second give-up logs nothing.
+    pub async fn give_up_rerun(&self, masking_round: u64) -> Result<bool, Problem> {
+        let round = amalgam_net::fallback_api::fallback_round_of(masking_round)
+            .ok_or_else(|| Problem::new(ProblemCode::RoundWrongScheme, "not a masking round id"))?;
+        self.mutate_map(move |locked| {
+            if locked.rounds.contains_key(&round) {
+                return Ok((false, Vec::new()));
+            }
+            if !locked.given_up.insert(round) {
+                return Ok((true, Vec::new()));
+            }
+            Ok((true, vec![super::give_up::event(round)]))
+        })
+        .await
+    }
+
+    /// Whether the campaign gave up the re-run of masking round `masking_round`.
+    pub async fn rerun_given_up(&self, masking_round: u64) -> Result<bool, Problem> {
+        let Some(round) = amalgam_net::fallback_api::fallback_round_of(masking_round) else {
+            return Ok(false);
+        };
+        self.with_locked(move |l| l.given_up.contains(&round)).await
     }
 
     /// Fresh (non-repeat) requests this process accepted: the fault points' counter.
