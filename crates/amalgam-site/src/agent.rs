@@ -40,7 +40,16 @@ const VERSION: u8 = 1;
 /// Name of the agent record.
 const RECORD: &str = "agent.record";
 /// Name of the current global model.
-const MODEL: &str = "agent.model";
+/// The model file of agent-wide state before models were named by their digest: read when
+/// no named file exists, removed once a named one is written.
+const LEGACY_MODEL: &str = "agent.model";
+
+/// The name of the agent-wide model file holding the model with digest `digest`: a new model
+/// never overwrites the file the persisted record names, so a crash between the two writes
+/// reopens on the model the record names.
+fn model_name(digest: &[u8; 32]) -> String {
+    format!("agent.model-{}", hex::encode(&digest[..16]))
+}
 /// Highest snapshot step (proto spec §8 state tags 1..=7).
 const MAX_STEP: u8 = 7;
 
@@ -160,6 +169,10 @@ pub struct SiteAgent {
     pub(crate) record_dp: Option<RecordDp>,
     /// Where the current (or last) round's time went ([`SiteAgent::round_timing`]).
     pub(crate) timing: crate::timing::RoundTiming,
+    /// Digest of the model whose named file the agent store holds (last written or loaded):
+    /// [`SiteAgent::save`] writes the model only when it changed, since the state is saved
+    /// before every upload but the model changes once per round.
+    pub(crate) stored_model: Option<[u8; 32]>,
 }
 
 impl core::fmt::Debug for SiteAgent {
@@ -240,19 +253,28 @@ impl SiteAgent {
             observer: None,
             record_dp: None,
             timing: Default::default(),
+            stored_model: None,
         };
         let aad = agent.aad(AGENT_ROUND, 0);
         match agent.agent_store.get(RECORD, &aad)? {
             Some(bytes) => {
                 agent.record = Record::from_bytes(&bytes)?;
-                let model = agent
+                let named = agent
                     .agent_store
-                    .get(MODEL, &aad)?
-                    .ok_or(AgentError::BadState("model missing"))?;
+                    .get(&model_name(&agent.record.model_digest), &aad)?;
+                let is_named = named.is_some();
+                let model = match named {
+                    Some(m) => m,
+                    None => agent
+                        .agent_store
+                        .get(LEGACY_MODEL, &aad)?
+                        .ok_or(AgentError::BadState("model missing"))?,
+                };
                 agent.model = decode_model(&model)?;
                 if model_digest(&agent.model) != agent.record.model_digest {
                     return Err(AgentError::BadState("model digest"));
                 }
+                agent.stored_model = is_named.then_some(agent.record.model_digest);
             }
             None => {
                 if let Some(d) = agent.rules.initial_weights_digest
@@ -398,13 +420,32 @@ impl SiteAgent {
         }
     }
 
-    /// Persists the record and the model (sealed, atomic).
-    pub(crate) fn save(&self) -> Result<(), AgentError> {
+    /// Persists the record and the model (sealed, atomic). A changed model goes to its own
+    /// file first, then the record that names it; the file of the model before is removed
+    /// only after that, so every crash point reopens on a record and the model it names.
+    pub(crate) fn save(&mut self) -> Result<(), AgentError> {
         let aad = self.aad(AGENT_ROUND, 0);
-        self.agent_store
-            .put(MODEL, &aad, &encode_model(&self.model))?;
+        let digest = model_digest(&self.model);
+        // The record names its model by digest: one that names another is never written.
+        if digest != self.record.model_digest {
+            return Err(AgentError::BadState("the record names another model"));
+        }
+        let replaced = match self.stored_model {
+            Some(d) if d == digest => None,
+            before => {
+                self.agent_store
+                    .put(&model_name(&digest), &aad, &encode_model(&self.model))?;
+                self.stored_model = Some(digest);
+                Some(before)
+            }
+        };
         self.agent_store
             .put(RECORD, &aad, &self.record.to_bytes())?;
+        match replaced {
+            Some(Some(old)) => self.agent_store.delete(&model_name(&old), AGENT_ROUND)?,
+            Some(None) => self.agent_store.delete(LEGACY_MODEL, AGENT_ROUND)?,
+            None => {}
+        }
         Ok(())
     }
 

@@ -28,13 +28,22 @@ struct Recording {
     key: SigningKey,
     log: Arc<Mutex<Vec<(u16, Phase, bool)>>>,
     site: u16,
+    /// A file and the bytes it must still hold at every upload (checked into `kept`).
+    unchanged: Option<Watched>,
 }
+
+/// A file, the bytes it must hold, and whether it held them at each upload.
+type Watched = (PathBuf, Vec<u8>, Arc<Mutex<Vec<bool>>>);
 
 impl Transport for Recording {
     fn upload(&mut self, round: u64, phase: Phase, body: &[u8]) -> Result<(), TransportError> {
         let on_disk = persisted_upload(&self.dir, &self.rules, &self.key, round).unwrap();
         let persisted = on_disk.as_deref() == Some(body);
         self.log.lock().unwrap().push((self.site, phase, persisted));
+        if let Some((path, bytes, kept)) = &self.unchanged {
+            let same = std::fs::read(path).ok().as_deref() == Some(bytes.as_slice());
+            kept.lock().unwrap().push(same);
+        }
         self.inner.upload(round, phase, body)
     }
     fn download(&mut self, r: u64, p: Phase, w: Duration) -> Result<Download, TransportError> {
@@ -139,6 +148,7 @@ fn every_upload_leaves_only_after_its_state_is_on_disk() {
         key: f.key(i),
         log: log.clone(),
         site: i,
+        unchanged: None,
     });
     assert!(
         out.iter()
@@ -291,4 +301,78 @@ fn a_site_restored_from_an_older_state_copy_refuses_the_round() {
     let r = agent.run_round(&mut t, &mut trainer(0), 2);
     assert!(matches!(r, Err(AgentError::LedgerBehind(_))), "{r:?}");
     assert_eq!(agent.ledger().anchor().entries, entries);
+}
+
+/// The files of `dir`'s agent-wide state that hold a model (named by its digest).
+fn model_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("agent").join("round-0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("agent.model"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A site is killed after it wrote model_2 (from round 1's result) but before the record that
+/// names it: the state on disk is the copy taken before round 1 plus the new model's file.
+/// The record still names model_1, whose file a new model never overwrites, so the site
+/// reopens on model_1. Only one model file is kept once the record moved on, and the saves
+/// before each upload of a round do not rewrite the unchanged model.
+#[test]
+fn a_kill_between_the_new_model_and_its_record_reopens_on_the_model_the_record_names() {
+    let mut f = Fixture::new(5, 4);
+    let before = f.agents[0].as_ref().unwrap().model().1;
+    let old_files = model_files(&f.dir(0));
+    assert_eq!(old_files.len(), 1, "{old_files:?}");
+    let sealed_before = std::fs::read(&old_files[0]).unwrap();
+    let backup = f.root.path().join("site-0-before-round-1");
+    copy_dir(&f.dir(0), &backup);
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let watched = (old_files[0].clone(), sealed_before.clone(), kept.clone());
+    let out = f.run(1, |f, i| Recording {
+        inner: f.hub.transport(i),
+        dir: f.dir(i),
+        rules: f.rules.clone(),
+        key: f.key(i),
+        log: log.clone(),
+        site: i,
+        unchanged: (i == 0).then(|| watched.clone()),
+    });
+    assert!(
+        out.iter()
+            .all(|r| matches!(r, Ok(RoundOutcome::Completed { .. }))),
+        "{out:?}"
+    );
+    // Saved before each of its five uploads, the unchanged model was never rewritten
+    // (sealing draws a fresh nonce, so a rewrite would change the file's bytes).
+    assert_eq!(*kept.lock().unwrap(), vec![true; 5]);
+    let after = f.agents[0].as_ref().unwrap().model().1;
+    assert_ne!(after, before, "round 1 did not move the model");
+    let new_files = model_files(&f.dir(0));
+    assert_eq!(
+        new_files.len(),
+        1,
+        "the old model file was kept: {new_files:?}"
+    );
+    assert_ne!(new_files, old_files);
+
+    // The kill: the pre-round copy with the new model's file beside the old record.
+    let new_model = std::fs::read(&new_files[0]).unwrap();
+    f.agents[0] = None;
+    std::fs::remove_dir_all(f.dir(0)).unwrap();
+    copy_dir(&backup, &f.dir(0));
+    let landed = f
+        .dir(0)
+        .join("agent")
+        .join("round-0")
+        .join(new_files[0].file_name().unwrap());
+    std::fs::write(&landed, new_model).unwrap();
+    f.reopen(0);
+    assert_eq!(f.agents[0].as_ref().unwrap().model().1, before);
 }
