@@ -75,9 +75,13 @@ pub enum Mode {
 impl Mode {
     /// All modes, in the column order of the file.
     pub const ALL: [Mode; 5] = [Mode::Twf, Mode::Hdf, Mode::Pwf, Mode::Osf, Mode::Rnf];
-    /// The modes that follow rules on the features, in primary-mode priority order
-    /// (HDF > PWF > OSF > TWF).
+    /// The modes a row's primary mode is chosen from, in priority order (HDF > PWF > OSF >
+    /// TWF): the test set's strata and the `mode` splits' ownership.
     pub const PRIORITY: [Mode; 4] = [Mode::Hdf, Mode::Pwf, Mode::Osf, Mode::Twf];
+    /// The modes that follow exact rules on the features, the only ones a model can be
+    /// judged on (TWF, no-mode and RNF failures are essentially unpredictable): macro recall
+    /// and every "recall on the modes a plant never saw" use these, as the report does.
+    pub const RULE: [Mode; 3] = [Mode::Hdf, Mode::Pwf, Mode::Osf];
 
     /// Bit of this mode in [`Row::modes`].
     pub fn bit(self) -> u8 {

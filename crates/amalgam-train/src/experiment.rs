@@ -358,7 +358,7 @@ fn method(p: &Prepared, name: &'static str, models: Vec<Scored>, shared: bool) -
             vec![k]
         };
         for o in owners {
-            let unseen: Vec<f64> = Mode::PRIORITY
+            let unseen: Vec<f64> = Mode::RULE
                 .iter()
                 .filter(|md| {
                     !plants[o].owned_modes.is_empty() && !plants[o].owned_modes.contains(md)

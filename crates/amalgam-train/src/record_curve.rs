@@ -18,13 +18,13 @@ use crate::model::{Model, ModelError};
 use crate::split::Split;
 use crate::summary::interval;
 
-/// Mean test recall of `report` over the rule modes outside `owned` (`None` when the plant
+/// Mean test recall of `report` over the rule modes ([`Mode::RULE`]) outside `owned` (`None` when the plant
 /// owns no mode — not a mode split — or no unseen mode has a positive in the test set).
 pub fn unseen_recall(report: &Report, owned: &[Mode]) -> Option<f64> {
     if owned.is_empty() {
         return None;
     }
-    let v: Vec<f64> = Mode::PRIORITY
+    let v: Vec<f64> = Mode::RULE
         .iter()
         .filter(|m| !owned.contains(m))
         .filter_map(|&m| report.mode_recall(m))
@@ -182,6 +182,48 @@ pub fn monotone_within_ci(points: &[(f64, f64)]) -> Result<(), (usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::ModeMetrics;
+
+    /// A report whose only content is the per-mode recall.
+    fn with_recall(recall: &[(Mode, f64)]) -> Report {
+        Report {
+            rows: 0,
+            failures: 0,
+            threshold: 0.5,
+            precision: 0.0,
+            recall: 0.0,
+            f1: 0.0,
+            auprc: 0.0,
+            auroc: None,
+            modes: recall
+                .iter()
+                .map(|&(m, r)| ModeMetrics {
+                    mode: m.name(),
+                    rows: 10,
+                    recall: Some(r),
+                    auroc: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn unseen_recall_judges_only_the_rule_modes_a_plant_does_not_own() {
+        let r = with_recall(&[
+            (Mode::Hdf, 0.9),
+            (Mode::Pwf, 0.6),
+            (Mode::Osf, 0.3),
+            (Mode::Twf, 0.0),
+        ]);
+        // An HDF plant: PWF and OSF; TWF (unpredictable) never counts.
+        let hdf = unseen_recall(&r, &[Mode::Hdf]).unwrap();
+        assert!((hdf - 0.45).abs() < 1e-12, "{hdf}");
+        // A TWF plant never saw any rule mode: all three.
+        let twf = unseen_recall(&r, &[Mode::Twf]).unwrap();
+        assert!((twf - 0.6).abs() < 1e-12, "{twf}");
+        // Not a mode split: no figure.
+        assert_eq!(unseen_recall(&r, &[]), None);
+    }
 
     fn fig(f1: f64, r: Option<f64>) -> PlantFigures {
         PlantFigures {

@@ -45,7 +45,7 @@ pub fn interval(v: &[f64]) -> Option<Interval> {
 
 /// Macro recall over the learnable modes HDF, PWF and OSF.
 pub fn macro_recall(r: &Report) -> Option<f64> {
-    let v: Vec<f64> = [Mode::Hdf, Mode::Pwf, Mode::Osf]
+    let v: Vec<f64> = Mode::RULE
         .iter()
         .filter_map(|&m| r.mode_recall(m))
         .collect();
