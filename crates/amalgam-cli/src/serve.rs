@@ -217,6 +217,20 @@ async fn serve(
             None => None,
         };
         if service.round_status(r).await.is_err() {
+            // Nor while the re-run of an earlier round is open: its end gives model_r.
+            if let Some((fb, _)) = &fallback {
+                for k in service.round_ids().into_iter().filter(|&k| k < r) {
+                    let Some(fr) = amalgam_net::fallback_api::fallback_round_of(k) else {
+                        continue;
+                    };
+                    if let Ok(false) = fb.with_round(fr, |st| st.end().is_some()).await {
+                        return Err(Failure::failed(format!(
+                            "--round {r}: the fallback re-run of round {k} (round {fr}) is still \
+                             open; open round {r} after it ended, on the model its sum gives"
+                        )));
+                    }
+                }
+            }
             service
                 .open_round(r, model)
                 .await

@@ -167,25 +167,33 @@ pub struct FollowReRuns {
 impl ReRuns for FollowReRuns {
     fn wait_end(&self, round: u64, wait: Duration) -> ReRunFuture<'_> {
         Box::pin(async move {
-            let fr = fallback_round_of(round)?;
+            let Some(fr) = fallback_round_of(round) else {
+                return Ok(None);
+            };
+            let failed = || "the fallback log failed; restart the aggregator".to_string();
+            if self.fallback.storage_failed() {
+                return Err(failed());
+            }
             // Given up before a restart: the re-run never opens, model_r carries over.
             if matches!(self.fallback.rerun_given_up(round).await, Ok(true)) {
-                return Some(ReRunEnd::GivenUp);
+                return Ok(Some(ReRunEnd::GivenUp));
             }
             let end = match self
                 .fallback
                 .wait_for(fr, wait, |st| st.end().cloned())
                 .await
             {
-                Ok(end) => end?,
+                Ok(Some(end)) => end,
+                Ok(None) => return Ok(None),
+                Err(_) if self.fallback.storage_failed() => return Err(failed()),
                 // Not opened yet (the committee's certificates are missing): ask again later.
                 Err(_) => {
                     tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
-                    return None;
+                    return Ok(None);
                 }
             };
             let mask = 1u64.checked_shl(self.bits).map_or(u64::MAX, |m| m - 1);
-            Some(match end {
+            Ok(Some(match end {
                 FallbackEnd::Finished(res) => ReRunEnd::Published {
                     round: fr,
                     output: AggregateOutput {
@@ -196,7 +204,7 @@ impl ReRuns for FollowReRuns {
                     },
                 },
                 FallbackEnd::Aborted(_) => ReRunEnd::Aborted,
-            })
+            }))
         })
     }
 
@@ -207,35 +215,36 @@ impl ReRuns for FollowReRuns {
                 Some(fr) => match self.fallback.with_round(fr, |_| ()).await {
                     Ok(()) => true,
                     Err(p) if p.code == ProblemCode::RoundUnknown => false,
-                    // Its state cannot be read (storage failed): never give up blind.
-                    Err(_) => true,
+                    // Its state cannot be read (storage failed): never give up blind, and
+                    // stop the campaign rather than wait on a log that refuses everything.
+                    Err(p) => return Err(format!("fallback re-run state: {}", p.detail)),
                 },
                 // No re-run id exists for it: there is nothing to open.
                 None => false,
             };
             if opened {
-                return false;
+                return Ok(false);
             }
             // A last attempt under the lock: certificates stored since the opener's last pass
             // must not lose the re-run to the deadline.
             match self.fallback.open_rerun(&self.service, round).await {
                 Ok(fr) => {
                     tracing::info!(masking_round = round, round = fr, "fallback re-run opened");
-                    false
+                    Ok(false)
                 }
-                Err(p) if p.code == ProblemCode::PeerDuplicate => false,
-                // Committed to the fallback log before round r+1 can open on model_r.
-                Err(p) => match self.fallback.give_up_rerun(round).await {
-                    Ok(given_up) => {
-                        tracing::debug!(masking_round = round, detail = %p.detail, given_up, "re-run give-up");
-                        given_up
-                    }
-                    // Not recorded (storage failed): never give up without the record.
-                    Err(e) => {
-                        tracing::error!(masking_round = round, detail = %e.detail, "re-run give-up not recorded");
-                        false
-                    }
-                },
+                Err(p) if p.code == ProblemCode::PeerDuplicate => Ok(false),
+                // Committed to the fallback log before round r+1 can open on model_r; not
+                // recorded (storage failed): never given up without the record, the campaign
+                // stops instead.
+                Err(p) => {
+                    let given_up = self
+                        .fallback
+                        .give_up_rerun(round)
+                        .await
+                        .map_err(|e| format!("re-run give-up not recorded: {}", e.detail))?;
+                    tracing::debug!(masking_round = round, detail = %p.detail, given_up, "re-run give-up");
+                    Ok(given_up)
+                }
             }
         })
     }

@@ -427,3 +427,55 @@ fn a_committee_that_never_certifies_cannot_stall_the_campaign() {
         Ok(_) => panic!("the given-up re-run opened"),
     }
 }
+
+/// `amalgam serve --round 2` is refused while the re-run of round 1 is open: round 2 opened
+/// beside it would be a second source of model_2 (and a campaign's restart would then refuse
+/// the log). Round 1 aborts, every site is stopped so that nobody uploads to the re-run, the
+/// re-run opens once the committee certified, the aggregator is killed, and a restart asking
+/// for round 2 exits 1 without opening it.
+#[test]
+fn serve_refuses_to_open_a_round_beside_an_open_rerun() {
+    let w = World::with_committee(708, SITES, None, MEMBERS, true);
+    let mut s = w.serve("127.0.0.1:0", PHASE_S, None);
+    let _members: Vec<Proc> = (0..MEMBERS).map(|j| w.decryptor(j, &s.url, None)).collect();
+    let park = format!("after-send-advertise-keys:{ROUND}");
+    let mut sites: Vec<Proc> = (0..SITES)
+        .map(|i| w.site(i, &s.url, PARKED.contains(&i).then_some(park.as_str())))
+        .collect();
+    for &i in &PARKED {
+        sites[i].expect_line("FAULT after-send-advertise-keys", STEP);
+    }
+    for (i, p) in sites.iter_mut().enumerate() {
+        if !PARKED.contains(&i) {
+            p.expect_line(&format!("round {ROUND}: Aborted"), STEP);
+        }
+        p.kill();
+    }
+    let fr = rerun();
+    let mut t = w.transport(0, &s.url);
+    let start = std::time::Instant::now();
+    while t.fallback_mine(fr).is_err() {
+        assert!(start.elapsed() < STEP, "the re-run never opened");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let model = hex::encode(t.round_model(ROUND).unwrap().unwrap());
+    s.proc.kill();
+    let cmd = w.serve_round_cmd("127.0.0.1:0", PHASE_S, None, 2, Some(&model));
+    let mut p = Proc::spawn(
+        "aggregator (round 2)",
+        cmd,
+        w.path("aggregator-round2.stderr"),
+    );
+    let status = p.wait_exit(STEP);
+    assert_eq!(status.code(), Some(1), "{:?}\n{}", p.seen, p.stderr_tail());
+    assert!(
+        p.stderr_tail().contains("is still open"),
+        "{}",
+        p.stderr_tail()
+    );
+    assert!(
+        !p.seen.iter().any(|l| l.starts_with("READY")),
+        "{:?}",
+        p.seen
+    );
+}

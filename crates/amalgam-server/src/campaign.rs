@@ -93,21 +93,25 @@ pub enum ReRunEnd {
 }
 
 /// A future of [`ReRuns::wait_end`].
-pub type ReRunFuture<'a> = Pin<Box<dyn Future<Output = Option<ReRunEnd>> + Send + 'a>>;
+pub type ReRunFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<ReRunEnd>, String>> + Send + 'a>>;
 
 /// A future of [`ReRuns::give_up`].
-pub type GiveUpFuture<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+pub type GiveUpFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>>;
 
 /// The fallback re-runs a campaign follows.
 pub trait ReRuns: Send + Sync + 'static {
     /// How the re-run of aborted masking round `round` ended, waiting at most `wait`; `None`:
-    /// not ended (or not opened, and not given up) yet.
+    /// not ended (or not opened, and not given up) yet. `Err`: the re-runs' storage failed;
+    /// the campaign stops (the aggregator exits, and its restart replays both logs) instead
+    /// of waiting on a log that refuses everything.
     fn wait_end(&self, round: u64, wait: Duration) -> ReRunFuture<'_>;
 
     /// Gives up the re-run of aborted masking round `round` unless it has opened: `true`,
     /// it has not opened and never will (atomically with the opener, so the two cannot
     /// both happen; durably, so a restart never opens it either), and model_r carries over;
-    /// `false`, it has opened and its end decides model_{r+1}.
+    /// `false`, it has opened and its end decides model_{r+1}. `Err`: the give-up could not
+    /// be recorded (storage failed); the campaign stops, as for [`Self::wait_end`].
     fn give_up(&self, round: u64) -> GiveUpFuture<'_>;
 
     /// How long the campaign waits for a re-run to open before it gives it up.
@@ -216,7 +220,7 @@ pub async fn resume_with(
             // Round r opened on model_p: the campaign gave the re-run up before it opened.
             // Giving it up now makes sure it never opens; one that opened forks the chain.
             let gave_up = match reruns {
-                Some(rr) => rr.give_up(p).await,
+                Some(rr) => rr.give_up(p).await.map_err(CampaignError::Service)?,
                 None => false,
             };
             if !gave_up {
@@ -246,7 +250,11 @@ pub async fn resume_with(
                 pos.round = r + 1;
                 if let (RoundEnd::Aborted(_), Some(rr)) = (&end, reruns) {
                     pos.rerun_pending = Some(r);
-                    if let Some(e) = rr.wait_end(r, Duration::ZERO).await {
+                    if let Some(e) = rr
+                        .wait_end(r, Duration::ZERO)
+                        .await
+                        .map_err(CampaignError::Service)?
+                    {
                         apply_rerun(rules, &mut pos, r, &e)?;
                     }
                 }
@@ -288,13 +296,13 @@ pub async fn run_with(
                 let left = rr.open_wait().saturating_sub(since.elapsed());
                 left.clamp(Duration::from_millis(50), Duration::from_secs(60))
             };
-            match rr.wait_end(r, wait).await {
+            match rr.wait_end(r, wait).await.map_err(CampaignError::Service)? {
                 Some(end) => {
                     apply_rerun(rules.as_ref(), &mut pos, r, &end)?;
                     tracing::info!(round = r, ?end, "re-run ended");
                 }
                 None if known_open || since.elapsed() < rr.open_wait() => continue,
-                None if rr.give_up(r).await => {
+                None if rr.give_up(r).await.map_err(CampaignError::Service)? => {
                     pos.rerun_pending = None;
                     tracing::warn!(
                         round = r,

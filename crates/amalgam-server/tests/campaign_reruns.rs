@@ -61,6 +61,8 @@ struct ManualState {
     opened: BTreeSet<u64>,
     ended: BTreeMap<u64, ReRunEnd>,
     given_up: BTreeSet<u64>,
+    /// The re-runs' storage failed: every call errs.
+    failed: bool,
 }
 
 impl Manual {
@@ -88,6 +90,9 @@ impl ReRuns for Manual {
         Box::pin(async move {
             let known = {
                 let s = self.state.lock().unwrap();
+                if s.failed {
+                    return Err("storage failed".to_string());
+                }
                 // The give-up is durable, as the fallback log keeps it.
                 s.ended
                     .get(&round)
@@ -95,20 +100,23 @@ impl ReRuns for Manual {
                     .or_else(|| s.given_up.contains(&round).then_some(ReRunEnd::GivenUp))
             };
             if known.is_some() {
-                return known;
+                return Ok(known);
             }
             tokio::time::sleep(wait.min(Duration::from_millis(20))).await;
-            None
+            Ok(None)
         })
     }
     fn give_up(&self, round: u64) -> GiveUpFuture<'_> {
         Box::pin(async move {
             let mut s = self.state.lock().unwrap();
+            if s.failed {
+                return Err("storage failed".to_string());
+            }
             if s.opened.contains(&round) {
-                return false;
+                return Ok(false);
             }
             s.given_up.insert(round);
-            true
+            Ok(true)
         })
     }
     fn open_wait(&self) -> Duration {
@@ -269,7 +277,7 @@ async fn a_give_up_before_a_crash_is_kept_and_the_next_round_opens_at_once() {
     svc.shutdown().await;
     drop(svc);
     let reruns = Manual::new(Duration::from_secs(3600));
-    assert!(reruns.give_up(0).await);
+    assert!(reruns.give_up(0).await.unwrap());
 
     let svc = service(&fx, &log);
     let pos = campaign::resume_with(&svc, &Rules, INITIAL.to_vec(), Some(reruns.as_ref()))
@@ -294,5 +302,28 @@ async fn a_give_up_before_a_crash_is_kept_and_the_next_round_opens_at_once() {
         "model_0 carried over"
     );
     task.abort();
+    svc.shutdown().await;
+}
+
+/// The re-runs' storage fails while the campaign waits for the re-run of aborted round 0:
+/// the campaign stops with an error (the aggregator exits and its restart replays the logs)
+/// instead of waiting forever on a log that refuses everything, and opens no round 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_whose_reruns_storage_failed_stops_instead_of_waiting() {
+    let fx = Fixture::new();
+    let reruns = Manual::new(Duration::from_secs(3600));
+    let (svc, task) = campaign_on(&fx, &reruns).await;
+    svc.close_phase_now(0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    reruns.state.lock().unwrap().failed = true;
+    let end = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("the campaign kept waiting")
+        .unwrap();
+    assert!(
+        matches!(&end, Err(CampaignError::Service(m)) if m.contains("storage failed")),
+        "{end:?}"
+    );
+    assert!(!svc.round_ids().contains(&1), "round 1 opened");
     svc.shutdown().await;
 }

@@ -212,12 +212,30 @@ impl World {
 
     /// The `amalgam serve` command line on `listen`, opening round 1.
     pub fn serve_cmd(&self, listen: &str, phase_seconds: u64, fault: Option<&str>) -> Command {
+        self.serve_round_cmd(listen, phase_seconds, fault, 1, None)
+    }
+
+    /// The `amalgam serve` command line on `listen`, opening round `round` (on the model
+    /// with hex digest `model`, which rounds after 1 need).
+    pub fn serve_round_cmd(
+        &self,
+        listen: &str,
+        phase_seconds: u64,
+        fault: Option<&str>,
+        round: u64,
+        model: Option<&str>,
+    ) -> Command {
         let mut cmd = self.amalgam(fault);
         cmd.args(["serve", "--manifest", "consortium.manifest"])
             .args(["--key", "agg/identity.key", "--db"])
             .arg(self.db())
-            .args(["--listen", listen, "--round", "1", "--phase-seconds"])
+            .args(["--listen", listen, "--round"])
+            .arg(round.to_string())
+            .arg("--phase-seconds")
             .arg(phase_seconds.to_string());
+        if let Some(m) = model {
+            cmd.args(["--model-digest", m]);
+        }
         cmd
     }
 

@@ -252,6 +252,12 @@ impl FallbackService {
         self.with_locked(move |l| l.given_up.contains(&round)).await
     }
 
+    /// Whether an append to the fallback log failed: the service refuses everything until
+    /// the process restarts and replays the log.
+    pub fn storage_failed(&self) -> bool {
+        self.0.failed.load(Ordering::SeqCst)
+    }
+
     /// Fresh (non-repeat) requests this process accepted: the fault points' counter.
     pub fn accepted(&self) -> u64 {
         self.0.accepted.load(Ordering::SeqCst)
