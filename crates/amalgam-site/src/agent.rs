@@ -275,6 +275,9 @@ impl SiteAgent {
                     return Err(AgentError::BadState("model digest"));
                 }
                 agent.stored_model = is_named.then_some(agent.record.model_digest);
+                if is_named {
+                    agent.remove_other_models()?;
+                }
             }
             None => {
                 if let Some(d) = agent.rules.initial_weights_digest
@@ -418,6 +421,19 @@ impl SiteAgent {
             phase,
             version: VERSION,
         }
+    }
+
+    /// Deletes every model file but the one the record names: a kill between a record and
+    /// the deletion of the model before it, or after a model no record came to name, leaves
+    /// one behind.
+    fn remove_other_models(&self) -> Result<(), AgentError> {
+        let keep = model_name(&self.record.model_digest);
+        for name in self.agent_store.names(AGENT_ROUND)? {
+            if name != keep && (name == LEGACY_MODEL || name.starts_with("agent.model-")) {
+                self.agent_store.delete(&name, AGENT_ROUND)?;
+            }
+        }
+        Ok(())
     }
 
     /// Persists the record and the model (sealed, atomic). A changed model goes to its own

@@ -321,8 +321,9 @@ fn model_files(dir: &Path) -> Vec<PathBuf> {
 /// A site is killed after it wrote model_2 (from round 1's result) but before the record that
 /// names it: the state on disk is the copy taken before round 1 plus the new model's file.
 /// The record still names model_1, whose file a new model never overwrites, so the site
-/// reopens on model_1. Only one model file is kept once the record moved on, and the saves
-/// before each upload of a round do not rewrite the unchanged model.
+/// reopens on model_1 and removes the file no record names. Only one model file is kept once
+/// the record moved on, and the saves before each upload of a round do not rewrite the
+/// unchanged model.
 #[test]
 fn a_kill_between_the_new_model_and_its_record_reopens_on_the_model_the_record_names() {
     let mut f = Fixture::new(5, 4);
@@ -375,4 +376,6 @@ fn a_kill_between_the_new_model_and_its_record_reopens_on_the_model_the_record_n
     std::fs::write(&landed, new_model).unwrap();
     f.reopen(0);
     assert_eq!(f.agents[0].as_ref().unwrap().model().1, before);
+    // The model no record names is removed at the open.
+    assert_eq!(model_files(&f.dir(0)), old_files);
 }

@@ -282,6 +282,28 @@ impl SealedStore {
         Ok(sync_dir(&self.dir)?)
     }
 
+    /// The names of `round`'s sealed files, sorted (none when the round has no directory);
+    /// files that are not sealed state (a temporary file of an interrupted write) are left
+    /// out.
+    pub fn names(&self, round: u64) -> Result<Vec<String>> {
+        let entries = match fs::read_dir(self.round_dir(round)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name();
+            if let Some(n) = name.to_str().and_then(|n| n.strip_suffix(".sealed"))
+                && check_name(n).is_ok()
+            {
+                out.push(n.to_owned());
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// The rounds that have a directory of sealed files, ascending.
     pub fn rounds(&self) -> Result<Vec<u64>> {
         let mut out = Vec::new();

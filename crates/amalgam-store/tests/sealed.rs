@@ -344,3 +344,21 @@ fn racing_key_generations_leave_exactly_one_key() {
         );
     }
 }
+
+/// `names` lists a round's sealed files by name, sorted, leaving out other files (a
+/// temporary file of an interrupted write) and rounds that have no directory.
+#[test]
+fn names_lists_only_the_sealed_files_of_a_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    assert!(s.names(4).unwrap().is_empty());
+    s.put("b.model-1", &aad(4, 0), b"x").unwrap();
+    s.put("a.record", &aad(4, 0), b"y").unwrap();
+    s.put("other", &aad(5, 0), b"z").unwrap();
+    let round = dir.path().join("state").join("round-4");
+    std::fs::write(round.join(".tmp-b.model-2.sealed"), b"partial").unwrap();
+    std::fs::write(round.join("notes.txt"), b"n").unwrap();
+    assert_eq!(s.names(4).unwrap(), vec!["a.record", "b.model-1"]);
+    s.delete("b.model-1", 4).unwrap();
+    assert_eq!(s.names(4).unwrap(), vec!["a.record"]);
+}
