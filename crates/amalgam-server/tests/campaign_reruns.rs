@@ -179,6 +179,15 @@ async fn bound(svc: &Service, round: u64) -> [u8; 32] {
     svc.with_round(round, |st| st.model_digest()).await.unwrap()
 }
 
+/// Round 1 is bound to model_0: aborted round 0's model carried over.
+async fn assert_carried_over(svc: &Service) {
+    assert_eq!(
+        bound(svc, 1).await,
+        model_digest(&INITIAL),
+        "model_0 carried over"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rerun_that_never_opens_is_given_up_and_the_model_carries_over() {
     let fx = Fixture::new();
@@ -193,11 +202,7 @@ async fn a_rerun_that_never_opens_is_given_up_and_the_model_carries_over() {
         "round 1 opened before the open wait ran out"
     );
     assert_eq!(reruns.given_up(), BTreeSet::from([0]));
-    assert_eq!(
-        bound(&svc, 1).await,
-        model_digest(&INITIAL),
-        "model_0 carried over"
-    );
+    assert_carried_over(&svc).await;
     task.abort();
     svc.shutdown().await;
 }
@@ -296,11 +301,7 @@ async fn a_give_up_before_a_crash_is_kept_and_the_next_round_opens_at_once() {
         Some(rr),
     ));
     opened(&svc, 1).await;
-    assert_eq!(
-        bound(&svc, 1).await,
-        model_digest(&INITIAL),
-        "model_0 carried over"
-    );
+    assert_carried_over(&svc).await;
     task.abort();
     svc.shutdown().await;
 }

@@ -26,7 +26,7 @@ struct Recording {
     dir: PathBuf,
     rules: ConsortiumRules,
     key: SigningKey,
-    log: Arc<Mutex<Vec<(u16, Phase, bool)>>>,
+    log: UploadLog,
     site: u16,
     /// A file and the bytes it must still hold at every upload (checked into `kept`).
     unchanged: Option<Watched>,
@@ -34,6 +34,24 @@ struct Recording {
 
 /// A file, the bytes it must hold, and whether it held them at each upload.
 type Watched = (PathBuf, Vec<u8>, Arc<Mutex<Vec<bool>>>);
+
+/// Every upload, site and phase, and whether it was already on disk when it left.
+type UploadLog = Arc<Mutex<Vec<(u16, Phase, bool)>>>;
+
+impl Recording {
+    /// Site `i` of `f` over the fixture's hub, logging into `log`.
+    fn new(f: &Fixture, i: u16, log: &UploadLog, unchanged: Option<Watched>) -> Self {
+        Recording {
+            inner: f.hub.transport(i),
+            dir: f.dir(i),
+            rules: f.rules.clone(),
+            key: f.key(i),
+            log: log.clone(),
+            site: i,
+            unchanged,
+        }
+    }
+}
 
 impl Transport for Recording {
     fn upload(&mut self, round: u64, phase: Phase, body: &[u8]) -> Result<(), TransportError> {
@@ -141,15 +159,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn every_upload_leaves_only_after_its_state_is_on_disk() {
     let mut f = Fixture::new(5, 4);
     let log = Arc::new(Mutex::new(Vec::new()));
-    let out = f.run(1, |f, i| Recording {
-        inner: f.hub.transport(i),
-        dir: f.dir(i),
-        rules: f.rules.clone(),
-        key: f.key(i),
-        log: log.clone(),
-        site: i,
-        unchanged: None,
-    });
+    let out = f.run(1, |f, i| Recording::new(f, i, &log, None));
     assert!(
         out.iter()
             .all(|r| matches!(r, Ok(RoundOutcome::Completed { .. }))),
@@ -336,14 +346,8 @@ fn a_kill_between_the_new_model_and_its_record_reopens_on_the_model_the_record_n
     let kept = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::new(Mutex::new(Vec::new()));
     let watched = (old_files[0].clone(), sealed_before.clone(), kept.clone());
-    let out = f.run(1, |f, i| Recording {
-        inner: f.hub.transport(i),
-        dir: f.dir(i),
-        rules: f.rules.clone(),
-        key: f.key(i),
-        log: log.clone(),
-        site: i,
-        unchanged: (i == 0).then(|| watched.clone()),
+    let out = f.run(1, |f, i| {
+        Recording::new(f, i, &log, (i == 0).then(|| watched.clone()))
     });
     assert!(
         out.iter()
