@@ -39,7 +39,6 @@ pub(crate) const UPDATE: &str = "update";
 const VERSION: u8 = 1;
 /// Name of the agent record.
 const RECORD: &str = "agent.record";
-/// Name of the current global model.
 /// The model file of agent-wide state before models were named by their digest: read when
 /// no named file exists, removed once a named one is written.
 const LEGACY_MODEL: &str = "agent.model";
@@ -50,6 +49,7 @@ const LEGACY_MODEL: &str = "agent.model";
 fn model_name(digest: &[u8; 32]) -> String {
     format!("agent.model-{}", hex::encode(&digest[..16]))
 }
+
 /// Highest snapshot step (proto spec §8 state tags 1..=7).
 const MAX_STEP: u8 = 7;
 
@@ -441,14 +441,15 @@ impl SiteAgent {
     /// only after that, so every crash point reopens on a record and the model it names.
     pub(crate) fn save(&mut self) -> Result<(), AgentError> {
         let aad = self.aad(AGENT_ROUND, 0);
-        let digest = model_digest(&self.model);
-        // The record names its model by digest: one that names another is never written.
-        if digest != self.record.model_digest {
-            return Err(AgentError::BadState("the record names another model"));
-        }
+        let digest = self.record.model_digest;
         let replaced = match self.stored_model {
             Some(d) if d == digest => None,
             before => {
+                // The model is hashed only when it is written: it goes under the name the
+                // record gives it, so one the record does not name is never written.
+                if model_digest(&self.model) != digest {
+                    return Err(AgentError::BadState("the record names another model"));
+                }
                 self.agent_store
                     .put(&model_name(&digest), &aad, &encode_model(&self.model))?;
                 self.stored_model = Some(digest);
