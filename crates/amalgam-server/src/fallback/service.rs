@@ -196,9 +196,6 @@ impl FallbackService {
     ) -> Result<u64, Problem> {
         let round = amalgam_net::fallback_api::fallback_round_of(masking_round)
             .ok_or_else(|| Problem::new(ProblemCode::RoundWrongScheme, "not a masking round id"))?;
-        if self.rerun_given_up(masking_round).await? {
-            return Err(given_up(round));
-        }
         let status = masking.round_status(masking_round).await?;
         if status.aborted.is_none() {
             return Err(Problem::new(
