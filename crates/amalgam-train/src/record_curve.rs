@@ -18,8 +18,9 @@ use crate::model::{Model, ModelError};
 use crate::split::Split;
 use crate::summary::interval;
 
-/// Mean test recall of `report` over the rule modes ([`Mode::RULE`]) outside `owned` (`None` when the plant
-/// owns no mode — not a mode split — or no unseen mode has a positive in the test set).
+/// Mean test recall of `report` over the rule modes ([`Mode::RULE`]) outside `owned`
+/// (`None` when the plant owns no mode — not a mode split — or no unseen mode has a positive
+/// in the test set).
 pub fn unseen_recall(report: &Report, owned: &[Mode]) -> Option<f64> {
     if owned.is_empty() {
         return None;
